@@ -1,0 +1,97 @@
+"Black-box checks of the circuit model and the batched simulators."
+import numpy as np
+import pytest
+from scipy import stats
+
+from qstore.circuits import GATES, Circuit, Param
+from qstore.simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
+
+
+def random_circuit(n, n_ops, rng, n_params=4):
+    c = Circuit(n)
+    ps = c.parameters_vector('p', n_params)
+    names = [g for g in GATES if GATES[g].num_qubits <= n]
+    for _ in range(n_ops):
+        g = GATES[rng.choice(names)]
+        qs = rng.choice(n, g.num_qubits, replace=False).tolist()
+        angles = [ps[rng.integers(n_params)] * rng.uniform(-2, 2) + rng.uniform(-1, 1) if rng.random() < 0.6
+                  else rng.uniform(-3, 3) for _ in range(g.num_angles)]
+        c.append(g.name, qs, *angles)
+    return c
+
+
+@pytest.mark.parametrize('n', [1, 2, 3, 5, 8])
+def test_batched_statevector_equals_per_row_loop(n):
+    rng = np.random.default_rng(n)
+    c = random_circuit(n, 40, rng)
+    vals = rng.uniform(-np.pi, np.pi, (6, c.num_parameters))
+    sim = StatevectorSimulator()
+    batched = sim.statevector(c, vals)
+    looped = np.concatenate([sim.statevector(c, v[None]) for v in vals])
+    np.testing.assert_allclose(batched, looped, atol=1e-12)
+    if n <= 5:  # and both equal the dense unitary of each row
+        np.testing.assert_allclose(batched, [c.unitary(v)[:, 0] for v in vals], atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1, atol=1e-12)
+
+
+def test_sampling_frequencies_pass_chi_square():
+    rng = np.random.default_rng(11)
+    c = random_circuit(3, 25, rng)
+    vals = rng.uniform(-np.pi, np.pi, (4, c.num_parameters))
+    sim = StatevectorSimulator(seed=5)
+    p = sim.probabilities(c, vals)
+    counts = sim.sample(c, vals, shots=50_000)
+    for row_p, row_c in zip(p, counts):
+        keep = row_p * 50_000 > 5  # chi-square needs expected counts > 5
+        expected = row_p[keep] * 50_000
+        observed = row_c[keep]
+        expected *= observed.sum() / expected.sum()
+        assert stats.chisquare(observed, expected).pvalue > 1e-3
+    # seeded: same seed, same counts
+    np.testing.assert_array_equal(StatevectorSimulator().sample(c, vals, 100, seed=3),
+                                  StatevectorSimulator().sample(c, vals, 100, seed=3))
+
+
+def test_noise_reduces_to_ideal_and_damps():
+    rng = np.random.default_rng(2)
+    c = random_circuit(3, 20, rng)
+    vals = rng.uniform(-1, 1, (3, c.num_parameters))
+    obs = ['Z0', 'Z1 Z2', 'X0 Y1']
+    ideal = StatevectorSimulator().expectation(c, vals, obs)
+    np.testing.assert_allclose(DensityMatrixSimulator(NoiseModel()).expectation(c, vals, obs), ideal, atol=1e-12)
+    strong = DensityMatrixSimulator(NoiseModel(p1=0.2, p2=0.3)).expectation(c, vals, obs)
+    assert np.all(np.abs(strong) <= np.abs(ideal) + 1e-12)
+
+
+def test_density_matrix_ten_qubits():
+    c = Circuit(10)
+    for q in range(10): c.h(q)
+    for q in range(9): c.cnot(q, q + 1)
+    out = DensityMatrixSimulator('forte-1').expectation(c, None, ['X0', 'Z9'])
+    assert 0.8 < out[0, 0] < 1.0 and abs(out[0, 1]) < 0.05
+
+
+@pytest.mark.parametrize('build, message', [
+    (lambda: Circuit(2).rx(2, 0.1), 'out of range'),
+    (lambda: Circuit(2).cnot(1, 1), 'distinct qubits'),
+    (lambda: Circuit(2).append('rx', 0), 'takes 1 angle'),
+    (lambda: Circuit(2).append('cnot', [0, 1], 0.3), 'takes 0 angle'),
+    (lambda: Circuit(2).append('rz', [0, 1], 0.3), 'acts on 1 qubit'),
+    (lambda: Circuit(2).rx(0, float('nan')), 'finite'),
+    (lambda: Circuit(2).rx(0, Param('a') * Param('b')), 'affine in ONE parameter'),
+    (lambda: Circuit(2).append('toffoli', [0, 1]), 'unknown gate'),
+    (lambda: Circuit(0), 'positive integer'),
+])
+def test_construction_errors(build, message):
+    with pytest.raises((ValueError, TypeError), match=message.replace('(', r'\(')): build()
+
+
+def test_binding_errors():
+    c = Circuit(2); a = c.parameter('a'); c.rx(0, a).ry(1, 2 * a)
+    sim = StatevectorSimulator()
+    with pytest.raises(ValueError, match=r"NaN or inf at row 1, column 0 \(parameter 'a'\)"):
+        sim.statevector(c, [[0.1], [np.inf]])
+    with pytest.raises(ValueError, match=r'must have shape \(B, 1\)'):
+        sim.statevector(c, np.zeros((3, 2)))
+    with pytest.raises(TypeError, match='must be numeric'):
+        sim.statevector(c, [['x']])
