@@ -65,11 +65,16 @@ class Backend:
     def _sample(self, circuits, values, shots, rng):
         raise NotImplementedError(f"backend '{self.name}' cannot sample")
 
+    def _exact_shared(self, circuit, values, observables, shared_prefix):
+        "Exact results for rows in blocks sharing a prefix (hint); backends without a faster path ignore the hint."
+        return self._exact(circuit, values, observables)
+
     def run(self, circuit: Circuit,  # template to execute
             values=None,  # (B, P) parameter values
             observables=None,  # observable(s) to estimate; None returns probabilities/counts
             shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
-            seed: int | None = None) -> Result:  # overrides the backend RNG for this call
+            seed: int | None = None,  # overrides the backend RNG for this call
+            shared_prefix: tuple | None = None) -> Result:  # hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
         "Execute a batch of bindings of one template."
         t0 = time.perf_counter()
         caps = self.capabilities
@@ -86,7 +91,7 @@ class Backend:
         rng = self.rng if seed is None else np.random.default_rng(seed)
         B = v.shape[0]
         if shots is None:
-            out = self._exact(circuit, v, obs)
+            out = self._exact(circuit, v, obs) if shared_prefix is None or obs is None else self._exact_shared(circuit, v, obs, shared_prefix)
             res = Result(self.name, None, B, **({'expectations': out, 'stderr': np.zeros_like(out)} if obs else {'probabilities': out}))
         elif obs is None:
             (counts,) = self._sample([circuit], v, int(shots), rng)
@@ -134,6 +139,10 @@ class LocalBackend(Backend):
     def _exact(self, circuit, values, observables):
         sim = self.dm or self.sv
         return sim.probabilities(circuit, values) if observables is None else sim.expectation(circuit, values, observables)
+
+    def _exact_shared(self, circuit, values, observables, shared_prefix):
+        if self.dm is not None: return self._exact(circuit, values, observables)
+        return self.sv.expectation_shared_prefix(circuit, values, observables, *shared_prefix)
 
     def _sample(self, circuits, values, shots, rng):
         sim = self.dm or self.sv

@@ -407,20 +407,18 @@ Circuit.angle_index = _angle_index
 Circuit.angle_table = _angle_table
 
 # %% ../nbs/00_circuits.ipynb #c00-apply
-def apply_matrix(states: np.ndarray,  # (B, 2^n) complex batch of states
-                 mats: np.ndarray,  # (B or 1, 2^k, 2^k) per-row matrices, qubits[0] most significant
+def apply_matrix(states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n) or (K, B, 2^n)
+                 mats: np.ndarray,  # (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
                  qubits: Sequence[int],  # the k target qubits
                  n: int) -> np.ndarray:  # total number of qubits
     "Apply a (batched) k-qubit matrix to a batch of states; returns a new array."
-    B, k = states.shape[0], len(qubits)
-    axes = [n - q for q in qubits]  # axis of qubit q in the (B, 2, ..., 2) view (MSB first)
-    t = states.reshape((B,) + (2,) * n)
-    rest = [a for a in range(1, n + 1) if a not in axes]
-    t = np.transpose(t, [0] + rest + axes).reshape(B, -1, 2 ** k)
-    t = np.matmul(t, np.swapaxes(mats, -1, -2))
-    t = t.reshape((B,) + (2,) * n)
-    inv = np.argsort([0] + rest + axes)
-    return np.ascontiguousarray(np.transpose(t, inv)).reshape(B, 2 ** n)
+    lead, k, nl = states.shape[:-1], len(qubits), states.ndim - 1
+    axes = [nl + n - 1 - q for q in qubits]  # axis of qubit q in the (*lead, 2, ..., 2) view (MSB first)
+    rest = [a for a in range(nl, nl + n) if a not in axes]
+    order = list(range(nl)) + rest + axes
+    t = np.transpose(states.reshape(lead + (2,) * n), order).reshape(lead + (-1, 2 ** k))
+    t = np.matmul(t, np.swapaxes(mats, -1, -2)).reshape(lead + (2,) * n)
+    return np.ascontiguousarray(np.transpose(t, np.argsort(order))).reshape(states.shape)
 
 # %% ../nbs/00_circuits.ipynb #c00-unitary
 def _unitary(self: Circuit, values=None) -> np.ndarray:

@@ -47,7 +47,7 @@ class _Plan:
         self.slices = circuit.angle_index()[3]
         self.const = [_const_matrix(op) for op in circuit.ops]
         self.ops = circuit.ops
-        one_q = [k for k, op in enumerate(circuit.ops) if op.gatedef.num_qubits == 1 and op.gate != 'i']
+        one_q = self.one_q = [k for k, op in enumerate(circuit.ops) if op.gatedef.num_qubits == 1 and op.gate != 'i']
         self.slot = {k: i for i, k in enumerate(one_q)}
         self.n1 = len(one_q)  # slot n1 holds the identity
         self.by_gate = {}  # gate -> (slots, [angle-table columns per angle])
@@ -79,6 +79,34 @@ class _Plan:
             elif g.kind == 'diag': self.steps.append(('diag', k, _local_index(op.qubits, n)))
             else: self.steps.append(('dense', k))
         flush()
+        self.inverse_perm = {i: np.argsort(st[1]) for i, st in enumerate(self.steps) if st[0] == 'perm'}
+        # angle-table column -> index of the step that consumes it (for shared-prefix simulation)
+        self.col_step = np.zeros(int(sum(b - a for a, b in self.slices)), dtype=int)
+        for i, st in enumerate(self.steps):
+            ks = [one_q[j] for j in st[3].ravel() if j < self.n1] if st[0] == 'block' else [st[1]] if st[0] != 'perm' else []
+            for k in ks: self.col_step[slice(*self.slices[k])] = i
+
+    def step_matrix(self, i, A, mats1, dtype):
+        "The batched matrix of step i (None for permutations)."
+        st = self.steps[i]
+        if st[0] == 'perm': return None
+        return self.block_matrix(mats1, st[3], dtype) if st[0] == 'block' else self.matrix(st[1], A).astype(dtype, copy=False)
+
+    def apply(self, s, i, A, mats1, dtype, adjoint=False, M=None):
+        "Apply step i (or its inverse) to states `s` (K, B, 2^n); matrices are per row (B) or per (K, B) row."
+        st, (K, B) = self.steps[i], s.shape[:2]
+        kind = st[0]
+        if kind == 'perm': return s[..., self.inverse_perm[i] if adjoint else st[1]]
+        if M is None: M = self.step_matrix(i, A, mats1, dtype)
+        if M.shape[0] not in (1, B): M = M.reshape((K, B) + M.shape[1:])
+        if kind == 'diag':
+            d = np.diagonal(M, axis1=-2, axis2=-1)
+            return s * np.take(d.conj() if adjoint else d, st[2], axis=-1)
+        if adjoint: M = np.conj(np.swapaxes(M, -1, -2))
+        if kind == 'dense': return apply_matrix(s, M, self.ops[st[1]].qubits, self.n)
+        q, k = st[1], st[2]
+        if q == 0: return (s.reshape(K, B, -1, 2 ** k) @ np.swapaxes(M, -1, -2)).reshape(K, B, -1)
+        return (M[..., None, :, :] @ s.reshape(K, B, -1, 2 ** k, 2 ** q)).reshape(K, B, -1)
 
     def matrix(self, k, A):
         "Batched matrix of op k from the angle table A (constant matrices are precomputed)."
@@ -124,8 +152,9 @@ def plan_for(circuit: Circuit) -> _Plan:
 class StatevectorSimulator:
     "Exact, batched statevector simulation of circuit templates."
     def __init__(self, dtype=np.complex128,  # complex128 (default) or complex64
-                 seed: int | None = None):  # seed for `sample`
-        self.dtype = np.dtype(dtype)
+                 seed: int | None = None,  # seed for `sample`
+                 chunk_amplitudes: int = 2 ** 21):  # rows are simulated in chunks of at most this many amplitudes
+        self.dtype, self.chunk_amplitudes = np.dtype(dtype), int(chunk_amplitudes)
         if self.dtype not in (np.complex64, np.complex128): raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
         self.rng = np.random.default_rng(seed)
 
@@ -135,38 +164,67 @@ class StatevectorSimulator:
         "Final states `(B, 2^n)`, little-endian (qubit q = bit q of the index)."
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
-        n, B = circuit.n_qubits, v.shape[0]
+        plan, A = plan_for(circuit), circuit.angle_table(v)
+        return self._run(plan, self._initial(circuit.n_qubits, v.shape[0], initial_state), A, 0)[0][0]
+
+    def _initial(self, n, B, initial_state=None):
         if initial_state is None:
-            s = np.zeros((B, 2 ** n), dtype=self.dtype); s[:, 0] = 1
-        else:
-            s = np.array(np.broadcast_to(initial_state, (B, 2 ** n)), dtype=self.dtype)
-        plan = plan_for(circuit)
-        A = circuit.angle_table(v)
-        mats1 = plan.one_qubit_matrices(A)
-        for step in plan.steps:
-            kind = step[0]
-            if kind == 'block':
-                _, q, k, idx = step
-                M = plan.block_matrix(mats1, idx, self.dtype)
-                if q == 0: s = np.matmul(s.reshape(B, -1, 2 ** k), np.swapaxes(M, -1, -2)).reshape(B, -1)
-                else: s = np.matmul(M[:, None], s.reshape(B, -1, 2 ** k, 2 ** q)).reshape(B, -1)
-            elif kind == 'perm': s = np.take(s, step[1], axis=1)
-            elif kind == 'diag':
-                d = np.diagonal(plan.matrix(step[1], A), axis1=-2, axis2=-1).astype(self.dtype, copy=False)
-                s = s * np.take(d, step[2], axis=1)
-            else:
-                op = plan.ops[step[1]]
-                s = apply_matrix(s, plan.matrix(step[1], A).astype(self.dtype, copy=False), op.qubits, n)
-        return s
+            s = np.zeros((1, B, 2 ** n), dtype=self.dtype); s[..., 0] = 1; return s
+        return np.array(np.broadcast_to(initial_state, (B, 2 ** n)), dtype=self.dtype)[None]
+
+    def _run(self, plan, s, A, start, stop=None, snapshots=(), mats1=None):
+        "Apply steps start..stop-1 to (K, B, 2^n) states; returns final states and {step: states before it}."
+        mats1, saved = plan.one_qubit_matrices(A) if mats1 is None else mats1, {}
+        for i in range(start, len(plan.steps) if stop is None else stop):
+            if i in snapshots: saved[i] = s
+            s = plan.apply(s, i, A, mats1, self.dtype)
+        return s, saved
+
+    def expectation_shared_prefix(self, circuit: Circuit, values, observables,
+                                  block: int,  # rows come in blocks of this size
+                                  first_columns) -> np.ndarray:  # per block j>0: the angle column where it differs from block 0
+        """Expectations for stacked blocks of rows that equal block 0 except in one gate (e.g. shifted copies).
+        Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices."""
+        v = validate_values(circuit, values); n = circuit.n_qubits
+        obs = as_observables(observables, n)
+        plan, A = plan_for(circuit), circuit.angle_table(v)
+        nblk = len(v) // block
+        if nblk * block != len(v) or len(first_columns) != nblk - 1: raise ValueError("rows must form len(first_columns) + 1 blocks")
+        starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
+        A0 = A[:block]; mats0 = plan.one_qubit_matrices(A0)
+        base, saved = self._run(plan, self._initial(n, block), A0, 0, snapshots=set(starts.tolist()), mats1=mats0)
+        out = np.empty((nblk, block, len(obs)))
+        out[0] = expectation_from_states(base[0], obs, n)
+        per_chunk = max(1, self.chunk_amplitudes // (block << n))
+        for st in np.unique(starts):
+            group = 1 + np.flatnonzero(starts == st)
+            for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
+                Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
+                s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
+                s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak), self.dtype)
+                s, _ = self._run(plan, s, A0, st + 1, mats1=mats0)
+                out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
+        return out.reshape(-1, len(obs))
+
+    def _chunks(self, circuit, values):
+        "Split a large batch so that one chunk of states stays within `chunk_amplitudes` (bounded memory)."
+        if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+        v = validate_values(circuit, values)
+        rows = max(1, self.chunk_amplitudes >> circuit.n_qubits)
+        return [v[i:i + rows] for i in range(0, len(v), rows)]
 
     def probabilities(self, circuit: Circuit, values=None) -> np.ndarray:
         "Basis-state probabilities `(B, 2^n)`."
-        s = self.statevector(circuit, values)
-        return (s.real ** 2 + s.imag ** 2).astype(float)
+        out = []
+        for v in self._chunks(circuit, values):
+            s = self.statevector(circuit, v); out.append((s.real ** 2 + s.imag ** 2).astype(float))
+        return np.concatenate(out)
 
     def expectation(self, circuit: Circuit, values, observables) -> np.ndarray:
-        "Exact expectations `(B, n_obs)` of Pauli-sum observables."
-        return expectation_from_states(self.statevector(circuit, values), observables, circuit.n_qubits)
+        "Exact expectations `(B, n_obs)` of Pauli-sum observables (large batches run in memory-bounded chunks)."
+        obs = as_observables(observables, circuit.n_qubits)
+        return np.concatenate([expectation_from_states(self.statevector(circuit, v), obs, circuit.n_qubits)
+                               for v in self._chunks(circuit, values)])
 
     def sample(self, circuit: Circuit, values, shots: int, seed: int | None = None) -> np.ndarray:
         "Seeded measurement counts `(B, 2^n)` (integer array; column i counts outcome i)."
