@@ -14,6 +14,7 @@ __all__ = ['COMMANDS', 'main']
 # %% ../nbs/90_cli.ipynb #cli-cmds
 COMMANDS = {
     'bench': ('qstore.benchmarks:bench_cli', 'benchmark the batched simulator (table + JSON)'),
+    'models': ('qstore.db:models_cli', 'list, inspect and promote registered models'),
 }
 
 # %% ../nbs/90_cli.ipynb #cli-main

@@ -10,14 +10,15 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 import numpy as np
-from .circuits import GATES, Circuit, validate_values
+from .circuits import GATES, Angle, Circuit, validate_values
 from .observables import as_observables, Observable, PauliTerm, term_signs
 from .simulator import StatevectorSimulator, plan_for
 from .backends import Backend, get_backend
 
 # %% auto #0
 __all__ = ['SHIFT_RULES', 'GradientResult', 'select_params', 'vjp', 'shift_rule', 'legalize_native', 'angle_template',
-           'shift_table', 'parameter_shift', 'finite_diff', 'apply_observable', 'adjoint']
+           'shift_table', 'parameter_shift', 'finite_diff', 'apply_observable', 'adjoint', 'SPSAGradientEstimator',
+           'metric_tensor', 'overlap_circuit', 'QNSPSA', 'AdaptiveGradient']
 
 # %% ../nbs/04_gradients.ipynb #g04-result
 @dataclass
@@ -335,3 +336,246 @@ def adjoint(circuit: Circuit, values, observables,
     names = [circuit.parameters[i] for i in cols]
     if cotangent is None: return GradientResult(np.moveaxis(G, 0, 1), names, 'adjoint', B, 1, value)
     return GradientResult(G[0][:, None, :], names, 'adjoint_vjp', B, 1, value)
+
+# %% ../nbs/04_gradients.ipynb #g04-spsa
+class SPSAGradientEstimator:
+    "SPSA gradient estimates with Spall gain sequences, checkpointable state."
+    def __init__(self, a: float = 0.2,  # step-size numerator
+                 c: float = 0.1,  # perturbation numerator
+                 A: float = 10.0,  # stability constant (about 10% of the iterations)
+                 alpha: float = 0.602,  # step-size decay exponent
+                 gamma: float = 0.101,  # perturbation decay exponent
+                 num_directions: int = 1,  # random directions averaged per estimate
+                 seed: int | None = None):  # RNG seed for the perturbations
+        if num_directions < 1: raise ValueError(f"num_directions must be >= 1, got {num_directions}")
+        if not (a > 0 and c > 0 and A >= 0): raise ValueError("SPSA gains need a > 0, c > 0 and A >= 0")
+        self.a, self.c, self.A, self.alpha, self.gamma = float(a), float(c), float(A), float(alpha), float(gamma)
+        self.num_directions, self.k = int(num_directions), 0
+        self.rng = np.random.default_rng(seed)
+
+    def gains(self, k: int | None = None) -> tuple:
+        "(a_k, c_k) at iteration k (default: the current one)."
+        k = self.k if k is None else k
+        return self.a / (self.A + k + 1) ** self.alpha, self.c / (k + 1) ** self.gamma
+
+    def directions(self, n: int) -> np.ndarray:
+        "Rademacher directions `(num_directions, n)` from the estimator's RNG."
+        return self.rng.choice([-1.0, 1.0], size=(self.num_directions, n))
+
+    def jacobian(self, circuit: Circuit, values, observables, backend='local', wrt='weights',
+                 shots: int | None = None, seed: int | None = None) -> GradientResult:
+        "SPSA estimate of the Jacobian (same perturbation for every row, as the selected parameters are shared)."
+        be = get_backend(backend)
+        v = validate_values(circuit, values); B = v.shape[0]
+        cols = select_params(circuit, wrt); obs = as_observables(observables, circuit.n_qubits)
+        _, ck = self.gains()
+        D = self.directions(len(cols))
+        rows = [v]
+        for d in D:
+            for sgn in (1, -1):
+                r = v.copy(); r[:, cols] += sgn * ck * d; rows.append(r)
+        res = be.run(circuit, np.concatenate(rows), obs, shots=shots, seed=seed)
+        E = res.expectations.reshape(len(rows), B, len(obs))
+        J = sum(((E[1 + 2 * i] - E[2 + 2 * i]) / (2 * ck))[:, :, None] * d for i, d in enumerate(D)) / len(D)
+        return GradientResult(J, [circuit.parameters[i] for i in cols], 'spsa', res.n_circuits, 1, E[0])
+
+    def loss_gradient(self, loss_fn,  # maps a (M, n) array of parameter vectors to (M,) losses in one batch
+                      theta: np.ndarray) -> tuple:  # (n,) current parameters
+        "SPSA gradient of a scalar loss: returns (gradient, loss evaluations used)."
+        theta = np.asarray(theta, dtype=float)
+        _, ck = self.gains(); D = self.directions(theta.size)
+        pts = np.concatenate([theta + ck * D, theta - ck * D])
+        L = np.asarray(loss_fn(pts), dtype=float)
+        m = len(D)
+        return (((L[:m] - L[m:]) / (2 * ck))[:, None] * D).mean(0), 2 * m
+
+    def step(self):
+        "Advance the iteration counter (call once per optimisation step)."
+        self.k += 1
+
+    def calibrate(self, loss_fn, theta, target_step: float = 0.2, samples: int = 10):
+        "Set `a` so the first update moves parameters by about `target_step` (mean |g| over `samples` estimates)."
+        mags = [np.abs(self.loss_gradient(loss_fn, theta)[0]).mean() for _ in range(samples)]
+        self.a = target_step * (self.A + 1) ** self.alpha / max(float(np.mean(mags)), 1e-12)
+        return self.a
+
+    def state_dict(self) -> dict:
+        "JSON-serialisable state: gains, iteration counter and RNG state."
+        return {'a': self.a, 'c': self.c, 'A': self.A, 'alpha': self.alpha, 'gamma': self.gamma,
+                'num_directions': self.num_directions, 'k': self.k, 'rng': self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict):
+        for key in ('a', 'c', 'A', 'alpha', 'gamma', 'num_directions', 'k'): setattr(self, key, type(getattr(self, key))(state[key]))
+        self.rng = np.random.default_rng(); self.rng.bit_generator.state = state['rng']
+        return self
+
+# %% ../nbs/04_gradients.ipynb #g04-metric
+def _layers(circuit: Circuit, cols) -> list:
+    "Greedy layering of the selected parametrised ops: list of layers, each a list of op indices."
+    occ_ops = sorted({k for k, op in enumerate(circuit.ops) for a in op.angles
+                      if a.param is not None and circuit.parameters.index(a.param) in set(cols.tolist())})
+    layers, cur, touched = [], [], set()
+    for k, op in enumerate(circuit.ops):
+        qs = set(op.qubits)
+        if k in occ_ops:
+            if qs & touched: layers.append(cur); cur, touched = [], set()
+            cur.append(k); touched |= qs
+        elif cur: touched |= qs
+    if cur: layers.append(cur)
+    return layers
+
+_PAULI_GEN = {'rx': 'X', 'ry': 'Y', 'rz': 'Z', 'phase': 'Z', 'xx': 'XX', 'yy': 'YY', 'zz': 'ZZ'}
+
+def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
+                  approx: str | None = 'block-diag',  # 'block-diag', 'diag' or None (full, simulators only)
+                  lam: float = 0.0,  # regularisation added to the diagonal
+                  shots: int | None = None, seed: int | None = None) -> np.ndarray:
+    "Fubini-Study metric `(B, P_wrt, P_wrt)`: exact on statevector backends, block-diagonal by circuits otherwise."
+    if approx not in ('block-diag', 'diag', None): raise ValueError(f"approx must be 'block-diag', 'diag' or None, got {approx!r}")
+    be = get_backend(backend)
+    v = validate_values(circuit, values); B, n = v.shape[0], circuit.n_qubits
+    cols = select_params(circuit, wrt); P = len(cols)
+    layers = _layers(circuit, cols)
+    op_layer = {k: i for i, ly in enumerate(layers) for k in ly}
+    occ = _occurrences(circuit, cols)
+    col_op = {c: k for k, (a, b) in enumerate(circuit.angle_index()[3]) for c in range(a, b)}
+    if be.capabilities.adjoint and shots is None:
+        A = circuit.angle_table(v); rows = [A]
+        for col, gate, j, ppos, scale in occ:
+            s = math.pi / (2 * _freq(gate, j))
+            for sh in (s, -s):
+                r = A.copy(); r[:, col] += sh; rows.append(r)
+        S = be.statevector(angle_template(circuit), np.concatenate(rows)).reshape(len(rows), B, -1)
+        psi = S[0]; D = np.zeros((P, B, S.shape[-1]), dtype=complex)
+        for i, (col, gate, j, ppos, scale) in enumerate(occ):
+            D[ppos] += scale * (_freq(gate, j) / 2) * (S[1 + 2 * i] - S[2 + 2 * i])
+        ov = np.einsum('pbi,bi->bp', D.conj(), psi)
+        g = (np.einsum('pbi,qbi->bpq', D.conj(), D) - ov[:, :, None] * ov.conj()[:, None, :]).real
+        if approx is not None:
+            lay = [{op_layer[col_op[col]] for col, _, _, pp, _ in occ if pp == p} for p in range(P)]
+            mask = np.array([[p == q or (approx == 'block-diag' and bool(lay[p] & lay[q])) for q in range(P)] for p in range(P)])
+            g = g * mask
+    else:
+        if approx is None: raise ValueError("the full metric tensor needs a statevector backend; use approx='block-diag'")
+        g = np.zeros((B, P, P))
+        for ly in layers:
+            gens = []
+            for k in ly:
+                op = circuit.ops[k]
+                if op.gate not in _PAULI_GEN: raise NotImplementedError(f"metric_tensor by circuits supports Pauli-rotation gates {sorted(_PAULI_GEN)}; gate '{op.gate}' needs the exact simulator metric or QN-SPSA")
+                gens.append((k, PauliTerm(tuple(sorted((q, p) for q, p in zip(op.qubits, _PAULI_GEN[op.gate]))))))
+            prefix = circuit.copy(); prefix.ops = circuit.ops[:ly[0]]
+            singles = [Observable([t]) for _, t in gens]
+            pairs = [(a, b) for a in range(len(gens)) for b in range(a + 1, len(gens))]
+            obs = singles + [Observable([PauliTerm(tuple(sorted(gens[a][1].paulis + gens[b][1].paulis)))]) for a, b in pairs]
+            E = be.run(prefix, v, obs, shots=shots, seed=seed).expectations
+            cov = np.zeros((B, len(gens), len(gens)))
+            for a in range(len(gens)): cov[:, a, a] = 0.25 * (1 - E[:, a] ** 2)
+            for m, (a, b) in enumerate(pairs):
+                cov[:, a, b] = cov[:, b, a] = 0.25 * (E[:, len(gens) + m] - E[:, a] * E[:, b])
+            for a, (ka, _) in enumerate(gens):
+                for b, (kb, _) in enumerate(gens):
+                    for ja, pa, sa in [(j, pp, sc) for c, _, j, pp, sc in occ if col_op[c] == ka]:
+                        for jb, pb, sb in [(j, pp, sc) for c, _, j, pp, sc in occ if col_op[c] == kb]:
+                            g[:, pa, pb] += sa * sb * cov[:, a, b]
+        if approx == 'diag': g = g * np.eye(P)
+    return g + lam * np.eye(P)
+
+# %% ../nbs/04_gradients.ipynb #g04-qnspsa
+def overlap_circuit(circuit: Circuit, wrt='weights') -> Circuit:
+    "Compute-uncompute template `U(theta')^dagger... `: the circuit with `wrt` parameters renamed `p@b`, then the inverse with the originals. P(0...0) = |<psi(theta)|psi(theta')>|^2."
+    names = {circuit.parameters[i] for i in select_params(circuit, wrt)}
+    first = Circuit(circuit.n_qubits, f"{circuit.name}/overlap")
+    for p, g in circuit._params.items(): first.parameter(p, g)
+    for p in circuit.parameters:
+        if p in names: first.parameter(f"{p}@b", circuit._params[p])
+    for op in circuit.ops:
+        first.append(op.gate, op.qubits, *[a if a.param not in names else Angle(f"{a.param}@b", a.scale, a.offset) for a in op.angles])
+    return first.compose(circuit.inverse())
+
+
+class QNSPSA:
+    "QN-SPSA metric estimates with smoothing and regularisation (Gacon et al. 2021; Qiskit's conventions)."
+    def __init__(self, eps: float = 0.01,  # fidelity perturbation size
+                 regularization: float = 0.01,  # beta added to |g| (Qiskit convention)
+                 seed: int | None = None):
+        self.eps, self.beta = float(eps), float(regularization)
+        self.rng, self.k, self.metric = np.random.default_rng(seed), 0, None
+
+    def estimate(self, circuit: Circuit, values, backend='local', wrt='weights', shots=None, seed=None) -> tuple:
+        "One raw metric estimate `(P, P)` and the circuits it used."
+        be = get_backend(backend)
+        v = validate_values(circuit, values); B = v.shape[0]
+        cols = select_params(circuit, wrt); P = len(cols)
+        D1, D2 = self.rng.choice([-1.0, 1.0], size=(2, P))
+        ov = overlap_circuit(circuit, wrt)
+        base = np.concatenate([v, v[:, cols]], axis=1)  # columns: original parameters, then the p@b copies
+        rows = []
+        for shift in (D1 + D2, D1, -D1 + D2, -D1):
+            r = base.copy(); r[:, v.shape[1]:] += self.eps * shift; rows.append(r)
+        res = be.run(ov, np.concatenate(rows), shots=shots, seed=seed)
+        F = (res.probabilities if res.probabilities is not None else res.counts / res.counts.sum(1, keepdims=True))[:, 0]
+        F = F.reshape(4, B).mean(1)
+        dF = F[0] - F[1] - F[2] + F[3]
+        return -dF / (8 * self.eps ** 2) * (np.outer(D1, D2) + np.outer(D2, D1)), res.n_circuits
+
+    def update(self, circuit, values, backend='local', wrt='weights', shots=None, seed=None) -> np.ndarray:
+        "Draw an estimate, fold it into the running average, return the regularised metric."
+        g_hat, _ = self.estimate(circuit, values, backend, wrt, shots, seed)
+        if self.metric is None: self.metric = np.eye(len(g_hat))
+        self.metric = self.k / (self.k + 1) * self.metric + g_hat / (self.k + 1)
+        self.k += 1
+        return self.regularized()
+
+    def regularized(self) -> np.ndarray:
+        "`sqrtm(g g) + beta I`: absolute eigenvalues plus beta."
+        w, V = np.linalg.eigh((self.metric + self.metric.T) / 2)
+        return (V * (np.abs(w) + self.beta)) @ V.T
+
+    def state_dict(self) -> dict:
+        return {'eps': self.eps, 'beta': self.beta, 'k': self.k, 'rng': self.rng.bit_generator.state,
+                'metric': None if self.metric is None else self.metric.tolist()}
+
+    def load_state_dict(self, state):
+        self.eps, self.beta, self.k = state['eps'], state['beta'], state['k']
+        self.rng = np.random.default_rng(); self.rng.bit_generator.state = state['rng']
+        self.metric = None if state['metric'] is None else np.array(state['metric'])
+        return self
+
+# %% ../nbs/04_gradients.ipynb #g04-adaptive
+class AdaptiveGradient:
+    "Pick adjoint, parameter shift or SPSA per call, and record why."
+    def __init__(self, budget: int | None = None,  # max circuits per row for one gradient (None: no limit)
+                 max_shift_circuits: int = 64,  # on sampled backends prefer SPSA above this many circuits per row
+                 spsa: SPSAGradientEstimator | None = None):  # the SPSA estimator to use (keeps its own state)
+        self.budget, self.max_shift_circuits = budget, max_shift_circuits
+        self.spsa = spsa or SPSAGradientEstimator()
+        self.history: list[str] = []
+
+    def choose(self, backend, circuit: Circuit, wrt='weights', shots: int | None = None) -> tuple:
+        "(method, reason) for this backend, circuit and shots."
+        be = get_backend(backend); caps = be.capabilities
+        cols = select_params(circuit, wrt); P = len(cols)
+        native = bool(caps.native_gates)
+        shift = 1 + sum(sum(s != 0 for s, _ in shift_rule(g, j, native)) for _, g, j, _, _ in _occurrences(circuit, cols))
+        spsa = 1 + 2 * self.spsa.num_directions
+        analytic = shots is None and caps.analytic
+        if analytic and caps.adjoint:
+            return 'adjoint', f"adjoint: exact in one forward and one backward sweep vs {shift} circuits per row for parameter shift on analytic '{be.name}'"
+        if analytic:
+            return 'parameter_shift', f"parameter_shift: exact on analytic '{be.name}' without statevector access ({shift} circuits per row)"
+        if self.budget is not None and shift > self.budget:
+            return 'spsa', f"spsa: {spsa} circuits vs {shift} for parameter shift, over the budget of {self.budget} per row"
+        if shift > self.max_shift_circuits or caps.cost_per_circuit * shift > 1.0:
+            return 'spsa', f"spsa: {spsa} circuits vs 2P={shift - 1} for parameter shift on a sampled backend ('{be.name}', P={P})"
+        return 'parameter_shift', f"parameter_shift: unbiased, {shift} circuits per row is affordable on sampled '{be.name}' (P={P})"
+
+    def jacobian(self, circuit: Circuit, values, observables, backend='local', wrt='weights',
+                 shots: int | None = None, seed: int | None = None) -> GradientResult:
+        method, reason = self.choose(backend, circuit, wrt, shots)
+        self.history.append(reason)
+        if method == 'adjoint': res = adjoint(circuit, values, observables, backend, wrt)
+        elif method == 'parameter_shift': res = parameter_shift(circuit, values, observables, backend, wrt, shots, seed=seed)
+        else: res = self.spsa.jacobian(circuit, values, observables, backend, wrt, shots, seed)
+        res.reason = reason
+        return res
