@@ -13,8 +13,9 @@ from .circuits import Circuit
 from .simulator import StatevectorSimulator
 
 # %% auto #0
-__all__ = ['SIM_SIZES', 'SIM_COLUMNS', 'reference_circuit', 'reference_values', 'time_call', 'machine_info', 'print_table',
-           'write_json', 'simulator_benchmark', 'bench_cli']
+__all__ = ['SIM_SIZES', 'SIM_COLUMNS', 'GRAD_METHODS', 'GRAD_COLUMNS', 'reference_circuit', 'reference_values', 'time_call',
+           'machine_info', 'print_table', 'write_json', 'simulator_benchmark', 'bench_cli', 'gradient_benchmark',
+           'gradients_cli']
 
 # %% ../nbs/80_benchmarks.ipynb #bm-work
 def reference_circuit(n: int,  # qubits
@@ -91,5 +92,51 @@ def bench_cli(argv: list[str] | None = None) -> int:
     rows = simulator_benchmark(repeat=a.repeat, dtype=np.complex64 if a.complex64 else np.complex128)
     print_table(rows, SIM_COLUMNS)
     write_json(a.out, {'benchmark': 'simulator', 'machine': machine_info(), 'rows': rows})
+    print(f"\nwrote {a.out}")
+    return 0
+
+# %% ../nbs/80_benchmarks.ipynb #bm-grad
+GRAD_METHODS = ('adjoint', 'parameter_shift', 'finite_diff', 'spsa')
+
+def gradient_benchmark(sizes=SIM_SIZES, methods=GRAD_METHODS, repeat: int = 10) -> list[dict]:
+    "Time one MSE-loss gradient per method and size; returns rows with ms, circuits and the adjoint speed-up."
+    from qstore.backends import LocalBackend
+    from qstore.encoding import DataEncoder
+    from qstore.gradients import SPSAGradientEstimator
+    from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
+    rows = []
+    for n, L, B in sizes:
+        m = QuantumModel(DataEncoder('angle', n_features=n, rotation='ry'), HardwareEfficientQuantumLayer(n, L), ['Z0'])
+        assert [(o.gate, o.qubits) for o in m.circuit] == [(o.gate, o.qubits) for o in reference_circuit(n, L)]
+        rng = np.random.default_rng(0)
+        X, y, w = rng.uniform(0, np.pi, (B, n)), rng.uniform(-1, 1, (B, 1)), m.init_weights(seed=0, strategy='uniform')
+        loss = lambda out: (float(((out - y) ** 2).mean()), 2 * (out - y) / out.size)
+        be, times = LocalBackend(), {}
+        for meth in methods:
+            g = SPSAGradientEstimator(seed=0) if meth == 'spsa' else meth
+            info = m.loss_and_grad(X, w, loss, g, be)[2]
+            t = time_call(lambda: m.loss_and_grad(X, w, loss, g, be), repeat=repeat if meth != 'finite_diff' or n < 12 else 3)
+            times[meth] = t['median_s']
+            rows.append({'n': n, 'layers': L, 'batch': B, 'weights': m.n_weights, 'method': meth,
+                         'gradient_ms': t['median_s'] * 1e3, 'circuits': info['circuits']})
+        for r in rows[-len(methods):]:
+            if 'adjoint' in times and 'parameter_shift' in times and r['method'] == 'adjoint':
+                r['speedup_vs_parameter_shift'] = times['parameter_shift'] / times['adjoint']
+    return rows
+
+GRAD_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('batch', 'B', '{}'), ('weights', 'P', '{}'), ('method', 'method', '{}'),
+                ('gradient_ms', 'gradient ms (median)', '{:.1f}'), ('circuits', 'circuits', '{:,}'),
+                ('speedup_vs_parameter_shift', 'adjoint speed-up vs shift', '{:.0f}x')]
+
+# %% ../nbs/80_benchmarks.ipynb #bm-grad-cli
+def gradients_cli(argv: list[str] | None = None) -> int:
+    "`python bench/gradients.py`: time one loss gradient per method, print a table and write JSON."
+    p = argparse.ArgumentParser(prog='bench/gradients.py', description='Benchmark gradient methods on the reference workload.')
+    p.add_argument('--repeat', type=int, default=10)
+    p.add_argument('--out', default='bench/results/gradients.json')
+    a = p.parse_args(argv or [])
+    rows = gradient_benchmark(repeat=a.repeat)
+    print_table(rows, GRAD_COLUMNS)
+    write_json(a.out, {'benchmark': 'gradients', 'machine': machine_info(), 'rows': rows})
     print(f"\nwrote {a.out}")
     return 0

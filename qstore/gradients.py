@@ -234,14 +234,23 @@ def _block_cross(lam, psi, q, k):
     p = np.swapaxes(psi.reshape(1, B, -1, d, 2 ** q), 2, 3).reshape(1, B, d, -1)
     return l.conj() @ np.swapaxes(p, -1, -2)
 
+_TRACE_MAPS = {}
+
+def _trace_map(k):
+    "0/1 matrix (4^k, 4k) summing a block cross term into each qubit's 2x2 partial trace."
+    if k not in _TRACE_MAPS:
+        d = 2 ** k; T = np.zeros((d, d, k, 2, 2))
+        for I in range(d):
+            for J in range(d):
+                for r in range(k):
+                    if (I ^ J) & ~(1 << r) == 0: T[I, J, r, (I >> r) & 1, (J >> r) & 1] = 1  # other qubits traced out
+        _TRACE_MAPS[k] = T.reshape(d * d, 4 * k)
+    return _TRACE_MAPS[k]
+
 def _partial_cross(R, k):
-    "Per-qubit 2x2 cross terms (K, B, k, 2, 2) from a block cross term, by tracing out the other block qubits."
+    "Per-qubit 2x2 cross terms (K, B, k, 2, 2) from a block cross term, by tracing out the other block qubits (one matmul)."
     K, B = R.shape[:2]
-    out = []
-    for r in range(k):
-        hi, lo = 2 ** (k - 1 - r), 2 ** r  # block index = (higher qubits, qubit r, lower qubits)
-        out.append(np.einsum('kbxiyxjy->kbij', R.reshape(K, B, hi, 2, lo, hi, 2, lo)))
-    return np.stack(out, axis=2)
+    return (R.reshape(K, B, -1) @ _trace_map(k)).reshape(K, B, k, 2, 2)
 
 def _dmatrix(op, ang, j):
     "Exact derivative of a gate matrix in its j-th angle: r/2 [U(t + pi/2r) - U(t - pi/2r)]."
