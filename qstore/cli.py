@@ -15,6 +15,7 @@ __all__ = ['COMMANDS', 'main']
 COMMANDS = {
     'bench': ('qstore.benchmarks:bench_cli', 'benchmark the batched simulator (table + JSON)'),
     'models': ('qstore.db:models_cli', 'list, inspect and promote registered models'),
+    'ionq-emulator': ('qstore.ionq.emulator:emulator_cli', 'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)'),
 }
 
 # %% ../nbs/90_cli.ipynb #cli-main

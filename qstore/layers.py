@@ -108,6 +108,7 @@ class QuantumModel:
         self.circuit = c
         self.n_circuit_weights = len(c.group_indices('weights'))
         self.n_head_weights = (len(self.observables) + 1) * self.n_outputs if head else 0
+        self.weights = None  # trained weights, when the model comes from training or the registry
 
     @property
     def n_weights(self): return self.n_circuit_weights + self.n_head_weights
@@ -122,7 +123,10 @@ class QuantumModel:
         return np.concatenate(ws)
 
     def split(self, weights):
-        "(circuit weights, head W, head b) from a weight vector, with a clear error on the wrong length."
+        "(circuit weights, head W, head b) from a weight vector (None: the model's own trained weights)."
+        if weights is None:
+            if self.weights is None: raise ValueError("no weights given and the model has no trained weights; pass weights= or load a trained model")
+            weights = self.weights
         w = np.asarray(weights, dtype=float)
         if w.shape != (self.n_weights,): raise ValueError(f"model has {self.n_weights} weights ({self.n_circuit_weights} circuit + {self.n_head_weights} head), got shape {w.shape}")
         if not np.isfinite(w).all(): raise ValueError("weights contain NaN or inf")
@@ -131,12 +135,12 @@ class QuantumModel:
         k = len(self.observables); h = w[self.n_circuit_weights:]
         return cw, h[:k * self.n_outputs].reshape(k, self.n_outputs), h[k * self.n_outputs:]
 
-    def values(self, X, weights) -> np.ndarray:
+    def values(self, X, weights=None) -> np.ndarray:
         "Circuit parameter values `(B, P)` for features X and a weight vector."
         cw, _, _ = self.split(weights)
         return self.circuit.bind(inputs=self.encoder.transform(X), weights=cw)
 
-    def expectations(self, X, weights, backend='local', shots=None, seed=None) -> np.ndarray:
+    def expectations(self, X, weights=None, backend='local', shots=None, seed=None) -> np.ndarray:
         "Readout expectations `(B, n_obs)`."
         return get_backend(backend).run(self.circuit, self.values(X, weights), self.observables, shots=shots, seed=seed).expectations
 
@@ -144,7 +148,7 @@ class QuantumModel:
         _, W, b = self.split(weights)
         return E if W is None else E @ W + b
 
-    def __call__(self, X, weights, backend='local', shots=None, seed=None) -> np.ndarray:
+    def __call__(self, X, weights=None, backend='local', shots=None, seed=None) -> np.ndarray:
         "Model outputs `(B, n_outputs)`."
         return self.outputs_from_expectations(self.expectations(X, weights, backend, shots, seed), weights)
 
