@@ -13,6 +13,8 @@ __all__ = ['COMMANDS', 'main']
 
 # %% ../nbs/90_cli.ipynb #cli-cmds
 COMMANDS = {
+    'demo': ('qstore.demo:demo_cli', 'train (or reuse) a quantum classifier on Iris with the embedded defaults'),
+    'train': ('qstore.demo:train_cli', 'train a model from a YAML/TOML config file (--resume to continue)'),
     'bench': ('qstore.benchmarks:bench_cli', 'benchmark the batched simulator (table + JSON)'),
     'models': ('qstore.db:models_cli', 'list, inspect and promote registered models'),
     'ionq-emulator': ('qstore.ionq.emulator:emulator_cli', 'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)'),

@@ -1,0 +1,161 @@
+"Training engine: bit-exact resume after SIGKILL, corrupt checkpoints, config validation, secrets, learning results."
+import os, signal, subprocess, sys, textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qstore.checkpoint import CheckpointManager
+from qstore.db import Database
+from qstore.encoding import DataEncoder
+from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
+from qstore.trainer import QuantumTrainer, TrainingConfig
+
+SCRIPT = textwrap.dedent('''
+    import os, signal, sys
+    import numpy as np
+    from qstore.db import Database
+    from qstore.encoding import DataEncoder
+    from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
+    from qstore.trainer import QuantumTrainer, TrainingConfig
+    mode, home, kill_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, np.pi, (30, 3)); y = (X.sum(1) > 1.5 * np.pi).astype(int)
+    model = QuantumModel(DataEncoder('angle', n_features=3), HardwareEfficientQuantumLayer(3, 2), ['Z0'], head='affine')
+    opts = dict(optimizer='adam', learning_rate=0.1) if mode == 'adam' else dict(optimizer='spsa', gradient_method='spsa', learning_rate=0.3, shots_per_circuit=200)
+    cfg = TrainingConfig(epochs=3, batch_size=8, loss='cross_entropy', checkpoint_interval=1, checkpoint_dir=home + '/ck',
+                         keep_checkpoints=2, progress=False, seed=3, **opts)
+    kill = lambda tr, event, logs: event == 'step' and logs['step'] == kill_at and os.kill(os.getpid(), signal.SIGKILL)
+    tr = QuantumTrainer(model, cfg, db=Database.open(home), callbacks=[kill])
+    tr.fit((X, y), resume=resume, run='run-1')
+    np.save(home + '/final.npy', tr.weights)
+''')
+
+
+def run_script(tmp_path, *args):
+    script = tmp_path / 'train.py'; script.write_text(SCRIPT)
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('mode', ['adam', 'spsa'])
+def test_resume_after_sigkill_is_bit_exact(tmp_path, mode):
+    full, crashed = tmp_path / 'full', tmp_path / 'crashed'
+    r = run_script(tmp_path, mode, full, -1, 0)
+    assert r.returncode == 0, r.stderr
+    r = run_script(tmp_path, mode, crashed, 5, 0)  # killed right after step 5's checkpoint
+    assert r.returncode == -signal.SIGKILL and not (crashed / 'final.npy').exists()
+    assert max(CheckpointManager(crashed / 'ck').list()).name.endswith('00000005.safetensors')
+    r = run_script(tmp_path, mode, crashed, -1, 1)  # resume and finish: 3 epochs x 4 steps
+    assert r.returncode == 0, r.stderr
+    a, b = np.load(full / 'final.npy'), np.load(crashed / 'final.npy')
+    assert a.tobytes() == b.tobytes()
+
+
+def small_setup(tmp_path, **cfg):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, np.pi, (16, 2)); y = (X[:, 0] > X[:, 1]).astype(int)
+    model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, 1), ['Z0'], head='affine')
+    config = TrainingConfig(**{'epochs': 2, 'batch_size': 8, 'loss': 'cross_entropy', 'progress': False,
+                               'checkpoint_interval': 1, 'checkpoint_dir': str(tmp_path / 'ck'), **cfg})
+    return model, config, X, y
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
+    model, cfg, X, y = small_setup(tmp_path, keep_checkpoints=5)
+    QuantumTrainer(model, cfg, db=Database.open(tmp_path)).fit((X, y))
+    ck = CheckpointManager(tmp_path / 'ck')
+    newest = max(ck.list())
+    newest.write_bytes(newest.read_bytes()[: len(newest.read_bytes()) // 2])  # truncate
+    with pytest.raises(Exception, match=newest.name):
+        ck.load(newest)
+    with pytest.warns(UserWarning):
+        path, state = ck.latest()
+    assert path != newest and state['step'] == 3
+
+
+def test_config_rejects_unknown_keys_and_contradictions():
+    with pytest.raises(ValueError, match="unknown TrainingConfig key"):
+        TrainingConfig.from_dict({'learning_rate': 0.1, 'use_quantum_magic': True})
+    with pytest.raises(ValueError, match='contradicts'):
+        TrainingConfig(optimizer='qnspsa', gradient_method='parameter_shift')
+    with pytest.raises(ValueError, match='momentum only applies'):
+        TrainingConfig(optimizer='adam', momentum=0.9)
+
+
+def test_nan_in_data_is_rejected_before_training(tmp_path):
+    model, cfg, X, y = small_setup(tmp_path)
+    X[5, 1] = np.nan
+    db = Database.open(tmp_path)
+    with pytest.raises(ValueError, match='NaN or inf'):
+        QuantumTrainer(model, cfg, db=db).fit((X, y))
+    assert not (tmp_path / 'ck').exists() or not list((tmp_path / 'ck').glob('*.safetensors'))
+
+
+def test_api_key_never_written(tmp_path, monkeypatch, caplog):
+    secret = 'sk-test-DO-NOT-LEAK-9f8e7d'
+    monkeypatch.setenv('IONQ_API_KEY', secret)
+    model, cfg, X, y = small_setup(tmp_path, register_model='leak-check')
+    caplog.set_level('DEBUG')
+    tr = QuantumTrainer(model, cfg, db=Database.open(tmp_path))
+    tr.fit((X, y))
+    assert secret not in repr(cfg) and secret not in caplog.text
+    for p in tmp_path.rglob('*'):
+        if p.is_file(): assert secret.encode() not in p.read_bytes(), p
+
+
+def test_every_config_field_changes_behaviour(tmp_path):
+    "Each field, changed alone from the defaults, changes the trained weights, the history or the run's artefacts."
+    base = dict(epochs=2, batch_size=8, progress=False)
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, np.pi, (16, 2)); y = (X[:, 0] > X[:, 1]).astype(float)
+    model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, 1), ['Z0'], head='affine')
+
+    def outcome(tag, **kw):
+        home = tmp_path / tag
+        tr = QuantumTrainer(model, TrainingConfig(**{**base, 'checkpoint_dir': str(home / 'ck'), **kw}), db=Database.open(home))
+        hist = tr.fit((X, y))
+        files = sorted(p.name for p in (home / 'ck').glob('*.safetensors'))
+        return tr.weights.tobytes(), len(hist), files, tr.step_count, bool(tr.db.models.names())
+
+    ref = outcome('ref')
+    changes = dict(learning_rate=0.2, epochs=3, batch_size=5, optimizer='sgd', gradient_method='parameter_shift',
+                   loss='hinge', shots_per_circuit=500, noise_model='aria-1', seed=1, init_strategy='uniform',
+                   lr_schedule='cosine', validation_split=0.25, checkpoint_interval=1, spsa_c=0.3, spsa_A=1.0,
+                   num_directions=3, qng_lambda=0.5, register_model='m', momentum=0.9, keep_checkpoints=1,
+                   early_stopping_patience=1, gradient_budget=2, epochs_cosine=None)
+    changes.pop('epochs_cosine')
+    needs = {'spsa_c': dict(optimizer='spsa', gradient_method='spsa'), 'spsa_A': dict(optimizer='spsa', gradient_method='spsa'),
+             'num_directions': dict(optimizer='spsa', gradient_method='spsa'), 'qng_lambda': dict(optimizer='qng'),
+             'gradient_method': dict(shots_per_circuit=None), 'momentum': dict(optimizer='sgd'),
+             'keep_checkpoints': dict(checkpoint_interval=1), 'early_stopping_patience': dict(validation_split=0.25, epochs=6, learning_rate=0.5),
+             'gradient_budget': dict(shots_per_circuit=300)}
+    for field, value in changes.items():
+        ctx = needs.get(field, {})
+        base_ctx = outcome(f'{field}-base', **ctx) if ctx else ref
+        assert outcome(field, **ctx, **{field: value}) != base_ctx, field
+    # gradient_method exact variants agree (same gradient) but record different methods in the metrics store
+    home = tmp_path / 'gm'
+    tr = QuantumTrainer(model, TrainingConfig(**base, gradient_method='finite_diff', checkpoint_dir=str(home / 'ck')), db=Database.open(home))
+    tr.fit((X, y))
+    assert set(tr.db.metrics.history(tr.run, kind='step')['method']) == {'finite_diff_central'}
+
+
+def test_demo_reaches_95_percent_and_reuses(tmp_path):
+    from qstore.demo import demo
+    logs = []
+    first = demo(tmp_path, progress=False, log=logs.append)
+    assert first['test_accuracy'] >= 0.95 and first['status'].startswith('trained')
+    assert Path(first['plot']).exists() and Path(first['checkpoint']).exists()
+    again = demo(tmp_path, progress=False, log=logs.append)  # second run reuses, never crashes on existing state
+    assert again['status'].startswith('reused') and again['test_accuracy'] == first['test_accuracy']
+
+
+def test_parity_reaches_full_training_accuracy(tmp_path):
+    from qstore.demo import load_data
+    X, y, _ = load_data('parity')
+    model = QuantumModel(DataEncoder('basis', n_features=4), HardwareEfficientQuantumLayer(4, 3), ['Z0', 'Z1', 'Z2', 'Z3'], head='affine')
+    cfg = TrainingConfig(epochs=40, batch_size=16, learning_rate=0.1, loss='cross_entropy', init_strategy='uniform', seed=2,
+                         progress=False, checkpoint_dir=str(tmp_path / 'ck'))
+    tr = QuantumTrainer(model, cfg, db=Database.open(tmp_path))
+    tr.fit((X, y))
+    assert tr.evaluate(X, y)['accuracy'] == 1.0
