@@ -13,9 +13,9 @@ from .circuits import Circuit
 from .simulator import StatevectorSimulator
 
 # %% auto #0
-__all__ = ['SIM_SIZES', 'SIM_COLUMNS', 'GRAD_METHODS', 'GRAD_COLUMNS', 'reference_circuit', 'reference_values', 'time_call',
-           'machine_info', 'print_table', 'write_json', 'simulator_benchmark', 'bench_cli', 'gradient_benchmark',
-           'gradients_cli']
+__all__ = ['SIM_SIZES', 'SIM_COLUMNS', 'GRAD_METHODS', 'GRAD_COLUMNS', 'TRAIN_SETUPS', 'TRAIN_COLUMNS', 'reference_circuit',
+           'reference_values', 'time_call', 'machine_info', 'print_table', 'write_json', 'simulator_benchmark',
+           'bench_cli', 'gradient_benchmark', 'gradients_cli', 'training_benchmark', 'training_cli']
 
 # %% ../nbs/80_benchmarks.ipynb #bm-work
 def reference_circuit(n: int,  # qubits
@@ -138,5 +138,53 @@ def gradients_cli(argv: list[str] | None = None) -> int:
     rows = gradient_benchmark(repeat=a.repeat)
     print_table(rows, GRAD_COLUMNS)
     write_json(a.out, {'benchmark': 'gradients', 'machine': machine_info(), 'rows': rows})
+    print(f"\nwrote {a.out}")
+    return 0
+
+# %% ../nbs/80_benchmarks.ipynb #bm-train
+TRAIN_SETUPS = (('adjoint', dict(optimizer='adam', gradient_method='adjoint')),
+                ('parameter_shift', dict(optimizer='adam', gradient_method='parameter_shift')),
+                ('finite_diff', dict(optimizer='adam', gradient_method='finite_diff')),
+                ('spsa', dict(optimizer='spsa', gradient_method='spsa', learning_rate=4.0)),
+                ('adaptive', dict(optimizer='adam', gradient_method='adaptive')))
+
+def training_benchmark(epochs: int = 20, setups=TRAIN_SETUPS, home=None) -> list[dict]:
+    "Seconds per epoch and time to 95% held-out accuracy of the demo model, per gradient method."
+    import tempfile
+    from qstore.db import Database
+    from qstore.demo import DEMO_MODEL, build_model, load_data, minmax_to_angles
+    from qstore.db import train_val_split
+    from qstore.trainer import QuantumTrainer, TrainingConfig
+    X, y, _ = load_data('iris')
+    tr, te = train_val_split(y, 0.3, 0, stratify=True)
+    Xtr, Xte = minmax_to_angles(X[tr], X[te])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, opts in setups:
+            reached = {}
+            def watch(trainer, event, logs, t0=time.perf_counter(), reached=reached):
+                if event == 'epoch' and 'epoch' not in reached and (logs.get('val_accuracy') or 0) >= 0.95:
+                    reached.update(epoch=logs['epoch'], seconds=time.perf_counter() - t0)
+            cfg = TrainingConfig(**{'epochs': epochs, 'batch_size': 10, 'learning_rate': 0.1, 'loss': 'cross_entropy', 'seed': 0,
+                                    'progress': False, 'checkpoint_dir': f"{tmp}/{name}", **opts})
+            t = QuantumTrainer(build_model(DEMO_MODEL, 4), cfg, db=Database.open(home or f"{tmp}/db"), callbacks=[watch])
+            t0 = time.perf_counter(); hist = t.fit((Xtr, y[tr]), val=(Xte, y[te])); wall = time.perf_counter() - t0
+            circuits = sum(t.db.metrics.history(t.run, kind='step')['circuits'])
+            rows.append({'method': name, 'seconds_per_epoch': wall / len(hist), 'epochs_to_95': reached.get('epoch'),
+                         'seconds_to_95': reached.get('seconds'), 'final_val_accuracy': hist[-1]['val_accuracy'],
+                         'circuits_per_epoch': circuits / len(hist)})
+    return rows
+
+TRAIN_COLUMNS = [('method', 'gradient', '{}'), ('seconds_per_epoch', 's/epoch', '{:.3f}'), ('circuits_per_epoch', 'circuits/epoch', '{:,.0f}'),
+                 ('epochs_to_95', 'epochs to 95%', '{}'), ('seconds_to_95', 's to 95%', '{:.2f}'), ('final_val_accuracy', 'final val acc', '{:.3f}')]
+
+def training_cli(argv: list[str] | None = None) -> int:
+    "`python bench/training.py`: train the demo model per gradient method, print a table and write JSON."
+    p = argparse.ArgumentParser(prog='bench/training.py', description='Seconds per epoch and time to 95% accuracy per gradient method.')
+    p.add_argument('--epochs', type=int, default=20); p.add_argument('--out', default='bench/results/training.json')
+    a = p.parse_args(argv or [])
+    rows = training_benchmark(a.epochs)
+    print_table(rows, TRAIN_COLUMNS)
+    write_json(a.out, {'benchmark': 'training', 'machine': machine_info(), 'rows': rows})
     print(f"\nwrote {a.out}")
     return 0
