@@ -10,7 +10,7 @@ import asyncio, dataclasses, hashlib, json, math, os, tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from .backends import Backend, LocalBackend, get_backend
 from .checkpoint import CheckpointManager
 from .db import Database, DataLoader, train_val_split

@@ -27,6 +27,11 @@ def test_bench_writes_json(tmp_path):
     assert 'circuits/s' in r.stdout
 
 
+def test_readme_names_the_two_commands():
+    text = (ROOT / 'README.md').read_text()
+    assert "pip install -e '.[demo]' && .venv/bin/qstore demo" in text and 'bash .ci/run' in text
+
+
 def test_readme_is_generated_from_index():
     r = subprocess.run([sys.executable, 'tools/make_readme.py', '--check'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
