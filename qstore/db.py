@@ -16,9 +16,9 @@ from .store import (CorruptStoreError, NotFoundError, SQLiteDatabase, SQLiteVect
                           file_sha256, open_sqlite, redact_secrets, remove_stale_temp_files, to_json, validate_metadata)
 
 # %% auto #0
-__all__ = ['STAGES', 'RUN_STATUSES', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader', 'DatasetInfo', 'Dataset',
-           'TrainingDataStore', 'resolve_callable', 'ModelVersion', 'ModelRegistry', 'Run', 'MetricsStore', 'Database',
-           'models_cli']
+__all__ = ['STAGES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader',
+           'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable', 'ModelVersion', 'ModelRegistry', 'Run',
+           'MetricsStore', 'Database', 'models_cli']
 
 # %% ../nbs/21_db.ipynb #db21-names
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
@@ -673,6 +673,9 @@ class Database:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f"Database({self.url!r}, root={str(self.root)!r})"
+
+# The original design's name for the facade; the quantum similarity search builds on the same object.
+QuantumDatabase = Database
 
 # %% ../nbs/21_db.ipynb #db21-cli
 def _cli_version(v: str):
