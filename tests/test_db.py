@@ -64,19 +64,16 @@ def test_schema_version_mismatch_is_refused(tmp_path):
         SQLiteVectorStore(tmp_path / 'v.db')
 
 
-def test_query_latency_is_exact_search_sized(tmp_path):
-    "20k x 32: exact top-10 for a batch of 32 queries matches brute force and stays fast once cached."
+def test_exact_search_matches_brute_force_at_20k(tmp_path):
+    "20k x 32: exact top-10 for a batch of 32 queries matches brute force (latency is measured in bench/, not here)."
     X = np.random.default_rng(3).normal(size=(20_000, 32)).astype(np.float32)
     s = SQLiteVectorStore(tmp_path / 'v.db', metric='euclidean')
     s.upsert([str(i) for i in range(len(X))], X)
     q = X[:32] + 0.01
     s.query(q[0])  # load the cache
-    t0 = time.perf_counter()
     res = s.query(q, top_k=10)
-    elapsed = time.perf_counter() - t0
     ref = np.argsort(((q[:, None] - X[None]) ** 2).sum(-1), axis=1)[:, :10]
     assert [[int(m.id) for m in r] for r in res] == ref.tolist()
-    assert elapsed < 1.0
     s.close()
 
 
