@@ -324,7 +324,8 @@ def adjoint(circuit: Circuit, values, observables,
         psi, lam = S[:1], S[1:]
         if i in ap.W:  # fused one-qubit block: every gate's derivative from one block cross term
             _, q, k, idx = st
-            Gs, Ds, L = mats1[:, idx], dmats1[:, idx], idx.shape[1]
+            rows = slice(0, 1) if plan.uniform(i, A) else slice(None)  # shared angles: per-gate algebra once, not per row
+            Gs, Ds, L = mats1[rows][:, idx], dmats1[rows][:, idx], idx.shape[1]
             post = [np.broadcast_to(eye, Gs.shape[:2] + (2, 2))]
             for m in range(L - 2, -1, -1): post.insert(0, post[0] @ Gs[:, :, m + 1])
             post = np.stack(post, 2)  # (B, k, L, 2, 2): gates after each chain position
@@ -332,8 +333,9 @@ def adjoint(circuit: Circuit, values, observables,
             C = _partial_cross(_block_cross(lam, psi, q, k), k)  # (K, B, k, 2, 2)
             postd = np.conj(np.swapaxes(post, -1, -2))
             X = post @ Ds @ np.conj(np.swapaxes(Gs, -1, -2)) @ postd  # (B, k, L, 2, 2)
-            g = 2 * np.einsum('bfij,kbfij->kbf', X.reshape(B, -1, 2, 2),
-                              np.broadcast_to(C[:, :, :, None], (K, B, k, L, 2, 2)).reshape(K, B, -1, 2, 2)).real
+            Cf = np.broadcast_to(C[:, :, :, None], (K, B, k, L, 2, 2)).reshape(K, B, -1, 2, 2)
+            Xf = X.reshape(X.shape[0], -1, 2, 2)
+            g = 2 * (np.einsum('fij,kbfij->kbf', Xf[0], Cf) if len(Xf) == 1 else np.einsum('bfij,kbfij->kbf', Xf, Cf)).real
             G += g @ ap.W[i]
         elif st[0] in ('diag', 'dense') and ap.selected[st[1]]:
             op = circuit.ops[st[1]]

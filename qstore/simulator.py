@@ -80,16 +80,25 @@ class _Plan:
             else: self.steps.append(('dense', k))
         flush()
         self.inverse_perm = {i: np.argsort(st[1]) for i, st in enumerate(self.steps) if st[0] == 'perm'}
-        # angle-table column -> index of the step that consumes it (for shared-prefix simulation)
+        # angle-table column -> index of the step that consumes it (for shared-prefix simulation), and step -> columns
         self.col_step = np.zeros(int(sum(b - a for a, b in self.slices)), dtype=int)
+        self.step_cols = []
         for i, st in enumerate(self.steps):
             ks = [one_q[j] for j in st[3].ravel() if j < self.n1] if st[0] == 'block' else [st[1]] if st[0] != 'perm' else []
-            for k in ks: self.col_step[slice(*self.slices[k])] = i
+            cols = [c for k in ks for c in range(*self.slices[k])]
+            self.col_step[cols] = i
+            self.step_cols.append(np.array(cols, dtype=int))
+
+    def uniform(self, i, A) -> bool:
+        "True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed once."
+        c = self.step_cols[i]
+        return len(A) == 1 or not len(c) or bool((A[:, c] == A[:1, c]).all())
 
     def step_matrix(self, i, A, mats1, dtype):
-        "The batched matrix of step i (None for permutations)."
+        "The matrix of step i: (B, d, d), or (1, d, d) when its angles are shared by all rows (None for permutations)."
         st = self.steps[i]
         if st[0] == 'perm': return None
+        if self.uniform(i, A): A, mats1 = A[:1], mats1[:1]
         return self.block_matrix(mats1, st[3], dtype) if st[0] == 'block' else self.matrix(st[1], A).astype(dtype, copy=False)
 
     def apply(self, s, i, A, mats1, dtype, adjoint=False, M=None):
@@ -105,6 +114,7 @@ class _Plan:
         if adjoint: M = np.conj(np.swapaxes(M, -1, -2))
         if kind == 'dense': return apply_matrix(s, M, self.ops[st[1]].qubits, self.n)
         q, k = st[1], st[2]
+        if M.ndim == 3 and M.shape[0] == 1: M = np.repeat(M, B, axis=0)  # batched matmul is much slower on a stride-0 broadcast
         if q == 0: return (s.reshape(K, B, -1, 2 ** k) @ np.swapaxes(M, -1, -2)).reshape(K, B, -1)
         return (M[..., None, :, :] @ s.reshape(K, B, -1, 2 ** k, 2 ** q)).reshape(K, B, -1)
 
