@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 from .backends import Backend, LocalBackend, get_backend
+from .batch import CircuitBatchManager
 from .checkpoint import CheckpointManager
 from .db import Database, DataLoader, train_val_split
 from .layers import QuantumModel
@@ -52,6 +53,11 @@ class TrainingConfig:
     qng_lambda: float = 0.01  # natural-gradient metric regularisation
     gradient_budget: int | None = None  # adaptive gradient: max circuits per row
     register_model: str | None = None  # register the final model under this name (None: don't)
+    use_batch_api: bool = True  # IonQ backends: one multi-circuit job per chunk (False: one job per circuit)
+    use_native_gates: bool = False  # compile every circuit to IonQ native gates (GPi/GPi2 + MS or ZZ) before it runs
+    enable_smart_caching: bool = True  # cache compiled templates, JSON skeletons and simulator plans by structure
+    adaptive_batch_sizing: bool = True  # size chunks and concurrency from the observed queue (False: fixed chunks)
+    connection_pool_size: int | None = None  # IonQ backends: concurrent HTTP connections (None: the client's default)
     progress: bool = True  # show a progress bar per epoch
     api_key_env: str = 'IONQ_API_KEY'  # environment variable holding the IonQ API key
 
@@ -85,6 +91,12 @@ class TrainingConfig:
         if self.early_stopping_patience and self.validation_split == 0:
             pass  # fit() may still receive explicit validation data; checked there
         if self.momentum and self.optimizer != 'sgd': errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
+        if self.connection_pool_size is not None and (not isinstance(self.connection_pool_size, int) or self.connection_pool_size < 1):
+            errs.append(f"connection_pool_size must be None or a positive integer, got {self.connection_pool_size!r}")
+        if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
+            errs.append(f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}")
+        if not self.use_batch_api and not self.backend.startswith('ionq.'):
+            errs.append(f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} has no batch API switch")
         if errs: raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
 
     @classmethod
@@ -211,7 +223,11 @@ class QuantumTrainer:
             opts = {'noise': cfg.noise_model} if cfg.backend in ('local', 'mock') and cfg.noise_model else {}
             if cfg.backend.startswith(('ionq', 'cirq-ionq', 'qiskit-ionq')) and cfg.api_key: opts['api_key'] = cfg.api_key
             backend = get_backend(cfg.backend, **opts)
-        self.backend = get_backend(backend)
+        backend = get_backend(backend)
+        # every circuit of training (forward passes, every gradient method, evaluation) runs through the pipeline
+        self.backend = backend if isinstance(backend, CircuitBatchManager) else CircuitBatchManager(
+            backend, use_batch_api=cfg.use_batch_api, use_native_gates=cfg.use_native_gates, enable_smart_caching=cfg.enable_smart_caching,
+            adaptive_batch_sizing=cfg.adaptive_batch_sizing, connection_pool_size=cfg.connection_pool_size)
         self.db = db
         self.callbacks = list(callbacks)
         self.weights, self.history, self.run, self.step_count = None, [], None, 0
@@ -309,7 +325,10 @@ def fit(self: QuantumTrainer, train, val=None,
         logs = {'epoch': epoch, 'step': self.step_count, 'lr_scale': scale, **{f'train_{k}': v for k, v in self.evaluate(X, y).items()}}
         if Xv is not None: logs.update({f'val_{k}': v for k, v in self.evaluate(Xv, yv).items()})
         self.history.append(logs)
-        db.metrics.log(self.run, epoch=epoch, **{k: v for k, v in logs.items() if v is not None and k not in ('epoch', 'step')})
+        rep = self.backend.report()
+        pipe = {'pipeline_circuits': rep.circuits, 'pipeline_cache_hit_rate': rep.template_cache.get('hit_rate'),
+                'pipeline_requests': rep.requests, 'pipeline_cost_usd': rep.estimated_cost_usd, 'pipeline_compile_s': rep.compile_seconds}
+        db.metrics.log(self.run, epoch=epoch, **{k: v for k, v in {**logs, **pipe}.items() if v is not None and k not in ('epoch', 'step')})
         if cfg.early_stopping_patience:
             if early['best'] is None or logs['val_loss'] < early['best'] - 1e-12:
                 early.update(best=logs['val_loss'], bad_epochs=0, best_weights=self.weights.copy())
