@@ -159,3 +159,26 @@ def test_parity_reaches_full_training_accuracy(tmp_path):
     tr = QuantumTrainer(model, cfg, db=Database.open(tmp_path))
     tr.fit((X, y))
     assert tr.evaluate(X, y)['accuracy'] == 1.0
+
+
+def test_pipeline_flags_reach_the_batch_manager(tmp_path, monkeypatch):
+    "The TrainingConfig pipeline switches configure the CircuitBatchManager every circuit runs through (their effects: tests/test_pipeline.py)."
+    from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
+    model, _, X, y = small_setup(tmp_path)
+    with EmulatorServer(EmulatorConfig()) as srv:
+        monkeypatch.setenv('IONQ_API_URL', srv.base_url); monkeypatch.setenv('IONQ_API_KEY', 'test-key-123')
+        seen = {}
+        for flags in (dict(), dict(use_batch_api=False, use_native_gates=True, enable_smart_caching=False,
+                                   adaptive_batch_sizing=False, connection_pool_size=2)):
+            cfg = TrainingConfig(epochs=1, batch_size=8, optimizer='spsa', gradient_method='spsa', loss='cross_entropy',
+                                 backend='ionq.simulator', shots_per_circuit=100, progress=False,
+                                 checkpoint_dir=str(tmp_path / f"ck{len(flags)}"), **flags)
+            tr = QuantumTrainer(model, cfg, db=Database.open(tmp_path / f"db{len(flags)}"))
+            before = srv.stats()['jobs_created']
+            tr.fit((X, y))
+            rep = tr.backend.report()
+            seen[len(flags)] = (tr.backend.flags, srv.stats()['jobs_created'] - before, rep.template_cache['hits'])
+    on, off = seen[0], seen[5]
+    assert on[0]['use_batch_api'] and not off[0]['use_batch_api'] and off[0]['use_native_gates'] and off[0]['connection_pool_size'] == 2
+    assert off[1] > on[1]  # one job per circuit instead of one per chunk
+    assert on[2] > 0 and off[2] == 0  # cache hits only with smart caching
