@@ -219,15 +219,16 @@ class QuantumTrainer:
                  callbacks=()):  # callables(trainer, event, logs) -> True to stop
         self.model, self.config = model, config or TrainingConfig()
         cfg = self.config
-        if backend is None:
+        flags = dict(use_batch_api=cfg.use_batch_api, use_native_gates=cfg.use_native_gates, enable_smart_caching=cfg.enable_smart_caching,
+                     adaptive_batch_sizing=cfg.adaptive_batch_sizing, connection_pool_size=cfg.connection_pool_size)
+        # every circuit of training (forward passes, every gradient method, evaluation) runs through the pipeline
+        if backend is None:  # by name, so the manager builds the IonQ client with the configured pool
             opts = {'noise': cfg.noise_model} if cfg.backend in ('local', 'mock') and cfg.noise_model else {}
             if cfg.backend.startswith(('ionq', 'cirq-ionq', 'qiskit-ionq')) and cfg.api_key: opts['api_key'] = cfg.api_key
-            backend = get_backend(cfg.backend, **opts)
-        backend = get_backend(backend)
-        # every circuit of training (forward passes, every gradient method, evaluation) runs through the pipeline
-        self.backend = backend if isinstance(backend, CircuitBatchManager) else CircuitBatchManager(
-            backend, use_batch_api=cfg.use_batch_api, use_native_gates=cfg.use_native_gates, enable_smart_caching=cfg.enable_smart_caching,
-            adaptive_batch_sizing=cfg.adaptive_batch_sizing, connection_pool_size=cfg.connection_pool_size)
+            self.backend = CircuitBatchManager(cfg.backend, **flags, **opts)
+        else:
+            backend = get_backend(backend)
+            self.backend = backend if isinstance(backend, CircuitBatchManager) else CircuitBatchManager(backend, **flags)
         self.db = db
         self.callbacks = list(callbacks)
         self.weights, self.history, self.run, self.step_count = None, [], None, 0
