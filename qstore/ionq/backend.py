@@ -73,8 +73,9 @@ class IonQBackend(Backend):
             if not used <= allowed: raise ValueError(f"{self.target} runs native gates {sorted(allowed)}; the circuit uses {sorted(used - allowed)}")
             return 'native'
         if self.use_native_gates and not self._warned_native:
-            warnings.warn("use_native_gates=True but qstore has no native-gate compiler yet: circuits that are not native "
-                          "already are sent with IonQ's 'qis' gateset (IonQ compiles them)", stacklevel=3)
+            warnings.warn("use_native_gates=True on a bare IonQBackend: circuits that are not native already are sent with IonQ's "
+                          "'qis' gateset; wrap the backend in qstore.batch.CircuitBatchManager(backend, use_native_gates=True) "
+                          "to compile them with qstore's native-gate compiler", stacklevel=3)
             self._warned_native = True
         return 'qis'
 
