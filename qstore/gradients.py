@@ -306,6 +306,7 @@ def adjoint(circuit: Circuit, values, observables,
         if len(_ADJ_PLANS) > 128: _ADJ_PLANS.popitem(last=False)
     ap = _ADJ_PLANS[key]
     mats1, dmats1 = plan.one_qubit_matrices(A), _one_qubit_derivatives(plan, A)
+    uniform = [plan.uniform(i, A) for i in range(len(plan.steps))]
     Ms = [plan.step_matrix(i, A, mats1, sim.dtype) for i in range(len(plan.steps))]
     psi = sim._initial(n, B)
     for i in range(len(plan.steps)): psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
@@ -324,11 +325,10 @@ def adjoint(circuit: Circuit, values, observables,
         psi, lam = S[:1], S[1:]
         if i in ap.W:  # fused one-qubit block: every gate's derivative from one block cross term
             _, q, k, idx = st
-            rows = slice(0, 1) if plan.uniform(i, A) else slice(None)  # shared angles: per-gate algebra once, not per row
+            rows = slice(0, 1) if uniform[i] else slice(None)  # shared angles: per-gate algebra once, not per row
             Gs, Ds, L = mats1[rows][:, idx], dmats1[rows][:, idx], idx.shape[1]
-            post = [np.broadcast_to(eye, Gs.shape[:2] + (2, 2))]
-            for m in range(L - 2, -1, -1): post.insert(0, post[0] @ Gs[:, :, m + 1])
-            post = np.stack(post, 2)  # (B, k, L, 2, 2): gates after each chain position
+            post = np.empty(Gs.shape, dtype=complex); post[:, :, L - 1] = eye  # (B, k, L, 2, 2): gates after each chain position
+            for m in range(L - 2, -1, -1): post[:, :, m] = post[:, :, m + 1] @ Gs[:, :, m + 1]
             # <lam_out| Post dG G^-1 Post^-1 |psi_out> on qubit r: only the block's output cross term is needed
             C = _partial_cross(_block_cross(lam, psi, q, k), k)  # (K, B, k, 2, 2)
             postd = np.conj(np.swapaxes(post, -1, -2))
