@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio, gc, hashlib, threading, time
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 from .circuits import Circuit, NATIVE_GATES, validate_values
 from .observables import as_observables

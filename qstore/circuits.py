@@ -7,8 +7,8 @@ Docs: https://qstore-dev.github.io/qstore/circuits.html.md"""
 # %% ../nbs/00_circuits.ipynb #c00-imp
 from __future__ import annotations
 import hashlib, json, math
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 import numpy as np
 
 # %% auto #0
@@ -453,7 +453,7 @@ def _draw(self: Circuit, max_width: int = 120) -> str:
         for q in span: depth[q] = m + 1
     cols = []
     for ops in moments:
-        cells = ['─'] * n; conn = [' '] * n
+        cells = ['─'] * n
         for op in ops:
             lo, hi = min(op.qubits), max(op.qubits)
             if op.gate == 'cnot': cells[op.qubits[0]], cells[op.qubits[1]] = '●', 'X'

@@ -11,7 +11,7 @@ from typing import Callable
 from urllib.parse import urlparse
 import numpy as np
 from .backends import Backend, BackendCapabilities
-from .circuits import GATES, NATIVE_GATES, Angle, Circuit, Operation, as_angle, validate_values
+from .circuits import NATIVE_GATES, Angle, Circuit, Operation, as_angle, validate_values
 from .observables import as_observables
 
 # %% auto #0

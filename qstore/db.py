@@ -6,7 +6,7 @@ Docs: https://qstore-dev.github.io/qstore/db.html.md"""
 
 # %% ../nbs/21_db.ipynb #db21-imp
 from __future__ import annotations
-import hashlib, importlib, json, math, os, re, shutil, tempfile, time, uuid, weakref
+import hashlib, importlib, json, os, re, shutil, tempfile, time, uuid, weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

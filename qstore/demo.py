@@ -6,7 +6,7 @@ Docs: https://qstore-dev.github.io/qstore/demo.html.md"""
 
 # %% ../nbs/45_demo.ipynb #d45-imp
 from __future__ import annotations
-import argparse, json, time
+import argparse, json, shutil, time
 from pathlib import Path
 import numpy as np
 from .db import Database
@@ -103,8 +103,7 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
             found = CheckpointManager(ckdir).latest()
             if found and found[1].get('config') == cfg.to_dict(): run = found[1]['run']
             else: resume = False
-        if retrain and ckdir.exists():
-            import shutil; shutil.rmtree(ckdir)
+        if retrain and ckdir.exists(): shutil.rmtree(ckdir)
         log(f"training on {len(Xtr)} rows of {what} ({'resuming run ' + run if resume else 'new run'}) ...")
         history = trainer.fit((Xtr, ytr), val=(Xte, yte), resume=resume, run=run)  # val is only reported, never used for decisions
         status = f"trained and registered iris-demo v{trainer.registered_version}"
@@ -113,7 +112,8 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
     acc = accuracy(out, yte, 'cross_entropy')
     plot = db.root / 'iris-demo-training.png'
     if history:
-        fig = plot_history(history, title='iris demo'); fig.savefig(plot); import matplotlib.pyplot as plt; plt.close(fig)
+        import matplotlib.pyplot as plt  # only when there is a new curve to draw
+        fig = plot_history(history, title='iris demo'); fig.savefig(plot); plt.close(fig)
     summary = {'status': status, 'test_accuracy': acc, 'test_rows': len(Xte), 'checkpoint': str(ckpt),
                'registry': str(db.root / 'qstore.db'), 'plot': str(plot) if plot.exists() else None,
                'seconds': round(time.perf_counter() - t0, 1), 'model': repr(model)}

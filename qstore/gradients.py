@@ -8,12 +8,12 @@ Docs: https://qstore-dev.github.io/qstore/gradients.html.md"""
 from __future__ import annotations
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 from .circuits import GATES, Angle, Circuit, validate_values
 from .observables import as_observables, Observable, PauliTerm, term_signs
 from .simulator import StatevectorSimulator, plan_for
-from .backends import Backend, get_backend
+from .backends import get_backend
 
 # %% auto #0
 __all__ = ['SHIFT_RULES', 'GradientResult', 'select_params', 'vjp', 'shift_rule', 'legalize_native', 'angle_template',
@@ -196,7 +196,6 @@ def finite_diff(circuit: Circuit, values, observables, backend='local', wrt='wei
             r = v.copy(); r[:, c] += s; rows.append(r)
     res = be.run(circuit, np.concatenate(rows), obs, shots=shots, seed=seed)
     E = res.expectations.reshape(len(rows), B, len(obs))
-    k = len(steps)
     if mode == 'central': J = (E[1::2] - E[2::2]) / (2 * h)
     else: J = (E[1:] - E[0]) / h
     return GradientResult(np.moveaxis(J, 0, -1), [circuit.parameters[i] for i in cols], f'finite_diff_{mode}', res.n_circuits, 1, E[0])
@@ -444,7 +443,7 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
     "Fubini-Study metric `(B, P_wrt, P_wrt)`: exact on statevector backends, block-diagonal by circuits otherwise."
     if approx not in ('block-diag', 'diag', None): raise ValueError(f"approx must be 'block-diag', 'diag' or None, got {approx!r}")
     be = get_backend(backend)
-    v = validate_values(circuit, values); B, n = v.shape[0], circuit.n_qubits
+    v = validate_values(circuit, values); B = v.shape[0]
     cols = select_params(circuit, wrt); P = len(cols)
     layers = _layers(circuit, cols)
     op_layer = {k: i for i, ly in enumerate(layers) for k in ly}

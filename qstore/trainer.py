@@ -7,11 +7,11 @@ Docs: https://qstore-dev.github.io/qstore/trainer.html.md"""
 # %% ../nbs/42_trainer.ipynb #t42-imp
 from __future__ import annotations
 import asyncio, dataclasses, hashlib, json, math, os, tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 import numpy as np
 from tqdm import tqdm
-from .backends import Backend, LocalBackend, get_backend
+from .backends import Backend, get_backend
 from .batch import CircuitBatchManager
 from .checkpoint import CheckpointManager
 from .db import Database, DataLoader, train_val_split
@@ -88,8 +88,6 @@ class TrainingConfig:
             errs.append("gradient_method='adjoint' needs a noiseless statevector; it cannot be combined with noise_model")
         if self.noise_model is not None and self.backend not in ('local', 'mock'):
             errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
-        if self.early_stopping_patience and self.validation_split == 0:
-            pass  # fit() may still receive explicit validation data; checked there
         if self.momentum and self.optimizer != 'sgd': errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
         if self.connection_pool_size is not None and (not isinstance(self.connection_pool_size, int) or self.connection_pool_size < 1):
             errs.append(f"connection_pool_size must be None or a positive integer, got {self.connection_pool_size!r}")
