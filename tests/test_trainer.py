@@ -182,3 +182,18 @@ def test_pipeline_flags_reach_the_batch_manager(tmp_path, monkeypatch):
     assert on[0]['use_batch_api'] and not off[0]['use_batch_api'] and off[0]['use_native_gates'] and off[0]['connection_pool_size'] == 2
     assert off[1] > on[1]  # one job per circuit instead of one per chunk
     assert on[2] > 0 and off[2] == 0  # cache hits only with smart caching
+
+
+def test_backend_progress_and_key_env_fields(tmp_path, monkeypatch, capsys):
+    model, _, X, y = small_setup(tmp_path)
+    base = dict(epochs=1, batch_size=8, loss='cross_entropy')
+    tr = QuantumTrainer(model, TrainingConfig(**base, backend='cirq', progress=False, checkpoint_dir=str(tmp_path / 'c1')), db=Database.open(tmp_path / 'd1'))
+    assert tr.backend.inner.name == 'cirq'
+    tr.fit((X, y)); assert 'epoch 1/1' not in capsys.readouterr().err
+    tr = QuantumTrainer(model, TrainingConfig(**base, progress=True, checkpoint_dir=str(tmp_path / 'c2')), db=Database.open(tmp_path / 'd2'))
+    assert tr.backend.inner.name == 'local'
+    tr.fit((X, y)); assert 'epoch 1/1' in capsys.readouterr().err
+    monkeypatch.setenv('MY_IONQ_KEY', 'sk-abc-12345678')
+    cfg = TrainingConfig(**base, api_key_env='MY_IONQ_KEY')
+    assert cfg.api_key == 'sk-abc-12345678' and TrainingConfig(**base).api_key != 'sk-abc-12345678'
+    assert 'sk-abc-12345678' not in repr(cfg)
