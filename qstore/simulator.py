@@ -124,11 +124,17 @@ class _Plan:
         a, b = self.slices[k]
         return self.ops[k].gatedef.matrix_fn([A[:, j] for j in range(a, b)])
 
-    def one_qubit_matrices(self, A):
-        "All one-qubit gate matrices `(B, n1 + 1, 2, 2)`, one vectorised call per gate kind; the last slot is I."
+    def one_qubit_matrices(self, A, step: int | None = None):
+        """All one-qubit gate matrices `(B, n1 + 1, 2, 2)`, one vectorised call per gate kind; the last slot is I.
+        With `step`, only that block step's slots are filled (the others are left unset)."""
         B = A.shape[0]
         out = np.empty((B, self.n1 + 1, 2, 2), dtype=complex); out[:, self.n1] = np.eye(2)
+        need = None if step is None else set(self.steps[step][3].ravel().tolist()) if self.steps[step][0] == 'block' else set()
         for gate, (slots, cols) in self.by_gate.items():
+            if need is not None:
+                keep = [j for j, sl in enumerate(slots) if sl in need]
+                if not keep: continue
+                slots, cols = [slots[j] for j in keep], [[c[j] for j in keep] for c in cols]
             g = GATES[gate]
             if not cols: out[:, slots] = g.matrix_fn([]); continue
             m = g.matrix_fn([A[:, c].reshape(-1) for c in cols])
@@ -211,7 +217,7 @@ class StatevectorSimulator:
             for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
                 Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
                 s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
-                s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak), self.dtype)
+                s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak, step=st), self.dtype)
                 s, _ = self._run(plan, s, A0, st + 1, mats1=mats0)
                 out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
         return out.reshape(-1, len(obs))
