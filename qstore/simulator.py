@@ -105,7 +105,7 @@ class _Plan:
         "Apply step i (or its inverse) to states `s` (K, B, 2^n); matrices are per row (B) or per (K, B) row."
         st, (K, B) = self.steps[i], s.shape[:2]
         kind = st[0]
-        if kind == 'perm': return s[..., self.inverse_perm[i] if adjoint else st[1]]
+        if kind == 'perm': return np.take(s, self.inverse_perm[i] if adjoint else st[1], axis=-1)
         if M is None: M = self.step_matrix(i, A, mats1, dtype)
         if M.shape[0] not in (1, B): M = M.reshape((K, B) + M.shape[1:])
         if kind == 'diag':
