@@ -366,7 +366,7 @@ def test_status_flow_and_estimate(srv, http):
     job = http.get(f'/jobs/{jid}').json()
     assert job['execution_duration_ms'] == 200 and job['started_at'] < job['completed_at']
     est = http.get('/jobs/estimate', params={'backend': 'qpu.aria-1', '1q_gates': 10, '2q_gates': 5, 'qubits': 3, 'shots': 10000}).json()
-    assert est['estimated_cost'] == pytest.approx(10000 * (10 * 0.00022 + 5 * 0.000975)) and est['cost_unit'] == 'usd'
+    assert est['estimated_cost'] == pytest.approx(12.4166 + 10000 * (10 * 0.00022 + 5 * 0.000975)) and est['cost_unit'] == 'usd'
     assert est['estimated_execution_time'] == 100 and est['input_values']['shots'] == 10000
     assert http.get('/jobs/estimate', params={'backend': 'simulator', '1q_gates': 1, '2q_gates': 0, 'qubits': 2}).json()['estimated_cost'] == 0
     assert http.get('/jobs/estimate', params={'backend': 'qpu.aria-1'}).status_code == 400

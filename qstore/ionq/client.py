@@ -100,7 +100,7 @@ def formula_cost(n_1q: int,  # one-qubit gates in the circuit
     "USD for one circuit under IonQ's gate-shot pricing (fallback when `/jobs/estimate` is unavailable)."
     if backend == 'simulator': return 0.0
     linear = shots * (PRICING['usd_per_1q_gate_shot'] * n_1q + PRICING['usd_per_2q_gate_shot'] * n_2q)
-    return max(PRICING['min_usd_error_mitigation' if error_mitigation else 'min_usd'], linear)
+    return PRICING['min_usd_error_mitigation' if error_mitigation else 'min_usd'] + linear
 
 # %% ../../nbs/12_ionq_client.ipynb #ic-types
 @dataclass(frozen=True)

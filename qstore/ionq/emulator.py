@@ -594,7 +594,7 @@ class IonQEmulator:
         mitigate, qpu = q.get('error_mitigation', 'false').lower() == 'true', backend.startswith('qpu.')
         minimum = (97.5 if mitigate else 12.4166) if qpu else 0.0
         c1, c2 = (0.000220, 0.000975) if qpu else (0.0, 0.0)
-        cost = max(minimum, shots * (c1 * n1 + c2 * n2))
+        cost = minimum + shots * (c1 * n1 + c2 * n2)
         return JSONResponse({
             'input_values': {'backend': backend, 'type': q.get('type', JOB_TYPES[0]), '1q_gates': n1, '2q_gates': n2,
                              'qubits': qubits, 'shots': shots, 'error_mitigation': mitigate, 'session': q.get('session', 'false') == 'true'},

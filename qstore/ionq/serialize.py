@@ -85,7 +85,13 @@ class _Skeleton:
             A[:, p0] += np.where(th < 0, 0.5, 0.0)  # MS(φ0, φ1, -θ) = MS(φ0 + 1/2, φ1, θ)
             A[:, t] = np.clip(np.abs(th), 0.0, 0.25)
         if self.zz_cols:
-            z = A[:, self.zz_cols]; A[:, self.zz_cols] = np.where(np.abs(z) <= 0.5, z, z - np.round(z))
+            z = A[:, self.zz_cols]; z = np.where(np.abs(z) <= 0.5, z, z - np.round(z))  # whole turns: a global sign
+            if (bad := np.abs(z) > 0.25 + 1e-12).any():
+                r, k = np.argwhere(bad)[0]
+                raise IonQFormatError(f"native ZZ angle {z[r, k]:.6g} turns (row {r}) is outside [-0.25, 0.25], the range qstore sends "
+                                      "(IonQ documents none; ZZ(t + 1/2) is not ZZ(t) up to phase). Split it into two ZZ gates, or let "
+                                      "qstore.compiler fold it.")
+            A[:, self.zz_cols] = z
         if self.phase_cols:
             p = A[:, self.phase_cols]; A[:, self.phase_cols] = np.where(np.abs(p) <= 1, p, np.mod(p, 1.0))
         return A
