@@ -95,9 +95,12 @@ def _decode(node, tensors: dict):
 # %% ../nbs/41_checkpoint.ipynb #ck41-file
 def _digest_entry(hexdigest: str) -> bytes: return f'"{_DIGEST_FIELD}":"{hexdigest}"'.encode()
 
-def _secret_env_value() -> str | None:
-    key = os.environ.get('IONQ_API_KEY', '')
-    return key if len(key) >= 8 else None  # shorter values are no real key and would match innocent data
+_SECRET_ENV_NAME = re.compile(r'(KEY|TOKEN|SECRET|PASSWORD)', re.I)
+
+def _secret_env_values() -> list[tuple[str, str]]:
+    "(name, value) of environment variables that hold credentials, e.g. IONQ_API_KEY or a custom `api_key_env`."
+    return [(k, v) for k, v in os.environ.items()
+            if _SECRET_ENV_NAME.search(k) and len(v) >= 8]  # shorter values are no real key and would match innocent data
 
 def encode_checkpoint(step: int,  # training step; recorded in the header
                       state: dict) -> bytes:  # nested dict of arrays, numbers, str, None, lists, tuples, dicts
@@ -105,11 +108,12 @@ def encode_checkpoint(step: int,  # training step; recorded in the header
     if not isinstance(state, dict): raise TypeError(f"state must be a dict, got {type(state).__name__}")
     tensors = {}
     tree = redact_secrets(_encode(state, (), tensors))
-    secret, kept = _secret_env_value(), {}
+    secrets, kept = _secret_env_values(), {}
     for path, node in _walk(tree):
-        if secret and isinstance(node, str) and secret in node:
-            raise ValueError(f"refusing to write a checkpoint: {_where(path)} contains the value of IONQ_API_KEY; "
-                             "keep API keys out of the training state (resumed runs read them from the environment)")
+        for name, secret in secrets:
+            if isinstance(node, str) and secret in node:
+                raise ValueError(f"refusing to write a checkpoint: {_where(path)} contains the value of {name}; "
+                                 "keep API keys out of the training state (resumed runs read them from the environment)")
         if _is_tag(node) and ('$array' in node or '$numpy' in node):  # tensors whose key was not redacted
             name = next(iter(node.values()))
             kept[name] = tensors[name]
@@ -120,8 +124,8 @@ def encode_checkpoint(step: int,  # training step; recorded in the header
                 'complex_tensors': json.dumps(sorted(n for n, a in kept.items() if a.dtype in _COMPLEX_PARTS)),
                 _DIGEST_FIELD: _ZERO_DIGEST}
     data = safetensors_np.save({k: np.asarray(v, order='C') for k, v in stored.items()}, metadata=metadata)
-    if secret and secret.encode() in data:
-        raise ValueError("refusing to write a checkpoint: the value of IONQ_API_KEY appears in its tensor data")
+    for name, secret in secrets:
+        if secret.encode() in data: raise ValueError(f"refusing to write a checkpoint: the value of {name} appears in its tensor data")
     n, blank = int.from_bytes(data[:8], 'little'), _digest_entry(_ZERO_DIGEST)
     header = data[8:8 + n]
     if header.count(blank) != 1: raise AssertionError("safetensors wrote the digest field in an unexpected form")

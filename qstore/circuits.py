@@ -218,8 +218,20 @@ class Circuit:
         if not isinstance(n_qubits, (int, np.integer)) or n_qubits < 1:
             raise ValueError(f"n_qubits must be a positive integer, got {n_qubits!r}")
         self.n_qubits, self.name = int(n_qubits), name
-        self.ops: list[Operation] = []
+        self._ops: tuple = ()  # immutable, so every change goes through `append` or the `ops` setter (which reset the hash)
         self._params: dict[str, str] = {}  # name -> group, in column order
+
+    @property
+    def ops(self) -> tuple:
+        "The operations, in order (a tuple: change a template with `append`, or assign a new sequence to `ops`)."
+        return self._ops
+
+    @ops.setter
+    def ops(self, ops):
+        ops = tuple(ops)
+        bad = [o for o in ops if not isinstance(o, Operation)]
+        if bad: raise TypeError(f"ops must be Operation objects, got {type(bad[0]).__name__}")
+        self._ops, self._hash = ops, None
 
     # ---- parameters
     @property
@@ -272,14 +284,14 @@ class Circuit:
         angs = tuple(as_angle(a) for a in angs)
         for a in angs:
             if a.param is not None and a.param not in self._params: self._params[a.param] = 'weights'
-        self.ops.append(Operation(name, tuple(int(q) for q in qs), angs))
+        self._ops = self._ops + (Operation(name, tuple(int(q) for q in qs), angs),)
         return self
 
     def __len__(self): return len(self.ops)
     def __iter__(self): return iter(self.ops)
 
     def copy(self, name=None) -> 'Circuit':
-        c = Circuit(self.n_qubits, name or self.name); c.ops = list(self.ops); c._params = dict(self._params); return c
+        c = Circuit(self.n_qubits, name or self.name); c._ops = self._ops; c._params = dict(self._params); return c
 
     def compose(self, other: 'Circuit', qubits: Sequence[int] | None = None) -> 'Circuit':
         "New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names are shared."
@@ -307,8 +319,8 @@ class Circuit:
     @property
     def structural_hash(self) -> str:
         "Hash of the gate structure and angle expressions, independent of bound values."
-        key = (len(self.ops), len(self._params))  # templates only grow, so this detects every change
-        if getattr(self, '_hash', (None,))[0] != key:
+        key = (len(self._ops), len(self._params))  # ops only change by append (grows) or the setter (resets the hash)
+        if getattr(self, '_hash', None) is None or self._hash[0] != key:
             self._hash = (key, hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16])
         return self._hash[1]
 

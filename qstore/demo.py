@@ -144,6 +144,7 @@ def train_from_config(path, resume: bool = False, home=None, log=print) -> dict:
     data = dict(raw.get('data', {}))
     X, y, what = load_data(data.pop('name', 'iris'), db, seed=raw.get('training', {}).get('seed', 0))
     test_fraction, scale = data.pop('test_fraction', 0.3), data.pop('scale', 'minmax')
+    if scale not in ('minmax', 'none'): raise ValueError(f"data.scale must be 'minmax' or 'none', got {scale!r}")
     if data: raise ValueError(f"unknown data key(s) {sorted(data)}; allowed: name, test_fraction, scale")
     from qstore.db import train_val_split
     tr, te = train_val_split(y, test_fraction, 0, stratify=True) if test_fraction else (np.arange(len(y)), np.arange(0))

@@ -7,7 +7,7 @@ Docs: https://qstore-dev.github.io/qstore/gradients.html.md"""
 # %% ../nbs/04_gradients.ipynb #g04-imp
 from __future__ import annotations
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 import numpy as np
 from .circuits import GATES, Angle, Circuit, validate_values
@@ -560,7 +560,7 @@ class AdaptiveGradient:
                  spsa: SPSAGradientEstimator | None = None):  # the SPSA estimator to use (keeps its own state)
         self.budget, self.max_shift_circuits = budget, max_shift_circuits
         self.spsa = spsa or SPSAGradientEstimator()
-        self.history: list[str] = []
+        self.history = deque(maxlen=1000)  # the most recent choices, with their reasons
 
     def choose(self, backend, circuit: Circuit, wrt='weights', shots: int | None = None) -> tuple:
         "(method, reason) for this backend, circuit and shots."
@@ -577,7 +577,8 @@ class AdaptiveGradient:
         if self.budget is not None and shift > self.budget:
             return 'spsa', f"spsa: {spsa} circuits vs {shift} for parameter shift, over the budget of {self.budget} per row"
         if shift > self.max_shift_circuits or caps.cost_per_circuit * shift > 1.0:
-            return 'spsa', f"spsa: {spsa} circuits vs 2P={shift - 1} for parameter shift on a sampled backend ('{be.name}', P={P})"
+            what = f"2P={shift - 1}" if shift - 1 == 2 * P else f"{shift - 1} shifted circuits"
+            return 'spsa', f"spsa: {spsa} circuits vs {what} for parameter shift on a sampled backend ('{be.name}', P={P})"
         return 'parameter_shift', f"parameter_shift: unbiased, {shift} circuits per row is affordable on sampled '{be.name}' (P={P})"
 
     def jacobian(self, circuit: Circuit, values, observables, backend='local', wrt='weights',

@@ -88,7 +88,7 @@ def _step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
             nc = model.n_circuit_weights
             G = metric_tensor(model.circuit, model.values(X, w), be, 'weights', lam=self.qng_lambda, shots=shots, seed=seed).mean(0)
             w = w - lr * np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
-        if self.gradient == 'spsa': self.spsa.step()
+        if info.get('method') == 'spsa': self.spsa.step()  # also when the adaptive choice picked SPSA
     self.t += 1
     self.last_info = {'loss': float(loss), 'circuits': int(circuits), 'method': info.get('method'), 'reason': info.get('reason', '')}
     return w, self.last_info

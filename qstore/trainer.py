@@ -89,6 +89,19 @@ class TrainingConfig:
         if self.noise_model is not None and self.backend not in ('local', 'mock'):
             errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
         if self.momentum and self.optimizer != 'sgd': errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
+        if not 0 <= self.momentum < 1: errs.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if not self.spsa_c > 0 or self.spsa_A < 0: errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
+        if self.qng_lambda < 0: errs.append(f"qng_lambda must be >= 0, got {self.qng_lambda}")
+        if self.gradient_budget is not None and (not isinstance(self.gradient_budget, int) or self.gradient_budget < 1):
+            errs.append(f"gradient_budget must be None or a positive integer, got {self.gradient_budget!r}")
+        if not isinstance(self.seed, int) or self.seed < 0: errs.append(f"seed must be a non-negative integer, got {self.seed!r}")
+        # settings that would silently do nothing in this combination
+        d = {f.name: f.default for f in fields(self)}
+        spsa_used = self.optimizer in ('spsa', 'qnspsa') or self.gradient_method in ('spsa', 'adaptive')
+        for k in ('spsa_c', 'spsa_A', 'num_directions'):
+            if getattr(self, k) != d[k] and not spsa_used: errs.append(f"{k} only affects SPSA; optimizer={self.optimizer!r} with gradient_method={self.gradient_method!r} never uses it")
+        if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng': errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
+        if self.gradient_budget is not None and self.gradient_method != 'adaptive': errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
         if self.connection_pool_size is not None and (not isinstance(self.connection_pool_size, int) or self.connection_pool_size < 1):
             errs.append(f"connection_pool_size must be None or a positive integer, got {self.connection_pool_size!r}")
         if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
@@ -106,7 +119,6 @@ class TrainingConfig:
         if unknown:
             hints = {k: difflib.get_close_matches(k, known, 1) for k in unknown}
             raise ValueError("unknown TrainingConfig key(s): " + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items()))
-        if any('key' in k.lower() and k != 'api_key_env' for k in d): raise ValueError("API keys are never stored in a config; set the environment variable named by api_key_env")
         return cls(**d)
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
@@ -164,11 +176,16 @@ def _targets(y, out):
     return y.reshape(out.shape) if y.size == out.size else y
 
 def mse_loss(out, y):
-    t = _targets(y, out); d = out - t
+    t = _targets(y, out)
+    if t.shape != out.shape: raise ValueError(f"mse targets of shape {np.shape(y)} do not match model outputs {out.shape}")
+    d = out - t
     return float((d ** 2).mean()), 2 * d / d.size
 
 def cross_entropy_loss(out, y):
-    y = np.asarray(y).astype(int).ravel(); B = len(out)
+    y = np.asarray(y).ravel(); B = len(out)
+    if out.shape[1] == 1 and not np.isin(y, (0, 1)).all(): raise ValueError("binary cross_entropy needs labels 0 or 1 (one output is a logit)")
+    if y.dtype.kind == 'f' and (y != np.round(y)).any(): raise ValueError("cross_entropy needs integer class labels")
+    y = y.astype(int)
     if out.shape[1] == 1:
         z = out[:, 0]; p = 1 / (1 + np.exp(-z))
         loss = float(np.mean(np.logaddexp(0, z) - y * z))
@@ -184,6 +201,8 @@ def _pm1(y):
     return np.where(y > 0, 1.0, -1.0)
 
 def hinge_loss(out, y):
+    if out.shape[1] != 1: raise ValueError(f"hinge loss needs a model with one output, got {out.shape[1]}")
+    if not np.isin(np.asarray(y), (-1, 0, 1)).all(): raise ValueError("hinge loss needs labels in {0, 1} or {-1, 1}")
     t = _pm1(y); m = 1 - t * out[:, 0]
     return float(np.maximum(m, 0).mean()), (np.where(m > 0, -t, 0.0) / len(t))[:, None]
 
@@ -196,7 +215,7 @@ def accuracy(out, y, loss: str) -> float | None:
     if out.shape[1] > 1: return None
     o = out[:, 0]; labels = np.unique(y)
     if loss == 'cross_entropy': return float(np.mean((o > 0) == (y.ravel() > 0.5)))
-    if loss == 'hinge' or set(labels.tolist()) <= {-1.0, 1.0}: return float(np.mean(np.sign(o) == _pm1(y)))
+    if loss == 'hinge' or set(labels.tolist()) <= {-1.0, 1.0}: return float(np.mean(np.where(o >= 0, 1.0, -1.0) == _pm1(y)))
     if set(labels.tolist()) <= {0.0, 1.0}: return float(np.mean((o > 0.5) == (y.ravel() > 0.5)))
     return None
 
@@ -260,8 +279,10 @@ class QuantumTrainer:
         return {'loss': self.loss_fn(out, y)[0], 'accuracy': accuracy(out, y, self.config.loss)}
 
     def predict(self, X, weights=None) -> np.ndarray:
-        "Model outputs for X with the trained weights."
-        return self.model(np.asarray(X, dtype=float), self.weights if weights is None else weights, self.backend)
+        "Model outputs for X with the trained weights (sampled like training when shots are configured)."
+        shots = self.config.shots_per_circuit
+        return self.model(np.asarray(X, dtype=float), self.weights if weights is None else weights, self.backend, shots=shots,
+                          seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2))
 
     async def train(self, *args, **kwargs):
         "Async `fit`, run in a worker thread."
@@ -297,10 +318,14 @@ def fit(self: QuantumTrainer, train, val=None,
                                     budget=cfg.gradient_budget, seed=cfg.seed)
     loader = DataLoader(X, y, cfg.batch_size, shuffle=True, seed=cfg.seed)
     self.weights, self.history, self.step_count, epoch = self.model.init_weights(cfg.seed, cfg.init_strategy), [], 0, 0
-    early = {'best': None, 'bad_epochs': 0, 'best_weights': None}
+    early = {'best': None, 'bad_epochs': 0, 'best_weights': None, 'best_logs': None}
+    data_digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
     if resume and (found := ckpts.latest()) is not None:
         _, st = found
         if st['model_spec'] != self.model.spec(): raise ValueError("checkpoint was written for a different model; refusing to resume")
+        if TrainingConfig.from_dict(st['config']).fingerprint != cfg.fingerprint:
+            raise ValueError("checkpoint was written with different training settings; resuming would not continue the same run")
+        if st.get('data_sha256') not in (None, data_digest): raise ValueError("checkpoint was written for different training data; refusing to resume")
         self.weights, self.step_count, epoch = np.array(st['weights']), int(st['step']), int(st['epoch'])
         self.history, early = list(st['history']), dict(st['early'])
         opt.load_state_dict(st['optimizer']); loader.load_state_dict(st['loader'])
@@ -316,7 +341,7 @@ def fit(self: QuantumTrainer, train, val=None,
             db.metrics.log(self.run, step=self.step_count, epoch=epoch, loss=info['loss'], circuits=info['circuits'], method=info['method'] or '')
             bar.update(1); bar.set_postfix(loss=f"{info['loss']:.4f}")
             if cfg.checkpoint_interval and self.step_count % cfg.checkpoint_interval == 0:
-                ckpts.save(self.step_count, _state(self, opt, loader, epoch, early))
+                ckpts.save(self.step_count, {**_state(self, opt, loader, epoch, early), 'data_sha256': data_digest})
             if any(cb(self, 'step', {'step': self.step_count, **info}) for cb in self.callbacks): stop = interrupted = True; break
         bar.close()
         if stop: break
@@ -330,16 +355,16 @@ def fit(self: QuantumTrainer, train, val=None,
         db.metrics.log(self.run, epoch=epoch, **{k: v for k, v in {**logs, **pipe}.items() if v is not None and k not in ('epoch', 'step')})
         if cfg.early_stopping_patience:
             if early['best'] is None or logs['val_loss'] < early['best'] - 1e-12:
-                early.update(best=logs['val_loss'], bad_epochs=0, best_weights=self.weights.copy())
+                early.update(best=logs['val_loss'], bad_epochs=0, best_weights=self.weights.copy(), best_logs=dict(logs))
             else:
                 early['bad_epochs'] += 1
                 if early['bad_epochs'] >= cfg.early_stopping_patience: stop = True; self.weights = np.array(early['best_weights'])
         if any(cb(self, 'epoch', logs) for cb in self.callbacks): stop = interrupted = True
-    path = ckpts.save(self.step_count, _state(self, opt, loader, epoch, early))
+    path = ckpts.save(self.step_count, {**_state(self, opt, loader, epoch, early), 'data_sha256': data_digest})
     self.checkpoint_path = path
     db.metrics.flush()
     if cfg.register_model:
-        final = self.history[-1] if self.history else {}
+        final = early['best_logs'] if stop and not interrupted and early['best_logs'] else (self.history[-1] if self.history else {})  # early stopping keeps the best epoch's weights
         spec = {**self.model.spec(), 'loader': 'qstore.trainer:load_trained_weights'}
         self.registered_version = db.models.register(cfg.register_model, spec, checkpoint=path,
                                                      metrics={k: v for k, v in final.items() if v is not None},

@@ -139,7 +139,7 @@ def test_adjacent_inverses_cancel_and_rotations_merge(target):
         c.append(g, qs, *angles)
         inv, inv_angles = GATES[g].inverse(tuple(Circuit(3).append(g, qs, *angles).ops[0].angles))
         c.append(inv, qs, *inv_angles)
-        assert IonQNativeGateCompiler(target, drop_final_z=False).compile(c).circuit.ops == [], g
+        assert IonQNativeGateCompiler(target, drop_final_z=False).compile(c).circuit.ops == (), g
     merged = Circuit(2).xx(0, 1, 0.3).xx(1, 0, 0.4).xx(0, 1, 0.5)
     s = compile_stats(merged, target, drop_final_z=False)
     assert s.after_2q == 1  # one partial-angle gate for the whole chain
