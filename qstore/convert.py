@@ -519,8 +519,11 @@ class IonQRouteBackend(Backend):
         jobs = [_native_job(c, values) if gateset == 'native' else (c, values) for c in prepared]
         try: return self._submit(jobs, gateset, int(shots), int(rng.integers(2 ** 31 - 1)))
         except Exception as e:
-            if self._api_key not in str(e): raise
-            raise RuntimeError(f"{self.name}: {type(e).__name__}: {str(e).replace(self._api_key, '***')}") from None
+            text = f"{e!s} {e!r} {e.args!r}"
+            if not self._api_key or self._api_key not in text: raise
+            err = RuntimeError(f"{self.name}: {type(e).__name__}: {str(e).replace(self._api_key, '***')}")
+            err.__cause__ = err.__context__ = None  # the original exception (which quotes the key) is dropped
+            raise err from None
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r}, remote_host={self.remote_host!r}, api_key='***')"

@@ -78,7 +78,7 @@ def remove_stale_temp_files(root: str | Path) -> list[Path]:
     return removed
 
 # %% ../nbs/20_store.ipynb #st20-json
-_SECRET_KEY = re.compile(r'api[_-]?key|apikey|secret|passw(or)?d|credential|(^|[_.-])token$|^token$', re.I)
+_SECRET_KEY = re.compile(r'api[_-]?key|apikey|secret|passw(or)?d|credential|authorization|(private|access|ionq|auth)[_-]?key|(^|[_.-])token$|^token$', re.I)  # not a bare 'key' (RNG states have one)
 REDACTED = '***redacted***'
 
 def redact_secrets(obj):

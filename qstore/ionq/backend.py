@@ -6,7 +6,6 @@ Docs: https://qstore-dev.github.io/qstore/ionq_backend.html.md"""
 
 # %% ../../nbs/13_ionq_backend.ipynb #ib-imp
 from __future__ import annotations
-import warnings
 import numpy as np
 from ..backends import Backend, BackendCapabilities, register_backend
 from ..circuits import Circuit, NATIVE_GATES, validate_values
@@ -63,7 +62,6 @@ class IonQBackend(Backend):
             f"ionq.{target}" + (f"+{self.noise}" if self.noise else ''), analytic=False, max_qubits=qubits, native_gates=native,
             cost_per_circuit=PRICING['min_usd_error_mitigation' if error_mitigation else 'min_usd'] if qpu else 0.0,
             remote=True, noisy=qpu or self.noise is not None, default_shots=default_shots)
-        self._warned_native = False
 
     def gateset(self, circuit: Circuit) -> str:
         "'native' if the circuit is made of native gates (checked against the target's), else 'qis'."
@@ -72,11 +70,10 @@ class IonQBackend(Backend):
             allowed = set(self.capabilities.native_gates or NATIVE_GATES)
             if not used <= allowed: raise ValueError(f"{self.target} runs native gates {sorted(allowed)}; the circuit uses {sorted(used - allowed)}")
             return 'native'
-        if self.use_native_gates and not self._warned_native:
-            warnings.warn("use_native_gates=True on a bare IonQBackend: circuits that are not native already are sent with IonQ's "
-                          "'qis' gateset; wrap the backend in qstore.batch.CircuitBatchManager(backend, use_native_gates=True) "
-                          "to compile them with qstore's native-gate compiler", stacklevel=3)
-            self._warned_native = True
+        if self.use_native_gates:
+            raise ValueError(f"use_native_gates=True: this circuit uses non-native gates {sorted(used - set(NATIVE_GATES))}; compile it "
+                             "with qstore.batch.CircuitBatchManager(backend, use_native_gates=True) (or qstore.compiler), "
+                             "or set use_native_gates=False to let IonQ compile the 'qis' gateset")
         return 'qis'
 
     def _payload(self, circuits, values) -> list[dict]:
