@@ -68,13 +68,10 @@ class CirqIonQBackend(IonQRouteBackend):
     "IonQ (cloud or emulator) through cirq-ionq; sampling only, one multi-circuit job per `run`."
     family = 'cirq-ionq'
 
-    def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
-                 remote_host: str | None = None,  # API root (default: env IONQ_REMOTE_HOST/..., else IonQ's cloud)
-                 api_key: str | None = None,  # IonQ API key (default: env IONQ_API_KEY); never printed
-                 seed: int | None = None,  # seeds the client-side sampling of simulator results
-                 default_shots: int = 1000,  # shots when `run` gets none
-                 max_retry_seconds: float = 60):  # give up retrying failed requests after this long
-        super().__init__(target, remote_host, api_key, seed, default_shots)
+    def __init__(self, *args,  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+                 max_retry_seconds: float = 60,  # give up retrying failed requests after this long
+                 **kwargs):
+        super().__init__(*args, **kwargs)
         self.max_retry_seconds = max_retry_seconds
 
     def _submit(self, jobs, gateset, shots, seed):

@@ -81,12 +81,8 @@ class QiskitIonQBackend(IonQRouteBackend):
     "IonQ (cloud or emulator) through qiskit-ionq; sampling only, one multi-circuit job per `run`."
     family = 'qiskit-ionq'
 
-    def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
-                 remote_host: str | None = None,  # API root (default: env IONQ_REMOTE_HOST/..., else IonQ's cloud)
-                 api_key: str | None = None,  # IonQ API key (default: env IONQ_API_KEY); never printed
-                 seed: int | None = None,  # seeds the client-side sampling of simulator results
-                 default_shots: int = 1000):  # shots when `run` gets none
-        super().__init__(target, remote_host, api_key, seed, default_shots)
+    def __init__(self, *args, **kwargs):  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+        super().__init__(*args, **kwargs)
         self._ionq_backends = {}  # gate set -> qiskit-ionq backend object
 
     @property
