@@ -19,7 +19,7 @@ each pipeline demonstrably ran the right circuits. Requests are counted by the e
 import argparse, os, sys, warnings
 import numpy as np
 from qstore.benchmarks import machine_info, print_table, reference_circuit, reference_values, time_call, write_json
-from qstore.convert import to_cirq, to_qiskit
+from qstore.backends.convert import to_cirq, to_qiskit
 from qstore.ionq.client import IonQBatchClient
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
 from qstore.ionq.serialize import to_ionq_json_batch

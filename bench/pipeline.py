@@ -26,19 +26,19 @@ encoding, then L layers of RY+RZ on every qubit and a CNOT ring):
 import argparse, os, time, warnings
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 import numpy as np
-from qstore.backends import get_backend
-from qstore.batch import CircuitBatchManager
+from qstore.backends.base import get_backend
+from qstore.pipeline.batch import CircuitBatchManager
 from qstore.benchmarks import machine_info, print_table, reference_circuit, reference_values, time_call, write_json
-from qstore.cache import SmartCircuitCache, compile_template
-from qstore.compiler import IonQNativeGateCompiler
-from qstore.convert import to_cirq, to_qiskit
-from qstore.db import Database
-from qstore.encoding import DataEncoder
+from qstore.pipeline.cache import SmartCircuitCache, compile_template
+from qstore.ionq.compiler import IonQNativeGateCompiler
+from qstore.backends.convert import to_cirq, to_qiskit
+from qstore.storage.db import Database
+from qstore.ml.encoding import DataEncoder
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
 from qstore.ionq.serialize import to_ionq_json
-from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
+from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 from qstore.simulator import NOISE_PRESETS
-from qstore.trainer import QuantumTrainer, TrainingConfig
+from qstore.ml.trainer import QuantumTrainer, TrainingConfig
 
 KEY = 'bench-key'  # the emulator accepts any key; nothing here talks to IonQ
 MODELS = [(4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (8, 4)]

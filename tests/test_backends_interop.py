@@ -3,12 +3,12 @@ import warnings
 import numpy as np
 import pytest
 
-from qstore.backends import get_backend
+from qstore.backends.base import get_backend
 from qstore.circuits import GATES, Circuit
-from qstore.gradients import adjoint
+from qstore.gradients.adjoint import adjoint
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
-import qstore.backends_cirq as bc
-import qstore.backends_qiskit as bq
+import qstore.backends.cirq as bc
+import qstore.backends.qiskit as bq
 
 OBS = ['Z0', '0.5*X1 Z2 - Y0', 'Z0 Z1 Z2 + 0.25*X3', 'Y1 Y3']
 

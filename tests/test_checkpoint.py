@@ -10,10 +10,10 @@ import warnings
 import numpy as np
 import pytest
 
-from qstore.checkpoint import CheckpointError, CheckpointManager, decode_checkpoint, encode_checkpoint
-from qstore.db import DataLoader
-from qstore.gradients import SPSAGradientEstimator
-from qstore.store import REDACTED, CorruptStoreError, atomic_write_bytes
+from qstore.ml.checkpoint import CheckpointError, CheckpointManager, decode_checkpoint, encode_checkpoint
+from qstore.storage.db import DataLoader
+from qstore.gradients.spsa import SPSAGradientEstimator
+from qstore.storage.files import REDACTED, CorruptStoreError, atomic_write_bytes
 
 SECRET = 'sk-test-SECRET-123'
 
@@ -232,7 +232,7 @@ def test_unknown_formats_and_newer_versions(tmp_path):
 
 CRASH_WRITER = r'''
 import sys, numpy as np
-from qstore.checkpoint import CheckpointManager
+from qstore.ml.checkpoint import CheckpointManager
 mgr = CheckpointManager(sys.argv[1], keep_last=2)
 start = int(sys.argv[2])
 for step in range(start, start + 100_000):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from qstore.benchmarks import reference_circuit, reference_values
 from qstore.circuits import GATES, Circuit, Param
-from qstore.compiler import (IonQNativeGateCompiler, NATIVE_GATESETS, compile_stats, native_violations, verify)
-from qstore.gradients import adjoint
+from qstore.ionq.compiler import (IonQNativeGateCompiler, NATIVE_GATESETS, compile_stats, native_violations, verify)
+from qstore.gradients.adjoint import adjoint
 from qstore.simulator import StatevectorSimulator
 
 TARGETS = ('aria', 'forte')
@@ -158,7 +158,7 @@ def test_constant_phases_are_normalised():
 
 def _cirq_native_counts(circuit, values, gateset):
     import cirq
-    from qstore.convert import to_cirq
+    from qstore.backends.convert import to_cirq
     out = cirq.optimize_for_target_gateset(to_cirq(circuit, values=values), gateset=gateset)
     ops = [op for op in out.all_operations() if not isinstance(op.gate, cirq.GlobalPhaseGate)]
     return sum(len(op.qubits) == 1 for op in ops), sum(len(op.qubits) == 2 for op in ops)

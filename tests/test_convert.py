@@ -11,7 +11,7 @@ from qiskit.circuit.library import U2Gate
 from qiskit.quantum_info import Operator, Statevector
 
 from qstore.circuits import GATES, NATIVE_GATES, Circuit, Param
-from qstore.convert import (ConversionError, cirq_state_to_qstore, from_cirq, from_qiskit, ionq_gateset,
+from qstore.backends.convert import (ConversionError, cirq_state_to_qstore, from_cirq, from_qiskit, ionq_gateset,
                             ionq_qis_circuit, qiskit_parameter_order, to_cirq, to_qiskit)
 from qstore.simulator import StatevectorSimulator
 

@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from qstore.db import (STAGES, DataLoader, Database, MetricsStore, ModelRegistry, TrainingDataStore, qstore_home,
+from qstore.storage.db import (STAGES, DataLoader, Database, MetricsStore, ModelRegistry, TrainingDataStore, qstore_home,
                        resolve_callable, train_val_split)
-from qstore.store import (REDACTED, CorruptStoreError, NotFoundError, SQLiteDatabase, SQLiteVectorStore, atomic_write_bytes,
-                          file_sha256)
+from qstore.storage.files import REDACTED, CorruptStoreError, NotFoundError, atomic_write_bytes, file_sha256
+from qstore.storage.sqlite import SQLiteDatabase
+from qstore.storage.vectors import SQLiteVectorStore
 
 PY = sys.executable
 
@@ -78,7 +79,7 @@ def test_exact_search_matches_brute_force_at_20k(tmp_path):
 
 
 def test_large_query_batches_are_scored_in_blocks(tmp_path, monkeypatch):
-    import qstore.store as store_mod
+    import qstore.storage.vectors as store_mod
     X = np.random.default_rng(4).normal(size=(300, 8)).astype(np.float32)
     s = SQLiteVectorStore(':memory:', metric='dot')
     s.upsert([str(i) for i in range(300)], X, [{'even': i % 2 == 0} for i in range(300)])
@@ -95,7 +96,7 @@ def test_large_query_batches_are_scored_in_blocks(tmp_path, monkeypatch):
 
 CRASH_WRITER = """
 import sys
-from qstore.store import atomic_write_bytes
+from qstore.storage.files import atomic_write_bytes
 path = sys.argv[1]
 i = 0
 while True:
@@ -116,7 +117,7 @@ def test_atomic_write_survives_sigkill(tmp_path):
         data = target.read_bytes()
         assert len(data) == 4_000_000 and data == data[:1] * len(data)  # one complete version, never torn
     # the killed writers' temp files are debris that a later open removes
-    from qstore.store import remove_stale_temp_files
+    from qstore.storage.files import remove_stale_temp_files
     remove_stale_temp_files(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ['ckpt.bin']
 
@@ -464,7 +465,7 @@ def test_metrics_batching_resume_and_errors(tmp_path):
 
 EXIT_LOGGER = """
 import sys
-from qstore.db import MetricsStore
+from qstore.storage.db import MetricsStore
 ms = MetricsStore(sys.argv[1], flush_every=10_000, flush_interval=3600)
 run = ms.start_run('exiting')
 for i in range(7): ms.log(run, step=i, loss=i / 10)

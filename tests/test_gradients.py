@@ -2,12 +2,17 @@
 import numpy as np
 import pytest
 
-from qstore.backends import LocalBackend
+from qstore.backends.base import LocalBackend
 from qstore.circuits import Circuit
-from qstore.encoding import DataEncoder
-from qstore.gradients import (QNSPSA, AdaptiveGradient, SPSAGradientEstimator, adjoint, finite_diff, legalize_native,
-                              metric_tensor, parameter_shift, shift_table, select_params, _phase_columns)
-from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
+from qstore.ml.encoding import DataEncoder
+from qstore.gradients.natural import QNSPSA, metric_tensor
+from qstore.gradients.adaptive import AdaptiveGradient
+from qstore.gradients.spsa import SPSAGradientEstimator
+from qstore.gradients.adjoint import adjoint
+from qstore.gradients.finite_diff import finite_diff
+from qstore.gradients.shift import legalize_native, parameter_shift, shift_table, _phase_columns
+from qstore.gradients.core import select_params
+from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 
 OBS = ['Z0', 'X1', 'Y0 Z1', '0.3*X0 X1 + Z1']
 

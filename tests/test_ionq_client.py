@@ -2,7 +2,7 @@
 import logging, math
 import numpy as np
 import pytest
-from qstore.backends import LocalBackend, get_backend
+from qstore.backends.base import LocalBackend, get_backend
 from qstore.benchmarks import reference_circuit, reference_values
 from qstore.circuits import Circuit
 from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQLimits, IonQRequestError, IonQTimeoutError)

@@ -5,21 +5,21 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-import qstore.cache
-from qstore.backends import LocalBackend
-from qstore.batch import CircuitBatchManager, CircuitBatchManagerV34, ResultCacheWarning
+import qstore.pipeline.cache
+from qstore.backends.base import LocalBackend
+from qstore.pipeline.batch import CircuitBatchManager, CircuitBatchManagerV34, ResultCacheWarning
 from qstore.benchmarks import reference_circuit, reference_values
-from qstore.cache import SmartCircuitCache
-from qstore.db import Database
-from qstore.encoding import DataEncoder
-from qstore.gradients import parameter_shift
+from qstore.pipeline.cache import SmartCircuitCache
+from qstore.storage.db import Database
+from qstore.ml.encoding import DataEncoder
+from qstore.gradients.shift import parameter_shift
 from qstore.ionq.backend import IonQBackend
 from qstore.ionq.client import IonQJobFailedError
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer, create_app
-from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
-from qstore.queue import AdaptiveQueueManager
+from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
+from qstore.ionq.jobs import AdaptiveQueueManager
 from qstore.simulator import StatevectorSimulator
-from qstore.trainer import QuantumTrainer, TrainingConfig
+from qstore.ml.trainer import QuantumTrainer, TrainingConfig
 
 KEY = 'test-key'  # the emulator accepts any key
 
@@ -107,10 +107,10 @@ def test_cache_hits_repeated_structure_and_misses_new_structure():
 
 def test_cache_is_correct_under_concurrent_threads_and_coroutines(monkeypatch):
     builds = []
-    real = qstore.cache.compile_template
+    real = qstore.pipeline.cache.compile_template
     def counting(*args, **kw):
         builds.append(args[0].structural_hash); return real(*args, **kw)
-    monkeypatch.setattr(qstore.cache, 'compile_template', counting)
+    monkeypatch.setattr(qstore.pipeline.cache, 'compile_template', counting)
     cache = SmartCircuitCache(max_result_bytes=1 << 20)
     sim = StatevectorSimulator()
     def work(i):
@@ -150,13 +150,13 @@ def test_result_cache_refuses_shots():
 
 def test_vectorised_bind_is_much_faster_than_rebuild_and_compile():
     from time import perf_counter
-    from qstore.compiler import IonQNativeGateCompiler
+    from qstore.ionq.compiler import IonQNativeGateCompiler
     from qstore.ionq.serialize import to_ionq_json
     c = reference_circuit(4, 2); v = reference_values(c, 200)
     def rebuild():
         out = []
         for row in v:
-            comp = qstore.cache._native_compile(reference_circuit(4, 2), 'aria', False, fresh=True)
+            comp = qstore.pipeline.cache._native_compile(reference_circuit(4, 2), 'aria', False, fresh=True)
             out.append(to_ionq_json(comp.circuit, comp.native_values(row[None]), 'native'))
         return out
     cache = SmartCircuitCache(); cache.bind(c, v[:1], native='aria')
@@ -229,8 +229,8 @@ def test_forte_targets_compile_to_zz(emu):
 def test_enable_smart_caching_skips_recompiling(emu, monkeypatch):
     server, rec, opts = emu
     compiles = []
-    real = qstore.cache._native_compile
-    monkeypatch.setattr(qstore.cache, '_native_compile', lambda *a, **k: compiles.append(a[0].structural_hash) or real(*a, **k))
+    real = qstore.pipeline.cache._native_compile
+    monkeypatch.setattr(qstore.pipeline.cache, '_native_compile', lambda *a, **k: compiles.append(a[0].structural_hash) or real(*a, **k))
     c = reference_circuit(3, 2)
     reports = {}
     for flag in (True, False):

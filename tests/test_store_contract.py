@@ -10,7 +10,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from qstore.store import METRICS, Match, NamespaceInfo, Record, SQLiteVectorStore, match_filter
+from qstore.storage.vectors import METRICS, Match, NamespaceInfo, Record, SQLiteVectorStore, match_filter
 
 STORE_FACTORIES = {
     'sqlite-memory': lambda tmp_path, metric: SQLiteVectorStore(':memory:', metric=metric),

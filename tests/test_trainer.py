@@ -5,19 +5,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qstore.checkpoint import CheckpointManager
-from qstore.db import Database
-from qstore.encoding import DataEncoder
-from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
-from qstore.trainer import QuantumTrainer, TrainingConfig
+from qstore.ml.checkpoint import CheckpointManager
+from qstore.storage.db import Database
+from qstore.ml.encoding import DataEncoder
+from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
+from qstore.ml.trainer import QuantumTrainer, TrainingConfig
 
 SCRIPT = textwrap.dedent('''
     import os, signal, sys
     import numpy as np
-    from qstore.db import Database
-    from qstore.encoding import DataEncoder
-    from qstore.layers import HardwareEfficientQuantumLayer, QuantumModel
-    from qstore.trainer import QuantumTrainer, TrainingConfig
+    from qstore.storage.db import Database
+    from qstore.ml.encoding import DataEncoder
+    from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
+    from qstore.ml.trainer import QuantumTrainer, TrainingConfig
     mode, home, kill_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
     rng = np.random.default_rng(7)
     X = rng.uniform(0, np.pi, (30, 3)); y = (X.sum(1) > 1.5 * np.pi).astype(int)
@@ -141,7 +141,7 @@ def test_every_config_field_changes_behaviour(tmp_path):
 
 
 def test_demo_reaches_95_percent_and_reuses(tmp_path):
-    from qstore.demo import demo
+    from qstore.jobs import demo
     logs = []
     first = demo(tmp_path, progress=False, log=logs.append)
     assert first['test_accuracy'] >= 0.95 and first['status'].startswith('trained')
@@ -151,7 +151,7 @@ def test_demo_reaches_95_percent_and_reuses(tmp_path):
 
 
 def test_parity_reaches_full_training_accuracy(tmp_path):
-    from qstore.demo import load_data
+    from qstore.ml.datasets import load_data
     X, y, _ = load_data('parity')
     model = QuantumModel(DataEncoder('basis', n_features=4), HardwareEfficientQuantumLayer(4, 3), ['Z0', 'Z1', 'Z2', 'Z3'], head='affine')
     cfg = TrainingConfig(epochs=40, batch_size=16, learning_rate=0.1, loss='cross_entropy', init_strategy='uniform', seed=2,
