@@ -78,7 +78,7 @@ def _gate_counts(c: Circuit) -> tuple:
 
 def _native_compile(circuit: Circuit, family: str, exact: bool, fresh: bool):
     "The compiler's result; `fresh` compiles again even if the compiler's own structure cache has it."
-    from qstore import compiler
+    from qstore.ionq import compiler
     return compiler.IonQNativeGateCompiler(family, drop_final_z=not exact).compile(circuit, cache=not fresh)
 
 
