@@ -2,7 +2,7 @@
 
 Runs against qstore's IonQ emulator on 127.0.0.1 with 100 ms injected latency on every request and 50 ms of
 simulated execution per circuit, for batches of 20 and 200 bindings of the 4-qubit hardware-efficient reference
-model (`qstore.benchmarks.reference_circuit(4, 2)`), 1,000 shots each, through:
+model (`qstore.testing.reference_circuit(4, 2)`), 1,000 shots each, through:
 
 1. qstore's `IonQBatchClient.run_batch` (one multi-circuit job);
 2. cirq-ionq: `Service.run_batch` as shipped (it polls every 1 s and offers no way to change that), and the same
@@ -18,7 +18,9 @@ each pipeline demonstrably ran the right circuits. Requests are counted by the e
 """
 import argparse, os, sys, warnings
 import numpy as np
-from qstore.benchmarks import machine_info, print_table, reference_circuit, reference_values, time_call, write_json
+from common import machine_info, print_table, time_call, write_json
+
+from qstore.testing import reference_circuit, reference_values
 from qstore.backends.convert import to_cirq, to_qiskit
 from qstore.ionq.client import IonQBatchClient
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer

@@ -1,6 +1,6 @@
 """Circuit pipeline benchmark: native gate counts, circuit preparation time, and one training epoch against IonQ's API.
 
-Three measurements on the hardware-efficient reference model (`qstore.benchmarks.reference_circuit(n, L)`: RY angle
+Three measurements on the hardware-efficient reference model (`qstore.testing.reference_circuit(n, L)`: RY angle
 encoding, then L layers of RY+RZ on every qubit and a CNOT ring):
 
 1. Gate counts after compiling to IonQ Aria native gates (GPi, GPi2, MS), for 4 and 8 qubits and 2-4 layers:
@@ -28,7 +28,9 @@ os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 import numpy as np
 from qstore.backends.base import get_backend
 from qstore.pipeline.batch import CircuitBatchManager
-from qstore.benchmarks import machine_info, print_table, reference_circuit, reference_values, time_call, write_json
+from common import machine_info, print_table, time_call, write_json
+
+from qstore.testing import reference_circuit, reference_values
 from qstore.pipeline.cache import SmartCircuitCache, compile_template
 from qstore.ionq.compiler import IonQNativeGateCompiler
 from qstore.backends.convert import to_cirq, to_qiskit

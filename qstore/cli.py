@@ -6,16 +6,17 @@ Docs: https://qstore-dev.github.io/qstore/cli.html.md"""
 
 # %% ../nbs/95_cli.ipynb #cli-imp
 from __future__ import annotations
-import argparse, importlib, sys
+import argparse, importlib, subprocess, sys
+from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMANDS', 'main']
+__all__ = ['COMMANDS', 'main', 'bench_cli']
 
 # %% ../nbs/95_cli.ipynb #cli-cmds
 COMMANDS = {
     'demo': ('qstore.jobs:demo_cli', 'train (or reuse) a quantum classifier on Iris with the embedded defaults'),
     'train': ('qstore.jobs:train_cli', 'train a model from a YAML/TOML config file (--resume to continue)'),
-    'bench': ('qstore.benchmarks:bench_cli', 'benchmark the batched simulator (table + JSON)'),
+    'bench': ('qstore.cli:bench_cli', 'benchmark the batched simulator (table + JSON; needs a source checkout)'),
     'models': ('qstore.storage.db:models_cli', 'list, inspect and promote registered models'),
     'ionq-emulator': ('qstore.ionq.emulator:emulator_cli', 'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)'),
 }
@@ -36,3 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     target, _ = COMMANDS[args.command]
     mod, fn = target.split(':')
     return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
+
+# %% ../nbs/95_cli.ipynb #cli-bench
+def bench_cli(argv: list[str] | None = None,  # arguments of `bench/simulator.py`
+             ) -> int:  # exit code
+    "`qstore bench`: run the simulator benchmark of the source checkout (`bench/simulator.py`)."
+    import qstore
+    script = Path(qstore.__file__).resolve().parent.parent / 'bench' / 'simulator.py'
+    if not script.exists():
+        print("qstore bench: benchmarks live in the repository's bench/ directory; run it from a source checkout")
+        return 1
+    return subprocess.call([sys.executable, str(script), *(argv or [])])

@@ -2,7 +2,7 @@
 import dataclasses
 import numpy as np
 import pytest
-from qstore.benchmarks import reference_circuit, reference_values
+from qstore.testing import reference_circuit, reference_values
 from qstore.circuits import GATES, Circuit, Param
 from qstore.ionq.compiler import (IonQNativeGateCompiler, NATIVE_GATESETS, compile_stats, native_violations, verify)
 from qstore.gradients.adjoint import adjoint

@@ -3,7 +3,7 @@ import logging, math
 import numpy as np
 import pytest
 from qstore.backends.base import LocalBackend, get_backend
-from qstore.benchmarks import reference_circuit, reference_values
+from qstore.testing import reference_circuit, reference_values
 from qstore.circuits import Circuit
 from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQLimits, IonQRequestError, IonQTimeoutError)
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer

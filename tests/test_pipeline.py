@@ -8,7 +8,7 @@ import pytest
 import qstore.pipeline.cache
 from qstore.backends.base import LocalBackend
 from qstore.pipeline.batch import CircuitBatchManager, CircuitBatchManagerV34, ResultCacheWarning
-from qstore.benchmarks import reference_circuit, reference_values
+from qstore.testing import reference_circuit, reference_values
 from qstore.pipeline.cache import SmartCircuitCache
 from qstore.storage.db import Database
 from qstore.ml.encoding import DataEncoder
