@@ -22,7 +22,8 @@ from qstore.testing import reference_circuit
 GRAD_METHODS = ('adjoint', 'parameter_shift', 'finite_diff', 'spsa')
 GRAD_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('batch', 'B', '{}'), ('weights', 'P', '{}'),
                 ('method', 'method', '{}'), ('gradient_ms', 'gradient ms (median)', '{:.1f}'),
-                ('circuits', 'circuits', '{:,}'), ('speedup_vs_parameter_shift', 'adjoint speed-up vs shift', '{:.0f}x')]
+                ('circuits', 'circuits', '{:,}'),
+                ('speedup_vs_parameter_shift', 'adjoint speed-up vs shift', '{:.0f}x')]
 
 
 def gradient_benchmark(sizes=SIM_SIZES, methods=GRAD_METHODS, repeat: int = 10) -> list[dict]:

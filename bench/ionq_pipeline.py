@@ -72,7 +72,8 @@ def cirq_fast_poll(srv, service, c, v):
     job = service.create_batch_job(_cirq_circuits(c, v), repetitions=SHOTS)
     res = job.results(polling_seconds=POLL)
     res = res if isinstance(res, list) else [res]
-    return _cirq_probs([r.to_cirq_result(seed=0) if isinstance(r, cirq_ionq.SimulatorResult) else r.to_cirq_result() for r in res],
+    def as_cirq(r): return r.to_cirq_result(seed=0) if isinstance(r, cirq_ionq.SimulatorResult) else r.to_cirq_result()
+    return _cirq_probs([as_cirq(r) for r in res],
                        c.n_qubits)
 
 
@@ -80,7 +81,9 @@ def qiskit_multi(srv, backend, c, v):
     "qiskit-ionq: backend.run(list of circuits) -> one multi-circuit job; result(wait=POLL)."
     qcs = []
     for row in v:
-        qc = to_qiskit(c, row); qc.measure_all(); qcs.append(qc)
+        qc = to_qiskit(c, row)
+        qc.measure_all()
+        qcs.append(qc)
     result = backend.run(qcs, shots=SHOTS, sampler_seed=0).result(wait=POLL)
     out = np.zeros((len(qcs), 2 ** c.n_qubits))
     for i in range(len(qcs)):
@@ -89,7 +92,8 @@ def qiskit_multi(srv, backend, c, v):
 
 
 def measure(srv, fn, ctx, c, v, exact, repeat):
-    "Median wall time over `repeat` runs, the most requests one run made, and the worst total-variation distance to exact."
+    """Median wall time over `repeat` runs, the most requests one run made, and the worst total-variation distance to
+    exact."""
     runs = []
     def once():
         srv.app.reset_stats()
@@ -112,7 +116,8 @@ def main(argv=None):
     cfg = EmulatorConfig(latency=LATENCY, execution_time=EXECUTION, seed=0)
     rows = []
     with EmulatorServer(cfg) as srv:
-        os.environ['IONQ_API_URL'] = srv.base_url  # qiskit-ionq reads backend widths from the env URL, not the provider's
+        # qiskit-ionq reads backend widths from the env URL, not the provider's
+        os.environ['IONQ_API_URL'] = srv.base_url
         client = IonQBatchClient(KEY, srv.base_url, poll_interval=POLL, poll_max_interval=0.5)
         service = cirq_ionq.Service(remote_host=srv.url, api_key=KEY, default_target='simulator', max_retry_seconds=60)
         with warnings.catch_warnings():
@@ -136,17 +141,21 @@ def main(argv=None):
                              requests=round(r['requests'] * size / n))
                 rows.append({'pipeline': name, 'circuits': size, **r, 'requests_per_circuit': r['requests'] / size,
                              'note': f'EXTRAPOLATED from {n} circuits' if capped else ''})
-                print(f"  {name:42s} {size:4d} circuits: {r['wall_s']:7.2f} s, {r['requests']:5d} requests", file=sys.stderr, flush=True)
+                print(f"  {name:42s} {size:4d} circuits: {r['wall_s']:7.2f} s, {r['requests']:5d} requests",
+                      file=sys.stderr, flush=True)
         client.close()
     cols = [('pipeline', 'pipeline', '{}'), ('circuits', 'circuits', '{}'), ('wall_s', 'wall s', '{:.2f}'),
             ('requests', 'HTTP requests', '{}'), ('requests_per_circuit', 'req/circuit', '{:.2f}'),
             ('max_tvd', 'max TVD vs exact', '{:.3f}'), ('runs', 'timed runs', '{}'), ('note', 'note', '{}')]
-    print(f"\nIonQ emulator: {LATENCY * 1e3:.0f} ms latency per request, {EXECUTION * 1e3:.0f} ms execution per circuit; "
+    print(f"\nIonQ emulator: {LATENCY * 1e3:.0f} ms latency per request, "
+          f"{EXECUTION * 1e3:.0f} ms execution per circuit; "
           f"{QUBITS}-qubit hardware-efficient model, {LAYERS} layers, {SHOTS} shots; wall time = median of runs\n")
     print_table(rows, cols)
     write_json(a.out, {'benchmark': 'ionq_pipeline', 'machine': machine_info(),
-                       'setup': {'latency_s': LATENCY, 'execution_s_per_circuit': EXECUTION, 'shots': SHOTS, 'qubits': QUBITS,
-                                 'layers': LAYERS, 'poll_s': POLL, 'qstore_poll': 'predicted completion, then 0.05 s x1.5 up to 0.5 s',
+                       'setup': {'latency_s': LATENCY, 'execution_s_per_circuit': EXECUTION, 'shots': SHOTS,
+                                 'qubits': QUBITS,
+                                 'layers': LAYERS, 'poll_s': POLL,
+                                 'qstore_poll': 'predicted completion, then 0.05 s x1.5 up to 0.5 s',
                                  'cirq_run_batch_poll_s': 1, 'qiskit_default_wait_s': 5},
                        'rows': rows})
     print(f"\nwrote {a.out}")

@@ -54,7 +54,8 @@ def cirq_counts(c, row):
     import cirq, cirq_ionq
     out = cirq.optimize_for_target_gateset(to_cirq(c, row), gateset=cirq_ionq.AriaNativeGateset())
     ops = [op for op in out.all_operations() if not isinstance(op.gate, cirq.GlobalPhaseGate)]
-    assert {type(op.gate).__name__ for op in ops} <= {'GPIGate', 'GPI2Gate', 'MSGate'}, {type(op.gate).__name__ for op in ops}
+    names = {type(op.gate).__name__ for op in ops}
+    assert names <= {'GPIGate', 'GPI2Gate', 'MSGate'}, names
     return sum(len(op.qubits) == 1 for op in ops), sum(len(op.qubits) == 2 for op in ops)
 
 
@@ -73,11 +74,13 @@ def gate_count_table(srv):
     qk = get_backend('qiskit-ionq.qpu.aria-1', remote_host=srv.url, api_key=KEY).ionq_backend('native')
     rows = []
     for n, L in MODELS:
-        c = reference_circuit(n, L); row = reference_values(c, 1)[0]
+        c = reference_circuit(n, L)
+        row = reference_values(c, 1)[0]
         comp = IonQNativeGateCompiler('aria')
         tpl = comp.compile(c).stats
         bound = comp.compile(reference_circuit_bound(c, row)).stats
-        for who, (n1, n2) in (('qstore (template)', (tpl.after_1q, tpl.after_2q)), ('qstore (bound)', (bound.after_1q, bound.after_2q)),
+        for who, (n1, n2) in (('qstore (template)', (tpl.after_1q, tpl.after_2q)),
+                              ('qstore (bound)', (bound.after_1q, bound.after_2q)),
                               ('cirq-ionq', cirq_counts(c, row)), ('qiskit-ionq O1', qiskit_counts(qk, c, row))):
             rows.append({'n': n, 'layers': L, 'source_1q': tpl.before_1q, 'source_2q': tpl.before_2q, 'compiler': who,
                          'native_1q': n1, 'native_2q': n2, 'fidelity': fidelity(n1, n2)})
@@ -93,7 +96,8 @@ def reference_circuit_bound(c, row):
     return out
 
 
-GATE_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('source_1q', 'source 1q', '{}'), ('source_2q', 'source 2q', '{}'),
+GATE_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('source_1q', 'source 1q', '{}'),
+                ('source_2q', 'source 2q', '{}'),
                 ('compiler', 'compiler', '{}'), ('native_1q', 'native 1q', '{}'), ('native_2q', 'native 2q (MS)', '{}'),
                 ('fidelity', 'est. fidelity (aria-1)', '{:.3f}')]
 
@@ -103,13 +107,15 @@ def same_circuits(a, b, atol=1e-12) -> bool:
     angle_keys = ('phase', 'phases', 'angle', 'rotation')
     def split(cs):
         keys = [[{k: v for k, v in g.items() if k not in angle_keys} for g in c['circuit']] for c in cs]
-        return keys, np.array([x for c in cs for g in c['circuit'] for k in angle_keys if k in g for x in np.atleast_1d(g[k])])
+        angles = [x for c in cs for g in c['circuit'] for k in angle_keys if k in g for x in np.atleast_1d(g[k])]
+        return keys, np.array(angles)
     (ka, na), (kb, nb) = split(a), split(b)
     return ka == kb and na.shape == nb.shape and np.allclose(na, nb, atol=atol, rtol=0)
 
 
 def prep_table(models, sizes=(20, 200, 2000)):
-    "Rows: per model and batch size, seconds per circuit for rebuild+compile+serialise vs cached template + vectorised bind."
+    """Rows: per model and batch size, seconds per circuit for rebuild+compile+serialise vs cached template + vectorised
+    bind."""
     rows = []
     for n, L in models:
         for B in sizes:
@@ -117,30 +123,39 @@ def prep_table(models, sizes=(20, 200, 2000)):
             def rebuild():
                 out = []
                 for r in v:
-                    e = compile_template(reference_circuit(n, L), 'ionq.simulator', 'aria', fresh=True)  # a real compile every time
+                    # a real compile every time
+                    e = compile_template(reference_circuit(n, L), 'ionq.simulator', 'aria', fresh=True)
                     out.append(to_ionq_json(e.circuit, e.values(r[None]), 'native'))
                 return out
-            t0 = time.perf_counter(); slow = rebuild(); t_slow = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            slow = rebuild()
+            t_slow = time.perf_counter() - t0
             cache = SmartCircuitCache()
             c = reference_circuit(n, L)
-            t0 = time.perf_counter(); fast = cache.bind(c, v, native='aria'); t_cold = time.perf_counter() - t0  # includes the one compile
+            t0 = time.perf_counter()
+            fast = cache.bind(c, v, native='aria')
+            t_cold = time.perf_counter() - t0  # includes the one compile
             assert same_circuits(fast, slow)
             warm = time_call(lambda: cache.bind(c, v, native='aria'), repeat=max(3, 2000 // B), warmup=1)['median_s']
             rows.append({'n': n, 'layers': L, 'batch': B, 'rebuild_us': 1e6 * t_slow / B, 'cold_us': 1e6 * t_cold / B,
                          'warm_us': 1e6 * warm / B, 'speedup': t_slow / warm})
-            print(f"  prep {n}x{L} B={B}: {rows[-1]['rebuild_us']:.0f} vs {rows[-1]['warm_us']:.1f} us/circuit", flush=True)
+            print(f"  prep {n}x{L} B={B}: {rows[-1]['rebuild_us']:.0f} vs {rows[-1]['warm_us']:.1f} us/circuit",
+                  flush=True)
     return rows
 
 
-PREP_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('batch', 'B', '{:,}'), ('rebuild_us', 'rebuild+compile+serialise us/circuit', '{:,.0f}'),
-                ('cold_us', 'cache (first call) us/circuit', '{:,.1f}'), ('warm_us', 'cache + bind us/circuit', '{:,.1f}'),
+PREP_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('batch', 'B', '{:,}'),
+                ('rebuild_us', 'rebuild+compile+serialise us/circuit', '{:,.0f}'),
+                ('cold_us', 'cache (first call) us/circuit', '{:,.1f}'),
+                ('warm_us', 'cache + bind us/circuit', '{:,.1f}'),
                 ('speedup', 'speed-up', '{:,.0f}x')]
 
 
 def iris_subset(rows, seed=0):
     "Seeded class-balanced subset of Iris setosa vs versicolor, features scaled to [0, pi]."
     from sklearn.datasets import load_iris
-    d = load_iris(); keep = d.target < 2
+    d = load_iris()
+    keep = d.target < 2
     X, y = d.data[keep], d.target[keep]
     rng = np.random.default_rng(seed)
     idx = np.concatenate([rng.choice(np.flatnonzero(y == k), rows // 2, replace=False) for k in (0, 1)])
@@ -159,8 +174,10 @@ def epoch_table(srv, rows, tmp):
     out = []
     for method, opt in (('spsa', 'spsa'), ('parameter_shift', 'sgd')):
         for setting in ('IonQBackend alone', 'manager: all on', 'manager: all off'):
-            model = QuantumModel(DataEncoder('angle', n_features=4), HardwareEfficientQuantumLayer(4, 1), ['Z0'], head='affine')
-            cfg = TrainingConfig(epochs=1, batch_size=8, optimizer=opt, gradient_method=method, learning_rate=0.2, loss='cross_entropy',
+            model = QuantumModel(DataEncoder('angle', n_features=4), HardwareEfficientQuantumLayer(4, 1), ['Z0'],
+                                 head='affine')
+            cfg = TrainingConfig(epochs=1, batch_size=8, optimizer=opt, gradient_method=method, learning_rate=0.2,
+                                 loss='cross_entropy',
                                  shots_per_circuit=1000, progress=False, seed=1)
             opts = dict(base_url=srv.base_url, api_key=KEY, seed=1)
             be = (get_backend('ionq.simulator', **opts) if setting == 'IonQBackend alone'
@@ -173,8 +190,10 @@ def epoch_table(srv, rows, tmp):
             s = srv.stats()
             rep = be.report() if isinstance(be, CircuitBatchManager) else None
             out.append({'gradient': method, 'setting': setting, 'wall_s': wall, 'requests': sum(s['requests'].values()),
-                        'jobs': s['jobs_created'], 'circuits': s['circuits_submitted'], 'train_loss': hist[-1]['train_loss'],
-                        'qpu_usd': rep.qpu_equivalent_usd if rep else None, 'decisions': rep.queue_decisions[:6] if rep else None,
+                        'jobs': s['jobs_created'], 'circuits': s['circuits_submitted'],
+                        'train_loss': hist[-1]['train_loss'],
+                        'qpu_usd': rep.qpu_equivalent_usd if rep else None,
+                        'decisions': rep.queue_decisions[:6] if rep else None,
                         'report': str(rep) if rep else None})
             print(f"  epoch {method} / {setting}: {wall:.1f} s, {out[-1]['requests']} requests", flush=True)
             be.close()
@@ -189,7 +208,8 @@ EPOCH_COLUMNS = [('gradient', 'gradient', '{}'), ('setting', 'pipeline', '{}'), 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--rows', type=int, default=16, help='Iris rows in the training epoch (class-balanced)')
-    p.add_argument('--prep-models', nargs='+', default=['4x2', '8x4'], help='models (NxL) for the preparation-time table')
+    p.add_argument('--prep-models', nargs='+', default=['4x2', '8x4'],
+                   help='models (NxL) for the preparation-time table')
     p.add_argument('--skip-epoch', action='store_true', help='skip the training-epoch benchmark')
     p.add_argument('--out', default='bench/results/pipeline.json')
     a = p.parse_args(argv)
@@ -204,7 +224,8 @@ def main(argv=None):
         print_table(payload['preparation'], PREP_COLUMNS)
         if not a.skip_epoch:
             srv.config.latency, srv.config.execution_time = 0.05, 0.002
-            print(f"\n== one training epoch on the IonQ emulator (50 ms latency per request, 2 ms per circuit; Iris, {a.rows} rows, 4 qubits)")
+            print("\n== one training epoch on the IonQ emulator (50 ms latency per request, 2 ms per circuit;"
+                  f" Iris, {a.rows} rows, 4 qubits)")
             payload['epoch'] = epoch_table(srv, a.rows, tmp)
             print_table(payload['epoch'], EPOCH_COLUMNS)
             for r in payload['epoch']:

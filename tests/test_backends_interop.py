@@ -1,5 +1,5 @@
-"The 'cirq', 'qiskit', 'cirq-ionq.*' and 'qiskit-ionq.*' backends against the local simulator (and the local IonQ emulator)."
-import warnings
+"""The 'cirq', 'qiskit', 'cirq-ionq.*' and 'qiskit-ionq.*' backends against the local simulator (and the local IonQ
+emulator)."""
 import numpy as np
 import pytest
 
@@ -16,11 +16,13 @@ OBS = ['Z0', '0.5*X1 Z2 - Y0', 'Z0 Z1 Z2 + 0.25*X3', 'Y1 Y3']
 def random_template(n=4, seed=0):
     "Every gate once on random qubits, half the angles affine in a parameter."
     rng = np.random.default_rng(seed)
-    c = Circuit(n, 'interop'); ps = c.parameters_vector('w', 4) + [c.parameter('x', 'inputs')]
+    c = Circuit(n, 'interop')
+    ps = c.parameters_vector('w', 4) + [c.parameter('x', 'inputs')]
     for g in sorted(GATES):
         gd = GATES[g]
         c.append(g, [int(q) for q in rng.permutation(n)[:gd.num_qubits]],
-                 *[ps[rng.integers(len(ps))] * rng.normal() + rng.normal() if rng.random() < 0.5 else float(rng.normal())
+                 *[ps[rng.integers(len(ps))] * rng.normal() + rng.normal() if rng.random() < 0.5
+                    else float(rng.normal())
                    for _ in range(gd.num_angles)])
     for k, p in enumerate(ps): c.ry(k % n, p)  # every parameter used
     return c, rng.uniform(-2, 2, (3, c.num_parameters))
@@ -43,9 +45,11 @@ def test_simulator_backends_match_local(name):
     counts = be.run(c, v, shots=500).counts
     assert counts.shape == (3, 16) and (counts.sum(axis=1) == 500).all()
     # reproducible with a seed
-    assert (get_backend(name, seed=1).run(c, v, shots=200).counts == get_backend(name, seed=1).run(c, v, shots=200).counts).all()
+    def counts(): return get_backend(name, seed=1).run(c, v, shots=200).counts
+    assert (counts() == counts()).all()
     # adjoint differentiation through the backend's statevectors
-    np.testing.assert_allclose(adjoint(c, v, OBS, backend=be).jacobian, adjoint(c, v, OBS, backend='local').jacobian, atol=1e-9)
+    np.testing.assert_allclose(adjoint(c, v, OBS, backend=be).jacobian, adjoint(c, v, OBS, backend='local').jacobian,
+                               atol=1e-9)
 
 
 def test_counts_mapping_helpers():
@@ -80,14 +84,17 @@ def test_ionq_routes_match_local_within_shot_error(emulator, family):
 
 @pytest.mark.parametrize('family', ['cirq-ionq', 'qiskit-ionq'])
 def test_ionq_routes_native_and_qpu_targets(emulator, family):
-    c = Circuit(2); t = c.parameter('t'); c.gpi2(0, t).ms(0, 1, 0.1, 0.2).gpi(1, 0.5 * t)
+    c = Circuit(2)
+    t = c.parameter('t')
+    c.gpi2(0, t).ms(0, 1, 0.1, 0.2).gpi(1, 0.5 * t)
     v = [[0.1], [2.7]]  # phases of 2.7 and 1.35 turns are outside IonQ's [-1, 1]: sent as equivalent phases
     exact = get_backend('local').run(c, v, ['Z0 Z1', 'Z1']).expectations
     sim = get_backend(f'{family}.simulator', remote_host=emulator.url, api_key='k', seed=2)
     assert within(sim.run(c, v, ['Z0 Z1', 'Z1'], shots=4000), exact)
     qpu = get_backend(f'{family}.qpu.aria-1', remote_host=emulator.url, api_key='k', seed=2)
     caps = qpu.capabilities
-    assert (caps.name, caps.noisy, caps.max_qubits, caps.native_gates) == (f'{family}.qpu.aria-1', True, 25, ('gpi', 'gpi2', 'ms'))
+    expected = (f'{family}.qpu.aria-1', True, 25, ('gpi', 'gpi2', 'ms'))
+    assert (caps.name, caps.noisy, caps.max_qubits, caps.native_gates) == expected
     res = qpu.run(c, v, ['Z0 Z1', 'Z1'], shots=2000)
     assert np.all(np.abs(res.expectations - exact) < 0.15)  # aria-1 noise model: close, not exact
     assert abs(res.expectations - exact).max() > 1e-3
@@ -102,7 +109,8 @@ def test_ionq_route_configuration(monkeypatch, emulator):
     monkeypatch.delenv('IONQ_API_KEY')
     with pytest.raises(ValueError, match='IONQ_API_KEY'): get_backend('qiskit-ionq.simulator')
     with pytest.raises(ValueError, match="'qpu.<system>'"): get_backend('cirq-ionq.aria-1', api_key='k')
-    with pytest.raises(ValueError, match='must be a URL'): get_backend('qiskit-ionq.simulator', remote_host='localhost', api_key='k')
+    with pytest.raises(ValueError, match='must be a URL'): get_backend('qiskit-ionq.simulator', remote_host='localhost',
+                                                                       api_key='k')
     assert get_backend('qiskit-ionq.qpu.forte-1', api_key='k').capabilities.native_gates == ('gpi', 'gpi2', 'zz_native')
 
 

@@ -1,4 +1,5 @@
-"""CheckpointManager: bit-exact round trips, RNG and loader resume, keep-last-N, damaged files, crash safety, secrets."""
+"""CheckpointManager: bit-exact round trips, RNG and loader resume, keep-last-N, damaged files, crash safety,
+secrets."""
 import math
 import random
 import signal
@@ -13,7 +14,7 @@ import pytest
 from qstore.ml.checkpoint import CheckpointError, CheckpointManager, decode_checkpoint, encode_checkpoint
 from qstore.storage.db import DataLoader
 from qstore.gradients.spsa import SPSAGradientEstimator
-from qstore.storage.files import REDACTED, CorruptStoreError, atomic_write_bytes
+from qstore.storage.files import REDACTED, CorruptStoreError
 
 SECRET = 'sk-test-SECRET-123'
 
@@ -42,7 +43,8 @@ def assert_identical(a, b, where='state'):
 
 def rich_state():
     rng = np.random.default_rng(0)
-    arrays = {str(dt): rng.normal(size=(3, 2)).astype(dt) for dt in ('float64', 'float32', 'float16', 'int64', 'int8', 'uint32')}
+    arrays = {str(dt): rng.normal(size=(3, 2)).astype(dt) for dt in ('float64', 'float32', 'float16', 'int64', 'int8',
+                                                                     'uint32')}
     arrays['bool'] = rng.random((2, 3)) > 0.5
     c = rng.normal(size=(2, 3)) + 1j * rng.normal(size=(2, 3))
     arrays['complex128'], arrays['complex64'] = c, c.astype(np.complex64)
@@ -82,7 +84,8 @@ def test_roundtrip_is_bit_exact(tmp_path):
 
 def test_numpy_generator_states_resume_the_same_stream(tmp_path):
     mgr = CheckpointManager(tmp_path)
-    gens = {name: np.random.Generator(getattr(np.random, name)(7)) for name in ('PCG64', 'PCG64DXSM', 'MT19937', 'Philox', 'SFC64')}
+    kinds = ('PCG64', 'PCG64DXSM', 'MT19937', 'Philox', 'SFC64')
+    gens = {name: np.random.Generator(getattr(np.random, name)(7)) for name in kinds}
     for g in gens.values(): g.random(5)  # mid-stream, with a cached uint32 for some
     gens['PCG64'].integers(0, 2**32, dtype=np.uint32)
     mgr.save(1, {'rng': {name: g.bit_generator.state for name, g in gens.items()}})
@@ -91,16 +94,20 @@ def test_numpy_generator_states_resume_the_same_stream(tmp_path):
         restored = np.random.Generator(getattr(np.random, name)())
         restored.bit_generator.state = state['rng'][name]
         np.testing.assert_array_equal(restored.random(20), g.random(20))
-        assert restored.integers(0, 2**32, 5, dtype=np.uint32).tolist() == g.integers(0, 2**32, 5, dtype=np.uint32).tolist()
+        def draws(gen): return gen.integers(0, 2**32, 5, dtype=np.uint32).tolist()
+        assert draws(restored) == draws(g)
 
 
 def test_python_random_state_roundtrips_as_the_same_tuple(tmp_path):
-    r = random.Random(3); r.random(); r.gauss(0, 1)  # gauss leaves a cached value in the state
+    r = random.Random(3)
+    r.random()
+    r.gauss(0, 1)  # gauss leaves a cached value in the state
     saved = r.getstate()
     mgr = CheckpointManager(tmp_path)
     back = mgr.load(mgr.save(5, {'python_random': saved}))['python_random']
     assert back == saved and type(back) is tuple and type(back[1]) is tuple
-    fresh = random.Random(); fresh.setstate(back)
+    fresh = random.Random()
+    fresh.setstate(back)
     assert [fresh.random() for _ in range(5)] + [fresh.gauss(0, 1)] == [r.random() for _ in range(5)] + [r.gauss(0, 1)]
 
 
@@ -109,12 +116,14 @@ def test_loader_and_spsa_resume_bit_exactly_through_a_checkpoint(tmp_path):
     loader, spsa = DataLoader(X, batch_size=3, seed=1), SPSAGradientEstimator(seed=2, num_directions=2)
     it = iter(loader)
     for _ in range(4): next(it)
-    spsa.directions(5); spsa.k = 7
+    spsa.directions(5)
+    spsa.k = 7
     mgr = CheckpointManager(tmp_path)
     mgr.save(4, {'loader': loader.state_dict(), 'spsa': spsa.state_dict()})
     expected = [next(it)[0] for _ in range(3)], spsa.directions(5)
     _, state = mgr.latest()
-    loader2 = DataLoader(X, batch_size=3, seed=99); loader2.load_state_dict(state['loader'])
+    loader2 = DataLoader(X, batch_size=3, seed=99)
+    loader2.load_state_dict(state['loader'])
     spsa2 = SPSAGradientEstimator(seed=99, num_directions=2).load_state_dict(state['spsa'])
     it2 = iter(loader2)
     batches = [next(it2)[0] for _ in range(3)]
@@ -148,11 +157,15 @@ def test_keep_last_n_and_order_by_step(tmp_path):
 
 
 def test_prefixes_share_a_directory(tmp_path):
-    a, b = CheckpointManager(tmp_path, prefix='ckpt', keep_last=1), CheckpointManager(tmp_path, prefix='ckpt-best', keep_last=1)
-    a.save(1, {'who': 'a'}); b.save(2, {'who': 'b'}); a.save(3, {'who': 'a'})
+    a = CheckpointManager(tmp_path, prefix='ckpt', keep_last=1)
+    b = CheckpointManager(tmp_path, prefix='ckpt-best', keep_last=1)
+    a.save(1, {'who': 'a'})
+    b.save(2, {'who': 'b'})
+    a.save(3, {'who': 'a'})
     assert [p.name for p in a.list()] == ['ckpt-00000003.safetensors']
     assert [p.name for p in b.list()] == ['ckpt-best-00000002.safetensors']
-    (tmp_path / 'notes.txt').write_text('ignored'); (tmp_path / 'ckpt-12.safetensors.bak').write_text('ignored')
+    (tmp_path / 'notes.txt').write_text('ignored')
+    (tmp_path / 'ckpt-12.safetensors.bak').write_text('ignored')
     assert len(a.list()) == 1
 
 
@@ -163,7 +176,8 @@ def test_bad_arguments_say_what_to_fix(tmp_path):
     with pytest.raises(ValueError, match='step must be >= 0'): mgr.save(-1, {})
     with pytest.raises(TypeError): mgr.save(1.5, {})
     with pytest.raises(TypeError, match='state must be a dict'): mgr.save(1, [1])
-    with pytest.raises(TypeError, match='optimizer/extra: a set cannot be checkpointed'): mgr.save(1, {'optimizer': {'extra': {1}}})
+    with pytest.raises(TypeError, match='optimizer/extra: a set cannot be checkpointed'):
+        mgr.save(1, {'optimizer': {'extra': {1}}})
     with pytest.raises(TypeError, match=r'names: arrays of dtype <U1'): mgr.save(1, {'names': np.array(['a', 'b'])})
     with pytest.raises(TypeError, match='object'): mgr.save(1, {'x': np.array([None], dtype=object)})
     with pytest.raises(TypeError, match='must be str or int'): mgr.save(1, {'x': {(1, 2): 0}})
@@ -185,7 +199,8 @@ def test_every_truncation_and_every_flipped_bit_is_caught():
             decode_checkpoint(data[:n], 'ck.safetensors')
     for i in range(len(data)):
         for bit in (0, 5):  # low bit and a high bit: length prefix, header text, padding and tensor bytes alike
-            bad = bytearray(data); bad[i] ^= 1 << bit
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
             with pytest.raises(CheckpointError, match='^ck.safetensors: '):
                 decode_checkpoint(bytes(bad), 'ck.safetensors')
 
@@ -236,7 +251,8 @@ from qstore.ml.checkpoint import CheckpointManager
 mgr = CheckpointManager(sys.argv[1], keep_last=2)
 start = int(sys.argv[2])
 for step in range(start, start + 100_000):
-    mgr.save(step, {'w': np.full(250_000, float(step)), 'step': step, 'rng': np.random.default_rng(step).bit_generator.state})
+    mgr.save(step,
+             {'w': np.full(250_000, float(step)), 'step': step, 'rng': np.random.default_rng(step).bit_generator.state})
     if step == start: print('saving', flush=True)
 '''
 
@@ -244,12 +260,15 @@ for step in range(start, start + 100_000):
 def test_sigkill_during_saves_never_leaves_latest_unreadable(tmp_path):
     rng, start = np.random.default_rng(0), 0
     for _ in range(6):
-        child = subprocess.Popen([sys.executable, '-c', CRASH_WRITER, str(tmp_path), str(start)], stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen([sys.executable, '-c', CRASH_WRITER, str(tmp_path), str(start)],
+                                 stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout.readline() == 'saving\n'
             time.sleep(rng.uniform(0.02, 0.25))  # a save takes ~20 ms: land at a random point of one
         finally:
-            child.send_signal(signal.SIGKILL); child.wait(); child.stdout.close()
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
         with warnings.catch_warnings():
             warnings.simplefilter('error')  # no file on disk is torn, so nothing is skipped
             mgr = CheckpointManager(tmp_path, keep_last=2)  # also clears the killed writer's temp file
@@ -264,7 +283,8 @@ def test_sigkill_during_saves_never_leaves_latest_unreadable(tmp_path):
 def test_api_key_never_reaches_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv('IONQ_API_KEY', SECRET)
     mgr = CheckpointManager(tmp_path)
-    config = {'backend': 'ionq', 'api_key': SECRET, 'ionq': {'apiKey': SECRET, 'token': np.frombuffer(SECRET.encode(), np.uint8)}}
+    config = {'backend': 'ionq', 'api_key': SECRET,
+              'ionq': {'apiKey': SECRET, 'token': np.frombuffer(SECRET.encode(), np.uint8)}}
     path = mgr.save(1, {'config': config, 'model_spec': {'secret_sauce': [SECRET]}})
     data = path.read_bytes()
     assert SECRET.encode() not in data and SECRET[::-1].encode() not in data

@@ -1,4 +1,5 @@
-"""IonQ native-gate compiler: equivalence on random circuits, legal output, gate-count bounds, and cirq-ionq comparison."""
+"""IonQ native-gate compiler: equivalence on random circuits, legal output, gate-count bounds, and cirq-ionq
+comparison."""
 import dataclasses
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ SPECIAL = (0.0, 0.25, 0.5, np.pi / 2, np.pi, -np.pi / 2, 2 * np.pi)  # hit the s
 
 
 def random_circuit(rng, n, depth, n_params=3, symbolic=0.5):
-    "Random template over every qstore gate; angles constant (random or special) or affine in one of `n_params` parameters."
+    """Random template over every qstore gate; angles constant (random or special) or affine in one of `n_params`
+    parameters."""
     c = Circuit(n, f'rand{n}x{depth}')
     ps = c.parameters_vector('p', n_params)
     names = [g for g, d in GATES.items() if d.num_qubits <= n]
@@ -22,7 +24,8 @@ def random_circuit(rng, n, depth, n_params=3, symbolic=0.5):
         qs = rng.choice(n, g.num_qubits, replace=False).tolist()
         angles = []
         for _ in range(g.num_angles):
-            if rng.random() < symbolic: angles.append(ps[rng.integers(n_params)] * float(rng.normal(0, 2)) + float(rng.normal()))
+            if rng.random() < symbolic:
+                angles.append(ps[rng.integers(n_params)] * float(rng.normal(0, 2)) + float(rng.normal()))
             else: angles.append(float(rng.normal(0, 3)) if rng.random() < 0.5 else float(rng.choice(SPECIAL)))
         c.append(g.name, qs, *angles)
     return c
@@ -56,7 +59,8 @@ def test_templates_stay_correct_and_legal_across_bindings(target):
         out = IonQNativeGateCompiler(target).compile(c)
         v = rng.uniform(-25, 25, (200, c.num_parameters))  # wide: every fold and sign flip happens
         assert_native(out, v)
-        np.testing.assert_allclose(sim.probabilities(out.circuit, out.native_values(v)), sim.probabilities(c, v), atol=1e-10)
+        np.testing.assert_allclose(sim.probabilities(out.circuit, out.native_values(v)), sim.probabilities(c, v),
+                                   atol=1e-10)
         assert verify(c, IonQNativeGateCompiler(target, drop_final_z=False).compile(c), v[:5]).ok
 
 
@@ -86,7 +90,8 @@ def test_two_qubit_gate_bounds(target, gate):
         c = Circuit(2).append(gate, (0, 1), *[angle] * GATES[gate].num_angles)
         assert compile_stats(c, target, drop_final_z=False).after_2q == TWO_QUBIT_BOUND[gate][0]
     if GATES[gate].num_angles:
-        c = Circuit(2); p = c.parameter('p')
+        c = Circuit(2)
+        p = c.parameter('p')
         c.append(gate, (0, 1), *[p * float(rng.uniform(-0.3, 0.3)) + 0.02 for _ in range(GATES[gate].num_angles)])
         for split, bound in ((True, TWO_QUBIT_BOUND[gate][1]), (False, TWO_QUBIT_BOUND[gate][2])):
             out = IonQNativeGateCompiler(target, drop_final_z=False, split_symbolic=split).compile(c)
@@ -97,7 +102,8 @@ def test_two_qubit_gate_bounds(target, gate):
 
 @pytest.mark.parametrize('target', TARGETS)
 def test_single_qubit_runs_merge(target):
-    "Each run of constant one-qubit gates between two-qubit gates costs <= 2 native gates (<= 3 for an exact final run)."
+    """Each run of constant one-qubit gates between two-qubit gates costs <= 2 native gates (<= 3 for an exact final
+    run)."""
     rng = np.random.default_rng(6)
     one_q = [g for g, d in GATES.items() if d.num_qubits == 1]
     for _ in range(10):
@@ -110,7 +116,8 @@ def test_single_qubit_runs_merge(target):
             runs += 1
             if layer < 3:
                 a, b = rng.choice(3, 2, replace=False)
-                c.cnot(int(a), int(b)); runs[[a, b]] += 1
+                c.cnot(int(a), int(b))
+                runs[[a, b]] += 1
         assert compile_stats(c, target).after_1q <= 2 * runs.sum()
         assert compile_stats(c, target, drop_final_z=False).after_1q <= 2 * runs.sum() + 3
     c = Circuit(1)
@@ -120,7 +127,8 @@ def test_single_qubit_runs_merge(target):
 
 @pytest.mark.parametrize('target', TARGETS)
 def test_virtual_z_costs_nothing(target):
-    c = Circuit(2); th = c.parameter('th')
+    c = Circuit(2)
+    th = c.parameter('th')
     c.rz(0, th).s(0).t(1).phase(1, 0.3).z(0).ms(0, 1, 0.1, 0.3, 0.2).rz(1, 2 * th).tdg(0)
     out = IonQNativeGateCompiler(target).compile(c)
     assert out.stats.after_2q == 1
@@ -132,9 +140,12 @@ def test_virtual_z_costs_nothing(target):
 
 @pytest.mark.parametrize('target', TARGETS)
 def test_adjacent_inverses_cancel_and_rotations_merge(target):
-    c = Circuit(3); th = c.parameter('th')
-    pairs = [('cnot', (0, 1), ()), ('cz', (1, 2), ()), ('swap', (0, 2), ()), ('crx', (2, 0), (th,)), ('xx', (0, 1), (0.7,)),
-             ('ms', (1, 2), (0.1, th, 0.2)), ('zz_native', (0, 2), (th * 0.3,)), ('gpi2', 1, (th,)), ('rx', 0, (th + 1,))]
+    c = Circuit(3)
+    th = c.parameter('th')
+    pairs = [('cnot', (0, 1), ()), ('cz', (1, 2), ()), ('swap', (0, 2), ()), ('crx', (2, 0), (th,)),
+             ('xx', (0, 1), (0.7,)),
+             ('ms', (1, 2), (0.1, th, 0.2)), ('zz_native', (0, 2), (th * 0.3,)), ('gpi2', 1, (th,)),
+             ('rx', 0, (th + 1,))]
     for g, qs, angles in pairs:
         c.append(g, qs, *angles)
         inv, inv_angles = GATES[g].inverse(tuple(Circuit(3).append(g, qs, *angles).ops[0].angles))
@@ -174,12 +185,14 @@ def _bound(circuit, row):
 @pytest.mark.parametrize('n,layers', [(4, 2), (8, 4)])
 def test_fewer_one_qubit_gates_than_cirq_ionq(n, layers):
     cirq_ionq = pytest.importorskip('cirq_ionq')
-    c = reference_circuit(n, layers); row = reference_values(c, 1)[0]
+    c = reference_circuit(n, layers)
+    row = reference_values(c, 1)[0]
     report = {}
     for target, gateset in (('aria', cirq_ionq.AriaNativeGateset()), ('forte', cirq_ionq.ForteNativeGateset())):
         theirs_1q, theirs_2q = _cirq_native_counts(c, row, gateset)
         template, bound = compile_stats(c, target), compile_stats(_bound(c, row), target)
-        report[target] = dict(cirq=(theirs_1q, theirs_2q), template=(template.after_1q, template.after_2q), bound=(bound.after_1q, bound.after_2q))
+        report[target] = dict(cirq=(theirs_1q, theirs_2q), template=(template.after_1q, template.after_2q),
+                              bound=(bound.after_1q, bound.after_2q))
         assert template.after_1q <= theirs_1q and bound.after_1q <= theirs_1q
         assert template.after_2q <= theirs_2q and bound.after_2q <= theirs_2q
     print(f"\nreference {n}x{layers}: {report}")
@@ -187,7 +200,8 @@ def test_fewer_one_qubit_gates_than_cirq_ionq(n, layers):
 
 def test_gradients_pull_back_to_source_parameters():
     rng, sim = np.random.default_rng(8), StatevectorSimulator()
-    c = reference_circuit(3, 1); g = c.parameter('g')
+    c = reference_circuit(3, 1)
+    g = c.parameter('g')
     c.xx(0, 2, g * 1.5 + 0.2).crz(2, 1, g).cry(0, 1, Param(c.parameters[1]))
     v, obs = rng.uniform(-3, 3, (3, c.num_parameters)), ['Z0', 'Z1 Z2']
     for target in TARGETS:
@@ -202,7 +216,8 @@ def test_gradients_pull_back_to_source_parameters():
 @pytest.mark.parametrize('target', TARGETS)
 def test_ionq_json_round_trip(target):
     from qstore.ionq.serialize import from_ionq_json, to_ionq_json_batch
-    c = reference_circuit(3, 2); c.yy(0, 2, Param(c.parameters[0]))
+    c = reference_circuit(3, 2)
+    c.yy(0, 2, Param(c.parameters[0]))
     out, v = IonQNativeGateCompiler(target).compile(c), reference_values(c, 4)
     sim = StatevectorSimulator()
     for row, job in zip(sim.probabilities(c, v), to_ionq_json_batch(out.circuit, out.native_values(v), 'native')):
@@ -222,7 +237,8 @@ def test_cache_and_bind():
 def test_errors_are_clear():
     with pytest.raises(ValueError, match="use 'aria'"): IonQNativeGateCompiler('harmony')
     with pytest.raises(TypeError, match='qstore Circuit'): IonQNativeGateCompiler().compile('h 0')
-    c = Circuit(2); c.xx(0, 1, c.parameter('t'))
+    c = Circuit(2)
+    c.xx(0, 1, c.parameter('t'))
     single = IonQNativeGateCompiler('aria', split_symbolic=False).compile(c)
     with pytest.raises(ValueError, match='split_symbolic=True'): single.native_values([[3.0]])
     with pytest.raises(ValueError, match="'exact' or 'measurement'"): verify(c, single, mode='unitary')

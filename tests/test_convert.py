@@ -1,4 +1,5 @@
-"Cirq/Qiskit interop: exact statevector agreement for random circuits over every gate, native-gate matrices, and every conversion error."
+"""Cirq/Qiskit interop: exact statevector agreement for random circuits over every gate, native-gate matrices, and every
+conversion error."""
 import numpy as np
 import pytest
 import sympy
@@ -21,7 +22,8 @@ EPS = 1e-10
 
 
 def random_circuit(n, rng, n_ops=30, symbolic_native=True):
-    "Every gate of the library at least once (when it fits), random qubits and angles, some angles affine in parameters."
+    """Every gate of the library at least once (when it fits), random qubits and angles, some angles affine in
+    parameters."""
     c = Circuit(n, f"random{n}")
     params = c.parameters_vector('w', 3) + [c.parameter('x', 'inputs')]
     names = [g for g in sorted(GATES) if GATES[g].num_qubits <= n]
@@ -41,7 +43,8 @@ def random_circuit(n, rng, n_ops=30, symbolic_native=True):
 
 
 def cirq_state(cc, n, resolver=None):
-    return cirq_state_to_qstore(CIRQ_SIM.simulate(cc, resolver or {}, qubit_order=cirq.LineQubit.range(n)).final_state_vector, n)
+    return cirq_state_to_qstore(CIRQ_SIM.simulate(cc, resolver or {},
+                                                  qubit_order=cirq.LineQubit.range(n)).final_state_vector, n)
 
 
 def assert_same_template(back, c):
@@ -75,7 +78,8 @@ def test_random_circuits_all_gates_both_directions(n):
         np.testing.assert_allclose(cirq_state(to_cirq(c, values=row), n), ref, atol=EPS)
         # qiskit: symbolic template bound by qiskit, the bound conversion, and the round trip
         qc = to_qiskit(c)
-        np.testing.assert_allclose(Statevector(qc.assign_parameters(row[qiskit_parameter_order(qc, c)])).data, ref, atol=EPS)
+        np.testing.assert_allclose(Statevector(qc.assign_parameters(row[qiskit_parameter_order(qc, c)])).data, ref,
+                                   atol=EPS)
         np.testing.assert_allclose(Statevector(to_qiskit(c, values=row)).data, ref, atol=EPS)
         back = from_qiskit(qc, groups=lambda p: 'inputs' if p == 'x' else 'weights')
         assert_same_template(back, c)
@@ -84,11 +88,13 @@ def test_random_circuits_all_gates_both_directions(n):
 
 def random_foreign_cirq(n, rng):
     "A Cirq circuit written the Cirq way: powers with global shifts, phased gates, controlled gates, global phase."
-    q = cirq.LineQubit.range(n); s, t = sympy.symbols('s t')
+    q = cirq.LineQubit.range(n)
+    s, t = sympy.symbols('s t')
     ops = []
     for _ in range(25):
         a, b = (int(v) for v in rng.permutation(n)[:2]) if n > 1 else (0, 0)
-        e = float(rng.uniform(-2, 2)); sym = [s, t][rng.integers(2)] * float(rng.normal()) + float(rng.normal())
+        e = float(rng.uniform(-2, 2))
+        sym = [s, t][rng.integers(2)] * float(rng.normal()) + float(rng.normal())
         k = rng.integers(11 if n > 1 else 6)
         ops.append([lambda: cirq.XPowGate(exponent=sym, global_shift=float(rng.normal())).on(q[a]),
                     lambda: cirq.Y(q[a]) ** sym, lambda: cirq.Z(q[a]) ** e,
@@ -109,7 +115,8 @@ def test_from_cirq_native_cirq_circuits_exact(n):
     imported = from_cirq(cc)
     vals = {'s': 0.37, 't': -1.1}
     expect = cirq_state(cirq.drop_terminal_measurements(cc), n, vals)
-    np.testing.assert_allclose(SV.statevector(imported, imported.bind({p: vals[p] for p in imported.parameters}))[0], expect, atol=EPS)
+    np.testing.assert_allclose(SV.statevector(imported, imported.bind({p: vals[p] for p in imported.parameters}))[0],
+                               expect, atol=EPS)
     dropped = from_cirq(cc, global_phase=False)  # same state up to a global phase
     psi = SV.statevector(dropped, dropped.bind({p: vals[p] for p in dropped.parameters}))[0]
     assert abs(abs(np.vdot(psi, expect)) - 1) < EPS
@@ -121,7 +128,8 @@ def test_from_qiskit_native_qiskit_circuits_exact():
     qc = QuantumCircuit(4)
     qc.u(0.3, 2 * a + 0.1, -b, 0)
     for _ in range(30):
-        i, j = (int(v) for v in rng.permutation(4)[:2]); e = float(rng.uniform(-3, 3))
+        i, j = (int(v) for v in rng.permutation(4)[:2])
+        e = float(rng.uniform(-3, 3))
         k = rng.integers(7)
         if k == 0: qc.u(e, 2 * a + 0.1, -b, i)  # a is read before b, although P(-b) comes first
         elif k == 1: qc.append(U2Gate(a, e), [i])
@@ -131,7 +139,8 @@ def test_from_qiskit_native_qiskit_circuits_exact():
         elif k == 5: qc.append(qiskit_ionq.ZZGate(-a), [i, j])
         else: qc.rzz(e, i, j)
     qc.global_phase = 0.3 * a - b + 0.2
-    qc.barrier(); qc.measure_all()
+    qc.barrier()
+    qc.measure_all()
     imported = from_qiskit(qc, groups='inputs')
     assert imported.parameters == ['a', 'b'] and imported.groups == {'inputs': ['a', 'b']}  # order of first appearance
     bound = qc.remove_final_measurements(inplace=False).assign_parameters({a: 0.8, b: -0.4})
@@ -151,7 +160,8 @@ def test_qubit_mapping_cirq():
 def test_native_gate_matrices_match_cirq_ionq_and_qiskit_ionq(seed):
     rng = np.random.default_rng(seed)
     p0, p1, th = rng.uniform(-1, 1, 3)
-    swap = np.eye(4)[[0, 2, 1, 3]]  # qiskit's 2-qubit matrices are little-endian: qargs[0] is the LEAST significant index
+    # qiskit's 2-qubit matrices are little-endian: qargs[0] is the LEAST significant index
+    swap = np.eye(4)[[0, 2, 1, 3]]
     cases = [('gpi', (p0,), cirq_ionq.GPIGate(phi=p0), qiskit_ionq.GPIGate(p0)),
              ('gpi2', (p0,), cirq_ionq.GPI2Gate(phi=p0), qiskit_ionq.GPI2Gate(p0)),
              ('ms', (p0, p1, th), cirq_ionq.MSGate(phi0=p0, phi1=p1, theta=th), qiskit_ionq.MSGate(p0, p1, th)),
@@ -164,7 +174,8 @@ def test_native_gate_matrices_match_cirq_ionq_and_qiskit_ionq(seed):
         np.testing.assert_allclose(qg.to_matrix(), theirs, atol=1e-12)
         # and placed in circuits on non-adjacent, reversed qubits
         c = Circuit(3).append(name, [2, 0][:GATES[name].num_qubits], *angles)
-        qc = QuantumCircuit(3); qc.append(qg, [2, 0][:GATES[name].num_qubits])
+        qc = QuantumCircuit(3)
+        qc.append(qg, [2, 0][:GATES[name].num_qubits])
         np.testing.assert_allclose(Operator(qc).data, c.unitary(), atol=1e-12)
         line = cirq.LineQubit.range(3)
         u = cirq.Circuit(cg.on(*[line[k] for k in [2, 0][:GATES[name].num_qubits]])).unitary(qubit_order=line)
@@ -189,7 +200,8 @@ def _raises(fn, *needles, exc=ConversionError):
     for s in needles: assert s in str(e.value), f"{s!r} not in {str(e.value)!r}"
 
 
-@pytest.mark.parametrize('gate,cls', [('gpi', 'GPIGate'), ('gpi2', 'GPI2Gate'), ('ms', 'MSGate'), ('zz_native', 'ZZGate')])
+@pytest.mark.parametrize('gate,cls',
+                         [('gpi', 'GPIGate'), ('gpi2', 'GPI2Gate'), ('ms', 'MSGate'), ('zz_native', 'ZZGate')])
 def test_error_symbolic_native_gate_to_cirq(gate, cls):
     c = Circuit(2).append(gate, [0, 1][:GATES[gate].num_qubits], *([Param('p')] + [0.1] * (GATES[gate].num_angles - 1)))
     _raises(lambda: to_cirq(c), f"cirq_ionq.{cls} does not accept symbolic angles", "to_cirq(circuit, values=row)")
@@ -198,7 +210,8 @@ def test_error_symbolic_native_gate_to_cirq(gate, cls):
 
 
 def test_error_values_must_be_one_row():
-    c = Circuit(1); c.rx(0, c.parameter('a'))
+    c = Circuit(1)
+    c.rx(0, c.parameter('a'))
     _raises(lambda: to_cirq(c, values=[[0.1], [0.2]]), "ONE binding", exc=ValueError)
     _raises(lambda: to_qiskit(c, values=[[0.1], [0.2]]), "ONE binding", exc=ValueError)
     c.ry(0, c.parameter('b'))
@@ -206,21 +219,26 @@ def test_error_values_must_be_one_row():
 
 
 def test_errors_from_cirq():
-    q0, q1, q2 = cirq.LineQubit.range(3); s, t = sympy.symbols('s t')
+    q0, q1, q2 = cirq.LineQubit.range(3)
+    s, t = sympy.symbols('s t')
     unsupported = [cirq.MatrixGate(np.eye(2)).on(q0), cirq.H(q0) ** 0.5, cirq.SWAP(q0, q1) ** 0.5, cirq.ISWAP(q0, q1),
                    cirq.CCX(q0, q1, q2), cirq.ResetChannel().on(q0), cirq.ControlledGate(cirq.Y ** 0.5).on(q0, q1),
                    cirq.ControlledGate(cirq.rx(0.1), num_controls=2).on(q0, q1, q2)]
     for op in unsupported:
-        _raises(lambda: from_cirq(cirq.Circuit(op)), f"cirq gate {type(op.gate).__name__} is not supported", "Supported:",
+        _raises(lambda: from_cirq(cirq.Circuit(op)), f"cirq gate {type(op.gate).__name__} is not supported",
+                "Supported:",
                 "optimize_for_target_gateset")
     _raises(lambda: from_cirq(cirq.Circuit(cirq.rx(sympy.sin(s)).on(q0))), "not affine in s")
     _raises(lambda: from_cirq(cirq.Circuit(cirq.rx(s * t).on(q0))), "not affine in s")
-    _raises(lambda: from_cirq(cirq.Circuit(cirq.rx(s + t).on(q0))), "depends on 2 parameters ['s', 't']", "ONE parameter")
+    _raises(lambda: from_cirq(cirq.Circuit(cirq.rx(s + t).on(q0))), "depends on 2 parameters ['s', 't']",
+            "ONE parameter")
     _raises(lambda: from_cirq(cirq.Circuit(cirq.rx(sympy.I * s).on(q0))), "complex")
     _raises(lambda: from_cirq(cirq.Circuit(cirq.XPowGate(exponent=0.1, global_shift=s).on(q0))), "cannot read")
     _raises(lambda: from_cirq(cirq.Circuit(cirq.measure(q0), cirq.X(q0))), "after it was measured", "terminal")
-    _raises(lambda: from_cirq(cirq.Circuit(cirq.measure(q0, key='m'), cirq.X(q1).with_classical_controls('m'))), "has no gate")
-    _raises(lambda: from_cirq(cirq.Circuit(cirq.X(q0), cirq.global_phase_operation(sympy.exp(sympy.I * s)))), "symbolic global phase")
+    _raises(lambda: from_cirq(cirq.Circuit(cirq.measure(q0, key='m'), cirq.X(q1).with_classical_controls('m'))),
+            "has no gate")
+    _raises(lambda: from_cirq(cirq.Circuit(cirq.X(q0), cirq.global_phase_operation(sympy.exp(sympy.I * s)))),
+            "symbolic global phase")
     _raises(lambda: from_cirq(cirq.Circuit()), "acts on no qubits")
     _raises(lambda: from_cirq(cirq.Circuit(cirq.X(q0), cirq.X(q1)), qubits=[q0]), "not in qubits=")
     _raises(lambda: from_cirq(cirq.Circuit(cirq.X(q0)), qubits=[q0, q0]), "twice")
@@ -233,11 +251,16 @@ def test_errors_from_cirq():
 def test_errors_from_qiskit():
     a, b = Parameter('a'), Parameter('b')
     def qc_with(build, n=2, clbits=0):
-        qc = QuantumCircuit(n, clbits); build(qc); return qc
-    _raises(lambda: from_qiskit(qc_with(lambda q: q.ccx(0, 1, 2), 3)), "'ccx' on qubits [0, 1, 2] (CCXGate) is not supported",
+        qc = QuantumCircuit(n, clbits)
+        build(qc)
+        return qc
+    _raises(lambda: from_qiskit(qc_with(lambda q: q.ccx(0, 1, 2), 3)),
+            "'ccx' on qubits [0, 1, 2] (CCXGate) is not supported",
             "Supported:", "transpile")
-    _raises(lambda: from_qiskit(qc_with(lambda q: q.append(Gate('zz', 2, [0.1]), [0, 1]))), "'zz' on qubits [0, 1] (Gate)", "not supported")
-    _raises(lambda: from_qiskit(qc_with(lambda q: q.append(Gate('rx', 1, [0.1]), [1]))), "'rx' on qubits [1] (Gate)", "not supported")
+    _raises(lambda: from_qiskit(qc_with(lambda q: q.append(Gate('zz', 2, [0.1]), [0, 1]))),
+            "'zz' on qubits [0, 1] (Gate)", "not supported")
+    _raises(lambda: from_qiskit(qc_with(lambda q: q.append(Gate('rx', 1, [0.1]), [1]))), "'rx' on qubits [1] (Gate)",
+            "not supported")
     _raises(lambda: from_qiskit(qc_with(lambda q: q.reset(0))), "'reset' on qubits [0]", "not supported")
     _raises(lambda: from_qiskit(qc_with(lambda q: q.rx(a.sin(), 0))), "not affine in a")
     _raises(lambda: from_qiskit(qc_with(lambda q: q.rx(a * b, 0))), "not affine in a")
@@ -249,6 +272,7 @@ def test_errors_from_qiskit():
         with q.if_test((q.clbits[0], 1)): q.x(1)
     _raises(lambda: from_qiskit(qc_with(cond, 2, 1)), "'if_else'", "not supported")
     _raises(lambda: from_qiskit(QuantumCircuit(0)), "no qubits")
-    gp = QuantumCircuit(1); gp.global_phase = a * a
+    gp = QuantumCircuit(1)
+    gp.global_phase = a * a
     _raises(lambda: from_qiskit(gp), "global_phase", "not affine in a")
     assert len(from_qiskit(gp, global_phase=False).ops) == 0  # a dropped phase is not read

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from qstore.storage.db import (STAGES, DataLoader, Database, MetricsStore, ModelRegistry, TrainingDataStore, qstore_home,
+from qstore.storage.db import (STAGES, DataLoader, Database, MetricsStore, ModelRegistry, TrainingDataStore,
+                               qstore_home,
                        resolve_callable, train_val_split)
 from qstore.storage.files import REDACTED, CorruptStoreError, NotFoundError, atomic_write_bytes, file_sha256
 from qstore.storage.sqlite import SQLiteDatabase
@@ -38,7 +39,8 @@ def test_cache_sees_writes_of_another_connection(tmp_path):
     with a.db.transaction(write=True) as c: c.execute('CREATE TABLE unrelated(x)')
     b.query(X[0])
     assert b._cache[''] is cached
-    a.close(); b.close()
+    a.close()
+    b.close()
 
 
 def test_corrupt_vector_row_and_file_are_named(tmp_path):
@@ -88,7 +90,8 @@ def test_large_query_batches_are_scored_in_blocks(tmp_path, monkeypatch):
     monkeypatch.setattr(store_mod, '_SCORE_BLOCK', 300 * 3)  # 3 queries per block
     blocked = s.query(q, top_k=5, filter={'even': True})
     assert [[m.id for m in r] for r in blocked] == [[m.id for m in r] for r in whole]
-    np.testing.assert_allclose([[m.score for m in r] for r in blocked], [[m.score for m in r] for r in whole], rtol=1e-5)
+    np.testing.assert_allclose([[m.score for m in r] for r in blocked], [[m.score for m in r] for r in whole],
+                               rtol=1e-5)
     s.close()
 
 
@@ -237,7 +240,8 @@ def test_loader_batches_are_deterministic_and_cover_epochs(datasets):
     X = np.random.default_rng(0).normal(size=(23, 3))
     datasets.put_dataset('l', X, np.arange(23))
     a = collect(datasets.get_dataset('l').loader(batch_size=4, seed=11), 3)
-    b = collect(TrainingDataStore(datasets.root).get_dataset('l').loader(batch_size=4, seed=11), 3)  # another connection
+    # another connection
+    b = collect(TrainingDataStore(datasets.root).get_dataset('l').loader(batch_size=4, seed=11), 3)
     assert len(a) == 3 * 6
     assert all(np.array_equal(x1, x2) and np.array_equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
     for e in range(3):
@@ -338,7 +342,8 @@ def test_registry_versions_stages_and_load(registry, tmp_path):
     registry.promote('m', 2, 'production')
     assert [(v.version, v.stage) for v in registry.list('m')] == [(1, 'none'), (2, 'production'), (3, 'archived')]
     assert [v.version for v in registry.list(stage='production')] == [2]
-    assert [(v.name, v.version) for v in registry.list(tags={'data': {'$in': ['iris', 'wine']}})] == [('m', 1), ('m', 2)]
+    tagged = registry.list(tags={'data': {'$in': ['iris', 'wine']}})
+    assert [(v.name, v.version) for v in tagged] == [('m', 1), ('m', 2)]
     assert registry.names() == ['m', 'other']
     mv = registry.get('m', 1)
     assert mv.metrics == {'acc': 0.5} and mv.tags == {'data': 'iris'} and mv.sha256 == file_sha256(mv.checkpoint)
@@ -370,7 +375,8 @@ def test_registry_errors_and_redaction(registry, tmp_path):
     cases = [
         (lambda: registry.register('m', {'n': 3}), "'factory' import path"),
         (lambda: registry.register('m', {'factory': 'no_colon_here'}), "must look like 'package.module:Name'"),
-        (lambda: registry.register('m', {'factory': 'qstore_nope_module:X'}), "cannot import module 'qstore_nope_module'"),
+        (lambda: registry.register('m', {'factory': 'qstore_nope_module:X'}),
+         "cannot import module 'qstore_nope_module'"),
         (lambda: registry.register('m', {'factory': f'{__name__}:TinyModel.nope'}), "has no attribute 'nope'"),
         (lambda: registry.register('m', {'factory': f'{__name__}:SPEC'}), 'not callable'),
         (lambda: registry.register('m', {'factory': SPEC['factory']}, ck), "needs model_spec['loader']"),
@@ -397,8 +403,10 @@ def test_metrics_runs_history_and_kinds(tmp_path):
     ms = MetricsStore(tmp_path / 'm.db', flush_every=1000, flush_interval=3600)
     run = ms.start_run('train-1', {'lr': 0.05, 'layers': 2})
     for step in range(6):
-        ms.log(run, step=step, epoch=step // 3, loss=1.0 / (step + 1), grad_method='spsa' if step % 2 else 'parameter_shift',
-               circuits_executed=np.int64(4 * step), wall_time=np.float32(0.5), cache={'hits': step, 'misses': 6 - step},
+        ms.log(run, step=step, epoch=step // 3, loss=1.0 / (step + 1),
+               grad_method='spsa' if step % 2 else 'parameter_shift',
+               circuits_executed=np.int64(4 * step), wall_time=np.float32(0.5),
+               cache={'hits': step, 'misses': 6 - step},
                pipeline={'queue': {'depth': 2}})
         if step % 3 == 2:
             ms.log(run, epoch=step // 3, val_loss=0.3 - 0.1 * (step // 3), val_acc=0.8)
@@ -492,7 +500,8 @@ def test_database_urls_and_persistence(tmp_path, monkeypatch):
         run = db.metrics.start_run('r')
         db.metrics.log(run, step=0, loss=0.1)
     assert (tmp_path / 'rel' / 'home' / 'qstore.db').is_file()
-    tables = {r[0] for r in sqlite3.connect(tmp_path / 'rel' / 'home' / 'qstore.db').execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con = sqlite3.connect(tmp_path / 'rel' / 'home' / 'qstore.db')
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {'vectors', 'datasets', 'models', 'runs', 'metrics'} <= tables  # one file for everything
     with Database.open(f'sqlite:///{tmp_path}/rel/home') as db:  # four slashes: absolute
         assert db.vectors.count() == 1 and db.datasets.versions('d') == [1] and db.models.get('m').version == 1

@@ -5,12 +5,12 @@ import pytest
 from qstore.backends.base import LocalBackend
 from qstore.circuits import Circuit
 from qstore.ml.encoding import DataEncoder
-from qstore.gradients.natural import QNSPSA, metric_tensor
+from qstore.gradients.natural import metric_tensor
 from qstore.gradients.adaptive import AdaptiveGradient
 from qstore.gradients.spsa import SPSAGradientEstimator
 from qstore.gradients.adjoint import adjoint
 from qstore.gradients.finite_diff import finite_diff
-from qstore.gradients.shift import legalize_native, parameter_shift, shift_table, _phase_columns
+from qstore.gradients.shift import parameter_shift, shift_table, _phase_columns
 from qstore.gradients.core import select_params
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 
@@ -28,7 +28,8 @@ N_PARAMS = {'ms': 3}
 
 
 def sandwich(gate):
-    c = Circuit(2); p = c.parameters_vector('p', N_PARAMS.get(gate, 1))
+    c = Circuit(2)
+    p = c.parameters_vector('p', N_PARAMS.get(gate, 1))
     c.ry(0, 0.7).rx(1, -0.4).cnot(0, 1).gpi2(0, 0.13)
     GATE_CASES[gate](c, p)
     c.ry(1, 0.9).cnot(1, 0).rx(0, 0.2)
@@ -38,7 +39,8 @@ def sandwich(gate):
 def angle_samples(gate, rng):
     if gate == 'ms':  # phases anywhere in [-1, 1] incl. the ends; angle across [0, 0.25] incl. both ends
         return [np.array([p0, p1, t]) for p0, p1, t in
-                [(1.0, -1.0, 0.25), (-1.0, 0.5, 0.0), (0.99, 0.0, 0.249)] + [tuple(rng.uniform([-1, -1, 0], [1, 1, 0.25])) for _ in range(5)]]
+                [(1.0, -1.0, 0.25), (-1.0, 0.5, 0.0),
+                 (0.99, 0.0, 0.249)] + [tuple(rng.uniform([-1, -1, 0], [1, 1, 0.25])) for _ in range(5)]]
     if gate in ('gpi', 'gpi2'): return [np.array([x]) for x in [-1.0, 1.0, 0.999] + list(rng.uniform(-1, 1, 5))]
     return [np.array([x]) for x in [0.0, np.pi, -np.pi] + list(rng.uniform(-2 * np.pi, 2 * np.pi, 5))]
 
@@ -46,7 +48,8 @@ def angle_samples(gate, rng):
 @pytest.mark.parametrize('gate', sorted(GATE_CASES))
 @pytest.mark.parametrize('native_ranges', [False, True])
 def test_shift_rule_matches_central_differences(gate, native_ranges):
-    if native_ranges and gate not in ('gpi', 'gpi2', 'ms', 'zz_native'): pytest.skip('IonQ ranges only concern native gates')
+    if native_ranges and gate not in ('gpi', 'gpi2', 'ms',
+                                      'zz_native'): pytest.skip('IonQ ranges only concern native gates')
     rng = np.random.default_rng(hash(gate) % 2 ** 32)
     c = sandwich(gate)
     for v in angle_samples(gate, rng):
@@ -57,7 +60,9 @@ def test_shift_rule_matches_central_differences(gate, native_ranges):
 
 def test_native_shifts_stay_in_ionq_ranges():
     rng = np.random.default_rng(5)
-    c = sandwich('ms'); c2 = sandwich('gpi2'); c3 = sandwich('gpi')
+    c = sandwich('ms')
+    c2 = sandwich('gpi2')
+    c3 = sandwich('gpi')
     for circ in (c, c2, c3):
         for v in angle_samples('ms' if circ is c else 'gpi', rng):
             table, _, _ = shift_table(circ, circ.angle_table(v[None]), select_params(circ, None), native_ranges=True)
@@ -71,7 +76,8 @@ def random_model(n, depth, rng, entangler='cnot_ring'):
     return m, m.values(rng.uniform(0, np.pi, (5, n)), m.init_weights(seed=int(rng.integers(1e6)), strategy='uniform'))
 
 
-@pytest.mark.parametrize('n, depth, entangler', [(2, 2, 'cnot_ring'), (3, 2, 'cz'), (4, 3, 'ms'), (5, 2, 'cnot_linear')])
+@pytest.mark.parametrize('n, depth, entangler',
+                         [(2, 2, 'cnot_ring'), (3, 2, 'cz'), (4, 3, 'ms'), (5, 2, 'cnot_linear')])
 @pytest.mark.parametrize('readout', ['Z0', 'all'])
 def test_adjoint_shift_and_differences_agree(n, depth, entangler, readout):
     rng = np.random.default_rng(n * 10 + depth)
@@ -88,13 +94,16 @@ def test_adjoint_shift_and_differences_agree(n, depth, entangler, readout):
 class CountingBackend(LocalBackend):
     "LocalBackend that records every call it receives."
     def run(self, *a, **k):
-        res = super().run(*a, **k); self.log.append(res.n_circuits); return res
+        res = super().run(*a, **k)
+        self.log.append(res.n_circuits)
+        return res
 
 
 def test_parameter_shift_is_one_backend_call():
     rng = np.random.default_rng(1)
     m, v = random_model(4, 2, rng)
-    be = CountingBackend(); be.log = []
+    be = CountingBackend()
+    be.log = []
     res = parameter_shift(m.circuit, v, ['Z0', 'Z1'], be)
     P = m.n_circuit_weights
     assert be.log == [v.shape[0] * (1 + 2 * P)] and res.calls == 1 and res.circuits == be.log[0]
@@ -107,14 +116,16 @@ def test_spsa_gain_sequence():
     est = SPSAGradientEstimator(a=0.3, c=0.15, A=7, seed=0)
     for k in range(3):
         assert est.gains(k) == pytest.approx((0.3 / (7 + k + 1) ** 0.602, 0.15 / (k + 1) ** 0.101), rel=1e-15)
-    est.step(); assert est.gains() == est.gains(1)
+    est.step()
+    assert est.gains() == est.gains(1)
 
 
 def test_spsa_mean_approaches_true_gradient():
     rng = np.random.default_rng(2)
     m, v = random_model(3, 2, rng)
     exact = adjoint(m.circuit, v, ['Z0'], wrt='weights').jacobian
-    ests = np.stack([SPSAGradientEstimator(c=0.01, seed=s).jacobian(m.circuit, v, ['Z0']).jacobian for s in range(3000)])
+    ests = np.stack([SPSAGradientEstimator(c=0.01, seed=s).jacobian(m.circuit, v,
+                                                                    ['Z0']).jacobian for s in range(3000)])
     mean, sem = ests.mean(0), ests.std(0) / np.sqrt(len(ests))
     assert (np.abs(mean - exact) < 5 * sem + 1e-4).all()
 
@@ -132,7 +143,9 @@ def test_sampled_gradients_are_unbiased():
 
 
 def test_metric_tensor_textbook_value():
-    c = Circuit(1); t = c.parameters_vector('t', 2); c.rx(0, t[0]).ry(0, t[1])
+    c = Circuit(1)
+    t = c.parameters_vector('t', 2)
+    c.rx(0, t[0]).ry(0, t[1])
     for t0 in (0.0, 0.3, 1.2):
         v = np.array([[t0, -0.8]])
         np.testing.assert_allclose(metric_tensor(c, v)[0], np.diag([0.25, np.cos(t0) ** 2 / 4]), atol=1e-12)

@@ -11,7 +11,8 @@ from qstore.ionq.serialize import to_ionq_json_batch
 from qstore.simulator import StatevectorSimulator
 
 KEY = 'ionq-test-key-7f3a9c2e5b'
-FAST = dict(backoff_base=0.002, backoff_max=0.05, poll_interval=0.005, poll_max_interval=0.05, rate_limit=2000, burst=200)
+FAST = dict(backoff_base=0.002, backoff_max=0.05, poll_interval=0.005, poll_max_interval=0.05, rate_limit=2000,
+            burst=200)
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def posts(srv): return srv.stats()['requests'].get('POST /v0.4/jobs', 0)
 
 
 def test_fault_injection_batch_completes_once_in_order(emulator):
-    "1,000 circuits, 20% 429/502/503 answers on every route and dropped POST connections: all results, in order, each run once."
+    """1,000 circuits, 20% 429/502/503 answers on every route and dropped POST connections: all results, in order, each
+    run once."""
     payload, exact = circuits_and_probs(1000)
     cfg = emulator.config
     cfg.error_rate, cfg.error_codes, cfg.drop_rate = 0.2, (429, 502, 503), 0.5
@@ -43,7 +45,8 @@ def test_fault_injection_batch_completes_once_in_order(emulator):
     st = emulator.stats()
     assert st['faults'].get('drop', 0) >= 1 and sum(v for k, v in st['faults'].items() if k != 'drop') >= 10
     assert [r.index for r in res] == list(range(1000))
-    np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)  # in order: each matches its own circuit
+    # in order: each matches its own circuit
+    np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)
     assert len({r.child_id for r in res}) == 1000
     assert st['jobs_created'] == 20 and st['circuits_submitted'] == 1000  # 20 chunks of 50, nothing submitted twice
     assert len(st['circuits_executed']) == 1000 and set(st['circuits_executed'].values()) == {1}
@@ -79,7 +82,8 @@ def test_chunking_respects_limits_one_post_per_chunk(emulator):
 
 
 def test_request_count_is_per_chunk_not_per_circuit(emulator):
-    "Polling follows IonQ's predicted times, so one job of 300 circuits (0.3 s of execution) costs a handful of requests."
+    """Polling follows IonQ's predicted times, so one job of 300 circuits (0.3 s of execution) costs a handful of
+    requests."""
     emulator.config.latency, emulator.config.execution_time = 0.005, 0.001
     payload, _ = circuits_and_probs(300)
     with client_for(emulator) as client: client.sync.run_batch(payload)
@@ -130,7 +134,8 @@ def test_401_and_400_fail_fast_and_never_leak_the_key(emulator, caplog):
 
 
 def test_backend_matches_local_within_shot_error(emulator):
-    c = Circuit(3); a, b = c.parameter('a'), c.parameter('b')
+    c = Circuit(3)
+    a, b = c.parameter('a'), c.parameter('b')
     c.ry(0, a).cnot(0, 1).rx(2, b).cz(1, 2).ry(1, 0.5 * a + 0.2)
     values = np.array([[0.3, -1.1], [1.7, 0.4], [-2.5, 2.0]])
     obs = ['Z0', 'Z1 Z2', 'X0', '0.5*Y2 + Z1']
@@ -140,8 +145,10 @@ def test_backend_matches_local_within_shot_error(emulator):
     z = (res.expectations - exact) / res.stderr
     assert np.all(np.abs(z) < 5) and np.all(res.stderr > 0)
     n_bases = len(res.metadata['bases'])
-    assert posts(emulator) == 1 and emulator.stats()['circuits_submitted'] == 3 * n_bases  # one job for all bases x rows
-    again = get_backend('ionq.simulator', api_key=KEY, base_url=emulator.base_url, seed=5, **FAST).run(c, values, obs, shots=4000)
+    # one job for all bases x rows
+    assert posts(emulator) == 1 and emulator.stats()['circuits_submitted'] == 3 * n_bases
+    fresh = get_backend('ionq.simulator', api_key=KEY, base_url=emulator.base_url, seed=5, **FAST)
+    again = fresh.run(c, values, obs, shots=4000)
     np.testing.assert_array_equal(again.expectations, res.expectations)  # seeded client-side sampling
     backend.close()
 

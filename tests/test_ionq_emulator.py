@@ -11,12 +11,13 @@ import pytest
 
 from qstore.circuits import Circuit
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer, create_app
-from qstore.ionq.serialize import results_to_array, to_ionq_json, to_ionq_json_batch
+from qstore.ionq.serialize import results_to_array, to_ionq_json_batch
 from qstore.simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
 
 KEY = 'test-key'
 AUTH = {'Authorization': f'apiKey {KEY}'}
-BELL = {'gateset': 'qis', 'qubits': 2, 'circuit': [{'gate': 'h', 'target': 0}, {'gate': 'cnot', 'control': 0, 'target': 1}]}
+BELL = {'gateset': 'qis', 'qubits': 2,
+        'circuit': [{'gate': 'h', 'target': 0}, {'gate': 'cnot', 'control': 0, 'target': 1}]}
 
 
 @pytest.fixture(scope='module')
@@ -54,11 +55,14 @@ def big_endian(p, n):
 def gate(name, q, phase): return {'gate': name, 'target': q, 'phase': phase}
 ARIA_CNOT = [gate('gpi2', 0, 0.25), {'gate': 'ms', 'targets': [0, 1], 'phases': [0, 0]}, gate('gpi2', 1, 0.5),
              gate('gpi2', 0, 0.5), gate('gpi2', 0, -0.25)]
-FORTE_CNOT = [gate('gpi2', 1, 0), gate('gpi', 1, -1 / 8), gate('gpi2', 1, 0.5), {'gate': 'zz', 'targets': [0, 1], 'angle': 0.25},
-              gate('gpi2', 0, 0.75), gate('gpi', 0, 1 / 8), gate('gpi2', 0, 0.5), gate('gpi2', 1, 1.25), gate('gpi', 1, 0.5),
+FORTE_CNOT = [gate('gpi2', 1, 0), gate('gpi', 1, -1 / 8), gate('gpi2', 1, 0.5),
+              {'gate': 'zz', 'targets': [0, 1], 'angle': 0.25},
+              gate('gpi2', 0, 0.75), gate('gpi', 0, 1 / 8), gate('gpi2', 0, 0.5), gate('gpi2', 1, 1.25),
+              gate('gpi', 1, 0.5),
               gate('gpi2', 1, 0.5)]
 HH = [gate('gpi2', 0, 0.25), gate('gpi', 0, 0), gate('gpi2', 1, 0.25), gate('gpi', 1, 0)]
-MS_ORDER = lambda ts: [gate('gpi2', 1, 0), {'gate': 'ms', 'targets': ts, 'phases': [0.25, 0], 'angle': 0.25}, gate('gpi2', 0, 0)]
+MS_ORDER = lambda ts: [gate('gpi2', 1, 0), {'gate': 'ms', 'targets': ts, 'phases': [0.25, 0], 'angle': 0.25},
+                       gate('gpi2', 0, 0)]
 VECTORS = [
     ('qis', [{'gate': 'x', 'targets': [0]}], {'1': 1}),
     ('qis', [{'gate': 'x', 'targets': [1]}], {'2': 1}),
@@ -90,7 +94,8 @@ def test_in_process_asgi_transport():
     "create_app works without a socket through httpx.ASGITransport; a dropped connection raises in-process."
     app = create_app(EmulatorConfig(seed=3))
     async def go():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://emulator/v0.4', headers=AUTH) as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://emulator/v0.4',
+                                     headers=AUTH) as c:
             jid = (await c.post('/jobs', json=job_body())).json()['id']
             job = (await c.get(f'/jobs/{jid}')).json()
             probs = (await c.get(f'/jobs/{jid}/results/probabilities')).json()
@@ -98,14 +103,17 @@ def test_in_process_asgi_transport():
             with pytest.raises(ConnectionResetError): await c.post('/jobs', json=job_body())
             return job, probs
     job, probs = asyncio.run(go())
-    assert job['status'] == 'completed' and job['stats'] == {'qubits': 2, 'circuits': 1, 'gate_counts': {'1q': 1, '2q': 1}}
+    assert job['status'] == 'completed' and job['stats'] == {'qubits': 2, 'circuits': 1,
+                                                             'gate_counts': {'1q': 1, '2q': 1}}
     np.testing.assert_allclose(results_to_array(probs, 2), [0.5, 0, 0, 0.5])
     assert app.stats()['jobs_created'] == 2 and app.stats()['faults'] == {'drop': 1}
 
 
 def test_batch_serialised_template_matches_simulator(srv, http):
-    "A template bound to 40 rows with to_ionq_json_batch runs as one multi-circuit job; results equal the local simulator."
-    c = Circuit(3); w = c.parameters_vector('w', 6)
+    """A template bound to 40 rows with to_ionq_json_batch runs as one multi-circuit job; results equal the local
+    simulator."""
+    c = Circuit(3)
+    w = c.parameters_vector('w', 6)
     for q in range(3): c.ry(q, w[q])
     c.cnot(0, 1).cnot(1, 2)
     for q in range(3): c.rz(q, w[3 + q]).rx(q, 0.5 * w[q] + 0.1)
@@ -128,7 +136,8 @@ def test_batch_serialised_template_matches_simulator(srv, http):
 def test_noisy_simulator_and_qpu(srv, http):
     "Noise models and qpu targets sample the density-matrix simulation with the job's seed."
     body = job_body(backend='simulator', shots=4000, noise={'model': 'aria-1', 'seed': 7})
-    ids = [http.post('/jobs', json=b).json()['id'] for b in (body, body, dict(body, noise={'model': 'aria-1', 'seed': 8}))]
+    ids = [http.post('/jobs', json=b).json()['id'] for b in (body, body,
+                                                             dict(body, noise={'model': 'aria-1', 'seed': 8}))]
     p = [results_to_array(http.get(f'/jobs/{j}/results/probabilities').json(), 2) for j in ids]
     counts = results_to_array(http.get(f'/jobs/{ids[0]}/results/histogram').json(), 2, int)
     shots = http.get(f'/jobs/{ids[0]}/results/shots').json()
@@ -148,7 +157,8 @@ def test_noisy_simulator_and_qpu(srv, http):
 
 # ---------------------------------------------------------------- the official cirq-ionq client, unchanged
 def test_cirq_ionq_run_and_batch(shared):
-    cirq = pytest.importorskip('cirq'); cirq_ionq = pytest.importorskip('cirq_ionq')
+    cirq = pytest.importorskip('cirq')
+    cirq_ionq = pytest.importorskip('cirq_ionq')
     service = cirq_ionq.Service(remote_host=shared.url, api_key=KEY, default_target='simulator', max_retry_seconds=1)
     q = cirq.LineQubit.range(3)
     c1 = cirq.Circuit(cirq.H(q[0]), cirq.CNOT(q[0], q[1]), cirq.rx(0.7).on(q[2]), cirq.measure(*q, key='m'))
@@ -167,21 +177,26 @@ def test_cirq_ionq_run_and_batch(shared):
     r1, r2 = service.run_batch([c1, c2], repetitions=2000, seed=3)
     for r, ref, n in ((r1, ref1, 3), (r2, ref2, 2)):
         h = r.histogram(key='m')
-        assert close_to(np.array([h.get(i, 0) for i in range(2 ** n)]) / 2000, big_endian(StatevectorSimulator().probabilities(ref)[0], n), 2000)
+        assert close_to(np.array([h.get(i, 0) for i in range(2 ** n)]) / 2000,
+                        big_endian(StatevectorSimulator().probabilities(ref)[0], n), 2000)
 
 
 def test_cirq_ionq_qpu_noise_native_and_listing(shared):
-    cirq = pytest.importorskip('cirq'); cirq_ionq = pytest.importorskip('cirq_ionq')
+    cirq = pytest.importorskip('cirq')
+    cirq_ionq = pytest.importorskip('cirq_ionq')
     from cirq_ionq.ionq_native_gates import GPI2Gate, MSGate
     service = cirq_ionq.Service(remote_host=shared.url, api_key=KEY, max_retry_seconds=1)
     q = cirq.LineQubit.range(2)
-    native = cirq.Circuit(GPI2Gate(phi=0.25).on(q[1]), MSGate(phi0=0.1, phi1=0.3, theta=0.2).on(*q), cirq.measure(*q, key='m'))
+    native = cirq.Circuit(GPI2Gate(phi=0.25).on(q[1]), MSGate(phi0=0.1, phi1=0.3, theta=0.2).on(*q),
+                          cirq.measure(*q, key='m'))
     ref = Circuit(2).gpi2(1, 0.25).ms(0, 1, 0.1, 0.3, 0.2)
     res = service.run(native, repetitions=2000, target='qpu.aria-1')  # QPUResult: counts = round(p * shots)
     h = res.histogram(key='m')
     exact = DensityMatrixSimulator(NoiseModel.preset('aria-1')).probabilities(ref)[0]
-    assert sum(h.values()) == 2000 and close_to(np.array([h.get(i, 0) for i in range(4)]) / 2000, big_endian(exact, 2), 2000)
-    jobs = service.list_jobs(limit=5, batch_size=2)  # cirq sends limit as a JSON body on GET and stops when 'next' is absent
+    assert sum(h.values()) == 2000 and close_to(np.array([h.get(i, 0) for i in range(4)]) / 2000, big_endian(exact, 2),
+                                                2000)
+    # cirq sends limit as a JSON body on GET and stops when 'next' is absent
+    jobs = service.list_jobs(limit=5, batch_size=2)
     ids = [j.job_id() for j in jobs]
     assert len(ids) == 5 == len(set(ids))
 
@@ -190,7 +205,8 @@ def test_cirq_ionq_qpu_noise_native_and_listing(shared):
 @pytest.fixture
 def qiskit_provider(shared, monkeypatch):
     qiskit_ionq = pytest.importorskip('qiskit_ionq')
-    for k in ('QISKIT_IONQ_API_URL', 'QISKIT_IONQ_API_TOKEN', 'IONQ_API_KEY', 'IONQ_API_TOKEN'): monkeypatch.delenv(k, raising=False)
+    for k in ('QISKIT_IONQ_API_URL', 'QISKIT_IONQ_API_TOKEN', 'IONQ_API_KEY', 'IONQ_API_TOKEN'):
+        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv('IONQ_API_URL', shared.base_url)  # qiskit-ionq reads backend qubit counts from here
     # a stray .env file would win over os.environ inside qiskit-ionq; isolate the test from it
     monkeypatch.setattr(qiskit_ionq.helpers, 'dotenv_values', lambda *a, **k: {})
@@ -213,7 +229,11 @@ def qiskit_counts_to_array(counts, n):
 def test_qiskit_ionq_single_and_multi(qiskit_provider):
     from qiskit import QuantumCircuit
     backend = qiskit_provider.get_backend('ionq_simulator')
-    qc = QuantumCircuit(3, 3); qc.h(0); qc.cx(0, 1); qc.ry(0.9, 2); qc.measure([0, 1, 2], [0, 1, 2])
+    qc = QuantumCircuit(3, 3)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.ry(0.9, 2)
+    qc.measure([0, 1, 2], [0, 1, 2])
     want = StatevectorSimulator().probabilities(Circuit(3).h(0).cnot(0, 1).ry(2, 0.9))[0]
     t0 = time.monotonic()
     job = backend.run(qc, shots=4000, sampler_seed=5)
@@ -223,7 +243,10 @@ def test_qiskit_ionq_single_and_multi(qiskit_provider):
     probs = res.get_probabilities()  # the probabilities the emulator returned
     np.testing.assert_allclose(qiskit_counts_to_array(probs, 3), want, atol=1e-12)
 
-    qc2 = QuantumCircuit(2, 2); qc2.x(1); qc2.rx(0.4, 0); qc2.measure([0, 1], [0, 1])
+    qc2 = QuantumCircuit(2, 2)
+    qc2.x(1)
+    qc2.rx(0.4, 0)
+    qc2.measure([0, 1], [0, 1])
     want2 = StatevectorSimulator().probabilities(Circuit(2).x(1).rx(0, 0.4))[0]
     res = backend.run([qc, qc2], shots=3000, sampler_seed=2).result()
     assert close_to(qiskit_counts_to_array(res.get_counts(0), 3) / 3000, want, 3000)
@@ -234,7 +257,10 @@ def test_qiskit_ionq_noise_memory_and_polling(qiskit_provider, shared):
     from qiskit import QuantumCircuit
     backend = qiskit_provider.get_backend('ionq_simulator')
     backend.set_options(noise_model='aria-1')  # qiskit-ionq fetches memory only when the *backend* option is non-ideal
-    qc = QuantumCircuit(2, 2); qc.h(0); qc.cx(0, 1); qc.measure([0, 1], [0, 1])
+    qc = QuantumCircuit(2, 2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.measure([0, 1], [0, 1])
     job = backend.run(qc, shots=1000, memory=True)
     res = job.result()
     memory = res.get_memory()
@@ -256,7 +282,9 @@ def test_qiskit_ionq_noise_memory_and_polling(qiskit_provider, shared):
 # ---------------------------------------------------------------- auth, validation, listing, cancel, delete, estimate
 def test_auth(srv):
     body = httpx.get(srv.base_url + '/jobs').json()
-    assert body['statusCode'] == 401 and body['error'] == 'Unauthorized Error' and body['message'].startswith('Invalid key provided')
+    assert body['statusCode'] == 401
+    assert body['error'] == 'Unauthorized Error'
+    assert body['message'].startswith('Invalid key provided')
     assert httpx.get(srv.base_url + '/jobs', headers={'Authorization': 'Bearer x'}).status_code == 401
     assert httpx.get(srv.base_url + '/backends').status_code == 200  # no auth on /backends
     srv.config.api_keys = ['right']
@@ -278,19 +306,25 @@ def test_backends(http):
 
 @pytest.mark.parametrize('body,status,fragment', [
     (job_body({'qubits': 2, 'circuit': [{'gate': 'foo', 'target': 0}]}), 400, "(gate 'foo'): unknown QIS gate"),
-    (job_body({'qubits': 2, 'circuit': [{'gate': 'h', 'target': 2}]}), 400, 'qubit 2 out of range for a 2-qubit circuit'),
-    (job_body({'gateset': 'qis', 'qubits': 2, 'circuit': [{'gate': 'h', 'target': 0}, {'gate': 'gpi', 'target': 0, 'phase': 0}]}),
+    (job_body({'qubits': 2, 'circuit': [{'gate': 'h', 'target': 2}]}), 400,
+     'qubit 2 out of range for a 2-qubit circuit'),
+    (job_body({'gateset': 'qis', 'qubits': 2,
+               'circuit': [{'gate': 'h', 'target': 0}, {'gate': 'gpi', 'target': 0, 'phase': 0}]}),
      400, 'QIS and native gates cannot be mixed'),
-    (job_body({'gateset': 'native', 'qubits': 2, 'circuit': [{'gate': 'gpi', 'target': 0, 'phase': 1.5}]}), 400, "'phase' = 1.5 is out of range [-1, 1]"),
-    (job_body({'gateset': 'native', 'qubits': 2, 'circuit': [{'gate': 'ms', 'targets': [0, 1], 'phases': [0, 0]}]}, backend='qpu.forte-1'),
+    (job_body({'gateset': 'native', 'qubits': 2, 'circuit': [{'gate': 'gpi', 'target': 0, 'phase': 1.5}]}), 400,
+     "'phase' = 1.5 is out of range [-1, 1]"),
+    (job_body({'gateset': 'native', 'qubits': 2, 'circuit': [{'gate': 'ms', 'targets': [0, 1], 'phases': [0, 0]}]},
+              backend='qpu.forte-1'),
      400, "gate types ['ms'] are not supported by backend 'qpu.forte-1'"),
     (job_body(backend='qpu.nowhere'), 400, "unknown backend 'qpu.nowhere'"),
     (job_body(type='ionq.qasm3.v1'), 400, 'not supported by the emulator'),
     (job_body(shots=0), 400, "'shots' must be an integer between 1 and 1000000"),
     (job_body(backend='qpu.aria-1', noise={'model': 'aria-1'}), 400, "'noise' applies only to the 'simulator' backend"),
     (job_body(noise={'model': 'aria-9'}), 400, "unknown noise model 'aria-9'"),
-    (job_body({'qubits': 12, 'circuit': [{'gate': 'h', 'target': 0}]}, noise={'model': 'aria-1'}), 400, 'raise EmulatorConfig.max_noisy_qubits'),
-    ({'type': 'ionq.multi-circuit.v1', 'backend': 'simulator', 'input': BELL}, 400, 'needs input.circuits, not input.circuit'),
+    (job_body({'qubits': 12, 'circuit': [{'gate': 'h', 'target': 0}]}, noise={'model': 'aria-1'}), 400,
+     'raise EmulatorConfig.max_noisy_qubits'),
+    ({'type': 'ionq.multi-circuit.v1', 'backend': 'simulator', 'input': BELL}, 400,
+     'needs input.circuits, not input.circuit'),
     ({'backend': 'simulator'}, 400, "missing 'input'"),
 ])
 def test_validation(http, body, status, fragment):
@@ -307,8 +341,10 @@ def test_limits(srv, http):
     srv.config.max_circuits, srv.config.max_gates = 2, 5
     multi = lambda k, gates: {'type': 'ionq.multi-circuit.v1', 'backend': 'simulator',
                               'input': {'qubits': 2, 'circuits': [{'circuit': gates}] * k}}
-    assert '3 circuits in one job; the limit is 2' in http.post('/jobs', json=multi(3, BELL['circuit'])).json()['message']
-    assert '6 gates in one job; the limit is 5' in http.post('/jobs', json=multi(2, BELL['circuit'] + [BELL['circuit'][0]])).json()['message']
+    assert '3 circuits in one job; the limit is 2' in http.post('/jobs',
+                                                                json=multi(3, BELL['circuit'])).json()['message']
+    too_many = http.post('/jobs', json=multi(2, BELL['circuit'] + [BELL['circuit'][0]]))
+    assert '6 gates in one job; the limit is 5' in too_many.json()['message']
     assert srv.stats()['jobs_created'] == 0
 
 
@@ -329,7 +365,8 @@ def test_pagination(http):
 def test_listing_runs_each_circuit_once(srv, http):
     "A listing sees parents and children; circuits that became due meanwhile run exactly once."
     srv.config.execution_time = 0.05
-    body = {'type': 'ionq.multi-circuit.v1', 'backend': 'simulator', 'input': {'qubits': 2, 'circuits': [{'circuit': BELL['circuit']}] * 3}}
+    body = {'type': 'ionq.multi-circuit.v1', 'backend': 'simulator',
+            'input': {'qubits': 2, 'circuits': [{'circuit': BELL['circuit']}] * 3}}
     jid = http.post('/jobs', json=body).json()['id']
     time.sleep(0.2)
     listed = http.get('/jobs', params={'limit': 10}).json()['jobs']
@@ -357,18 +394,25 @@ def test_cancel_and_delete(srv, http):
 
 def test_status_flow_and_estimate(srv, http):
     srv.config.submit_time, srv.config.queue_time, srv.config.execution_time = 0.1, 0.1, 0.1
-    body = {'type': 'ionq.multi-circuit.v1', 'backend': 'simulator', 'input': {'qubits': 2, 'circuits': [{'circuit': BELL['circuit']}] * 2}}
+    body = {'type': 'ionq.multi-circuit.v1', 'backend': 'simulator',
+            'input': {'qubits': 2, 'circuits': [{'circuit': BELL['circuit']}] * 2}}
     jid = http.post('/jobs', json=body).json()['id']
     seen = []
     while not seen or seen[-1] not in ('completed', 'failed'):
-        seen.append(http.get(f'/jobs/{jid}').json()['status']); time.sleep(0.02)
-    assert [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]] == ['submitted', 'ready', 'started', 'completed']
+        seen.append(http.get(f'/jobs/{jid}').json()['status'])
+        time.sleep(0.02)
+    changes = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
+    assert changes == ['submitted', 'ready', 'started', 'completed']
     job = http.get(f'/jobs/{jid}').json()
     assert job['execution_duration_ms'] == 200 and job['started_at'] < job['completed_at']
-    est = http.get('/jobs/estimate', params={'backend': 'qpu.aria-1', '1q_gates': 10, '2q_gates': 5, 'qubits': 3, 'shots': 10000}).json()
-    assert est['estimated_cost'] == pytest.approx(12.4166 + 10000 * (10 * 0.00022 + 5 * 0.000975)) and est['cost_unit'] == 'usd'
+    est = http.get('/jobs/estimate',
+                   params={'backend': 'qpu.aria-1', '1q_gates': 10, '2q_gates': 5, 'qubits': 3, 'shots': 10000}).json()
+    assert est['estimated_cost'] == pytest.approx(12.4166 + 10000 * (10 * 0.00022 + 5 * 0.000975))
+    assert est['cost_unit'] == 'usd'
     assert est['estimated_execution_time'] == 100 and est['input_values']['shots'] == 10000
-    assert http.get('/jobs/estimate', params={'backend': 'simulator', '1q_gates': 1, '2q_gates': 0, 'qubits': 2}).json()['estimated_cost'] == 0
+    assert http.get('/jobs/estimate',
+                    params={'backend': 'simulator', '1q_gates': 1, '2q_gates': 0,
+                            'qubits': 2}).json()['estimated_cost'] == 0
     assert http.get('/jobs/estimate', params={'backend': 'qpu.aria-1'}).status_code == 400
 
 
@@ -391,7 +435,8 @@ def test_errors_and_retry_after(srv, http):
 
 
 def test_cirq_retries_injected_faults_and_dropped_post(srv):
-    cirq = pytest.importorskip('cirq'); cirq_ionq = pytest.importorskip('cirq_ionq')
+    cirq = pytest.importorskip('cirq')
+    cirq_ionq = pytest.importorskip('cirq_ionq')
     service = cirq_ionq.Service(remote_host=srv.url, api_key=KEY, default_target='simulator', max_retry_seconds=2)
     q = cirq.LineQubit.range(2)
     bell = cirq.Circuit(cirq.H(q[0]), cirq.CNOT(*q), cirq.measure(*q, key='m'))
@@ -401,7 +446,8 @@ def test_cirq_retries_injected_faults_and_dropped_post(srv):
     assert st['faults'] == {'503': 2} and st['requests']['POST /v0.4/jobs'] == 3 and st['jobs_created'] == 1
     assert job.results().probabilities() == pytest.approx({0: 0.5, 3: 0.5})
     # a dropped connection after an accepted POST: cirq retries the POST, so the job exists twice
-    srv.reset_stats(); srv.config.error_rate, srv.config.drop_rate, srv.config.max_faults = 0.0, 1.0, 1
+    srv.reset_stats()
+    srv.config.error_rate, srv.config.drop_rate, srv.config.max_faults = 0.0, 1.0, 1
     job = service.create_job(bell, repetitions=100)
     st = srv.stats()
     assert st['faults'] == {'drop': 1} and st['jobs_created'] == 2 and st['requests']['POST /v0.4/jobs'] == 2
@@ -420,7 +466,8 @@ def test_dropped_connection_is_a_transport_error(srv, http):
 
 
 def test_failed_jobs_and_qiskit_500(srv, monkeypatch):
-    cirq = pytest.importorskip('cirq'); cirq_ionq = pytest.importorskip('cirq_ionq')
+    cirq = pytest.importorskip('cirq')
+    cirq_ionq = pytest.importorskip('cirq_ionq')
     srv.config.fail_rate = 1.0
     service = cirq_ionq.Service(remote_host=srv.url, api_key=KEY, default_target='simulator', max_retry_seconds=1)
     q = cirq.LineQubit.range(2)
@@ -432,7 +479,9 @@ def test_failed_jobs_and_qiskit_500(srv, monkeypatch):
     monkeypatch.setenv('IONQ_API_URL', srv.base_url)
     monkeypatch.setattr(qiskit_ionq.helpers, 'dotenv_values', lambda *a, **k: {})
     backend = qiskit_ionq.IonQProvider(token=KEY, url=srv.base_url).get_backend('ionq_simulator')
-    qc = QuantumCircuit(1, 1); qc.x(0); qc.measure(0, 0)
+    qc = QuantumCircuit(1, 1)
+    qc.x(0)
+    qc.measure(0, 0)
     with pytest.raises(qiskit_ionq.exceptions.IonQJobFailureError):
         backend.run(qc, shots=10).result()
     # qiskit-ionq retries 502 on GET but treats 500 as fatal
@@ -447,7 +496,9 @@ def test_failed_jobs_and_qiskit_500(srv, monkeypatch):
 
 def test_latency_and_stats_endpoint(srv, http):
     srv.config.latency = 0.2
-    t0 = time.monotonic(); http.get('/backends'); assert time.monotonic() - t0 >= 0.2
+    t0 = time.monotonic()
+    http.get('/backends')
+    assert time.monotonic() - t0 >= 0.2
     srv.config.latency = 0
     assert httpx.get(srv.url + '/_emulator/stats').json() == srv.stats()
     assert srv.stats()['requests'] == {'GET /v0.4/backends': 1}
@@ -463,4 +514,5 @@ def test_cli_serves(tmp_path):
         assert url.startswith('http://127.0.0.1:') and url.endswith('/v0.4')
         assert httpx.get(url + '/backends/simulator').json()['qubits'] == 20
     finally:
-        proc.terminate(); proc.wait(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=10)

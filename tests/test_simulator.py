@@ -59,15 +59,20 @@ def test_noise_reduces_to_ideal_and_matches_closed_forms():
     obs = ['Z0', 'Z1 Z2', 'X0 Y1']
     ideal = StatevectorSimulator().expectation(c, vals, obs)
     np.testing.assert_allclose(DensityMatrixSimulator(NoiseModel()).expectation(c, vals, obs), ideal, atol=1e-12)
-    # one RY(t) then depolarizing p: <Z> = (1 - 4p/3) cos t; readout flips p01, p10 map <Z> -> (1 - p01 - p10)<Z> + p10 - p01
-    t = np.array([[0.3], [1.1], [2.5]]); one = Circuit(1); one.ry(0, one.parameter('t'))
+    # one RY(t) then depolarizing p: <Z> = (1 - 4p/3) cos t; readout flips p01, p10 map <Z> -> (1 - p01 - p10)<Z>
+    # + p10 - p01
+    t = np.array([[0.3], [1.1], [2.5]])
+    one = Circuit(1)
+    one.ry(0, one.parameter('t'))
     for p in (0.05, 0.3):
-        np.testing.assert_allclose(DensityMatrixSimulator(NoiseModel(p1=p)).expectation(one, t, ['Z0'])[:, 0], (1 - 4 * p / 3) * np.cos(t[:, 0]), atol=1e-12)
+        np.testing.assert_allclose(DensityMatrixSimulator(NoiseModel(p1=p)).expectation(one, t, ['Z0'])[:, 0],
+                                   (1 - 4 * p / 3) * np.cos(t[:, 0]), atol=1e-12)
     np.testing.assert_allclose(DensityMatrixSimulator(NoiseModel(p01=0.1, p10=0.05)).expectation(one, t, ['Z0'])[:, 0],
                                0.85 * np.cos(t[:, 0]) + 0.05 - 0.1, atol=1e-12)
     # a CNOT followed by two-qubit depolarizing p2 on a Bell state: <ZZ> = <XX> = 1 - 16 p2 / 15
     bell = Circuit(2).h(0).cnot(0, 1)
-    np.testing.assert_allclose(DensityMatrixSimulator(NoiseModel(p2=0.1)).expectation(bell, None, ['Z0 Z1', 'X0 X1']), [[1 - 1.6 / 15] * 2], atol=1e-12)
+    np.testing.assert_allclose(DensityMatrixSimulator(NoiseModel(p2=0.1)).expectation(bell, None, ['Z0 Z1', 'X0 X1']),
+                               [[1 - 1.6 / 15] * 2], atol=1e-12)
 
 
 def test_density_matrix_ten_qubits():
@@ -96,7 +101,9 @@ def test_construction_errors(build, message):
 
 
 def test_binding_errors():
-    c = Circuit(2); a = c.parameter('a'); c.rx(0, a).ry(1, 2 * a)
+    c = Circuit(2)
+    a = c.parameter('a')
+    c.rx(0, a).ry(1, 2 * a)
     sim = StatevectorSimulator()
     with pytest.raises(ValueError, match=r"NaN or inf at row 1, column 0 \(parameter 'a'\)"):
         sim.statevector(c, [[0.1], [np.inf]])

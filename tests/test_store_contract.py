@@ -270,7 +270,8 @@ def writer(store, worker, barrier):
     barrier.wait()
     for b in range(N_BATCHES):
         rows = slice(b * BATCH, (b + 1) * BATCH)
-        store.upsert([f"w{worker}-{i}" for i in range(rows.start, rows.stop)], X[rows], [{'worker': worker, 'batch': b}] * BATCH)
+        store.upsert([f"w{worker}-{i}" for i in range(rows.start, rows.stop)], X[rows],
+                     [{'worker': worker, 'batch': b}] * BATCH)
     store.close()
 
 

@@ -1,5 +1,5 @@
 "Training engine: bit-exact resume after SIGKILL, corrupt checkpoints, config validation, secrets, learning results."
-import os, signal, subprocess, sys, textwrap
+import signal, subprocess, sys, textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +20,13 @@ SCRIPT = textwrap.dedent('''
     from qstore.ml.trainer import QuantumTrainer, TrainingConfig
     mode, home, kill_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1'
     rng = np.random.default_rng(7)
-    X = rng.uniform(0, np.pi, (30, 3)); y = (X.sum(1) > 1.5 * np.pi).astype(int)
+    X = rng.uniform(0, np.pi, (30, 3))
+    y = (X.sum(1) > 1.5 * np.pi).astype(int)
     model = QuantumModel(DataEncoder('angle', n_features=3), HardwareEfficientQuantumLayer(3, 2), ['Z0'], head='affine')
-    opts = dict(optimizer='adam', learning_rate=0.1) if mode == 'adam' else dict(optimizer='spsa', gradient_method='spsa', learning_rate=0.3, shots_per_circuit=200)
-    cfg = TrainingConfig(epochs=3, batch_size=8, loss='cross_entropy', checkpoint_interval=1, checkpoint_dir=home + '/ck',
+    spsa = dict(optimizer='spsa', gradient_method='spsa', learning_rate=0.3, shots_per_circuit=200)
+    opts = dict(optimizer='adam', learning_rate=0.1) if mode == 'adam' else spsa
+    cfg = TrainingConfig(epochs=3, batch_size=8, loss='cross_entropy', checkpoint_interval=1,
+                         checkpoint_dir=home + '/ck',
                          keep_checkpoints=2, progress=False, seed=3, **opts)
     kill = lambda tr, event, logs: event == 'step' and logs['step'] == kill_at and os.kill(os.getpid(), signal.SIGKILL)
     tr = QuantumTrainer(model, cfg, db=Database.open(home), callbacks=[kill])
@@ -33,7 +36,8 @@ SCRIPT = textwrap.dedent('''
 
 
 def run_script(tmp_path, *args):
-    script = tmp_path / 'train.py'; script.write_text(SCRIPT)
+    script = tmp_path / 'train.py'
+    script.write_text(SCRIPT)
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
@@ -53,7 +57,8 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path, mode):
 
 def small_setup(tmp_path, **cfg):
     rng = np.random.default_rng(0)
-    X = rng.uniform(0, np.pi, (16, 2)); y = (X[:, 0] > X[:, 1]).astype(int)
+    X = rng.uniform(0, np.pi, (16, 2))
+    y = (X[:, 0] > X[:, 1]).astype(int)
     model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, 1), ['Z0'], head='affine')
     config = TrainingConfig(**{'epochs': 2, 'batch_size': 8, 'loss': 'cross_entropy', 'progress': False,
                                'checkpoint_interval': 1, 'checkpoint_dir': str(tmp_path / 'ck'), **cfg})
@@ -107,12 +112,14 @@ def test_every_config_field_changes_behaviour(tmp_path):
     "Each field, changed alone from the defaults, changes the trained weights, the history or the run's artefacts."
     base = dict(epochs=2, batch_size=8, progress=False)
     rng = np.random.default_rng(1)
-    X = rng.uniform(0, np.pi, (16, 2)); y = (X[:, 0] > X[:, 1]).astype(float)
+    X = rng.uniform(0, np.pi, (16, 2))
+    y = (X[:, 0] > X[:, 1]).astype(float)
     model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, 1), ['Z0'], head='affine')
 
     def outcome(tag, **kw):
         home = tmp_path / tag
-        tr = QuantumTrainer(model, TrainingConfig(**{**base, 'checkpoint_dir': str(home / 'ck'), **kw}), db=Database.open(home))
+        tr = QuantumTrainer(model, TrainingConfig(**{**base, 'checkpoint_dir': str(home / 'ck'), **kw}),
+                            db=Database.open(home))
         hist = tr.fit((X, y))
         files = sorted(p.name for p in (home / 'ck').glob('*.safetensors'))
         return tr.weights.tobytes(), len(hist), files, tr.step_count, bool(tr.db.models.names())
@@ -123,10 +130,12 @@ def test_every_config_field_changes_behaviour(tmp_path):
                    lr_schedule='cosine', validation_split=0.25, checkpoint_interval=1, spsa_c=0.3, spsa_A=1.0,
                    num_directions=3, qng_lambda=0.5, register_model='m', momentum=0.9, keep_checkpoints=1,
                    early_stopping_patience=1, gradient_budget=2)
-    needs = {'spsa_c': dict(optimizer='spsa', gradient_method='spsa'), 'spsa_A': dict(optimizer='spsa', gradient_method='spsa'),
+    needs = {'spsa_c': dict(optimizer='spsa', gradient_method='spsa'),
+             'spsa_A': dict(optimizer='spsa', gradient_method='spsa'),
              'num_directions': dict(optimizer='spsa', gradient_method='spsa'), 'qng_lambda': dict(optimizer='qng'),
              'momentum': dict(optimizer='sgd'),
-             'keep_checkpoints': dict(checkpoint_interval=1), 'early_stopping_patience': dict(validation_split=0.25, epochs=6, learning_rate=0.5),
+             'keep_checkpoints': dict(checkpoint_interval=1),
+             'early_stopping_patience': dict(validation_split=0.25, epochs=6, learning_rate=0.5),
              'gradient_budget': dict(shots_per_circuit=300)}
     for field, value in changes.items():
         ctx = needs.get(field, {})
@@ -134,10 +143,13 @@ def test_every_config_field_changes_behaviour(tmp_path):
         assert outcome(field, **ctx, **{field: value}) != base_ctx, field
     # gradient_method: exact methods reach the same weights (to round-off) but run different circuits, recorded per step
     home = tmp_path / 'gm'
-    tr = QuantumTrainer(model, TrainingConfig(**base, gradient_method='parameter_shift', checkpoint_dir=str(home / 'ck')), db=Database.open(home))
+    tr = QuantumTrainer(model,
+                        TrainingConfig(**base, gradient_method='parameter_shift', checkpoint_dir=str(home / 'ck')),
+                        db=Database.open(home))
     tr.fit((X, y))
     assert set(tr.db.metrics.history(tr.run, kind='step')['method']) == {'parameter_shift'}
-    assert np.allclose(tr.weights, np.frombuffer(ref[0]), atol=1e-6)  # same optimisation, another differentiation method
+    # same optimisation, another differentiation method
+    assert np.allclose(tr.weights, np.frombuffer(ref[0]), atol=1e-6)
 
 
 def test_demo_reaches_95_percent_and_reuses(tmp_path):
@@ -153,8 +165,10 @@ def test_demo_reaches_95_percent_and_reuses(tmp_path):
 def test_parity_reaches_full_training_accuracy(tmp_path):
     from qstore.ml.datasets import load_data
     X, y, _ = load_data('parity')
-    model = QuantumModel(DataEncoder('basis', n_features=4), HardwareEfficientQuantumLayer(4, 3), ['Z0', 'Z1', 'Z2', 'Z3'], head='affine')
-    cfg = TrainingConfig(epochs=40, batch_size=16, learning_rate=0.1, loss='cross_entropy', init_strategy='uniform', seed=2,
+    model = QuantumModel(DataEncoder('basis', n_features=4), HardwareEfficientQuantumLayer(4, 3),
+                         ['Z0', 'Z1', 'Z2', 'Z3'], head='affine')
+    cfg = TrainingConfig(epochs=40, batch_size=16, learning_rate=0.1, loss='cross_entropy', init_strategy='uniform',
+                         seed=2,
                          progress=False, checkpoint_dir=str(tmp_path / 'ck'))
     tr = QuantumTrainer(model, cfg, db=Database.open(tmp_path))
     tr.fit((X, y))
@@ -162,11 +176,13 @@ def test_parity_reaches_full_training_accuracy(tmp_path):
 
 
 def test_pipeline_flags_reach_the_batch_manager(tmp_path, monkeypatch):
-    "The TrainingConfig pipeline switches configure the CircuitBatchManager every circuit runs through (their effects: tests/test_pipeline.py)."
+    """The TrainingConfig pipeline switches configure the CircuitBatchManager every circuit runs through (their effects:
+    tests/test_pipeline.py)."""
     from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
     model, _, X, y = small_setup(tmp_path)
     with EmulatorServer(EmulatorConfig()) as srv:
-        monkeypatch.setenv('IONQ_API_URL', srv.base_url); monkeypatch.setenv('IONQ_API_KEY', 'test-key-123')
+        monkeypatch.setenv('IONQ_API_URL', srv.base_url)
+        monkeypatch.setenv('IONQ_API_KEY', 'test-key-123')
         seen = {}
         for flags in (dict(), dict(use_batch_api=False, use_native_gates=True, enable_smart_caching=False,
                                    adaptive_batch_sizing=False, connection_pool_size=2)):
@@ -179,7 +195,10 @@ def test_pipeline_flags_reach_the_batch_manager(tmp_path, monkeypatch):
             rep = tr.backend.report()
             seen[len(flags)] = (tr.backend.flags, srv.stats()['jobs_created'] - before, rep.template_cache['hits'])
     on, off = seen[0], seen[5]
-    assert on[0]['use_batch_api'] and not off[0]['use_batch_api'] and off[0]['use_native_gates'] and off[0]['connection_pool_size'] == 2
+    assert on[0]['use_batch_api']
+    assert not off[0]['use_batch_api']
+    assert off[0]['use_native_gates']
+    assert off[0]['connection_pool_size'] == 2
     assert off[1] > on[1]  # one job per circuit instead of one per chunk
     assert on[2] > 0 and off[2] == 0  # cache hits only with smart caching
 
@@ -187,12 +206,17 @@ def test_pipeline_flags_reach_the_batch_manager(tmp_path, monkeypatch):
 def test_backend_progress_and_key_env_fields(tmp_path, monkeypatch, capsys):
     model, _, X, y = small_setup(tmp_path)
     base = dict(epochs=1, batch_size=8, loss='cross_entropy')
-    tr = QuantumTrainer(model, TrainingConfig(**base, backend='cirq', progress=False, checkpoint_dir=str(tmp_path / 'c1')), db=Database.open(tmp_path / 'd1'))
+    tr = QuantumTrainer(model,
+                        TrainingConfig(**base, backend='cirq', progress=False, checkpoint_dir=str(tmp_path / 'c1')),
+                        db=Database.open(tmp_path / 'd1'))
     assert tr.backend.inner.name == 'cirq'
-    tr.fit((X, y)); assert 'epoch 1/1' not in capsys.readouterr().err
-    tr = QuantumTrainer(model, TrainingConfig(**base, progress=True, checkpoint_dir=str(tmp_path / 'c2')), db=Database.open(tmp_path / 'd2'))
+    tr.fit((X, y))
+    assert 'epoch 1/1' not in capsys.readouterr().err
+    tr = QuantumTrainer(model, TrainingConfig(**base, progress=True, checkpoint_dir=str(tmp_path / 'c2')),
+                        db=Database.open(tmp_path / 'd2'))
     assert tr.backend.inner.name == 'local'
-    tr.fit((X, y)); assert 'epoch 1/1' in capsys.readouterr().err
+    tr.fit((X, y))
+    assert 'epoch 1/1' in capsys.readouterr().err
     monkeypatch.setenv('MY_IONQ_KEY', 'sk-abc-12345678')
     cfg = TrainingConfig(**base, api_key_env='MY_IONQ_KEY')
     assert cfg.api_key == 'sk-abc-12345678' and TrainingConfig(**base).api_key != 'sk-abc-12345678'
@@ -206,8 +230,10 @@ def test_api_key_never_leaks_through_an_ionq_backend(tmp_path, monkeypatch, capl
     model, _, X, y = small_setup(tmp_path)
     caplog.set_level('DEBUG')
     with EmulatorServer(EmulatorConfig()) as srv:
-        monkeypatch.setenv('IONQ_API_URL', srv.base_url); monkeypatch.setenv('IONQ_API_KEY', secret)
-        cfg = TrainingConfig(epochs=1, batch_size=8, optimizer='spsa', gradient_method='spsa', loss='cross_entropy', backend='ionq.simulator',
+        monkeypatch.setenv('IONQ_API_URL', srv.base_url)
+        monkeypatch.setenv('IONQ_API_KEY', secret)
+        cfg = TrainingConfig(epochs=1, batch_size=8, optimizer='spsa', gradient_method='spsa', loss='cross_entropy',
+                             backend='ionq.simulator',
                              shots_per_circuit=100, progress=False, checkpoint_interval=1, register_model='ionq-model',
                              checkpoint_dir=str(tmp_path / 'ck'))
         tr = QuantumTrainer(model, cfg, db=Database.open(tmp_path / 'db'))
