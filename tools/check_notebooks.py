@@ -29,9 +29,9 @@ def _code_without_directives(src: str) -> str:
 
 
 def _is_export(src: str) -> bool:
-    "Whether a code cell is exported to the package (`#| export` / `#| exports`)."
+    "Whether a code cell is exported to the package (`#| export`, `#| exports`, `#| exporti`)."
     directives = [line[2:].split() for line in src.splitlines() if line.startswith('#|')]
-    return any(d and d[0] in ('export', 'exports') for d in directives)
+    return any(d and d[0] in ('export', 'exports', 'exporti') for d in directives)
 
 
 def mixed_imports(src: str) -> str | None:
@@ -83,13 +83,15 @@ def notebooks(args: list[str]) -> list[Path]:
 
 
 def main(args: list[str]) -> int:
-    counts = Counter()
-    for path in notebooks(args):
+    counts, paths = Counter(), notebooks(args)
+    for path in paths:
         for kind, cell_id, reason in check_notebook(path):
             counts[kind] += 1
             print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} cell {cell_id}: {reason}")
     if counts:
         print('FAIL:', ', '.join(f'{n} {kind}' for kind, n in sorted(counts.items())))
+    else:
+        print(f'ok: {len(paths)} notebooks')
     return 1 if counts else 0
 
 
