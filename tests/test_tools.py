@@ -29,7 +29,7 @@ for i in range(3): total = i; total += 1
 s = "a; b"; t = f"{x};{y}"
 if x: a = (1,
            2); b = 3
-else: pass
+else: pass;
 try: u = 1; v = 2
 except ValueError as e: msg = str(e); raise
 '''

@@ -80,9 +80,12 @@ def split_source(src: str) -> str:
         out, colon = [], _header_colon(toks)
         if colon is not None:
             head_end = at(colon.end) - at(toks[0].start)
-            out.append(indent + segments[0][:head_end])
-            segments[0] = segments[0][head_end:].strip()
-            indent += INDENT
+            header, segments[0] = segments[0][:head_end], segments[0][head_end:].strip()
+            if len([s for s in segments if s]) == 1:  # `if x: a;` only loses its `;`
+                segments[0] = f'{header} {segments[0]}'
+            else:
+                out.append(indent + header)
+                indent += INDENT
         out += [indent + s for s in segments if s]
         if comment is not None:
             out[-1] += '  ' + comment.string
