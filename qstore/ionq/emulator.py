@@ -18,21 +18,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ..circuits import Circuit
-from ..simulator import NOISE_PRESETS, DensityMatrixSimulator, NoiseModel, StatevectorSimulator
+from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
+from .systems import JOB_LIMITS, NOISE_MODELS, SYSTEMS
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
 
 # %% auto #0
-__all__ = ['BACKENDS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
+__all__ = ['EMULATED_SYSTEMS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
            'create_app', 'EmulatorServer', 'emulator_cli']
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-back
-BACKENDS = {  # name -> real qubit count, noise preset used for sampling, native two-qubit gates accepted
-    'simulator': {'qubits': 29, 'noise': None, 'native_2q': ('ms', 'zz')},
-    'qpu.aria-1': {'qubits': 25, 'noise': 'aria-1', 'native_2q': ('ms',)},
-    'qpu.aria-2': {'qubits': 25, 'noise': 'aria-2', 'native_2q': ('ms',)},
-    'qpu.forte-1': {'qubits': 36, 'noise': 'forte-1', 'native_2q': ('zz',)},
-    'qpu.forte-enterprise-1': {'qubits': 36, 'noise': 'forte-enterprise-1', 'native_2q': ('zz',)},
-}
+# backend id -> system: the listed systems whose noise is known (a QPU is emulated by sampling with its noise model)
+EMULATED_SYSTEMS = {s.backend: s for s in SYSTEMS.values() if s.listed and (s.name == 'simulator' or s.fidelities)}
 BACKEND_ALIASES = {'qpu': 'qpu.aria-1', 'qpu.qpu': 'qpu.aria-1'}
 JOB_TYPES = ('ionq.circuit.v1', 'ionq.multi-circuit.v1')
 ROUTE_NAMES = ('backends', 'backend', 'characterizations', 'create_job', 'list_jobs', 'estimate', 'get_job',
@@ -63,8 +59,8 @@ class EmulatorConfig:
     max_phase: float | None = 1.0  # largest |phase| (turns) accepted in native gates, as IonQ documents; None: any
     max_qubits: int = 20  # widest ideal (statevector) simulation
     max_noisy_qubits: int = 10  # widest noisy (density-matrix) simulation
-    max_circuits: int = 5000  # circuits per job (IonQ's limit)
-    max_gates: int = 150_000  # gates per job, all circuits together (IonQ's limit)
+    max_circuits: int = JOB_LIMITS['circuits']  # circuits per job (IonQ's limit)
+    max_gates: int = JOB_LIMITS['gates']  # gates per job, all circuits together (IonQ's limit)
     max_body_bytes: int = 10 * 2 ** 20  # larger request bodies get 413 (IonQ: 10 MB)
 
     def __setattr__(self, name, value):
@@ -201,7 +197,7 @@ def _int_param(name, v, lo, hi):
         raise _bad(f"'{name}' must be an integer {'>= ' + str(lo) if hi is None else f'between {lo} and {hi}'}, got {v!r}")
     return v
 
-def _shots(v): return _int_param('shots', v, 1, 1_000_000)
+def _shots(v): return _int_param('shots', v, 1, JOB_LIMITS['shots'])
 
 
 def _noise(noise, backend):
@@ -209,7 +205,7 @@ def _noise(noise, backend):
     if noise is None: return None, None
     if not isinstance(noise, dict): raise _bad("'noise' must be an object like {'model': 'aria-1', 'seed': 7}")
     model, seed = noise.get('model', 'ideal'), noise.get('seed')
-    if model not in NOISE_PRESETS: raise _bad(f"unknown noise model {model!r}; known: {', '.join(NOISE_PRESETS)}")
+    if model not in NOISE_MODELS: raise _bad(f"unknown noise model {model!r}; known: {', '.join(NOISE_MODELS)}")
     if backend != 'simulator' and model != 'ideal':
         raise _bad(f"'noise' applies only to the 'simulator' backend; {backend!r} has its own noise")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -341,32 +337,32 @@ class IonQEmulator:
     # ---- backends
     def _backend_name(self, name, status=404):
         key = BACKEND_ALIASES.get(name, name)
-        if key not in BACKENDS:
-            raise _HTTPError(status, f"unknown backend {name!r}; available: {', '.join(list(BACKENDS) + list(BACKEND_ALIASES))}")
+        if key not in EMULATED_SYSTEMS:
+            known = ', '.join(list(EMULATED_SYSTEMS) + list(BACKEND_ALIASES))
+            raise _HTTPError(status, f"unknown backend {name!r}; available: {known}")
         return key
 
     def _width_limit(self, backend, noisy):
-        return min(BACKENDS[backend]['qubits'], self.config.max_noisy_qubits if noisy else self.config.max_qubits)
+        return min(EMULATED_SYSTEMS[backend].qubits, self.config.max_noisy_qubits if noisy else self.config.max_qubits)
 
     def _backend_info(self, name):
-        b, cfg = BACKENDS[name], self.config
+        b, cfg = EMULATED_SYSTEMS[name], self.config
         qpu = name.startswith('qpu.')
         return {'backend': name, 'status': 'available', 'qubits': self._width_limit(name, qpu),
                 'average_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
                 'last_updated': _iso(time.time()), 'degraded': False,
                 'characterization_id': str(uuid.uuid5(uuid.NAMESPACE_URL, f"qstore-emulator/{name}")) if qpu else None,
-                'supported_gates': list(QIS_JSON_GATES), 'supported_native_gates': ['gpi', 'gpi2', *b['native_2q']],
+                'supported_gates': list(QIS_JSON_GATES), 'supported_native_gates': ['gpi', 'gpi2', *b.native_2q],
                 'supported_error_mitigations': ['debiasing'] if qpu else []}
 
-    async def _backends(self, request): return JSONResponse([self._backend_info(b) for b in BACKENDS])
+    async def _backends(self, request): return JSONResponse([self._backend_info(b) for b in EMULATED_SYSTEMS])
 
     async def _backend(self, request): return JSONResponse(self._backend_info(self._backend_name(request.path_params['backend'])))
 
     async def _characterizations(self, request):
         name = self._backend_name(request.path_params['backend'])
-        preset = BACKENDS[name]['noise']
-        if preset is None: raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
-        f1, f2, spam = NOISE_PRESETS[preset]
+        if name == 'simulator': raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
+        f1, f2, spam = EMULATED_SYSTEMS[name].fidelities
         n = self._width_limit(name, True)
         info = self._backend_info(name)
         return JSONResponse({'characterizations': [{
@@ -417,7 +413,7 @@ class IonQEmulator:
         if len(entries) > cfg.max_circuits: raise _bad(f"{len(entries)} circuits in one job; the limit is {cfg.max_circuits}")
         n_gates = sum(len(e['circuit']) for e in entries if isinstance(e, dict) and isinstance(e.get('circuit'), list))
         if n_gates > cfg.max_gates: raise _bad(f"{n_gates} gates in one job; the limit is {cfg.max_gates} (split it into several jobs)")
-        if backend.startswith('qpu.'): model = BACKENDS[backend]['noise']
+        if backend.startswith('qpu.'): model = EMULATED_SYSTEMS[backend].name
         limit = self._width_limit(backend, model is not None)
         parsed = []
         for i, e in enumerate(entries):
@@ -429,9 +425,10 @@ class IonQEmulator:
                 why = "noise is simulated with density matrices; raise EmulatorConfig.max_noisy_qubits" if model else "raise EmulatorConfig.max_qubits"
                 raise _bad(f"{where} has {c.n_qubits} qubits; the emulator simulates at most {limit} on {requested!r} ({why})")
             gateset = e.get('gateset') or inp.get('gateset') or 'qis'
-            if gateset == 'native' and (wrong := {g['gate'] for g in e['circuit']} & {'ms', 'zz'} - set(BACKENDS[backend]['native_2q'])):
+            native_2q = EMULATED_SYSTEMS[backend].native_2q
+            if gateset == 'native' and (wrong := {g['gate'] for g in e['circuit']} & {'ms', 'zz'} - set(native_2q)):
                 raise _bad(f"{where}: gate types {sorted(wrong)} are not supported by backend {requested!r} "
-                           f"(its native two-qubit gate is {BACKENDS[backend]['native_2q'][0]!r})")
+                           f"(its native two-qubit gate is {native_2q[0]!r})")
             parsed.append((c, _gate_counts(e['circuit'], gateset), e.get('name')))
         fields_ = {'type': jtype, 'backend': requested, 'name': name, 'shots': shots,
                    'noise': body.get('noise') or ({'model': 'ideal'} if backend == 'simulator' else None),
@@ -585,16 +582,16 @@ class IonQEmulator:
         return JSONResponse({'id': job.id, 'status': 'deleted'})
 
     async def _estimate(self, request):
-        "Cost and time estimate: IonQ's gate-based price (Azure 'AQT' rates) for qpu.*, free on the simulator."
+        "Cost and time estimate: the systems table's gate-shot price (Azure 'AQT' rates) for qpu.*, free on the simulator."
         q, cfg = request.query_params, self.config
         backend = self._backend_name(q.get('backend'), status=400)
         n1, n2 = _int_param('1q_gates', q.get('1q_gates'), 0, None), _int_param('2q_gates', q.get('2q_gates'), 0, None)
         shots, qubits = _int_param('shots', q.get('shots', 100), 1, 1_000_000), _int_param('qubits', q.get('qubits'), 1, None)
-        if qubits > BACKENDS[backend]['qubits']: raise _bad(f"{qubits} qubits exceed backend {backend!r} ({BACKENDS[backend]['qubits']} qubits)")
+        s = EMULATED_SYSTEMS[backend]
+        if qubits > s.qubits: raise _bad(f"{qubits} qubits exceed backend {backend!r} ({s.qubits} qubits)")
         mitigate, qpu = q.get('error_mitigation', 'false').lower() == 'true', backend.startswith('qpu.')
-        minimum = (97.5 if mitigate else 12.4166) if qpu else 0.0
-        c1, c2 = (0.000220, 0.000975) if qpu else (0.0, 0.0)
-        cost = minimum + shots * (c1 * n1 + c2 * n2)
+        minimum, c1, c2 = s.pricing.minimum(mitigate), s.pricing.usd_1q, s.pricing.usd_2q
+        cost = s.pricing.cost(n1, n2, shots, mitigate)
         return JSONResponse({
             'input_values': {'backend': backend, 'type': q.get('type', JOB_TYPES[0]), '1q_gates': n1, '2q_gates': n2,
                              'qubits': qubits, 'shots': shots, 'error_mitigation': mitigate, 'session': q.get('session', 'false') == 'true'},
