@@ -7,7 +7,7 @@ Docs: https://qstore-dev.github.io/qstore/ionq_backend.html.md"""
 # %% ../../nbs/26_ionq_backend.ipynb #ib-imp
 from __future__ import annotations
 import numpy as np
-from ..backends.base import Backend, BackendCapabilities, register_backend
+from ..backends.base import Backend, BackendCapabilities
 from ..circuits import Circuit, NATIVE_GATES, validate_values
 from ..observables import as_observables, basis_rotation, measurement_groups
 from .client import IonQBatchClient
@@ -104,5 +104,3 @@ class IonQBackend(Backend):
         if self._owns_client: self.client.close()
 
     def __repr__(self): return f"IonQBackend(target={self.target!r}, noise={self.noise!r}, client={self.client!r})"
-
-register_backend('ionq.*', IonQBackend)
