@@ -11,6 +11,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 import numpy as np
+from fastcore.basics import patch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -387,80 +388,6 @@ class IonQEmulator:
                 self._faults['drop'] += 1; request.scope['qstore.drop'] = True
         return JSONResponse({'id': job.id, 'status': 'submitted', 'session_id': job.fields['session_id']}, 201)
 
-    def _new_job(self, body) -> _Job:
-        "Validate a job body (400 with a precise message), parse its circuits and register the job."
-        cfg = self.config
-        if not isinstance(body, dict): raise _bad("the request body must be a JSON object describing the job")
-        inp = body.get('input')
-        if not isinstance(inp, dict): raise _bad("missing 'input': an object with 'gateset', 'qubits' and 'circuit' (or 'circuits')")
-        jtype = body.get('type') or ('ionq.multi-circuit.v1' if 'circuits' in inp else 'ionq.circuit.v1')
-        if jtype not in JOB_TYPES: raise _bad(f"job type {jtype!r} is not supported by the emulator; use one of {list(JOB_TYPES)}")
-        requested = body.get('backend', body.get('target'))
-        if not isinstance(requested, str): raise _bad("missing 'backend': 'simulator' or 'qpu.<name>'")
-        backend = self._backend_name(requested, status=400)
-        shots, (model, noise_seed) = _shots(body.get('shots', 100)), _noise(body.get('noise'), backend)
-        meta, settings, name = body.get('metadata'), body.get('settings'), body.get('name')
-        if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-            raise _bad("'metadata' must be an object whose values are strings")
-        if settings is not None and not isinstance(settings, dict): raise _bad("'settings' must be an object")
-        if name is not None and not isinstance(name, str): raise _bad("'name' must be a string")
-        if not isinstance(body.get('dry_run', False), bool): raise _bad("'dry_run' must be true or false")
-        multi = jtype == 'ionq.multi-circuit.v1'
-        want, other = ('circuits', 'circuit') if multi else ('circuit', 'circuits')
-        if want not in inp: raise _bad(f"a {jtype} job needs input.{want}" + (f", not input.{other}" if other in inp else ''))
-        entries = inp['circuits'] if multi else [inp]
-        if not isinstance(entries, list) or not entries: raise _bad("input.circuits must be a non-empty list of {'circuit': [...]} objects")
-        if len(entries) > cfg.max_circuits: raise _bad(f"{len(entries)} circuits in one job; the limit is {cfg.max_circuits}")
-        n_gates = sum(len(e['circuit']) for e in entries if isinstance(e, dict) and isinstance(e.get('circuit'), list))
-        if n_gates > cfg.max_gates: raise _bad(f"{n_gates} gates in one job; the limit is {cfg.max_gates} (split it into several jobs)")
-        if backend.startswith('qpu.'): model = EMULATED_SYSTEMS[backend].name
-        limit = self._width_limit(backend, model is not None)
-        parsed = []
-        for i, e in enumerate(entries):
-            where = f"input.circuits[{i}]" if multi else 'input'
-            if not isinstance(e, dict): raise _bad(f"{where} must be an object with a 'circuit' list")
-            try: c = from_ionq_json(e, inp.get('gateset'), inp.get('qubits'), str(e.get('name') or f'circuit{i}'), cfg.max_phase)
-            except IonQFormatError as err: raise _bad(f"{where}: {err}") from None
-            if c.n_qubits > limit:
-                why = "noise is simulated with density matrices; raise EmulatorConfig.max_noisy_qubits" if model else "raise EmulatorConfig.max_qubits"
-                raise _bad(f"{where} has {c.n_qubits} qubits; the emulator simulates at most {limit} on {requested!r} ({why})")
-            gateset = e.get('gateset') or inp.get('gateset') or 'qis'
-            native_2q = EMULATED_SYSTEMS[backend].native_2q
-            if gateset == 'native' and (wrong := {g['gate'] for g in e['circuit']} & {'ms', 'zz'} - set(native_2q)):
-                raise _bad(f"{where}: gate types {sorted(wrong)} are not supported by backend {requested!r} "
-                           f"(its native two-qubit gate is {native_2q[0]!r})")
-            parsed.append((c, _gate_counts(e['circuit'], gateset), e.get('name')))
-        fields_ = {'type': jtype, 'backend': requested, 'name': name, 'shots': shots,
-                   'noise': body.get('noise') or ({'model': 'ideal'} if backend == 'simulator' else None),
-                   'settings': settings or {}, 'metadata': meta, 'dry_run': body.get('dry_run', False),
-                   'session_id': body.get('session_id')}
-        with self._lock:
-            rng, t0, wall0 = self._random(), time.monotonic(), time.time()
-            def register(f):
-                self._seq += 1
-                j = _Job(str(uuid.UUID(bytes=rng.bytes(16), version=4)), f, self._seq, t0, wall0)
-                self._jobs[j.id] = j; return j
-            job = register(fields_)
-            fails = cfg.fail_rate > 0 and rng.random() < cfg.fail_rate
-            start = cfg.submit_time + (cfg.qpu_queue_time if backend.startswith('qpu.') else cfg.queue_time)
-            if fields_['dry_run']: start = cfg.submit_time
-            run = 0.0 if fields_['dry_run'] else cfg.execution_time
-            leaves = [register(dict(fields_, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if multi else [job]
-            for i, (leaf, (c, counts, _)) in enumerate(zip(leaves, parsed)):
-                leaf.qubits, leaf.gate_counts, leaf.model, leaf.fails = c.n_qubits, counts, model, fails
-                leaf.key, leaf.angles = _structure(c)
-                leaf.submit_end, leaf.start, leaf.end = cfg.submit_time, start + i * run, start + (i + 1) * run
-                base = [noise_seed] if noise_seed is not None else [cfg.seed, job.seq]
-                leaf.sample_seed = base + [i] if multi else base
-                if multi: leaf.parent = job
-            if multi:
-                job.children = leaves
-                job.qubits = max(l.qubits for l in leaves)
-                job.gate_counts = {k: sum(l.gate_counts[k] for l in leaves) for k in ('1q', '2q')}
-                job.submit_end, job.start, job.end, job.fails = cfg.submit_time, start, leaves[-1].end, fails
-            self._created += 1; self._circuits_submitted += len(leaves)
-        return job
-
     # ---- execution
     def _template(self, key) -> Circuit:
         "The parametrised template of a gate structure: every angle becomes a parameter."
@@ -605,6 +532,137 @@ class IonQEmulator:
 def create_app(config: EmulatorConfig | None = None) -> IonQEmulator:  # behaviour; default EmulatorConfig()
     "A fresh IonQ API v0.4 emulator (an ASGI app with `config`, `stats()` and `reset_stats()`)."
     return IonQEmulator(config)
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-req
+@dataclass
+class _JobRequest:
+    "The validated top-level fields of a job body."
+    type: str  # 'ionq.circuit.v1' or 'ionq.multi-circuit.v1'
+    requested: str  # backend as the body names it
+    backend: str  # the emulated backend it resolves to
+    model: str | None  # noise model the circuits are sampled with (None: ideal)
+    noise_seed: int | None  # sampling seed from 'noise.seed'
+    input: dict  # the body's 'input' object
+    fields: dict  # what GET /jobs/{id} echoes back
+
+    @property
+    def multi(self) -> bool: return self.type == 'ionq.multi-circuit.v1'
+
+
+def _check_echoed(body: dict):
+    "400 unless 'metadata', 'settings', 'name' and 'dry_run' have the types IonQ requires."
+    meta = body.get('metadata')
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise _bad("'metadata' must be an object whose values are strings")
+    if body.get('settings') is not None and not isinstance(body['settings'], dict): raise _bad("'settings' must be an object")
+    if body.get('name') is not None and not isinstance(body['name'], str): raise _bad("'name' must be a string")
+    if not isinstance(body.get('dry_run', False), bool): raise _bad("'dry_run' must be true or false")
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-read
+@patch
+def _read_request(self: IonQEmulator, body) -> _JobRequest:
+    "The top-level fields of a job body: type, backend, shots, noise, and the fields echoed back."
+    if not isinstance(body, dict): raise _bad("the request body must be a JSON object describing the job")
+    inp = body.get('input')
+    if not isinstance(inp, dict): raise _bad("missing 'input': an object with 'gateset', 'qubits' and 'circuit' (or 'circuits')")
+    jtype = body.get('type') or ('ionq.multi-circuit.v1' if 'circuits' in inp else 'ionq.circuit.v1')
+    if jtype not in JOB_TYPES: raise _bad(f"job type {jtype!r} is not supported by the emulator; use one of {list(JOB_TYPES)}")
+    requested = body.get('backend', body.get('target'))
+    if not isinstance(requested, str): raise _bad("missing 'backend': 'simulator' or 'qpu.<name>'")
+    backend = self._backend_name(requested, status=400)
+    shots, (model, noise_seed) = _shots(body.get('shots', 100)), _noise(body.get('noise'), backend)
+    _check_echoed(body)
+    if backend.startswith('qpu.'): model = EMULATED_SYSTEMS[backend].name  # a QPU samples with its own noise
+    fields_ = {'type': jtype, 'backend': requested, 'name': body.get('name'), 'shots': shots,
+               'noise': body.get('noise') or ({'model': 'ideal'} if backend == 'simulator' else None),
+               'settings': body.get('settings') or {}, 'metadata': body.get('metadata'),
+               'dry_run': body.get('dry_run', False), 'session_id': body.get('session_id')}
+    return _JobRequest(jtype, requested, backend, model, noise_seed, inp, fields_)
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-entries
+@patch
+def _entries(self: IonQEmulator, req: _JobRequest) -> list:
+    "The circuit entries of a job, within the emulator's limits on circuits and gates per job."
+    cfg, inp = self.config, req.input
+    want, other = ('circuits', 'circuit') if req.multi else ('circuit', 'circuits')
+    if want not in inp: raise _bad(f"a {req.type} job needs input.{want}" + (f", not input.{other}" if other in inp else ''))
+    entries = inp['circuits'] if req.multi else [inp]
+    if not isinstance(entries, list) or not entries:
+        raise _bad("input.circuits must be a non-empty list of {'circuit': [...]} objects")
+    if len(entries) > cfg.max_circuits: raise _bad(f"{len(entries)} circuits in one job; the limit is {cfg.max_circuits}")
+    n_gates = sum(len(e['circuit']) for e in entries if isinstance(e, dict) and isinstance(e.get('circuit'), list))
+    if n_gates > cfg.max_gates: raise _bad(f"{n_gates} gates in one job; the limit is {cfg.max_gates} (split it into several jobs)")
+    return entries
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-parse
+@patch
+def _parse_entry(self: IonQEmulator, req: _JobRequest, entry, i: int) -> tuple:
+    "(circuit, IonQ gate counts, name) of circuit entry `i`, checked against the backend's width and native gates."
+    where, inp = (f"input.circuits[{i}]" if req.multi else 'input'), req.input
+    if not isinstance(entry, dict): raise _bad(f"{where} must be an object with a 'circuit' list")
+    name = str(entry.get('name') or f'circuit{i}')
+    try: c = from_ionq_json(entry, inp.get('gateset'), inp.get('qubits'), name, self.config.max_phase)
+    except IonQFormatError as err: raise _bad(f"{where}: {err}") from None
+    limit = self._width_limit(req.backend, req.model is not None)
+    if c.n_qubits > limit:
+        why = ("noise is simulated with density matrices; raise EmulatorConfig.max_noisy_qubits" if req.model
+               else "raise EmulatorConfig.max_qubits")
+        raise _bad(f"{where} has {c.n_qubits} qubits; the emulator simulates at most {limit} on {req.requested!r} ({why})")
+    gateset = entry.get('gateset') or inp.get('gateset') or 'qis'
+    native_2q = EMULATED_SYSTEMS[req.backend].native_2q
+    if gateset == 'native' and (wrong := {g['gate'] for g in entry['circuit']} & {'ms', 'zz'} - set(native_2q)):
+        raise _bad(f"{where}: gate types {sorted(wrong)} are not supported by backend {req.requested!r} "
+                   f"(its native two-qubit gate is {native_2q[0]!r})")
+    return c, _gate_counts(entry['circuit'], gateset), entry.get('name')
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-register
+def _timeline(cfg: EmulatorConfig, req: _JobRequest) -> tuple:
+    "(seconds from submission until the first circuit starts, seconds each circuit runs)."
+    if req.fields['dry_run']: return cfg.submit_time, 0.0
+    return cfg.submit_time + (cfg.qpu_queue_time if req.backend.startswith('qpu.') else cfg.queue_time), cfg.execution_time
+
+
+def _adopt(parent: _Job, leaves: list):
+    "Make `leaves` the children of a multi-circuit job: its width, gate counts and timeline span theirs."
+    parent.children = leaves
+    parent.qubits = max(l.qubits for l in leaves)
+    parent.gate_counts = {k: sum(l.gate_counts[k] for l in leaves) for k in ('1q', '2q')}
+    parent.submit_end, parent.start, parent.end, parent.fails = leaves[0].submit_end, leaves[0].start, leaves[-1].end, leaves[0].fails
+
+
+@patch
+def _register(self: IonQEmulator, req: _JobRequest, parsed: list) -> _Job:
+    "Create the job, and a child per circuit of a multi-circuit job, with its timeline and sampling seeds."
+    cfg, (start, run) = self.config, _timeline(self.config, req)
+    with self._lock:
+        rng, t0, wall0 = self._random(), time.monotonic(), time.time()
+        def register(f):
+            self._seq += 1
+            j = _Job(str(uuid.UUID(bytes=rng.bytes(16), version=4)), f, self._seq, t0, wall0)
+            self._jobs[j.id] = j
+            return j
+        job = register(req.fields)
+        fails = cfg.fail_rate > 0 and rng.random() < cfg.fail_rate
+        leaves = [register(dict(req.fields, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if req.multi else [job]
+        for i, (leaf, (c, counts, _)) in enumerate(zip(leaves, parsed)):
+            leaf.qubits, leaf.gate_counts, leaf.model, leaf.fails = c.n_qubits, counts, req.model, fails
+            leaf.key, leaf.angles = _structure(c)
+            leaf.submit_end, leaf.start, leaf.end = cfg.submit_time, start + i * run, start + (i + 1) * run
+            seed = [req.noise_seed] if req.noise_seed is not None else [cfg.seed, job.seq]
+            leaf.sample_seed = seed + [i] if req.multi else seed
+            if req.multi: leaf.parent = job
+        if req.multi: _adopt(job, leaves)
+        self._created += 1
+        self._circuits_submitted += len(leaves)
+    return job
+
+
+@patch
+def _new_job(self: IonQEmulator, body) -> _Job:
+    "Validate a job body (400 with a precise message), parse its circuits and register the job."
+    req = self._read_request(body)
+    parsed = [self._parse_entry(req, e, i) for i, e in enumerate(self._entries(req))]
+    return self._register(req, parsed)
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-srv
 class EmulatorServer:
