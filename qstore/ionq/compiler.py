@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from ..circuits import Circuit, GATES, Angle, validate_values
 from ..simulator import StatevectorSimulator
-from .systems import SYSTEMS
+from .systems import MS_ANGLE_RANGE, PHASE_RANGE, SYSTEMS, ZZ_ANGLE_RANGE
 
 # %% auto #0
-__all__ = ['COMPILER_TARGETS', 'PHASE_RANGE', 'MS_ANGLE_RANGE', 'ZZ_ANGLE_RANGE', 'COMPILE_CACHE_SIZE', 'CompileStats',
-           'CompiledCircuit', 'IonQNativeGateCompiler', 'native_violations', 'Verification', 'verify', 'compile_stats']
+__all__ = ['COMPILER_TARGETS', 'COMPILE_CACHE_SIZE', 'CompileStats', 'CompiledCircuit', 'IonQNativeGateCompiler',
+           'native_violations', 'Verification', 'verify', 'compile_stats']
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-aff
 _EPS = 1e-12  # coefficients and angles (in turns) below this are zero
@@ -331,11 +331,10 @@ class _Lowering:
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-stats
 COMPILER_TARGETS = ('aria', 'forte')  # the compiler's entangler: MS (Aria) or ZZ (Forte)
-PHASE_RANGE, MS_ANGLE_RANGE, ZZ_ANGLE_RANGE = (-1.0, 1.0), (0.0, 0.25), (-0.25, 0.25)  # turns
 
 
 def _target(target: str) -> tuple:
-    "('aria' | 'forte', system whose fidelities are used) for 'aria', 'forte', or a system such as 'forte-1', 'qpu.aria-2'."
+    "('aria' | 'forte', system whose fidelities are used) for 'aria', 'forte', or a system such as 'qpu.aria-2'."
     name = str(target).lower().removeprefix('qpu.')
     family = name.split('-')[0]
     if family not in COMPILER_TARGETS:

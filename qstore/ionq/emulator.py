@@ -362,7 +362,8 @@ class IonQEmulator:
 
     async def _characterizations(self, request):
         name = self._backend_name(request.path_params['backend'])
-        if name == 'simulator': raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
+        if name == 'simulator':
+            raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
         f1, f2, spam = EMULATED_SYSTEMS[name].fidelities
         n = self._width_limit(name, True)
         info = self._backend_info(name)
@@ -509,7 +510,7 @@ class IonQEmulator:
         return JSONResponse({'id': job.id, 'status': 'deleted'})
 
     async def _estimate(self, request):
-        "Cost and time estimate: the systems table's gate-shot price (Azure 'AQT' rates) for qpu.*, free on the simulator."
+        "Cost and time estimate: the systems table's gate-shot price (Azure 'AQT' rates); the simulator is free."
         q, cfg = request.query_params, self.config
         backend = self._backend_name(q.get('backend'), status=400)
         n1, n2 = _int_param('1q_gates', q.get('1q_gates'), 0, None), _int_param('2q_gates', q.get('2q_gates'), 0, None)
@@ -554,7 +555,8 @@ def _check_echoed(body: dict):
     meta = body.get('metadata')
     if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
         raise _bad("'metadata' must be an object whose values are strings")
-    if body.get('settings') is not None and not isinstance(body['settings'], dict): raise _bad("'settings' must be an object")
+    if body.get('settings') is not None and not isinstance(body['settings'], dict):
+        raise _bad("'settings' must be an object")
     if body.get('name') is not None and not isinstance(body['name'], str): raise _bad("'name' must be a string")
     if not isinstance(body.get('dry_run', False), bool): raise _bad("'dry_run' must be true or false")
 
@@ -564,9 +566,11 @@ def _read_request(self: IonQEmulator, body) -> _JobRequest:
     "The top-level fields of a job body: type, backend, shots, noise, and the fields echoed back."
     if not isinstance(body, dict): raise _bad("the request body must be a JSON object describing the job")
     inp = body.get('input')
-    if not isinstance(inp, dict): raise _bad("missing 'input': an object with 'gateset', 'qubits' and 'circuit' (or 'circuits')")
+    if not isinstance(inp, dict):
+        raise _bad("missing 'input': an object with 'gateset', 'qubits' and 'circuit' (or 'circuits')")
     jtype = body.get('type') or ('ionq.multi-circuit.v1' if 'circuits' in inp else 'ionq.circuit.v1')
-    if jtype not in JOB_TYPES: raise _bad(f"job type {jtype!r} is not supported by the emulator; use one of {list(JOB_TYPES)}")
+    if jtype not in JOB_TYPES:
+        raise _bad(f"job type {jtype!r} is not supported by the emulator; use one of {list(JOB_TYPES)}")
     requested = body.get('backend', body.get('target'))
     if not isinstance(requested, str): raise _bad("missing 'backend': 'simulator' or 'qpu.<name>'")
     backend = self._backend_name(requested, status=400)
@@ -585,13 +589,16 @@ def _entries(self: IonQEmulator, req: _JobRequest) -> list:
     "The circuit entries of a job, within the emulator's limits on circuits and gates per job."
     cfg, inp = self.config, req.input
     want, other = ('circuits', 'circuit') if req.multi else ('circuit', 'circuits')
-    if want not in inp: raise _bad(f"a {req.type} job needs input.{want}" + (f", not input.{other}" if other in inp else ''))
+    if want not in inp:
+        raise _bad(f"a {req.type} job needs input.{want}" + (f", not input.{other}" if other in inp else ''))
     entries = inp['circuits'] if req.multi else [inp]
     if not isinstance(entries, list) or not entries:
         raise _bad("input.circuits must be a non-empty list of {'circuit': [...]} objects")
-    if len(entries) > cfg.max_circuits: raise _bad(f"{len(entries)} circuits in one job; the limit is {cfg.max_circuits}")
+    if len(entries) > cfg.max_circuits:
+        raise _bad(f"{len(entries)} circuits in one job; the limit is {cfg.max_circuits}")
     n_gates = sum(len(e['circuit']) for e in entries if isinstance(e, dict) and isinstance(e.get('circuit'), list))
-    if n_gates > cfg.max_gates: raise _bad(f"{n_gates} gates in one job; the limit is {cfg.max_gates} (split it into several jobs)")
+    if n_gates > cfg.max_gates:
+        raise _bad(f"{n_gates} gates in one job; the limit is {cfg.max_gates} (split it into several jobs)")
     return entries
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-parse
@@ -607,7 +614,8 @@ def _parse_entry(self: IonQEmulator, req: _JobRequest, entry, i: int) -> tuple:
     if c.n_qubits > limit:
         why = ("noise is simulated with density matrices; raise EmulatorConfig.max_noisy_qubits" if req.model
                else "raise EmulatorConfig.max_qubits")
-        raise _bad(f"{where} has {c.n_qubits} qubits; the emulator simulates at most {limit} on {req.requested!r} ({why})")
+        raise _bad(f"{where} has {c.n_qubits} qubits; the emulator simulates at most {limit} "
+                   f"on {req.requested!r} ({why})")
     gateset = entry.get('gateset') or inp.get('gateset') or 'qis'
     native_2q = EMULATED_SYSTEMS[req.backend].native_2q
     if gateset == 'native' and (wrong := {g['gate'] for g in entry['circuit']} & {'ms', 'zz'} - set(native_2q)):
@@ -619,7 +627,8 @@ def _parse_entry(self: IonQEmulator, req: _JobRequest, entry, i: int) -> tuple:
 def _timeline(cfg: EmulatorConfig, req: _JobRequest) -> tuple:
     "(seconds from submission until the first circuit starts, seconds each circuit runs)."
     if req.fields['dry_run']: return cfg.submit_time, 0.0
-    return cfg.submit_time + (cfg.qpu_queue_time if req.backend.startswith('qpu.') else cfg.queue_time), cfg.execution_time
+    queue = cfg.qpu_queue_time if req.backend.startswith('qpu.') else cfg.queue_time
+    return cfg.submit_time + queue, cfg.execution_time
 
 
 def _adopt(parent: _Job, leaves: list):
@@ -627,7 +636,8 @@ def _adopt(parent: _Job, leaves: list):
     parent.children = leaves
     parent.qubits = max(l.qubits for l in leaves)
     parent.gate_counts = {k: sum(l.gate_counts[k] for l in leaves) for k in ('1q', '2q')}
-    parent.submit_end, parent.start, parent.end, parent.fails = leaves[0].submit_end, leaves[0].start, leaves[-1].end, leaves[0].fails
+    first, last = leaves[0], leaves[-1]
+    parent.submit_end, parent.start, parent.end, parent.fails = first.submit_end, first.start, last.end, first.fails
 
 
 @patch
@@ -643,7 +653,8 @@ def _register(self: IonQEmulator, req: _JobRequest, parsed: list) -> _Job:
             return j
         job = register(req.fields)
         fails = cfg.fail_rate > 0 and rng.random() < cfg.fail_rate
-        leaves = [register(dict(req.fields, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if req.multi else [job]
+        children = [register(dict(req.fields, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if req.multi else []
+        leaves = children or [job]
         for i, (leaf, (c, counts, _)) in enumerate(zip(leaves, parsed)):
             leaf.qubits, leaf.gate_counts, leaf.model, leaf.fails = c.n_qubits, counts, req.model, fails
             leaf.key, leaf.angles = _structure(c)

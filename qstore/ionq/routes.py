@@ -108,9 +108,9 @@ class IonQRouteBackend(Backend):
         if not isinstance(default_shots, int) or default_shots < 1: raise ValueError(f"default_shots must be a positive integer, got {default_shots!r}")
         self.target, self.remote_host, self._api_key = t, ionq_remote_host(remote_host), ionq_api_key(api_key)
         qpu = t != 'simulator'
-        self.capabilities = BackendCapabilities(f"{self.family}.{t}", analytic=False, max_qubits=s.qubits, native_gates=s.native_gates,
-                                                cost_per_circuit=s.pricing.minimum(), remote=True, noisy=qpu,
-                                                default_shots=default_shots)
+        self.capabilities = BackendCapabilities(f"{self.family}.{t}", analytic=False, max_qubits=s.qubits,
+                                                native_gates=s.native_gates, cost_per_circuit=s.pricing.minimum(),
+                                                remote=True, noisy=qpu, default_shots=default_shots)
 
     def _submit(self, jobs: list, gateset: str, shots: int, seed: int) -> list:
         "Run every row of every (circuit, (B, P) values) in `jobs` as ONE IonQ job; per circuit a (B, 2^n) counts array."

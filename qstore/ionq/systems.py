@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['QPU_PRICING', 'FREE', 'SYSTEMS', 'NOISE_MODELS', 'JOB_LIMITS', 'GatePricing', 'IonQSystem', 'system',
-           'noise_fidelities']
+__all__ = ['QPU_PRICING', 'FREE', 'SYSTEMS', 'NOISE_MODELS', 'PHASE_RANGE', 'MS_ANGLE_RANGE', 'ZZ_ANGLE_RANGE', 'JOB_LIMITS',
+           'GatePricing', 'IonQSystem', 'system', 'noise_fidelities']
 
 # %% ../../nbs/20_ionq_systems.ipynb #sy-price
 @dataclass(frozen=True)
@@ -73,7 +73,11 @@ SYSTEMS = {s.name: s for s in [
     *_qpus(('forte-enterprise-1',), 36, ('zz',), 0.9998, 0.995, 0.996),
     *_qpus(('forte-enterprise-2', 'forte-enterprise-3'), 36, ('zz',), noise_model=False),
 ]}
-NOISE_MODELS = ('ideal', *(n for n, s in SYSTEMS.items() if s.noise_model))  # names IonQ's simulator accepts as noise.model
+# the names IonQ's simulator accepts as noise.model
+NOISE_MODELS = ('ideal', *(n for n, s in SYSTEMS.items() if s.noise_model))
+# native gate parameters (turns): IonQ documents phases in [-1, 1] and MS angles in [0, 0.25] (0.25: fully entangling);
+# it documents no ZZ range, and [-0.25, 0.25] is what qstore sends (ZZ(t + 1/2) is not ZZ(t) up to a phase)
+PHASE_RANGE, MS_ANGLE_RANGE, ZZ_ANGLE_RANGE = (-1.0, 1.0), (0.0, 0.25), (-0.25, 0.25)
 JOB_LIMITS = {'circuits': 5_000,  # circuits in one multi-circuit job
               'gates': 150_000,  # gates summed over the circuits of one job
               'request_bytes': 10_000_000,  # encoded JSON body of one request
