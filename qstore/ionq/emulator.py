@@ -623,7 +623,7 @@ def _parse_entry(self: IonQEmulator, req: _JobRequest, entry, i: int) -> tuple:
                    f"(its native two-qubit gate is {native_2q[0]!r})")
     return c, _gate_counts(entry['circuit'], gateset), entry.get('name')
 
-# %% ../../nbs/23_ionq_emulator.ipynb #i11-register
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-timeline
 def _timeline(cfg: EmulatorConfig, req: _JobRequest) -> tuple:
     "(seconds from submission until the first circuit starts, seconds each circuit runs)."
     if req.fields['dry_run']: return cfg.submit_time, 0.0
@@ -639,7 +639,7 @@ def _adopt(parent: _Job, leaves: list):
     first, last = leaves[0], leaves[-1]
     parent.submit_end, parent.start, parent.end, parent.fails = first.submit_end, first.start, last.end, first.fails
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-register
 @patch
 def _register(self: IonQEmulator, req: _JobRequest, parsed: list) -> _Job:
     "Create the job, and a child per circuit of a multi-circuit job, with its timeline and sampling seeds."

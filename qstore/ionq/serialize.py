@@ -100,7 +100,7 @@ def native_angle_columns(circuit: Circuit  # any circuit; only its native gates 
     ms = np.array(ms, dtype=int).reshape(-1, 3)
     return np.array(sorted(phases + ms[:, :2].ravel().tolist()), dtype=int), ms, zz
 
-
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-legalize
 def _legalize(A, phase_cols, ms_cols, zz_cols, zz_range: bool) -> np.ndarray:
     A = np.array(A, dtype=float)
     if len(ms_cols):
