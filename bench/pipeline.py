@@ -8,7 +8,7 @@ encoding, then L layers of RY+RZ on every qubit and a CNOT ring):
    one bound circuit, cirq-ionq's `cirq.optimize_for_target_gateset(..., AriaNativeGateset())`, and qiskit-ionq's
    `transpile(..., optimization_level=1)` to its native `qpu.aria-1` backend (qiskit < 2.5). The libraries see the
    same bound circuit (row 0 of `reference_values`). Estimated fidelity = f1^(1q gates) * f2^(2q gates) with the
-   `aria-1` preset gate fidelities (`qstore.simulator.NOISE_PRESETS`).
+   `aria-1` gate fidelities of the systems table (`qstore.ionq.systems`).
 2. Circuit preparation time per circuit, for batches of 20, 200 and 2,000 bindings: for each row, rebuild the
    template, compile it (really: the compiler's own structure cache is bypassed) and serialise it with `to_ionq_json`,
    versus `SmartCircuitCache` (compiled once) + one vectorised bind of the whole `(B, P)` array. Both produce the same
@@ -39,12 +39,12 @@ from qstore.ml.encoding import DataEncoder
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
 from qstore.ionq.serialize import to_ionq_json
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
-from qstore.simulator import NOISE_PRESETS
+from qstore.ionq.systems import SYSTEMS
 from qstore.ml.trainer import QuantumTrainer, TrainingConfig
 
 KEY = 'bench-key'  # the emulator accepts any key; nothing here talks to IonQ
 MODELS = [(4, 2), (4, 3), (4, 4), (8, 2), (8, 3), (8, 4)]
-F1, F2, _ = NOISE_PRESETS['aria-1']
+F1, F2, _ = SYSTEMS['aria-1'].fidelities
 
 
 def fidelity(n1, n2): return F1 ** n1 * F2 ** n2

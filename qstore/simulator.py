@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 import numpy as np
+from .ionq.systems import NOISE_MODELS, noise_fidelities
 from .circuits import Circuit, GATES, apply_matrix, validate_values
 from .observables import (as_observables, basis_rotation, expectation_from_states, measurement_groups, term_signs)
 
 # %% auto #0
-__all__ = ['NOISE_PRESETS', 'StatevectorSimulator', 'sample_counts', 'NoiseModel', 'DensityMatrixSimulator']
+__all__ = ['StatevectorSimulator', 'sample_counts', 'NoiseModel', 'DensityMatrixSimulator']
 
 # %% ../nbs/04_simulator.ipynb #s01-plan
 _BLOCK = 4  # max qubits per fused one-qubit Kronecker block
@@ -279,19 +280,10 @@ class NoiseModel:
 
     @classmethod
     def preset(cls, name: str) -> 'NoiseModel':
-        "Noise model named after an IonQ system: " + ', '.join(['ideal', 'harmony', 'aria-1', 'aria-2', 'forte-1', 'forte-enterprise-1'])
+        "Noise model named after an IonQ system: " + ', '.join(NOISE_MODELS)
         key = name.lower()
-        if key not in NOISE_PRESETS: raise ValueError(f"unknown noise preset {name!r}; known: {sorted(NOISE_PRESETS)}")
-        f1, f2, spam = NOISE_PRESETS[key]
-        return cls.from_fidelities(f1, f2, spam, key)
-
-# (1q fidelity, 2q fidelity, SPAM fidelity): approximate public medians
-NOISE_PRESETS = {
-    'ideal': (1.0, 1.0, 1.0),
-    'harmony': (0.997, 0.973, 0.993), 'harmony-1': (0.997, 0.973, 0.993), 'harmony-2': (0.997, 0.973, 0.993),
-    'aria-1': (0.9995, 0.986, 0.994), 'aria-2': (0.9995, 0.986, 0.994),
-    'forte-1': (0.9998, 0.993, 0.995), 'forte-enterprise-1': (0.9998, 0.995, 0.996),
-}
+        if key not in NOISE_MODELS: raise ValueError(f"unknown noise preset {name!r}; known: {', '.join(NOISE_MODELS)}")
+        return cls.from_fidelities(*noise_fidelities(key), key)
 
 # %% ../nbs/04_simulator.ipynb #s01-dm
 def _depolarize(rho, qubits, p, n):

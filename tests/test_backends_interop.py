@@ -54,7 +54,7 @@ def test_simulator_backends_match_local(name):
 
 def test_counts_mapping_helpers():
     bits = np.array([[1, 0, 0], [0, 1, 1], [1, 0, 0]])  # columns = LineQubit 0, 1, 2
-    np.testing.assert_array_equal(bc._counts(bits, 3), np.bincount([1, 6, 1], minlength=8))
+    np.testing.assert_array_equal(bc.cirq_counts(bits, 3), np.bincount([1, 6, 1], minlength=8))
 
     class Bits:  # a stand-in for qiskit's BitArray: (B, shots, bytes), big-endian bytes
         array = np.array([[[1, 0], [0, 255]], [[0, 3], [0, 3]]], dtype=np.uint8)

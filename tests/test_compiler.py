@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from qstore.testing import reference_circuit, reference_values
 from qstore.circuits import GATES, Circuit, Param
-from qstore.ionq.compiler import (IonQNativeGateCompiler, NATIVE_GATESETS, compile_stats, native_violations, verify)
+from qstore.ionq.compiler import IonQNativeGateCompiler, compile_stats, native_violations, verify
+from qstore.ionq.systems import SYSTEMS
 from qstore.gradients.adjoint import adjoint
 from qstore.simulator import StatevectorSimulator
 
@@ -32,7 +33,7 @@ def random_circuit(rng, n, depth, n_params=3, symbolic=0.5):
 
 
 def assert_native(compiled, values):
-    assert {op.gate for op in compiled.circuit.ops} <= set(NATIVE_GATESETS[compiled.target])
+    assert {op.gate for op in compiled.circuit.ops} <= set(SYSTEMS[compiled.stats.system].native_gates)
     assert native_violations(compiled.circuit, compiled.angles(values), compiled.target) == []
 
 

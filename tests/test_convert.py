@@ -12,8 +12,9 @@ from qiskit.circuit.library import U2Gate
 from qiskit.quantum_info import Operator, Statevector
 
 from qstore.circuits import GATES, NATIVE_GATES, Circuit, Param
-from qstore.backends.convert import (ConversionError, cirq_state_to_qstore, from_cirq, from_qiskit, ionq_gateset,
-                            ionq_qis_circuit, qiskit_parameter_order, to_cirq, to_qiskit)
+from qstore.backends.convert import (ConversionError, cirq_state_to_qstore, from_cirq, from_qiskit, qiskit_parameter_order,
+                                     to_cirq, to_qiskit)
+from qstore.ionq.routes import ionq_gateset, ionq_qis_circuit
 from qstore.simulator import StatevectorSimulator
 
 SV = StatevectorSimulator()

@@ -10,7 +10,8 @@ from qstore.gradients.adaptive import AdaptiveGradient
 from qstore.gradients.spsa import SPSAGradientEstimator
 from qstore.gradients.adjoint import adjoint
 from qstore.gradients.finite_diff import finite_diff
-from qstore.gradients.shift import parameter_shift, shift_table, _phase_columns
+from qstore.gradients.shift import parameter_shift, shift_table
+from qstore.ionq.serialize import native_angle_columns
 from qstore.gradients.core import select_params
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 
@@ -66,9 +67,9 @@ def test_native_shifts_stay_in_ionq_ranges():
     for circ in (c, c2, c3):
         for v in angle_samples('ms' if circ is c else 'gpi', rng):
             table, _, _ = shift_table(circ, circ.angle_table(v[None]), select_params(circ, None), native_ranges=True)
-            phases, ms = _phase_columns(circ)
+            phases, ms, _ = native_angle_columns(circ)
             assert (np.abs(table[:, phases]) <= 1).all()
-            for _, t in ms: assert ((table[:, t] >= 0) & (table[:, t] <= 0.25)).all()
+            for _, _, t in ms: assert ((table[:, t] >= 0) & (table[:, t] <= 0.25)).all()
 
 
 def random_model(n, depth, rng, entangler='cnot_ring'):

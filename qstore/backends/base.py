@@ -8,6 +8,7 @@ Docs: https://qstore-dev.github.io/qstore/backends.html.md"""
 from __future__ import annotations
 import asyncio, time
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Callable
 import numpy as np
 from ..circuits import Circuit, validate_values
@@ -15,7 +16,8 @@ from ..observables import as_observables, basis_rotation, estimate_from_counts, 
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator, sample_counts
 
 # %% auto #0
-__all__ = ['BackendCapabilities', 'Result', 'Backend', 'LocalBackend', 'register_backend', 'available_backends', 'get_backend']
+__all__ = ['ENTRY_POINT_GROUP', 'BackendCapabilities', 'Result', 'Backend', 'LocalBackend', 'register_backend',
+           'available_backends', 'get_backend']
 
 # %% ../../nbs/10_backends.ipynb #b03-caps
 @dataclass(frozen=True)
@@ -150,19 +152,26 @@ class LocalBackend(Backend):
 
 # %% ../../nbs/10_backends.ipynb #b03-reg
 _REGISTRY: dict[str, Callable] = {}
-# family -> module that registers it when imported
-_LAZY_FAMILIES = {'cirq': 'qstore.backends.cirq', 'cirq-ionq': 'qstore.backends.cirq',
-                  'qiskit': 'qstore.backends.qiskit', 'qiskit-ionq': 'qstore.backends.qiskit',
-                  'ionq': 'qstore.ionq.backend'}
+ENTRY_POINT_GROUP = 'qstore.backends'  # where installed packages list their backends
 
 def register_backend(name: str,  # exact name, or 'family.*' for a family of targets
                      factory: Callable):  # called with **options (and the target for families)
     "Register a backend factory under `name` (case-insensitive)."
     _REGISTRY[name.lower()] = factory
 
+def _entry_points() -> dict:
+    "Installed backend entry points by registry name."
+    return {ep.name.lower(): ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
 def available_backends() -> list[str]:
-    "Registered names plus the families that load on demand."
-    return sorted(set(_REGISTRY) | {f"{f}.*" if f.endswith('ionq') else f for f in _LAZY_FAMILIES})
+    "Registered names plus the installed entry points, which load on demand."
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+def _load_entry_point(key: str, family: str):
+    "Register the entry point serving `key`: its exact name, else its family ('family.*')."
+    eps = _entry_points()
+    name = key if key in eps else f"{family}.*"
+    if name in eps: register_backend(name, eps[name].load())
 
 def get_backend(name: str | Backend = 'local', **options) -> Backend:
     "A backend by name (or pass a `Backend` through)."
@@ -171,9 +180,7 @@ def get_backend(name: str | Backend = 'local', **options) -> Backend:
         return name
     key = str(name).lower()
     family, _, target = key.partition('.')
-    if key not in _REGISTRY and f"{family}.*" not in _REGISTRY and family in _LAZY_FAMILIES:
-        import importlib
-        importlib.import_module(_LAZY_FAMILIES[family])
+    if key not in _REGISTRY and f"{family}.*" not in _REGISTRY: _load_entry_point(key, family)
     if key in _REGISTRY: return _REGISTRY[key](**options)
     if target and f"{family}.*" in _REGISTRY: return _REGISTRY[f"{family}.*"](target, **options)
     raise ValueError(f"unknown backend {name!r}; available: {', '.join(available_backends())}")

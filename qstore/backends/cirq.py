@@ -1,4 +1,4 @@
-"""`'cirq'`: Cirq's simulator behind the backend interface; `'cirq-ionq.<target>'`: IonQ's cloud (or the local IonQ emulator) through the official `cirq-ionq` client.
+"""`'cirq'`: Cirq's simulator behind the backend interface (IonQ through `cirq-ionq` is `qstore.ionq.routes`).
 
 Docs: https://qstore-dev.github.io/qstore/backends_cirq.html.md"""
 
@@ -8,12 +8,12 @@ Docs: https://qstore-dev.github.io/qstore/backends_cirq.html.md"""
 from __future__ import annotations
 import numpy as np
 import cirq
-from .base import Backend, BackendCapabilities, register_backend
+from .base import Backend, BackendCapabilities
 from ..circuits import NATIVE_GATES, Circuit, validate_values
-from .convert import IonQRouteBackend, cirq_state_to_qstore, observable_to_cirq, to_cirq
+from .convert import cirq_state_to_qstore, observable_to_cirq, to_cirq
 
 # %% auto #0
-__all__ = ['cirq_programs', 'CirqBackend', 'CirqIonQBackend']
+__all__ = ['cirq_programs', 'cirq_counts', 'CirqBackend']
 
 # %% ../../nbs/12_backends_cirq.ipynb #bc-progs
 def cirq_programs(circuit: Circuit,  # qstore template
@@ -28,7 +28,8 @@ def cirq_programs(circuit: Circuit,  # qstore template
     return [(prog, cirq.ParamResolver(dict(zip(circuit.parameters, map(float, row))))) for row in values]
 
 
-def _counts(bits: np.ndarray, n: int) -> np.ndarray:
+def cirq_counts(bits: np.ndarray,  # (shots, n) measured bits, column k from LineQubit(k)
+                n: int) -> np.ndarray:  # qubits
     "Counts (2^n,) from measured bits (shots, n), column k = LineQubit(k) = bit k of the outcome."
     return np.bincount(bits.astype(np.int64) @ (1 << np.arange(n)), minlength=2 ** n)
 
@@ -57,30 +58,6 @@ class CirqBackend(Backend):
 
     def _sample(self, circuits, values, shots, rng):
         sampler = cirq.Simulator(dtype=np.complex128, seed=int(rng.integers(2 ** 32)))
-        return [np.array([_counts(sampler.run(p, r, repetitions=shots).measurements['m'], c.n_qubits)
+        return [np.array([cirq_counts(sampler.run(p, r, repetitions=shots).measurements['m'], c.n_qubits)
                           for p, r in cirq_programs(c, values, measure=True)]) for c in circuits]
 
-
-register_backend('cirq', CirqBackend)
-
-# %% ../../nbs/12_backends_cirq.ipynb #bc-ionq
-class CirqIonQBackend(IonQRouteBackend):
-    "IonQ (cloud or emulator) through cirq-ionq; sampling only, one multi-circuit job per `run`."
-    family = 'cirq-ionq'
-
-    def __init__(self, *args,  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
-                 max_retry_seconds: float = 60,  # give up retrying failed requests after this long
-                 **kwargs):
-        super().__init__(*args, **kwargs)
-        self.max_retry_seconds = max_retry_seconds
-
-    def _submit(self, jobs, gateset, shots, seed):
-        import cirq_ionq
-        programs = [[cirq.resolve_parameters(p, r) for p, r in cirq_programs(c, v, measure=True)] for c, v in jobs]
-        service = cirq_ionq.Service(remote_host=self.remote_host, api_key=self._api_key, max_retry_seconds=self.max_retry_seconds)
-        results = iter(service.run_batch([p for ps in programs for p in ps], repetitions=shots, target=self.target,
-                                         seed=np.random.RandomState(seed)))
-        return [np.array([_counts(next(results).measurements['m'], c.n_qubits) for _ in ps]) for (c, _), ps in zip(jobs, programs)]
-
-
-register_backend('cirq-ionq.*', CirqIonQBackend)

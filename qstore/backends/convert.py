@@ -1,4 +1,4 @@
-"""`to_cirq`/`from_cirq` and `to_qiskit`/`from_qiskit`: exact, phase-correct conversion of circuit templates (symbolic parameters and IonQ native gates included), plus the pieces the Cirq/Qiskit IonQ routes share.
+"""`to_cirq`/`from_cirq` and `to_qiskit`/`from_qiskit`: exact, phase-correct conversion of circuit templates (symbolic parameters and IonQ native gates included). The IonQ routes through cirq-ionq and qiskit-ionq build on these in `qstore.ionq.routes`.
 
 Docs: https://qstore-dev.github.io/qstore/convert.html.md"""
 
@@ -6,19 +6,15 @@ Docs: https://qstore-dev.github.io/qstore/convert.html.md"""
 
 # %% ../../nbs/11_convert.ipynb #cv-imp
 from __future__ import annotations
-import functools, math, os
+import functools, math
 from typing import Callable
-from urllib.parse import urlparse
 import numpy as np
-from .base import Backend, BackendCapabilities
-from ..circuits import NATIVE_GATES, Angle, Circuit, Operation, as_angle, validate_values
+from ..circuits import Angle, Circuit, as_angle, validate_values
 from ..observables import as_observables
 
 # %% auto #0
-__all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'IONQ_QIS_GATES', 'IONQ_HOST_ENV', 'IONQ_CLOUD', 'ConversionError', 'to_cirq',
-           'cirq_state_to_qstore', 'to_qiskit', 'qiskit_parameter_order', 'from_cirq', 'from_qiskit',
-           'observable_to_cirq', 'observable_to_qiskit', 'ionq_qis_circuit', 'ionq_gateset', 'ionq_remote_host',
-           'ionq_api_key', 'IonQRouteBackend']
+__all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'to_cirq', 'cirq_state_to_qstore', 'to_qiskit',
+           'qiskit_parameter_order', 'from_cirq', 'from_qiskit', 'observable_to_cirq', 'observable_to_qiskit']
 
 # %% ../../nbs/11_convert.ipynb #cv-err
 class ConversionError(ValueError):
@@ -414,116 +410,3 @@ def observable_to_qiskit(observable,  # string, PauliTerm or Observable
     from qiskit.quantum_info import SparsePauliOp
     terms = as_observables(observable, n)[0].terms
     return SparsePauliOp.from_sparse_list([(''.join(p for _, p in t.paulis), [q for q, _ in t.paulis], t.coeff) for t in terms], n)
-
-# %% ../../nbs/11_convert.ipynb #cv-ionq-qis
-IONQ_QIS_GATES = ('x', 'y', 'z', 'h', 's', 'sdg', 't', 'tdg', 'sx', 'sxdg', 'rx', 'ry', 'rz', 'cnot', 'swap', 'xx', 'yy', 'zz')
-_TURN = 2 * np.pi
-
-
-def _ionq_qis_ops(op) -> list:
-    "(gate, qubits, angles) in IonQ's QIS gate set equal to `op` up to a global phase."
-    g, q, a = op.gate, op.qubits, op.angles
-    t = q[1:]
-    if g == 'i': return []
-    if g == 'phase': return [('rz', q, a)]
-    if g == 'cz': return [('h', t, ()), ('cnot', q, ()), ('h', t, ())]
-    if g in ('crz', 'cry'):  # C-R(theta) = R(theta/2)_t CNOT R(-theta/2)_t CNOT, as X R(x) X = R(-x) for R = rz, ry
-        r = g[1:]
-        return [(r, t, (a[0] * 0.5,)), ('cnot', q, ()), (r, t, (a[0] * -0.5,)), ('cnot', q, ())]
-    if g == 'crx': return [('h', t, ())] + _ionq_qis_ops(Operation('crz', q, a)) + [('h', t, ())]
-    if g in ('gpi', 'gpi2'):  # sigma_phi = rz(2 pi phi) X rz(-2 pi phi)
-        mid = ('x', q, ()) if g == 'gpi' else ('rx', q, (np.pi / 2,))
-        return [('rz', q, (a[0] * -_TURN,)), mid, ('rz', q, (a[0] * _TURN,))]
-    if g == 'ms':
-        return [('rz', q[:1], (a[0] * -_TURN,)), ('rz', t, (a[1] * -_TURN,)), ('xx', q, (a[2] * _TURN,)),
-                ('rz', q[:1], (a[0] * _TURN,)), ('rz', t, (a[1] * _TURN,))]
-    if g == 'zz_native': return [('zz', q, (a[0] * _TURN,))]
-    return [(g, q, a)]
-
-
-def ionq_qis_circuit(circuit: Circuit) -> Circuit:
-    "Template using only `IONQ_QIS_GATES`, equal to `circuit` up to a global phase, with the same parameters and groups."
-    group = {p: g for g, ps in circuit.groups.items() for p in ps}
-    out = Circuit(circuit.n_qubits, circuit.name)
-    for p in circuit.parameters: out.parameter(p, group[p])
-    for op in circuit.ops:
-        for g, qs, angs in _ionq_qis_ops(op): out.append(g, qs, *angs)
-    return out
-
-
-def ionq_gateset(circuits: list) -> tuple:
-    "('native', circuits) if every gate of every circuit is an IonQ native gate, else ('qis', their `ionq_qis_circuit`s)."
-    if all(c.ops and all(op.gate in NATIVE_GATES for op in c.ops) for c in circuits): return 'native', list(circuits)
-    return 'qis', [ionq_qis_circuit(c) for c in circuits]
-
-# %% ../../nbs/11_convert.ipynb #cv-ionq-cfg
-IONQ_HOST_ENV = ('IONQ_REMOTE_HOST', 'CIRQ_IONQ_REMOTE_HOST', 'IONQ_API_URL', 'QISKIT_IONQ_API_URL')
-IONQ_CLOUD = 'https://api.ionq.co'
-
-
-def ionq_remote_host(remote_host: str | None = None) -> str:
-    "IonQ API root `scheme://host[:port]` from the argument, the environment (`IONQ_HOST_ENV`) or IonQ's cloud."
-    raw = remote_host or next((os.environ[k] for k in IONQ_HOST_ENV if os.environ.get(k)), IONQ_CLOUD)
-    u = urlparse(raw)
-    if u.scheme not in ('http', 'https') or not u.netloc:
-        raise ValueError(f"IonQ remote host must be a URL like 'http://127.0.0.1:8765' or '{IONQ_CLOUD}', got {raw!r}")
-    return f"{u.scheme}://{u.netloc}"
-
-
-def ionq_api_key(api_key: str | None = None) -> str:
-    "The IonQ API key from the argument or `IONQ_API_KEY`."
-    key = api_key or os.environ.get('IONQ_API_KEY')
-    if not key: raise ValueError("no IonQ API key: pass api_key=... or set the environment variable IONQ_API_KEY")
-    return key
-
-# %% ../../nbs/11_convert.ipynb #cv-route
-def _native_job(circuit: Circuit, values: np.ndarray) -> tuple:
-    "(one-parameter-per-angle template, (B, n_angles) angles in IonQ's native ranges) for a native circuit."
-    from qstore.ionq.serialize import _skeleton  # the IonQ serializer's native range rules
-    t = Circuit(circuit.n_qubits, circuit.name)
-    for op, (a, b) in zip(circuit.ops, circuit.angle_index()[3]):
-        t.append(op.gate, op.qubits, *[t.parameter(f"a[{k}]") for k in range(a, b)])
-    return t, _skeleton(circuit, 'native').angles(circuit.angle_table(values))
-
-
-class IonQRouteBackend(Backend):
-    "Base for sampling on IonQ through an official client library; subclasses implement `_submit`."
-    family = 'ionq-route'  # registry family; subclasses set 'cirq-ionq' or 'qiskit-ionq'
-
-    def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
-                 remote_host: str | None = None,  # API root, e.g. 'http://127.0.0.1:8765' (default: env, else IonQ cloud)
-                 api_key: str | None = None,  # IonQ API key (default: env IONQ_API_KEY); never printed
-                 seed: int | None = None,  # seeds the client-side sampling of simulator results
-                 default_shots: int = 1000):  # shots per circuit when `run` gets none
-        from qstore.ionq.backend import IONQ_SYSTEMS, SIMULATOR_QUBITS
-        from qstore.ionq.client import PRICING
-        super().__init__(seed)
-        t = str(target).lower()
-        if t == 'simulator': qubits, natives = SIMULATOR_QUBITS, NATIVE_GATES
-        elif t.startswith('qpu.') and t[4:] in IONQ_SYSTEMS: qubits, natives = IONQ_SYSTEMS[t[4:]]
-        else: raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' with a system in "
-                               f"{', '.join(sorted(IONQ_SYSTEMS))}, got {target!r}")
-        if not isinstance(default_shots, int) or default_shots < 1: raise ValueError(f"default_shots must be a positive integer, got {default_shots!r}")
-        self.target, self.remote_host, self._api_key = t, ionq_remote_host(remote_host), ionq_api_key(api_key)
-        qpu = t != 'simulator'
-        self.capabilities = BackendCapabilities(f"{self.family}.{t}", analytic=False, max_qubits=qubits, native_gates=tuple(natives),
-                                                cost_per_circuit=PRICING['min_usd'] if qpu else 0.0, remote=True, noisy=qpu,
-                                                default_shots=default_shots)
-
-    def _submit(self, jobs: list, gateset: str, shots: int, seed: int) -> list:
-        "Run every row of every (circuit, (B, P) values) in `jobs` as ONE IonQ job; per circuit a (B, 2^n) counts array."
-        raise NotImplementedError
-
-    def _sample(self, circuits, values, shots, rng):
-        gateset, prepared = ionq_gateset(circuits)
-        jobs = [_native_job(c, values) if gateset == 'native' else (c, values) for c in prepared]
-        try: return self._submit(jobs, gateset, int(shots), int(rng.integers(2 ** 31 - 1)))
-        except Exception as e:
-            text = f"{e!s} {e!r} {e.args!r}"
-            if not self._api_key or self._api_key not in text: raise
-            err = RuntimeError(f"{self.name}: {type(e).__name__}: {str(e).replace(self._api_key, '***')}")
-            err.__cause__ = err.__context__ = None  # the original exception (which quotes the key) is dropped
-            raise err from None
-
-    def __repr__(self):
-        return f"{type(self).__name__}(name={self.name!r}, remote_host={self.remote_host!r}, api_key='***')"

@@ -1,4 +1,4 @@
-"""`'qiskit'`: Qiskit's reference primitives behind the backend interface; `'qiskit-ionq.<target>'`: IonQ's cloud (or the local IonQ emulator) through the official `qiskit-ionq` provider.
+"""`'qiskit'`: Qiskit's reference primitives behind the backend interface (IonQ through `qiskit-ionq` is `qstore.ionq.routes`).
 
 Docs: https://qstore-dev.github.io/qstore/backends_qiskit.html.md"""
 
@@ -6,17 +6,15 @@ Docs: https://qstore-dev.github.io/qstore/backends_qiskit.html.md"""
 
 # %% ../../nbs/13_backends_qiskit.ipynb #bq-imp
 from __future__ import annotations
-import os, warnings
-from contextlib import contextmanager
 import numpy as np
 from qiskit.primitives import StatevectorEstimator, StatevectorSampler
 from qiskit.quantum_info import Statevector
-from .base import Backend, BackendCapabilities, register_backend
+from .base import Backend, BackendCapabilities
 from ..circuits import Circuit, validate_values
-from .convert import IonQRouteBackend, observable_to_qiskit, qiskit_parameter_order, to_qiskit
+from .convert import observable_to_qiskit, qiskit_parameter_order, to_qiskit
 
 # %% auto #0
-__all__ = ['qiskit_bound_template', 'QiskitBackend', 'QiskitIonQBackend']
+__all__ = ['qiskit_bound_template', 'QiskitBackend']
 
 # %% ../../nbs/13_backends_qiskit.ipynb #bq-bind
 def qiskit_bound_template(circuit: Circuit,  # qstore template
@@ -61,63 +59,3 @@ class QiskitBackend(Backend):
         results = StatevectorSampler(seed=rng).run(pubs, shots=shots).result()
         return [_bitarray_counts(r.data.meas, c.n_qubits) for r, c in zip(results, circuits)]
 
-
-register_backend('qiskit', QiskitBackend)
-
-# %% ../../nbs/13_backends_qiskit.ipynb #bq-ionq
-@contextmanager
-def _environ(**values):
-    "Set environment variables for the duration of a block, then restore them."
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
-
-class QiskitIonQBackend(IonQRouteBackend):
-    "IonQ (cloud or emulator) through qiskit-ionq; sampling only, one multi-circuit job per `run`."
-    family = 'qiskit-ionq'
-
-    def __init__(self, *args, **kwargs):  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
-        super().__init__(*args, **kwargs)
-        self._ionq_backends = {}  # gate set -> qiskit-ionq backend object
-
-    @property
-    def api_url(self) -> str: return self.remote_host + '/v0.4'
-
-    def ionq_backend(self, gateset: str = 'qis'):
-        "The qiskit-ionq backend object for a gate set ('qis' or 'native'), built once."
-        if gateset not in self._ionq_backends:
-            import qiskit_ionq
-            from qiskit_ionq.exceptions import IonQTranspileLevelWarning
-            from qiskit_ionq.helpers import resolve_credentials
-            with _environ(QISKIT_IONQ_API_URL=self.api_url, IONQ_API_URL=self.api_url), warnings.catch_warnings():
-                warnings.simplefilter('ignore', IonQTranspileLevelWarning)
-                seen = resolve_credentials()['url']
-                if seen != self.api_url:
-                    warnings.warn(f"a .env file sets the IonQ API URL to {seen}; qiskit-ionq reads backend qubit counts there "
-                                  f"instead of {self.api_url}. Remove IONQ_API_URL/QISKIT_IONQ_API_URL from that .env file.", stacklevel=2)
-                provider = qiskit_ionq.IonQProvider(token=self._api_key, url=self.api_url)
-                self._ionq_backends[gateset] = provider.get_backend(self.target, gateset=gateset)
-        return self._ionq_backends[gateset]
-
-    def _submit(self, jobs, gateset, shots, seed):
-        bound = []
-        for c, v in jobs:
-            qc, binds = qiskit_bound_template(c, v, measure=True)
-            bound += [qc.assign_parameters(row) for row in binds]
-        result = self.ionq_backend(gateset).run(bound, shots=shots, sampler_seed=seed).result()
-        out, k = [], 0
-        for c, v in jobs:
-            counts = np.zeros((len(v), 2 ** c.n_qubits), dtype=np.int64)
-            for b in range(len(v)):
-                for bits, m in result.get_counts(k).items(): counts[b, int(bits, 2)] = m
-                k += 1
-            out.append(counts)
-        return out
-
-
-register_backend('qiskit-ionq.*', QiskitIonQBackend)

@@ -13,11 +13,12 @@ import numpy as np
 from ..circuits import GATES, Angle, Circuit, validate_values
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
+from ..ionq.serialize import legalize_native
 from ..backends.base import get_backend
 from .core import GradientResult, select_params
 
 # %% auto #0
-__all__ = ['SHIFT_RULES', 'shift_rule', 'legalize_native', 'angle_template', 'shift_table', 'parameter_shift']
+__all__ = ['SHIFT_RULES', 'shift_rule', 'angle_template', 'shift_table', 'parameter_shift']
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-rules
 _SQ2 = math.sqrt(2)
@@ -44,31 +45,6 @@ def shift_rule(gate: str, angle_index: int, native_ranges: bool = False) -> tupl
     if native_ranges and (gate, angle_index) == ('ms', 2): return _MS_ONE_SIDED
     try: return SHIFT_RULES[(gate, angle_index)]
     except KeyError: raise ValueError(f"no shift rule for angle {angle_index} of gate '{gate}'") from None
-
-# %% ../../nbs/41_gradients_shift.ipynb #g04-native
-def _phase_columns(circuit):
-    "Angle-table columns holding phases in turns (gpi, gpi2, ms phases) and MS-angle columns."
-    slices = circuit.angle_index()[3]
-    phases, ms_angle = [], []
-    for op, (a, b) in zip(circuit.ops, slices):
-        if op.gate in ('gpi', 'gpi2'): phases.append(a)
-        elif op.gate == 'ms': phases += [a, a + 1]; ms_angle.append((a, a + 2))
-    return np.array(phases, dtype=int), ms_angle
-
-def legalize_native(circuit: Circuit, A: np.ndarray) -> np.ndarray:
-    "Copy of angle table `A` with phases wrapped into [-1, 1] and negative MS angles flipped (same unitaries)."
-    A = np.array(A, dtype=float)
-    phases, ms = _phase_columns(circuit)
-    for p0, t in ms:
-        neg = A[:, t] < 0
-        A[neg, t] *= -1; A[neg, p0] += 0.5
-        if (A[:, t] > 0.25 + 1e-12).any():
-            raise ValueError(f"MS angle {A[:, t].max():.4g} is outside IonQ's [0, 0.25]; fold it (e.g. with the native compiler) first")
-    if len(phases):
-        P = A[:, phases]
-        out = (np.abs(P) > 1)
-        A[:, phases] = np.where(out, np.mod(P, 1.0), P)
-    return A
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-angle-template
 _ANGLE_TEMPLATES: OrderedDict = OrderedDict()
@@ -108,7 +84,7 @@ def shift_table(circuit: Circuit, A: np.ndarray, cols, native_ranges: bool = Fal
             rows.append(shifted); shifted_cols.append(col); terms.append((len(rows) - 1, coef))
         plan.append((ppos, scale, terms))
     table = np.concatenate(rows)
-    return (legalize_native(circuit, table) if native_ranges else table), plan, shifted_cols
+    return (legalize_native(circuit, table, zz_range=False) if native_ranges else table), plan, shifted_cols
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-ps
 def parameter_shift(circuit: Circuit,  # template

@@ -7,27 +7,23 @@ Docs: https://qstore-dev.github.io/qstore/ionq_backend.html.md"""
 # %% ../../nbs/26_ionq_backend.ipynb #ib-imp
 from __future__ import annotations
 import numpy as np
-from ..backends.base import Backend, BackendCapabilities, register_backend
+from ..backends.base import Backend, BackendCapabilities
 from ..circuits import Circuit, NATIVE_GATES, validate_values
 from ..observables import as_observables, basis_rotation, measurement_groups
-from .client import IonQBatchClient, NOISE_MODELS, PRICING
+from .client import IonQBatchClient
+from .systems import NOISE_MODELS, SYSTEMS, IonQSystem, system
 from .serialize import to_ionq_json_batch
 
 # %% auto #0
-__all__ = ['IONQ_SYSTEMS', 'SIMULATOR_QUBITS', 'IonQBackend']
+__all__ = ['IonQBackend']
 
 # %% ../../nbs/26_ionq_backend.ipynb #ib-sys
-IONQ_SYSTEMS = {  # system -> (qubits, native gates in qstore names)
-    'harmony': (11, ('gpi', 'gpi2', 'ms')), 'harmony-1': (11, ('gpi', 'gpi2', 'ms')), 'harmony-2': (11, ('gpi', 'gpi2', 'ms')),
-    'aria-1': (25, ('gpi', 'gpi2', 'ms')), 'aria-2': (25, ('gpi', 'gpi2', 'ms')),
-    'forte-1': (36, ('gpi', 'gpi2', 'zz_native')), 'forte-enterprise-1': (36, ('gpi', 'gpi2', 'zz_native')),
-    'forte-enterprise-2': (36, ('gpi', 'gpi2', 'zz_native')), 'forte-enterprise-3': (36, ('gpi', 'gpi2', 'zz_native')),
-}
-SIMULATOR_QUBITS = 29
-
-def _system(name: str, what: str, known) -> tuple:
+def _system(name: str,  # a system name
+            what: str,  # what the name stands for in the error message: 'QPU' or 'noise model'
+            known) -> IonQSystem:  # the names allowed here
+    "The systems-table record of `name`, which must be one of `known`."
     if name not in known: raise ValueError(f"unknown IonQ {what} {name!r}; known: {', '.join(sorted(known))}")
-    return IONQ_SYSTEMS[name]
+    return SYSTEMS[name]
 
 # %% ../../nbs/26_ionq_backend.ipynb #ib-backend
 class IonQBackend(Backend):
@@ -44,11 +40,13 @@ class IonQBackend(Backend):
         super().__init__(seed)
         target = str(target).lower()
         if target == 'simulator':
-            qubits, native = SIMULATOR_QUBITS, ()
-            if noise is not None and noise.lower() != 'ideal': qubits, native = _system(noise.lower(), 'noise model', NOISE_MODELS - {'ideal'})
+            modelled = noise is not None and noise.lower() != 'ideal'
+            s = _system(noise.lower(), 'noise model', set(NOISE_MODELS) - {'ideal'}) if modelled else None
+            qubits, native = (s.qubits, s.native_gates) if s else (SYSTEMS['simulator'].qubits, ())
         elif target.startswith('qpu.'):
             if noise is not None: raise ValueError("noise models apply to target 'simulator' only; a QPU has its own noise")
-            qubits, native = _system(target[4:], 'QPU', IONQ_SYSTEMS)
+            s = _system(target[4:], 'QPU', set(SYSTEMS) - {'simulator'})
+            qubits, native = s.qubits, s.native_gates
         else: raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' (e.g. 'qpu.aria-1'), got {target!r}")
         if not isinstance(default_shots, int) or default_shots < 1: raise ValueError(f"default_shots must be a positive integer, got {default_shots!r}")
         if client is not None and client_options: raise ValueError(f"pass either client= or client options, not both: {sorted(client_options)}")
@@ -60,7 +58,7 @@ class IonQBackend(Backend):
         qpu = target != 'simulator'
         self.capabilities = BackendCapabilities(
             f"ionq.{target}" + (f"+{self.noise}" if self.noise else ''), analytic=False, max_qubits=qubits, native_gates=native,
-            cost_per_circuit=PRICING['min_usd_error_mitigation' if error_mitigation else 'min_usd'] if qpu else 0.0,
+            cost_per_circuit=system(target).pricing.minimum(error_mitigation),
             remote=True, noisy=qpu or self.noise is not None, default_shots=default_shots)
 
     def gateset(self, circuit: Circuit) -> str:
@@ -106,5 +104,3 @@ class IonQBackend(Backend):
         if self._owns_client: self.client.close()
 
     def __repr__(self): return f"IonQBackend(target={self.target!r}, noise={self.noise!r}, client={self.client!r})"
-
-register_backend('ionq.*', IonQBackend)

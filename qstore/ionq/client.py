@@ -14,12 +14,13 @@ import httpx
 import numpy as np
 from .. import __version__
 from ..simulator import sample_counts
+from .systems import JOB_LIMITS, NOISE_MODELS, QPU_PRICING, SYSTEMS
 from .serialize import results_to_array
 
 # %% auto #0
-__all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'NOISE_MODELS', 'TAG_KEY', 'PRICING', 'IonQError',
-           'IonQAuthError', 'IonQRequestError', 'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError',
-           'IonQLimits', 'ionq_gate_counts', 'formula_cost', 'IonQJob', 'CircuitResult', 'IonQBatchClient']
+__all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'TAG_KEY', 'IonQError', 'IonQAuthError', 'IonQRequestError',
+           'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError', 'IonQLimits', 'ionq_gate_counts',
+           'formula_cost', 'IonQJob', 'CircuitResult', 'IonQBatchClient']
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-err
 _log = logging.getLogger('qstore.ionq')
@@ -52,9 +53,9 @@ class IonQTimeoutError(IonQError, TimeoutError):
 @dataclass(frozen=True)
 class IonQLimits:
     "Per-job limits the client splits batches by."
-    max_circuits: int = 5_000  # circuits per multi-circuit job
-    max_gates: int = 150_000  # gates summed over the circuits of one job
-    max_request_bytes: int = 10_000_000  # encoded JSON body of one request
+    max_circuits: int = JOB_LIMITS['circuits']  # circuits per multi-circuit job
+    max_gates: int = JOB_LIMITS['gates']  # gates summed over the circuits of one job
+    max_request_bytes: int = JOB_LIMITS['request_bytes']  # encoded JSON body of one request
 
     def __post_init__(self):
         for k in ('max_circuits', 'max_gates', 'max_request_bytes'):
@@ -64,7 +65,6 @@ class IonQLimits:
 DEFAULT_URL = 'https://api.ionq.co/v0.4'
 RETRY_STATUSES = frozenset({429, 502, 503, 504, *range(520, 530)})
 TERMINAL_STATUSES = frozenset({'completed', 'failed', 'canceled', 'deleted'})
-NOISE_MODELS = frozenset({'ideal', 'harmony', 'harmony-1', 'harmony-2', 'aria-1', 'aria-2', 'forte-1', 'forte-enterprise-1'})
 TAG_KEY = 'qstore_tag'  # metadata key holding the client-generated job tag
 # the request never reached the server: sending it again is always safe
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -73,9 +73,6 @@ _MAYBE_SENT = (httpx.ReadError, httpx.WriteError, httpx.ReadTimeout, httpx.Write
                httpx.RemoteProtocolError, httpx.CloseError)
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-gates
-PRICING = {'usd_per_1q_gate_shot': 0.000220, 'usd_per_2q_gate_shot': 0.000975,
-           'min_usd_error_mitigation': 97.50, 'min_usd': 12.4166}
-
 def _gate_width(gate: dict) -> int:
     targets = gate['targets'] if 'targets' in gate else [gate['target']] if 'target' in gate else []
     controls = gate['controls'] if 'controls' in gate else [gate['control']] if 'control' in gate else []
@@ -98,9 +95,9 @@ def formula_cost(n_1q: int,  # one-qubit gates in the circuit
                  backend: str = 'qpu.aria-1',  # 'simulator' is free
                  error_mitigation: bool = False) -> float:  # debiasing raises the per-circuit minimum
     "USD for one circuit under IonQ's gate-shot pricing (fallback when `/jobs/estimate` is unavailable)."
-    if backend == 'simulator': return 0.0
-    linear = shots * (PRICING['usd_per_1q_gate_shot'] * n_1q + PRICING['usd_per_2q_gate_shot'] * n_2q)
-    return PRICING['min_usd_error_mitigation' if error_mitigation else 'min_usd'] + linear
+    name = backend.removeprefix('qpu.')
+    pricing = SYSTEMS[name].pricing if name in SYSTEMS else QPU_PRICING  # every QPU has the same gate-shot rates
+    return pricing.cost(n_1q, n_2q, shots, error_mitigation)
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-types
 @dataclass(frozen=True)

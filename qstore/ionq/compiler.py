@@ -11,11 +11,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 import numpy as np
 from ..circuits import Circuit, GATES, Angle, validate_values
-from ..simulator import NOISE_PRESETS, StatevectorSimulator
+from ..simulator import StatevectorSimulator
+from .systems import MS_ANGLE_RANGE, PHASE_RANGE, SYSTEMS, ZZ_ANGLE_RANGE
 
 # %% auto #0
-__all__ = ['NATIVE_GATESETS', 'PHASE_RANGE', 'MS_ANGLE_RANGE', 'ZZ_ANGLE_RANGE', 'COMPILE_CACHE_SIZE', 'CompileStats',
-           'CompiledCircuit', 'IonQNativeGateCompiler', 'native_violations', 'Verification', 'verify', 'compile_stats']
+__all__ = ['COMPILER_TARGETS', 'COMPILE_CACHE_SIZE', 'CompileStats', 'CompiledCircuit', 'IonQNativeGateCompiler',
+           'native_violations', 'Verification', 'verify', 'compile_stats']
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-aff
 _EPS = 1e-12  # coefficients and angles (in turns) below this are zero
@@ -329,18 +330,17 @@ class _Lowering:
         for q in range(len(self.items)): self._flush(q, exact_end=not drop_final_z)
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-stats
-NATIVE_GATESETS = {'aria': ('gpi', 'gpi2', 'ms'), 'forte': ('gpi', 'gpi2', 'zz_native')}
-PHASE_RANGE, MS_ANGLE_RANGE, ZZ_ANGLE_RANGE = (-1.0, 1.0), (0.0, 0.25), (-0.25, 0.25)  # turns
+COMPILER_TARGETS = ('aria', 'forte')  # the compiler's entangler: MS (Aria) or ZZ (Forte)
 
 
 def _target(target: str) -> tuple:
-    "('aria' | 'forte', noise-preset name) for 'aria', 'forte', or a system name such as 'forte-1', 'qpu.aria-2'."
+    "('aria' | 'forte', system whose fidelities are used) for 'aria', 'forte', or a system such as 'qpu.aria-2'."
     name = str(target).lower().removeprefix('qpu.')
     family = name.split('-')[0]
-    if family not in NATIVE_GATESETS:
+    if family not in COMPILER_TARGETS:
         raise ValueError(f"unknown IonQ target {target!r}: use 'aria' (GPi, GPi2, MS) or 'forte' (GPi, GPi2, ZZ), "
                          "or a system name such as 'aria-1' or 'forte-enterprise-1'")
-    return family, (name if name in NOISE_PRESETS else f"{family}-1")
+    return family, (name if name in SYSTEMS and SYSTEMS[name].fidelities else f"{family}-1")
 
 
 def _count(c: Circuit, k: int): return sum(len(op.qubits) == k and op.gate != 'i' for op in c.ops)
@@ -359,7 +359,7 @@ class CompileStats:
 
     @classmethod
     def from_circuits(cls, source: Circuit, native: Circuit, system: str) -> 'CompileStats':
-        f1, f2, _ = NOISE_PRESETS[system]
+        f1, f2, _ = SYSTEMS[system].fidelities
         n1, n2 = _count(native, 1), _count(native, 2)
         names = {g: sum(op.gate == g for op in native.ops) for g in dict.fromkeys(op.gate for op in native.ops)}
         return cls(system, _count(source, 1), _count(source, 2), n1, n2, names, f1 ** n1 * f2 ** n2)
@@ -479,11 +479,13 @@ def native_violations(circuit: Circuit,  # a native circuit
                       angles: np.ndarray,  # (B, n_angles) its angle table for B bindings
                       target: str = 'aria') -> list[str]:  # 'aria' or 'forte' (or a system name)
     "Why the circuit is not legal IonQ native input for these angles (empty list: legal)."
-    family, _ = _target(target)
+    family, system = _target(target)
+    gates = SYSTEMS[system].native_gates
     A, out = np.atleast_2d(np.asarray(angles, dtype=float)), []
     for i, (op, (a, b)) in enumerate(zip(circuit.ops, circuit.angle_index()[3])):
-        if op.gate not in NATIVE_GATESETS[family]:
-            out.append(f"op {i}: '{op.gate}' is not a native gate on {family} ({', '.join(NATIVE_GATESETS[family])})"); continue
+        if op.gate not in gates:
+            out.append(f"op {i}: '{op.gate}' is not a native gate on {family} ({', '.join(gates)})")
+            continue
         x = A[:, a:b]
         checks = {'gpi': [(x, PHASE_RANGE, 'phase')], 'gpi2': [(x, PHASE_RANGE, 'phase')], 'zz_native': [(x, ZZ_ANGLE_RANGE, 'ZZ angle')],
                   'ms': [(x[:, :2], PHASE_RANGE, 'phase'), (x[:, 2:], MS_ANGLE_RANGE, 'MS angle')]}[op.gate]

@@ -11,6 +11,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 import numpy as np
+from fastcore.basics import patch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -18,21 +19,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ..circuits import Circuit
-from ..simulator import NOISE_PRESETS, DensityMatrixSimulator, NoiseModel, StatevectorSimulator
+from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
+from .systems import JOB_LIMITS, NOISE_MODELS, SYSTEMS
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
 
 # %% auto #0
-__all__ = ['BACKENDS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
+__all__ = ['EMULATED_SYSTEMS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
            'create_app', 'EmulatorServer', 'emulator_cli']
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-back
-BACKENDS = {  # name -> real qubit count, noise preset used for sampling, native two-qubit gates accepted
-    'simulator': {'qubits': 29, 'noise': None, 'native_2q': ('ms', 'zz')},
-    'qpu.aria-1': {'qubits': 25, 'noise': 'aria-1', 'native_2q': ('ms',)},
-    'qpu.aria-2': {'qubits': 25, 'noise': 'aria-2', 'native_2q': ('ms',)},
-    'qpu.forte-1': {'qubits': 36, 'noise': 'forte-1', 'native_2q': ('zz',)},
-    'qpu.forte-enterprise-1': {'qubits': 36, 'noise': 'forte-enterprise-1', 'native_2q': ('zz',)},
-}
+# backend id -> system: the listed systems whose noise is known (a QPU is emulated by sampling with its noise model)
+EMULATED_SYSTEMS = {s.backend: s for s in SYSTEMS.values() if s.listed and (s.name == 'simulator' or s.fidelities)}
 BACKEND_ALIASES = {'qpu': 'qpu.aria-1', 'qpu.qpu': 'qpu.aria-1'}
 JOB_TYPES = ('ionq.circuit.v1', 'ionq.multi-circuit.v1')
 ROUTE_NAMES = ('backends', 'backend', 'characterizations', 'create_job', 'list_jobs', 'estimate', 'get_job',
@@ -63,8 +60,8 @@ class EmulatorConfig:
     max_phase: float | None = 1.0  # largest |phase| (turns) accepted in native gates, as IonQ documents; None: any
     max_qubits: int = 20  # widest ideal (statevector) simulation
     max_noisy_qubits: int = 10  # widest noisy (density-matrix) simulation
-    max_circuits: int = 5000  # circuits per job (IonQ's limit)
-    max_gates: int = 150_000  # gates per job, all circuits together (IonQ's limit)
+    max_circuits: int = JOB_LIMITS['circuits']  # circuits per job (IonQ's limit)
+    max_gates: int = JOB_LIMITS['gates']  # gates per job, all circuits together (IonQ's limit)
     max_body_bytes: int = 10 * 2 ** 20  # larger request bodies get 413 (IonQ: 10 MB)
 
     def __setattr__(self, name, value):
@@ -201,7 +198,7 @@ def _int_param(name, v, lo, hi):
         raise _bad(f"'{name}' must be an integer {'>= ' + str(lo) if hi is None else f'between {lo} and {hi}'}, got {v!r}")
     return v
 
-def _shots(v): return _int_param('shots', v, 1, 1_000_000)
+def _shots(v): return _int_param('shots', v, 1, JOB_LIMITS['shots'])
 
 
 def _noise(noise, backend):
@@ -209,7 +206,7 @@ def _noise(noise, backend):
     if noise is None: return None, None
     if not isinstance(noise, dict): raise _bad("'noise' must be an object like {'model': 'aria-1', 'seed': 7}")
     model, seed = noise.get('model', 'ideal'), noise.get('seed')
-    if model not in NOISE_PRESETS: raise _bad(f"unknown noise model {model!r}; known: {', '.join(NOISE_PRESETS)}")
+    if model not in NOISE_MODELS: raise _bad(f"unknown noise model {model!r}; known: {', '.join(NOISE_MODELS)}")
     if backend != 'simulator' and model != 'ideal':
         raise _bad(f"'noise' applies only to the 'simulator' backend; {backend!r} has its own noise")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -341,32 +338,33 @@ class IonQEmulator:
     # ---- backends
     def _backend_name(self, name, status=404):
         key = BACKEND_ALIASES.get(name, name)
-        if key not in BACKENDS:
-            raise _HTTPError(status, f"unknown backend {name!r}; available: {', '.join(list(BACKENDS) + list(BACKEND_ALIASES))}")
+        if key not in EMULATED_SYSTEMS:
+            known = ', '.join(list(EMULATED_SYSTEMS) + list(BACKEND_ALIASES))
+            raise _HTTPError(status, f"unknown backend {name!r}; available: {known}")
         return key
 
     def _width_limit(self, backend, noisy):
-        return min(BACKENDS[backend]['qubits'], self.config.max_noisy_qubits if noisy else self.config.max_qubits)
+        return min(EMULATED_SYSTEMS[backend].qubits, self.config.max_noisy_qubits if noisy else self.config.max_qubits)
 
     def _backend_info(self, name):
-        b, cfg = BACKENDS[name], self.config
+        b, cfg = EMULATED_SYSTEMS[name], self.config
         qpu = name.startswith('qpu.')
         return {'backend': name, 'status': 'available', 'qubits': self._width_limit(name, qpu),
                 'average_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
                 'last_updated': _iso(time.time()), 'degraded': False,
                 'characterization_id': str(uuid.uuid5(uuid.NAMESPACE_URL, f"qstore-emulator/{name}")) if qpu else None,
-                'supported_gates': list(QIS_JSON_GATES), 'supported_native_gates': ['gpi', 'gpi2', *b['native_2q']],
+                'supported_gates': list(QIS_JSON_GATES), 'supported_native_gates': ['gpi', 'gpi2', *b.native_2q],
                 'supported_error_mitigations': ['debiasing'] if qpu else []}
 
-    async def _backends(self, request): return JSONResponse([self._backend_info(b) for b in BACKENDS])
+    async def _backends(self, request): return JSONResponse([self._backend_info(b) for b in EMULATED_SYSTEMS])
 
     async def _backend(self, request): return JSONResponse(self._backend_info(self._backend_name(request.path_params['backend'])))
 
     async def _characterizations(self, request):
         name = self._backend_name(request.path_params['backend'])
-        preset = BACKENDS[name]['noise']
-        if preset is None: raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
-        f1, f2, spam = NOISE_PRESETS[preset]
+        if name == 'simulator':
+            raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
+        f1, f2, spam = EMULATED_SYSTEMS[name].fidelities
         n = self._width_limit(name, True)
         info = self._backend_info(name)
         return JSONResponse({'characterizations': [{
@@ -390,79 +388,6 @@ class IonQEmulator:
             if cfg.drop_rate > 0 and self._fault_allowed('create_job') and self._random().random() < cfg.drop_rate:
                 self._faults['drop'] += 1; request.scope['qstore.drop'] = True
         return JSONResponse({'id': job.id, 'status': 'submitted', 'session_id': job.fields['session_id']}, 201)
-
-    def _new_job(self, body) -> _Job:
-        "Validate a job body (400 with a precise message), parse its circuits and register the job."
-        cfg = self.config
-        if not isinstance(body, dict): raise _bad("the request body must be a JSON object describing the job")
-        inp = body.get('input')
-        if not isinstance(inp, dict): raise _bad("missing 'input': an object with 'gateset', 'qubits' and 'circuit' (or 'circuits')")
-        jtype = body.get('type') or ('ionq.multi-circuit.v1' if 'circuits' in inp else 'ionq.circuit.v1')
-        if jtype not in JOB_TYPES: raise _bad(f"job type {jtype!r} is not supported by the emulator; use one of {list(JOB_TYPES)}")
-        requested = body.get('backend', body.get('target'))
-        if not isinstance(requested, str): raise _bad("missing 'backend': 'simulator' or 'qpu.<name>'")
-        backend = self._backend_name(requested, status=400)
-        shots, (model, noise_seed) = _shots(body.get('shots', 100)), _noise(body.get('noise'), backend)
-        meta, settings, name = body.get('metadata'), body.get('settings'), body.get('name')
-        if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-            raise _bad("'metadata' must be an object whose values are strings")
-        if settings is not None and not isinstance(settings, dict): raise _bad("'settings' must be an object")
-        if name is not None and not isinstance(name, str): raise _bad("'name' must be a string")
-        if not isinstance(body.get('dry_run', False), bool): raise _bad("'dry_run' must be true or false")
-        multi = jtype == 'ionq.multi-circuit.v1'
-        want, other = ('circuits', 'circuit') if multi else ('circuit', 'circuits')
-        if want not in inp: raise _bad(f"a {jtype} job needs input.{want}" + (f", not input.{other}" if other in inp else ''))
-        entries = inp['circuits'] if multi else [inp]
-        if not isinstance(entries, list) or not entries: raise _bad("input.circuits must be a non-empty list of {'circuit': [...]} objects")
-        if len(entries) > cfg.max_circuits: raise _bad(f"{len(entries)} circuits in one job; the limit is {cfg.max_circuits}")
-        n_gates = sum(len(e['circuit']) for e in entries if isinstance(e, dict) and isinstance(e.get('circuit'), list))
-        if n_gates > cfg.max_gates: raise _bad(f"{n_gates} gates in one job; the limit is {cfg.max_gates} (split it into several jobs)")
-        if backend.startswith('qpu.'): model = BACKENDS[backend]['noise']
-        limit = self._width_limit(backend, model is not None)
-        parsed = []
-        for i, e in enumerate(entries):
-            where = f"input.circuits[{i}]" if multi else 'input'
-            if not isinstance(e, dict): raise _bad(f"{where} must be an object with a 'circuit' list")
-            try: c = from_ionq_json(e, inp.get('gateset'), inp.get('qubits'), str(e.get('name') or f'circuit{i}'), cfg.max_phase)
-            except IonQFormatError as err: raise _bad(f"{where}: {err}") from None
-            if c.n_qubits > limit:
-                why = "noise is simulated with density matrices; raise EmulatorConfig.max_noisy_qubits" if model else "raise EmulatorConfig.max_qubits"
-                raise _bad(f"{where} has {c.n_qubits} qubits; the emulator simulates at most {limit} on {requested!r} ({why})")
-            gateset = e.get('gateset') or inp.get('gateset') or 'qis'
-            if gateset == 'native' and (wrong := {g['gate'] for g in e['circuit']} & {'ms', 'zz'} - set(BACKENDS[backend]['native_2q'])):
-                raise _bad(f"{where}: gate types {sorted(wrong)} are not supported by backend {requested!r} "
-                           f"(its native two-qubit gate is {BACKENDS[backend]['native_2q'][0]!r})")
-            parsed.append((c, _gate_counts(e['circuit'], gateset), e.get('name')))
-        fields_ = {'type': jtype, 'backend': requested, 'name': name, 'shots': shots,
-                   'noise': body.get('noise') or ({'model': 'ideal'} if backend == 'simulator' else None),
-                   'settings': settings or {}, 'metadata': meta, 'dry_run': body.get('dry_run', False),
-                   'session_id': body.get('session_id')}
-        with self._lock:
-            rng, t0, wall0 = self._random(), time.monotonic(), time.time()
-            def register(f):
-                self._seq += 1
-                j = _Job(str(uuid.UUID(bytes=rng.bytes(16), version=4)), f, self._seq, t0, wall0)
-                self._jobs[j.id] = j; return j
-            job = register(fields_)
-            fails = cfg.fail_rate > 0 and rng.random() < cfg.fail_rate
-            start = cfg.submit_time + (cfg.qpu_queue_time if backend.startswith('qpu.') else cfg.queue_time)
-            if fields_['dry_run']: start = cfg.submit_time
-            run = 0.0 if fields_['dry_run'] else cfg.execution_time
-            leaves = [register(dict(fields_, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if multi else [job]
-            for i, (leaf, (c, counts, _)) in enumerate(zip(leaves, parsed)):
-                leaf.qubits, leaf.gate_counts, leaf.model, leaf.fails = c.n_qubits, counts, model, fails
-                leaf.key, leaf.angles = _structure(c)
-                leaf.submit_end, leaf.start, leaf.end = cfg.submit_time, start + i * run, start + (i + 1) * run
-                base = [noise_seed] if noise_seed is not None else [cfg.seed, job.seq]
-                leaf.sample_seed = base + [i] if multi else base
-                if multi: leaf.parent = job
-            if multi:
-                job.children = leaves
-                job.qubits = max(l.qubits for l in leaves)
-                job.gate_counts = {k: sum(l.gate_counts[k] for l in leaves) for k in ('1q', '2q')}
-                job.submit_end, job.start, job.end, job.fails = cfg.submit_time, start, leaves[-1].end, fails
-            self._created += 1; self._circuits_submitted += len(leaves)
-        return job
 
     # ---- execution
     def _template(self, key) -> Circuit:
@@ -585,16 +510,16 @@ class IonQEmulator:
         return JSONResponse({'id': job.id, 'status': 'deleted'})
 
     async def _estimate(self, request):
-        "Cost and time estimate: IonQ's gate-based price (Azure 'AQT' rates) for qpu.*, free on the simulator."
+        "Cost and time estimate: the systems table's gate-shot price (Azure 'AQT' rates); the simulator is free."
         q, cfg = request.query_params, self.config
         backend = self._backend_name(q.get('backend'), status=400)
         n1, n2 = _int_param('1q_gates', q.get('1q_gates'), 0, None), _int_param('2q_gates', q.get('2q_gates'), 0, None)
         shots, qubits = _int_param('shots', q.get('shots', 100), 1, 1_000_000), _int_param('qubits', q.get('qubits'), 1, None)
-        if qubits > BACKENDS[backend]['qubits']: raise _bad(f"{qubits} qubits exceed backend {backend!r} ({BACKENDS[backend]['qubits']} qubits)")
+        s = EMULATED_SYSTEMS[backend]
+        if qubits > s.qubits: raise _bad(f"{qubits} qubits exceed backend {backend!r} ({s.qubits} qubits)")
         mitigate, qpu = q.get('error_mitigation', 'false').lower() == 'true', backend.startswith('qpu.')
-        minimum = (97.5 if mitigate else 12.4166) if qpu else 0.0
-        c1, c2 = (0.000220, 0.000975) if qpu else (0.0, 0.0)
-        cost = minimum + shots * (c1 * n1 + c2 * n2)
+        minimum, c1, c2 = s.pricing.minimum(mitigate), s.pricing.usd_1q, s.pricing.usd_2q
+        cost = s.pricing.cost(n1, n2, shots, mitigate)
         return JSONResponse({
             'input_values': {'backend': backend, 'type': q.get('type', JOB_TYPES[0]), '1q_gates': n1, '2q_gates': n2,
                              'qubits': qubits, 'shots': shots, 'error_mitigation': mitigate, 'session': q.get('session', 'false') == 'true'},
@@ -608,6 +533,147 @@ class IonQEmulator:
 def create_app(config: EmulatorConfig | None = None) -> IonQEmulator:  # behaviour; default EmulatorConfig()
     "A fresh IonQ API v0.4 emulator (an ASGI app with `config`, `stats()` and `reset_stats()`)."
     return IonQEmulator(config)
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-req
+@dataclass
+class _JobRequest:
+    "The validated top-level fields of a job body."
+    type: str  # 'ionq.circuit.v1' or 'ionq.multi-circuit.v1'
+    requested: str  # backend as the body names it
+    backend: str  # the emulated backend it resolves to
+    model: str | None  # noise model the circuits are sampled with (None: ideal)
+    noise_seed: int | None  # sampling seed from 'noise.seed'
+    input: dict  # the body's 'input' object
+    fields: dict  # what GET /jobs/{id} echoes back
+
+    @property
+    def multi(self) -> bool: return self.type == 'ionq.multi-circuit.v1'
+
+
+def _check_echoed(body: dict):
+    "400 unless 'metadata', 'settings', 'name' and 'dry_run' have the types IonQ requires."
+    meta = body.get('metadata')
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise _bad("'metadata' must be an object whose values are strings")
+    if body.get('settings') is not None and not isinstance(body['settings'], dict):
+        raise _bad("'settings' must be an object")
+    if body.get('name') is not None and not isinstance(body['name'], str): raise _bad("'name' must be a string")
+    if not isinstance(body.get('dry_run', False), bool): raise _bad("'dry_run' must be true or false")
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-read
+@patch
+def _read_request(self: IonQEmulator, body) -> _JobRequest:
+    "The top-level fields of a job body: type, backend, shots, noise, and the fields echoed back."
+    if not isinstance(body, dict): raise _bad("the request body must be a JSON object describing the job")
+    inp = body.get('input')
+    if not isinstance(inp, dict):
+        raise _bad("missing 'input': an object with 'gateset', 'qubits' and 'circuit' (or 'circuits')")
+    jtype = body.get('type') or ('ionq.multi-circuit.v1' if 'circuits' in inp else 'ionq.circuit.v1')
+    if jtype not in JOB_TYPES:
+        raise _bad(f"job type {jtype!r} is not supported by the emulator; use one of {list(JOB_TYPES)}")
+    requested = body.get('backend', body.get('target'))
+    if not isinstance(requested, str): raise _bad("missing 'backend': 'simulator' or 'qpu.<name>'")
+    backend = self._backend_name(requested, status=400)
+    shots, (model, noise_seed) = _shots(body.get('shots', 100)), _noise(body.get('noise'), backend)
+    _check_echoed(body)
+    if backend.startswith('qpu.'): model = EMULATED_SYSTEMS[backend].name  # a QPU samples with its own noise
+    fields_ = {'type': jtype, 'backend': requested, 'name': body.get('name'), 'shots': shots,
+               'noise': body.get('noise') or ({'model': 'ideal'} if backend == 'simulator' else None),
+               'settings': body.get('settings') or {}, 'metadata': body.get('metadata'),
+               'dry_run': body.get('dry_run', False), 'session_id': body.get('session_id')}
+    return _JobRequest(jtype, requested, backend, model, noise_seed, inp, fields_)
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-entries
+@patch
+def _entries(self: IonQEmulator, req: _JobRequest) -> list:
+    "The circuit entries of a job, within the emulator's limits on circuits and gates per job."
+    cfg, inp = self.config, req.input
+    want, other = ('circuits', 'circuit') if req.multi else ('circuit', 'circuits')
+    if want not in inp:
+        raise _bad(f"a {req.type} job needs input.{want}" + (f", not input.{other}" if other in inp else ''))
+    entries = inp['circuits'] if req.multi else [inp]
+    if not isinstance(entries, list) or not entries:
+        raise _bad("input.circuits must be a non-empty list of {'circuit': [...]} objects")
+    if len(entries) > cfg.max_circuits:
+        raise _bad(f"{len(entries)} circuits in one job; the limit is {cfg.max_circuits}")
+    n_gates = sum(len(e['circuit']) for e in entries if isinstance(e, dict) and isinstance(e.get('circuit'), list))
+    if n_gates > cfg.max_gates:
+        raise _bad(f"{n_gates} gates in one job; the limit is {cfg.max_gates} (split it into several jobs)")
+    return entries
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-parse
+@patch
+def _parse_entry(self: IonQEmulator, req: _JobRequest, entry, i: int) -> tuple:
+    "(circuit, IonQ gate counts, name) of circuit entry `i`, checked against the backend's width and native gates."
+    where, inp = (f"input.circuits[{i}]" if req.multi else 'input'), req.input
+    if not isinstance(entry, dict): raise _bad(f"{where} must be an object with a 'circuit' list")
+    name = str(entry.get('name') or f'circuit{i}')
+    try: c = from_ionq_json(entry, inp.get('gateset'), inp.get('qubits'), name, self.config.max_phase)
+    except IonQFormatError as err: raise _bad(f"{where}: {err}") from None
+    limit = self._width_limit(req.backend, req.model is not None)
+    if c.n_qubits > limit:
+        why = ("noise is simulated with density matrices; raise EmulatorConfig.max_noisy_qubits" if req.model
+               else "raise EmulatorConfig.max_qubits")
+        raise _bad(f"{where} has {c.n_qubits} qubits; the emulator simulates at most {limit} "
+                   f"on {req.requested!r} ({why})")
+    gateset = entry.get('gateset') or inp.get('gateset') or 'qis'
+    native_2q = EMULATED_SYSTEMS[req.backend].native_2q
+    if gateset == 'native' and (wrong := {g['gate'] for g in entry['circuit']} & {'ms', 'zz'} - set(native_2q)):
+        raise _bad(f"{where}: gate types {sorted(wrong)} are not supported by backend {req.requested!r} "
+                   f"(its native two-qubit gate is {native_2q[0]!r})")
+    return c, _gate_counts(entry['circuit'], gateset), entry.get('name')
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-timeline
+def _timeline(cfg: EmulatorConfig, req: _JobRequest) -> tuple:
+    "(seconds from submission until the first circuit starts, seconds each circuit runs)."
+    if req.fields['dry_run']: return cfg.submit_time, 0.0
+    queue = cfg.qpu_queue_time if req.backend.startswith('qpu.') else cfg.queue_time
+    return cfg.submit_time + queue, cfg.execution_time
+
+
+def _adopt(parent: _Job, leaves: list):
+    "Make `leaves` the children of a multi-circuit job: its width, gate counts and timeline span theirs."
+    parent.children = leaves
+    parent.qubits = max(l.qubits for l in leaves)
+    parent.gate_counts = {k: sum(l.gate_counts[k] for l in leaves) for k in ('1q', '2q')}
+    first, last = leaves[0], leaves[-1]
+    parent.submit_end, parent.start, parent.end, parent.fails = first.submit_end, first.start, last.end, first.fails
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-register
+@patch
+def _register(self: IonQEmulator, req: _JobRequest, parsed: list) -> _Job:
+    "Create the job, and a child per circuit of a multi-circuit job, with its timeline and sampling seeds."
+    cfg, (start, run) = self.config, _timeline(self.config, req)
+    with self._lock:
+        rng, t0, wall0 = self._random(), time.monotonic(), time.time()
+        def register(f):
+            self._seq += 1
+            j = _Job(str(uuid.UUID(bytes=rng.bytes(16), version=4)), f, self._seq, t0, wall0)
+            self._jobs[j.id] = j
+            return j
+        job = register(req.fields)
+        fails = cfg.fail_rate > 0 and rng.random() < cfg.fail_rate
+        children = [register(dict(req.fields, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if req.multi else []
+        leaves = children or [job]
+        for i, (leaf, (c, counts, _)) in enumerate(zip(leaves, parsed)):
+            leaf.qubits, leaf.gate_counts, leaf.model, leaf.fails = c.n_qubits, counts, req.model, fails
+            leaf.key, leaf.angles = _structure(c)
+            leaf.submit_end, leaf.start, leaf.end = cfg.submit_time, start + i * run, start + (i + 1) * run
+            seed = [req.noise_seed] if req.noise_seed is not None else [cfg.seed, job.seq]
+            leaf.sample_seed = seed + [i] if req.multi else seed
+            if req.multi: leaf.parent = job
+        if req.multi: _adopt(job, leaves)
+        self._created += 1
+        self._circuits_submitted += len(leaves)
+    return job
+
+
+@patch
+def _new_job(self: IonQEmulator, body) -> _Job:
+    "Validate a job body (400 with a precise message), parse its circuits and register the job."
+    req = self._read_request(body)
+    parsed = [self._parse_entry(req, e, i) for i, e in enumerate(self._entries(req))]
+    return self._register(req, parsed)
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-srv
 class EmulatorServer:

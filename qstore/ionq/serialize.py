@@ -10,10 +10,12 @@ import math
 from collections import OrderedDict
 import numpy as np
 from ..circuits import Circuit, GATES, NATIVE_GATES, validate_values
+from .systems import MS_ANGLE_RANGE, PHASE_RANGE, ZZ_ANGLE_RANGE
 
 # %% auto #0
-__all__ = ['QIS_JSON_GATES', 'NATIVE_JSON_GATES', 'GATESETS', 'MAX_CONTROLS', 'IonQFormatError', 'to_ionq_json_batch',
-           'to_ionq_json', 'from_ionq_json', 'results_to_array', 'array_to_results']
+__all__ = ['QIS_JSON_GATES', 'NATIVE_JSON_GATES', 'GATESETS', 'MAX_CONTROLS', 'IonQFormatError', 'native_angle_columns',
+           'legalize_native', 'to_ionq_json_batch', 'to_ionq_json', 'from_ionq_json', 'results_to_array',
+           'array_to_results']
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-err
 class IonQFormatError(ValueError):
@@ -74,27 +76,7 @@ class _Skeleton:
     def angles(self, A: np.ndarray) -> np.ndarray:
         "Bring native angles into IonQ's ranges (vectorised over rows)."
         if self.gateset == 'qis': return A
-        A = A.copy()
-        if len(self.ms_cols):
-            p0, t = self.ms_cols[:, 0], self.ms_cols[:, 2]
-            th = A[:, t] - np.round(A[:, t])  # MS(θ + 1) = -MS(θ): a global sign
-            if (bad := np.abs(th) > 0.25 + 1e-12).any():
-                r, k = np.argwhere(bad)[0]
-                raise IonQFormatError(f"MS angle {A[r, t[k]]:.6g} turns (row {r}) is not a single IonQ MS gate: IonQ accepts "
-                                      "angles in [0, 0.25]. Split it into two MS gates (e.g. 0.25 and the rest).")
-            A[:, p0] += np.where(th < 0, 0.5, 0.0)  # MS(φ0, φ1, -θ) = MS(φ0 + 1/2, φ1, θ)
-            A[:, t] = np.clip(np.abs(th), 0.0, 0.25)
-        if self.zz_cols:
-            z = A[:, self.zz_cols]; z = np.where(np.abs(z) <= 0.5, z, z - np.round(z))  # whole turns: a global sign
-            if (bad := np.abs(z) > 0.25 + 1e-12).any():
-                r, k = np.argwhere(bad)[0]
-                raise IonQFormatError(f"native ZZ angle {z[r, k]:.6g} turns (row {r}) is outside [-0.25, 0.25], the range qstore sends "
-                                      "(IonQ documents none; ZZ(t + 1/2) is not ZZ(t) up to phase). Split it into two ZZ gates, or let "
-                                      "qstore.compiler fold it.")
-            A[:, self.zz_cols] = z
-        if self.phase_cols:
-            p = A[:, self.phase_cols]; A[:, self.phase_cols] = np.where(np.abs(p) <= 1, p, np.mod(p, 1.0))
-        return A
+        return _legalize(A, self.phase_cols, self.ms_cols, self.zz_cols, zz_range=True)
 
 
 _SKELETONS: OrderedDict = OrderedDict()
@@ -105,6 +87,51 @@ def _skeleton(circuit: Circuit, gateset: str) -> _Skeleton:
     sk = _SKELETONS[key] = _Skeleton(circuit, gateset)
     if len(_SKELETONS) > 256: _SKELETONS.popitem(last=False)
     return sk
+
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-legal
+def native_angle_columns(circuit: Circuit  # any circuit; only its native gates count
+                        ) -> tuple:
+    "Angle-table columns of native gates: (phase columns, (k, 3) MS (φ0, φ1, θ) columns, native ZZ columns)."
+    phases, ms, zz = [], [], []
+    for op, (a, b) in zip(circuit.ops, circuit.angle_index()[3]):
+        if op.gate in ('gpi', 'gpi2'): phases.append(a)
+        elif op.gate == 'ms': ms.append((a, a + 1, a + 2))
+        elif op.gate == 'zz_native': zz.append(a)
+    ms = np.array(ms, dtype=int).reshape(-1, 3)
+    return np.array(sorted(phases + ms[:, :2].ravel().tolist()), dtype=int), ms, zz
+
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-legalize
+def _legalize(A, phase_cols, ms_cols, zz_cols, zz_range: bool) -> np.ndarray:
+    A = np.array(A, dtype=float)
+    if len(ms_cols):
+        p0, t = ms_cols[:, 0], ms_cols[:, 2]
+        th = A[:, t] - np.round(A[:, t])  # MS(θ + 1) = -MS(θ): a global sign
+        if (bad := np.abs(th) > MS_ANGLE_RANGE[1] + 1e-12).any():
+            r, k = np.argwhere(bad)[0]
+            raise IonQFormatError(f"MS angle {A[r, t[k]]:.6g} turns (row {r}) is not a single IonQ MS gate: IonQ accepts "
+                                  "angles in [0, 0.25]. Split it into two MS gates (e.g. 0.25 and the rest).")
+        A[:, p0] += np.where(th < 0, 0.5, 0.0)  # MS(φ0, φ1, -θ) = MS(φ0 + 1/2, φ1, θ)
+        A[:, t] = np.clip(np.abs(th), *MS_ANGLE_RANGE)
+    if len(zz_cols):
+        z = A[:, zz_cols]
+        z = np.where(np.abs(z) <= 0.5, z, z - np.round(z))  # whole turns: a global sign
+        if zz_range and (bad := np.abs(z) > ZZ_ANGLE_RANGE[1] + 1e-12).any():
+            r, k = np.argwhere(bad)[0]
+            raise IonQFormatError(f"native ZZ angle {z[r, k]:.6g} turns (row {r}) is outside [-0.25, 0.25], the range qstore sends "
+                                  "(IonQ documents none; ZZ(t + 1/2) is not ZZ(t) up to phase). Split it into two ZZ gates, or let "
+                                  "qstore.compiler fold it.")
+        A[:, zz_cols] = z
+    if len(phase_cols):
+        p = A[:, phase_cols]
+        A[:, phase_cols] = np.where(np.abs(p) <= PHASE_RANGE[1], p, np.mod(p, 1.0))
+    return A
+
+
+def legalize_native(circuit: Circuit,  # any circuit; only the angles of its native gates change
+                    A: np.ndarray,  # (B, n_angles) its angle table
+                    zz_range: bool = True) -> np.ndarray:  # refuse native ZZ angles beyond [-0.25, 0.25] (mod 1 turn)
+    "Copy of `A` with native phases in [-1, 1] and MS angles in [0, 0.25]; every gate unchanged up to a global phase."
+    return _legalize(A, *native_angle_columns(circuit), zz_range=zz_range)
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-to
 def to_ionq_json_batch(circuit: Circuit,  # the template
