@@ -10,7 +10,7 @@ from qstore.gradients.adaptive import AdaptiveGradient
 from qstore.gradients.spsa import SPSAGradientEstimator
 from qstore.gradients.adjoint import adjoint
 from qstore.gradients.finite_diff import finite_diff
-from qstore.gradients.shift import legalize_native, parameter_shift, shift_table, _phase_columns
+from qstore.gradients.shift import legalize_native, parameter_shift, phase_columns, shift_table
 from qstore.gradients.core import select_params
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 
@@ -61,7 +61,7 @@ def test_native_shifts_stay_in_ionq_ranges():
     for circ in (c, c2, c3):
         for v in angle_samples('ms' if circ is c else 'gpi', rng):
             table, _, _ = shift_table(circ, circ.angle_table(v[None]), select_params(circ, None), native_ranges=True)
-            phases, ms = _phase_columns(circ)
+            phases, ms = phase_columns(circ)
             assert (np.abs(table[:, phases]) <= 1).all()
             for _, t in ms: assert ((table[:, t] >= 0) & (table[:, t] <= 0.25)).all()
 
