@@ -95,12 +95,12 @@ def gradient_method(name: str) -> GradientMethod:
         raise ValueError(f"unknown gradient method {name!r}; choose one of {', '.join(sorted(GRADIENT_METHODS))}")
     return GRADIENT_METHODS[name]
 
-def run_gradient(method,  # a registered name of a stateless method, or an estimator instance (has `.jacobian`)
+def run_gradient(method,  # a registered stateless method's name, or an estimator (anything with `.jacobian`)
                  circuit: Circuit, values, observables, backend='local', wrt='weights',
                  shots: int | None = None,  # passed on to methods that take shots (exact methods ignore it)
                  seed: int | None = None) -> GradientResult:
     "Jacobian by `method`: the one dispatch that models, optimizers and `AdaptiveGradient` go through."
-    if not isinstance(method, str):
+    if hasattr(method, 'jacobian'):
         return method.jacobian(circuit, values, observables, backend, wrt, shots=shots, seed=seed)
     m = gradient_method(method)
     if m.stateful:
