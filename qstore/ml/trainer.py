@@ -314,6 +314,7 @@ class _FitRun:
 
 @patch
 def _checkpoint_manager(self: QuantumTrainer) -> CheckpointManager:
+    "This run's checkpoints: in `checkpoint_dir`, or <db home>/checkpoints/<run>."
     d = self.config.checkpoint_dir or (self._db().root / 'checkpoints' / self.run)
     return CheckpointManager(d, keep_last=self.config.keep_checkpoints)
 
