@@ -359,6 +359,7 @@ def _start_fit(self: QuantumTrainer, train, val, resume: bool, run: str | None) 
     if resume and (found := ckpts.latest()) is not None: self._restore(r, found[1])
     return r
 
+# %% ../../nbs/66_trainer.ipynb #t42-fit-restore
 @patch
 def _restore(self: QuantumTrainer, r: _FitRun, st: dict):
     "Continue from checkpoint state `st`, once it is known to be written for this model, these settings and this data."
