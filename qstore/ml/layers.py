@@ -14,8 +14,8 @@ from ..backends.base import get_backend
 from .encoding import DataEncoder
 from ..gradients.core import run_gradient
 from ..gradients.adjoint import adjoint
-import qstore.gradients.adaptive  # registers the methods `loss_and_grad` takes (with shift, adjoint and spsa)
-import qstore.gradients.finite_diff  # registers 'finite_diff'
+import qstore.gradients.adaptive  # noqa: F401 (registers adaptive, shift, adjoint and spsa for `loss_and_grad`)
+import qstore.gradients.finite_diff  # noqa: F401 (registers 'finite_diff')
 
 # %% auto #0
 __all__ = ['init_weights', 'HardwareEfficientQuantumLayer', 'QuantumLayer', 'QuantumModel']

@@ -34,7 +34,7 @@ class AdaptiveGradientOptimizer:
     "Update rule + gradient method + their state, for a `QuantumModel`'s weight vector."
     def __init__(self, optimizer: str = 'adam',  # one of sgd, adam, spsa, qng, qnspsa
                  learning_rate: float = 0.05,  # step size (SPSA/QN-SPSA: the gain numerator a)
-                 gradient: str = 'adaptive',  # registered method: adaptive, adjoint, parameter_shift, finite_diff or spsa
+                 gradient: str = 'adaptive',  # adaptive, adjoint, parameter_shift, finite_diff or spsa (registered)
                  momentum: float = 0.0,  # sgd momentum
                  betas: tuple = (0.9, 0.999),  # adam moment decays
                  eps: float = 1e-8,  # adam denominator guard

@@ -68,7 +68,8 @@ class TrainingConfig:
     def validate(self):
         "Reject bad values and contradictory combinations."
         errs = []
-        if self.optimizer not in OPTIMIZERS: errs.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            errs.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         method = GRADIENT_METHODS.get(self.gradient_method) if isinstance(self.gradient_method, str) else None
         if method is None:
             names = ', '.join(sorted(GRADIENT_METHODS))
