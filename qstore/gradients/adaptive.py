@@ -14,10 +14,11 @@ from ..circuits import GATES, Angle, Circuit, validate_values
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
-from .core import GradientResult, select_params
-from .shift import _occurrences, parameter_shift, shift_rule
-from .adjoint import adjoint
+from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient
+from .core import run_gradient, select_params
+from .shift import shift_rule
 from .spsa import SPSAGradientEstimator
+import qstore.gradients.adjoint  # noqa: F401 (registers 'adjoint', which `choose` may pick)
 
 # %% auto #0
 __all__ = ['AdaptiveGradient']
@@ -37,7 +38,8 @@ class AdaptiveGradient:
         be = get_backend(backend); caps = be.capabilities
         cols = select_params(circuit, wrt); P = len(cols)
         native = bool(caps.native_gates)
-        shift = 1 + sum(sum(s != 0 for s, _ in shift_rule(g, j, native)) for _, g, j, _, _ in _occurrences(circuit, cols))
+        occ = angle_occurrences(circuit, cols)
+        shift = 1 + sum(sum(s != 0 for s, _ in shift_rule(g, j, native)) for _, g, j, _, _ in occ)
         spsa = 1 + 2 * self.spsa.num_directions
         analytic = shots is None and caps.analytic
         if analytic and caps.adjoint:
@@ -53,10 +55,13 @@ class AdaptiveGradient:
 
     def jacobian(self, circuit: Circuit, values, observables, backend='local', wrt='weights',
                  shots: int | None = None, seed: int | None = None) -> GradientResult:
+        "Jacobian by the method `choose` picks (SPSA through this object's estimator), its reason in `reason`."
         method, reason = self.choose(backend, circuit, wrt, shots)
         self.history.append(reason)
-        if method == 'adjoint': res = adjoint(circuit, values, observables, backend, wrt)
-        elif method == 'parameter_shift': res = parameter_shift(circuit, values, observables, backend, wrt, shots, seed=seed)
-        else: res = self.spsa.jacobian(circuit, values, observables, backend, wrt, shots, seed)
+        how = self.spsa if method == 'spsa' else method
+        res = run_gradient(how, circuit, values, observables, backend, wrt, shots, seed)
         res.reason = reason
         return res
+
+# %% ../../nbs/46_gradients_adaptive.ipynb #g46-reg
+register_gradient(GradientMethod('adaptive', AdaptiveGradient, stochastic=True, stateful=True))

@@ -14,7 +14,7 @@ from ..circuits import GATES, Angle, Circuit, validate_values
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
-from .core import GradientResult, select_params
+from .core import GradientMethod, GradientResult, register_gradient, select_params
 
 # %% auto #0
 __all__ = ['apply_observable', 'adjoint']
@@ -165,3 +165,6 @@ def adjoint(circuit: Circuit, values, observables,
     names = [circuit.parameters[i] for i in cols]
     if cotangent is None: return GradientResult(np.moveaxis(G, 0, 1), names, 'adjoint', B, 1, value)
     return GradientResult(G[0][:, None, :], names, 'adjoint_vjp', B, 1, value)
+
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-reg
+register_gradient(GradientMethod('adjoint', adjoint, statevector=True, shots=False))

@@ -8,6 +8,7 @@ Docs: https://qstore-dev.github.io/qstore/gradients_core.html.md"""
 from __future__ import annotations
 import math
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 import numpy as np
 from ..circuits import GATES, Angle, Circuit, validate_values
@@ -16,7 +17,8 @@ from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
 
 # %% auto #0
-__all__ = ['GradientResult', 'select_params', 'vjp']
+__all__ = ['GRADIENT_METHODS', 'GradientResult', 'select_params', 'vjp', 'angle_occurrences', 'GradientMethod',
+           'register_gradient', 'gradient_method', 'run_gradient']
 
 # %% ../../nbs/40_gradients_core.ipynb #g04-result
 @dataclass
@@ -55,3 +57,53 @@ def vjp(result: GradientResult, cotangent: np.ndarray) -> np.ndarray:
     c = np.asarray(cotangent, dtype=float)
     if c.shape != result.jacobian.shape[:2]: raise ValueError(f"cotangent must have shape {result.jacobian.shape[:2]}, got {c.shape}")
     return np.einsum('bk,bkp->p', c, result.jacobian)
+
+# %% ../../nbs/40_gradients_core.ipynb #g40-occ
+def angle_occurrences(circuit: Circuit,
+                      cols) -> list:  # selected parameter indices (from `select_params`)
+    "(angle-table column, gate, angle index, position in `cols`, scale) per gate angle fed by a selected parameter."
+    pos = {int(c): i for i, c in enumerate(cols)}
+    pidx = {p: i for i, p in enumerate(circuit.parameters)}
+    out, slices = [], circuit.angle_index()[3]
+    for op, (a, b) in zip(circuit.ops, slices):
+        for j, ang in enumerate(op.angles):
+            if ang.param is not None and pidx[ang.param] in pos:
+                out.append((a + j, op.gate, j, pos[pidx[ang.param]], ang.scale))
+    return out
+
+# %% ../../nbs/40_gradients_core.ipynb #g40-reg
+@dataclass(frozen=True)
+class GradientMethod:
+    "A registered gradient method: the function that computes it and what it needs from the backend and the caller."
+    name: str  # the name configs and dispatchers use, e.g. 'parameter_shift'
+    fn: Callable  # fn(circuit, values, observables, backend, wrt, ...) -> GradientResult; stateful: the estimator class
+    statevector: bool = False  # needs statevector access (`capabilities.adjoint`): exact only, no shots, no noise
+    shots: bool = True  # takes `shots` and `seed`, so it works from sampled expectations
+    stochastic: bool = False  # may return a random SPSA estimate, shaped by SPSA's gains and directions
+    stateful: bool = False  # keeps state across steps (counter, RNG, history): callers pass an instance of `fn`
+
+GRADIENT_METHODS: dict = {}  # name -> GradientMethod; each method's module registers itself when imported
+
+def register_gradient(method: GradientMethod) -> GradientMethod:
+    "Add `method` to `GRADIENT_METHODS` (registering a name again replaces it)."
+    GRADIENT_METHODS[method.name] = method
+    return method
+
+def gradient_method(name: str) -> GradientMethod:
+    "The registered method called `name`; a ValueError naming the choices otherwise."
+    if not isinstance(name, str) or name not in GRADIENT_METHODS:
+        raise ValueError(f"unknown gradient method {name!r}; choose one of {', '.join(sorted(GRADIENT_METHODS))}")
+    return GRADIENT_METHODS[name]
+
+def run_gradient(method,  # a registered stateless method's name, or an estimator (anything with `.jacobian`)
+                 circuit: Circuit, values, observables, backend='local', wrt='weights',
+                 shots: int | None = None,  # passed on to methods that take shots (exact methods ignore it)
+                 seed: int | None = None) -> GradientResult:
+    "Jacobian by `method`: the one dispatch that models, optimizers and `AdaptiveGradient` go through."
+    if hasattr(method, 'jacobian'):
+        return method.jacobian(circuit, values, observables, backend, wrt, shots=shots, seed=seed)
+    m = gradient_method(method)
+    if m.stateful:
+        raise ValueError(f"gradient method {method!r} keeps state between steps: pass an instance of {m.fn.__name__}")
+    kw = {'shots': shots, 'seed': seed} if m.shots else {}
+    return m.fn(circuit, values, observables, backend, wrt, **kw)

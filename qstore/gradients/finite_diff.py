@@ -14,7 +14,7 @@ from ..circuits import GATES, Angle, Circuit, validate_values
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
-from .core import GradientResult, select_params
+from .core import GradientMethod, GradientResult, register_gradient, select_params
 
 # %% auto #0
 __all__ = ['finite_diff']
@@ -40,3 +40,6 @@ def finite_diff(circuit: Circuit, values, observables, backend='local', wrt='wei
     if mode == 'central': J = (E[1::2] - E[2::2]) / (2 * h)
     else: J = (E[1:] - E[0]) / h
     return GradientResult(np.moveaxis(J, 0, -1), [circuit.parameters[i] for i in cols], f'finite_diff_{mode}', res.n_circuits, 1, E[0])
+
+# %% ../../nbs/42_gradients_finite_diff.ipynb #g42-reg
+register_gradient(GradientMethod('finite_diff', finite_diff))

@@ -14,8 +14,8 @@ from ..circuits import GATES, Angle, Circuit, validate_values
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
-from .core import select_params
-from .shift import _occurrences, angle_template
+from .core import angle_occurrences, select_params
+from .shift import angle_template
 from .adjoint import _freq
 
 # %% auto #0
@@ -49,7 +49,7 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
     cols = select_params(circuit, wrt); P = len(cols)
     layers = _layers(circuit, cols)
     op_layer = {k: i for i, ly in enumerate(layers) for k in ly}
-    occ = _occurrences(circuit, cols)
+    occ = angle_occurrences(circuit, cols)
     col_op = {c: k for k, (a, b) in enumerate(circuit.angle_index()[3]) for c in range(a, b)}
     if be.capabilities.adjoint and shots is None:
         A = circuit.angle_table(v); rows = [A]

@@ -15,7 +15,7 @@ from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..ionq.serialize import legalize_native
 from ..backends.base import get_backend
-from .core import GradientResult, select_params
+from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient, select_params
 
 # %% auto #0
 __all__ = ['SHIFT_RULES', 'shift_rule', 'angle_template', 'shift_table', 'parameter_shift']
@@ -61,22 +61,11 @@ def angle_template(circuit: Circuit) -> Circuit:
     if len(_ANGLE_TEMPLATES) > 128: _ANGLE_TEMPLATES.popitem(last=False)
     return t
 
-def _occurrences(circuit, cols):
-    "For each angle-table column whose parameter is selected: (column, gate, angle index, param position in cols, scale)."
-    pos = {int(c): i for i, c in enumerate(cols)}
-    pidx = {p: i for i, p in enumerate(circuit.parameters)}
-    out, slices = [], circuit.angle_index()[3]
-    for op, (a, b) in zip(circuit.ops, slices):
-        for j, ang in enumerate(op.angles):
-            if ang.param is not None and pidx[ang.param] in pos:
-                out.append((a + j, op.gate, j, pos[pidx[ang.param]], ang.scale))
-    return out
-
 # %% ../../nbs/41_gradients_shift.ipynb #g04-shift-table
 def shift_table(circuit: Circuit, A: np.ndarray, cols, native_ranges: bool = False):
     "Stacked angle tables `(B * blocks, n_angles)` (block 0 unshifted), the plan combining them, and each block's shifted column."
     rows, plan, shifted_cols = [A], [], []  # plan: (param position, scale, [(block index, coeff)])
-    for col, gate, j, ppos, scale in _occurrences(circuit, cols):
+    for col, gate, j, ppos, scale in angle_occurrences(circuit, cols):
         terms = []
         for s, coef in shift_rule(gate, j, native_ranges):
             if s == 0: terms.append((0, coef)); continue
@@ -114,3 +103,6 @@ def parameter_shift(circuit: Circuit,  # template
             if S is not None: var[:, :, ppos] += (scale * coef * S[blk]) ** 2
     return GradientResult(J, [circuit.parameters[i] for i in cols], 'parameter_shift', res.n_circuits, 1, E[0],
                           None if var is None else np.sqrt(var))
+
+# %% ../../nbs/41_gradients_shift.ipynb #g41-reg
+register_gradient(GradientMethod('parameter_shift', parameter_shift))

@@ -14,7 +14,7 @@ from ..circuits import GATES, Angle, Circuit, validate_values
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
-from .core import GradientResult, select_params
+from .core import GradientMethod, GradientResult, register_gradient, select_params
 
 # %% auto #0
 __all__ = ['SPSAGradientEstimator']
@@ -90,3 +90,6 @@ class SPSAGradientEstimator:
         for key in ('a', 'c', 'A', 'alpha', 'gamma', 'num_directions', 'k'): setattr(self, key, type(getattr(self, key))(state[key]))
         self.rng = np.random.default_rng(); self.rng.bit_generator.state = state['rng']
         return self
+
+# %% ../../nbs/44_gradients_spsa.ipynb #g44-reg
+register_gradient(GradientMethod('spsa', SPSAGradientEstimator, stochastic=True, stateful=True))

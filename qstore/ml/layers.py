@@ -7,18 +7,18 @@ Docs: https://qstore-dev.github.io/qstore/layers.html.md"""
 # %% ../../nbs/61_layers.ipynb #l06-imp
 from __future__ import annotations
 import numpy as np
+from fastcore.basics import patch
 from ..circuits import Circuit
 from ..observables import Observable, as_observables, Z
 from ..backends.base import get_backend
 from .encoding import DataEncoder
-from ..gradients.adaptive import AdaptiveGradient
-from ..gradients.spsa import SPSAGradientEstimator
+from ..gradients.core import run_gradient
 from ..gradients.adjoint import adjoint
-from ..gradients.finite_diff import finite_diff
-from ..gradients.shift import parameter_shift
+import qstore.gradients.adaptive  # noqa: F401 (registers adaptive, shift, adjoint and spsa for `loss_and_grad`)
+import qstore.gradients.finite_diff  # noqa: F401 (registers 'finite_diff')
 
 # %% auto #0
-__all__ = ['init_weights', 'HardwareEfficientQuantumLayer', 'QuantumLayer', 'QuantumModel', 'loss_and_grad', 'spec', 'from_spec']
+__all__ = ['init_weights', 'HardwareEfficientQuantumLayer', 'QuantumLayer', 'QuantumModel']
 
 # %% ../../nbs/61_layers.ipynb #l06-hea
 _ENTANGLERS = ('cnot_ring', 'cnot_linear', 'cz', 'ms')
@@ -163,9 +163,10 @@ class QuantumModel:
                 f"{' -> affine head' if self.head else ''}; {self.n_weights} weights, {self.circuit.n_qubits} qubits)")
 
 # %% ../../nbs/61_layers.ipynb #l06-grad
+@patch
 def loss_and_grad(self: QuantumModel, X, weights,
                   loss_fn,  # outputs (B, n_out) -> (loss, dloss/doutputs (B, n_out))
-                  gradient='adjoint',  # 'adjoint', 'parameter_shift', 'finite_diff', 'spsa', an SPSAGradientEstimator or an AdaptiveGradient
+                  gradient='adjoint',  # 'adjoint', 'parameter_shift', 'finite_diff', or an estimator (SPSA, adaptive)
                   backend='local', shots=None, seed=None) -> tuple:
     "(loss, gradient over all weights, info) with one vector-Jacobian product through head and circuit."
     be = get_backend(backend)
@@ -179,15 +180,7 @@ def loss_and_grad(self: QuantumModel, X, weights,
         r = adjoint(self.circuit, v, obs, be, 'weights', cotangent=dE)
         gc, circuits, method, reason = r.jacobian[:, 0].sum(0), circuits + r.circuits, 'adjoint', ''
     else:
-        if isinstance(gradient, (SPSAGradientEstimator, AdaptiveGradient)): est = gradient
-        elif gradient == 'spsa': raise ValueError("pass an SPSAGradientEstimator instance for SPSA, so its state (k, RNG) persists across steps")
-        else:
-            fns = {'adjoint': adjoint, 'parameter_shift': parameter_shift, 'finite_diff': finite_diff}
-            if gradient not in fns: raise ValueError(f"unknown gradient method {gradient!r}; choose one of {sorted(fns) + ['spsa']} or pass an estimator")
-            est = None
-        if est is None and gradient == 'adjoint': r = adjoint(self.circuit, v, obs, be, 'weights')
-        elif est is None: r = fns[gradient](self.circuit, v, obs, be, 'weights', shots=shots, seed=seed)
-        else: r = est.jacobian(self.circuit, v, obs, be, 'weights', shots=shots, seed=seed)
+        r = run_gradient(gradient, self.circuit, v, obs, be, 'weights', shots, seed)
         E = r.value
         loss, dy = loss_fn(self.outputs_from_expectations(E, weights))
         dE = dy if W is None else dy @ W.T
@@ -196,21 +189,20 @@ def loss_and_grad(self: QuantumModel, X, weights,
     if W is not None: grad += [(E.T @ dy).ravel(), dy.sum(0)]
     return float(loss), np.concatenate(grad), {'circuits': circuits, 'method': method, 'reason': reason, 'expectations': E}
 
-QuantumModel.loss_and_grad = loss_and_grad
-
 # %% ../../nbs/61_layers.ipynb #l06-spec
 def _encoder_spec(e: DataEncoder) -> dict:
     return {'method': e.method, 'n_qubits': e.n_qubits, 'n_features': e.n_features, 'rotation': e.rotation,
             'reps': e.reps, 'entanglement': e.entanglement, 'scale': e.scale}
 
+@patch
 def spec(self: QuantumModel) -> dict:
     "JSON-serialisable description of the model (the registry's `model_spec`)."
     return {'factory': 'qstore.ml.layers:QuantumModel.from_spec', 'name': self.name, 'encoder': _encoder_spec(self.encoder),
             'layers': [l.spec() for l in self.layers], 'observables': [repr(o) for o in self.observables],
             'head': self.head, 'n_outputs': self.n_outputs, 'n_weights': self.n_weights}
 
-@classmethod
-def from_spec(cls, spec: dict) -> QuantumModel:
+@patch(cls_method=True)
+def from_spec(cls: QuantumModel, spec: dict) -> QuantumModel:
     "Rebuild a model from `spec()` output."
     layers = []
     for l in spec['layers']:
@@ -222,6 +214,3 @@ def from_spec(cls, spec: dict) -> QuantumModel:
             head=spec['head'], n_outputs=spec['n_outputs'], name=spec.get('name', 'model'))
     if 'n_weights' in spec and spec['n_weights'] != m.n_weights: raise ValueError(f"spec says {spec['n_weights']} weights, rebuilt model has {m.n_weights}")
     return m
-
-QuantumModel.spec = spec
-QuantumModel.from_spec = from_spec

@@ -7,24 +7,34 @@ Docs: https://qstore-dev.github.io/qstore/optim.html.md"""
 # %% ../../nbs/63_optim.ipynb #o40-imp
 from __future__ import annotations
 import numpy as np
+from fastcore.basics import patch
 from ..backends.base import get_backend
+from ..gradients.core import gradient_method
 from ..gradients.adaptive import AdaptiveGradient
 from ..gradients.natural import QNSPSA, metric_tensor
 from ..gradients.spsa import SPSAGradientEstimator
 from .layers import QuantumModel
 
 # %% auto #0
-__all__ = ['AdaptiveGradientOptimizer']
+__all__ = ['OPTIMIZERS', 'SPSA_OPTIMIZERS', 'spsa_contradiction', 'AdaptiveGradientOptimizer']
+
+# %% ../../nbs/63_optim.ipynb #o40-rules
+OPTIMIZERS = ('sgd', 'adam', 'spsa', 'qng', 'qnspsa')  # the update rules `AdaptiveGradientOptimizer` implements
+SPSA_OPTIMIZERS = ('spsa', 'qnspsa')  # update rules that estimate the loss gradient by SPSA themselves
+
+def spsa_contradiction(optimizer: str,  # one of OPTIMIZERS
+                       gradient: str) -> str | None:  # a registered gradient method name
+    "Why `gradient` contradicts an SPSA update rule (which brings its own SPSA gradient), or None."
+    if optimizer in SPSA_OPTIMIZERS and gradient not in ('spsa', 'adaptive'):
+        return f"optimizer {optimizer!r} estimates gradients by SPSA; gradient method {gradient!r} contradicts it"
+    return None
 
 # %% ../../nbs/63_optim.ipynb #o40-opt
-_OPTIMIZERS = ('sgd', 'adam', 'spsa', 'qng', 'qnspsa')
-_GRADIENTS = ('adaptive', 'adjoint', 'parameter_shift', 'finite_diff', 'spsa')
-
 class AdaptiveGradientOptimizer:
     "Update rule + gradient method + their state, for a `QuantumModel`'s weight vector."
     def __init__(self, optimizer: str = 'adam',  # one of sgd, adam, spsa, qng, qnspsa
                  learning_rate: float = 0.05,  # step size (SPSA/QN-SPSA: the gain numerator a)
-                 gradient: str = 'adaptive',  # adaptive, adjoint, parameter_shift, finite_diff or spsa
+                 gradient: str = 'adaptive',  # adaptive, adjoint, parameter_shift, finite_diff or spsa (registered)
                  momentum: float = 0.0,  # sgd momentum
                  betas: tuple = (0.9, 0.999),  # adam moment decays
                  eps: float = 1e-8,  # adam denominator guard
@@ -34,31 +44,33 @@ class AdaptiveGradientOptimizer:
                  qng_lambda: float = 0.01,  # metric regularisation for qng
                  budget: int | None = None,  # adaptive gradient: max circuits per row
                  seed: int | None = 0):  # RNG seed for SPSA / QN-SPSA perturbations
-        if optimizer not in _OPTIMIZERS: raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {_OPTIMIZERS}")
-        if gradient not in _GRADIENTS: raise ValueError(f"unknown gradient method {gradient!r}; choose one of {_GRADIENTS}")
-        if optimizer in ('spsa', 'qnspsa') and gradient not in ('spsa', 'adaptive'):
-            raise ValueError(f"optimizer {optimizer!r} uses SPSA gradients; gradient={gradient!r} contradicts it")
+        if optimizer not in OPTIMIZERS: raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+        gradient_method(gradient)  # an unknown name raises, listing the registered methods
+        if (why := spsa_contradiction(optimizer, gradient)): raise ValueError(why)
         if not learning_rate > 0: raise ValueError(f"learning_rate must be positive, got {learning_rate}")
         self.optimizer, self.lr, self.gradient = optimizer, float(learning_rate), gradient
         self.momentum, self.betas, self.eps, self.qng_lambda = float(momentum), tuple(betas), float(eps), float(qng_lambda)
         self.spsa = SPSAGradientEstimator(a=learning_rate, c=spsa_c, A=spsa_A, num_directions=num_directions, seed=seed)
         self.adaptive = AdaptiveGradient(budget=budget, spsa=self.spsa)
+        self.estimators = {'spsa': self.spsa, 'adaptive': self.adaptive}  # the stateful methods' instances for this run
         self.qnspsa = QNSPSA(eps=spsa_c, seed=None if seed is None else seed + 1) if optimizer == 'qnspsa' else None
         self.t, self.m, self.v = 0, None, None  # step count and moments
         self.last_info: dict = {}
 
     def _method(self):
-        if self.optimizer in ('spsa', 'qnspsa') or self.gradient == 'spsa': return self.spsa
-        return self.adaptive if self.gradient == 'adaptive' else self.gradient
+        "What `loss_and_grad` gets: a stateless method's name, or this run's instance of a stateful one."
+        if self.optimizer in SPSA_OPTIMIZERS: return self.spsa
+        return self.estimators.get(self.gradient, self.gradient)
 
 # %% ../../nbs/63_optim.ipynb #o40-step
-def _step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
+@patch
+def step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
           loss_fn,  # outputs -> (loss, dloss/doutputs)
           backend='local', shots: int | None = None, seed: int | None = None, lr_scale: float = 1.0):
     "One optimisation step on a batch; returns (new weights, info)."
     be = get_backend(backend)
     w = np.asarray(weights, dtype=float)
-    if self.optimizer in ('spsa', 'qnspsa'):  # SPSA of the whole loss: all perturbed models in one backend call
+    if self.optimizer in SPSA_OPTIMIZERS:  # SPSA of the whole loss: all perturbed models in one backend call
         def losses(Ws):
             vals = np.concatenate([model.values(X, wi) for wi in Ws])
             E = be.run(model.circuit, vals, model.observables, shots=shots, seed=seed).expectations.reshape(len(Ws), len(X), -1)
@@ -95,16 +107,16 @@ def _step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
     self.last_info = {'loss': float(loss), 'circuits': int(circuits), 'method': info.get('method'), 'reason': info.get('reason', '')}
     return w, self.last_info
 
-AdaptiveGradientOptimizer.step = _step
-
 # %% ../../nbs/63_optim.ipynb #o40-state
-def _state_dict(self: AdaptiveGradientOptimizer) -> dict:
+@patch
+def state_dict(self: AdaptiveGradientOptimizer) -> dict:
     "Serialisable optimizer state (arrays for moments, plain values elsewhere)."
     return {'optimizer': self.optimizer, 'gradient': self.gradient, 'lr': self.lr, 't': self.t,
             'm': self.m, 'v': self.v, 'spsa': self.spsa.state_dict(),
             'qnspsa': None if self.qnspsa is None else self.qnspsa.state_dict()}
 
-def _load_state_dict(self: AdaptiveGradientOptimizer, state: dict):
+@patch
+def load_state_dict(self: AdaptiveGradientOptimizer, state: dict):
     "Restore `state_dict()` output; the optimizer kind must match."
     if state['optimizer'] != self.optimizer or state['gradient'] != self.gradient:
         raise ValueError(f"state is for optimizer={state['optimizer']!r}, gradient={state['gradient']!r}; this one is {self.optimizer!r}, {self.gradient!r}")
@@ -114,6 +126,3 @@ def _load_state_dict(self: AdaptiveGradientOptimizer, state: dict):
     self.spsa.load_state_dict(state['spsa'])
     if self.qnspsa is not None and state['qnspsa'] is not None: self.qnspsa.load_state_dict(state['qnspsa'])
     return self
-
-AdaptiveGradientOptimizer.state_dict = _state_dict
-AdaptiveGradientOptimizer.load_state_dict = _load_state_dict

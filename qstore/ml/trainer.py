@@ -10,17 +10,19 @@ import asyncio, dataclasses, hashlib, json, math, os, tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 from tqdm import tqdm
 from ..backends.base import Backend, get_backend
 from ..pipeline.batch import CircuitBatchManager
 from .checkpoint import CheckpointManager
 from ..storage.db import Database, DataLoader, train_val_split
 from .layers import QuantumModel
-from .optim import AdaptiveGradientOptimizer
+from ..gradients.core import GRADIENT_METHODS
+from .optim import OPTIMIZERS, SPSA_OPTIMIZERS, AdaptiveGradientOptimizer, spsa_contradiction
 
 # %% auto #0
 __all__ = ['LOSSES', 'TrainingConfig', 'read_config_file', 'mse_loss', 'cross_entropy_loss', 'hinge_loss', 'accuracy',
-           'QuantumTrainer', 'fit', 'load_trained_weights', 'plot_history', 'plot_decision_boundary']
+           'QuantumTrainer', 'load_trained_weights', 'plot_history', 'plot_decision_boundary']
 
 # %% ../../nbs/66_trainer.ipynb #t42-cfg
 _LOSSES = ('mse', 'cross_entropy', 'hinge')
@@ -65,10 +67,13 @@ class TrainingConfig:
 
     def validate(self):
         "Reject bad values and contradictory combinations."
-        from qstore.ml.optim import _GRADIENTS, _OPTIMIZERS
         errs = []
-        if self.optimizer not in _OPTIMIZERS: errs.append(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
-        if self.gradient_method not in _GRADIENTS: errs.append(f"gradient_method must be one of {_GRADIENTS}, got {self.gradient_method!r}")
+        if self.optimizer not in OPTIMIZERS:
+            errs.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        method = GRADIENT_METHODS.get(self.gradient_method) if isinstance(self.gradient_method, str) else None
+        if method is None:
+            names = ', '.join(sorted(GRADIENT_METHODS))
+            errs.append(f"gradient_method must be one of {names}, got {self.gradient_method!r}")
         if self.loss not in _LOSSES: errs.append(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if self.lr_schedule not in _SCHEDULES: errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
         if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'): errs.append(f"unknown init_strategy {self.init_strategy!r}")
@@ -80,12 +85,14 @@ class TrainingConfig:
         if self.shots_per_circuit is not None and (not isinstance(self.shots_per_circuit, int) or self.shots_per_circuit < 1):
             errs.append(f"shots_per_circuit must be None or a positive integer, got {self.shots_per_circuit!r}")
         # contradictions
-        if self.optimizer in ('spsa', 'qnspsa') and self.gradient_method not in ('spsa', 'adaptive'):
-            errs.append(f"optimizer={self.optimizer!r} estimates gradients by SPSA; gradient_method={self.gradient_method!r} contradicts it")
-        if self.gradient_method == 'adjoint' and self.shots_per_circuit is not None:
-            errs.append("gradient_method='adjoint' is exact and needs statevectors; it cannot be combined with shots_per_circuit")
-        if self.gradient_method == 'adjoint' and self.noise_model is not None:
-            errs.append("gradient_method='adjoint' needs a noiseless statevector; it cannot be combined with noise_model")
+        if (why := spsa_contradiction(self.optimizer, self.gradient_method)): errs.append(why)
+        needs_state = method is not None and method.statevector
+        if needs_state and self.shots_per_circuit is not None:
+            errs.append(f"gradient_method={self.gradient_method!r} is exact and needs statevectors; "
+                        "it cannot be combined with shots_per_circuit")
+        if needs_state and self.noise_model is not None:
+            errs.append(f"gradient_method={self.gradient_method!r} needs a noiseless statevector; "
+                        "it cannot be combined with noise_model")
         if self.noise_model is not None and self.backend not in ('local', 'mock'):
             errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
         if self.momentum and self.optimizer != 'sgd': errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
@@ -97,7 +104,7 @@ class TrainingConfig:
         if not isinstance(self.seed, int) or self.seed < 0: errs.append(f"seed must be a non-negative integer, got {self.seed!r}")
         # settings that would silently do nothing in this combination
         d = {f.name: f.default for f in fields(self)}
-        spsa_used = self.optimizer in ('spsa', 'qnspsa') or self.gradient_method in ('spsa', 'adaptive')
+        spsa_used = self.optimizer in SPSA_OPTIMIZERS or (method is not None and method.stochastic)
         for k in ('spsa_c', 'spsa_A', 'num_directions'):
             if getattr(self, k) != d[k] and not spsa_used: errs.append(f"{k} only affects SPSA; optimizer={self.optimizer!r} with gradient_method={self.gradient_method!r} never uses it")
         if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng': errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
@@ -289,19 +296,41 @@ class QuantumTrainer:
         return await asyncio.to_thread(self.fit, *args, **kwargs)
 
 # %% ../../nbs/66_trainer.ipynb #t42-fit
-def _checkpoint_manager(self: QuantumTrainer):
+@dataclass
+class _FitRun:
+    "What one `fit` call carries from step to step."
+    X: np.ndarray  # training features (after any validation split)
+    y: np.ndarray  # training targets
+    Xv: np.ndarray | None  # validation features, or None
+    yv: np.ndarray | None  # validation targets, or None
+    opt: AdaptiveGradientOptimizer
+    loader: DataLoader
+    ckpts: CheckpointManager
+    early: dict  # early stopping: best val loss, epochs without improvement, best weights and logs
+    digest: str  # sha256 of the training data, kept with every checkpoint
+    epoch: int = 0  # epochs completed
+    scale: float = 1.0  # the current epoch's learning-rate factor
+    stop: bool = False  # early stopping or a callback ended training
+    interrupted: bool = False  # a callback ended training
+
+@patch
+def _checkpoint_manager(self: QuantumTrainer) -> CheckpointManager:
+    "This run's checkpoints: in `checkpoint_dir`, or <db home>/checkpoints/<run>."
     d = self.config.checkpoint_dir or (self._db().root / 'checkpoints' / self.run)
     return CheckpointManager(d, keep_last=self.config.keep_checkpoints)
 
-def _state(self: QuantumTrainer, opt, loader, epoch, early):
-    return {'weights': self.weights, 'optimizer': opt.state_dict(), 'loader': loader.state_dict(), 'step': self.step_count,
-            'epoch': epoch, 'history': self.history, 'early': early, 'run': self.run,
-            'config': self.config.to_dict(), 'model_spec': self.model.spec()}
+@patch
+def _save_checkpoint(self: QuantumTrainer, r: _FitRun) -> Path:
+    "Checkpoint everything a resumed run needs: weights, optimizer, loader, counters, history, config and model."
+    state = {'weights': self.weights, 'optimizer': r.opt.state_dict(), 'loader': r.loader.state_dict(),
+             'step': self.step_count, 'epoch': r.epoch, 'history': self.history, 'early': r.early, 'run': self.run,
+             'config': self.config.to_dict(), 'model_spec': self.model.spec()}
+    return r.ckpts.save(self.step_count, {**state, 'data_sha256': r.digest})
 
-def fit(self: QuantumTrainer, train, val=None,
-        resume: bool = False,  # continue from the newest readable checkpoint of this run
-        run: str | None = None) -> list:  # run id (default: new); with resume, the run to continue
-    "Train; returns the epoch history (list of dicts)."
+# %% ../../nbs/66_trainer.ipynb #t42-fit-start
+@patch
+def _fit_data(self: QuantumTrainer, train, val) -> tuple:
+    "(X, y, Xv, yv): the training data and the validation data (given, split off, or None)."
     cfg = self.config
     X, y = self._arrays(train)
     Xv = yv = None
@@ -309,71 +338,142 @@ def fit(self: QuantumTrainer, train, val=None,
     elif cfg.validation_split > 0:
         tr, va = train_val_split(len(X), cfg.validation_split, cfg.seed)
         X, y, Xv, yv = X[tr], y[tr], X[va], y[va]
-    if cfg.early_stopping_patience and Xv is None: raise ValueError("early_stopping_patience needs validation data: pass val= or set validation_split")
-    db = self._db()
-    self.run = db.metrics.start_run(run, config={**cfg.to_dict(), 'model': self.model.spec()}, resume=resume)
-    ckpts = _checkpoint_manager(self)
-    opt = AdaptiveGradientOptimizer(cfg.optimizer, cfg.learning_rate, cfg.gradient_method, cfg.momentum, spsa_c=cfg.spsa_c,
-                                    spsa_A=cfg.spsa_A, num_directions=cfg.num_directions, qng_lambda=cfg.qng_lambda,
-                                    budget=cfg.gradient_budget, seed=cfg.seed)
+    if cfg.early_stopping_patience and Xv is None:
+        raise ValueError("early_stopping_patience needs validation data: pass val= or set validation_split")
+    return X, y, Xv, yv
+
+@patch
+def _start_fit(self: QuantumTrainer, train, val, resume: bool, run: str | None) -> _FitRun:
+    "Open the metrics run and build optimizer, loader and initial weights, or restore them from the newest checkpoint."
+    cfg = self.config
+    X, y, Xv, yv = self._fit_data(train, val)
+    self.run = self._db().metrics.start_run(run, config={**cfg.to_dict(), 'model': self.model.spec()}, resume=resume)
+    ckpts = self._checkpoint_manager()
+    opt = AdaptiveGradientOptimizer(cfg.optimizer, cfg.learning_rate, cfg.gradient_method, cfg.momentum,
+                                    spsa_c=cfg.spsa_c, spsa_A=cfg.spsa_A, num_directions=cfg.num_directions,
+                                    qng_lambda=cfg.qng_lambda, budget=cfg.gradient_budget, seed=cfg.seed)
     loader = DataLoader(X, y, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    self.weights, self.history, self.step_count, epoch = self.model.init_weights(cfg.seed, cfg.init_strategy), [], 0, 0
+    self.weights, self.history, self.step_count = self.model.init_weights(cfg.seed, cfg.init_strategy), [], 0
     early = {'best': None, 'bad_epochs': 0, 'best_weights': None, 'best_logs': None}
-    data_digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
-    if resume and (found := ckpts.latest()) is not None:
-        _, st = found
-        if st['model_spec'] != self.model.spec(): raise ValueError("checkpoint was written for a different model; refusing to resume")
-        if TrainingConfig.from_dict(st['config']).fingerprint != cfg.fingerprint:
-            raise ValueError("checkpoint was written with different training settings; resuming would not continue the same run")
-        if st.get('data_sha256') not in (None, data_digest): raise ValueError("checkpoint was written for different training data; refusing to resume")
-        self.weights, self.step_count, epoch = np.array(st['weights']), int(st['step']), int(st['epoch'])
-        self.history, early = list(st['history']), dict(st['early'])
-        opt.load_state_dict(st['optimizer']); loader.load_state_dict(st['loader'])
-    stop = interrupted = False
-    while epoch < cfg.epochs and not stop:
-        scale = _schedule(cfg.lr_schedule, epoch, cfg.epochs)
-        bar = tqdm(total=len(loader), initial=loader.position, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-        for Xb, yb in loader:
-            shots = cfg.shots_per_circuit
-            self.weights, info = opt.step(self.model, self.weights, Xb, self._loss(yb), self.backend, shots,
-                                          None if shots is None else _step_seed(cfg.seed, self.step_count), scale)
-            self.step_count += 1
-            db.metrics.log(self.run, step=self.step_count, epoch=epoch, loss=info['loss'], circuits=info['circuits'], method=info['method'] or '')
-            bar.update(1); bar.set_postfix(loss=f"{info['loss']:.4f}")
-            if cfg.checkpoint_interval and self.step_count % cfg.checkpoint_interval == 0:
-                ckpts.save(self.step_count, {**_state(self, opt, loader, epoch, early), 'data_sha256': data_digest})
-            if any(cb(self, 'step', {'step': self.step_count, **info}) for cb in self.callbacks): stop = interrupted = True; break
-        bar.close()
-        if stop: break
-        epoch += 1
-        logs = {'epoch': epoch, 'step': self.step_count, 'lr_scale': scale, **{f'train_{k}': v for k, v in self.evaluate(X, y).items()}}
-        if Xv is not None: logs.update({f'val_{k}': v for k, v in self.evaluate(Xv, yv).items()})
-        self.history.append(logs)
-        rep = self.backend.report()
-        pipe = {'pipeline_circuits': rep.circuits, 'pipeline_cache_hit_rate': rep.template_cache.get('hit_rate'),
-                'pipeline_requests': rep.requests, 'pipeline_cost_usd': rep.estimated_cost_usd, 'pipeline_compile_s': rep.compile_seconds}
-        db.metrics.log(self.run, epoch=epoch, **{k: v for k, v in {**logs, **pipe}.items() if v is not None and k not in ('epoch', 'step')})
-        if cfg.early_stopping_patience:
-            if early['best'] is None or logs['val_loss'] < early['best'] - 1e-12:
-                early.update(best=logs['val_loss'], bad_epochs=0, best_weights=self.weights.copy(), best_logs=dict(logs))
-            else:
-                early['bad_epochs'] += 1
-                if early['bad_epochs'] >= cfg.early_stopping_patience: stop = True; self.weights = np.array(early['best_weights'])
-        if any(cb(self, 'epoch', logs) for cb in self.callbacks): stop = interrupted = True
-    path = ckpts.save(self.step_count, {**_state(self, opt, loader, epoch, early), 'data_sha256': data_digest})
-    self.checkpoint_path = path
+    digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
+    r = _FitRun(X, y, Xv, yv, opt, loader, ckpts, early, digest)
+    if resume and (found := ckpts.latest()) is not None: self._restore(r, found[1])
+    return r
+
+# %% ../../nbs/66_trainer.ipynb #t42-fit-restore
+@patch
+def _restore(self: QuantumTrainer, r: _FitRun, st: dict):
+    "Continue from checkpoint state `st`, once it is known to be written for this model, these settings and this data."
+    if st['model_spec'] != self.model.spec():
+        raise ValueError("checkpoint was written for a different model; refusing to resume")
+    if TrainingConfig.from_dict(st['config']).fingerprint != self.config.fingerprint:
+        raise ValueError("checkpoint was written with different training settings; "
+                         "resuming would not continue the same run")
+    if st.get('data_sha256') not in (None, r.digest):
+        raise ValueError("checkpoint was written for different training data; refusing to resume")
+    self.weights, self.step_count, r.epoch = np.array(st['weights']), int(st['step']), int(st['epoch'])
+    self.history, r.early = list(st['history']), dict(st['early'])
+    r.opt.load_state_dict(st['optimizer'])
+    r.loader.load_state_dict(st['loader'])
+
+# %% ../../nbs/66_trainer.ipynb #t42-fit-epoch
+@patch
+def _train_step(self: QuantumTrainer, r: _FitRun, Xb, yb) -> dict:
+    "One optimizer step on a batch, logged to the metrics store; returns the step's info."
+    cfg = self.config
+    shots = cfg.shots_per_circuit
+    seed = None if shots is None else _step_seed(cfg.seed, self.step_count)
+    self.weights, info = r.opt.step(self.model, self.weights, Xb, self._loss(yb), self.backend, shots, seed, r.scale)
+    self.step_count += 1
+    self._db().metrics.log(self.run, step=self.step_count, epoch=r.epoch, loss=info['loss'], circuits=info['circuits'],
+                           method=info['method'] or '')
+    return info
+
+@patch
+def _train_epoch(self: QuantumTrainer, r: _FitRun):
+    "The optimizer steps of one epoch, with progress bar, periodic checkpoints and step callbacks."
+    cfg = self.config
+    r.scale = _schedule(cfg.lr_schedule, r.epoch, cfg.epochs)
+    bar = tqdm(total=len(r.loader), initial=r.loader.position, desc=f"epoch {r.epoch + 1}/{cfg.epochs}",
+               disable=not cfg.progress, leave=False)
+    for Xb, yb in r.loader:
+        info = self._train_step(r, Xb, yb)
+        bar.update(1)
+        bar.set_postfix(loss=f"{info['loss']:.4f}")
+        if cfg.checkpoint_interval and self.step_count % cfg.checkpoint_interval == 0: self._save_checkpoint(r)
+        if any(cb(self, 'step', {'step': self.step_count, **info}) for cb in self.callbacks):
+            r.stop = r.interrupted = True
+            break
+    bar.close()
+
+# %% ../../nbs/66_trainer.ipynb #t42-fit-eval
+@patch
+def _log_epoch(self: QuantumTrainer, logs: dict):
+    "Log an epoch's results with the pipeline's circuits, cache hit rate, requests, cost and compile time."
+    rep = self.backend.report()
+    pipe = {'pipeline_circuits': rep.circuits, 'pipeline_cache_hit_rate': rep.template_cache.get('hit_rate'),
+            'pipeline_requests': rep.requests, 'pipeline_cost_usd': rep.estimated_cost_usd,
+            'pipeline_compile_s': rep.compile_seconds}
+    metrics = {k: v for k, v in {**logs, **pipe}.items() if v is not None and k not in ('epoch', 'step')}
+    self._db().metrics.log(self.run, epoch=logs['epoch'], **metrics)
+
+@patch
+def _early_stopping(self: QuantumTrainer, r: _FitRun, logs: dict):
+    "Track the best validation loss; after `early_stopping_patience` epochs without improvement, stop with its weights."
+    e = r.early
+    if e['best'] is None or logs['val_loss'] < e['best'] - 1e-12:
+        e.update(best=logs['val_loss'], bad_epochs=0, best_weights=self.weights.copy(), best_logs=dict(logs))
+        return
+    e['bad_epochs'] += 1
+    if e['bad_epochs'] >= self.config.early_stopping_patience:
+        r.stop = True
+        self.weights = np.array(e['best_weights'])
+
+@patch
+def _end_epoch(self: QuantumTrainer, r: _FitRun):
+    "Count the epoch, evaluate and log it, then apply early stopping and the epoch callbacks."
+    r.epoch += 1
+    logs = {'epoch': r.epoch, 'step': self.step_count, 'lr_scale': r.scale,
+            **{f'train_{k}': v for k, v in self.evaluate(r.X, r.y).items()}}
+    if r.Xv is not None: logs.update({f'val_{k}': v for k, v in self.evaluate(r.Xv, r.yv).items()})
+    self.history.append(logs)
+    self._log_epoch(logs)
+    if self.config.early_stopping_patience: self._early_stopping(r, logs)
+    if any(cb(self, 'epoch', logs) for cb in self.callbacks): r.stop = r.interrupted = True
+
+# %% ../../nbs/66_trainer.ipynb #t42-fit-finish
+@patch
+def _register(self: QuantumTrainer, r: _FitRun):
+    "Register the trained model with its checkpoint, metrics and run tags."
+    early_stopped = r.stop and not r.interrupted and r.early['best_logs']
+    final = r.early['best_logs'] if early_stopped else (self.history[-1] if self.history else {})
+    spec = {**self.model.spec(), 'loader': 'qstore.ml.trainer:load_trained_weights'}
+    metrics = {k: v for k, v in final.items() if v is not None}
+    tags = {'run': self.run, 'config': self.config.fingerprint}
+    self.registered_version = self._db().models.register(self.config.register_model, spec,
+                                                         checkpoint=self.checkpoint_path, metrics=metrics, tags=tags)
+
+@patch
+def _finish_fit(self: QuantumTrainer, r: _FitRun) -> list:
+    "Final checkpoint, metrics flushed, model registered (if configured), run closed; returns the history."
+    db = self._db()
+    self.checkpoint_path = self._save_checkpoint(r)
     db.metrics.flush()
-    if cfg.register_model:
-        final = early['best_logs'] if stop and not interrupted and early['best_logs'] else (self.history[-1] if self.history else {})  # early stopping keeps the best epoch's weights
-        spec = {**self.model.spec(), 'loader': 'qstore.ml.trainer:load_trained_weights'}
-        self.registered_version = db.models.register(cfg.register_model, spec, checkpoint=path,
-                                                     metrics={k: v for k, v in final.items() if v is not None},
-                                                     tags={'run': self.run, 'config': cfg.fingerprint})
-    db.metrics.end_run(self.run, 'interrupted' if interrupted else 'finished')
+    if self.config.register_model: self._register(r)
+    db.metrics.end_run(self.run, 'interrupted' if r.interrupted else 'finished')
     self.model.weights = self.weights
     return self.history
 
-QuantumTrainer.fit = fit
+@patch
+def fit(self: QuantumTrainer, train, val=None,
+        resume: bool = False,  # continue from the newest readable checkpoint of this run
+        run: str | None = None) -> list:  # run id (default: new); with resume, the run to continue
+    "Train; returns the epoch history (list of dicts)."
+    r = self._start_fit(train, val, resume, run)
+    while r.epoch < self.config.epochs and not r.stop:
+        self._train_epoch(r)
+        if not r.stop: self._end_epoch(r)
+    return self._finish_fit(r)
 
 def load_trained_weights(model: QuantumModel, checkpoint_path) -> QuantumModel:
     "Registry loader: put a checkpoint's weights into `model.weights`."

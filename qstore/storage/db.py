@@ -18,8 +18,8 @@ from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
 
 # %% auto #0
 __all__ = ['STAGES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader',
-           'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable', 'ModelVersion', 'ModelRegistry', 'Run',
-           'MetricsStore', 'Database', 'models_cli']
+           'IndexedFileStore', 'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable', 'ModelVersion',
+           'ModelRegistry', 'Run', 'MetricsStore', 'Database', 'models_cli']
 
 # %% ../../nbs/53_storage_db.ipynb #db21-names
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
@@ -172,6 +172,21 @@ class DataLoader:
         self.epoch, self.position, self._order = int(state['epoch']), int(state['position']), None
         if self.position: self._start_epoch()
 
+# %% ../../nbs/53_storage_db.ipynb #db21-ifs
+class IndexedFileStore:
+    "Files under `root` indexed in SQLite tables; the base of `TrainingDataStore` and `ModelRegistry`."
+    schema: tuple = ()  # (component, schema version, DDL) of the subclass's tables
+
+    def __init__(self, root: str | Path,  # directory for the store's files
+                 db: SQLiteDatabase | str | Path | None = None):  # database for its tables; default root/qstore.db
+        self.root = Path(root).expanduser().resolve()
+        self.db, self._owned = open_sqlite(self.root / 'qstore.db' if db is None else db)
+        self.db.ensure_schema(*self.schema)
+
+    def close(self):
+        "Close the database if this store opened it (a shared one stays open)."
+        if self._owned: self.db.close()
+
 # %% ../../nbs/53_storage_db.ipynb #db21-tds
 @dataclass
 class DatasetInfo:
@@ -229,13 +244,9 @@ CREATE TABLE datasets(name TEXT NOT NULL, version INTEGER NOT NULL, created REAL
 """
 _DATASET_COLS = 'name, version, n_rows, n_features, x_dtype, y_dtype, metadata, created, directory, x_sha256, y_sha256'
 
-class TrainingDataStore:
+class TrainingDataStore(IndexedFileStore):
     "Versioned training datasets: .npy arrays (memory-mapped reads) plus a manifest in SQLite."
-    def __init__(self, root: str | Path,  # directory for the array files
-                 db: SQLiteDatabase | str | Path | None = None):  # manifest database; default root/qstore.db
-        self.root = Path(root).expanduser().resolve()
-        self.db, self._owned = open_sqlite(self.root / 'qstore.db' if db is None else db)
-        self.db.ensure_schema('datasets', 1, _DATASET_DDL)
+    schema = ('datasets', 1, _DATASET_DDL)
 
     def put_dataset(self, name: str,  # dataset name (letters, digits, '_', '.', '-')
                     X,  # (rows, features) float32/float64
@@ -301,9 +312,6 @@ class TrainingDataStore:
         "Version numbers of one dataset."
         return [d.version for d in self.list_datasets(name)]
 
-    def close(self):
-        if self._owned: self.db.close()
-
 # %% ../../nbs/53_storage_db.ipynb #db21-reg
 STAGES = ('none', 'staging', 'production', 'archived')
 
@@ -345,13 +353,9 @@ def _check_stage(stage):
     if stage not in STAGES: raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
     return stage
 
-class ModelRegistry:
+class ModelRegistry(IndexedFileStore):
     "Versioned models: spec (with factory import path), checkpoint file + sha256, metrics, tags and stage."
-    def __init__(self, root: str | Path,  # directory for copied checkpoints
-                 db: SQLiteDatabase | str | Path | None = None):  # registry database; default root/qstore.db
-        self.root = Path(root).expanduser().resolve()
-        self.db, self._owned = open_sqlite(self.root / 'qstore.db' if db is None else db)
-        self.db.ensure_schema('models', 1, _MODEL_DDL)
+    schema = ('models', 1, _MODEL_DDL)
 
     def register(self, name: str,  # model name (letters, digits, '_', '.', '-')
                  model_spec: dict,  # JSON-serialisable; 'factory' import path required, 'loader' optional
@@ -453,9 +457,6 @@ class ModelRegistry:
         load_fn = loader if callable(loader) else resolve_callable(loader or mv.spec['loader'])
         out = load_fn(model, mv.checkpoint)
         return model if out is None else out
-
-    def close(self):
-        if self._owned: self.db.close()
 
 # %% ../../nbs/53_storage_db.ipynb #db21-met
 RUN_STATUSES = ('running', 'finished', 'failed', 'interrupted')
