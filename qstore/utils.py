@@ -83,12 +83,21 @@ class LRUCache:
             self._data.move_to_end(key)
             return self._data[key]
 
-    def put(self, key, value):
-        "Store `value` under `key` unless an entry exists; return the entry kept. Evicts the least recently used."
+    def _evict(self):
+        while self.maxsize is not None and len(self._data) > self.maxsize: self._data.popitem(last=False)
+
+    def __setitem__(self, key, value):
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            self._evict()
+
+    def setdefault(self, key, value):
+        "The entry for `key`, storing `value` first if there is none (the first value stored wins)."
         with self._lock:
             value = self._data.setdefault(key, value)
             self._data.move_to_end(key)
-            while self.maxsize is not None and len(self._data) > self.maxsize: self._data.popitem(last=False)
+            self._evict()
             return value
 
 # %% ../nbs/00_utils.ipynb #u00-lru2
@@ -98,7 +107,7 @@ _MISSING = object()
 def get_or_create(self: LRUCache, key, factory):
     "The entry for `key`; when missing, build it with `factory()` (outside the lock) and store it."
     value = self.get(key, _MISSING)
-    return self.put(key, factory()) if value is _MISSING else value
+    return self.setdefault(key, factory()) if value is _MISSING else value
 
 @patch
 def clear(self: LRUCache):

@@ -6,8 +6,7 @@ Docs: https://qstore-dev.github.io/qstore/ionq_client.html.md"""
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-imp
 from __future__ import annotations
-import asyncio, functools, json, logging, math, os, random, threading, time, uuid
-from collections import OrderedDict
+import asyncio, json, logging, math, os, random, threading, time, uuid
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 import httpx
@@ -15,6 +14,7 @@ import numpy as np
 from .. import __version__
 from ..simulator import sample_counts
 from .serialize import results_to_array
+from ..utils import AsyncBridge, BlockingFacade, LRUCache, on_bridge
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'NOISE_MODELS', 'TAG_KEY', 'PRICING', 'IonQError',
@@ -159,41 +159,6 @@ def _retry_after(r: httpx.Response) -> float | None:
     try: return max(0.0, parsedate_to_datetime(v).timestamp() - time.time())
     except (TypeError, ValueError): return None
 
-class _LoopThread:
-    "An event loop running forever in a daemon thread."
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name='qstore-ionq-client', daemon=True)
-        self.thread.start()
-
-    def is_current(self) -> bool: return threading.current_thread() is self.thread
-
-    def submit(self, coro): return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop); self.thread.join(); self.loop.close()
-
-def _on_client_loop(fn):
-    "Run the coroutine on the client's own loop, whichever loop awaits it; also callable blocking via `client.sync`."
-    @functools.wraps(fn)
-    async def wrapper(self, *args, **kwargs):
-        lt = self._loop_thread()
-        if lt.is_current(): return await fn(self, *args, **kwargs)
-        return await asyncio.wrap_future(lt.submit(fn(self, *args, **kwargs)))
-    wrapper.blocking_form = fn
-    return wrapper
-
-class _SyncFacade:
-    "Blocking forms of the client's async methods: `client.sync.run_batch(...)`."
-    def __init__(self, client): self._client = client
-
-    def __getattr__(self, name):
-        fn = getattr(getattr(type(self._client), name, None), 'blocking_form', None)
-        if fn is None: raise AttributeError(f"IonQBatchClient has no async method {name!r} with a blocking form")
-        return functools.wraps(fn)(lambda *a, **k: self._client._run_blocking(fn(self._client, *a, **k)))
-
-    def __dir__(self): return [n for n in dir(type(self._client)) if hasattr(getattr(type(self._client), n), 'blocking_form')]
-
 # %% ../../nbs/24_ionq_client.ipynb #ic-client
 class IonQBatchClient:
     "Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling."
@@ -234,10 +199,10 @@ class IonQBatchClient:
         self.limits, self._transport = limits, transport
         self._limiter = _RateLimiter(rate_limit, burst)
         self._jitter = random.Random()
-        self._lt: _LoopThread | None = None
+        self.bridge = AsyncBridge('qstore-ionq-client')  # the loop every request runs on
+        self.bridge.on_close(self.aclose)
         self._http: httpx.AsyncClient | None = None
-        self._lock = threading.Lock()
-        self._finished: OrderedDict[str, dict] = OrderedDict()  # recent job bodies in a terminal state (they no longer change)
+        self._finished = LRUCache(4096)  # recent job bodies in a terminal state (they no longer change)
         self.requests = 0  # HTTP requests sent, including retries
         self._min_rtt = math.inf  # fastest round trip seen: an estimate of network latency without server work
 
@@ -249,22 +214,10 @@ class IonQBatchClient:
         "Remove the API key from text that may echo it (server messages, URLs)."
         return text.replace(self._key, '***') if self._key else text
 
-    def _loop_thread(self) -> _LoopThread:
-        with self._lock:
-            if self._lt is None: self._lt = _LoopThread()
-            return self._lt
-
-    def _run_blocking(self, coro):
-        lt = self._loop_thread()
-        if lt.is_current():
-            coro.close()
-            raise RuntimeError("blocking IonQ call from inside the client's own event loop; await the async method instead")
-        return lt.submit(coro).result()
-
     @property
-    def sync(self) -> _SyncFacade:
+    def sync(self) -> BlockingFacade:
         "Blocking forms of the async methods, usable in scripts and inside a running Jupyter loop."
-        return _SyncFacade(self)
+        return BlockingFacade(self)
 
     def _client(self) -> httpx.AsyncClient:
         if self._key is None:
@@ -363,7 +316,7 @@ class IonQBatchClient:
         return body
 
     # ---- public API
-    @_on_client_loop
+    @on_bridge
     async def submit(self, circuit_json: dict,  # {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
                      shots: int = 100,  # shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
                      backend: str = 'simulator',  # 'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
@@ -381,7 +334,7 @@ class IonQBatchClient:
         _log.info("submitted IonQ job %s (1 circuit, backend %s)", job_id, backend)
         return IonQJob(job_id, body['metadata'][TAG_KEY], (int(circuit_json['qubits']),), body['shots'], body['backend'], body.get('noise'), acked_at)
 
-    @_on_client_loop
+    @on_bridge
     async def submit_batch(self, circuits: list,  # circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
                            shots: int = 100,  # shots per circuit
                            backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
@@ -414,7 +367,7 @@ class IonQBatchClient:
         _log.info("submitted %d circuits as %d IonQ job(s) on %s", len(circuits), len(jobs), backend)
         return jobs
 
-    @_on_client_loop
+    @on_bridge
     async def wait(self, jobs,  # IonQJob(s) or job id(s)
                    timeout: float | None = 600.0) -> list[dict]:  # seconds for all jobs together; None waits forever
         "Poll jobs concurrently until all are done; returns their final job records in order."
@@ -453,11 +406,9 @@ class IonQBatchClient:
             await asyncio.sleep(interval)
             interval = min(interval * 1.5, self.poll_max_interval)
 
-    def _remember(self, job: dict):
-        self._finished[job['id']] = job
-        while len(self._finished) > 4096: self._finished.popitem(last=False)
+    def _remember(self, job: dict): self._finished[job['id']] = job
 
-    @_on_client_loop
+    @on_bridge
     async def cancel(self, jobs,  # IonQJob(s) or job id(s)
                      ignore_errors: bool = False) -> list[dict]:  # report failures as {'id', 'error'} instead of raising
         "Cancel jobs with `PUT /jobs/{id}/status/cancel`, concurrently; returns IonQ's answers in order."
@@ -472,7 +423,7 @@ class IonQBatchClient:
             out.append(o)
         return out
 
-    @_on_client_loop
+    @on_bridge
     async def get_results_parallel(self, jobs) -> list[CircuitResult]:  # completed IonQJob(s) or job id(s), in submission order
         "Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped to circuits."
         jobs = _as_list(jobs)
@@ -505,7 +456,7 @@ class IonQBatchClient:
         shots = int(body.get('shots') or getattr(job, 'shots', 0))
         return job_id, exact, shots, [(c, results_to_array(d, n)) for (c, d), n in zip(dists, qubits)]
 
-    @_on_client_loop
+    @on_bridge
     async def run_batch(self, circuits: list,  # circuits in IonQ JSON
                         shots: int = 100,  # shots per circuit
                         backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
@@ -521,7 +472,7 @@ class IonQBatchClient:
             if unfinished: await asyncio.shield(self.cancel(unfinished, ignore_errors=True))
             raise
 
-    @_on_client_loop
+    @on_bridge
     async def estimate_cost(self, circuits: list,  # circuits in IonQ JSON
                             shots: int = 100,  # shots per circuit
                             backend: str = 'qpu.aria-1',  # target to price
@@ -549,22 +500,19 @@ class IonQBatchClient:
                 'circuits': len(circuits), 'per_shape': [{'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2], 'circuits': n, 'usd_each': prices[k]}
                                                          for k, n in shapes.items()]}
 
-    @_on_client_loop
+    @on_bridge
     async def job_cost(self, job) -> dict:  # IonQJob or job id (e.g. a dry run)
         "IonQ's cost record for a job (`GET /jobs/{id}/cost`): `estimated_cost` and, once run, `cost`."
         return await self._request('GET', f'/jobs/{_job_id(job)}/cost')
 
-    @_on_client_loop
+    @on_bridge
     async def aclose(self):
         "Close pooled connections."
         if self._http is not None: await self._http.aclose(); self._http = None
 
     def close(self):
         "Close connections and stop the client's event-loop thread."
-        if self._lt is None: return
-        if not self._lt.is_current(): self.sync.aclose()
-        with self._lock: lt, self._lt = self._lt, None
-        lt.stop()
+        self.bridge.close()
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
