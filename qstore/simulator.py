@@ -6,11 +6,11 @@ Docs: https://qstore-dev.github.io/qstore/simulator.html.md"""
 
 # %% ../nbs/04_simulator.ipynb #s01-imp
 from __future__ import annotations
-from collections import OrderedDict
 from dataclasses import dataclass
 import numpy as np
 from .circuits import Circuit, GATES, apply_matrix, validate_values
 from .observables import (as_observables, basis_rotation, expectation_from_states, measurement_groups, term_signs)
+from .utils import LRUCache, check_int
 
 # %% auto #0
 __all__ = ['NOISE_PRESETS', 'StatevectorSimulator', 'sample_counts', 'NoiseModel', 'DensityMatrixSimulator']
@@ -154,15 +154,11 @@ class _Plan:
         return out.astype(dtype, copy=False)
 
 
-_PLANS: OrderedDict = OrderedDict()
+_PLANS = LRUCache(256)  # execution plans by circuit structure
 
 def plan_for(circuit: Circuit) -> _Plan:
     "The (LRU-cached) execution plan of a circuit structure."
-    key = circuit.structural_hash
-    if key in _PLANS: _PLANS.move_to_end(key); return _PLANS[key]
-    p = _PLANS[key] = _Plan(circuit)
-    if len(_PLANS) > 256: _PLANS.popitem(last=False)
-    return p
+    return _PLANS.get_or_create(circuit.structural_hash, lambda: _Plan(circuit))
 
 # %% ../nbs/04_simulator.ipynb #s01-sv
 class StatevectorSimulator:

@@ -8,6 +8,7 @@ Docs: https://qstore-dev.github.io/qstore/utils.html.md"""
 from __future__ import annotations
 import asyncio, atexit, functools, math, threading
 from collections import OrderedDict
+from concurrent.futures import Future
 import numpy as np
 from fastcore.basics import patch
 
@@ -63,15 +64,17 @@ def check_range(name: str,  # the parameter, as the message names it
 
 # %% ../nbs/00_utils.ipynb #u00-lru
 class LRUCache:
-    "A thread-safe mapping that keeps the `maxsize` most recently used entries and counts hits and misses."
-    def __init__(self, maxsize: int | None = 128):  # entries kept (None: unbounded)
-        self.maxsize = check_int('maxsize', maxsize, none_ok=True)
-        self._data, self._lock = OrderedDict(), threading.Lock()
-        self.hits, self.misses = 0, 0
+    "A thread-safe mapping that keeps the most recently used entries within `maxsize` and counts hits and misses."
+    def __init__(self, maxsize: int | None = 128,  # entries kept, or total weight with `weigh` (None: unbounded)
+                 weigh=None):  # value -> its weight (e.g. bytes); None counts entries
+        self.maxsize, self.weigh = check_int('maxsize', maxsize, lo=0, none_ok=True), weigh
+        self._data, self._building, self._lock = OrderedDict(), {}, threading.Lock()
+        self.weight, self.hits, self.misses, self.evictions = 0, 0, 0, 0
 
     def __len__(self) -> int: return len(self._data)
     def __contains__(self, key) -> bool: return key in self._data
-    def __repr__(self): return f"LRUCache({len(self)}/{self.maxsize}, hits={self.hits}, misses={self.misses})"
+    def __repr__(self): return f"LRUCache({len(self)} entries, weight {self.weight}/{self.maxsize}, hits={self.hits}, misses={self.misses})"
+    def _weight(self, value) -> int: return 1 if self.weigh is None else self.weigh(value)
 
     def get(self, key, default=None):
         "The entry for `key` (marking it recently used and counting a hit), or `default` (counting a miss)."
@@ -83,41 +86,71 @@ class LRUCache:
             self._data.move_to_end(key)
             return self._data[key]
 
-    def _evict(self):
-        while self.maxsize is not None and len(self._data) > self.maxsize: self._data.popitem(last=False)
-
     def __setitem__(self, key, value):
         with self._lock:
+            if key in self._data: self.weight -= self._weight(self._data[key])
             self._data[key] = value
             self._data.move_to_end(key)
-            self._evict()
-
-    def setdefault(self, key, value):
-        "The entry for `key`, storing `value` first if there is none (the first value stored wins)."
-        with self._lock:
-            value = self._data.setdefault(key, value)
-            self._data.move_to_end(key)
-            self._evict()
-            return value
+            self.weight += self._weight(value)
+            while self.maxsize is not None and self.weight > self.maxsize and self._data:
+                self.weight -= self._weight(self._data.popitem(last=False)[1])
+                self.evictions += 1
 
 # %% ../nbs/00_utils.ipynb #u00-lru2
-_MISSING = object()
+@patch
+def _claim(self: LRUCache, key):
+    "(value, None, False) on a hit; (None, future, False) while another caller builds it; (None, future, True): build it."
+    with self._lock:
+        if key in self._data:
+            self.hits += 1
+            self._data.move_to_end(key)
+            return self._data[key], None, False
+        if key in self._building:
+            self.hits += 1  # built once, by whoever got there first
+            return None, self._building[key], False
+        self.misses += 1
+        fut = self._building[key] = Future()
+        return None, fut, True
 
 @patch
+def _build(self: LRUCache, key, fut: Future, factory):
+    try: value = factory()
+    except BaseException as e:
+        with self._lock: del self._building[key]
+        fut.set_exception(e)
+        raise
+    self[key] = value
+    with self._lock: del self._building[key]
+    fut.set_result(value)
+    return value
+
+# %% ../nbs/00_utils.ipynb #u00-lru3
+@patch
 def get_or_create(self: LRUCache, key, factory):
-    "The entry for `key`; when missing, build it with `factory()` (outside the lock) and store it."
-    value = self.get(key, _MISSING)
-    return self.setdefault(key, factory()) if value is _MISSING else value
+    "The entry for `key`; when missing, built once by `factory()` while other callers for `key` wait."
+    value, fut, mine = self._claim(key)
+    if fut is None: return value
+    return self._build(key, fut, factory) if mine else fut.result()
+
+@patch
+async def aget_or_create(self: LRUCache, key, factory):
+    "`get_or_create` for coroutines: a missing entry is built in a worker thread; concurrent callers share the build."
+    value, fut, mine = self._claim(key)
+    if fut is None: return value
+    if not mine: return await asyncio.wrap_future(fut)
+    return await asyncio.to_thread(self._build, key, fut, factory)
 
 @patch
 def clear(self: LRUCache):
-    "Drop every entry and zero the counters."
+    "Drop every entry (the counters stay)."
     with self._lock:
         self._data.clear()
-        self.hits, self.misses = 0, 0
+        self.weight = 0
 
 @patch
-def values(self: LRUCache) -> list: return list(self._data.values())
+def reset_counts(self: LRUCache):
+    "Zero the hit, miss and eviction counters (the entries stay)."
+    with self._lock: self.hits, self.misses, self.evictions = 0, 0, 0
 
 # %% ../nbs/00_utils.ipynb #u00-bridge
 _OPEN_BRIDGES: set = set()

@@ -7,9 +7,9 @@ Docs: https://qstore-dev.github.io/qstore/ionq_serialize.html.md"""
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-imp
 from __future__ import annotations
 import math
-from collections import OrderedDict
 import numpy as np
 from ..circuits import Circuit, GATES, NATIVE_GATES, validate_values
+from ..utils import LRUCache
 
 # %% auto #0
 __all__ = ['QIS_JSON_GATES', 'NATIVE_JSON_GATES', 'GATESETS', 'MAX_CONTROLS', 'IonQFormatError', 'to_ionq_json_batch',
@@ -97,14 +97,10 @@ class _Skeleton:
         return A
 
 
-_SKELETONS: OrderedDict = OrderedDict()
+_SKELETONS = LRUCache(256)  # JSON skeletons by (circuit structure, gateset)
 
 def _skeleton(circuit: Circuit, gateset: str) -> _Skeleton:
-    key = (circuit.structural_hash, gateset)
-    if key in _SKELETONS: _SKELETONS.move_to_end(key); return _SKELETONS[key]
-    sk = _SKELETONS[key] = _Skeleton(circuit, gateset)
-    if len(_SKELETONS) > 256: _SKELETONS.popitem(last=False)
-    return sk
+    return _SKELETONS.get_or_create((circuit.structural_hash, gateset), lambda: _Skeleton(circuit, gateset))
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-to
 def to_ionq_json_batch(circuit: Circuit,  # the template
