@@ -20,6 +20,7 @@ from starlette.routing import Route
 from ..circuits import Circuit
 from ..simulator import NOISE_PRESETS, DensityMatrixSimulator, NoiseModel, StatevectorSimulator
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
+from ..utils import LRUCache
 
 # %% auto #0
 __all__ = ['BACKENDS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
@@ -252,7 +253,7 @@ class IonQEmulator:
         self.config = config or EmulatorConfig()
         self._lock, self._exec_lock = threading.RLock(), threading.Lock()
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
-        self._templates: OrderedDict = OrderedDict()  # structure key -> parametrised template
+        self._templates = LRUCache(256)  # structure key -> parametrised template
         self._rng, self._rng_seed, self._seq = None, None, 0
         self.reset_stats()
         api = [('GET', '/backends', self._backends, 'backends', False),
@@ -467,15 +468,15 @@ class IonQEmulator:
     # ---- execution
     def _template(self, key) -> Circuit:
         "The parametrised template of a gate structure: every angle becomes a parameter."
-        with self._lock:
-            if key in self._templates: self._templates.move_to_end(key); return self._templates[key]
+        return self._templates.get_or_create(key, lambda: self._new_template(key))
+
+    @staticmethod
+    def _new_template(key) -> Circuit:
         n, ops = key
         c, k = Circuit(n, 'ionq-job'), 0
         for gate, qubits, n_angles in ops:
-            c.append(gate, qubits, *[c.parameter(f'a{k + j}') for j in range(n_angles)]); k += n_angles
-        with self._lock:
-            self._templates[key] = c
-            if len(self._templates) > 256: self._templates.popitem(last=False)
+            c.append(gate, qubits, *[c.parameter(f'a{k + j}') for j in range(n_angles)])
+            k += n_angles
         return c
 
     def _simulate(self, key, model, angles) -> np.ndarray:
