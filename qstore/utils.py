@@ -56,10 +56,12 @@ def check_range(name: str,  # the parameter, as the message names it
                 what: str = 'a number',  # how the message describes the value, e.g. 'a probability'
                 err: type = ValueError) -> float:  # exception class to raise
     "`value` as a `float` if it is a finite real number within the bounds, else raise `err` naming `name`."
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
     ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
     ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
-    if not ok: raise err(f"{name} must be {' '.join(filter(None, (what, _bounds(lo, hi, lo_open, hi_open))))}, got {value!r}")
+    bounds = _bounds(lo, hi, lo_open, hi_open)
+    if not ok: raise err(f"{name} must be {what}{' ' if bounds else ''}{bounds}, got {value!r}")
     return float(value)
 
 # %% ../nbs/00_utils.ipynb #u00-lru
@@ -73,7 +75,7 @@ class LRUCache:
 
     def __len__(self) -> int: return len(self._data)
     def __contains__(self, key) -> bool: return key in self._data
-    def __repr__(self): return f"LRUCache({len(self)} entries, weight {self.weight}/{self.maxsize}, hits={self.hits}, misses={self.misses})"
+    def __repr__(self): return f"LRUCache({len(self)} entries, weight {self.weight}/{self.maxsize}, hits={self.hits})"
     def _weight(self, value) -> int: return 1 if self.weigh is None else self.weigh(value)
 
     def get(self, key, default=None):
@@ -99,7 +101,7 @@ class LRUCache:
 # %% ../nbs/00_utils.ipynb #u00-lru2
 @patch
 def _claim(self: LRUCache, key):
-    "(value, None, False) on a hit; (None, future, False) while another caller builds it; (None, future, True): build it."
+    "(value, None, False) on a hit; (None, future, False) while another call builds it; (None, future, True): build."
     with self._lock:
         if key in self._data:
             self.hits += 1
@@ -156,9 +158,10 @@ def reset_counts(self: LRUCache):
 _OPEN_BRIDGES: set = set()
 
 class AsyncBridge:
-    "One event loop in a daemon thread (an anyio blocking portal) that runs coroutine functions for synchronous callers."
+    "An event loop in a daemon thread (an anyio blocking portal) running coroutine functions for synchronous callers."
     def __init__(self, name: str = 'qstore-async'):  # name of the loop's thread
-        self.name, self._lock, self._portal, self._cm, self._ident, self._cleanups = name, threading.Lock(), None, None, None, []
+        self.name, self._lock, self._cleanups = name, threading.Lock(), []
+        self._portal, self._cm, self._ident = None, None, None  # set while the loop runs
 
     def __repr__(self): return f"AsyncBridge({self.name!r}, running={self._portal is not None})"
 
@@ -183,7 +186,7 @@ class AsyncBridge:
 @patch
 def run(self: AsyncBridge, fn, *args, **kwargs):
     "Await `fn(*args, **kwargs)` on the bridge's loop and return its result, blocking the calling thread."
-    if self.in_loop(): raise RuntimeError("blocking call from inside the bridge's own event loop; await the coroutine instead")
+    if self.in_loop(): raise RuntimeError("blocking call from inside the bridge's own event loop; await it instead")
     return self._started().call(functools.partial(fn, *args, **kwargs))
 
 @patch
@@ -213,7 +216,7 @@ def _close_open_bridges():
 
 # %% ../nbs/00_utils.ipynb #u00-facade
 def on_bridge(fn):
-    "Make the async method `fn` run on `self.bridge`'s loop, whichever loop awaits it; `BlockingFacade` calls it blocking."
+    "Make the async method `fn` run on `self.bridge`'s loop, whichever loop awaits it (blocking: `BlockingFacade`)."
     @functools.wraps(fn)
     async def wrapper(self, *args, **kwargs): return await self.bridge.arun(fn, self, *args, **kwargs)
     wrapper.blocking_form = fn
@@ -225,7 +228,8 @@ class BlockingFacade:
 
     def __getattr__(self, name):
         fn = getattr(getattr(type(self._obj), name, None), 'blocking_form', None)
-        if fn is None: raise AttributeError(f"{type(self._obj).__name__} has no async method {name!r} with a blocking form")
+        if fn is None:
+            raise AttributeError(f"{type(self._obj).__name__} has no async method {name!r} with a blocking form")
         return functools.wraps(fn)(functools.partial(self._obj.bridge.run, fn, self._obj))
 
     def __dir__(self): return [n for n in dir(type(self._obj)) if hasattr(getattr(type(self._obj), n), 'blocking_form')]

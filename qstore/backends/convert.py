@@ -13,6 +13,7 @@ import numpy as np
 from .base import Backend, BackendCapabilities
 from ..circuits import NATIVE_GATES, Angle, Circuit, Operation, as_angle, validate_values
 from ..observables import as_observables
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'IONQ_QIS_GATES', 'IONQ_HOST_ENV', 'IONQ_CLOUD', 'ConversionError', 'to_cirq',
@@ -503,7 +504,7 @@ class IonQRouteBackend(Backend):
         elif t.startswith('qpu.') and t[4:] in IONQ_SYSTEMS: qubits, natives = IONQ_SYSTEMS[t[4:]]
         else: raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' with a system in "
                                f"{', '.join(sorted(IONQ_SYSTEMS))}, got {target!r}")
-        if not isinstance(default_shots, int) or default_shots < 1: raise ValueError(f"default_shots must be a positive integer, got {default_shots!r}")
+        check_int('default_shots', default_shots)
         self.target, self.remote_host, self._api_key = t, ionq_remote_host(remote_host), ionq_api_key(api_key)
         qpu = t != 'simulator'
         self.capabilities = BackendCapabilities(f"{self.family}.{t}", analytic=False, max_qubits=qubits, native_gates=tuple(natives),

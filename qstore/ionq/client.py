@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from ..simulator import sample_counts
 from .serialize import results_to_array
-from ..utils import AsyncBridge, BlockingFacade, LRUCache, on_bridge
+from ..utils import AsyncBridge, BlockingFacade, LRUCache, check_int, check_range, on_bridge
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'NOISE_MODELS', 'TAG_KEY', 'PRICING', 'IonQError',
@@ -57,9 +57,7 @@ class IonQLimits:
     max_request_bytes: int = 10_000_000  # encoded JSON body of one request
 
     def __post_init__(self):
-        for k in ('max_circuits', 'max_gates', 'max_request_bytes'):
-            v = getattr(self, k)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"IonQLimits.{k} must be a positive integer, got {v!r}")
+        for k in ('max_circuits', 'max_gates', 'max_request_bytes'): check_int(f"IonQLimits.{k}", getattr(self, k))
 
 DEFAULT_URL = 'https://api.ionq.co/v0.4'
 RETRY_STATUSES = frozenset({429, 502, 503, 504, *range(520, 530)})
@@ -180,10 +178,10 @@ class IonQBatchClient:
                  transport: httpx.AsyncBaseTransport | None = None):  # custom httpx transport (emulator in-process, tests)
         for k, v in dict(timeout=timeout, backoff_base=backoff_base, backoff_max=backoff_max, rate_limit=rate_limit,
                          poll_interval=poll_interval, poll_max_interval=poll_max_interval).items():
-            if not isinstance(v, (int, float)) or not v > 0: raise ValueError(f"{k} must be a positive number of seconds (or per second), got {v!r}")
+            check_range(k, v, 0, lo_open=True, what='a number of seconds (or per second)')
         for k, v in dict(connection_pool_size=connection_pool_size, burst=burst, list_pages=list_pages).items():
-            if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive integer, got {v!r}")
-        if not isinstance(max_retries, int) or max_retries < 0: raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+            check_int(k, v)
+        check_int('max_retries', max_retries, lo=0)
         if not isinstance(limits, IonQLimits): raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
         key = api_key if api_key is not None else os.environ.get('IONQ_API_KEY')
         if key is not None and (not isinstance(key, str) or not key.strip() or not key.isprintable() or not key.isascii()):
@@ -533,10 +531,7 @@ def _check_backend(backend) -> str:
         raise ValueError(f"backend must be 'simulator' or 'qpu.<name>' (e.g. 'qpu.aria-1'), got {backend!r}")
     return backend
 
-def _check_shots(shots) -> int:
-    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or not 1 <= shots <= 1_000_000:
-        raise ValueError(f"shots must be an integer between 1 and 1,000,000, got {shots!r}")
-    return int(shots)
+def _check_shots(shots) -> int: return check_int('shots', shots, hi=1_000_000)
 
 def _noise_dict(noise, backend) -> dict | None:
     if noise is None: return None
@@ -550,8 +545,7 @@ def _check_circuit(c, i: int):
     if not isinstance(c, dict) or not isinstance(c.get('circuit'), list) or c.get('gateset') not in ('qis', 'native'):
         raise ValueError(f"circuit {i} must be IonQ JSON {{'gateset': 'qis'|'native', 'qubits': n, 'circuit': [...]}} "
                          f"(see qstore.ionq.serialize.to_ionq_json); got {str(c)[:80]}")
-    if not isinstance(c.get('qubits'), (int, np.integer)) or c['qubits'] < 1:
-        raise ValueError(f"circuit {i}: 'qubits' must be a positive integer, got {c.get('qubits')!r}")
+    check_int(f"circuit {i}: 'qubits'", c.get('qubits'))
 
 def _chunk_bounds(entries: list, envelope_bytes: int, limits: IonQLimits) -> list[tuple]:
     "Greedy (lo, hi) ranges of `entries`, each within the circuit, gate and byte limits of one job."

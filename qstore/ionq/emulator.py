@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..circuits import Circuit
 from ..simulator import NOISE_PRESETS, DensityMatrixSimulator, NoiseModel, StatevectorSimulator
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
-from ..utils import LRUCache
+from ..utils import LRUCache, check_int, check_range
 
 # %% auto #0
 __all__ = ['BACKENDS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
@@ -84,11 +84,11 @@ def _checked(name, v):
     def need(ok, what):
         if not ok: raise ValueError(f"EmulatorConfig.{name} must be {what}, got {v!r}")
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    if name in _SECONDS: need(number(v) and v >= 0, "a number of seconds >= 0")
-    elif name in _RATES: need(number(v) and 0 <= v <= 1, "a probability in [0, 1]")
+    if name in _SECONDS: check_range(f"EmulatorConfig.{name}", v, 0, what='a number of seconds')
+    elif name in _RATES: check_range(f"EmulatorConfig.{name}", v, 0, 1, what='a probability')
     elif name == 'retry_after': need(v is None or (number(v) and v >= 0), "None or seconds >= 0")
     elif name == 'max_phase': need(v is None or (number(v) and v > 0), "None or a number of turns > 0")
-    elif name == 'seed': need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer")
+    elif name == 'seed': check_int(f"EmulatorConfig.{name}", v, lo=0)
     elif name == 'api_keys':
         if v is None: return None
         v = (v,) if isinstance(v, str) else tuple(v)
@@ -98,8 +98,8 @@ def _checked(name, v):
     elif name == 'fault_routes':
         if v is None: return None
         v = (v,) if isinstance(v, str) else tuple(v); need(v and set(v) <= set(ROUTE_NAMES), f"None or names from {ROUTE_NAMES}")
-    elif name == 'max_faults': need(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0), "None or an integer >= 0")
-    else: need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer")
+    elif name == 'max_faults': check_int(f"EmulatorConfig.{name}", v, lo=0, none_ok=True)
+    else: check_int(f"EmulatorConfig.{name}", v)
     return v
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-jobs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import numpy as np
 from ..circuits import Circuit, GATES, NATIVE_GATES, validate_values
-from ..utils import LRUCache
+from ..utils import LRUCache, check_int
 
 # %% auto #0
 __all__ = ['QIS_JSON_GATES', 'NATIVE_JSON_GATES', 'GATESETS', 'MAX_CONTROLS', 'IonQFormatError', 'to_ionq_json_batch',
@@ -342,7 +342,7 @@ def from_ionq_json(data: dict,  # an IonQ circuit: {'gateset', 'qubits', 'circui
     if not isinstance(gates, list): raise IonQFormatError(f"'circuit' must be a list of gate objects, got {type(gates).__name__}")
     n = data.get('qubits', qubits)
     if n is None: n = max(_max_qubit(gates) + 1, 1)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise IonQFormatError(f"'qubits' must be a positive integer, got {n!r}")
+    check_int("'qubits'", n, err=IonQFormatError)
     return _Reader(gs, n, name, max_phase).read(gates)
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-res
