@@ -15,7 +15,7 @@ import numpy as np
 from .files import CorruptStoreError, NotFoundError, atomic_writer, file_sha256, redact_secrets, remove_stale_temp_files, to_json
 from .sqlite import SQLiteDatabase, open_sqlite
 from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
-from ..utils import check_int, check_range
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['STAGES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader',
@@ -88,7 +88,7 @@ def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
                     seed: int = 0,  # RNG seed; the same seed gives the same split
                     stratify: bool = False) -> tuple[np.ndarray, np.ndarray]:  # split each class separately
     "Seeded `(train_rows, val_rows)`, both sorted."
-    check_range('val_fraction', val_fraction, 0, 1, lo_open=True, hi_open=True)
+    if not 0 < val_fraction < 1: raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     rng = np.random.default_rng(seed)
     if stratify:
         y = np.asarray(y_or_n)
