@@ -70,61 +70,6 @@ class PipelineReport:
         out += [f"  queue decisions ({len(self.queue_decisions)}):"] + [f"    {d}" for d in self.queue_decisions]
         return '\n'.join(out)
 
-# %% ../../nbs/31_pipeline_batch.ipynb #b33-init
-def _check_manager_args(backend, local_executor, cache_results, enable_smart_caching, queue, adaptive_batch_sizing,
-                        **counts):  # the integer arguments, by name
-    "Reject contradictory or out-of-range `CircuitBatchManager` arguments before anything is built."
-    if isinstance(backend, CircuitBatchManager):
-        raise TypeError("this backend already is a CircuitBatchManager; wrap the backend inside it")
-    if local_executor not in ('thread', 'process'):
-        raise ValueError(f"local_executor must be 'thread' or 'process', got {local_executor!r}")
-    if cache_results and not enable_smart_caching:
-        raise ValueError("cache_results=True needs enable_smart_caching=True "
-                         "(the result cache is part of the smart cache)")
-    for k in ('fixed_chunk_size', 'parallel_min_amplitudes'): check_int(k, counts[k])
-    for k in ('connection_pool_size', 'max_workers'): check_int(k, counts[k], none_ok=True)
-    if queue is not None and queue.adaptive != bool(adaptive_batch_sizing):
-        raise ValueError(f"the queue manager given has adaptive={queue.adaptive}, "
-                         f"but adaptive_batch_sizing={adaptive_batch_sizing}")
-
-def _wrapped_backend(backend, backend_options, connection_pool_size, queue, adaptive_batch_sizing, fixed_chunk_size):
-    "(backend, its observed transport or None, queue manager); an IonQ name gets a client with an `ObservedTransport`."
-    if not isinstance(backend, str):
-        if backend_options:
-            raise ValueError(f"backend options {sorted(backend_options)} only apply when the backend is given by name")
-        return get_backend(backend), None, queue
-    opts, transport = dict(backend_options), None
-    if backend.lower().startswith('ionq.'):
-        if 'client' in opts or 'transport' in opts:
-            raise ValueError("the manager builds the IonQ client and its transport; "
-                             "pass a ready IonQBackend instead to use your own client")
-        pool = connection_pool_size or opts.get('connection_pool_size', _CLIENT_POOL)
-        queue = queue or AdaptiveQueueManager(adaptive_batch_sizing, max_concurrency=pool,
-                                              fixed_chunk_size=fixed_chunk_size)
-        transport = ObservedTransport(pool, listener=queue.observe_request)
-        opts.update(connection_pool_size=pool, transport=transport)
-    return get_backend(backend, **opts), transport, queue
-
-def _check_backend_fits(inner, ionq, use_batch_api, connection_pool_size, max_workers):
-    "Reject switches that do not apply to the wrapped backend."
-    if not ionq:
-        if not use_batch_api:
-            raise ValueError("use_batch_api=False (one IonQ job per circuit) applies to IonQ backends, "
-                             f"not {inner.name!r}")
-        if connection_pool_size is not None:
-            raise ValueError(f"connection_pool_size applies to IonQ backends, not {inner.name!r}; "
-                             "use max_workers for local simulation")
-        return
-    if max_workers is not None:
-        raise ValueError("max_workers sizes the local simulation pool; "
-                         "for IonQ, concurrency is set by connection_pool_size")
-    pool = inner.client.connection_pool_size
-    if connection_pool_size is not None and connection_pool_size != pool:
-        raise ValueError(f"connection_pool_size={connection_pool_size} differs from the given backend's client "
-                         f"({pool}); pass the backend by name (e.g. 'ionq.{inner.target}', base_url=..., api_key=...) "
-                         "so the manager builds the client, or build its IonQBatchClient with "
-                         f"connection_pool_size={connection_pool_size}")
-
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-mgr
 class ResultCacheWarning(UserWarning):
     "The level-2 result cache was bypassed: results with shots are never cached."
@@ -393,3 +338,58 @@ class CircuitBatchManager(Backend):
 
 
 CircuitBatchManagerV34 = CircuitBatchManager
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-init
+def _check_manager_args(backend, local_executor, cache_results, enable_smart_caching, queue, adaptive_batch_sizing,
+                        **counts):  # the integer arguments, by name
+    "Reject contradictory or out-of-range `CircuitBatchManager` arguments before anything is built."
+    if isinstance(backend, CircuitBatchManager):
+        raise TypeError("this backend already is a CircuitBatchManager; wrap the backend inside it")
+    if local_executor not in ('thread', 'process'):
+        raise ValueError(f"local_executor must be 'thread' or 'process', got {local_executor!r}")
+    if cache_results and not enable_smart_caching:
+        raise ValueError("cache_results=True needs enable_smart_caching=True "
+                         "(the result cache is part of the smart cache)")
+    for k in ('fixed_chunk_size', 'parallel_min_amplitudes'): check_int(k, counts[k])
+    for k in ('connection_pool_size', 'max_workers'): check_int(k, counts[k], none_ok=True)
+    if queue is not None and queue.adaptive != bool(adaptive_batch_sizing):
+        raise ValueError(f"the queue manager given has adaptive={queue.adaptive}, "
+                         f"but adaptive_batch_sizing={adaptive_batch_sizing}")
+
+def _wrapped_backend(backend, backend_options, connection_pool_size, queue, adaptive_batch_sizing, fixed_chunk_size):
+    "(backend, its observed transport or None, queue manager); an IonQ name gets a client with an `ObservedTransport`."
+    if not isinstance(backend, str):
+        if backend_options:
+            raise ValueError(f"backend options {sorted(backend_options)} only apply when the backend is given by name")
+        return get_backend(backend), None, queue
+    opts, transport = dict(backend_options), None
+    if backend.lower().startswith('ionq.'):
+        if 'client' in opts or 'transport' in opts:
+            raise ValueError("the manager builds the IonQ client and its transport; "
+                             "pass a ready IonQBackend instead to use your own client")
+        pool = connection_pool_size or opts.get('connection_pool_size', _CLIENT_POOL)
+        queue = queue or AdaptiveQueueManager(adaptive_batch_sizing, max_concurrency=pool,
+                                              fixed_chunk_size=fixed_chunk_size)
+        transport = ObservedTransport(pool, listener=queue.observe_request)
+        opts.update(connection_pool_size=pool, transport=transport)
+    return get_backend(backend, **opts), transport, queue
+
+def _check_backend_fits(inner, ionq, use_batch_api, connection_pool_size, max_workers):
+    "Reject switches that do not apply to the wrapped backend."
+    if not ionq:
+        if not use_batch_api:
+            raise ValueError("use_batch_api=False (one IonQ job per circuit) applies to IonQ backends, "
+                             f"not {inner.name!r}")
+        if connection_pool_size is not None:
+            raise ValueError(f"connection_pool_size applies to IonQ backends, not {inner.name!r}; "
+                             "use max_workers for local simulation")
+        return
+    if max_workers is not None:
+        raise ValueError("max_workers sizes the local simulation pool; "
+                         "for IonQ, concurrency is set by connection_pool_size")
+    pool = inner.client.connection_pool_size
+    if connection_pool_size is not None and connection_pool_size != pool:
+        raise ValueError(f"connection_pool_size={connection_pool_size} differs from the given backend's client "
+                         f"({pool}); pass the backend by name (e.g. 'ionq.{inner.target}', base_url=..., api_key=...) "
+                         "so the manager builds the client, or build its IonQBatchClient with "
+                         f"connection_pool_size={connection_pool_size}")
