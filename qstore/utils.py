@@ -208,7 +208,8 @@ def close(self: AsyncBridge):
     finally:
         portal.call(portal.stop, True)
         cm.__exit__(None, None, None)
-        self._ident = None
+        with self._lock:
+            if self._portal is None: self._ident = None  # unless another thread started a new loop meanwhile
 
 @atexit.register
 def _close_open_bridges():
