@@ -10,6 +10,7 @@ import hashlib, json, math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 import numpy as np
+from .utils import check_int
 
 # %% auto #0
 __all__ = ['GATES', 'NATIVE_GATES', 'GateDef', 'Angle', 'Param', 'as_angle', 'Operation', 'Circuit', 'validate_values',
@@ -215,9 +216,7 @@ class Circuit:
     "A parametrised circuit template: gates with angles affine in named parameters."
     def __init__(self, n_qubits: int,  # number of qubits
                  name: str = 'circuit'):  # label shown in drawings and reports
-        if not isinstance(n_qubits, (int, np.integer)) or n_qubits < 1:
-            raise ValueError(f"n_qubits must be a positive integer, got {n_qubits!r}")
-        self.n_qubits, self.name = int(n_qubits), name
+        self.n_qubits, self.name = check_int('n_qubits', n_qubits), name
         self._ops: tuple = ()  # immutable, so every change goes through `append` or the `ops` setter (which reset the hash)
         self._params: dict[str, str] = {}  # name -> group, in column order
 

@@ -6,12 +6,12 @@ Docs: https://qstore-dev.github.io/qstore/simulator.html.md"""
 
 # %% ../nbs/04_simulator.ipynb #s01-imp
 from __future__ import annotations
-from collections import OrderedDict
 from dataclasses import dataclass
 import numpy as np
 from .ionq.systems import NOISE_MODELS, noise_fidelities
 from .circuits import Circuit, GATES, apply_matrix, validate_values
 from .observables import (as_observables, basis_rotation, expectation_from_states, measurement_groups, term_signs)
+from .utils import LRUCache, check_int, check_range
 
 # %% auto #0
 __all__ = ['StatevectorSimulator', 'sample_counts', 'NoiseModel', 'DensityMatrixSimulator']
@@ -155,15 +155,11 @@ class _Plan:
         return out.astype(dtype, copy=False)
 
 
-_PLANS: OrderedDict = OrderedDict()
+_PLANS = LRUCache(256)  # execution plans by circuit structure
 
 def plan_for(circuit: Circuit) -> _Plan:
     "The (LRU-cached) execution plan of a circuit structure."
-    key = circuit.structural_hash
-    if key in _PLANS: _PLANS.move_to_end(key); return _PLANS[key]
-    p = _PLANS[key] = _Plan(circuit)
-    if len(_PLANS) > 256: _PLANS.popitem(last=False)
-    return p
+    return _PLANS.get_or_create(circuit.structural_hash, lambda: _Plan(circuit))
 
 # %% ../nbs/04_simulator.ipynb #s01-sv
 class StatevectorSimulator:
@@ -250,7 +246,7 @@ class StatevectorSimulator:
 
 def sample_counts(probs: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
     "Multinomial counts `(B, 2^n)` for each row of a probability array."
-    if not isinstance(shots, (int, np.integer)) or shots < 1: raise ValueError(f"shots must be a positive integer, got {shots!r}")
+    check_int('shots', shots)
     p = np.clip(probs, 0, None); p = p / p.sum(axis=1, keepdims=True)
     return rng.multinomial(int(shots), p)
 
@@ -267,7 +263,7 @@ class NoiseModel:
     def __post_init__(self):
         for k in ('p1', 'p2', 'p01', 'p10'):
             v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and 0 <= v <= 1): raise ValueError(f"NoiseModel.{k} must be a probability in [0, 1], got {v!r}")
+            check_range(f"NoiseModel.{k}", v, 0, 1, what='a probability')
         if self.p1 > 0.75 or self.p2 > 15 / 16: raise ValueError("depolarizing probability beyond the fully mixing point (3/4 for 1q, 15/16 for 2q)")
 
     @property

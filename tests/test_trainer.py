@@ -242,3 +242,35 @@ def test_api_key_never_leaks_through_an_ionq_backend(tmp_path, monkeypatch, capl
     assert secret not in shown
     for p in tmp_path.rglob('*'):
         if p.is_file(): assert secret.encode() not in p.read_bytes(), p
+
+
+IONQ_TRAIN_SCRIPT = textwrap.dedent('''
+    import os, sys
+    import numpy as np
+    from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
+    from qstore.storage.db import Database
+    from qstore.ml.encoding import DataEncoder
+    from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
+    from qstore.ml.trainer import QuantumTrainer, TrainingConfig
+    home = sys.argv[1]
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, np.pi, (16, 2))
+    y = (X.sum(1) > np.pi).astype(int)
+    with EmulatorServer(EmulatorConfig()) as srv:
+        os.environ.update(IONQ_API_URL=srv.base_url, IONQ_API_KEY='test-key-123')
+        model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, 1), ['Z0'], head='affine')
+        cfg = TrainingConfig(epochs=1, batch_size=8, optimizer='spsa', gradient_method='spsa', loss='cross_entropy',
+                             backend='ionq.simulator', shots_per_circuit=100, progress=False, checkpoint_dir=home + '/ck')
+        QuantumTrainer(model, cfg, db=Database.open(home + '/db')).fit((X, y))
+    print('trained')
+''')
+
+
+def test_training_on_ionq_leaves_no_unclosed_transport(tmp_path):
+    "The trainer never closes its backend: the client's bridge closes its pooled connections at exit, so no ResourceWarning."
+    script = tmp_path / 'train_ionq.py'
+    script.write_text(IONQ_TRAIN_SCRIPT)
+    r = subprocess.run([sys.executable, '-X', 'dev', '-W', 'default', str(script), str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == 'trained', r.stderr
+    assert 'ResourceWarning' not in r.stderr and 'unclosed' not in r.stderr, r.stderr

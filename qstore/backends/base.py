@@ -14,6 +14,7 @@ import numpy as np
 from ..circuits import Circuit, validate_values
 from ..observables import as_observables, basis_rotation, estimate_from_counts, measurement_groups
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator, sample_counts
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['ENTRY_POINT_GROUP', 'BackendCapabilities', 'Result', 'Backend', 'LocalBackend', 'register_backend',
@@ -88,8 +89,7 @@ class Backend:
         if shots is None and not caps.analytic:
             if caps.default_shots is None: raise ValueError(f"backend '{self.name}' is sampling-only; pass shots=")
             shots = caps.default_shots
-        if shots is not None and (not isinstance(shots, (int, np.integer)) or shots < 1):
-            raise ValueError(f"shots must be a positive integer or None, got {shots!r}")
+        check_int('shots', shots, none_ok=True)
         rng = self.rng if seed is None else np.random.default_rng(seed)
         B = v.shape[0]
         if shots is None:

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 from ..circuits import Angle, Circuit, as_angle, validate_values
 from ..observables import as_observables
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'to_cirq', 'cirq_state_to_qstore', 'to_qiskit',

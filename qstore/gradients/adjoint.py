@@ -7,7 +7,7 @@ Docs: https://qstore-dev.github.io/qstore/gradients_adjoint.html.md"""
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-imp
 from __future__ import annotations
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 import numpy as np
 from ..circuits import GATES, Angle, Circuit, validate_values
@@ -15,6 +15,7 @@ from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, register_gradient, select_params
+from ..utils import LRUCache
 
 # %% auto #0
 __all__ = ['apply_observable', 'adjoint']
@@ -93,7 +94,7 @@ class _AdjointPlan:
                     for _, p, scale in self.selected[plan.one_q[x]]: W[f, p] += scale
             if W.any(): self.W[i] = W
 
-_ADJ_PLANS: OrderedDict = OrderedDict()
+_ADJ_PLANS = LRUCache(128)  # adjoint plans by (circuit structure, differentiated columns)
 
 def _one_qubit_derivatives(plan, A):
     "d/dtheta of every one-qubit gate matrix `(B, n1 + 1, 2, 2)`, vectorised per gate kind (zeros for fixed gates)."
@@ -119,10 +120,7 @@ def adjoint(circuit: Circuit, values, observables,
     sim = StatevectorSimulator()
     plan, A = plan_for(circuit), circuit.angle_table(v)
     key = (circuit.structural_hash, tuple(cols.tolist()))
-    if key not in _ADJ_PLANS:
-        _ADJ_PLANS[key] = _AdjointPlan(circuit, plan, cols)
-        if len(_ADJ_PLANS) > 128: _ADJ_PLANS.popitem(last=False)
-    ap = _ADJ_PLANS[key]
+    ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, plan, cols))
     mats1, dmats1 = plan.one_qubit_matrices(A), _one_qubit_derivatives(plan, A)
     uniform = [plan.uniform(i, A) for i in range(len(plan.steps))]
     Ms = [plan.step_matrix(i, A, mats1, sim.dtype) for i in range(len(plan.steps))]

@@ -7,7 +7,7 @@ Docs: https://qstore-dev.github.io/qstore/gradients_shift.html.md"""
 # %% ../../nbs/41_gradients_shift.ipynb #g41-imp
 from __future__ import annotations
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 import numpy as np
 from ..circuits import GATES, Angle, Circuit, validate_values
@@ -16,6 +16,7 @@ from ..simulator import StatevectorSimulator, plan_for
 from ..ionq.serialize import legalize_native
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient, select_params
+from ..utils import LRUCache
 
 # %% auto #0
 __all__ = ['SHIFT_RULES', 'shift_rule', 'angle_template', 'shift_table', 'parameter_shift']
@@ -47,18 +48,17 @@ def shift_rule(gate: str, angle_index: int, native_ranges: bool = False) -> tupl
     except KeyError: raise ValueError(f"no shift rule for angle {angle_index} of gate '{gate}'") from None
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-angle-template
-_ANGLE_TEMPLATES: OrderedDict = OrderedDict()
+_ANGLE_TEMPLATES = LRUCache(128)
 
 def angle_template(circuit: Circuit) -> Circuit:
     "The circuit with every gate angle as its own parameter `a[k]` (k = angle-table column); cached by structure."
-    key = circuit.structural_hash
-    if key in _ANGLE_TEMPLATES: return _ANGLE_TEMPLATES[key]
+    return _ANGLE_TEMPLATES.get_or_create(circuit.structural_hash, lambda: _angle_template(circuit))
+
+def _angle_template(circuit: Circuit) -> Circuit:
     t = Circuit(circuit.n_qubits, f"{circuit.name}/angles")
     slices = circuit.angle_index()[3]
     for op, (a, b) in zip(circuit.ops, slices):
         t.append(op.gate, op.qubits, *[t.parameter(f"a[{k}]", 'angles') for k in range(a, b)])
-    _ANGLE_TEMPLATES[key] = t
-    if len(_ANGLE_TEMPLATES) > 128: _ANGLE_TEMPLATES.popitem(last=False)
     return t
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-shift-table

@@ -15,6 +15,7 @@ from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, register_gradient, select_params
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['SPSAGradientEstimator']
@@ -29,7 +30,7 @@ class SPSAGradientEstimator:
                  gamma: float = 0.101,  # perturbation decay exponent
                  num_directions: int = 1,  # random directions averaged per estimate
                  seed: int | None = None):  # RNG seed for the perturbations
-        if num_directions < 1: raise ValueError(f"num_directions must be >= 1, got {num_directions}")
+        check_int('num_directions', num_directions)
         if not (a > 0 and c > 0 and A >= 0): raise ValueError("SPSA gains need a > 0, c > 0 and A >= 0")
         self.a, self.c, self.A, self.alpha, self.gamma = float(a), float(c), float(A), float(alpha), float(gamma)
         self.num_directions, self.k = int(num_directions), 0

@@ -13,6 +13,7 @@ from ..observables import as_observables, basis_rotation, measurement_groups
 from .client import IonQBatchClient
 from .systems import NOISE_MODELS, SYSTEMS, IonQSystem, system
 from .serialize import to_ionq_json_batch
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['IonQBackend']
@@ -48,7 +49,7 @@ class IonQBackend(Backend):
             s = _system(target[4:], 'QPU', set(SYSTEMS) - {'simulator'})
             qubits, native = s.qubits, s.native_gates
         else: raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' (e.g. 'qpu.aria-1'), got {target!r}")
-        if not isinstance(default_shots, int) or default_shots < 1: raise ValueError(f"default_shots must be a positive integer, got {default_shots!r}")
+        check_int('default_shots', default_shots)
         if client is not None and client_options: raise ValueError(f"pass either client= or client options, not both: {sorted(client_options)}")
         self.target, self.timeout = target, timeout
         self.noise = None if noise is None or noise.lower() == 'ideal' else noise.lower()

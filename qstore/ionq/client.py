@@ -6,8 +6,7 @@ Docs: https://qstore-dev.github.io/qstore/ionq_client.html.md"""
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-imp
 from __future__ import annotations
-import asyncio, functools, json, logging, math, os, random, threading, time, uuid
-from collections import OrderedDict
+import asyncio, json, logging, math, os, random, threading, time, uuid
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 import httpx
@@ -16,6 +15,7 @@ from .. import __version__
 from ..simulator import sample_counts
 from .systems import JOB_LIMITS, NOISE_MODELS, QPU_PRICING, SYSTEMS
 from .serialize import results_to_array
+from ..utils import AsyncBridge, BlockingFacade, LRUCache, check_int, check_range, on_bridge
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'TAG_KEY', 'IonQError', 'IonQAuthError', 'IonQRequestError',
@@ -58,9 +58,7 @@ class IonQLimits:
     max_request_bytes: int = JOB_LIMITS['request_bytes']  # encoded JSON body of one request
 
     def __post_init__(self):
-        for k in ('max_circuits', 'max_gates', 'max_request_bytes'):
-            v = getattr(self, k)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"IonQLimits.{k} must be a positive integer, got {v!r}")
+        for k in ('max_circuits', 'max_gates', 'max_request_bytes'): check_int(f"IonQLimits.{k}", getattr(self, k))
 
 DEFAULT_URL = 'https://api.ionq.co/v0.4'
 RETRY_STATUSES = frozenset({429, 502, 503, 504, *range(520, 530)})
@@ -156,41 +154,6 @@ def _retry_after(r: httpx.Response) -> float | None:
     try: return max(0.0, parsedate_to_datetime(v).timestamp() - time.time())
     except (TypeError, ValueError): return None
 
-class _LoopThread:
-    "An event loop running forever in a daemon thread."
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name='qstore-ionq-client', daemon=True)
-        self.thread.start()
-
-    def is_current(self) -> bool: return threading.current_thread() is self.thread
-
-    def submit(self, coro): return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop); self.thread.join(); self.loop.close()
-
-def _on_client_loop(fn):
-    "Run the coroutine on the client's own loop, whichever loop awaits it; also callable blocking via `client.sync`."
-    @functools.wraps(fn)
-    async def wrapper(self, *args, **kwargs):
-        lt = self._loop_thread()
-        if lt.is_current(): return await fn(self, *args, **kwargs)
-        return await asyncio.wrap_future(lt.submit(fn(self, *args, **kwargs)))
-    wrapper.blocking_form = fn
-    return wrapper
-
-class _SyncFacade:
-    "Blocking forms of the client's async methods: `client.sync.run_batch(...)`."
-    def __init__(self, client): self._client = client
-
-    def __getattr__(self, name):
-        fn = getattr(getattr(type(self._client), name, None), 'blocking_form', None)
-        if fn is None: raise AttributeError(f"IonQBatchClient has no async method {name!r} with a blocking form")
-        return functools.wraps(fn)(lambda *a, **k: self._client._run_blocking(fn(self._client, *a, **k)))
-
-    def __dir__(self): return [n for n in dir(type(self._client)) if hasattr(getattr(type(self._client), n), 'blocking_form')]
-
 # %% ../../nbs/24_ionq_client.ipynb #ic-client
 class IonQBatchClient:
     "Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling."
@@ -212,10 +175,10 @@ class IonQBatchClient:
                  transport: httpx.AsyncBaseTransport | None = None):  # custom httpx transport (emulator in-process, tests)
         for k, v in dict(timeout=timeout, backoff_base=backoff_base, backoff_max=backoff_max, rate_limit=rate_limit,
                          poll_interval=poll_interval, poll_max_interval=poll_max_interval).items():
-            if not isinstance(v, (int, float)) or not v > 0: raise ValueError(f"{k} must be a positive number of seconds (or per second), got {v!r}")
+            check_range(k, v, 0, lo_open=True, what='a number of seconds (or per second)')
         for k, v in dict(connection_pool_size=connection_pool_size, burst=burst, list_pages=list_pages).items():
-            if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive integer, got {v!r}")
-        if not isinstance(max_retries, int) or max_retries < 0: raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+            check_int(k, v)
+        check_int('max_retries', max_retries, lo=0)
         if not isinstance(limits, IonQLimits): raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
         key = api_key if api_key is not None else os.environ.get('IONQ_API_KEY')
         if key is not None and (not isinstance(key, str) or not key.strip() or not key.isprintable() or not key.isascii()):
@@ -231,10 +194,10 @@ class IonQBatchClient:
         self.limits, self._transport = limits, transport
         self._limiter = _RateLimiter(rate_limit, burst)
         self._jitter = random.Random()
-        self._lt: _LoopThread | None = None
+        self.bridge = AsyncBridge('qstore-ionq-client')  # the loop every request runs on
+        self.bridge.on_close(self.aclose)
         self._http: httpx.AsyncClient | None = None
-        self._lock = threading.Lock()
-        self._finished: OrderedDict[str, dict] = OrderedDict()  # recent job bodies in a terminal state (they no longer change)
+        self._finished = LRUCache(4096)  # recent job bodies in a terminal state (they no longer change)
         self.requests = 0  # HTTP requests sent, including retries
         self._min_rtt = math.inf  # fastest round trip seen: an estimate of network latency without server work
 
@@ -246,22 +209,10 @@ class IonQBatchClient:
         "Remove the API key from text that may echo it (server messages, URLs)."
         return text.replace(self._key, '***') if self._key else text
 
-    def _loop_thread(self) -> _LoopThread:
-        with self._lock:
-            if self._lt is None: self._lt = _LoopThread()
-            return self._lt
-
-    def _run_blocking(self, coro):
-        lt = self._loop_thread()
-        if lt.is_current():
-            coro.close()
-            raise RuntimeError("blocking IonQ call from inside the client's own event loop; await the async method instead")
-        return lt.submit(coro).result()
-
     @property
-    def sync(self) -> _SyncFacade:
+    def sync(self) -> BlockingFacade:
         "Blocking forms of the async methods, usable in scripts and inside a running Jupyter loop."
-        return _SyncFacade(self)
+        return BlockingFacade(self)
 
     def _client(self) -> httpx.AsyncClient:
         if self._key is None:
@@ -360,7 +311,7 @@ class IonQBatchClient:
         return body
 
     # ---- public API
-    @_on_client_loop
+    @on_bridge
     async def submit(self, circuit_json: dict,  # {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
                      shots: int = 100,  # shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
                      backend: str = 'simulator',  # 'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
@@ -378,7 +329,7 @@ class IonQBatchClient:
         _log.info("submitted IonQ job %s (1 circuit, backend %s)", job_id, backend)
         return IonQJob(job_id, body['metadata'][TAG_KEY], (int(circuit_json['qubits']),), body['shots'], body['backend'], body.get('noise'), acked_at)
 
-    @_on_client_loop
+    @on_bridge
     async def submit_batch(self, circuits: list,  # circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
                            shots: int = 100,  # shots per circuit
                            backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
@@ -411,7 +362,7 @@ class IonQBatchClient:
         _log.info("submitted %d circuits as %d IonQ job(s) on %s", len(circuits), len(jobs), backend)
         return jobs
 
-    @_on_client_loop
+    @on_bridge
     async def wait(self, jobs,  # IonQJob(s) or job id(s)
                    timeout: float | None = 600.0) -> list[dict]:  # seconds for all jobs together; None waits forever
         "Poll jobs concurrently until all are done; returns their final job records in order."
@@ -450,11 +401,9 @@ class IonQBatchClient:
             await asyncio.sleep(interval)
             interval = min(interval * 1.5, self.poll_max_interval)
 
-    def _remember(self, job: dict):
-        self._finished[job['id']] = job
-        while len(self._finished) > 4096: self._finished.popitem(last=False)
+    def _remember(self, job: dict): self._finished[job['id']] = job
 
-    @_on_client_loop
+    @on_bridge
     async def cancel(self, jobs,  # IonQJob(s) or job id(s)
                      ignore_errors: bool = False) -> list[dict]:  # report failures as {'id', 'error'} instead of raising
         "Cancel jobs with `PUT /jobs/{id}/status/cancel`, concurrently; returns IonQ's answers in order."
@@ -469,7 +418,7 @@ class IonQBatchClient:
             out.append(o)
         return out
 
-    @_on_client_loop
+    @on_bridge
     async def get_results_parallel(self, jobs) -> list[CircuitResult]:  # completed IonQJob(s) or job id(s), in submission order
         "Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped to circuits."
         jobs = _as_list(jobs)
@@ -502,7 +451,7 @@ class IonQBatchClient:
         shots = int(body.get('shots') or getattr(job, 'shots', 0))
         return job_id, exact, shots, [(c, results_to_array(d, n)) for (c, d), n in zip(dists, qubits)]
 
-    @_on_client_loop
+    @on_bridge
     async def run_batch(self, circuits: list,  # circuits in IonQ JSON
                         shots: int = 100,  # shots per circuit
                         backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
@@ -518,7 +467,7 @@ class IonQBatchClient:
             if unfinished: await asyncio.shield(self.cancel(unfinished, ignore_errors=True))
             raise
 
-    @_on_client_loop
+    @on_bridge
     async def estimate_cost(self, circuits: list,  # circuits in IonQ JSON
                             shots: int = 100,  # shots per circuit
                             backend: str = 'qpu.aria-1',  # target to price
@@ -546,22 +495,19 @@ class IonQBatchClient:
                 'circuits': len(circuits), 'per_shape': [{'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2], 'circuits': n, 'usd_each': prices[k]}
                                                          for k, n in shapes.items()]}
 
-    @_on_client_loop
+    @on_bridge
     async def job_cost(self, job) -> dict:  # IonQJob or job id (e.g. a dry run)
         "IonQ's cost record for a job (`GET /jobs/{id}/cost`): `estimated_cost` and, once run, `cost`."
         return await self._request('GET', f'/jobs/{_job_id(job)}/cost')
 
-    @_on_client_loop
+    @on_bridge
     async def aclose(self):
         "Close pooled connections."
         if self._http is not None: await self._http.aclose(); self._http = None
 
     def close(self):
         "Close connections and stop the client's event-loop thread."
-        if self._lt is None: return
-        if not self._lt.is_current(): self.sync.aclose()
-        with self._lock: lt, self._lt = self._lt, None
-        lt.stop()
+        self.bridge.close()
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
@@ -582,10 +528,7 @@ def _check_backend(backend) -> str:
         raise ValueError(f"backend must be 'simulator' or 'qpu.<name>' (e.g. 'qpu.aria-1'), got {backend!r}")
     return backend
 
-def _check_shots(shots) -> int:
-    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or not 1 <= shots <= 1_000_000:
-        raise ValueError(f"shots must be an integer between 1 and 1,000,000, got {shots!r}")
-    return int(shots)
+def _check_shots(shots) -> int: return check_int('shots', shots, hi=1_000_000)
 
 def _noise_dict(noise, backend) -> dict | None:
     if noise is None: return None
@@ -599,8 +542,7 @@ def _check_circuit(c, i: int):
     if not isinstance(c, dict) or not isinstance(c.get('circuit'), list) or c.get('gateset') not in ('qis', 'native'):
         raise ValueError(f"circuit {i} must be IonQ JSON {{'gateset': 'qis'|'native', 'qubits': n, 'circuit': [...]}} "
                          f"(see qstore.ionq.serialize.to_ionq_json); got {str(c)[:80]}")
-    if not isinstance(c.get('qubits'), (int, np.integer)) or c['qubits'] < 1:
-        raise ValueError(f"circuit {i}: 'qubits' must be a positive integer, got {c.get('qubits')!r}")
+    check_int(f"circuit {i}: 'qubits'", c.get('qubits'))
 
 def _chunk_bounds(entries: list, envelope_bytes: int, limits: IonQLimits) -> list[tuple]:
     "Greedy (lo, hi) ranges of `entries`, each within the circuit, gate and byte limits of one job."

@@ -7,12 +7,12 @@ Docs: https://qstore-dev.github.io/qstore/ionq_compiler.html.md"""
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-imp
 from __future__ import annotations
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 import numpy as np
 from ..circuits import Circuit, GATES, Angle, validate_values
 from ..simulator import StatevectorSimulator
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, SYSTEMS, ZZ_ANGLE_RANGE
+from ..utils import LRUCache
 
 # %% auto #0
 __all__ = ['COMPILER_TARGETS', 'COMPILE_CACHE_SIZE', 'CompileStats', 'CompiledCircuit', 'IonQNativeGateCompiler',
@@ -438,7 +438,7 @@ def _column_arrays(circuit: Circuit, columns: list) -> tuple:
 
 
 COMPILE_CACHE_SIZE = 256  # compiled templates kept, shared by all compilers
-_COMPILED: OrderedDict = OrderedDict()
+_COMPILED = LRUCache(COMPILE_CACHE_SIZE)
 
 
 class IonQNativeGateCompiler:
@@ -454,7 +454,7 @@ class IonQNativeGateCompiler:
         "The native template for `circuit` (cached by structure and options)."
         if not isinstance(circuit, Circuit): raise TypeError(f"compile() takes a qstore Circuit, got {type(circuit).__name__}")
         key = (circuit.structural_hash, self.system, self.drop_final_z, self.split_symbolic)
-        if cache and key in _COMPILED: _COMPILED.move_to_end(key); return _COMPILED[key]
+        if cache and (hit := _COMPILED.get(key)) is not None: return hit
         low = _Lowering(circuit.n_qubits, self.target, self.split_symbolic)
         for op in circuit.ops:
             for act in _gate_actions(op):
@@ -466,9 +466,7 @@ class IonQNativeGateCompiler:
         for name, qubits, angles in low.gates: out.append(name, qubits, *[cols[a[1]] if isinstance(a, tuple) else a for a in angles])
         res = CompiledCircuit(circuit, out, self.target, self.drop_final_z, self.split_symbolic,
                               CompileStats.from_circuits(circuit, out, self.system), *_column_arrays(circuit, low.columns))
-        if cache:
-            _COMPILED[key] = res
-            if len(_COMPILED) > COMPILE_CACHE_SIZE: _COMPILED.popitem(last=False)
+        if cache: _COMPILED[key] = res
         return res
 
     def __repr__(self):

@@ -22,6 +22,7 @@ from ..circuits import Circuit
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
 from .systems import JOB_LIMITS, NOISE_MODELS, SYSTEMS
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
+from ..utils import LRUCache, check_int, check_range
 
 # %% auto #0
 __all__ = ['EMULATED_SYSTEMS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
@@ -80,11 +81,11 @@ def _checked(name, v):
     def need(ok, what):
         if not ok: raise ValueError(f"EmulatorConfig.{name} must be {what}, got {v!r}")
     number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    if name in _SECONDS: need(number(v) and v >= 0, "a number of seconds >= 0")
-    elif name in _RATES: need(number(v) and 0 <= v <= 1, "a probability in [0, 1]")
+    if name in _SECONDS: check_range(f"EmulatorConfig.{name}", v, 0, what='a number of seconds')
+    elif name in _RATES: check_range(f"EmulatorConfig.{name}", v, 0, 1, what='a probability')
     elif name == 'retry_after': need(v is None or (number(v) and v >= 0), "None or seconds >= 0")
     elif name == 'max_phase': need(v is None or (number(v) and v > 0), "None or a number of turns > 0")
-    elif name == 'seed': need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative integer")
+    elif name == 'seed': check_int(f"EmulatorConfig.{name}", v, lo=0)
     elif name == 'api_keys':
         if v is None: return None
         v = (v,) if isinstance(v, str) else tuple(v)
@@ -94,8 +95,8 @@ def _checked(name, v):
     elif name == 'fault_routes':
         if v is None: return None
         v = (v,) if isinstance(v, str) else tuple(v); need(v and set(v) <= set(ROUTE_NAMES), f"None or names from {ROUTE_NAMES}")
-    elif name == 'max_faults': need(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0), "None or an integer >= 0")
-    else: need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer")
+    elif name == 'max_faults': check_int(f"EmulatorConfig.{name}", v, lo=0, none_ok=True)
+    else: check_int(f"EmulatorConfig.{name}", v)
     return v
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-jobs
@@ -249,7 +250,7 @@ class IonQEmulator:
         self.config = config or EmulatorConfig()
         self._lock, self._exec_lock = threading.RLock(), threading.Lock()
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
-        self._templates: OrderedDict = OrderedDict()  # structure key -> parametrised template
+        self._templates = LRUCache(256)  # structure key -> parametrised template
         self._rng, self._rng_seed, self._seq = None, None, 0
         self.reset_stats()
         api = [('GET', '/backends', self._backends, 'backends', False),
@@ -392,15 +393,15 @@ class IonQEmulator:
     # ---- execution
     def _template(self, key) -> Circuit:
         "The parametrised template of a gate structure: every angle becomes a parameter."
-        with self._lock:
-            if key in self._templates: self._templates.move_to_end(key); return self._templates[key]
+        return self._templates.get_or_create(key, lambda: self._new_template(key))
+
+    @staticmethod
+    def _new_template(key) -> Circuit:
         n, ops = key
         c, k = Circuit(n, 'ionq-job'), 0
         for gate, qubits, n_angles in ops:
-            c.append(gate, qubits, *[c.parameter(f'a{k + j}') for j in range(n_angles)]); k += n_angles
-        with self._lock:
-            self._templates[key] = c
-            if len(self._templates) > 256: self._templates.popitem(last=False)
+            c.append(gate, qubits, *[c.parameter(f'a{k + j}') for j in range(n_angles)])
+            k += n_angles
         return c
 
     def _simulate(self, key, model, angles) -> np.ndarray:

@@ -11,6 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 import httpx
 from .client import IonQLimits
+from ..utils import check_int, check_range
 
 # %% auto #0
 __all__ = ['QueueDecision', 'ChunkPlan', 'AdaptiveQueueManager', 'ObservedTransport']
@@ -67,10 +68,10 @@ class AdaptiveQueueManager:
         if not isinstance(limits, IonQLimits): raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
         for k, v in dict(max_concurrency=max_concurrency, initial_concurrency=initial_concurrency, fixed_chunk_size=fixed_chunk_size,
                          min_chunk=min_chunk, max_decisions=max_decisions).items():
-            if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive integer, got {v!r}")
+            check_int(k, v)
         for k, v in dict(slow_queue_seconds=slow_queue_seconds, assumed_latency=assumed_latency, backoff_cooldown=backoff_cooldown).items():
-            if not isinstance(v, (int, float)) or v < 0: raise ValueError(f"{k} must be a number of seconds >= 0, got {v!r}")
-        if not 0 < smoothing <= 1: raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
+            check_range(k, v, 0, what='a number of seconds')
+        check_range('smoothing', smoothing, 0, 1, lo_open=True)
         self.adaptive, self.limits, self.max_concurrency = bool(adaptive), limits, max_concurrency
         self.fixed_chunk_size, self.min_chunk, self.slow_queue_seconds = fixed_chunk_size, min_chunk, float(slow_queue_seconds)
         self.parallel_execution, self.backoff_cooldown, self.smoothing = bool(parallel_execution), float(backoff_cooldown), float(smoothing)
@@ -225,7 +226,7 @@ class ObservedTransport(httpx.AsyncBaseTransport):
     def __init__(self, pool_size: int = 8,  # connections (and requests in flight) at most
                  listener=None,  # called with (seconds, status) after each response
                  inner: httpx.AsyncBaseTransport | None = None):  # transport doing the I/O (default: pooled AsyncHTTPTransport)
-        if not isinstance(pool_size, int) or pool_size < 1: raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
+        check_int('pool_size', pool_size)
         self.pool_size, self.listener = pool_size, listener
         self.inner = inner or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size))
         self._slots: asyncio.Semaphore | None = None

@@ -7,10 +7,10 @@ Docs: https://qstore-dev.github.io/qstore/ionq_serialize.html.md"""
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-imp
 from __future__ import annotations
 import math
-from collections import OrderedDict
 import numpy as np
 from ..circuits import Circuit, GATES, NATIVE_GATES, validate_values
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, ZZ_ANGLE_RANGE
+from ..utils import LRUCache, check_int
 
 # %% auto #0
 __all__ = ['QIS_JSON_GATES', 'NATIVE_JSON_GATES', 'GATESETS', 'MAX_CONTROLS', 'IonQFormatError', 'native_angle_columns',
@@ -79,14 +79,10 @@ class _Skeleton:
         return _legalize(A, self.phase_cols, self.ms_cols, self.zz_cols, zz_range=True)
 
 
-_SKELETONS: OrderedDict = OrderedDict()
+_SKELETONS = LRUCache(256)  # JSON skeletons by (circuit structure, gateset)
 
 def _skeleton(circuit: Circuit, gateset: str) -> _Skeleton:
-    key = (circuit.structural_hash, gateset)
-    if key in _SKELETONS: _SKELETONS.move_to_end(key); return _SKELETONS[key]
-    sk = _SKELETONS[key] = _Skeleton(circuit, gateset)
-    if len(_SKELETONS) > 256: _SKELETONS.popitem(last=False)
-    return sk
+    return _SKELETONS.get_or_create((circuit.structural_hash, gateset), lambda: _Skeleton(circuit, gateset))
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-legal
 def native_angle_columns(circuit: Circuit  # any circuit; only its native gates count
@@ -373,7 +369,7 @@ def from_ionq_json(data: dict,  # an IonQ circuit: {'gateset', 'qubits', 'circui
     if not isinstance(gates, list): raise IonQFormatError(f"'circuit' must be a list of gate objects, got {type(gates).__name__}")
     n = data.get('qubits', qubits)
     if n is None: n = max(_max_qubit(gates) + 1, 1)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise IonQFormatError(f"'qubits' must be a positive integer, got {n!r}")
+    check_int("'qubits'", n, err=IonQFormatError)
     return _Reader(gs, n, name, max_phase).read(gates)
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-res

@@ -14,6 +14,7 @@ import safetensors.numpy as safetensors_np
 from safetensors import SafetensorError
 from .. import __version__
 from ..storage.files import CorruptStoreError, atomic_write_bytes, redact_secrets, remove_stale_temp_files
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'CheckpointError', 'encode_checkpoint', 'decode_checkpoint', 'load_checkpoint',
@@ -177,8 +178,7 @@ class CheckpointManager:
     def __init__(self, directory: str | Path,  # checkpoint directory (created if needed)
                  keep_last: int | None = 3,  # checkpoints to keep after each save; None keeps all
                  prefix: str = 'ckpt'):  # file names are <prefix>-<step:08d>.safetensors
-        if keep_last is not None and (type(keep_last) is not int or keep_last < 1):
-            raise ValueError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
+        check_int('keep_last', keep_last, none_ok=True)
         if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', prefix):
             raise ValueError(f"prefix {prefix!r} must be a plain file-name stem: letters, digits, '_', '.', '-', not starting with '.' or '-'")
         self.directory, self.keep_last, self.prefix = Path(directory).expanduser(), keep_last, prefix

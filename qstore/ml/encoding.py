@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numpy as np
 from ..circuits import Circuit
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['DataEncoder', 'encoder_circuit', 'transform']
@@ -28,7 +29,7 @@ class DataEncoder:
         if method not in self.METHODS: raise ValueError(f"unknown encoding {method!r}; choose one of {self.METHODS}")
         if rotation not in ('rx', 'ry', 'rz'): raise ValueError(f"rotation must be 'rx', 'ry' or 'rz', got {rotation!r}")
         if entanglement not in ('full', 'linear'): raise ValueError(f"entanglement must be 'full' or 'linear', got {entanglement!r}")
-        if reps < 1: raise ValueError(f"reps must be >= 1, got {reps}")
+        check_int('reps', reps)
         self.method, self.rotation, self.reps, self.entanglement, self.scale = ('iqp' if method == 'zz' else method), rotation, int(reps), entanglement, float(scale)
         per_qubit = {'dense_angle': 2}.get(self.method, 1)
         if n_features is None and n_qubits is None: raise ValueError("give n_qubits or n_features")

@@ -16,6 +16,7 @@ from ..gradients.core import run_gradient
 from ..gradients.adjoint import adjoint
 import qstore.gradients.adaptive  # noqa: F401 (registers adaptive, shift, adjoint and spsa for `loss_and_grad`)
 import qstore.gradients.finite_diff  # noqa: F401 (registers 'finite_diff')
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['init_weights', 'HardwareEfficientQuantumLayer', 'QuantumLayer', 'QuantumModel']
@@ -40,7 +41,8 @@ class HardwareEfficientQuantumLayer:
                  depth: int = 1,  # repetitions
                  entangler: str = 'cnot_ring',  # 'cnot_ring', 'cnot_linear', 'cz' or 'ms'
                  rotations: tuple = ('ry', 'rz')):  # rotation gates per qubit per layer
-        if n_qubits < 1 or depth < 1: raise ValueError(f"need n_qubits >= 1 and depth >= 1, got {n_qubits}, {depth}")
+        check_int('n_qubits', n_qubits)
+        check_int('depth', depth)
         if entangler not in _ENTANGLERS: raise ValueError(f"unknown entangler {entangler!r}; choose one of {_ENTANGLERS}")
         bad = [r for r in rotations if r not in ('rx', 'ry', 'rz')]
         if bad or not rotations: raise ValueError(f"rotations must be a non-empty tuple of 'rx', 'ry', 'rz'; got {rotations!r}")

@@ -19,6 +19,7 @@ from ..storage.db import Database, DataLoader, train_val_split
 from .layers import QuantumModel
 from ..gradients.core import GRADIENT_METHODS
 from .optim import OPTIMIZERS, SPSA_OPTIMIZERS, AdaptiveGradientOptimizer, spsa_contradiction
+from ..utils import int_error
 
 # %% auto #0
 __all__ = ['LOSSES', 'TrainingConfig', 'read_config_file', 'mse_loss', 'cross_entropy_loss', 'hinge_loss', 'accuracy',
@@ -77,13 +78,11 @@ class TrainingConfig:
         if self.loss not in _LOSSES: errs.append(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if self.lr_schedule not in _SCHEDULES: errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
         if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'): errs.append(f"unknown init_strategy {self.init_strategy!r}")
-        for k in ('epochs', 'batch_size', 'keep_checkpoints', 'num_directions'):
-            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1: errs.append(f"{k} must be a positive integer, got {getattr(self, k)!r}")
+        errs += [int_error(k, getattr(self, k)) for k in ('epochs', 'batch_size', 'keep_checkpoints', 'num_directions')]
         if not self.learning_rate > 0: errs.append(f"learning_rate must be positive, got {self.learning_rate}")
         if self.checkpoint_interval < 0 or self.early_stopping_patience < 0: errs.append("checkpoint_interval and early_stopping_patience must be >= 0")
         if not 0 <= self.validation_split < 1: errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
-        if self.shots_per_circuit is not None and (not isinstance(self.shots_per_circuit, int) or self.shots_per_circuit < 1):
-            errs.append(f"shots_per_circuit must be None or a positive integer, got {self.shots_per_circuit!r}")
+        errs.append(int_error('shots_per_circuit', self.shots_per_circuit, none_ok=True))
         # contradictions
         if (why := spsa_contradiction(self.optimizer, self.gradient_method)): errs.append(why)
         needs_state = method is not None and method.statevector
@@ -99,9 +98,8 @@ class TrainingConfig:
         if not 0 <= self.momentum < 1: errs.append(f"momentum must be in [0, 1), got {self.momentum}")
         if not self.spsa_c > 0 or self.spsa_A < 0: errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
         if self.qng_lambda < 0: errs.append(f"qng_lambda must be >= 0, got {self.qng_lambda}")
-        if self.gradient_budget is not None and (not isinstance(self.gradient_budget, int) or self.gradient_budget < 1):
-            errs.append(f"gradient_budget must be None or a positive integer, got {self.gradient_budget!r}")
-        if not isinstance(self.seed, int) or self.seed < 0: errs.append(f"seed must be a non-negative integer, got {self.seed!r}")
+        errs.append(int_error('gradient_budget', self.gradient_budget, none_ok=True))
+        errs.append(int_error('seed', self.seed, lo=0))
         # settings that would silently do nothing in this combination
         d = {f.name: f.default for f in fields(self)}
         spsa_used = self.optimizer in SPSA_OPTIMIZERS or (method is not None and method.stochastic)
@@ -109,12 +107,12 @@ class TrainingConfig:
             if getattr(self, k) != d[k] and not spsa_used: errs.append(f"{k} only affects SPSA; optimizer={self.optimizer!r} with gradient_method={self.gradient_method!r} never uses it")
         if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng': errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
         if self.gradient_budget is not None and self.gradient_method != 'adaptive': errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
-        if self.connection_pool_size is not None and (not isinstance(self.connection_pool_size, int) or self.connection_pool_size < 1):
-            errs.append(f"connection_pool_size must be None or a positive integer, got {self.connection_pool_size!r}")
+        errs.append(int_error('connection_pool_size', self.connection_pool_size, none_ok=True))
         if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
             errs.append(f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}")
         if not self.use_batch_api and not self.backend.startswith('ionq.'):
             errs.append(f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} has no batch API switch")
+        errs = [e for e in errs if e is not None]  # int_error gives None for a valid value
         if errs: raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
 
     @classmethod

@@ -19,6 +19,7 @@ from .cache import CompiledTemplate, SmartCircuitCache, compile_template
 from ..ionq.jobs import AdaptiveQueueManager, ObservedTransport
 from ..ionq.backend import IonQBackend
 from ..ionq.client import IonQBatchClient, formula_cost
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['CircuitBatchManagerV34', 'PipelineReport', 'ResultCacheWarning', 'CircuitBatchManager']
@@ -81,13 +82,6 @@ def _exact_rows(backend, circuit, observables, values):
     return backend._exact(circuit, values, observables)
 
 
-def _run_coroutine(coro):
-    "Run a coroutine to completion from synchronous code, also from a thread whose event loop is running (Jupyter)."
-    try: asyncio.get_running_loop()
-    except RuntimeError: return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
-
-
 class _Window:
     "Admission control for jobs: at most `limit()` at once (the limit may shrink on a 429 while jobs run)."
     def __init__(self, limit):
@@ -120,39 +114,13 @@ class CircuitBatchManager(Backend):
                  parallel_min_amplitudes: int = 2 ** 17,  # local batches with B * 2^n below this run in one piece
                  queue_refresh_seconds: float = 30.0,  # how often the IonQ queue state is read
                  **backend_options):  # options for `get_backend` when `backend` is a name
-        if isinstance(backend, CircuitBatchManager): raise TypeError("this backend already is a CircuitBatchManager; wrap the backend inside it")
-        if local_executor not in ('thread', 'process'): raise ValueError(f"local_executor must be 'thread' or 'process', got {local_executor!r}")
-        if cache_results and not enable_smart_caching: raise ValueError("cache_results=True needs enable_smart_caching=True (the result cache is part of the smart cache)")
-        for k, v in dict(fixed_chunk_size=fixed_chunk_size, parallel_min_amplitudes=parallel_min_amplitudes).items():
-            if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive integer, got {v!r}")
-        for k, v in dict(connection_pool_size=connection_pool_size, max_workers=max_workers).items():
-            if v is not None and (not isinstance(v, int) or v < 1): raise ValueError(f"{k} must be a positive integer or None, got {v!r}")
-        if queue is not None and queue.adaptive != bool(adaptive_batch_sizing):
-            raise ValueError(f"the queue manager given has adaptive={queue.adaptive}, but adaptive_batch_sizing={adaptive_batch_sizing}")
-        self.transport = None
-        if isinstance(backend, str):
-            opts = dict(backend_options)
-            if backend.lower().startswith('ionq.'):
-                if 'client' in opts or 'transport' in opts:
-                    raise ValueError("the manager builds the IonQ client and its transport; pass a ready IonQBackend instead to use your own client")
-                pool = connection_pool_size or opts.get('connection_pool_size', _CLIENT_POOL)
-                queue = queue or AdaptiveQueueManager(adaptive_batch_sizing, max_concurrency=pool, fixed_chunk_size=fixed_chunk_size)
-                self.transport = ObservedTransport(pool, listener=queue.observe_request)
-                opts.update(connection_pool_size=pool, transport=self.transport)
-            inner = get_backend(backend, **opts)
-        else:
-            if backend_options: raise ValueError(f"backend options {sorted(backend_options)} only apply when the backend is given by name")
-            inner = get_backend(backend)
+        _check_manager_args(backend, local_executor, cache_results, enable_smart_caching, queue, adaptive_batch_sizing,
+                            fixed_chunk_size=fixed_chunk_size, parallel_min_amplitudes=parallel_min_amplitudes,
+                            connection_pool_size=connection_pool_size, max_workers=max_workers)
+        inner, self.transport, queue = _wrapped_backend(backend, backend_options, connection_pool_size, queue,
+                                                        adaptive_batch_sizing, fixed_chunk_size)
         self._ionq = isinstance(inner, IonQBackend)
-        if self._ionq:
-            if max_workers is not None: raise ValueError("max_workers sizes the local simulation pool; for IonQ, concurrency is set by connection_pool_size")
-            if connection_pool_size is not None and connection_pool_size != inner.client.connection_pool_size:
-                raise ValueError(f"connection_pool_size={connection_pool_size} differs from the given backend's client ({inner.client.connection_pool_size}); "
-                                 f"pass the backend by name (e.g. 'ionq.{inner.target}', base_url=..., api_key=...) so the manager builds the client, "
-                                 f"or build its IonQBatchClient with connection_pool_size={connection_pool_size}")
-        else:
-            if not use_batch_api: raise ValueError(f"use_batch_api=False (one IonQ job per circuit) applies to IonQ backends, not {inner.name!r}")
-            if connection_pool_size is not None: raise ValueError(f"connection_pool_size applies to IonQ backends, not {inner.name!r}; use max_workers for local simulation")
+        _check_backend_fits(inner, self._ionq, use_batch_api, connection_pool_size, max_workers)
         super().__init__()
         self.inner, self._owns_inner, self.rng = inner, isinstance(backend, str), inner.rng
         self.use_batch_api, self.use_native_gates = bool(use_batch_api), bool(use_native_gates)
@@ -266,7 +234,7 @@ class CircuitBatchManager(Backend):
         B = len(values)
         # an upper bound on one circuit's bytes: row 0 encoded, plus room for every angle to be a longer number
         size = max(len(json.dumps(payload[k * B], separators=(',', ':'))) + 24 * len(e.circuit.angle_index()[0]) for k, e in enumerate(entries))
-        results = _run_coroutine(self._execute(payload, shots, noise, settings, size))
+        results = be.client.bridge.run(self._execute, payload, shots, noise, settings, size)  # on the client's loop
         qpu = be.target if be.target.startswith('qpu.') else 'qpu.forte-1' if self._native == 'forte' else 'qpu.aria-1'
         cost = sum(B * formula_cost(*e.gate_counts, shots, be.target, be.error_mitigation) for e in entries)
         qpu_cost = sum(B * formula_cost(*e.gate_counts, shots, qpu, be.error_mitigation) for e in entries)
@@ -370,3 +338,58 @@ class CircuitBatchManager(Backend):
 
 
 CircuitBatchManagerV34 = CircuitBatchManager
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-init
+def _check_manager_args(backend, local_executor, cache_results, enable_smart_caching, queue, adaptive_batch_sizing,
+                        **counts):  # the integer arguments, by name
+    "Reject contradictory or out-of-range `CircuitBatchManager` arguments before anything is built."
+    if isinstance(backend, CircuitBatchManager):
+        raise TypeError("this backend already is a CircuitBatchManager; wrap the backend inside it")
+    if local_executor not in ('thread', 'process'):
+        raise ValueError(f"local_executor must be 'thread' or 'process', got {local_executor!r}")
+    if cache_results and not enable_smart_caching:
+        raise ValueError("cache_results=True needs enable_smart_caching=True "
+                         "(the result cache is part of the smart cache)")
+    for k in ('fixed_chunk_size', 'parallel_min_amplitudes'): check_int(k, counts[k])
+    for k in ('connection_pool_size', 'max_workers'): check_int(k, counts[k], none_ok=True)
+    if queue is not None and queue.adaptive != bool(adaptive_batch_sizing):
+        raise ValueError(f"the queue manager given has adaptive={queue.adaptive}, "
+                         f"but adaptive_batch_sizing={adaptive_batch_sizing}")
+
+def _wrapped_backend(backend, backend_options, connection_pool_size, queue, adaptive_batch_sizing, fixed_chunk_size):
+    "(backend, its observed transport or None, queue manager); an IonQ name gets a client with an `ObservedTransport`."
+    if not isinstance(backend, str):
+        if backend_options:
+            raise ValueError(f"backend options {sorted(backend_options)} only apply when the backend is given by name")
+        return get_backend(backend), None, queue
+    opts, transport = dict(backend_options), None
+    if backend.lower().startswith('ionq.'):
+        if 'client' in opts or 'transport' in opts:
+            raise ValueError("the manager builds the IonQ client and its transport; "
+                             "pass a ready IonQBackend instead to use your own client")
+        pool = connection_pool_size or opts.get('connection_pool_size', _CLIENT_POOL)
+        queue = queue or AdaptiveQueueManager(adaptive_batch_sizing, max_concurrency=pool,
+                                              fixed_chunk_size=fixed_chunk_size)
+        transport = ObservedTransport(pool, listener=queue.observe_request)
+        opts.update(connection_pool_size=pool, transport=transport)
+    return get_backend(backend, **opts), transport, queue
+
+def _check_backend_fits(inner, ionq, use_batch_api, connection_pool_size, max_workers):
+    "Reject switches that do not apply to the wrapped backend."
+    if not ionq:
+        if not use_batch_api:
+            raise ValueError("use_batch_api=False (one IonQ job per circuit) applies to IonQ backends, "
+                             f"not {inner.name!r}")
+        if connection_pool_size is not None:
+            raise ValueError(f"connection_pool_size applies to IonQ backends, not {inner.name!r}; "
+                             "use max_workers for local simulation")
+        return
+    if max_workers is not None:
+        raise ValueError("max_workers sizes the local simulation pool; "
+                         "for IonQ, concurrency is set by connection_pool_size")
+    pool = inner.client.connection_pool_size
+    if connection_pool_size is not None and connection_pool_size != pool:
+        raise ValueError(f"connection_pool_size={connection_pool_size} differs from the given backend's client "
+                         f"({pool}); pass the backend by name (e.g. 'ionq.{inner.target}', base_url=..., api_key=...) "
+                         "so the manager builds the client, or build its IonQBatchClient with "
+                         f"connection_pool_size={connection_pool_size}")

@@ -6,15 +6,15 @@ Docs: https://qstore-dev.github.io/qstore/pipeline_cache.html.md"""
 
 # %% ../../nbs/30_pipeline_cache.ipynb #k31-imp
 from __future__ import annotations
-import asyncio, gc, hashlib, threading, time
-from collections import OrderedDict
-from concurrent.futures import Future
+import gc, hashlib, threading, time
 from dataclasses import dataclass
+from functools import partial
 import numpy as np
 from ..circuits import Circuit, NATIVE_GATES, validate_values
 from ..observables import as_observables
 from ..simulator import plan_for
 from ..ionq.serialize import to_ionq_json_batch
+from ..utils import LRUCache, check_int
 
 # %% auto #0
 __all__ = ['NATIVE_FAMILIES', 'CompiledTemplate', 'compile_template', 'CacheStats', 'SmartCircuitCache']
@@ -131,46 +131,29 @@ class SmartCircuitCache:
     "Two-level LRU cache: compiled templates per (structure, target) and, optionally, analytic results per row."
     def __init__(self, max_templates: int = 256,  # level-1 entries kept
                  max_result_bytes: int = 0):  # level-2 budget in bytes; 0 turns result caching off
-        if not isinstance(max_templates, int) or max_templates < 1: raise ValueError(f"max_templates must be a positive integer, got {max_templates!r}")
-        if not isinstance(max_result_bytes, int) or max_result_bytes < 0: raise ValueError(f"max_result_bytes must be an integer >= 0, got {max_result_bytes!r}")
-        self.max_templates, self.max_result_bytes = max_templates, max_result_bytes
-        self._lock = threading.RLock()
-        self._templates: OrderedDict = OrderedDict()
-        self._building: dict = {}  # key -> Future of an entry being compiled
-        self._results: OrderedDict = OrderedDict()  # (structure key, row digest) -> result row
-        self.template_stats, self.result_stats = CacheStats(), CacheStats()
+        self.max_templates = check_int('max_templates', max_templates)
+        self.max_result_bytes = check_int('max_result_bytes', max_result_bytes, lo=0)
+        self._templates = LRUCache(self.max_templates)
+        self._results = LRUCache(self.max_result_bytes, weigh=lambda row: row.nbytes)  # (structure, row digest) -> row
+        self._lock, self._build_seconds = threading.Lock(), 0.0
+
+    @property
+    def template_stats(self) -> CacheStats:
+        t = self._templates
+        return CacheStats(t.hits, t.misses, t.evictions, len(t), build_seconds=self._build_seconds)
+
+    @property
+    def result_stats(self) -> CacheStats:
+        r = self._results
+        return CacheStats(r.hits, r.misses, r.evictions, len(r), r.weight)
 
     @property
     def caches_results(self) -> bool: return self.max_result_bytes > 0
 
     # ---- level 1
-    def _claim(self, key):
-        "(entry, None) on a hit; (None, future) to wait for another build; (None, None) when the caller must build."
-        with self._lock:
-            if key in self._templates:
-                self._templates.move_to_end(key); self.template_stats.hits += 1
-                return self._templates[key], None
-            if key in self._building:
-                self.template_stats.hits += 1  # compiled once, by whoever got there first
-                return None, self._building[key]
-            self.template_stats.misses += 1
-            self._building[key] = Future()
-            return None, None
-
-    def _build(self, key, args):
-        fut = self._building[key]
-        try: entry = compile_template(*args)
-        except BaseException as e:
-            with self._lock: del self._building[key]
-            fut.set_exception(e); raise
-        with self._lock:
-            self._templates[key] = entry
-            while len(self._templates) > self.max_templates:
-                self._templates.popitem(last=False); self.template_stats.evictions += 1
-            self.template_stats.entries = len(self._templates)
-            self.template_stats.build_seconds += entry.compile_seconds
-            del self._building[key]
-        fut.set_result(entry)
+    def _build(self, args) -> CompiledTemplate:
+        entry = compile_template(*args)
+        with self._lock: self._build_seconds += entry.compile_seconds
         return entry
 
     @staticmethod
@@ -184,18 +167,12 @@ class SmartCircuitCache:
                  exact: bool = False) -> CompiledTemplate:  # exact up to global phase (see `compile_template`)
         "The level-1 entry for this structure and target, compiled on a miss."
         key = self._key(circuit, target, native, exact)
-        entry, waiting = self._claim(key)
-        if entry is not None: return entry
-        if waiting is not None: return waiting.result()
-        return self._build(key, (circuit, target, native, exact))
+        return self._templates.get_or_create(key, partial(self._build, (circuit, target, native, exact)))
 
     async def atemplate(self, circuit: Circuit, target: str = 'local', native: str | None = None, exact: bool = False) -> CompiledTemplate:
         "`template` for coroutines: builds in a worker thread; concurrent callers share one build."
         key = self._key(circuit, target, native, exact)
-        entry, waiting = self._claim(key)
-        if entry is not None: return entry
-        if waiting is not None: return await asyncio.wrap_future(waiting)
-        return await asyncio.to_thread(self._build, key, (circuit, target, native, exact))
+        return await self._templates.aget_or_create(key, partial(self._build, (circuit, target, native, exact)))
 
     def bind(self, circuit: Circuit, values, target: str = 'ionq.simulator', native: str | None = None) -> list[dict]:
         "B ready-to-send IonQ circuit dicts for a `(B, P)` array: cached entry + vectorised fill."
@@ -217,42 +194,28 @@ class SmartCircuitCache:
         obs = None if observables is None else as_observables(observables, circuit.n_qubits)
         base = (circuit.structural_hash, str(target), _observables_key(obs))
         keys = [(base, hashlib.blake2b(row.tobytes(), digest_size=16).digest()) for row in v]
-        with self._lock:
-            found = [self._results.get(k) for k in keys]
-            for k, r in zip(keys, found):
-                if r is not None: self._results.move_to_end(k)
-            hits = sum(r is not None for r in found)
-            self.result_stats.hits += hits; self.result_stats.misses += len(keys) - hits
+        found = [self._results.get(k) for k in keys]
         todo = [i for i, r in enumerate(found) if r is None]
         if todo:
-            new = np.asarray(compute(v[todo]))
-            with self._lock:
-                for i, r in zip(todo, new):
-                    found[i] = r = np.array(r)  # a copy: a view would keep the whole computed batch alive
-                    if keys[i] not in self._results: self.result_stats.bytes += r.nbytes
-                    self._results[keys[i]] = r
-                while self.result_stats.bytes > self.max_result_bytes and self._results:
-                    _, old = self._results.popitem(last=False)
-                    self.result_stats.bytes -= old.nbytes; self.result_stats.evictions += 1
-                self.result_stats.entries = len(self._results)
+            for i, r in zip(todo, np.asarray(compute(v[todo]))):
+                self._results[keys[i]] = found[i] = np.array(r)  # a copy: a view would keep the whole batch alive
         return np.stack(found)
 
     # ---- housekeeping
     def stats(self) -> dict:
         "Hit/miss counters and sizes of both levels."
-        with self._lock: return {'templates': self.template_stats.as_dict(), 'results': self.result_stats.as_dict()}
+        return {'templates': self.template_stats.as_dict(), 'results': self.result_stats.as_dict()}
 
     def reset_stats(self):
         "Zero the counters (entries stay)."
-        with self._lock:
-            self.template_stats = CacheStats(entries=len(self._templates))
-            self.result_stats = CacheStats(entries=len(self._results), bytes=self.result_stats.bytes)
+        self._templates.reset_counts()
+        self._results.reset_counts()
+        with self._lock: self._build_seconds = 0.0
 
     def clear(self):
         "Drop every entry of both levels."
-        with self._lock:
-            self._templates.clear(); self._results.clear()
-            self.template_stats.entries = self.result_stats.entries = self.result_stats.bytes = 0
+        self._templates.clear()
+        self._results.clear()
 
     def __len__(self): return len(self._templates)
 

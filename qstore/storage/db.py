@@ -15,6 +15,7 @@ import numpy as np
 from .files import CorruptStoreError, NotFoundError, atomic_writer, file_sha256, redact_secrets, remove_stale_temp_files, to_json
 from .sqlite import SQLiteDatabase, open_sqlite
 from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['STAGES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader',
@@ -118,8 +119,7 @@ class DataLoader:
                  seed: int | None = 0,  # seed of the shuffling generator
                  drop_last: bool = False,  # skip the final short batch of each epoch
                  rows=None):  # subset of row indices to iterate (e.g. a split); None = all rows
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int('batch_size', batch_size)
         if y is not None and len(y) != len(X): raise ValueError(f"y has {len(y)} labels but X has {len(X)} rows")
         self.X, self.y = X, y
         self.rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -493,11 +493,7 @@ def _flatten(metrics: dict, prefix: str = '') -> dict:
             out[name] = v
     return out
 
-def _index(v, what):
-    if v is None: return None
-    if isinstance(v, np.integer): v = int(v)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0: raise ValueError(f"{what} must be a non-negative integer or None, got {v!r}")
-    return v
+def _index(v, what): return check_int(what, v, lo=0, none_ok=True)
 
 def _write_metric_rows(db: SQLiteDatabase, buffer: list):
     "Insert and clear the buffered rows in one transaction (also the exit-time finaliser)."
@@ -522,7 +518,7 @@ class MetricsStore:
     def __init__(self, db: SQLiteDatabase | str | Path = ':memory:',  # shared database, file or ':memory:'
                  flush_every: int = 100,  # write once this many rows are buffered
                  flush_interval: float = 1.0):  # ... or once the oldest buffered row is this many seconds old
-        if flush_every < 1: raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        check_int('flush_every', flush_every)
         self.db, self._owned = open_sqlite(db)
         self.db.ensure_schema('metrics', 1, _METRICS_DDL)
         self.flush_every, self.flush_interval = int(flush_every), float(flush_interval)

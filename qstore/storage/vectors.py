@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 from .files import CorruptStoreError, to_json
 from .sqlite import SQLiteDatabase, open_sqlite
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['FILTER_OPERATORS', 'METRICS', 'validate_metadata', 'normalize_filter', 'compile_filter', 'match_filter',
@@ -221,8 +222,7 @@ class VectorStore(ABC):
                          dimension: int | None = None,  # vector length
                          metric: str | None = None) -> NamespaceInfo:  # 'cosine', 'dot' or 'euclidean'; default: the store's
         "Create a namespace with a fixed dimension and metric (no-op if it exists identically; error if it differs)."
-        if not isinstance(dimension, (int, np.integer)) or isinstance(dimension, bool) or dimension < 1:
-            raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
+        check_int('dimension', dimension)
         return self._create_namespace(_check_namespace(namespace), int(dimension), check_metric(metric or self.metric))
 
     def describe(self, namespace: str = '') -> NamespaceInfo | None:
@@ -265,8 +265,7 @@ class VectorStore(ABC):
               include_metadata: bool = True) -> list:  # attach the metadata
         "Nearest stored vectors: a list of `Match` for one vector, a list of lists for a batch."
         namespace = _check_namespace(namespace)
-        if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        check_int('top_k', top_k)
         arr = np.asarray(vector)
         single = arr.ndim == 1
         q = _as_float32_rows(arr[None] if single else arr, 'query vector' if single else 'query vectors')
