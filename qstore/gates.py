@@ -1,4 +1,4 @@
-"""Every gate kind as one record: matrix, generator spectrum, inverse, structure, drawing, and its Cirq, Qiskit and IonQ names.
+"""Each gate kind as one record: its matrix, spectrum, inverse, structure, drawing and Cirq, Qiskit and IonQ names.
 
 Docs: https://qstore-dev.github.io/qstore/gates.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://qstore-dev.github.io/qstore/gates.html.md"""
 
 # %% ../nbs/01_gates.ipynb #g01-imp
 from __future__ import annotations
-import math
+import functools, math
 from dataclasses import dataclass
 from typing import Callable
 import numpy as np
@@ -56,6 +56,7 @@ def _spectrum(g: GateDef, j: int) -> np.ndarray:
     if not 0 <= j < g.num_angles: raise ValueError(f"gate '{g.name}' has no angle {j}; its angles are {g.angle_names}")
     return np.asarray(g.spectrum[j], dtype=float)
 
+@functools.cache
 def gate_freqs(g: GateDef,  # the gate
                j: int) -> tuple:  # index of its angle
     "Positive frequencies of angle `j` in expectation values: the distinct differences of its spectrum."
@@ -63,6 +64,7 @@ def gate_freqs(g: GateDef,  # the gate
     d = np.unique(np.round(np.abs(lam[:, None] - lam[None, :]), 12))
     return tuple(float(x) for x in d if x > 0)
 
+@functools.cache
 def matrix_rate(g: GateDef,  # the gate
                 j: int) -> float:  # index of its angle
     "`r` with `U'(t) = r/2 [U(t + π/2r) - U(t - π/2r)]`; exact because the spectrum of angle `j` lies in {0, ±r}."
@@ -248,7 +250,8 @@ register('gpi2', 1, _gpi2, ('phi',), unit='turn', spectrum=_TURN_PHASE, inverse=
          cirq='cirq_ionq.GPI2Gate(phi=phi)', qiskit='qiskit_ionq.GPI2Gate', ionq='gpi2', native=True)
 register('ms', 2, _ms, ('phi0', 'phi1', 'theta'), unit='turn', spectrum=_TURN_PHASE * 2 + ((-np.pi, np.pi),),
          inverse=lambda a: ('ms', (a[0] + 0.5, a[1], a[2])), defaults=(0.25,),
-         cirq='cirq_ionq.MSGate(phi0=phi0, phi1=phi1, theta=theta)', qiskit='qiskit_ionq.MSGate', ionq='ms', native=True)
+         cirq='cirq_ionq.MSGate(phi0=phi0, phi1=phi1, theta=theta)', qiskit='qiskit_ionq.MSGate', ionq='ms',
+         native=True)
 register('zz_native', 2, _zz_turns, ('theta',), unit='turn', spectrum=((-np.pi, np.pi),), kind='diag',
          cirq='cirq_ionq.ZZGate(theta=theta)', qiskit='qiskit_ionq.ZZGate', ionq='zz', native=True)
 NATIVE_GATES = tuple(n for n, g in GATES.items() if g.native)

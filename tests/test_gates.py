@@ -1,4 +1,4 @@
-"Every registered gate record: unitarity, inverse, structure, derived shift rules, and Cirq, Qiskit and IonQ round trips."
+"Every gate record: unitarity, inverse, structure, derived shift rules, and Cirq, Qiskit and IonQ round trips."
 import cirq
 import numpy as np
 import pytest
@@ -21,8 +21,8 @@ def rng_for(name): return np.random.default_rng(sum(map(ord, name)))
 
 def random_angles(g, rng) -> list:
     "Angles in the gate's unit; a native 'theta' inside IonQ's [0, 1/4], native phases in [-1, 1]."
-    if g.unit == 'turn': return [float(rng.uniform(0, 0.25) if a == 'theta' else rng.uniform(-1, 1)) for a in g.angle_names]
-    return [float(x) for x in rng.uniform(-2 * np.pi, 2 * np.pi, g.num_angles)]
+    if g.unit != 'turn': return [float(x) for x in rng.uniform(-2 * np.pi, 2 * np.pi, g.num_angles)]
+    return [float(rng.uniform(0, 0.25) if a == 'theta' else rng.uniform(-1, 1)) for a in g.angle_names]
 
 
 def assert_equal_up_to_phase(a, b, atol=1e-10):

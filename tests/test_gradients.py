@@ -34,7 +34,8 @@ def angle_samples(gate, rng):
     if gate == 'ms':  # phases anywhere in [-1, 1] incl. the ends; angle across [0, 0.25] incl. both ends
         return [np.array([p0, p1, t]) for p0, p1, t in
                 [(1.0, -1.0, 0.25), (-1.0, 0.5, 0.0), (0.99, 0.0, 0.249)] + [tuple(rng.uniform([-1, -1, 0], [1, 1, 0.25])) for _ in range(5)]]
-    if GATES[gate].native and GATES[gate].num_qubits == 1: return [np.array([x]) for x in [-1.0, 1.0, 0.999] + list(rng.uniform(-1, 1, 5))]
+    if GATES[gate].native and GATES[gate].num_qubits == 1:  # gpi, gpi2 phases
+        return [np.array([x]) for x in [-1.0, 1.0, 0.999] + list(rng.uniform(-1, 1, 5))]
     return [np.array([x]) for x in [0.0, np.pi, -np.pi] + list(rng.uniform(-2 * np.pi, 2 * np.pi, 5))]
 
 

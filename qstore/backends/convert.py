@@ -275,7 +275,8 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
         g = _real(gate.global_shift, where)
         named = next((nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12), None)
         if named: imp.gate(named, qs); imp.phase(E * g); return True
-        rec = next(((nm, e1) for t, shift, e1, nm in _cirq_records(tuple(GATES)) if t is type(gate) and shift == g), None)
+        recs = _cirq_records(tuple(GATES))
+        rec = next(((nm, e1) for t, shift, e1, nm in recs if t is type(gate) and shift == g), None)
         if rec:  # a record's own Cirq gate, whose exponent is e1 * angle
             imp.gate(rec[0], qs, E * (1 / (np.pi * rec[1])))
             return True
@@ -440,7 +441,8 @@ def _ionq_qis_ops(op) -> list:
                 ('rz', q[:1], (a[0] * _TURN,)), ('rz', t, (a[1] * _TURN,))]
     if g == 'zz_native': return [('zz', q, (a[0] * _TURN,))]
     if g not in IONQ_QIS_GATES and op.gatedef.decompose:  # a gate IonQ lacks, in gates it has
-        return [x for s, sq, sa in op.gatedef.decompose(q, a) for x in _ionq_qis_ops(Operation(s, tuple(sq), tuple(sa)))]
+        subs = [Operation(s, tuple(sq), tuple(sa)) for s, sq, sa in op.gatedef.decompose(q, a)]
+        return [x for sub in subs for x in _ionq_qis_ops(sub)]
     return [(g, q, a)]
 
 

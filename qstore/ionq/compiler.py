@@ -89,7 +89,7 @@ _AXIS_PHASE = {'X': 0.0, 'Y': 0.25}  # equatorial phase of a rotation axis
 
 
 def _rotation_pauli(gate: str) -> str | None:
-    "P when the record makes `gate` exactly exp(-iθP/2) (spectrum ±1/2): it may then sit under a control or in a core."
+    "P when the record makes `gate` exactly exp(-iθP/2) (spectrum ±1/2), as under a control or in a core."
     g = GATES[gate]
     return g.pauli if g.pauli and sorted(g.spectrum[0]) == [-0.5, 0.5] else None
 
@@ -125,13 +125,15 @@ def _gate_actions(op):
     if g == 'swap': return [('core', _Core(qs, list(axes), _QUARTER)) for axes in ((_XAX, _XAX), (_YAX, _YAX), (None, None))]
     rot = op.gatedef.control
     if rot and (p := _rotation_pauli(rot)):
-        return [('core', _Core(qs, [None, _AXES[p]], _Affine.of(ang[0], -_TURN / 2)))] + _one_qubit_actions(rot, b, [ang[0] * 0.5])
+        core = _Core(qs, [None, _AXES[p]], _Affine.of(ang[0], -_TURN / 2))
+        return [('core', core)] + _one_qubit_actions(rot, b, [ang[0] * 0.5])
     p = _rotation_pauli(g) if op.gatedef.num_angles == 1 else None
     if p: return [('core', _Core(qs, [_AXES[c] for c in p], _Affine.of(ang[0], _TURN)))]
     if g == 'ms': return [('core', _Core(qs, [_Affine.of(ang[0]), _Affine.of(ang[1])], _Affine.of(ang[2])))]
     if g == 'zz_native': return [('core', _Core(qs, [None, None], _Affine.of(ang[0])))]
     if op.gatedef.decompose:  # a gate without a rule of its own, in gates that have one
-        return [x for s, sq, sa in op.gatedef.decompose(qs, ang) for x in _gate_actions(Operation(s, tuple(sq), tuple(sa)))]
+        subs = [Operation(s, tuple(sq), tuple(sa)) for s, sq, sa in op.gatedef.decompose(qs, ang)]
+        return [x for sub in subs for x in _gate_actions(sub)]
     raise ValueError(f"the native compiler has no rule for gate '{g}'")
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-core

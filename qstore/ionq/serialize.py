@@ -175,7 +175,7 @@ def _controlled(c, u, controls, t):
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-parse
 _FIXED_1Q = {'not': 'x', **{g.ionq: n for n, g in GATES.items() if g.ionq and g.num_qubits == 1 and not g.num_angles}}
-_ONE_CONTROL = {g.control: n for n, g in GATES.items() if g.control and g.ionq}  # IonQ gate + one control -> qstore gate
+_ONE_CONTROL = {g.control: n for n, g in GATES.items() if g.control and g.ionq}  # IonQ gate + a control -> qstore
 _TO_Z_BASIS = {'X': ('h',), 'Y': ('sdg', 'h'), 'Z': ()}  # circuit-order gates W† with W Z W† = P
 _FROM_Z_BASIS = {'X': ('h',), 'Y': ('h', 's'), 'Z': ()}
 
