@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 import numpy as np
 from fastcore.basics import patch
-from .gates import GATES, NATIVE_GATES, GateDef, inverse_of
+from .gates import GATES, NATIVE_GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
 
 # %% auto #0
 __all__ = ['Angle', 'Param', 'as_angle', 'Operation', 'Circuit', 'validate_values', 'apply_matrix']
