@@ -49,12 +49,14 @@ def shift_rule(gate: str,  # gate name in `GATES`
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-native
 def _phase_columns(circuit):
-    "Angle-table columns holding phases in turns (gpi, gpi2, ms phases) and MS-angle columns."
+    "Angle-table columns holding phases in turns (one-qubit native gates, MS phases) and MS-angle columns."
     slices = circuit.angle_index()[3]
     phases, ms_angle = [], []
     for op, (a, b) in zip(circuit.ops, slices):
-        if op.gate in ('gpi', 'gpi2'): phases.append(a)
-        elif op.gate == 'ms': phases += [a, a + 1]; ms_angle.append((a, a + 2))
+        if op.gatedef.native and op.gatedef.num_qubits == 1: phases.append(a)
+        elif op.gatedef.ionq == 'ms':
+            phases += [a, a + 1]
+            ms_angle.append((a, a + 2))
     return np.array(phases, dtype=int), ms_angle
 
 def legalize_native(circuit: Circuit, A: np.ndarray) -> np.ndarray:
