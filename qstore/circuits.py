@@ -8,7 +8,7 @@ Docs: https://qstore-dev.github.io/qstore/circuits.html.md"""
 from __future__ import annotations
 import hashlib, json, math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 import numpy as np
 from fastcore.basics import patch
 from .gates import GATES, NATIVE_GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
@@ -320,6 +320,21 @@ def unitary(self: Circuit, values=None) -> np.ndarray:
     for op, (a, b) in zip(self.ops, slices):
         states = apply_matrix(states, op.gatedef.matrix_fn([A[:, j] for j in range(a, b)]), op.qubits, self.n_qubits)
     return states.T
+
+# %% ../nbs/02_circuits.ipynb #c00-decomp
+@patch
+def decomposed(self: Circuit,
+               keep: Callable) -> Circuit:  # GateDef -> bool: True for the gates the target has
+    "Copy in which every gate `keep` rejects is replaced, recursively, by the decomposition in its record."
+    out = self.copy()
+    out.ops = ()
+    def add(gate, qubits, angles):
+        g = GATES[gate]
+        if keep(g): return out.append(gate, qubits, *angles)
+        if g.decompose is None: raise ValueError(f"gate '{gate}' has no decomposition into the gates kept")
+        for sub in g.decompose(tuple(qubits), tuple(angles)): add(*sub)
+    for op in self.ops: add(op.gate, op.qubits, op.angles)
+    return out
 
 # %% ../nbs/02_circuits.ipynb #c00-draw
 def _label(gate, angles):

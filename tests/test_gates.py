@@ -139,9 +139,10 @@ def test_qiskit_round_trip(name):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_ionq_json_round_trip(name):
+    "Written with the record's IonQ name, or as its decomposition when IonQ lacks the gate; read back equal."
     g, rng = GATES[name], rng_for(name)
-    if g.ionq is None: pytest.skip(f"'{name}' has no IonQ JSON form")
+    if g.ionq is None and g.decompose is None: pytest.skip(f"'{name}' has no IonQ JSON form")
     c = placed(name, random_angles(g, rng))
     data = to_ionq_json(c, gateset='native' if g.native else 'qis')
-    assert data['circuit'][0]['gate'] == g.ionq
+    if g.ionq: assert data['circuit'][0]['gate'] == g.ionq
     assert_equal_up_to_phase(from_ionq_json(data).unitary(), c.unitary())

@@ -110,6 +110,8 @@ def to_ionq_json_batch(circuit: Circuit,  # the template
                        gateset: str = 'qis') -> list[dict]:  # 'qis' (radians) or 'native' (turns)
     "One IonQ circuit dict per row: all angles evaluated at once, then a cached per-structure builder fills them in."
     if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+    if any(not op.gatedef.ionq and op.gatedef.decompose for op in circuit.ops):  # gates IonQ lacks, in gates it has
+        circuit = circuit.decomposed(lambda g: g.ionq or not g.decompose)
     sk = _skeleton(circuit, gateset)
     rows = sk.angles(circuit.angle_table(validate_values(circuit, values))).tolist()
     build, n = sk.build, circuit.n_qubits
