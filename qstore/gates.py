@@ -244,7 +244,7 @@ register('zz', 2, _pp('z', 'z'), ('theta',), unit='rad', pauli='ZZ', kind='diag'
 
 # %% ../nbs/01_gates.ipynb #g01-native
 _TURN_PHASE = ((0, -2 * np.pi, 2 * np.pi),)  # spectrum of a phase conjugating a fixed gate by Rz(2πφ)
-register('gpi', 1, _gpi, ('phi',), unit='turn', spectrum=((-2 * np.pi, 2 * np.pi),), inverse=lambda a: ('gpi', a),
+register('gpi', 1, _gpi, ('phi',), unit='turn', spectrum=((-2 * np.pi, 2 * np.pi),), inverse='gpi',
          cirq='cirq_ionq.GPIGate(phi=phi)', qiskit='qiskit_ionq.GPIGate', ionq='gpi', native=True)
 register('gpi2', 1, _gpi2, ('phi',), unit='turn', spectrum=_TURN_PHASE, inverse=lambda a: ('gpi2', (a[0] + 0.5,)),
          cirq='cirq_ionq.GPI2Gate(phi=phi)', qiskit='qiskit_ionq.GPI2Gate', ionq='gpi2', native=True)
