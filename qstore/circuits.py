@@ -1,4 +1,4 @@
-"""Gate library (standard and IonQ native gates) and the `Circuit` template every other part of qstore works on.
+"""The `Circuit` template every other part of qstore works on, built from the gates in `qstore.gates`.
 
 Docs: https://qstore-dev.github.io/qstore/circuits.html.md"""
 
@@ -11,135 +11,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 import numpy as np
 from .utils import check_int
+from fastcore.basics import patch
+from .gates import GATES, NATIVE_GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
 
 # %% auto #0
-__all__ = ['GATES', 'NATIVE_GATES', 'GateDef', 'Angle', 'Param', 'as_angle', 'Operation', 'Circuit', 'validate_values',
-           'apply_matrix']
-
-# %% ../nbs/02_circuits.ipynb #c00-gatedef
-@dataclass(frozen=True)
-class GateDef:
-    "Definition of one gate kind: arity, angles, batched matrix and inverse."
-    name: str  # lower-case gate name, e.g. 'rx', 'cnot', 'ms'
-    num_qubits: int  # 1 or 2
-    angle_names: tuple  # names of the gate's angles, e.g. ('theta',)
-    unit: str | None  # 'rad', 'turn' or None for gates without angles
-    matrix_fn: Callable  # list of (B,) angle arrays -> (B, 2^k, 2^k) complex
-    kind: str = 'dense'  # 'perm' (permutation), 'diag' (diagonal) or 'dense'
-    inverse: Callable | None = None  # (angles) -> (name, angles) of the inverse gate
-    defaults: tuple = ()  # default values for trailing angles, e.g. MS theta=0.25
-
-    @property
-    def num_angles(self): return len(self.angle_names)
-
-    def matrix(self, *angles) -> np.ndarray:
-        "Batched matrices `(B, 2^k, 2^k)`; scalars give `B=1`."
-        arrs = [np.atleast_1d(np.asarray(a, dtype=float)) for a in angles]
-        if len(arrs) != self.num_angles:
-            raise ValueError(f"gate '{self.name}' takes {self.num_angles} angle(s) {self.angle_names}, got {len(arrs)}")
-        if not arrs: return self.matrix_fn([])[None]
-        b = np.broadcast_shapes(*(a.shape for a in arrs))
-        return self.matrix_fn([np.broadcast_to(a, b) for a in arrs])
-
-    def __repr__(self): return f"GateDef({self.name!r}, qubits={self.num_qubits}, angles={self.angle_names})"
-
-# %% ../nbs/02_circuits.ipynb #c00-builders
-_SQ2 = 1 / math.sqrt(2)
-_FIXED = {
-    'i': np.eye(2), 'x': np.array([[0, 1], [1, 0]]), 'y': np.array([[0, -1j], [1j, 0]]),
-    'z': np.diag([1, -1]), 'h': np.array([[1, 1], [1, -1]]) * _SQ2,
-    's': np.diag([1, 1j]), 'sdg': np.diag([1, -1j]),
-    't': np.diag([1, np.exp(1j * np.pi / 4)]), 'tdg': np.diag([1, np.exp(-1j * np.pi / 4)]),
-    'sx': 0.5 * np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]]),
-    'sxdg': 0.5 * np.array([[1 - 1j, 1 + 1j], [1 + 1j, 1 - 1j]]),
-    'cnot': np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]),
-    'cz': np.diag([1, 1, 1, -1]),
-    'swap': np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]),
-}
-
-def _fixed(name): return lambda a: _FIXED[name].astype(complex)
-
-def _empty(b, d): return np.zeros((b, d, d), dtype=complex)
-
-def _rx(a):
-    (t,) = a; c, s = np.cos(t / 2), np.sin(t / 2); m = _empty(len(t), 2)
-    m[:, 0, 0] = m[:, 1, 1] = c; m[:, 0, 1] = m[:, 1, 0] = -1j * s; return m
-
-def _ry(a):
-    (t,) = a; c, s = np.cos(t / 2), np.sin(t / 2); m = _empty(len(t), 2)
-    m[:, 0, 0] = m[:, 1, 1] = c; m[:, 0, 1] = -s; m[:, 1, 0] = s; return m
-
-def _rz(a):
-    (t,) = a; m = _empty(len(t), 2)
-    m[:, 0, 0] = np.exp(-0.5j * t); m[:, 1, 1] = np.exp(0.5j * t); return m
-
-def _phase(a):
-    (t,) = a; m = _empty(len(t), 2); m[:, 0, 0] = 1; m[:, 1, 1] = np.exp(1j * t); return m
-
-def _controlled(sub):
-    def f(a):
-        u = sub(a); m = _empty(len(u), 4); m[:, 0, 0] = m[:, 1, 1] = 1; m[:, 2:, 2:] = u; return m
-    return f
-
-def _pp(p, q):
-    "exp(-i t/2 P(x)Q) for commuting 2-qubit Pauli products, batched."
-    pq = np.kron(_FIXED[p], _FIXED[q]).astype(complex)
-    def f(a):
-        (t,) = a
-        return np.cos(t / 2)[:, None, None] * np.eye(4) - 1j * np.sin(t / 2)[:, None, None] * pq
-    return f
-
-def _gpi(a):
-    (p,) = a; e = np.exp(2j * np.pi * p); m = _empty(len(p), 2)
-    m[:, 0, 1] = e.conj(); m[:, 1, 0] = e; return m
-
-def _gpi2(a):
-    (p,) = a; e = np.exp(2j * np.pi * p); m = _empty(len(p), 2)
-    m[:, 0, 0] = m[:, 1, 1] = _SQ2; m[:, 0, 1] = -1j * _SQ2 * e.conj(); m[:, 1, 0] = -1j * _SQ2 * e; return m
-
-def _ms(a):
-    p0, p1, t = a; c, s = np.cos(np.pi * t), np.sin(np.pi * t)
-    ep, em = np.exp(2j * np.pi * (p0 + p1)), np.exp(2j * np.pi * (p0 - p1)); m = _empty(len(t), 4)
-    m[:, 0, 0] = m[:, 1, 1] = m[:, 2, 2] = m[:, 3, 3] = c
-    m[:, 0, 3] = -1j * ep.conj() * s; m[:, 3, 0] = -1j * ep * s
-    m[:, 1, 2] = -1j * em.conj() * s; m[:, 2, 1] = -1j * em * s
-    return m
-
-def _zz_turns(a):
-    (t,) = a; e = np.exp(-1j * np.pi * t); m = _empty(len(t), 4)
-    m[:, 0, 0] = m[:, 3, 3] = e; m[:, 1, 1] = m[:, 2, 2] = e.conj(); return m
-
-def _neg(name):
-    "Inverse of a rotation: same gate, negated angles."
-    return lambda angles: (name, tuple(-a for a in angles))
-
-def _named(name): return lambda angles: (name, ())
-
-# %% ../nbs/02_circuits.ipynb #c00-gates
-def _std_gates():
-    g = {}
-    def add(name, nq, angles, unit, fn, kind='dense', inv=None, defaults=()):
-        g[name] = GateDef(name, nq, tuple(angles), unit, fn, kind, inv or _neg(name), tuple(defaults))
-    for n in ('i', 'x', 'y', 'z', 'h'): add(n, 1, (), None, _fixed(n), 'perm' if n in ('i', 'x') else ('diag' if n == 'z' else 'dense'), _named(n))
-    for n, inv in (('s', 'sdg'), ('sdg', 's'), ('t', 'tdg'), ('tdg', 't')): add(n, 1, (), None, _fixed(n), 'diag', _named(inv))
-    add('sx', 1, (), None, _fixed('sx'), inv=_named('sxdg')); add('sxdg', 1, (), None, _fixed('sxdg'), inv=_named('sx'))
-    add('rx', 1, ('theta',), 'rad', _rx); add('ry', 1, ('theta',), 'rad', _ry)
-    add('rz', 1, ('theta',), 'rad', _rz, 'diag'); add('phase', 1, ('lam',), 'rad', _phase, 'diag')
-    add('cnot', 2, (), None, _fixed('cnot'), 'perm', _named('cnot')); add('cz', 2, (), None, _fixed('cz'), 'diag', _named('cz'))
-    add('swap', 2, (), None, _fixed('swap'), 'perm', _named('swap'))
-    add('crx', 2, ('theta',), 'rad', _controlled(_rx)); add('cry', 2, ('theta',), 'rad', _controlled(_ry))
-    add('crz', 2, ('theta',), 'rad', _controlled(_rz), 'diag')
-    add('xx', 2, ('theta',), 'rad', _pp('x', 'x')); add('yy', 2, ('theta',), 'rad', _pp('y', 'y'))
-    add('zz', 2, ('theta',), 'rad', _pp('z', 'z'), 'diag')
-    # IonQ native gates, angles in turns
-    add('gpi', 1, ('phi',), 'turn', _gpi, inv=lambda a: ('gpi', tuple(a)))
-    add('gpi2', 1, ('phi',), 'turn', _gpi2, inv=lambda a: ('gpi2', (a[0] + 0.5,)))
-    add('ms', 2, ('phi0', 'phi1', 'theta'), 'turn', _ms, inv=lambda a: ('ms', (a[0] + 0.5, a[1], a[2])), defaults=(0.25,))
-    add('zz_native', 2, ('theta',), 'turn', _zz_turns, 'diag')
-    return g
-
-GATES = _std_gates()
-NATIVE_GATES = ('gpi', 'gpi2', 'ms', 'zz_native')
+__all__ = ['Angle', 'Param', 'as_angle', 'Operation', 'Circuit', 'validate_values', 'apply_matrix']
 
 # %% ../nbs/02_circuits.ipynb #c00-param
 @dataclass(frozen=True)
@@ -307,7 +183,7 @@ class Circuit:
         "The adjoint circuit: reversed order, each gate inverted (same parameters)."
         out = Circuit(self.n_qubits, f"{self.name}^-1"); out._params = dict(self._params)
         for op in reversed(self.ops):
-            name, angs = op.gatedef.inverse(op.angles)
+            name, angs = inverse_of(op.gatedef, op.angles)
             out.append(name, op.qubits, *angs)
         return out
 
@@ -332,16 +208,16 @@ class Circuit:
                 f"params={self.num_parameters} {dict((g, len(v)) for g, v in self.groups.items())})")
 
 # %% ../nbs/02_circuits.ipynb #c00-sugar
-def _gate_method(name):
-    g = GATES[name]
-    def method(self, *args):
-        return self.append(name, args[:g.num_qubits], *args[g.num_qubits:])
-    method.__name__ = name
-    method.__doc__ = f"Append `{name}` ({g.num_qubits} qubit(s), angles {g.angle_names or 'none'}{', in ' + g.unit + 's' if g.unit else ''})."
+def _gate_method(g: GateDef):
+    "The `Circuit` method appending gate `g`: qubits first, then angles."
+    def method(self, *args): return self.append(g.name, args[:g.num_qubits], *args[g.num_qubits:])
+    method.__name__ = g.name
+    unit = f", in {g.unit}s" if g.unit else ''
+    method.__doc__ = f"Append `{g.name}` ({g.num_qubits} qubit(s), angles {g.angle_names or 'none'}{unit})."
     return method
 
-for _n in GATES: setattr(Circuit, _n, _gate_method(_n))
-Circuit.cx = Circuit.cnot
+for _g in GATES.values(): setattr(Circuit, _g.name, _gate_method(_g))
+setattr(Circuit, 'cx', Circuit.cnot)
 
 # %% ../nbs/02_circuits.ipynb #c00-bind
 def _check_finite(arr, what, names=None):
@@ -365,7 +241,8 @@ def validate_values(circuit: Circuit, values) -> np.ndarray:
     return v
 
 
-def _bind(self: Circuit, values: dict | None = None, **groups) -> np.ndarray:
+@patch
+def bind(self: Circuit, values: dict | None = None, **groups) -> np.ndarray:
     "Build the `(B, P)` values array from a `{param: value}` dict and/or group arrays (`inputs=X, weights=w`)."
     P, cols = self.num_parameters, {}
     if values:
@@ -388,10 +265,9 @@ def _bind(self: Circuit, values: dict | None = None, **groups) -> np.ndarray:
     for i, c in cols.items(): out[:, i] = c
     return validate_values(self, out)
 
-Circuit.bind = _bind
-
 # %% ../nbs/02_circuits.ipynb #c00-angles
-def _angle_index(self: Circuit):
+@patch
+def angle_index(self: Circuit):
     "Flat arrays (param column, scale, offset) for every angle of every op, plus per-op slices."
     key = self.structural_hash
     cached = getattr(self, '_angle_index_cache', None)
@@ -406,16 +282,14 @@ def _angle_index(self: Circuit):
     self._angle_index_cache = (key, res)
     return res
 
-def _angle_table(self: Circuit, values) -> np.ndarray:
+@patch
+def angle_table(self: Circuit, values) -> np.ndarray:
     "All gate angles for a batch: `(B, n_angles)`, in op order."
     v = validate_values(self, values)
-    cols, scales, offsets, _ = _angle_index(self)
+    cols, scales, offsets, _ = self.angle_index()
     if not len(cols): return np.zeros((len(v), 0))
     src = np.concatenate([v, np.zeros((len(v), 1))], axis=1)  # column -1 -> zeros for constants
     return src[:, cols] * scales + offsets
-
-Circuit.angle_index = _angle_index
-Circuit.angle_table = _angle_table
 
 # %% ../nbs/02_circuits.ipynb #c00-apply
 def apply_matrix(states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n) or (K, B, 2^n)
@@ -432,7 +306,8 @@ def apply_matrix(states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n)
     return np.ascontiguousarray(np.transpose(t, np.argsort(order))).reshape(states.shape)
 
 # %% ../nbs/02_circuits.ipynb #c00-unitary
-def _unitary(self: Circuit, values=None) -> np.ndarray:
+@patch
+def unitary(self: Circuit, values=None) -> np.ndarray:
     "Full unitary for one binding (`values` of shape `(P,)` or `(1, P)`). Little-endian basis."
     if self.n_qubits > 12: raise ValueError(f"unitary() builds a dense 2^n matrix; {self.n_qubits} qubits is too many (max 12)")
     v = validate_values(self, np.zeros((1, 0)) if values is None and self.num_parameters == 0 else values)
@@ -445,14 +320,35 @@ def _unitary(self: Circuit, values=None) -> np.ndarray:
         states = apply_matrix(states, op.gatedef.matrix_fn([A[:, j] for j in range(a, b)]), op.qubits, self.n_qubits)
     return states.T
 
-Circuit.unitary = _unitary
+# %% ../nbs/02_circuits.ipynb #c00-decomp
+@patch
+def decomposed(self: Circuit,
+               keep: Callable) -> Circuit:  # GateDef -> bool: True for the gates the target has
+    "Copy in which every gate `keep` rejects is replaced, recursively, by the decomposition in its record."
+    out = self.copy()
+    out.ops = ()
+    def add(gate, qubits, angles):
+        g = GATES[gate]
+        if keep(g): return out.append(gate, qubits, *angles)
+        if g.decompose is None: raise ValueError(f"gate '{gate}' has no decomposition into the gates kept")
+        for sub in g.decompose(tuple(qubits), tuple(angles)): add(*sub)
+    for op in self.ops: add(op.gate, op.qubits, op.angles)
+    return out
 
 # %% ../nbs/02_circuits.ipynb #c00-draw
-def _label(op):
-    if not op.angles: return op.gate.upper()
-    return f"{op.gate.upper()}({', '.join(map(repr, op.angles))})"
+def _label(gate, angles):
+    if not angles: return gate.upper()
+    return f"{gate.upper()}({', '.join(map(repr, angles))})"
 
-def _draw(self: Circuit, max_width: int = 120) -> str:
+def _cells(op) -> list:
+    "Drawing of one op: one string per qubit of `op.qubits`, from the gate's symbols."
+    g = op.gatedef
+    if g.symbols: return [s or _label(g.control or g.name, op.angles) for s in g.symbols]
+    lab = _label(op.gate, op.angles)
+    return [lab] if g.num_qubits == 1 else [lab + '₀', lab + '₁']
+
+@patch
+def draw(self: Circuit, max_width: int = 120) -> str:
     "Text drawing of the circuit (qubit 0 on top)."
     n = self.n_qubits
     moments, depth = [], [0] * n
@@ -467,14 +363,7 @@ def _draw(self: Circuit, max_width: int = 120) -> str:
         cells = ['─'] * n
         for op in ops:
             lo, hi = min(op.qubits), max(op.qubits)
-            if op.gate == 'cnot': cells[op.qubits[0]], cells[op.qubits[1]] = '●', 'X'
-            elif op.gate == 'cz': cells[op.qubits[0]], cells[op.qubits[1]] = '●', '●'
-            elif op.gate == 'swap': cells[op.qubits[0]] = cells[op.qubits[1]] = '×'
-            elif op.gate in ('crx', 'cry', 'crz'):
-                cells[op.qubits[0]] = '●'; cells[op.qubits[1]] = _label(Operation(op.gate[1:], op.qubits[1:], op.angles))
-            elif len(op.qubits) == 2:
-                lab = _label(op); cells[op.qubits[0]] = lab + '₀'; cells[op.qubits[1]] = lab + '₁'
-            else: cells[op.qubits[0]] = _label(op)
+            for q, sym in zip(op.qubits, _cells(op)): cells[q] = sym
             for q in range(lo + 1, hi):
                 if q not in op.qubits: cells[q] = '│'
         w = max(len(s) for s in cells)
@@ -489,5 +378,3 @@ def _draw(self: Circuit, max_width: int = 120) -> str:
         cur = [c + '─' + s for c, s in zip(cur, col)]
     out.append('\n'.join(c + '─' for c in cur))
     return '\n\n'.join(out)
-
-Circuit.draw = _draw

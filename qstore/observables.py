@@ -168,13 +168,11 @@ def measurement_groups(observables, n: int) -> list[dict]:
     return bases or [{}]
 
 
-_NATIVE = {'gpi', 'gpi2', 'ms', 'zz_native'}
-
 def basis_rotation(circuit: Circuit, basis: dict) -> Circuit:
     """Copy of `circuit` followed by the rotations that measure `basis` in the Z basis.
     Circuits made only of IonQ native gates get native rotations (GPi2(-1/4) for X, GPi2(0) for Y), so they stay native."""
     c = circuit.copy()
-    native = bool(circuit.ops) and all(op.gate in _NATIVE for op in circuit.ops)
+    native = bool(circuit.ops) and all(op.gatedef.native for op in circuit.ops)
     for q, p in sorted(basis.items()):
         if p == 'X': c.gpi2(q, -0.25) if native else c.h(q)
         elif p == 'Y': c.gpi2(q, 0.0) if native else c.sdg(q).h(q)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 from .ionq.systems import NOISE_MODELS, noise_fidelities
-from .circuits import Circuit, GATES, apply_matrix, validate_values
+from .circuits import Circuit, apply_matrix, validate_values
+from .gates import GATES
 from .observables import (as_observables, basis_rotation, expectation_from_states, measurement_groups, term_signs)
 from .utils import LRUCache, check_int, check_range
 
@@ -20,16 +21,8 @@ __all__ = ['StatevectorSimulator', 'sample_counts', 'NoiseModel', 'DensityMatrix
 _BLOCK = 4  # max qubits per fused one-qubit Kronecker block
 
 def _perm_of(op, n):
-    "Index array p with new_state = old_state[:, p] for a permutation gate."
-    i = np.arange(2 ** n)
-    if op.gate == 'i': return i
-    if op.gate == 'x': return i ^ (1 << op.qubits[0])
-    if op.gate == 'cnot':
-        c, t = op.qubits; return i ^ (((i >> c) & 1) << t)
-    if op.gate == 'swap':
-        a, b = op.qubits; d = ((i >> a) ^ (i >> b)) & 1
-        return i ^ ((d << a) | (d << b))
-    raise ValueError(op.gate)
+    "Index array p with new_state = old_state[:, p] for a permutation gate, from its record."
+    return op.gatedef.perm(op.qubits, np.arange(2 ** n))
 
 def _local_index(qubits, n):
     "For each basis state, the index into a 2-qubit gate's 4 diagonal entries (qubits[0] most significant)."

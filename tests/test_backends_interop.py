@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from qstore.backends.base import get_backend
-from qstore.circuits import GATES, Circuit
+from qstore.circuits import Circuit
+from qstore.gates import GATES
 from qstore.gradients.adjoint import adjoint
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
 import qstore.backends.cirq as bc

@@ -4,7 +4,8 @@ import dataclasses
 import numpy as np
 import pytest
 from qstore.testing import reference_circuit, reference_values
-from qstore.circuits import GATES, Circuit, Param
+from qstore.circuits import Circuit, Param
+from qstore.gates import GATES, inverse_of
 from qstore.ionq.compiler import IonQNativeGateCompiler, compile_stats, native_violations, verify
 from qstore.ionq.systems import SYSTEMS
 from qstore.gradients.adjoint import adjoint
@@ -149,7 +150,7 @@ def test_adjacent_inverses_cancel_and_rotations_merge(target):
              ('rx', 0, (th + 1,))]
     for g, qs, angles in pairs:
         c.append(g, qs, *angles)
-        inv, inv_angles = GATES[g].inverse(tuple(Circuit(3).append(g, qs, *angles).ops[0].angles))
+        inv, inv_angles = inverse_of(GATES[g], tuple(Circuit(3).append(g, qs, *angles).ops[0].angles))
         c.append(inv, qs, *inv_angles)
         assert IonQNativeGateCompiler(target, drop_final_z=False).compile(c).circuit.ops == (), g
     merged = Circuit(2).xx(0, 1, 0.3).xx(1, 0, 0.4).xx(0, 1, 0.5)

@@ -4,6 +4,7 @@ import pytest
 
 from qstore.backends.base import LocalBackend
 from qstore.circuits import Circuit
+from qstore.gates import GATES
 from qstore.ml.encoding import DataEncoder
 from qstore.gradients.natural import metric_tensor
 from qstore.gradients.adaptive import AdaptiveGradient
@@ -17,22 +18,15 @@ from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 
 OBS = ['Z0', 'X1', 'Y0 Z1', '0.3*X0 X1 + Z1']
 
-# one gate under test, sandwiched between fixed gates so every observable depends on it
-GATE_CASES = {
-    'rx': lambda c, p: c.rx(0, p[0]), 'ry': lambda c, p: c.ry(1, p[0]), 'rz': lambda c, p: c.rz(0, p[0]),
-    'crx': lambda c, p: c.crx(0, 1, p[0]), 'cry': lambda c, p: c.cry(1, 0, p[0]), 'crz': lambda c, p: c.crz(0, 1, p[0]),
-    'phase': lambda c, p: c.phase(1, p[0]), 'xx': lambda c, p: c.xx(0, 1, p[0]), 'zz': lambda c, p: c.zz(0, 1, p[0]),
-    'gpi': lambda c, p: c.gpi(0, p[0]), 'gpi2': lambda c, p: c.gpi2(1, p[0]),
-    'ms': lambda c, p: c.ms(0, 1, p[0], p[1], p[2]), 'zz_native': lambda c, p: c.zz_native(0, 1, p[0]),
-}
-N_PARAMS = {'ms': 3}
+PARAM_GATES = sorted(n for n, g in GATES.items() if g.num_angles)  # every registered gate with angles
 
 
 def sandwich(gate):
-    c = Circuit(2)
-    p = c.parameters_vector('p', N_PARAMS.get(gate, 1))
+    "One gate under test, all its angles parameters, between fixed gates so every observable depends on it."
+    g = GATES[gate]
+    c = Circuit(2); p = c.parameters_vector('p', g.num_angles)
     c.ry(0, 0.7).rx(1, -0.4).cnot(0, 1).gpi2(0, 0.13)
-    GATE_CASES[gate](c, p)
+    c.append(gate, ((0, 1), (1, 0))[PARAM_GATES.index(gate) % 2][:g.num_qubits], *p)  # both qubit orders occur
     c.ry(1, 0.9).cnot(1, 0).rx(0, 0.2)
     return c
 
@@ -40,17 +34,16 @@ def sandwich(gate):
 def angle_samples(gate, rng):
     if gate == 'ms':  # phases anywhere in [-1, 1] incl. the ends; angle across [0, 0.25] incl. both ends
         return [np.array([p0, p1, t]) for p0, p1, t in
-                [(1.0, -1.0, 0.25), (-1.0, 0.5, 0.0),
-                 (0.99, 0.0, 0.249)] + [tuple(rng.uniform([-1, -1, 0], [1, 1, 0.25])) for _ in range(5)]]
-    if gate in ('gpi', 'gpi2'): return [np.array([x]) for x in [-1.0, 1.0, 0.999] + list(rng.uniform(-1, 1, 5))]
+                [(1.0, -1.0, 0.25), (-1.0, 0.5, 0.0), (0.99, 0.0, 0.249)] + [tuple(rng.uniform([-1, -1, 0], [1, 1, 0.25])) for _ in range(5)]]
+    if GATES[gate].native and GATES[gate].num_qubits == 1:  # gpi, gpi2 phases
+        return [np.array([x]) for x in [-1.0, 1.0, 0.999] + list(rng.uniform(-1, 1, 5))]
     return [np.array([x]) for x in [0.0, np.pi, -np.pi] + list(rng.uniform(-2 * np.pi, 2 * np.pi, 5))]
 
 
-@pytest.mark.parametrize('gate', sorted(GATE_CASES))
+@pytest.mark.parametrize('gate', PARAM_GATES)
 @pytest.mark.parametrize('native_ranges', [False, True])
 def test_shift_rule_matches_central_differences(gate, native_ranges):
-    if native_ranges and gate not in ('gpi', 'gpi2', 'ms',
-                                      'zz_native'): pytest.skip('IonQ ranges only concern native gates')
+    if native_ranges and not GATES[gate].native: pytest.skip('IonQ ranges only concern native gates')
     rng = np.random.default_rng(hash(gate) % 2 ** 32)
     c = sandwich(gate)
     for v in angle_samples(gate, rng):

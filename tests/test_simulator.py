@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from qstore.circuits import GATES, Circuit, Param
+from qstore.circuits import Circuit, Param
+from qstore.gates import GATES
 from qstore.simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
 
 

@@ -6,10 +6,12 @@ Docs: https://qstore-dev.github.io/qstore/convert.html.md"""
 
 # %% ../../nbs/11_convert.ipynb #cv-imp
 from __future__ import annotations
-import functools, math
+import functools, importlib, math, os
 from typing import Callable
 import numpy as np
-from ..circuits import Angle, Circuit, as_angle, validate_values
+from .base import Backend, BackendCapabilities
+from ..circuits import Angle, Circuit, Operation, as_angle, validate_values
+from ..gates import GATES, NATIVE_GATES, GateDef
 from ..observables import as_observables
 from ..utils import check_int
 
@@ -138,32 +140,19 @@ class _Importer:
 
 # %% ../../nbs/11_convert.ipynb #cv-tocirq
 @functools.cache
-def _cirq_builders() -> dict:
-    "qstore gate name -> function(*angles) -> exactly equal cirq gate."
+def _cirq_code(expr: str): return compile(expr, '<cirq gate>', 'eval')
+
+def _cirq_gate(g: GateDef, args: list):
+    "The Cirq gate of record `g` at `args` (floats or sympy expressions), exactly equal to qstore's."
     import cirq, sympy
-    import cirq_ionq as ci
-    def per_pi(t): return t / (sympy.pi if isinstance(t, sympy.Basic) else np.pi)
-    def native(cls, *names):
-        def make(*args):
-            sym = [n for n, a in zip(names, args) if isinstance(a, sympy.Basic)]
-            if sym: raise ConversionError(
-                f"cirq_ionq.{cls.__name__} does not accept symbolic angles (its {', '.join(sym)} cannot be resolved by cirq); "
-                "bind the values first: to_cirq(circuit, values=row)")
-            return cls(**{n: float(a) for n, a in zip(names, args)})
-        return make
-    fixed = {'i': cirq.I, 'x': cirq.X, 'y': cirq.Y, 'z': cirq.Z, 'h': cirq.H, 's': cirq.S, 'sdg': cirq.S ** -1,
-             't': cirq.T, 'tdg': cirq.T ** -1, 'sx': cirq.X ** 0.5, 'sxdg': cirq.X ** -0.5,
-             'cnot': cirq.CNOT, 'cz': cirq.CZ, 'swap': cirq.SWAP}
-    out = {k: (lambda g=g: g) for k, g in fixed.items()}
-    out.update(rx=cirq.rx, ry=cirq.ry, rz=cirq.rz, phase=lambda t: cirq.ZPowGate(exponent=per_pi(t)),
-               crx=lambda t: cirq.ControlledGate(cirq.rx(t)), cry=lambda t: cirq.ControlledGate(cirq.ry(t)),
-               crz=lambda t: cirq.ControlledGate(cirq.rz(t)),
-               xx=lambda t: cirq.XXPowGate(exponent=per_pi(t), global_shift=-0.5),
-               yy=lambda t: cirq.YYPowGate(exponent=per_pi(t), global_shift=-0.5),
-               zz=lambda t: cirq.ZZPowGate(exponent=per_pi(t), global_shift=-0.5),
-               gpi=native(ci.GPIGate, 'phi'), gpi2=native(ci.GPI2Gate, 'phi'),
-               ms=native(ci.MSGate, 'phi0', 'phi1', 'theta'), zz_native=native(ci.ZZGate, 'theta'))
-    return out
+    import cirq_ionq
+    if not g.cirq: raise ConversionError(f"gate '{g.name}' has no Cirq form")
+    sym = [n for n, a in zip(g.angle_names, args) if isinstance(a, sympy.Basic)]
+    if sym and g.cirq.startswith('cirq_ionq.'): raise ConversionError(
+        f"{g.cirq.split('(')[0]} does not accept symbolic angles (its {', '.join(sym)} cannot be resolved by cirq); "
+        "bind the values first: to_cirq(circuit, values=row)")
+    names = {'cirq': cirq, 'cirq_ionq': cirq_ionq, 'pi': sympy.pi if sym else np.pi}
+    return eval(_cirq_code(g.cirq), names, dict(zip(g.angle_names, args)))
 
 
 def _op_angles(circuit: Circuit, values) -> list:
@@ -188,11 +177,11 @@ def to_cirq(circuit: Circuit,  # qstore template
             values=None):  # optional single binding (P,): numbers instead of symbols
     "Exactly equal `cirq.Circuit` on `LineQubit(q)` for qstore qubit `q`; symbolic angles become sympy expressions."
     import cirq
-    build, line = _cirq_builders(), cirq.LineQubit.range(circuit.n_qubits)
+    line = cirq.LineQubit.range(circuit.n_qubits)
     ops = []
     for op, angs in zip(circuit.ops, _op_angles(circuit, values)):
         args = [a if isinstance(a, float) else _sympy_of(a) for a in angs]
-        ops.append(build[op.gate](*args).on(*(line[q] for q in op.qubits)))
+        ops.append(_cirq_gate(op.gatedef, args).on(*(line[q] for q in op.qubits)))
     return cirq.Circuit(ops)
 
 
@@ -207,19 +196,13 @@ def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in o
 
 # %% ../../nbs/11_convert.ipynb #cv-toqk
 @functools.cache
-def _qiskit_builders() -> dict:
-    "qstore gate name -> function(*angles) -> exactly equal qiskit gate."
-    from qiskit.circuit import library as L
-    def ionq(name):  # qiskit_ionq is imported only when a native gate is converted
-        def make(*args):
-            import qiskit_ionq
-            return getattr(qiskit_ionq, name)(*args)
-        return make
-    return {'i': L.IGate, 'x': L.XGate, 'y': L.YGate, 'z': L.ZGate, 'h': L.HGate, 's': L.SGate, 'sdg': L.SdgGate,
-            't': L.TGate, 'tdg': L.TdgGate, 'sx': L.SXGate, 'sxdg': L.SXdgGate, 'rx': L.RXGate, 'ry': L.RYGate,
-            'rz': L.RZGate, 'phase': L.PhaseGate, 'cnot': L.CXGate, 'cz': L.CZGate, 'swap': L.SwapGate,
-            'crx': L.CRXGate, 'cry': L.CRYGate, 'crz': L.CRZGate, 'xx': L.RXXGate, 'yy': L.RYYGate, 'zz': L.RZZGate,
-            'gpi': ionq('GPIGate'), 'gpi2': ionq('GPI2Gate'), 'ms': ionq('MSGate'), 'zz_native': ionq('ZZGate')}
+def _qiskit_class(name: str):
+    "Qiskit gate class of a record's `qiskit` name: a standard gate name, or 'module.Class' (imported when first used)."
+    if '.' in name:
+        module, cls = name.rsplit('.', 1)
+        return getattr(importlib.import_module(module), cls)
+    from qiskit.circuit.library import get_standard_gate_name_mapping
+    return get_standard_gate_name_mapping()[name].base_class
 
 
 def to_qiskit(circuit: Circuit,  # qstore template
@@ -227,7 +210,6 @@ def to_qiskit(circuit: Circuit,  # qstore template
     "Exactly equal `QuantumCircuit` (qubit q -> qubit q); symbolic angles become `Parameter` expressions named like qstore's."
     from qiskit import QuantumCircuit
     from qiskit.circuit import Parameter
-    build = _qiskit_builders()
     params = {p: Parameter(p) for p in circuit.parameters}
     qc = QuantumCircuit(circuit.n_qubits, name=circuit.name)
     for op, angs in zip(circuit.ops, _op_angles(circuit, values)):
@@ -236,7 +218,8 @@ def to_qiskit(circuit: Circuit,  # qstore template
             if isinstance(a, float): args.append(a); continue
             e = params[a.param] if a.scale == 1 else a.scale * params[a.param]
             args.append(e + a.offset if a.offset else e)
-        qc.append(build[op.gate](*args), list(op.qubits))
+        if not op.gatedef.qiskit: raise ConversionError(f"gate '{op.gate}' has no Qiskit form")
+        qc.append(_qiskit_class(op.gatedef.qiskit)(*args), list(op.qubits))
     return qc
 
 
@@ -262,6 +245,19 @@ CIRQ_SUPPORTED = ('IdentityGate', 'XPowGate/YPowGate/ZPowGate (X, Y, Z, S, T, sq
                   'cirq_ionq GPIGate, GPI2Gate, MSGate, ZZGate', 'terminal measurements')
 
 
+@functools.cache
+def _cirq_records(names: tuple) -> list:
+    "(Cirq type, global shift, exponent at angle 1, name) of each one-angle record whose Cirq form is a power gate."
+    out = []
+    for name in names:
+        g = GATES[name]
+        if g.num_angles != 1 or not g.cirq or g.cirq.startswith('cirq_ionq.'): continue
+        probe = _cirq_gate(g, [1.0])
+        if hasattr(probe, 'exponent') and hasattr(probe, 'global_shift'):
+            out.append((type(probe), probe.global_shift, probe.exponent, name))
+    return out
+
+
 def _cirq_kind(gate):
     return next((k.__name__ for k in type(gate).__mro__ if k.__name__ in _CIRQ_POW and k.__module__.startswith('cirq')), None)
 
@@ -277,7 +273,11 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
         g = _real(gate.global_shift, where)
         named = next((nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12), None)
         if named: imp.gate(named, qs); imp.phase(E * g); return True
-        if kind == 'ZPowGate' and g == 0: imp.gate('phase', qs, E); return True
+        recs = _cirq_records(tuple(GATES))
+        rec = next(((nm, e1) for t, shift, e1, nm in recs if t is type(gate) and shift == g), None)
+        if rec:  # a record's own Cirq gate, whose exponent is e1 * angle
+            imp.gate(rec[0], qs, E * (1 / (np.pi * rec[1])))
+            return True
         if kind in _CIRQ_ROTATION: imp.gate(_CIRQ_ROTATION[kind], qs, E); imp.phase(E * (g + 0.5)); return True
         if kind in ('CZPowGate', 'CXPowGate'):  # diag(1,1,1,e^{iE}) = crz(E) . phase(E/2) on the control; CX^t = H_t CZ^t H_t
             if kind == 'CXPowGate': imp.gate('h', qs[1:])
@@ -311,10 +311,12 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
         if isinstance(gate.coefficient, sympy.Basic) and gate.coefficient.free_symbols:
             raise ConversionError(f"{where}: symbolic global phase {gate.coefficient} is not supported; use global_phase=False or bind it")
         imp.phase(float(np.angle(complex(gate.coefficient)))); return True
-    natives = {ci.GPIGate: ('gpi', 'phi'), ci.GPI2Gate: ('gpi2', 'phi'), ci.MSGate: ('ms', 'phi0', 'phi1', 'theta'), ci.ZZGate: ('zz_native', 'theta')}
-    if type(gate) in natives:
-        name, *fields = natives[type(gate)]
-        imp.gate(name, qs, *(angle(getattr(gate, f), per_pi=False) for f in fields)); return True
+    natives = {getattr(ci, g.cirq.split('(')[0][len('cirq_ionq.'):]): g for g in GATES.values()
+               if g.cirq and g.cirq.startswith('cirq_ionq.')}
+    if type(gate) in natives:  # cirq_ionq gates take the record's angle names as keywords, in turns
+        g = natives[type(gate)]
+        imp.gate(g.name, qs, *(angle(getattr(gate, f), per_pi=False) for f in g.angle_names))
+        return True
     return False
 
 
@@ -353,13 +355,15 @@ def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are
     return imp.build(n, name, groups, global_phase)
 
 # %% ../../nbs/11_convert.ipynb #cv-fromqk
-_QISKIT_FIXED = {'id': 'i', 'x': 'x', 'y': 'y', 'z': 'z', 'h': 'h', 's': 's', 'sdg': 'sdg', 't': 't', 'tdg': 'tdg',
-                 'sx': 'sx', 'sxdg': 'sxdg', 'cx': 'cnot', 'cz': 'cz', 'swap': 'swap'}
-_QISKIT_ROTATION = {'rx': 'rx', 'ry': 'ry', 'rz': 'rz', 'p': 'phase', 'u1': 'phase', 'crx': 'crx', 'cry': 'cry',
-                    'crz': 'crz', 'rxx': 'xx', 'ryy': 'yy', 'rzz': 'zz'}
-_QISKIT_NATIVE = {'gpi': 'gpi', 'gpi2': 'gpi2', 'ms': 'ms', 'zz': 'zz_native'}  # qiskit_ionq gate classes only
-QISKIT_SUPPORTED = tuple(sorted(_QISKIT_FIXED) + sorted(_QISKIT_ROTATION) + ['u', 'u2', 'u3', 'cp', 'cu1'] +
-                         [f"qiskit_ionq {k}" for k in _QISKIT_NATIVE] + ['barrier', 'delay', 'terminal measure'])
+_QISKIT_ALIASES = {'u1': 'phase'}  # Qiskit names of qstore gates besides the records' own
+
+
+def _qiskit_names() -> dict:
+    "Qiskit gate name (or 'module.Class' for other libraries' gates) -> qstore gate, from the records."
+    return {**{g.qiskit: name for name, g in GATES.items() if g.qiskit}, **_QISKIT_ALIASES}
+
+QISKIT_SUPPORTED = tuple(sorted(k for k in _qiskit_names() if '.' not in k) + ['u', 'u2', 'u3', 'cp', 'cu1'] +
+                         sorted(k for k in _qiskit_names() if '.' in k) + ['barrier', 'delay', 'terminal measure'])
 
 
 def from_qiskit(qc,  # qiskit QuantumCircuit
@@ -368,7 +372,7 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
                 name: str | None = None) -> Circuit:  # default: qc.name
     "qstore template equal to a Qiskit circuit (same qubit indices); `Parameter`s become parameters."
     if qc.num_qubits < 1: raise ConversionError("the Qiskit circuit has no qubits")
-    imp, measured = _Importer(), set()
+    imp, measured, names = _Importer(), set(), _qiskit_names()
     for inst in qc.data:
         op, nm = inst.operation, inst.operation.name
         qs = tuple(qc.find_bit(q).index for q in inst.qubits)
@@ -379,13 +383,12 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
         ang = lambda k: imp.read(_qiskit_angle(op.params[k], where))
         cls = getattr(op, 'base_class', type(op))  # a user's Gate named like a library gate is not that gate
         standard, native = cls.__module__.startswith('qiskit.circuit.library'), cls.__module__.startswith('qiskit_ionq')
-        if standard and nm in _QISKIT_FIXED: imp.gate(_QISKIT_FIXED[nm], qs)
-        elif standard and nm in _QISKIT_ROTATION: imp.gate(_QISKIT_ROTATION[nm], qs, ang(0))
+        key = nm if standard else f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+        if (standard or native) and key in names: imp.gate(names[key], qs, *(ang(k) for k in range(len(op.params))))
         elif standard and nm in ('u', 'u3', 'u2'):  # U(theta, phi, lam) = P(phi) RY(theta) P(lam); U2(phi, lam) = U(pi/2, phi, lam)
             theta, phi, lam = (as_angle(np.pi / 2), ang(0), ang(1)) if nm == 'u2' else (ang(0), ang(1), ang(2))
             imp.z_phase(qs[0], lam); imp.gate('ry', qs, theta); imp.z_phase(qs[0], phi)
         elif standard and nm in ('cp', 'cu1'): imp.gate('crz', qs, ang(0)); imp.z_phase(qs[0], ang(0) * 0.5)
-        elif native and nm in _QISKIT_NATIVE: imp.gate(_QISKIT_NATIVE[nm], qs, *(ang(k) for k in range(len(op.params))))
         else:
             raise ConversionError(f"{where} ({cls.__name__}) is not supported. Supported: {', '.join(QISKIT_SUPPORTED)}. "
                                   "Rewrite it first, e.g. qiskit.transpile(qc, basis_gates=['u', 'cx'])")

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 import numpy as np
 from ..circuits import GATES, Angle, Circuit, validate_values
+from ..gates import matrix_rate
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
@@ -21,12 +22,6 @@ from ..utils import LRUCache
 __all__ = ['apply_observable', 'adjoint']
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g04-adj
-_MATRIX_FREQ = {'rx': .5, 'ry': .5, 'rz': .5, 'xx': .5, 'yy': .5, 'zz': .5, 'crx': .5, 'cry': .5, 'crz': .5, 'phase': 1.,
-                'gpi': 2 * math.pi, 'gpi2': 2 * math.pi, 'ms': (2 * math.pi, 2 * math.pi, math.pi), 'zz_native': math.pi}
-
-def _freq(gate, j):
-    f = _MATRIX_FREQ[gate]; return f[j] if isinstance(f, tuple) else f
-
 def apply_observable(states: np.ndarray, obs: Observable, n: int) -> np.ndarray:
     "`O psi` for a Pauli-sum observable on a batch of states `(..., 2^n)`."
     idx = np.arange(2 ** n); out = np.zeros_like(states)
@@ -73,7 +68,8 @@ def _partial_cross(R, k):
 
 def _dmatrix(op, ang, j):
     "Exact derivative of a gate matrix in its j-th angle: r/2 [U(t + pi/2r) - U(t - pi/2r)]."
-    r = _freq(op.gate, j); s = math.pi / (2 * r)
+    r = matrix_rate(op.gatedef, j)
+    s = math.pi / (2 * r)
     up = list(ang); up[j] = ang[j] + s
     dn = list(ang); dn[j] = ang[j] - s
     return (r / 2) * (op.gatedef.matrix_fn(up) - op.gatedef.matrix_fn(dn))
@@ -102,7 +98,9 @@ def _one_qubit_derivatives(plan, A):
     out = np.zeros((B, plan.n1 + 1, 2, 2), dtype=complex)
     for gate, (slots, cols) in plan.by_gate.items():
         if not cols: continue
-        r = _freq(gate, 0); sh = math.pi / (2 * r); a = A[:, cols[0]].reshape(-1)
+        r = matrix_rate(GATES[gate], 0)
+        sh = math.pi / (2 * r)
+        a = A[:, cols[0]].reshape(-1)
         f = GATES[gate].matrix_fn
         out[:, slots] = ((r / 2) * (f([a + sh]) - f([a - sh]))).reshape(B, len(slots), 2, 2)
     return out

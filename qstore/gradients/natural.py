@@ -16,7 +16,7 @@ from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
 from .core import angle_occurrences, select_params
 from .shift import angle_template
-from .adjoint import _freq
+from ..gates import matrix_rate
 
 # %% auto #0
 __all__ = ['metric_tensor', 'overlap_circuit', 'QNSPSA']
@@ -36,8 +36,6 @@ def _layers(circuit: Circuit, cols) -> list:
     if cur: layers.append(cur)
     return layers
 
-_PAULI_GEN = {'rx': 'X', 'ry': 'Y', 'rz': 'Z', 'phase': 'Z', 'xx': 'XX', 'yy': 'YY', 'zz': 'ZZ'}
-
 def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
                   approx: str | None = 'block-diag',  # 'block-diag', 'diag' or None (full, simulators only)
                   lam: float = 0.0,  # regularisation added to the diagonal
@@ -54,13 +52,13 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
     if be.capabilities.adjoint and shots is None:
         A = circuit.angle_table(v); rows = [A]
         for col, gate, j, ppos, scale in occ:
-            s = math.pi / (2 * _freq(gate, j))
+            s = math.pi / (2 * matrix_rate(GATES[gate], j))
             for sh in (s, -s):
                 r = A.copy(); r[:, col] += sh; rows.append(r)
         S = be.statevector(angle_template(circuit), np.concatenate(rows)).reshape(len(rows), B, -1)
         psi = S[0]; D = np.zeros((P, B, S.shape[-1]), dtype=complex)
         for i, (col, gate, j, ppos, scale) in enumerate(occ):
-            D[ppos] += scale * (_freq(gate, j) / 2) * (S[1 + 2 * i] - S[2 + 2 * i])
+            D[ppos] += scale * (matrix_rate(GATES[gate], j) / 2) * (S[1 + 2 * i] - S[2 + 2 * i])
         ov = np.einsum('pbi,bi->bp', D.conj(), psi)
         g = (np.einsum('pbi,qbi->bpq', D.conj(), D) - ov[:, :, None] * ov.conj()[:, None, :]).real
         if approx is not None:
@@ -74,8 +72,11 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
             gens = []
             for k in ly:
                 op = circuit.ops[k]
-                if op.gate not in _PAULI_GEN: raise NotImplementedError(f"metric_tensor by circuits supports Pauli-rotation gates {sorted(_PAULI_GEN)}; gate '{op.gate}' needs the exact simulator metric or QN-SPSA")
-                gens.append((k, PauliTerm(tuple(sorted((q, p) for q, p in zip(op.qubits, _PAULI_GEN[op.gate]))))))
+                if not op.gatedef.pauli:
+                    paulis = sorted(n for n, g in GATES.items() if g.pauli)
+                    raise NotImplementedError(f"metric_tensor by circuits supports Pauli-rotation gates {paulis}; gate "
+                                              f"'{op.gate}' needs the exact simulator metric or QN-SPSA")
+                gens.append((k, PauliTerm(tuple(sorted((q, p) for q, p in zip(op.qubits, op.gatedef.pauli))))))
             prefix = circuit.copy(); prefix.ops = circuit.ops[:ly[0]]
             singles = [Observable([t]) for _, t in gens]
             pairs = [(a, b) for a in range(len(gens)) for b in range(a + 1, len(gens))]

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 import numpy as np
 from ..circuits import GATES, Angle, Circuit, validate_values
+from ..gates import gate_freqs
 from ..observables import as_observables, Observable, PauliTerm, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..ionq.serialize import legalize_native
@@ -19,33 +20,34 @@ from .core import GradientMethod, GradientResult, angle_occurrences, register_gr
 from ..utils import LRUCache
 
 # %% auto #0
-__all__ = ['SHIFT_RULES', 'shift_rule', 'angle_template', 'shift_table', 'parameter_shift']
+__all__ = ['general_shift_rule', 'shift_rule', 'angle_template', 'shift_table', 'parameter_shift']
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-rules
 _SQ2 = math.sqrt(2)
-_TWO_TERM = ((math.pi / 2, 0.5), (-math.pi / 2, -0.5))
-_C1, _C2 = (_SQ2 + 1) / (4 * _SQ2), (_SQ2 - 1) / (4 * _SQ2)
-_FOUR_TERM_RAD = ((math.pi / 2, _C1), (-math.pi / 2, -_C1), (3 * math.pi / 2, -_C2), (-3 * math.pi / 2, _C2))
-_N1 = 2 * math.pi / (8 * math.sin(math.pi / 8) ** 2)
-_N2 = -2 * math.pi / (8 * math.sin(3 * math.pi / 8) ** 2)
-_FOUR_TERM_TURN = ((1 / 8, _N1), (-1 / 8, -_N1), (3 / 8, _N2), (-3 / 8, -_N2))
 _MS_ONE_SIDED = ((0.0, 2 * math.pi / (_SQ2 * (_SQ2 - 1))), (-1 / 8, -2 * math.pi / (_SQ2 - 1)),
                  (-1 / 4, 2 * math.pi * (1 - 1 / _SQ2) / (_SQ2 - 1)))
 
-SHIFT_RULES = {
-    **{(g, 0): _TWO_TERM for g in ('rx', 'ry', 'rz', 'phase', 'xx', 'yy', 'zz')},
-    **{(g, 0): _FOUR_TERM_RAD for g in ('crx', 'cry', 'crz')},
-    ('gpi', 0): ((1 / 8, 2 * math.pi), (-1 / 8, -2 * math.pi)),
-    ('gpi2', 0): _FOUR_TERM_TURN, ('ms', 0): _FOUR_TERM_TURN, ('ms', 1): _FOUR_TERM_TURN,
-    ('ms', 2): ((1 / 4, math.pi), (-1 / 4, -math.pi)),
-    ('zz_native', 0): ((1 / 4, math.pi), (-1 / 4, -math.pi)),
-}
+def general_shift_rule(freqs: tuple) -> tuple:  # positive frequencies, integer multiples of the smallest
+    "(shift, coefficient) pairs of the exact derivative of a trigonometric polynomial with these frequencies."
+    base = min(freqs)
+    ratios = [f / base for f in freqs]
+    if any(abs(r - round(r)) > 1e-9 for r in ratios):
+        raise ValueError(f"frequencies {freqs} are not integer multiples of {base}: no equidistant shift rule")
+    R = round(max(ratios))
+    rule = []
+    for mu in range(1, R + 1):
+        x = (2 * mu - 1) * math.pi / (2 * R)
+        c = (-1) ** (mu - 1) * base / (4 * R * math.sin(x / 2) ** 2)
+        rule += [(x / base, c), (-x / base, -c)]
+    return tuple(rule)
 
-def shift_rule(gate: str, angle_index: int, native_ranges: bool = False) -> tuple:
-    "The (shift, coefficient) pairs for one gate angle."
+def shift_rule(gate: str,  # gate name in `GATES`
+               angle_index: int,  # which of its angles
+               native_ranges: bool = False) -> tuple:  # the MS angle's one-sided rule, inside IonQ's [0, 1/4]
+    "The (shift, coefficient) pairs for one gate angle, derived from the frequencies of its record."
     if native_ranges and (gate, angle_index) == ('ms', 2): return _MS_ONE_SIDED
-    try: return SHIFT_RULES[(gate, angle_index)]
-    except KeyError: raise ValueError(f"no shift rule for angle {angle_index} of gate '{gate}'") from None
+    if gate not in GATES: raise ValueError(f"unknown gate '{gate}'")
+    return general_shift_rule(gate_freqs(GATES[gate], angle_index))
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-angle-template
 _ANGLE_TEMPLATES = LRUCache(128)

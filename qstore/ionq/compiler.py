@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 import numpy as np
-from ..circuits import Circuit, GATES, Angle, validate_values
 from ..simulator import StatevectorSimulator
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, SYSTEMS, ZZ_ANGLE_RANGE
 from ..utils import LRUCache
+from ..circuits import Circuit, Angle, Operation, validate_values
+from ..gates import GATES
 
 # %% auto #0
 __all__ = ['COMPILER_TARGETS', 'COMPILE_CACHE_SIZE', 'CompileStats', 'CompiledCircuit', 'IonQNativeGateCompiler',
@@ -84,9 +85,14 @@ def _zyz(u):
 _TURN = 1 / (2 * np.pi)  # radians -> turns
 _XAX, _YAX = _Affine(None, 0.0), _Affine(None, 0.25)  # equatorial axes X and Y; the Z axis is `None`
 _QUARTER = _Affine(None, -0.25)
-_ROTATION_AXES = {'rx': 0.0, 'ry': 0.25}  # equatorial phase of the rotation axis
-_PAULI_CORES = {'xx': (_XAX, _XAX), 'yy': (_YAX, _YAX), 'zz': (None, None)}
-_CONTROLLED = {'crx': ('rx', _XAX), 'cry': ('ry', _YAX), 'crz': ('rz', None)}
+_AXES = {'X': _XAX, 'Y': _YAX, 'Z': None}  # Pauli -> axis of a core
+_AXIS_PHASE = {'X': 0.0, 'Y': 0.25}  # equatorial phase of a rotation axis
+
+
+def _rotation_pauli(gate: str) -> str | None:
+    "P when the record makes `gate` exactly exp(-iθP/2) (spectrum ±1/2), as under a control or in a core."
+    g = GATES[gate]
+    return g.pauli if g.pauli and sorted(g.spectrum[0]) == [-0.5, 0.5] else None
 
 
 @dataclass
@@ -100,8 +106,9 @@ class _Core:
 def _one_qubit_actions(gate, q, angles):
     "Actions equal to a one-qubit gate up to a global phase: ('u', q, 2x2 matrix), ('z', q, turns) or ('r', q, (axis, turns))."
     if all(a.is_constant for a in angles): return [('u', q, GATES[gate].matrix(*[a.offset for a in angles])[0])]
-    if gate in ('rz', 'phase'): return [('z', q, _Affine.of(angles[0], _TURN))]
-    if gate in _ROTATION_AXES: return [('r', q, (_ROTATION_AXES[gate], _Affine.of(angles[0], _TURN)))]
+    p = GATES[gate].pauli  # one qubit: a phase-shifted rotation differs by a global phase only
+    if p == 'Z': return [('z', q, _Affine.of(angles[0], _TURN))]
+    if p in _AXIS_PHASE: return [('r', q, (_AXIS_PHASE[p], _Affine.of(angles[0], _TURN)))]
     phi = _Affine.of(angles[0])  # gpi, gpi2 with a symbolic phase
     return [('z', q, -phi), ('u', q, _X if gate == 'gpi' else _RX90), ('z', q, phi)]
 
@@ -117,12 +124,17 @@ def _gate_actions(op):
     if g == 'cz':
         return [('core', _Core(qs, [None, None], _QUARTER)), ('z', a, _Affine(None, 0.25)), ('z', b, _Affine(None, 0.25))]
     if g == 'swap': return [('core', _Core(qs, list(axes), _QUARTER)) for axes in ((_XAX, _XAX), (_YAX, _YAX), (None, None))]
-    if g in _CONTROLLED:
-        rot, axis = _CONTROLLED[g]
-        return [('core', _Core(qs, [None, axis], _Affine.of(ang[0], -_TURN / 2)))] + _one_qubit_actions(rot, b, [ang[0] * 0.5])
-    if g in _PAULI_CORES: return [('core', _Core(qs, list(_PAULI_CORES[g]), _Affine.of(ang[0], _TURN)))]
+    rot = op.gatedef.control
+    if rot and (p := _rotation_pauli(rot)):
+        core = _Core(qs, [None, _AXES[p]], _Affine.of(ang[0], -_TURN / 2))
+        return [('core', core)] + _one_qubit_actions(rot, b, [ang[0] * 0.5])
+    p = _rotation_pauli(g) if op.gatedef.num_angles == 1 else None
+    if p: return [('core', _Core(qs, [_AXES[c] for c in p], _Affine.of(ang[0], _TURN)))]
     if g == 'ms': return [('core', _Core(qs, [_Affine.of(ang[0]), _Affine.of(ang[1])], _Affine.of(ang[2])))]
     if g == 'zz_native': return [('core', _Core(qs, [None, None], _Affine.of(ang[0])))]
+    if op.gatedef.decompose:  # a gate without a rule of its own, in gates that have one
+        subs = [Operation(s, tuple(sq), tuple(sa)) for s, sq, sa in op.gatedef.decompose(qs, ang)]
+        return [x for sub in subs for x in _gate_actions(sub)]
     raise ValueError(f"the native compiler has no rule for gate '{g}'")
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-core

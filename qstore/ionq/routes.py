@@ -14,6 +14,7 @@ from ..backends.base import Backend, BackendCapabilities
 from ..circuits import NATIVE_GATES, Circuit, Operation
 from .serialize import legalize_native
 from .systems import SYSTEMS, system
+from ..utils import check_int
 
 # %% auto #0
 __all__ = ['IONQ_QIS_GATES', 'IONQ_HOST_ENV', 'IONQ_CLOUD', 'ionq_qis_circuit', 'ionq_gateset', 'ionq_remote_host',
@@ -42,6 +43,9 @@ def _ionq_qis_ops(op) -> list:
         return [('rz', q[:1], (a[0] * -_TURN,)), ('rz', t, (a[1] * -_TURN,)), ('xx', q, (a[2] * _TURN,)),
                 ('rz', q[:1], (a[0] * _TURN,)), ('rz', t, (a[1] * _TURN,))]
     if g == 'zz_native': return [('zz', q, (a[0] * _TURN,))]
+    if g not in IONQ_QIS_GATES and op.gatedef.decompose:  # a gate IonQ lacks, in gates it has
+        subs = [Operation(s, tuple(sq), tuple(sa)) for s, sq, sa in op.gatedef.decompose(q, a)]
+        return [x for sub in subs for x in _ionq_qis_ops(sub)]
     return [(g, q, a)]
 
 
@@ -105,7 +109,7 @@ class IonQRouteBackend(Backend):
             raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' with a system in "
                              f"{', '.join(sorted(qpus))}, got {target!r}")
         s = system(t)
-        if not isinstance(default_shots, int) or default_shots < 1: raise ValueError(f"default_shots must be a positive integer, got {default_shots!r}")
+        check_int('default_shots', default_shots)
         self.target, self.remote_host, self._api_key = t, ionq_remote_host(remote_host), ionq_api_key(api_key)
         qpu = t != 'simulator'
         self.capabilities = BackendCapabilities(f"{self.family}.{t}", analytic=False, max_qubits=s.qubits,

@@ -8,9 +8,10 @@ Docs: https://qstore-dev.github.io/qstore/ionq_serialize.html.md"""
 from __future__ import annotations
 import math
 import numpy as np
-from ..circuits import Circuit, GATES, NATIVE_GATES, validate_values
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, ZZ_ANGLE_RANGE
 from ..utils import LRUCache, check_int
+from ..gates import GATES, NATIVE_GATES
+from ..circuits import Circuit, validate_values
 
 # %% auto #0
 __all__ = ['QIS_JSON_GATES', 'NATIVE_JSON_GATES', 'GATESETS', 'MAX_CONTROLS', 'IonQFormatError', 'native_angle_columns',
@@ -28,33 +29,27 @@ GATESETS = ('qis', 'native')
 MAX_CONTROLS = 7  # IonQ: "a list of up to seven controls"
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-skel
-_QIS_NAMES = {'x': 'x', 'y': 'y', 'z': 'z', 'h': 'h', 's': 's', 'sdg': 'si', 't': 't', 'tdg': 'ti', 'sx': 'v',
-              'sxdg': 'vi', 'rx': 'rx', 'ry': 'ry', 'rz': 'rz', 'phase': 'rz', 'swap': 'swap', 'xx': 'xx', 'yy': 'yy',
-              'zz': 'zz', 'cnot': 'cnot', 'cz': 'z', 'crx': 'rx', 'cry': 'ry', 'crz': 'rz'}
-_CONTROLLED = ('cnot', 'cz', 'crx', 'cry', 'crz')
-_TWO_TARGETS = ('swap', 'xx', 'yy', 'zz', 'ms', 'zz_native')
-
-
 def _gate_source(op, cols):
     "Python source of the JSON dict of one op; angle k of the op is read from `r[cols[k]]`."
-    name, (q0, *rest) = op.gate, op.qubits
+    g, (q0, *rest) = op.gatedef, op.qubits
     ang = [f"r[{j}]" for j in cols]
-    if name == 'ms': return f"{{'gate': 'ms', 'targets': [{q0}, {rest[0]}], 'phases': [{ang[0]}, {ang[1]}], 'angle': {ang[2]}}}"
-    if name == 'zz_native': return f"{{'gate': 'zz', 'targets': [{q0}, {rest[0]}], 'angle': {ang[0]}}}"
-    if name in ('gpi', 'gpi2'): return f"{{'gate': '{name}', 'target': {q0}, 'phase': {ang[0]}}}"
-    where = (f"'control': {q0}, 'target': {rest[0]}" if name in _CONTROLLED else
-             f"'targets': [{q0}, {rest[0]}]" if name in _TWO_TARGETS else f"'target': {q0}")
+    two = f"'targets': [{q0}, {rest[0]}]" if rest else ''
+    if g.ionq == 'ms': return f"{{'gate': 'ms', {two}, 'phases': [{ang[0]}, {ang[1]}], 'angle': {ang[2]}}}"
+    if g.native and rest: return f"{{'gate': '{g.ionq}', {two}, 'angle': {ang[0]}}}"
+    if g.native: return f"{{'gate': '{g.ionq}', 'target': {q0}, 'phase': {ang[0]}}}"
+    where = f"'control': {q0}, 'target': {rest[0]}" if g.control else two or f"'target': {q0}"
     rot = f", 'rotation': {ang[0]}" if ang else ''
-    return f"{{'gate': '{_QIS_NAMES[name]}', {where}{rot}}}"
+    return f"{{'gate': '{g.ionq}', {where}{rot}}}"
 
 
 class _Skeleton:
     "Per-structure JSON builder: which angle columns need which range fix, plus a compiled row -> gate-list function."
     def __init__(self, circuit: Circuit, gateset: str):
         if gateset not in GATESETS: raise IonQFormatError(f"gateset must be 'qis' or 'native', got {gateset!r}")
-        if unknown := sorted({op.gate for op in circuit.ops} - set(_QIS_NAMES) - set(NATIVE_GATES) - {'i'}):
-            raise IonQFormatError(f"gate(s) {unknown} have no IonQ JSON form; decompose them into {sorted(_QIS_NAMES)}")
-        wrong = [op.gate for op in circuit.ops if op.gate != 'i' and (op.gate in NATIVE_GATES) != (gateset == 'native')]
+        if unknown := sorted({op.gate for op in circuit.ops if op.gate != 'i' and not op.gatedef.ionq}):
+            qis = sorted(n for n, g in GATES.items() if g.ionq and not g.native)
+            raise IonQFormatError(f"gate(s) {unknown} have no IonQ JSON form; decompose them into {qis}")
+        wrong = [op.gate for op in circuit.ops if op.gate != 'i' and op.gatedef.native != (gateset == 'native')]
         if wrong:
             hint = ("compile it to native gates first (IonQNativeGateCompiler) or use gateset='qis'" if gateset == 'native'
                     else "native gates need gateset='native', and a native circuit may not contain QIS gates")
@@ -64,9 +59,12 @@ class _Skeleton:
         for op, (a, b) in zip(circuit.ops, slices):
             if op.gate == 'i': continue
             cols = list(range(a, b))
-            if op.gate in ('gpi', 'gpi2'): self.phase_cols += cols
-            elif op.gate == 'ms': ms.append(cols); self.phase_cols += cols[:2]
-            elif op.gate == 'zz_native': self.zz_cols += cols
+            g = op.gatedef
+            if g.native and g.num_qubits == 1: self.phase_cols += cols
+            elif g.ionq == 'ms':
+                ms.append(cols)
+                self.phase_cols += cols[:2]
+            elif g.native: self.zz_cols += cols
             parts.append(_gate_source(op, cols))
         self.ms_cols = np.array(ms, dtype=int).reshape(-1, 3)  # (φ0, φ1, θ) columns of each MS gate
         # one list literal per structure: building fresh dicts from literals is the fastest way to emit JSON objects
@@ -135,6 +133,8 @@ def to_ionq_json_batch(circuit: Circuit,  # the template
                        gateset: str = 'qis') -> list[dict]:  # 'qis' (radians) or 'native' (turns)
     "One IonQ circuit dict per row: all angles evaluated at once, then a cached per-structure builder fills them in."
     if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+    if any(not op.gatedef.ionq and op.gatedef.decompose for op in circuit.ops):  # gates IonQ lacks, in gates it has
+        circuit = circuit.decomposed(lambda g: g.ionq or not g.decompose)
     sk = _skeleton(circuit, gateset)
     rows = sk.angles(circuit.angle_table(validate_values(circuit, values))).tolist()
     build, n = sk.build, circuit.n_qubits
@@ -199,9 +199,8 @@ def _controlled(c, u, controls, t):
     _controlled(c, v, rest, t)
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-parse
-_FIXED_1Q = {'x': 'x', 'not': 'x', 'y': 'y', 'z': 'z', 'h': 'h', 's': 's', 'si': 'sdg', 't': 't', 'ti': 'tdg',
-             'v': 'sx', 'vi': 'sxdg'}
-_ONE_CONTROL = {'x': 'cnot', 'z': 'cz', 'rx': 'crx', 'ry': 'cry', 'rz': 'crz'}
+_FIXED_1Q = {'not': 'x', **{g.ionq: n for n, g in GATES.items() if g.ionq and g.num_qubits == 1 and not g.num_angles}}
+_ONE_CONTROL = {g.control: n for n, g in GATES.items() if g.control and g.ionq}  # IonQ gate + a control -> qstore
 _TO_Z_BASIS = {'X': ('h',), 'Y': ('sdg', 'h'), 'Z': ()}  # circuit-order gates W† with W Z W† = P
 _FROM_Z_BASIS = {'X': ('h',), 'Y': ('h', 's'), 'Z': ()}
 
