@@ -18,7 +18,15 @@ __all__ = ['SIM_SIZES', 'SIM_COLUMNS', 'GRAD_METHODS', 'GRAD_COLUMNS', 'TRAIN_SE
 # %% ../nbs/99_benchmarks.ipynb #bm-work
 def reference_circuit(n: int,  # qubits
                       layers: int) -> Circuit:  # hardware-efficient layers
-    "RY angle encoding + `layers` x (RY, RZ on each qubit, CNOT ring)."
+    """RY angle encoding + `layers` x (RY, RZ on each qubit, CNOT ring).
+
+    Parameters
+    ----------
+    n : int
+        qubits
+    layers : int
+        hardware-efficient layers
+    """
     c = Circuit(n, f'hea-{n}x{layers}')
     x = c.parameters_vector('x', n, 'inputs'); w = c.parameters_vector('w', 2 * n * layers, 'weights')
     for i in range(n): c.ry(i, x[i])

@@ -16,7 +16,27 @@ __all__ = ['GATES', 'NATIVE_GATES', 'GateDef', 'Angle', 'Param', 'as_angle', 'Op
 # %% ../nbs/02_circuits.ipynb #c00-gatedef
 @dataclass(frozen=True)
 class GateDef:
-    "Definition of one gate kind: arity, angles, batched matrix and inverse."
+    """Definition of one gate kind: arity, angles, batched matrix and inverse.
+
+    Parameters
+    ----------
+    name : str
+        lower-case gate name, e.g. 'rx', 'cnot', 'ms'
+    num_qubits : int
+        1 or 2
+    angle_names : tuple
+        names of the gate's angles, e.g. ('theta',)
+    unit : str | None
+        'rad', 'turn' or None for gates without angles
+    matrix_fn : Callable
+        list of (B,) angle arrays -> (B, 2^k, 2^k) complex
+    kind : str, default 'dense'
+        'perm' (permutation), 'diag' (diagonal) or 'dense'
+    inverse : Callable | None, default None
+        (angles) -> (name, angles) of the inverse gate
+    defaults : tuple, default ()
+        default values for trailing angles, e.g. MS theta=0.25
+    """
     name: str  # lower-case gate name, e.g. 'rx', 'cnot', 'ms'
     num_qubits: int  # 1 or 2
     angle_names: tuple  # names of the gate's angles, e.g. ('theta',)
@@ -141,7 +161,17 @@ NATIVE_GATES = ('gpi', 'gpi2', 'ms', 'zz_native')
 # %% ../nbs/02_circuits.ipynb #c00-param
 @dataclass(frozen=True)
 class Angle:
-    "An angle `scale * param + offset`; `param=None` means a constant."
+    """An angle `scale * param + offset`; `param=None` means a constant.
+
+    Parameters
+    ----------
+    param : str | None, default None
+        parameter name, or None for a constant angle
+    scale : float, default 1.0
+        multiplier of the parameter
+    offset : float, default 0.0
+        constant added
+    """
     param: str | None = None  # parameter name, or None for a constant angle
     scale: float = 1.0  # multiplier of the parameter
     offset: float = 0.0  # constant added
@@ -173,7 +203,13 @@ class Angle:
 
 
 class Param(Angle):
-    "A named circuit parameter; arithmetic with numbers gives an `Angle`."
+    """A named circuit parameter; arithmetic with numbers gives an `Angle`.
+
+    Parameters
+    ----------
+    name : str
+        the parameter's name, unique within a circuit
+    """
     def __init__(self, name: str):  # the parameter's name, unique within a circuit
         object.__setattr__(self, 'param', name); object.__setattr__(self, 'scale', 1.0); object.__setattr__(self, 'offset', 0.0)
     @property
@@ -192,7 +228,17 @@ def as_angle(x) -> Angle:
 # %% ../nbs/02_circuits.ipynb #c00-op
 @dataclass(frozen=True)
 class Operation:
-    "One gate on specific qubits, with its (affine) angles."
+    """One gate on specific qubits, with its (affine) angles.
+
+    Parameters
+    ----------
+    gate : str
+        name in `GATES`
+    qubits : tuple
+        qubit indices; for 2-qubit gates qubits[0] is the most significant matrix index
+    angles : tuple, default ()
+        tuple of `Angle`
+    """
     gate: str  # name in `GATES`
     qubits: tuple  # qubit indices; for 2-qubit gates qubits[0] is the most significant matrix index
     angles: tuple = ()  # tuple of `Angle`
@@ -210,7 +256,15 @@ class Operation:
 
 # %% ../nbs/02_circuits.ipynb #c00-circuit
 class Circuit:
-    "A parametrised circuit template: gates with angles affine in named parameters."
+    """A parametrised circuit template: gates with angles affine in named parameters.
+
+    Parameters
+    ----------
+    n_qubits : int
+        number of qubits
+    name : str, default 'circuit'
+        label shown in drawings and reports
+    """
     def __init__(self, n_qubits: int,  # number of qubits
                  name: str = 'circuit'):  # label shown in drawings and reports
         if not isinstance(n_qubits, (int, np.integer)) or n_qubits < 1:
@@ -421,7 +475,19 @@ def apply_matrix(states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n)
                  mats: np.ndarray,  # (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
                  qubits: Sequence[int],  # the k target qubits
                  n: int) -> np.ndarray:  # total number of qubits
-    "Apply a (batched) k-qubit matrix to a batch of states; returns a new array."
+    """Apply a (batched) k-qubit matrix to a batch of states; returns a new array.
+
+    Parameters
+    ----------
+    states : np.ndarray
+        (..., 2^n) complex states, e.g. (B, 2^n) or (K, B, 2^n)
+    mats : np.ndarray
+        (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
+    qubits : Sequence[int]
+        the k target qubits
+    n : int
+        total number of qubits
+    """
     lead, k, nl = states.shape[:-1], len(qubits), states.ndim - 1
     axes = [nl + n - 1 - q for q in qubits]  # axis of qubit q in the (*lead, 2, ..., 2) view (MSB first)
     rest = [a for a in range(nl, nl + n) if a not in axes]

@@ -22,7 +22,13 @@ DEMO_MODEL = {'encoder': {'method': 'angle'}, 'layers': [{'type': 'HardwareEffic
 
 def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
          epochs: int = 12, retrain: bool = False, progress: bool = True, log=print) -> dict:
-    "Run the Iris demo end to end; returns a summary dict."
+    """Run the Iris demo end to end; returns a summary dict.
+
+    Parameters
+    ----------
+    home : default None
+        database directory (default $QSTORE_HOME or ./.qstore)
+    """
     t0 = time.perf_counter()
     db = Database.open(home)
     X, y, what = load_data('iris')

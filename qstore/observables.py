@@ -18,7 +18,15 @@ _TOK = re.compile(r"([XYZI])\s*(\d+)")
 
 @dataclass(frozen=True)
 class PauliTerm:
-    "A weighted Pauli string `coeff * P_q1 P_q2 ...` (identity where a qubit is absent)."
+    """A weighted Pauli string `coeff * P_q1 P_q2 ...` (identity where a qubit is absent).
+
+    Parameters
+    ----------
+    paulis : tuple
+        sorted tuple of (qubit, 'X'|'Y'|'Z')
+    coeff : float, default 1.0
+        real weight
+    """
     paulis: tuple  # sorted tuple of (qubit, 'X'|'Y'|'Z')
     coeff: float = 1.0  # real weight
 
@@ -53,7 +61,13 @@ class PauliTerm:
 
 # %% ../nbs/03_observables.ipynb #o00-obs
 class Observable:
-    "A real-weighted sum of Pauli strings."
+    """A real-weighted sum of Pauli strings.
+
+    Parameters
+    ----------
+    terms
+        iterable of PauliTerm, or a string like "0.5*Z0 Z1 + X2"
+    """
     def __init__(self, terms):  # iterable of PauliTerm, or a string like "0.5*Z0 Z1 + X2"
         if isinstance(terms, str):
             parts = re.split(r"\s*\+\s*|\s+(?=-)", terms.strip().replace('- ', '-'))
@@ -126,7 +140,17 @@ def term_signs(n: int, zmask: int) -> np.ndarray:
 def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
                             observables,  # observable(s), see `as_observables`
                             n: int) -> np.ndarray:  # number of qubits
-    "Exact expectations `(B, n_obs)` of observables on a batch of statevectors."
+    """Exact expectations `(B, n_obs)` of observables on a batch of statevectors.
+
+    Parameters
+    ----------
+    states : np.ndarray
+        (B, 2^n) statevectors
+    observables
+        observable(s), see `as_observables`
+    n : int
+        number of qubits
+    """
     obs = as_observables(observables, n)
     idx = np.arange(2 ** n); probs = None
     out = np.zeros((states.shape[0], len(obs)))
@@ -144,7 +168,13 @@ def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
 
 def expectation_from_probs(probs: np.ndarray,  # (B, 2^n) Z-basis probabilities
                            observables, n: int) -> np.ndarray:
-    "Expectations of diagonal (Z-only) observables from probabilities."
+    """Expectations of diagonal (Z-only) observables from probabilities.
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        (B, 2^n) Z-basis probabilities
+    """
     obs = as_observables(observables, n); out = np.zeros((probs.shape[0], len(obs)))
     for k, o in enumerate(obs):
         for t in o.terms:
@@ -182,7 +212,15 @@ def basis_rotation(circuit: Circuit, basis: dict) -> Circuit:
 def estimate_from_counts(counts: list,  # per basis: (B, 2^n) counts array
                          bases: list,  # bases from `measurement_groups`, same order
                          observables, n: int):
-    "Expectations and standard errors `(B, n_obs)` each, from Z-basis counts of every basis."
+    """Expectations and standard errors `(B, n_obs)` each, from Z-basis counts of every basis.
+
+    Parameters
+    ----------
+    counts : list
+        per basis: (B, 2^n) counts array
+    bases : list
+        bases from `measurement_groups`, same order
+    """
     obs = as_observables(observables, n)
     B = counts[0].shape[0]
     mean, var = np.zeros((B, len(obs))), np.zeros((B, len(obs)))

@@ -164,7 +164,17 @@ def plan_for(circuit: Circuit) -> _Plan:
 
 # %% ../nbs/04_simulator.ipynb #s01-sv
 class StatevectorSimulator:
-    "Exact, batched statevector simulation of circuit templates."
+    """Exact, batched statevector simulation of circuit templates.
+
+    Parameters
+    ----------
+    dtype : default np.complex128
+        complex128 (default) or complex64
+    seed : int | None, default None
+        seed for `sample`
+    chunk_amplitudes : int, default 2 ** 21
+        rows are simulated in chunks of at most this many amplitudes
+    """
     def __init__(self, dtype=np.complex128,  # complex128 (default) or complex64
                  seed: int | None = None,  # seed for `sample`
                  chunk_amplitudes: int = 2 ** 21):  # rows are simulated in chunks of at most this many amplitudes
@@ -175,7 +185,17 @@ class StatevectorSimulator:
     def statevector(self, circuit: Circuit,  # the template
                     values=None,  # (B, P) parameter values (or (P,) for one row)
                     initial_state: np.ndarray | None = None) -> np.ndarray:  # optional (B or 1, 2^n) start states
-        "Final states `(B, 2^n)`, little-endian (qubit q = bit q of the index)."
+        """Final states `(B, 2^n)`, little-endian (qubit q = bit q of the index).
+
+        Parameters
+        ----------
+        circuit : Circuit
+            the template
+        values : default None
+            (B, P) parameter values (or (P,) for one row)
+        initial_state : np.ndarray | None, default None
+            optional (B or 1, 2^n) start states
+        """
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
         plan, A = plan_for(circuit), circuit.angle_table(v)
@@ -198,7 +218,15 @@ class StatevectorSimulator:
                                   block: int,  # rows come in blocks of this size
                                   first_columns) -> np.ndarray:  # per block j>0: the angle column where it differs from block 0
         """Expectations for stacked blocks of rows that equal block 0 except in one gate (e.g. shifted copies).
-        Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices."""
+        Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices.
+
+        Parameters
+        ----------
+        block : int
+            rows come in blocks of this size
+        first_columns
+            per block j>0: the angle column where it differs from block 0
+        """
         v = validate_values(circuit, values); n = circuit.n_qubits
         obs = as_observables(observables, n)
         plan, A = plan_for(circuit), circuit.angle_table(v)
@@ -254,7 +282,19 @@ def sample_counts(probs: np.ndarray, shots: int, rng: np.random.Generator) -> np
 # %% ../nbs/04_simulator.ipynb #s01-noise
 @dataclass(frozen=True)
 class NoiseModel:
-    "Depolarizing noise after gates plus readout error."
+    """Depolarizing noise after gates plus readout error.
+
+    Parameters
+    ----------
+    p1 : float, default 0.0
+        depolarizing probability after one-qubit gates
+    p2 : float, default 0.0
+        depolarizing probability after two-qubit gates (on both qubits)
+    p01 : float, default 0.0
+        readout: probability to read 1 when the qubit is 0
+    p10 : float, default 0.0
+        readout: probability to read 0 when the qubit is 1
+    """
     p1: float = 0.0  # depolarizing probability after one-qubit gates
     p2: float = 0.0  # depolarizing probability after two-qubit gates (on both qubits)
     p01: float = 0.0  # readout: probability to read 1 when the qubit is 0
@@ -320,7 +360,17 @@ def _readout(probs, n, p01, p10):
 
 
 class DensityMatrixSimulator:
-    "Exact noisy simulation with density matrices (batched over rows)."
+    """Exact noisy simulation with density matrices (batched over rows).
+
+    Parameters
+    ----------
+    noise : NoiseModel | str | None, default None
+        NoiseModel, preset name, or None for ideal
+    seed : int | None, default None
+        seed for `sample`
+    max_qubits : int, default 12
+        refuse larger circuits (memory is 16 * 4^n bytes per row)
+    """
     def __init__(self, noise: NoiseModel | str | None = None,  # NoiseModel, preset name, or None for ideal
                  seed: int | None = None,  # seed for `sample`
                  max_qubits: int = 12):  # refuse larger circuits (memory is 16 * 4^n bytes per row)

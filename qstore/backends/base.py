@@ -18,7 +18,31 @@ __all__ = ['BackendCapabilities', 'Result', 'Backend', 'LocalBackend', 'register
 # %% ../../nbs/10_backends.ipynb #b03-caps
 @dataclass(frozen=True)
 class BackendCapabilities:
-    "What a backend can do; gradient methods and the pipeline read this."
+    """What a backend can do; gradient methods and the pipeline read this.
+
+    Parameters
+    ----------
+    name : str
+        registry name, e.g. 'local'
+    analytic : bool
+        exact expectations without shots
+    max_qubits : int, default 24
+        largest circuit accepted
+    native_gates : tuple, default ()
+        IonQ native gates it accepts directly, e.g. ('gpi', 'gpi2', 'ms')
+    cost_per_circuit : float, default 0.0
+        estimated USD per circuit execution (0 for simulators)
+    cost_per_shot : float, default 0.0
+        estimated USD per shot
+    remote : bool, default False
+        requests leave the process (latency matters)
+    noisy : bool, default False
+        results include hardware-like noise
+    adjoint : bool, default False
+        exposes statevectors, so adjoint differentiation is possible
+    default_shots : int | None, default None
+        shots used when the caller gives none on a sampling-only backend
+    """
     name: str  # registry name, e.g. 'local'
     analytic: bool  # exact expectations without shots
     max_qubits: int = 24  # largest circuit accepted
@@ -33,7 +57,27 @@ class BackendCapabilities:
 
 @dataclass
 class Result:
-    "Outcome of one `Backend.run` call; arrays are indexed by batch row first."
+    """Outcome of one `Backend.run` call; arrays are indexed by batch row first.
+
+    Parameters
+    ----------
+    backend : str
+        backend name
+    shots : int | None
+        shots per circuit, None for exact results
+    n_circuits : int
+        circuit executions this call cost (rows x measurement bases)
+    expectations : np.ndarray | None, default None
+        (B, n_obs)
+    stderr : np.ndarray | None, default None
+        (B, n_obs) standard errors, zeros when exact
+    probabilities : np.ndarray | None, default None
+        (B, 2^n), exact
+    counts : np.ndarray | None, default None
+        (B, 2^n) measurement counts
+    wall_time : float, default 0.0
+        seconds
+    """
     backend: str  # backend name
     shots: int | None  # shots per circuit, None for exact results
     n_circuits: int  # circuit executions this call cost (rows x measurement bases)
@@ -46,7 +90,13 @@ class Result:
 
 # %% ../../nbs/10_backends.ipynb #b03-base
 class Backend:
-    "Base class: validation, measurement bases, shot estimates, counters and async execution."
+    """Base class: validation, measurement bases, shot estimates, counters and async execution.
+
+    Parameters
+    ----------
+    seed : int | None, default None
+        seed for shot sampling
+    """
     capabilities: BackendCapabilities
 
     def __init__(self, seed: int | None = None):  # seed for shot sampling
@@ -73,7 +123,23 @@ class Backend:
             shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
             seed: int | None = None,  # overrides the backend RNG for this call
             shared_prefix: tuple | None = None) -> Result:  # hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
-        "Execute a batch of bindings of one template."
+        """Execute a batch of bindings of one template.
+
+        Parameters
+        ----------
+        circuit : Circuit
+            template to execute
+        values : default None
+            (B, P) parameter values
+        observables : default None
+            observable(s) to estimate; None returns probabilities/counts
+        shots : int | None, default None
+            None: exact (analytic backends); int: shots per circuit
+        seed : int | None, default None
+            overrides the backend RNG for this call
+        shared_prefix : tuple | None, default None
+            hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
+        """
         t0 = time.perf_counter()
         caps = self.capabilities
         if circuit.n_qubits > caps.max_qubits:
@@ -117,7 +183,19 @@ class Backend:
 
 # %% ../../nbs/10_backends.ipynb #b03-local
 class LocalBackend(Backend):
-    "The batched local simulator behind the backend interface."
+    """The batched local simulator behind the backend interface.
+
+    Parameters
+    ----------
+    noise : NoiseModel | str | None, default None
+        None (ideal), a NoiseModel or an IonQ preset name
+    seed : int | None, default None
+        sampling seed
+    dtype : default np.complex128
+        statevector precision
+    max_qubits : int, default 24
+        refuse larger circuits
+    """
     def __init__(self, noise: NoiseModel | str | None = None,  # None (ideal), a NoiseModel or an IonQ preset name
                  seed: int | None = None,  # sampling seed
                  dtype=np.complex128,  # statevector precision
@@ -155,7 +233,15 @@ _LAZY_FAMILIES = {'cirq': 'qstore.backends.cirq', 'cirq-ionq': 'qstore.backends.
 
 def register_backend(name: str,  # exact name, or 'family.*' for a family of targets
                      factory: Callable):  # called with **options (and the target for families)
-    "Register a backend factory under `name` (case-insensitive)."
+    """Register a backend factory under `name` (case-insensitive).
+
+    Parameters
+    ----------
+    name : str
+        exact name, or 'family.*' for a family of targets
+    factory : Callable
+        called with **options (and the target for families)
+    """
     _REGISTRY[name.lower()] = factory
 
 def available_backends() -> list[str]:

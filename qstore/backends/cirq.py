@@ -17,7 +17,17 @@ __all__ = ['cirq_programs', 'CirqBackend', 'CirqIonQBackend']
 def cirq_programs(circuit: Circuit,  # qstore template
                   values: np.ndarray,  # (B, P) validated values
                   measure: bool = False) -> list:  # append a measurement of every qubit (key 'm')
-    "One `(cirq.Circuit, cirq.ParamResolver)` per row: the template converted once, or bound per row when native gates are symbolic."
+    """One `(cirq.Circuit, cirq.ParamResolver)` per row: the template converted once, or bound per row when native gates are symbolic.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        qstore template
+    values : np.ndarray
+        (B, P) validated values
+    measure : bool, default False
+        append a measurement of every qubit (key 'm')
+    """
     qubits = cirq.LineQubit.range(circuit.n_qubits)
     def finish(prog): return prog + cirq.measure(*qubits, key='m') if measure else prog
     if any(op.gate in NATIVE_GATES and op.params for op in circuit.ops):
@@ -32,7 +42,15 @@ def _counts(bits: np.ndarray, n: int) -> np.ndarray:
 
 # %% ../../nbs/12_backends_cirq.ipynb #bc-cirq
 class CirqBackend(Backend):
-    "Cirq's state-vector simulator: exact expectations from Cirq's final states, counts from Cirq's sampling."
+    """Cirq's state-vector simulator: exact expectations from Cirq's final states, counts from Cirq's sampling.
+
+    Parameters
+    ----------
+    seed : int | None, default None
+        seeds Cirq's sampling
+    max_qubits : int, default 20
+        refuse larger circuits
+    """
     def __init__(self, seed: int | None = None,  # seeds Cirq's sampling
                  max_qubits: int = 20):  # refuse larger circuits
         super().__init__(seed)
@@ -63,7 +81,15 @@ register_backend('cirq', CirqBackend)
 
 # %% ../../nbs/12_backends_cirq.ipynb #bc-ionq
 class CirqIonQBackend(IonQRouteBackend):
-    "IonQ (cloud or emulator) through cirq-ionq; sampling only, one multi-circuit job per `run`."
+    """IonQ (cloud or emulator) through cirq-ionq; sampling only, one multi-circuit job per `run`.
+
+    Parameters
+    ----------
+    args
+        target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+    max_retry_seconds : float, default 60
+        give up retrying failed requests after this long
+    """
     family = 'cirq-ionq'
 
     def __init__(self, *args,  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`

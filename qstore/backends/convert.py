@@ -187,7 +187,15 @@ def _sympy_of(a: Angle):
 
 def to_cirq(circuit: Circuit,  # qstore template
             values=None):  # optional single binding (P,): numbers instead of symbols
-    "Exactly equal `cirq.Circuit` on `LineQubit(q)` for qstore qubit `q`; symbolic angles become sympy expressions."
+    """Exactly equal `cirq.Circuit` on `LineQubit(q)` for qstore qubit `q`; symbolic angles become sympy expressions.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        qstore template
+    values : default None
+        optional single binding (P,): numbers instead of symbols
+    """
     import cirq
     build, line = _cirq_builders(), cirq.LineQubit.range(circuit.n_qubits)
     ops = []
@@ -199,7 +207,15 @@ def to_cirq(circuit: Circuit,  # qstore template
 
 def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in one library's order
                          n: int):  # number of qubits
-    "Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least significant). Its own inverse."
+    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least significant). Its own inverse.
+
+    Parameters
+    ----------
+    state
+        (..., 2^n) amplitudes (or probabilities) in one library's order
+    n : int
+        number of qubits
+    """
     s = np.asarray(state)
     if s.shape[-1] != 2 ** n: raise ValueError(f"expected a last axis of length 2^{n} = {2 ** n}, got shape {s.shape}")
     lead = s.ndim - 1
@@ -225,7 +241,15 @@ def _qiskit_builders() -> dict:
 
 def to_qiskit(circuit: Circuit,  # qstore template
               values=None):  # optional single binding (P,): numbers instead of Parameters
-    "Exactly equal `QuantumCircuit` (qubit q -> qubit q); symbolic angles become `Parameter` expressions named like qstore's."
+    """Exactly equal `QuantumCircuit` (qubit q -> qubit q); symbolic angles become `Parameter` expressions named like qstore's.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        qstore template
+    values : default None
+        optional single binding (P,): numbers instead of Parameters
+    """
     from qiskit import QuantumCircuit
     from qiskit.circuit import Parameter
     build = _qiskit_builders()
@@ -243,7 +267,15 @@ def to_qiskit(circuit: Circuit,  # qstore template
 
 def qiskit_parameter_order(qc,  # circuit from `to_qiskit`
                            circuit: Circuit) -> np.ndarray:  # the qstore template it came from
-    "Column of qstore's values array for each of `qc.parameters` (Qiskit's sorted order): `values[:, order]` binds `qc`."
+    """Column of qstore's values array for each of `qc.parameters` (Qiskit's sorted order): `values[:, order]` binds `qc`.
+
+    Parameters
+    ----------
+    qc
+        circuit from `to_qiskit`
+    circuit : Circuit
+        the qstore template it came from
+    """
     cols = {p: i for i, p in enumerate(circuit.parameters)}
     return np.array([cols[p.name] for p in qc.parameters], dtype=int)
 
@@ -324,7 +356,19 @@ def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are
               groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
               global_phase: bool = True,  # keep Cirq's global phases (exact statevectors) or drop them
               name: str = 'cirq') -> Circuit:
-    "qstore template equal to a Cirq circuit; sympy symbols become parameters."
+    """qstore template equal to a Cirq circuit; sympy symbols become parameters.
+
+    Parameters
+    ----------
+    circuit
+        cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
+    qubits : default None
+        explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
+    groups : default None
+        parameter groups: None ('weights'), a group name, {param: group} or a callable
+    global_phase : bool, default True
+        keep Cirq's global phases (exact statevectors) or drop them
+    """
     import cirq
     circuit = cirq.unroll_circuit_op(circuit, deep=True, tags_to_check=None)
     found = sorted(circuit.all_qubits())
@@ -367,7 +411,19 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
                 groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
                 global_phase: bool = True,  # keep qc.global_phase (exact statevectors) or drop it
                 name: str | None = None) -> Circuit:  # default: qc.name
-    "qstore template equal to a Qiskit circuit (same qubit indices); `Parameter`s become parameters."
+    """qstore template equal to a Qiskit circuit (same qubit indices); `Parameter`s become parameters.
+
+    Parameters
+    ----------
+    qc
+        qiskit QuantumCircuit
+    groups : default None
+        parameter groups: None ('weights'), a group name, {param: group} or a callable
+    global_phase : bool, default True
+        keep qc.global_phase (exact statevectors) or drop it
+    name : str | None, default None
+        default: qc.name
+    """
     if qc.num_qubits < 1: raise ConversionError("the Qiskit circuit has no qubits")
     imp, measured = _Importer(), set()
     for inst in qc.data:
@@ -397,7 +453,13 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
 
 # %% ../../nbs/11_convert.ipynb #cv-obs
 def observable_to_cirq(observable):  # string, PauliTerm or Observable
-    "The observable as a `cirq.PauliSum` on `LineQubit`s."
+    """The observable as a `cirq.PauliSum` on `LineQubit`s.
+
+    Parameters
+    ----------
+    observable
+        string, PauliTerm or Observable
+    """
     import cirq
     paulis = {'X': cirq.X, 'Y': cirq.Y, 'Z': cirq.Z}
     out = cirq.PauliSum()
@@ -408,7 +470,15 @@ def observable_to_cirq(observable):  # string, PauliTerm or Observable
 
 def observable_to_qiskit(observable,  # string, PauliTerm or Observable
                          n: int):  # number of qubits of the circuit
-    "The observable as a Qiskit `SparsePauliOp` on `n` qubits."
+    """The observable as a Qiskit `SparsePauliOp` on `n` qubits.
+
+    Parameters
+    ----------
+    observable
+        string, PauliTerm or Observable
+    n : int
+        number of qubits of the circuit
+    """
     from qiskit.quantum_info import SparsePauliOp
     terms = as_observables(observable, n)[0].terms
     return SparsePauliOp.from_sparse_list([(''.join(p for _, p in t.paulis), [q for q, _ in t.paulis], t.coeff) for t in terms], n)
@@ -485,7 +555,21 @@ def _native_job(circuit: Circuit, values: np.ndarray) -> tuple:
 
 
 class IonQRouteBackend(Backend):
-    "Base for sampling on IonQ through an official client library; subclasses implement `_submit`."
+    """Base for sampling on IonQ through an official client library; subclasses implement `_submit`.
+
+    Parameters
+    ----------
+    target : str, default 'simulator'
+        'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
+    remote_host : str | None, default None
+        API root, e.g. 'http://127.0.0.1:8765' (default: env, else IonQ cloud)
+    api_key : str | None, default None
+        IonQ API key (default: env IONQ_API_KEY); never printed
+    seed : int | None, default None
+        seeds the client-side sampling of simulator results
+    default_shots : int, default 1000
+        shots per circuit when `run` gets none
+    """
     family = 'ionq-route'  # registry family; subclasses set 'cirq-ionq' or 'qiskit-ionq'
 
     def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'

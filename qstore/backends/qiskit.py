@@ -20,7 +20,17 @@ __all__ = ['qiskit_bound_template', 'QiskitBackend', 'QiskitIonQBackend']
 def qiskit_bound_template(circuit: Circuit,  # qstore template
                           values: np.ndarray,  # (B, P) validated values
                           measure: bool = False):  # measure every qubit into classical bit q
-    "`(QuantumCircuit, (B, P') binding array)`: the template converted once, and its values in `qc.parameters` order."
+    """`(QuantumCircuit, (B, P') binding array)`: the template converted once, and its values in `qc.parameters` order.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        qstore template
+    values : np.ndarray
+        (B, P) validated values
+    measure : bool, default False
+        measure every qubit into classical bit q
+    """
     qc = to_qiskit(circuit)
     if measure: qc.measure_all()
     return qc, values[:, qiskit_parameter_order(qc, circuit)]
@@ -35,7 +45,15 @@ def _bitarray_counts(bits, n: int) -> np.ndarray:
 
 # %% ../../nbs/13_backends_qiskit.ipynb #bq-qk
 class QiskitBackend(Backend):
-    "Qiskit's reference primitives: StatevectorEstimator for exact expectations, StatevectorSampler for counts."
+    """Qiskit's reference primitives: StatevectorEstimator for exact expectations, StatevectorSampler for counts.
+
+    Parameters
+    ----------
+    seed : int | None, default None
+        seeds Qiskit's sampling
+    max_qubits : int, default 20
+        refuse larger circuits
+    """
     def __init__(self, seed: int | None = None,  # seeds Qiskit's sampling
                  max_qubits: int = 20):  # refuse larger circuits
         super().__init__(seed)
@@ -76,7 +94,15 @@ def _environ(**values):
 
 
 class QiskitIonQBackend(IonQRouteBackend):
-    "IonQ (cloud or emulator) through qiskit-ionq; sampling only, one multi-circuit job per `run`."
+    """IonQ (cloud or emulator) through qiskit-ionq; sampling only, one multi-circuit job per `run`.
+
+    Parameters
+    ----------
+    args
+        target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+    kwargs
+        target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+    """
     family = 'qiskit-ionq'
 
     def __init__(self, *args, **kwargs):  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`

@@ -109,7 +109,15 @@ def adjoint(circuit: Circuit, values, observables,
             backend='local',  # must expose statevectors (capabilities.adjoint)
             wrt='weights',
             cotangent: np.ndarray | None = None) -> GradientResult:  # (B, n_obs): return the loss gradient via vjp only
-    "Exact Jacobian (or loss gradient, with `cotangent`) by the adjoint method; simulators only."
+    """Exact Jacobian (or loss gradient, with `cotangent`) by the adjoint method; simulators only.
+
+    Parameters
+    ----------
+    backend : default 'local'
+        must expose statevectors (capabilities.adjoint)
+    cotangent : np.ndarray | None, default None
+        (B, n_obs): return the loss gradient via vjp only
+    """
     be = get_backend(backend)
     if not be.capabilities.adjoint: raise ValueError(f"adjoint differentiation needs statevector access; backend '{be.name}' does not provide it (use parameter_shift)")
     v = validate_values(circuit, values); B, n = v.shape[0], circuit.n_qubits

@@ -19,7 +19,27 @@ __all__ = ['GradientResult', 'select_params', 'vjp']
 # %% ../../nbs/40_gradients_core.ipynb #g04-result
 @dataclass
 class GradientResult:
-    "Jacobian of expectations with respect to the selected parameters, plus bookkeeping."
+    """Jacobian of expectations with respect to the selected parameters, plus bookkeeping.
+
+    Parameters
+    ----------
+    jacobian : np.ndarray
+        (B, n_obs, n_wrt)
+    params : list
+        names of the differentiated parameters (last axis of `jacobian`)
+    method : str
+        which method produced it
+    circuits : int
+        circuit executions it cost (rows x measurement bases)
+    calls : int
+        backend calls it made
+    value : np.ndarray | None, default None
+        (B, n_obs) forward expectations, when computed
+    stderr : np.ndarray | None, default None
+        (B, n_obs, n_wrt) statistical error, for shot-based estimates
+    reason : str, default ''
+        why this method (set by `AdaptiveGradient`)
+    """
     jacobian: np.ndarray  # (B, n_obs, n_wrt)
     params: list  # names of the differentiated parameters (last axis of `jacobian`)
     method: str  # which method produced it

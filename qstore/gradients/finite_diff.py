@@ -22,7 +22,15 @@ def finite_diff(circuit: Circuit, values, observables, backend='local', wrt='wei
                 h: float = 1e-6,  # step size
                 mode: str = 'central',  # 'central' or 'forward'
                 shots: int | None = None, seed: int | None = None) -> GradientResult:
-    "Jacobian by finite differences of the parameters, in one backend call."
+    """Jacobian by finite differences of the parameters, in one backend call.
+
+    Parameters
+    ----------
+    h : float, default 1e-06
+        step size
+    mode : str, default 'central'
+        'central' or 'forward'
+    """
     if mode not in ('central', 'forward'): raise ValueError(f"mode must be 'central' or 'forward', got {mode!r}")
     if not h > 0: raise ValueError(f"step h must be positive, got {h}")
     be = get_backend(backend)

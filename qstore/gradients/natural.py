@@ -40,7 +40,15 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
                   approx: str | None = 'block-diag',  # 'block-diag', 'diag' or None (full, simulators only)
                   lam: float = 0.0,  # regularisation added to the diagonal
                   shots: int | None = None, seed: int | None = None) -> np.ndarray:
-    "Fubini-Study metric `(B, P_wrt, P_wrt)`: exact on statevector backends, block-diagonal by circuits otherwise."
+    """Fubini-Study metric `(B, P_wrt, P_wrt)`: exact on statevector backends, block-diagonal by circuits otherwise.
+
+    Parameters
+    ----------
+    approx : str | None, default 'block-diag'
+        'block-diag', 'diag' or None (full, simulators only)
+    lam : float, default 0.0
+        regularisation added to the diagonal
+    """
     if approx not in ('block-diag', 'diag', None): raise ValueError(f"approx must be 'block-diag', 'diag' or None, got {approx!r}")
     be = get_backend(backend)
     v = validate_values(circuit, values); B = v.shape[0]
@@ -105,7 +113,15 @@ def overlap_circuit(circuit: Circuit, wrt='weights') -> Circuit:
 
 
 class QNSPSA:
-    "QN-SPSA metric estimates with smoothing and regularisation (Gacon et al. 2021; Qiskit's conventions)."
+    """QN-SPSA metric estimates with smoothing and regularisation (Gacon et al. 2021; Qiskit's conventions).
+
+    Parameters
+    ----------
+    eps : float, default 0.01
+        fidelity perturbation size
+    regularization : float, default 0.01
+        beta added to |g| (Qiskit convention)
+    """
     def __init__(self, eps: float = 0.01,  # fidelity perturbation size
                  regularization: float = 0.01,  # beta added to |g| (Qiskit convention)
                  seed: int | None = None):

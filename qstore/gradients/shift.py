@@ -117,7 +117,25 @@ def parameter_shift(circuit: Circuit,  # template
                     shots: int | None = None,  # shots per circuit (None: exact on analytic backends)
                     native_ranges: bool | None = None,  # keep shifted angles in IonQ's ranges (default: if the backend takes native gates)
                     seed: int | None = None) -> GradientResult:
-    "Exact Jacobian by shift rules; all shifted circuits go to the backend in one call."
+    """Exact Jacobian by shift rules; all shifted circuits go to the backend in one call.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        template
+    values
+        (B, P) parameter values
+    observables
+        observable(s)
+    backend : default 'local'
+        backend name or instance
+    wrt : default 'weights'
+        group, names, indices or None (all)
+    shots : int | None, default None
+        shots per circuit (None: exact on analytic backends)
+    native_ranges : bool | None, default None
+        keep shifted angles in IonQ's ranges (default: if the backend takes native gates)
+    """
     be = get_backend(backend)
     v = validate_values(circuit, values); B = v.shape[0]
     cols = select_params(circuit, wrt)

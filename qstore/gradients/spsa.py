@@ -19,7 +19,25 @@ __all__ = ['SPSAGradientEstimator']
 
 # %% ../../nbs/44_gradients_spsa.ipynb #g04-spsa
 class SPSAGradientEstimator:
-    "SPSA gradient estimates with Spall gain sequences, checkpointable state."
+    """SPSA gradient estimates with Spall gain sequences, checkpointable state.
+
+    Parameters
+    ----------
+    a : float, default 0.2
+        step-size numerator
+    c : float, default 0.1
+        perturbation numerator
+    A : float, default 10.0
+        stability constant (about 10% of the iterations)
+    alpha : float, default 0.602
+        step-size decay exponent
+    gamma : float, default 0.101
+        perturbation decay exponent
+    num_directions : int, default 1
+        random directions averaged per estimate
+    seed : int | None, default None
+        RNG seed for the perturbations
+    """
     def __init__(self, a: float = 0.2,  # step-size numerator
                  c: float = 0.1,  # perturbation numerator
                  A: float = 10.0,  # stability constant (about 10% of the iterations)
@@ -61,7 +79,15 @@ class SPSAGradientEstimator:
 
     def loss_gradient(self, loss_fn,  # maps a (M, n) array of parameter vectors to (M,) losses in one batch
                       theta: np.ndarray) -> tuple:  # (n,) current parameters
-        "SPSA gradient of a scalar loss: returns (gradient, loss evaluations used)."
+        """SPSA gradient of a scalar loss: returns (gradient, loss evaluations used).
+
+        Parameters
+        ----------
+        loss_fn
+            maps a (M, n) array of parameter vectors to (M,) losses in one batch
+        theta : np.ndarray
+            (n,) current parameters
+        """
         theta = np.asarray(theta, dtype=float)
         _, ck = self.gains(); D = self.directions(theta.size)
         pts = np.concatenate([theta + ck * D, theta - ck * D])

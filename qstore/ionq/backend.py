@@ -29,7 +29,29 @@ def _system(name: str, what: str, known) -> tuple:
 
 # %% ../../nbs/26_ionq_backend.ipynb #ib-backend
 class IonQBackend(Backend):
-    "IonQ cloud simulator or QPU as a sampling backend; all circuits of a run go out as multi-circuit jobs."
+    """IonQ cloud simulator or QPU as a sampling backend; all circuits of a run go out as multi-circuit jobs.
+
+    Parameters
+    ----------
+    target : str, default 'simulator'
+        'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
+    noise : str | None, default None
+        simulator noise model named after a system, e.g. 'aria-1' ('ideal' = none)
+    default_shots : int, default 1000
+        shots when `run` is given none
+    error_mitigation : bool, default False
+        IonQ debiasing (>= 500 shots)
+    use_native_gates : bool, default False
+        ask for native-gate execution (see above)
+    timeout : float | None, default 3600.0
+        seconds for one run's jobs; unfinished jobs are canceled after that
+    seed : int | None, default None
+        seeds client-side sampling and the noisy simulator's seed
+    client : IonQBatchClient | None, default None
+        share a client (and its connection pool)
+    client_options
+        otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
+    """
     def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
                  *, noise: str | None = None,  # simulator noise model named after a system, e.g. 'aria-1' ('ideal' = none)
                  default_shots: int = 1000,  # shots when `run` is given none
@@ -91,7 +113,21 @@ class IonQBackend(Backend):
                       observables=None,  # observables to estimate (adds measurement-basis circuits)
                       shots: int | None = None,  # shots per circuit (default: default_shots)
                       use_api: bool = False) -> dict:  # True: ask IonQ's /jobs/estimate (falls back to the formula)
-        "Estimated USD for `run(circuit, values, observables, shots)` on this target."
+        """Estimated USD for `run(circuit, values, observables, shots)` on this target.
+
+        Parameters
+        ----------
+        circuit : Circuit
+            template
+        values : default None
+            (B, P) bindings (one row per circuit execution)
+        observables : default None
+            observables to estimate (adds measurement-basis circuits)
+        shots : int | None, default None
+            shots per circuit (default: default_shots)
+        use_api : bool, default False
+            True: ask IonQ's /jobs/estimate (falls back to the formula)
+        """
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
         circuits = [circuit] if observables is None else [basis_rotation(circuit, b) for b in

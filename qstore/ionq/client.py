@@ -23,7 +23,19 @@ __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'NOISE_MODELS',
 _log = logging.getLogger('qstore.ionq')
 
 class IonQError(Exception):
-    "An IonQ request or job failed. The message never contains the API key."
+    """An IonQ request or job failed. The message never contains the API key.
+
+    Parameters
+    ----------
+    message : str
+        what went wrong and what to do about it
+    status : int | None, default None
+        HTTP status, when there was a response
+    code : str | None, default None
+        IonQ's failure or error code
+    job_id : str | None, default None
+        the job concerned, if any
+    """
     def __init__(self, message: str,  # what went wrong and what to do about it
                  *, status: int | None = None,  # HTTP status, when there was a response
                  code: str | None = None,  # IonQ's failure or error code
@@ -49,7 +61,17 @@ class IonQTimeoutError(IonQError, TimeoutError):
 # %% ../../nbs/24_ionq_client.ipynb #ic-limits
 @dataclass(frozen=True)
 class IonQLimits:
-    "Per-job limits the client splits batches by."
+    """Per-job limits the client splits batches by.
+
+    Parameters
+    ----------
+    max_circuits : int, default 5000
+        circuits per multi-circuit job
+    max_gates : int, default 150000
+        gates summed over the circuits of one job
+    max_request_bytes : int, default 10000000
+        encoded JSON body of one request
+    """
     max_circuits: int = 5_000  # circuits per multi-circuit job
     max_gates: int = 150_000  # gates summed over the circuits of one job
     max_request_bytes: int = 10_000_000  # encoded JSON body of one request
@@ -81,7 +103,13 @@ def _gate_width(gate: dict) -> int:
 
 def ionq_gate_counts(circuit_json: dict  # one circuit in IonQ JSON (`{"circuit": [...], ...}`)
                     ) -> tuple[int, int]:
-    "(one-qubit, two-qubit) gate counts as IonQ bills them."
+    """(one-qubit, two-qubit) gate counts as IonQ bills them.
+
+    Parameters
+    ----------
+    circuit_json : dict
+        one circuit in IonQ JSON (`{"circuit": [...], ...}`)
+    """
     n1 = n2 = 0
     for g in circuit_json['circuit']:
         w = _gate_width(g)
@@ -95,7 +123,21 @@ def formula_cost(n_1q: int,  # one-qubit gates in the circuit
                  shots: int,  # shots per circuit
                  backend: str = 'qpu.aria-1',  # 'simulator' is free
                  error_mitigation: bool = False) -> float:  # debiasing raises the per-circuit minimum
-    "USD for one circuit under IonQ's gate-shot pricing (fallback when `/jobs/estimate` is unavailable)."
+    """USD for one circuit under IonQ's gate-shot pricing (fallback when `/jobs/estimate` is unavailable).
+
+    Parameters
+    ----------
+    n_1q : int
+        one-qubit gates in the circuit
+    n_2q : int
+        two-qubit gates in the circuit
+    shots : int
+        shots per circuit
+    backend : str, default 'qpu.aria-1'
+        'simulator' is free
+    error_mitigation : bool, default False
+        debiasing raises the per-circuit minimum
+    """
     if backend == 'simulator': return 0.0
     linear = shots * (PRICING['usd_per_1q_gate_shot'] * n_1q + PRICING['usd_per_2q_gate_shot'] * n_2q)
     return PRICING['min_usd_error_mitigation' if error_mitigation else 'min_usd'] + linear
@@ -103,7 +145,25 @@ def formula_cost(n_1q: int,  # one-qubit gates in the circuit
 # %% ../../nbs/24_ionq_client.ipynb #ic-types
 @dataclass(frozen=True)
 class IonQJob:
-    "A job this client created, with what it needs to map results back to circuits."
+    """A job this client created, with what it needs to map results back to circuits.
+
+    Parameters
+    ----------
+    id : str
+        IonQ job id (the parent id for multi-circuit jobs)
+    tag : str
+        client-generated unique tag (job name and metadata), used to find the job after a lost response
+    qubits : tuple
+        width of each circuit, in submission order
+    shots : int
+        shots per circuit
+    backend : str
+        'simulator' or 'qpu.<name>'
+    noise : dict | None, default None
+        simulator noise model, e.g. {'model': 'aria-1', 'seed': 7}
+    acked_at : float | None
+        time.monotonic() when IonQ acknowledged the job
+    """
     id: str  # IonQ job id (the parent id for multi-circuit jobs)
     tag: str  # client-generated unique tag (job name and metadata), used to find the job after a lost response
     qubits: tuple  # width of each circuit, in submission order
@@ -118,7 +178,23 @@ class IonQJob:
 
 @dataclass(frozen=True)
 class CircuitResult:
-    "One circuit's result, in qstore's basis order."
+    """One circuit's result, in qstore's basis order.
+
+    Parameters
+    ----------
+    index : int
+        position in the submitted batch
+    job_id : str
+        job that ran it (parent id for multi-circuit jobs)
+    child_id : str | None
+        IonQ's child job id within a multi-circuit job
+    probabilities : np.ndarray
+        (2^n,) outcome probabilities; index i = basis state i (qubit q = bit q)
+    shots : int
+        shots requested
+    exact : bool
+        True: exact probabilities (ideal simulator); False: shot frequencies
+    """
     index: int  # position in the submitted batch
     job_id: str  # job that ran it (parent id for multi-circuit jobs)
     child_id: str | None  # IonQ's child job id within a multi-circuit job
@@ -194,7 +270,41 @@ class _SyncFacade:
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-client
 class IonQBatchClient:
-    "Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling."
+    """Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling.
+
+    Parameters
+    ----------
+    api_key : str | None, default None
+        IonQ API key; default: env IONQ_API_KEY
+    base_url : str | None, default None
+        API root ending in /v0.4; default: env IONQ_API_URL, else IonQ's cloud
+    timeout : float, default 30.0
+        seconds allowed per HTTP request (connect, read, write)
+    connection_pool_size : int, default 8
+        pooled keep-alive connections (httpx limits)
+    max_retries : int, default 6
+        retries of one request on 429/502/503/504/52x and lost connections
+    backoff_base : float, default 0.25
+        first retry delay in seconds; doubles per retry, with jitter
+    backoff_max : float, default 30.0
+        cap on one back-off delay (a larger Retry-After still wins)
+    rate_limit : float, default 20.0
+        client-side cap on requests per second
+    burst : int, default 10
+        requests allowed back to back before the rate cap applies
+    poll_interval : float, default 0.5
+        first delay between status polls, seconds
+    poll_max_interval : float, default 5.0
+        cap on the poll delay, which grows x1.5 per poll
+    use_predictions : bool, default True
+        first sleep until IonQ's predicted completion (predicted_* fields)
+    list_pages : int, default 20
+        pages of GET /jobs searched for a job whose POST response was lost
+    limits : IonQLimits
+        per-job limits used to chunk batches
+    transport : httpx.AsyncBaseTransport | None, default None
+        custom httpx transport (emulator in-process, tests)
+    """
     def __init__(self, api_key: str | None = None,  # IonQ API key; default: env IONQ_API_KEY
                  base_url: str | None = None,  # API root ending in /v0.4; default: env IONQ_API_URL, else IonQ's cloud
                  *,
@@ -370,7 +480,27 @@ class IonQBatchClient:
                      metadata: dict | None = None,  # extra string metadata stored with the job
                      settings: dict | None = None,  # IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
                      dry_run: bool = False) -> IonQJob:  # validate and price without running
-        "Create one single-circuit job."
+        """Create one single-circuit job.
+
+        Parameters
+        ----------
+        circuit_json : dict
+            {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
+        shots : int, default 100
+            shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
+        backend : str, default 'simulator'
+            'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
+        noise : str | dict | None, default None
+            simulator noise model: 'aria-1' or {'model': 'aria-1', 'seed': 7}
+        name : str | None, default None
+            job name (default: the client tag)
+        metadata : dict | None, default None
+            extra string metadata stored with the job
+        settings : dict | None, default None
+            IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
+        dry_run : bool, default False
+            validate and price without running
+        """
         _check_circuit(circuit_json, 0)
         body = self._job_body('ionq.circuit.v1', circuit_json, shots, backend, noise, name, metadata, settings, dry_run)
         if (size := len(_encode(body))) > self.limits.max_request_bytes:
@@ -388,7 +518,27 @@ class IonQBatchClient:
                            metadata: dict | None = None,  # extra string metadata stored with every job
                            settings: dict | None = None,  # IonQ job settings
                            dry_run: bool = False) -> list[IonQJob]:  # validate and price without running
-        "Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit order."
+        """Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit order.
+
+        Parameters
+        ----------
+        circuits : list
+            circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
+        shots : int, default 100
+            shots per circuit
+        backend : str, default 'simulator'
+            'simulator' or 'qpu.<name>'
+        noise : str | dict | None, default None
+            simulator noise model
+        name : str | None, default None
+            job name prefix (default: the client tag)
+        metadata : dict | None, default None
+            extra string metadata stored with every job
+        settings : dict | None, default None
+            IonQ job settings
+        dry_run : bool, default False
+            validate and price without running
+        """
         circuits = list(circuits)
         if not circuits: raise ValueError("submit_batch needs at least one circuit")
         for i, c in enumerate(circuits): _check_circuit(c, i)
@@ -415,7 +565,15 @@ class IonQBatchClient:
     @_on_client_loop
     async def wait(self, jobs,  # IonQJob(s) or job id(s)
                    timeout: float | None = 600.0) -> list[dict]:  # seconds for all jobs together; None waits forever
-        "Poll jobs concurrently until all are done; returns their final job records in order."
+        """Poll jobs concurrently until all are done; returns their final job records in order.
+
+        Parameters
+        ----------
+        jobs
+            IonQJob(s) or job id(s)
+        timeout : float | None, default 600.0
+            seconds for all jobs together; None waits forever
+        """
         jobs = _as_list(jobs)
         ids = [_job_id(j) for j in jobs]
         async def one(job):
@@ -458,7 +616,15 @@ class IonQBatchClient:
     @_on_client_loop
     async def cancel(self, jobs,  # IonQJob(s) or job id(s)
                      ignore_errors: bool = False) -> list[dict]:  # report failures as {'id', 'error'} instead of raising
-        "Cancel jobs with `PUT /jobs/{id}/status/cancel`, concurrently; returns IonQ's answers in order."
+        """Cancel jobs with `PUT /jobs/{id}/status/cancel`, concurrently; returns IonQ's answers in order.
+
+        Parameters
+        ----------
+        jobs
+            IonQJob(s) or job id(s)
+        ignore_errors : bool, default False
+            report failures as {'id', 'error'} instead of raising
+        """
         ids = [_job_id(j) for j in _as_list(jobs)]
         outcomes = await asyncio.gather(*(self._request('PUT', f'/jobs/{i}/status/cancel') for i in ids), return_exceptions=True)
         out = []
@@ -472,7 +638,13 @@ class IonQBatchClient:
 
     @_on_client_loop
     async def get_results_parallel(self, jobs) -> list[CircuitResult]:  # completed IonQJob(s) or job id(s), in submission order
-        "Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped to circuits."
+        """Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped to circuits.
+
+        Parameters
+        ----------
+        jobs
+            completed IonQJob(s) or job id(s), in submission order
+        """
         jobs = _as_list(jobs)
         per_job = await asyncio.gather(*map(self._job_results, jobs))
         out = []
@@ -509,7 +681,21 @@ class IonQBatchClient:
                         backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
                         *, timeout: float | None = 600.0,  # seconds to wait for all jobs; they are canceled after that
                         **options) -> list[CircuitResult]:  # noise=, name=, metadata=, settings= as for `submit_batch`
-        "Submit, wait and fetch: one `CircuitResult` per circuit, in order. Jobs are canceled if anything fails midway."
+        """Submit, wait and fetch: one `CircuitResult` per circuit, in order. Jobs are canceled if anything fails midway.
+
+        Parameters
+        ----------
+        circuits : list
+            circuits in IonQ JSON
+        shots : int, default 100
+            shots per circuit
+        backend : str, default 'simulator'
+            'simulator' or 'qpu.<name>'
+        timeout : float | None, default 600.0
+            seconds to wait for all jobs; they are canceled after that
+        options
+            noise=, name=, metadata=, settings= as for `submit_batch`
+        """
         jobs = await self.submit_batch(circuits, shots, backend, **options)
         try:
             await self.wait(jobs, timeout)
@@ -525,7 +711,21 @@ class IonQBatchClient:
                             backend: str = 'qpu.aria-1',  # target to price
                             error_mitigation: bool = False,  # debiasing on
                             use_api: bool = True) -> dict:  # False: the pricing formula only, no request
-        "Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented formula."
+        """Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented formula.
+
+        Parameters
+        ----------
+        circuits : list
+            circuits in IonQ JSON
+        shots : int, default 100
+            shots per circuit
+        backend : str, default 'qpu.aria-1'
+            target to price
+        error_mitigation : bool, default False
+            debiasing on
+        use_api : bool, default True
+            False: the pricing formula only, no request
+        """
         circuits = list(circuits)
         for i, c in enumerate(circuits): _check_circuit(c, i)
         _check_backend(backend); _check_shots(shots)
@@ -549,7 +749,13 @@ class IonQBatchClient:
 
     @_on_client_loop
     async def job_cost(self, job) -> dict:  # IonQJob or job id (e.g. a dry run)
-        "IonQ's cost record for a job (`GET /jobs/{id}/cost`): `estimated_cost` and, once run, `cost`."
+        """IonQ's cost record for a job (`GET /jobs/{id}/cost`): `estimated_cost` and, once run, `cost`.
+
+        Parameters
+        ----------
+        job
+            IonQJob or job id (e.g. a dry run)
+        """
         return await self._request('GET', f'/jobs/{_job_id(job)}/cost')
 
     @_on_client_loop

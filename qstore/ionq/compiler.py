@@ -346,7 +346,25 @@ def _count(c: Circuit, k: int): return sum(len(op.qubits) == k and op.gate != 'i
 
 @dataclass
 class CompileStats:
-    "Gate counts before and after native compilation, and the fidelity they imply on the target system."
+    """Gate counts before and after native compilation, and the fidelity they imply on the target system.
+
+    Parameters
+    ----------
+    system : str
+        IonQ system whose gate fidelities are used, e.g. 'aria-1'
+    before_1q : int
+        one-qubit gates in the source
+    before_2q : int
+        two-qubit gates in the source
+    after_1q : int
+        GPi + GPi2 gates
+    after_2q : int
+        MS or ZZ gates
+    native : dict
+        native gate name -> count
+    fidelity : float
+        product of the system's one- and two-qubit gate fidelities over the native gates
+    """
     system: str  # IonQ system whose gate fidelities are used, e.g. 'aria-1'
     before_1q: int  # one-qubit gates in the source
     before_2q: int  # two-qubit gates in the source
@@ -367,7 +385,33 @@ class CompileStats:
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-cc
 @dataclass(repr=False)
 class CompiledCircuit:
-    "A native-gate template plus the vectorised map from source parameter values to its own values."
+    """A native-gate template plus the vectorised map from source parameter values to its own values.
+
+    Parameters
+    ----------
+    source : Circuit
+        the circuit that was compiled
+    circuit : Circuit
+        IonQ native gates only; its parameters are `native[j]`
+    target : str
+        'aria' or 'forte'
+    measurement_equivalent : bool
+        True: equal to `source` up to final diagonal gates (same Z-basis statistics)
+    split_symbolic : bool
+        symbolic MS/ZZ angles use two gates of half the angle
+    kinds : np.ndarray
+        (K,) kind of each native-parameter column
+    lin : np.ndarray
+        (P, K) linear part of each column (phases)
+    const : np.ndarray
+        (K,) constant part
+    t_lin : np.ndarray
+        (P, K) linear part of the entangling angle a column depends on
+    t_const : np.ndarray
+        (K,) constant part of that angle
+    factor : np.ndarray
+        (K,) 1/2 for split entangling angles, else 1
+    """
     source: Circuit  # the circuit that was compiled
     circuit: Circuit  # IonQ native gates only; its parameters are `native[j]`
     target: str  # 'aria' or 'forte'
@@ -440,7 +484,17 @@ _COMPILED: OrderedDict = OrderedDict()
 
 
 class IonQNativeGateCompiler:
-    "Compile circuit templates to IonQ native gates: GPi, GPi2, MS (Aria) or GPi, GPi2, ZZ (Forte)."
+    """Compile circuit templates to IonQ native gates: GPi, GPi2, MS (Aria) or GPi, GPi2, ZZ (Forte).
+
+    Parameters
+    ----------
+    target : str, default 'aria'
+        'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
+    drop_final_z : bool, default True
+        drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
+    split_symbolic : bool, default True
+        symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+    """
     def __init__(self, target: str = 'aria',  # 'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
                  drop_final_z: bool = True,  # drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
                  split_symbolic: bool = True):  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
@@ -449,7 +503,15 @@ class IonQNativeGateCompiler:
 
     def compile(self, circuit: Circuit,  # the template
                 cache: bool = True) -> CompiledCircuit:  # False: compile afresh, neither reading nor filling the shared cache
-        "The native template for `circuit` (cached by structure and options)."
+        """The native template for `circuit` (cached by structure and options).
+
+        Parameters
+        ----------
+        circuit : Circuit
+            the template
+        cache : bool, default True
+            False: compile afresh, neither reading nor filling the shared cache
+        """
         if not isinstance(circuit, Circuit): raise TypeError(f"compile() takes a qstore Circuit, got {type(circuit).__name__}")
         key = (circuit.structural_hash, self.system, self.drop_final_z, self.split_symbolic)
         if cache and key in _COMPILED: _COMPILED.move_to_end(key); return _COMPILED[key]
@@ -476,7 +538,17 @@ class IonQNativeGateCompiler:
 def native_violations(circuit: Circuit,  # a native circuit
                       angles: np.ndarray,  # (B, n_angles) its angle table for B bindings
                       target: str = 'aria') -> list[str]:  # 'aria' or 'forte' (or a system name)
-    "Why the circuit is not legal IonQ native input for these angles (empty list: legal)."
+    """Why the circuit is not legal IonQ native input for these angles (empty list: legal).
+
+    Parameters
+    ----------
+    circuit : Circuit
+        a native circuit
+    angles : np.ndarray
+        (B, n_angles) its angle table for B bindings
+    target : str, default 'aria'
+        'aria' or 'forte' (or a system name)
+    """
     family, _ = _target(target)
     A, out = np.atleast_2d(np.asarray(angles, dtype=float)), []
     for i, (op, (a, b)) in enumerate(zip(circuit.ops, circuit.angle_index()[3])):
@@ -495,7 +567,21 @@ def native_violations(circuit: Circuit,  # a native circuit
 
 @dataclass
 class Verification:
-    "Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native input."
+    """Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native input.
+
+    Parameters
+    ----------
+    max_error : float
+        largest deviation found
+    mode : str
+        'exact' or 'measurement'
+    method : str
+        'unitary' (<= 10 qubits) or 'states' (random input states)
+    bindings : int
+        parameter bindings tried
+    problems : list
+        `native_violations` found
+    """
     ok: bool
     max_error: float  # largest deviation found
     mode: str  # 'exact' or 'measurement'
@@ -512,7 +598,23 @@ def verify(original: Circuit,  # the source template
            bindings: int = 3,  # random bindings when `values` is None
            seed: int = 0,  # seeds the random bindings and input states
            atol: float = 1e-8) -> Verification:
-    "Check that `compiled` implements `original`: unitaries for up to 10 qubits, random input states beyond."
+    """Check that `compiled` implements `original`: unitaries for up to 10 qubits, random input states beyond.
+
+    Parameters
+    ----------
+    original : Circuit
+        the source template
+    compiled
+        a CompiledCircuit, or a Circuit with the same parameters
+    values : default None
+        (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
+    mode : str | None, default None
+        'exact' (up to global phase) or 'measurement' (up to a final diagonal); default from `compiled`
+    bindings : int, default 3
+        random bindings when `values` is None
+    seed : int, default 0
+        seeds the random bindings and input states
+    """
     is_compiled = isinstance(compiled, CompiledCircuit)
     native = compiled.circuit if is_compiled else compiled
     if native.n_qubits != original.n_qubits: raise ValueError(f"qubit counts differ: {original.n_qubits} vs {native.n_qubits}")
@@ -543,5 +645,15 @@ def verify(original: Circuit,  # the source template
 def compile_stats(circuit: Circuit,  # the template to compile
                   target: str = 'aria',  # 'aria', 'forte' or a system name
                   **options) -> CompileStats:  # options of `IonQNativeGateCompiler`
-    "Compile `circuit` for `target` and return its `CompileStats`."
+    """Compile `circuit` for `target` and return its `CompileStats`.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template to compile
+    target : str, default 'aria'
+        'aria', 'forte' or a system name
+    options
+        options of `IonQNativeGateCompiler`
+    """
     return IonQNativeGateCompiler(target, **options).compile(circuit).stats

@@ -43,7 +43,51 @@ _RATES = ('error_rate', 'drop_rate', 'fail_rate')
 
 @dataclass(slots=True, repr=False)
 class EmulatorConfig:
-    "Behaviour of an IonQ emulator; may be changed while the server runs."
+    """Behaviour of an IonQ emulator; may be changed while the server runs.
+
+    Parameters
+    ----------
+    api_keys : tuple | None, default None
+        accepted API keys; None accepts any non-empty key
+    seed : int, default 0
+        seeds injected faults, job ids and sampling of jobs without noise.seed
+    latency : float, default 0.0
+        seconds added to every API request
+    submit_time : float, default 0.0
+        seconds a new job stays 'submitted'
+    queue_time : float, default 0.0
+        seconds a simulator job then stays 'ready'
+    qpu_queue_time : float, default 0.0
+        seconds a qpu.* job then stays 'ready'
+    execution_time : float, default 0.0
+        seconds in 'started' per circuit
+    error_rate : float, default 0.0
+        probability that an API request is answered by an injected error
+    error_codes : tuple, default (429, 502, 503)
+        statuses injected errors are drawn from (subset of 429, 500, 502, 503, 504)
+    retry_after : float | None, default None
+        Retry-After header (seconds) on injected errors; None sends none
+    drop_rate : float, default 0.0
+        probability that an accepted POST /jobs drops the connection (the job exists)
+    fail_rate : float, default 0.0
+        probability that a job ends 'failed' instead of running
+    fault_routes : tuple | None, default None
+        route names errors and drops apply to (see ROUTE_NAMES); None: all
+    max_faults : int | None, default None
+        stop injecting after this many errors + drops; None: no limit
+    max_phase : float | None, default 1.0
+        largest |phase| (turns) accepted in native gates, as IonQ documents; None: any
+    max_qubits : int, default 20
+        widest ideal (statevector) simulation
+    max_noisy_qubits : int, default 10
+        widest noisy (density-matrix) simulation
+    max_circuits : int, default 5000
+        circuits per job (IonQ's limit)
+    max_gates : int, default 150000
+        gates per job, all circuits together (IonQ's limit)
+    max_body_bytes : int, default 10 * 2 ** 20
+        larger request bodies get 413 (IonQ: 10 MB)
+    """
     api_keys: tuple | None = None  # accepted API keys; None accepts any non-empty key
     seed: int = 0  # seeds injected faults, job ids and sampling of jobs without noise.seed
     latency: float = 0.0  # seconds added to every API request
@@ -245,7 +289,13 @@ async def _drop_connection(send):
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-app
 class IonQEmulator:
-    "ASGI app implementing IonQ API v0.4 on qstore's simulators, with latency and fault injection."
+    """ASGI app implementing IonQ API v0.4 on qstore's simulators, with latency and fault injection.
+
+    Parameters
+    ----------
+    config : EmulatorConfig | None, default None
+        behaviour; may be changed while serving
+    """
     def __init__(self, config: EmulatorConfig | None = None):  # behaviour; may be changed while serving
         self.config = config or EmulatorConfig()
         self._lock, self._exec_lock = threading.RLock(), threading.Lock()
@@ -604,12 +654,30 @@ class IonQEmulator:
 
 
 def create_app(config: EmulatorConfig | None = None) -> IonQEmulator:  # behaviour; default EmulatorConfig()
-    "A fresh IonQ API v0.4 emulator (an ASGI app with `config`, `stats()` and `reset_stats()`)."
+    """A fresh IonQ API v0.4 emulator (an ASGI app with `config`, `stats()` and `reset_stats()`).
+
+    Parameters
+    ----------
+    config : EmulatorConfig | None, default None
+        behaviour; default EmulatorConfig()
+    """
     return IonQEmulator(config)
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-srv
 class EmulatorServer:
-    "Serve an `IonQEmulator` with uvicorn in a background thread; a context manager."
+    """Serve an `IonQEmulator` with uvicorn in a background thread; a context manager.
+
+    Parameters
+    ----------
+    config : EmulatorConfig | None, default None
+        emulator behaviour (ignored when `app` is given)
+    port : int, default 0
+        TCP port; 0 picks a free one
+    host : str, default '127.0.0.1'
+        interface to listen on
+    app : IonQEmulator | None, default None
+        serve an existing emulator instead of a new one
+    """
     def __init__(self, config: EmulatorConfig | None = None,  # emulator behaviour (ignored when `app` is given)
                  port: int = 0,  # TCP port; 0 picks a free one
                  host: str = '127.0.0.1',  # interface to listen on
@@ -679,7 +747,13 @@ def _cli_parser():
 
 
 def emulator_cli(argv: list[str] | None = None) -> int:  # command-line arguments (after `ionq-emulator`)
-    "`qstore ionq-emulator`: serve the IonQ API emulator until interrupted."
+    """`qstore ionq-emulator`: serve the IonQ API emulator until interrupted.
+
+    Parameters
+    ----------
+    argv : list[str] | None, default None
+        command-line arguments (after `ionq-emulator`)
+    """
     args = vars(_cli_parser().parse_args(argv))
     host, port = args.pop('host'), args.pop('port')
     try: config = EmulatorConfig(**{k: v for k, v in args.items() if v is not None})

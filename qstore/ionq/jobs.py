@@ -19,7 +19,25 @@ _log = logging.getLogger('qstore.queue')
 
 @dataclass
 class QueueDecision:
-    "One decision and why it was taken; identical consecutive decisions are counted in `repeats`."
+    """One decision and why it was taken; identical consecutive decisions are counted in `repeats`.
+
+    Parameters
+    ----------
+    kind : str
+        'plan', 'queue', 'backoff', 'increase', 'local'
+    reason : str
+        one line, numbers included
+    chunk_size : int | None, default None
+        circuits (or rows) per job (or chunk)
+    chunks : int | None, default None
+        jobs (or chunks) the batch becomes
+    concurrency : int | None, default None
+        jobs (or workers) at once
+    at : float
+        when (Unix time) it was first taken
+    last : float
+        when it was last repeated
+    """
     kind: str  # 'plan', 'queue', 'backoff', 'increase', 'local'
     reason: str  # one line, numbers included
     chunk_size: int | None = None  # circuits (or rows) per job (or chunk)
@@ -37,7 +55,17 @@ class QueueDecision:
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    "How one batch of circuits is cut into jobs."
+    """How one batch of circuits is cut into jobs.
+
+    Parameters
+    ----------
+    chunk_size : int
+        circuits per job (the last job may have fewer)
+    chunks : int
+        number of jobs
+    concurrency : int
+        jobs in flight at once
+    """
     chunk_size: int  # circuits per job (the last job may have fewer)
     chunks: int  # number of jobs
     concurrency: int  # jobs in flight at once
@@ -49,7 +77,35 @@ class ChunkPlan:
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-mgr
 class AdaptiveQueueManager:
-    "Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every decision."
+    """Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every decision.
+
+    Parameters
+    ----------
+    adaptive : bool, default True
+        False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once
+    limits : IonQLimits
+        IonQ's per-job limits
+    max_concurrency : int, default 8
+        most jobs at once (the connection pool size)
+    initial_concurrency : int, default 2
+        starting concurrency window
+    fixed_chunk_size : int, default 500
+        circuits per job when not adaptive
+    min_chunk : int, default 10
+        circuits per job before per-circuit execution time is known
+    slow_queue_seconds : float, default 60.0
+        average queue time from which the queue counts as slow
+    parallel_execution : bool, default True
+        the backend runs jobs side by side (simulator) rather than one at a time (QPU)
+    assumed_latency : float, default 0.1
+        seconds per request before any is measured
+    backoff_cooldown : float, default 1.0
+        seconds during which further 429s do not halve the window again
+    smoothing : float, default 0.3
+        weight of the newest observation in the moving averages
+    max_decisions : int, default 1000
+        decisions kept (oldest dropped)
+    """
     def __init__(self, adaptive: bool = True,  # False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once
                  *, limits: IonQLimits = IonQLimits(),  # IonQ's per-job limits
                  max_concurrency: int = 8,  # most jobs at once (the connection pool size)
@@ -146,7 +202,17 @@ class AdaptiveQueueManager:
     def max_chunk(self, gates_per_circuit: int,  # gates in one circuit
                   bytes_per_circuit: int,  # encoded JSON bytes of one circuit (an upper bound)
                   envelope_bytes: int = 4096) -> tuple:  # bytes of the job body around the circuits
-        "(largest circuits per job, which limit binds) under IonQ's circuit, gate and request-size limits."
+        """(largest circuits per job, which limit binds) under IonQ's circuit, gate and request-size limits.
+
+        Parameters
+        ----------
+        gates_per_circuit : int
+            gates in one circuit
+        bytes_per_circuit : int
+            encoded JSON bytes of one circuit (an upper bound)
+        envelope_bytes : int, default 4096
+            bytes of the job body around the circuits
+        """
         L = self.limits
         caps = {f"{L.max_circuits:,} circuits per job": L.max_circuits,
                 f"{L.max_gates:,} gates per job": L.max_gates // max(1, gates_per_circuit),
@@ -161,7 +227,19 @@ class AdaptiveQueueManager:
              gates_per_circuit: int = 1,  # gates per circuit (the largest, if they differ)
              bytes_per_circuit: int = 1,  # encoded bytes per circuit (an upper bound)
              single_circuit_jobs: bool = False) -> ChunkPlan:  # one job per circuit (no multi-circuit jobs)
-        "Cut `n` circuits into jobs and choose how many run at once; records the decision."
+        """Cut `n` circuits into jobs and choose how many run at once; records the decision.
+
+        Parameters
+        ----------
+        n : int
+            circuits in the batch
+        gates_per_circuit : int, default 1
+            gates per circuit (the largest, if they differ)
+        bytes_per_circuit : int, default 1
+            encoded bytes per circuit (an upper bound)
+        single_circuit_jobs : bool, default False
+            one job per circuit (no multi-circuit jobs)
+        """
         if not isinstance(n, int) or n < 1: raise ValueError(f"a batch needs at least one circuit, got n={n!r}")
         limit, why = self.max_chunk(gates_per_circuit, bytes_per_circuit)
         with self._lock:
@@ -219,7 +297,17 @@ class AdaptiveQueueManager:
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-tr
 class ObservedTransport(httpx.AsyncBaseTransport):
-    "Pooled httpx transport that bounds, counts and times every request, and reports each exchange to a listener."
+    """Pooled httpx transport that bounds, counts and times every request, and reports each exchange to a listener.
+
+    Parameters
+    ----------
+    pool_size : int, default 8
+        connections (and requests in flight) at most
+    listener : default None
+        called with (seconds, status) after each response
+    inner : httpx.AsyncBaseTransport | None, default None
+        transport doing the I/O (default: pooled AsyncHTTPTransport)
+    """
     def __init__(self, pool_size: int = 8,  # connections (and requests in flight) at most
                  listener=None,  # called with (seconds, status) after each response
                  inner: httpx.AsyncBaseTransport | None = None):  # transport doing the I/O (default: pooled AsyncHTTPTransport)

@@ -108,7 +108,17 @@ def _skeleton(circuit: Circuit, gateset: str) -> _Skeleton:
 def to_ionq_json_batch(circuit: Circuit,  # the template
                        values=None,  # (B, P) parameter values (None for a circuit without parameters)
                        gateset: str = 'qis') -> list[dict]:  # 'qis' (radians) or 'native' (turns)
-    "One IonQ circuit dict per row: all angles evaluated at once, then a cached per-structure builder fills them in."
+    """One IonQ circuit dict per row: all angles evaluated at once, then a cached per-structure builder fills them in.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values : default None
+        (B, P) parameter values (None for a circuit without parameters)
+    gateset : str, default 'qis'
+        'qis' (radians) or 'native' (turns)
+    """
     if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
     sk = _skeleton(circuit, gateset)
     rows = sk.angles(circuit.angle_table(validate_values(circuit, values))).tolist()
@@ -119,7 +129,17 @@ def to_ionq_json_batch(circuit: Circuit,  # the template
 def to_ionq_json(circuit: Circuit,  # the template
                  values=None,  # one binding: (P,) or (1, P); None for a circuit without parameters
                  gateset: str = 'qis') -> dict:  # 'qis' (radians) or 'native' (turns)
-    "The IonQ circuit dict `{'gateset', 'qubits', 'circuit'}` for one binding."
+    """The IonQ circuit dict `{'gateset', 'qubits', 'circuit'}` for one binding.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values : default None
+        one binding: (P,) or (1, P); None for a circuit without parameters
+    gateset : str, default 'qis'
+        'qis' (radians) or 'native' (turns)
+    """
     if values is not None:
         v = np.asarray(values, dtype=float)
         if v.ndim == 2 and v.shape[0] != 1: raise ValueError(f"to_ionq_json takes one binding, got {v.shape[0]} rows; use to_ionq_json_batch")
@@ -334,7 +354,21 @@ def from_ionq_json(data: dict,  # an IonQ circuit: {'gateset', 'qubits', 'circui
                    qubits: int | None = None,  # default qubit count when `data` has none
                    name: str = 'ionq',  # name of the returned circuit
                    max_phase: float | None = 1.0) -> Circuit:  # largest |phase| in turns (IonQ documents [-1, 1]); None: any
-    "An exactly equivalent qstore `Circuit` (no parameters) for one IonQ JSON circuit."
+    """An exactly equivalent qstore `Circuit` (no parameters) for one IonQ JSON circuit.
+
+    Parameters
+    ----------
+    data : dict
+        an IonQ circuit: {'gateset', 'qubits', 'circuit': [...]}
+    gateset : str | None, default None
+        default gateset when `data` has none (e.g. the parent's in a multi-circuit job)
+    qubits : int | None, default None
+        default qubit count when `data` has none
+    name : str, default 'ionq'
+        name of the returned circuit
+    max_phase : float | None, default 1.0
+        largest |phase| in turns (IonQ documents [-1, 1]); None: any
+    """
     if not isinstance(data, dict): raise IonQFormatError(f"an IonQ circuit must be a JSON object, got {type(data).__name__}")
     if 'circuits' in data and 'circuit' not in data:
         raise IonQFormatError("this is a multi-circuit input ('circuits'); read each entry of 'circuits' separately")
@@ -351,7 +385,17 @@ def from_ionq_json(data: dict,  # an IonQ circuit: {'gateset', 'qubits', 'circui
 def results_to_array(results: dict,  # {"<decimal state>": probability or count}
                      n_qubits: int,  # circuit width; the array has 2**n_qubits entries
                      dtype=float) -> np.ndarray:  # float for probabilities, int for counts
-    "Dense `(2^n,)` array from an IonQ result dictionary."
+    """Dense `(2^n,)` array from an IonQ result dictionary.
+
+    Parameters
+    ----------
+    results : dict
+        {"<decimal state>": probability or count}
+    n_qubits : int
+        circuit width; the array has 2**n_qubits entries
+    dtype : default float
+        float for probabilities, int for counts
+    """
     if not isinstance(results, dict): raise IonQFormatError(f"IonQ results must be a dict of state -> value, got {type(results).__name__}")
     out = np.zeros(2 ** n_qubits, dtype=dtype)
     for k, v in results.items():
@@ -365,7 +409,15 @@ def results_to_array(results: dict,  # {"<decimal state>": probability or count}
 
 def array_to_results(arr,  # (2^n,) probabilities or counts
                      drop_below: float = 1e-12) -> dict:  # omit entries with |value| below this (IonQ lists non-zero states only)
-    "IonQ result dictionary from a dense array: integer counts stay ints, probabilities become floats."
+    """IonQ result dictionary from a dense array: integer counts stay ints, probabilities become floats.
+
+    Parameters
+    ----------
+    arr
+        (2^n,) probabilities or counts
+    drop_below : float, default 1e-12
+        omit entries with |value| below this (IonQ lists non-zero states only)
+    """
     a = np.asarray(arr)
     if a.ndim != 1 or a.size & (a.size - 1): raise ValueError(f"expected a (2^n,) array, got shape {a.shape}")
     idx = np.flatnonzero(np.abs(a) >= drop_below) if drop_below > 0 else np.flatnonzero(a)

@@ -102,7 +102,15 @@ def _secret_env_values() -> list[tuple[str, str]]:
 
 def encode_checkpoint(step: int,  # training step; recorded in the header
                       state: dict) -> bytes:  # nested dict of arrays, numbers, str, None, lists, tuples, dicts
-    "The bytes of a checkpoint file holding `state` (secrets redacted, digest included)."
+    """The bytes of a checkpoint file holding `state` (secrets redacted, digest included).
+
+    Parameters
+    ----------
+    step : int
+        training step; recorded in the header
+    state : dict
+        nested dict of arrays, numbers, str, None, lists, tuples, dicts
+    """
     if not isinstance(state, dict): raise TypeError(f"state must be a dict, got {type(state).__name__}")
     tensors = {}
     tree = redact_secrets(_encode(state, (), tensors))
@@ -153,7 +161,15 @@ def _verified_metadata(data: bytes, source: str) -> dict:
 
 def decode_checkpoint(data: bytes,  # content of a checkpoint file
                       source: str = '<bytes>') -> dict:  # file name used in error messages
-    "The state saved by `encode_checkpoint`, after verifying the bytes; raises `CheckpointError` if they are damaged."
+    """The state saved by `encode_checkpoint`, after verifying the bytes; raises `CheckpointError` if they are damaged.
+
+    Parameters
+    ----------
+    data : bytes
+        content of a checkpoint file
+    source : str, default '<bytes>'
+        file name used in error messages
+    """
     metadata = _verified_metadata(data, source)
     try:
         tensors = safetensors_np.load(data)
@@ -166,12 +182,28 @@ def decode_checkpoint(data: bytes,  # content of a checkpoint file
         raise CheckpointError(f"{source}: checkpoint content is inconsistent ({type(e).__name__}: {e})") from None
 
 def load_checkpoint(path: str | Path) -> dict:  # checkpoint file
-    "The state stored in a checkpoint file."
+    """The state stored in a checkpoint file.
+
+    Parameters
+    ----------
+    path : str | Path
+        checkpoint file
+    """
     return decode_checkpoint(Path(path).read_bytes(), str(path))
 
 # %% ../../nbs/64_checkpoint.ipynb #ck41-mgr
 class CheckpointManager:
-    "Atomic, verified checkpoints in one directory, ordered by step, keeping the newest `keep_last`."
+    """Atomic, verified checkpoints in one directory, ordered by step, keeping the newest `keep_last`.
+
+    Parameters
+    ----------
+    directory : str | Path
+        checkpoint directory (created if needed)
+    keep_last : int | None, default 3
+        checkpoints to keep after each save; None keeps all
+    prefix : str, default 'ckpt'
+        file names are <prefix>-<step:08d>.safetensors
+    """
     def __init__(self, directory: str | Path,  # checkpoint directory (created if needed)
                  keep_last: int | None = 3,  # checkpoints to keep after each save; None keeps all
                  prefix: str = 'ckpt'):  # file names are <prefix>-<step:08d>.safetensors
@@ -187,13 +219,25 @@ class CheckpointManager:
     def __repr__(self): return f"CheckpointManager({str(self.directory)!r}, keep_last={self.keep_last}, prefix={self.prefix!r})"
 
     def path_for(self, step: int) -> Path:  # training step
-        "File name of the checkpoint of `step`."
+        """File name of the checkpoint of `step`.
+
+        Parameters
+        ----------
+        step : int
+            training step
+        """
         step = operator.index(step)
         if step < 0: raise ValueError(f"step must be >= 0, got {step}")
         return self.directory / f'{self.prefix}-{step:08d}.safetensors'
 
     def step_of(self, path: str | Path) -> int:  # a checkpoint file of this manager
-        "The step encoded in a checkpoint's file name."
+        """The step encoded in a checkpoint's file name.
+
+        Parameters
+        ----------
+        path : str | Path
+            a checkpoint file of this manager
+        """
         m = self._name.fullmatch(Path(path).name)
         if m is None: raise ValueError(f"{path} is not named like a checkpoint of this manager ({self.prefix}-<step>.safetensors)")
         return int(m[1])
@@ -204,7 +248,15 @@ class CheckpointManager:
 
     def save(self, step: int,  # training step (orders the checkpoints)
              state: dict) -> Path:  # nested dict: arrays, numbers, str, None, lists, tuples, dicts
-        "Write `state` atomically as the checkpoint of `step`, prune to `keep_last`, and return the file."
+        """Write `state` atomically as the checkpoint of `step`, prune to `keep_last`, and return the file.
+
+        Parameters
+        ----------
+        step : int
+            training step (orders the checkpoints)
+        state : dict
+            nested dict: arrays, numbers, str, None, lists, tuples, dicts
+        """
         path, data = self.path_for(step), encode_checkpoint(step, state)
         higher = [p.name for p in self.list() if self.step_of(p) > step]
         if higher:
@@ -217,7 +269,13 @@ class CheckpointManager:
         return path
 
     def load(self, path: str | Path) -> dict:  # checkpoint file
-        "The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown format."
+        """The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown format.
+
+        Parameters
+        ----------
+        path : str | Path
+            checkpoint file
+        """
         return load_checkpoint(path)
 
     def latest(self) -> tuple[Path, dict] | None:

@@ -13,7 +13,25 @@ __all__ = ['DataEncoder', 'encoder_circuit', 'transform']
 
 # %% ../../nbs/60_encoding.ipynb #e05-enc
 class DataEncoder:
-    "Classical features -> circuit parameters, plus the encoding circuit template."
+    """Classical features -> circuit parameters, plus the encoding circuit template.
+
+    Parameters
+    ----------
+    method : str, default 'angle'
+        one of METHODS
+    n_qubits : int | None, default None
+        qubits; default: what the method needs for n_features
+    n_features : int | None, default None
+        raw feature count; default: what n_qubits holds
+    rotation : str, default 'ry'
+        angle method: 'rx', 'ry' or 'rz'
+    reps : int, default 2
+        iqp/zz: repetitions of the feature map
+    entanglement : str, default 'full'
+        iqp/zz: 'full' or 'linear' pairs
+    scale : float, default 1.0
+        angle/dense_angle: multiply features by this before encoding
+    """
     METHODS = ('angle', 'dense_angle', 'iqp', 'zz', 'amplitude', 'basis')
 
     def __init__(self, method: str = 'angle',  # one of METHODS

@@ -33,7 +33,19 @@ def init_weights(n: int, strategy: str = 'small', seed: int | None = 0) -> np.nd
 
 
 class HardwareEfficientQuantumLayer:
-    "Rotations on every qubit followed by an entangler, repeated `depth` times."
+    """Rotations on every qubit followed by an entangler, repeated `depth` times.
+
+    Parameters
+    ----------
+    n_qubits : int
+        qubits
+    depth : int, default 1
+        repetitions
+    entangler : str, default 'cnot_ring'
+        'cnot_ring', 'cnot_linear', 'cz' or 'ms'
+    rotations : tuple, default ('ry', 'rz')
+        rotation gates per qubit per layer
+    """
     def __init__(self, n_qubits: int,  # qubits
                  depth: int = 1,  # repetitions
                  entangler: str = 'cnot_ring',  # 'cnot_ring', 'cnot_linear', 'cz' or 'ms'
@@ -88,7 +100,21 @@ class QuantumLayer(HardwareEfficientQuantumLayer):
 _LAYER_TYPES = {'HardwareEfficientQuantumLayer': HardwareEfficientQuantumLayer, 'QuantumLayer': QuantumLayer}
 
 class QuantumModel:
-    "Encoder + layers + readout (+ optional affine head)."
+    """Encoder + layers + readout (+ optional affine head).
+
+    Parameters
+    ----------
+    encoder : DataEncoder
+        turns features into circuit inputs
+    layers
+        a layer or list of layers (same qubit count as the encoder)
+    observables : default None
+        readout observables; default Z on every qubit
+    head : str | None, default None
+        None or 'affine'
+    n_outputs : int | None, default None
+        outputs of the affine head (default: number of observables)
+    """
     def __init__(self, encoder: DataEncoder,  # turns features into circuit inputs
                  layers,  # a layer or list of layers (same qubit count as the encoder)
                  observables=None,  # readout observables; default Z on every qubit
@@ -165,7 +191,15 @@ def loss_and_grad(self: QuantumModel, X, weights,
                   loss_fn,  # outputs (B, n_out) -> (loss, dloss/doutputs (B, n_out))
                   gradient='adjoint',  # 'adjoint', 'parameter_shift', 'finite_diff', 'spsa', an SPSAGradientEstimator or an AdaptiveGradient
                   backend='local', shots=None, seed=None) -> tuple:
-    "(loss, gradient over all weights, info) with one vector-Jacobian product through head and circuit."
+    """(loss, gradient over all weights, info) with one vector-Jacobian product through head and circuit.
+
+    Parameters
+    ----------
+    loss_fn
+        outputs (B, n_out) -> (loss, dloss/doutputs (B, n_out))
+    gradient : default 'adjoint'
+        'adjoint', 'parameter_shift', 'finite_diff', 'spsa', an SPSAGradientEstimator or an AdaptiveGradient
+    """
     be = get_backend(backend)
     cw, W, b = self.split(weights)
     v = self.values(X, weights); obs = self.observables

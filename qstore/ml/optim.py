@@ -19,7 +19,35 @@ _OPTIMIZERS = ('sgd', 'adam', 'spsa', 'qng', 'qnspsa')
 _GRADIENTS = ('adaptive', 'adjoint', 'parameter_shift', 'finite_diff', 'spsa')
 
 class AdaptiveGradientOptimizer:
-    "Update rule + gradient method + their state, for a `QuantumModel`'s weight vector."
+    """Update rule + gradient method + their state, for a `QuantumModel`'s weight vector.
+
+    Parameters
+    ----------
+    optimizer : str, default 'adam'
+        one of sgd, adam, spsa, qng, qnspsa
+    learning_rate : float, default 0.05
+        step size (SPSA/QN-SPSA: the gain numerator a)
+    gradient : str, default 'adaptive'
+        adaptive, adjoint, parameter_shift, finite_diff or spsa
+    momentum : float, default 0.0
+        sgd momentum
+    betas : tuple, default (0.9, 0.999)
+        adam moment decays
+    eps : float, default 1e-08
+        adam denominator guard
+    spsa_c : float, default 0.1
+        SPSA perturbation numerator
+    spsa_A : float, default 10.0
+        SPSA stability constant
+    num_directions : int, default 1
+        SPSA directions per step
+    qng_lambda : float, default 0.01
+        metric regularisation for qng
+    budget : int | None, default None
+        adaptive gradient: max circuits per row
+    seed : int | None, default 0
+        RNG seed for SPSA / QN-SPSA perturbations
+    """
     def __init__(self, optimizer: str = 'adam',  # one of sgd, adam, spsa, qng, qnspsa
                  learning_rate: float = 0.05,  # step size (SPSA/QN-SPSA: the gain numerator a)
                  gradient: str = 'adaptive',  # adaptive, adjoint, parameter_shift, finite_diff or spsa

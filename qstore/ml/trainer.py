@@ -26,7 +26,73 @@ _SCHEDULES = ('constant', 'cosine', 'step')
 
 @dataclass
 class TrainingConfig:
-    "Training settings; every field changes behaviour (see the comments)."
+    """Training settings; every field changes behaviour.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.05
+        optimizer step size (SPSA: gain numerator a)
+    epochs : int, default 10
+        passes over the training data
+    batch_size : int, default 16
+        rows per optimisation step
+    optimizer : str, default 'adam'
+        sgd, adam, spsa, qng or qnspsa
+    gradient_method : str, default 'adaptive'
+        adaptive, adjoint, parameter_shift, finite_diff or spsa
+    momentum : float, default 0.0
+        sgd momentum
+    loss : str, default 'mse'
+        mse, cross_entropy or hinge
+    shots_per_circuit : int | None, default None
+        None: exact expectations; int: sampled on the backend
+    backend : str, default 'local'
+        backend name for get_backend
+    noise_model : str | None, default None
+        local backend noise preset (e.g. 'aria-1'); None is ideal
+    seed : int, default 0
+        weights, data order, SPSA perturbations and shot sampling
+    init_strategy : str, default 'small'
+        small, uniform, normal or zeros
+    lr_schedule : str, default 'constant'
+        constant, cosine or step (halve every third of the run)
+    validation_split : float, default 0.0
+        fraction held out for validation when fit() gets no val data
+    early_stopping_patience : int, default 0
+        stop after this many epochs without validation improvement (0: off)
+    checkpoint_interval : int, default 0
+        steps between checkpoints (0: only at the end)
+    checkpoint_dir : str | None, default None
+        where checkpoints go (None: <db home>/checkpoints/<run>)
+    keep_checkpoints : int, default 3
+        newest checkpoints kept
+    spsa_c : float, default 0.1
+        SPSA perturbation numerator
+    spsa_A : float, default 10.0
+        SPSA stability constant
+    num_directions : int, default 1
+        SPSA directions per step
+    qng_lambda : float, default 0.01
+        natural-gradient metric regularisation
+    gradient_budget : int | None, default None
+        adaptive gradient: max circuits per row
+    register_model : str | None, default None
+        register the final model under this name (None: don't)
+    use_batch_api : bool, default True
+        IonQ backends: one multi-circuit job per chunk (False: one job per circuit)
+    use_native_gates : bool, default False
+        compile every circuit to IonQ native gates (GPi/GPi2 + MS or ZZ) before it runs
+    enable_smart_caching : bool, default True
+        cache compiled templates, JSON skeletons and simulator plans by structure
+    adaptive_batch_sizing : bool, default True
+        size chunks and concurrency from the observed queue (False: fixed chunks)
+    connection_pool_size : int | None, default None
+        IonQ backends: concurrent HTTP connections (None: the client's default)
+    progress : bool, default True
+        show a progress bar per epoch
+    api_key_env : str, default 'IONQ_API_KEY'
+        environment variable holding the IonQ API key
+    """
     learning_rate: float = 0.05  # optimizer step size (SPSA: gain numerator a)
     epochs: int = 10  # passes over the training data
     batch_size: int = 16  # rows per optimisation step
@@ -227,7 +293,17 @@ def _step_seed(seed, step, salt=0): return int(np.random.SeedSequence([seed, ste
 
 
 class QuantumTrainer:
-    "Train a `QuantumModel` with a `TrainingConfig`; metrics, checkpoints, registry."
+    """Train a `QuantumModel` with a `TrainingConfig`; metrics, checkpoints, registry.
+
+    Parameters
+    ----------
+    backend : Backend | str | None, default None
+        default: config.backend (with config.noise_model)
+    db : Database | None, default None
+        where datasets, metrics and models live (default: Database.open())
+    callbacks : default ()
+        callables(trainer, event, logs) -> True to stop
+    """
     def __init__(self, model: QuantumModel, config: TrainingConfig | None = None,
                  backend: Backend | str | None = None,  # default: config.backend (with config.noise_model)
                  db: Database | None = None,  # where datasets, metrics and models live (default: Database.open())
@@ -299,7 +375,15 @@ def _state(self: QuantumTrainer, opt, loader, epoch, early):
 def fit(self: QuantumTrainer, train, val=None,
         resume: bool = False,  # continue from the newest readable checkpoint of this run
         run: str | None = None) -> list:  # run id (default: new); with resume, the run to continue
-    "Train; returns the epoch history (list of dicts)."
+    """Train; returns the epoch history (list of dicts).
+
+    Parameters
+    ----------
+    resume : bool, default False
+        continue from the newest readable checkpoint of this run
+    run : str | None, default None
+        run id (default: new); with resume, the run to continue
+    """
     cfg = self.config
     X, y = self._arrays(train)
     Xv = yv = None

@@ -24,7 +24,47 @@ __all__ = ['CircuitBatchManagerV34', 'PipelineReport', 'ResultCacheWarning', 'Ci
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-rep
 @dataclass
 class PipelineReport:
-    "What a `CircuitBatchManager` did since it was created or last reset."
+    """What a `CircuitBatchManager` did since it was created or last reset.
+
+    Parameters
+    ----------
+    backend : str
+        the wrapped backend
+    flags : dict
+        the manager's switches
+    runs : int
+        `run` calls
+    circuits : int
+        circuit executions (rows x measurement bases)
+    wall_seconds : float
+        time inside `run`
+    requests : int | None
+        HTTP requests to IonQ, incl. retries and queue-state reads (None: not remote)
+    jobs : int | None
+        IonQ jobs created
+    bytes_sent : int | None
+        request body bytes (None: the manager did not build the client's transport)
+    rate_limited : int | None
+        HTTP 429 answers seen
+    max_in_flight : int | None
+        most requests on the wire at once
+    template_cache : dict
+        level-1 hits, misses, hit rate, entries
+    result_cache : dict | None
+        level-2 counters (None: off)
+    compile_seconds : float
+        building level-1 entries (compiling, skeletons, plans)
+    bind_seconds : float
+        filling IonQ JSON for batches
+    queue_decisions : list
+        one line per decision, with its reason
+    estimated_cost_usd : float | None
+        on the target (0 on simulators); None when nothing was sampled on IonQ
+    qpu_equivalent_usd : float | None
+        the same sampled circuits on `qpu_equivalent` (IonQ gate-shot pricing)
+    qpu_equivalent : str | None
+        QPU priced for the line above
+    """
     backend: str  # the wrapped backend
     flags: dict  # the manager's switches
     runs: int  # `run` calls
@@ -102,7 +142,41 @@ class _Window:
 
 
 class CircuitBatchManager(Backend):
-    "A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with a performance report."
+    """A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with a performance report.
+
+    Parameters
+    ----------
+    backend : Backend | str, default 'local'
+        the backend to run on, or its registry name
+    use_batch_api : bool, default True
+        IonQ: one multi-circuit job per chunk (False: one job per circuit)
+    use_native_gates : bool, default False
+        compile to IonQ native gates before running
+    enable_smart_caching : bool, default True
+        reuse compiled templates across calls
+    adaptive_batch_sizing : bool, default True
+        chunk sizes from the queue manager (False: `fixed_chunk_size`)
+    connection_pool_size : int | None, default None
+        IonQ: concurrent connections (default: the client's)
+    max_workers : int | None, default None
+        local simulation workers (default: CPU count)
+    cache : SmartCircuitCache | None, default None
+        share a cache between managers
+    cache_results : bool, default False
+        level-2 result cache for analytic runs
+    queue : AdaptiveQueueManager | None, default None
+        share or configure the queue manager
+    fixed_chunk_size : int, default 500
+        circuits per job (rows per local chunk) when not adaptive
+    local_executor : str, default 'thread'
+        'thread' or 'process' pool for local simulation
+    parallel_min_amplitudes : int, default 2 ** 17
+        local batches with B * 2^n below this run in one piece
+    queue_refresh_seconds : float, default 30.0
+        how often the IonQ queue state is read
+    backend_options
+        options for `get_backend` when `backend` is a name
+    """
     def __init__(self, backend: Backend | str = 'local',  # the backend to run on, or its registry name
                  use_batch_api: bool = True,  # IonQ: one multi-circuit job per chunk (False: one job per circuit)
                  use_native_gates: bool = False,  # compile to IonQ native gates before running

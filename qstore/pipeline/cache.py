@@ -40,7 +40,27 @@ _GC_PAUSE = _GCPause()
 
 @dataclass(eq=False)
 class CompiledTemplate:
-    "Level-1 entry: everything a structure needs to turn `(B, P)` values into circuits for one target."
+    """Level-1 entry: everything a structure needs to turn `(B, P)` values into circuits for one target.
+
+    Parameters
+    ----------
+    key : tuple
+        (structural hash, target, native family or None, exact)
+    source : Circuit
+        the template as given; `values` columns are its parameters
+    circuit : Circuit
+        what runs: the compiled native template, or the source itself
+    gateset : str
+        IonQ gateset of `circuit`: 'native' or 'qis'
+    compiled : object | None
+        the compiler's CompiledCircuit (None when nothing was compiled)
+    plan : object | None
+        simulator plan of `circuit` (non-IonQ targets)
+    gate_counts : tuple
+        (one-qubit, two-qubit) gates per circuit, as IonQ counts them
+    compile_seconds : float
+        time spent building this entry
+    """
     key: tuple  # (structural hash, target, native family or None, exact)
     source: Circuit  # the template as given; `values` columns are its parameters
     circuit: Circuit  # what runs: the compiled native template, or the source itself
@@ -85,7 +105,21 @@ def compile_template(circuit: Circuit,  # the template
                      native: str | None = None,  # None (keep the gates), 'aria' or 'forte' (compile to IonQ native gates)
                      exact: bool = False,  # compile up to a global phase (needed for exact X/Y expectations)
                      fresh: bool = False) -> CompiledTemplate:  # compile even if the compiler has this structure cached
-    "Build a level-1 entry from scratch (what the cache does on a miss)."
+    """Build a level-1 entry from scratch (what the cache does on a miss).
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    target : str, default 'local'
+        where it runs: a backend name such as 'local' or 'ionq.simulator'
+    native : str | None, default None
+        None (keep the gates), 'aria' or 'forte' (compile to IonQ native gates)
+    exact : bool, default False
+        compile up to a global phase (needed for exact X/Y expectations)
+    fresh : bool, default False
+        compile even if the compiler has this structure cached
+    """
     if not isinstance(circuit, Circuit): raise TypeError(f"expected a qstore Circuit, got {type(circuit).__name__}")
     if native not in (None, *NATIVE_FAMILIES): raise ValueError(f"native must be None, 'aria' or 'forte', got {native!r}")
     t0 = time.perf_counter()
@@ -105,7 +139,15 @@ def compile_template(circuit: Circuit,  # the template
 # %% ../../nbs/30_pipeline_cache.ipynb #k31-stats
 @dataclass
 class CacheStats:
-    "Counters of one cache level."
+    """Counters of one cache level.
+
+    Parameters
+    ----------
+    bytes : int, default 0
+        level 2: bytes of cached results
+    build_seconds : float, default 0.0
+        level 1: time spent compiling on misses
+    """
     hits: int = 0
     misses: int = 0
     evictions: int = 0
@@ -126,7 +168,15 @@ def _observables_key(obs) -> tuple | None:
 
 
 class SmartCircuitCache:
-    "Two-level LRU cache: compiled templates per (structure, target) and, optionally, analytic results per row."
+    """Two-level LRU cache: compiled templates per (structure, target) and, optionally, analytic results per row.
+
+    Parameters
+    ----------
+    max_templates : int, default 256
+        level-1 entries kept
+    max_result_bytes : int, default 0
+        level-2 budget in bytes; 0 turns result caching off
+    """
     def __init__(self, max_templates: int = 256,  # level-1 entries kept
                  max_result_bytes: int = 0):  # level-2 budget in bytes; 0 turns result caching off
         if not isinstance(max_templates, int) or max_templates < 1: raise ValueError(f"max_templates must be a positive integer, got {max_templates!r}")
@@ -180,7 +230,19 @@ class SmartCircuitCache:
                  target: str = 'local',  # backend name it runs on
                  native: str | None = None,  # None, 'aria' or 'forte'
                  exact: bool = False) -> CompiledTemplate:  # exact up to global phase (see `compile_template`)
-        "The level-1 entry for this structure and target, compiled on a miss."
+        """The level-1 entry for this structure and target, compiled on a miss.
+
+        Parameters
+        ----------
+        circuit : Circuit
+            the template
+        target : str, default 'local'
+            backend name it runs on
+        native : str | None, default None
+            None, 'aria' or 'forte'
+        exact : bool, default False
+            exact up to global phase (see `compile_template`)
+        """
         key = self._key(circuit, target, native, exact)
         entry, waiting = self._claim(key)
         if entry is not None: return entry
@@ -206,7 +268,23 @@ class SmartCircuitCache:
                 compute,  # values (b, P) -> results (b, ...) for the rows not in the cache
                 target: str = 'local',  # backend name (results of different backends never mix)
                 shots: int | None = None) -> np.ndarray:  # must be None: sampled results are never cached
-        "Analytic results per row: cached rows from the cache, `compute` for the rest."
+        """Analytic results per row: cached rows from the cache, `compute` for the rest.
+
+        Parameters
+        ----------
+        circuit : Circuit
+            template the results belong to
+        values
+            (B, P) parameter values
+        observables
+            observables (None: probabilities)
+        compute
+            values (b, P) -> results (b, ...) for the rows not in the cache
+        target : str, default 'local'
+            backend name (results of different backends never mix)
+        shots : int | None, default None
+            must be None: sampled results are never cached
+        """
         if shots is not None:
             raise ValueError(f"the result cache holds analytic (shots=None) results only; got shots={shots}. A cached sample would "
                              "be handed out again as if it were a fresh, independent one: run sampled circuits without it")

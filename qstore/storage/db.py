@@ -59,7 +59,15 @@ def _load_npy(path: Path, shape: tuple | None = None, sha256: str | None = None)
 # %% ../../nbs/53_storage_db.ipynb #db21-validate
 def validate_dataset(X,  # (rows, features) floating point
                      y=None) -> tuple[np.ndarray, np.ndarray | None]:  # (rows,) labels or targets, or None
-    "Check shapes, dtypes and finiteness; returns `(X, y)` as arrays (float16 X widened to float32)."
+    """Check shapes, dtypes and finiteness; returns `(X, y)` as arrays (float16 X widened to float32).
+
+    Parameters
+    ----------
+    X
+        (rows, features) floating point
+    y : default None
+        (rows,) labels or targets, or None
+    """
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (rows, features), got shape {X.shape}" + ("; for one feature use X[:, None]" if X.ndim == 1 else ''))
@@ -84,7 +92,19 @@ def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
                     val_fraction: float = 0.2,  # share of rows in the validation part
                     seed: int = 0,  # RNG seed; the same seed gives the same split
                     stratify: bool = False) -> tuple[np.ndarray, np.ndarray]:  # split each class separately
-    "Seeded `(train_rows, val_rows)`, both sorted."
+    """Seeded `(train_rows, val_rows)`, both sorted.
+
+    Parameters
+    ----------
+    y_or_n
+        number of rows, or labels (needed for stratify)
+    val_fraction : float, default 0.2
+        share of rows in the validation part
+    seed : int, default 0
+        RNG seed; the same seed gives the same split
+    stratify : bool, default False
+        split each class separately
+    """
     if not 0 < val_fraction < 1: raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     rng = np.random.default_rng(seed)
     if stratify:
@@ -108,7 +128,25 @@ def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
 
 # %% ../../nbs/53_storage_db.ipynb #db21-loader
 class DataLoader:
-    "Seeded, shuffled mini-batches whose position can be checkpointed and resumed bit-exactly."
+    """Seeded, shuffled mini-batches whose position can be checkpointed and resumed bit-exactly.
+
+    Parameters
+    ----------
+    X
+        (rows, features) array or memmap
+    y : default None
+        (rows,) labels, or None
+    batch_size : int, default 32
+        rows per batch
+    shuffle : bool, default True
+        new permutation every epoch (else row order)
+    seed : int | None, default 0
+        seed of the shuffling generator
+    drop_last : bool, default False
+        skip the final short batch of each epoch
+    rows : default None
+        subset of row indices to iterate (e.g. a split); None = all rows
+    """
     def __init__(self, X,  # (rows, features) array or memmap
                  y=None,  # (rows,) labels, or None
                  batch_size: int = 32,  # rows per batch
@@ -173,7 +211,15 @@ class DataLoader:
 # %% ../../nbs/53_storage_db.ipynb #db21-tds
 @dataclass
 class DatasetInfo:
-    "Manifest row of one dataset version."
+    """Manifest row of one dataset version.
+
+    Parameters
+    ----------
+    y_dtype : str | None
+        None: no labels
+    created : float
+        unix time
+    """
     name: str
     version: int
     n_rows: int
@@ -185,7 +231,17 @@ class DatasetInfo:
 
 @dataclass
 class Dataset:
-    "One dataset version: memory-mapped arrays, optionally restricted to a subset of rows."
+    """One dataset version: memory-mapped arrays, optionally restricted to a subset of rows.
+
+    Parameters
+    ----------
+    X : np.ndarray
+        (n_rows, n_features), read-only memmap of the whole version
+    y : np.ndarray | None
+        (n_rows,) or None
+    rows : np.ndarray | None, default None
+        row indices of this view (a split); None = all rows
+    """
     info: DatasetInfo
     X: np.ndarray  # (n_rows, n_features), read-only memmap of the whole version
     y: np.ndarray | None  # (n_rows,) or None
@@ -228,7 +284,15 @@ CREATE TABLE datasets(name TEXT NOT NULL, version INTEGER NOT NULL, created REAL
 _DATASET_COLS = 'name, version, n_rows, n_features, x_dtype, y_dtype, metadata, created, directory, x_sha256, y_sha256'
 
 class TrainingDataStore:
-    "Versioned training datasets: .npy arrays (memory-mapped reads) plus a manifest in SQLite."
+    """Versioned training datasets: .npy arrays (memory-mapped reads) plus a manifest in SQLite.
+
+    Parameters
+    ----------
+    root : str | Path
+        directory for the array files
+    db : SQLiteDatabase | str | Path | None, default None
+        manifest database; default root/qstore.db
+    """
     def __init__(self, root: str | Path,  # directory for the array files
                  db: SQLiteDatabase | str | Path | None = None):  # manifest database; default root/qstore.db
         self.root = Path(root).expanduser().resolve()
@@ -240,7 +304,21 @@ class TrainingDataStore:
                     y=None,  # (rows,) labels/targets, or None
                     metadata: dict | None = None,  # JSON-serialisable description (feature names, source, ...)
                     dedupe: bool = True) -> int:  # identical to the latest version: return it instead of a new one
-        "Store a new version of a dataset; returns its version number (1, 2, ...)."
+        """Store a new version of a dataset; returns its version number (1, 2, ...).
+
+        Parameters
+        ----------
+        name : str
+            dataset name (letters, digits, '_', '.', '-')
+        X
+            (rows, features) float32/float64
+        y : default None
+            (rows,) labels/targets, or None
+        metadata : dict | None, default None
+            JSON-serialisable description (feature names, source, ...)
+        dedupe : bool, default True
+            identical to the latest version: return it instead of a new one
+        """
         _check_name(name, 'dataset')
         X, y = validate_dataset(X, y)
         meta = to_json(redact_secrets(metadata or {}))
@@ -281,7 +359,15 @@ class TrainingDataStore:
     def get_dataset(self, name: str,
                     version: int | str | None = None,  # an int, or 'latest'/None
                     verify: bool = False) -> Dataset:  # also check both files' sha256 (reads them fully)
-        "A stored dataset version with memory-mapped arrays."
+        """A stored dataset version with memory-mapped arrays.
+
+        Parameters
+        ----------
+        version : int | str | None, default None
+            an int, or 'latest'/None
+        verify : bool, default False
+            also check both files' sha256 (reads them fully)
+        """
         row = self._row(name, version)
         info, directory = self._info(row), self.root / row[8]
         X = _load_npy(directory / 'X.npy', (info.n_rows, info.n_features), row[9] if verify else None)
@@ -320,7 +406,19 @@ def resolve_callable(path: str) -> Callable:
 
 @dataclass
 class ModelVersion:
-    "One registered model version."
+    """One registered model version.
+
+    Parameters
+    ----------
+    spec : dict
+        includes 'factory' (and optionally 'loader') import paths
+    checkpoint : Path | None
+        weights file, or None
+    sha256 : str | None
+        of the checkpoint file
+    stage : str
+        one of STAGES
+    """
     name: str
     version: int
     spec: dict  # includes 'factory' (and optionally 'loader') import paths
@@ -344,7 +442,15 @@ def _check_stage(stage):
     return stage
 
 class ModelRegistry:
-    "Versioned models: spec (with factory import path), checkpoint file + sha256, metrics, tags and stage."
+    """Versioned models: spec (with factory import path), checkpoint file + sha256, metrics, tags and stage.
+
+    Parameters
+    ----------
+    root : str | Path
+        directory for copied checkpoints
+    db : SQLiteDatabase | str | Path | None, default None
+        registry database; default root/qstore.db
+    """
     def __init__(self, root: str | Path,  # directory for copied checkpoints
                  db: SQLiteDatabase | str | Path | None = None):  # registry database; default root/qstore.db
         self.root = Path(root).expanduser().resolve()
@@ -358,7 +464,25 @@ class ModelRegistry:
                  tags: dict | None = None,  # flat, filterable: {'dataset': 'iris', 'backend': 'local'}
                  stage: str = 'none',  # initial stage; 'production' archives the current production version
                  copy: bool = True) -> int:  # copy the checkpoint into the registry (else reference it in place)
-        "Record a new version; returns its number."
+        """Record a new version; returns its number.
+
+        Parameters
+        ----------
+        name : str
+            model name (letters, digits, '_', '.', '-')
+        model_spec : dict
+            JSON-serialisable; 'factory' import path required, 'loader' optional
+        checkpoint : str | Path | None, default None
+            weights file
+        metrics : dict | None, default None
+            e.g. {'val_accuracy': 0.93}
+        tags : dict | None, default None
+            flat, filterable: {'dataset': 'iris', 'backend': 'local'}
+        stage : str, default 'none'
+            initial stage; 'production' archives the current production version
+        copy : bool, default True
+            copy the checkpoint into the registry (else reference it in place)
+        """
         _check_name(name, 'model')
         if not isinstance(model_spec, dict) or 'factory' not in model_spec:
             raise ValueError("model_spec must be a dict with a 'factory' import path, e.g. {'factory': 'qstore.ml.layers:QuantumModel.from_spec', ...}")
@@ -398,7 +522,13 @@ class ModelRegistry:
 
     def get(self, name: str,
             version: int | str = 'latest') -> ModelVersion:  # an int, 'latest', or a stage ('production', ...)
-        "One model version, by number, 'latest' or stage (the newest version in that stage)."
+        """One model version, by number, 'latest' or stage (the newest version in that stage).
+
+        Parameters
+        ----------
+        version : int | str, default 'latest'
+            an int, 'latest', or a stage ('production', ...)
+        """
         _check_name(name, 'model')
         sql = f'SELECT {_MODEL_COLS} FROM models WHERE name=?'
         if isinstance(version, (int, np.integer)) and not isinstance(version, bool): sql, args = sql + ' AND version=?', (name, int(version))
@@ -415,7 +545,17 @@ class ModelRegistry:
     def list(self, name: str | None = None,  # only this model
              stage: str | None = None,  # only this stage
              tags: dict | None = None) -> list[ModelVersion]:  # metadata filter on tags, e.g. {'dataset': 'iris'}
-        "Registered versions, by name then version."
+        """Registered versions, by name then version.
+
+        Parameters
+        ----------
+        name : str | None, default None
+            only this model
+        stage : str | None, default None
+            only this stage
+        tags : dict | None, default None
+            metadata filter on tags, e.g. {'dataset': 'iris'}
+        """
         if stage is not None: _check_stage(stage)
         keep = compile_filter(tags)
         with self.db.transaction() as c:
@@ -441,7 +581,17 @@ class ModelRegistry:
              version: int | str = 'latest',  # an int, 'latest' or a stage
              loader: Callable | str | None = None,  # overrides spec['loader']: loader(model, checkpoint_path)
              verify: bool = True):  # check the checkpoint's sha256 first
-        "A ready model: `factory(spec)`, then `loader(model, checkpoint)` when there is a checkpoint."
+        """A ready model: `factory(spec)`, then `loader(model, checkpoint)` when there is a checkpoint.
+
+        Parameters
+        ----------
+        version : int | str, default 'latest'
+            an int, 'latest' or a stage
+        loader : Callable | str | None, default None
+            overrides spec['loader']: loader(model, checkpoint_path)
+        verify : bool, default True
+            check the checkpoint's sha256 first
+        """
         mv = self.get(name, version)
         model = resolve_callable(mv.spec['factory'])(deepcopy(mv.spec))
         if mv.checkpoint is None: return model
@@ -468,7 +618,15 @@ CREATE INDEX metrics_by_run ON metrics(run, seq)
 
 @dataclass
 class Run:
-    "One run's row."
+    """One run's row.
+
+    Parameters
+    ----------
+    status : str
+        one of RUN_STATUSES
+    n_records : int
+        logged rows
+    """
     run: str
     config: dict
     status: str  # one of RUN_STATUSES
@@ -515,7 +673,17 @@ def _column(values: list):
     return np.array(values, dtype=object)
 
 class MetricsStore:
-    "Runs (config, status, times) and their per-step / per-epoch metrics, with batched inserts."
+    """Runs (config, status, times) and their per-step / per-epoch metrics, with batched inserts.
+
+    Parameters
+    ----------
+    db : SQLiteDatabase | str | Path, default ':memory:'
+        shared database, file or ':memory:'
+    flush_every : int, default 100
+        write once this many rows are buffered
+    flush_interval : float, default 1.0
+        ... or once the oldest buffered row is this many seconds old
+    """
     def __init__(self, db: SQLiteDatabase | str | Path = ':memory:',  # shared database, file or ':memory:'
                  flush_every: int = 100,  # write once this many rows are buffered
                  flush_interval: float = 1.0):  # ... or once the oldest buffered row is this many seconds old
@@ -531,7 +699,17 @@ class MetricsStore:
     def start_run(self, run: str | None = None,  # id; default: timestamp + random suffix
                   config: dict | None = None,  # JSON-serialisable settings of the run
                   resume: bool = False) -> str:  # continue an existing run (its config must match)
-        "Create (or resume) a run and return its id."
+        """Create (or resume) a run and return its id.
+
+        Parameters
+        ----------
+        run : str | None, default None
+            id; default: timestamp + random suffix
+        config : dict | None, default None
+            JSON-serialisable settings of the run
+        resume : bool, default False
+            continue an existing run (its config must match)
+        """
         run = _check_name(run, 'run') if run is not None else time.strftime('%Y%m%d-%H%M%S-') + uuid.uuid4().hex[:6]
         cfg = to_json(redact_secrets(config or {}))
         with self.db.transaction(write=True) as c:
@@ -555,7 +733,19 @@ class MetricsStore:
             step: int | None = None,  # optimisation step
             epoch: int | None = None,  # epoch
             **metrics):  # name=value; values are numbers, strings, bools or nested dicts of those
-        "Buffer one row of metrics for a run."
+        """Buffer one row of metrics for a run.
+
+        Parameters
+        ----------
+        run : str
+            run id from start_run
+        step : int | None, default None
+            optimisation step
+        epoch : int | None, default None
+            epoch
+        metrics
+            name=value; values are numbers, strings, bools or nested dicts of those
+        """
         self._check_run(run)
         if not metrics: raise ValueError("log() needs at least one metric, e.g. log(run, step=3, loss=0.25)")
         flat = _flatten(metrics)
@@ -580,7 +770,13 @@ class MetricsStore:
 
     def records(self, run: str,
                 kind: str | None = None) -> list[dict]:  # None: all rows; 'step' or 'epoch' (see above)
-        "Logged rows of a run, oldest first, as dicts with 'step', 'epoch', 'time' and the metrics."
+        """Logged rows of a run, oldest first, as dicts with 'step', 'epoch', 'time' and the metrics.
+
+        Parameters
+        ----------
+        kind : str | None, default None
+            None: all rows; 'step' or 'epoch' (see above)
+        """
         if kind not in (None, 'step', 'epoch'): raise ValueError(f"kind must be None, 'step' or 'epoch', got {kind!r}")
         self._check_run(run)
         self.flush()
@@ -592,7 +788,15 @@ class MetricsStore:
     def history(self, run: str,
                 names: list[str] | None = None,  # only rows containing any of these metrics, and only these columns
                 kind: str | None = None) -> dict[str, np.ndarray]:  # None, 'step' or 'epoch'
-        "Aligned arrays per column: 'step', 'epoch', 'time' and every metric name."
+        """Aligned arrays per column: 'step', 'epoch', 'time' and every metric name.
+
+        Parameters
+        ----------
+        names : list[str] | None, default None
+            only rows containing any of these metrics, and only these columns
+        kind : str | None, default None
+            None, 'step' or 'epoch'
+        """
         recs = self.records(run, kind)
         if names is not None: recs = [r for r in recs if any(n in r for n in names)]
         cols = list(_RESERVED) + [n for n in (names or dict.fromkeys(k for r in recs for k in r)) if n not in _RESERVED]
@@ -639,7 +843,19 @@ def _open_home(root: Path):
 _SCHEMES: dict[str, Callable] = {'sqlite': _open_sqlite_url}
 
 class Database:
-    "Vector store, datasets, model registry and metrics behind one URL."
+    """Vector store, datasets, model registry and metrics behind one URL.
+
+    Parameters
+    ----------
+    db : SQLiteDatabase
+        shared SQLite database
+    root : Path
+        home directory for array and checkpoint files
+    tempdir : default None
+        TemporaryDirectory removed on close (in-memory databases)
+    url : str, default ''
+        what was opened (for repr)
+    """
     def __init__(self, db: SQLiteDatabase,  # shared SQLite database
                  root: Path,  # home directory for array and checkpoint files
                  tempdir=None,  # TemporaryDirectory removed on close (in-memory databases)
@@ -652,7 +868,13 @@ class Database:
 
     @classmethod
     def open(cls, url: str | Path | None = None) -> Database:  # see the table above; None: $QSTORE_HOME or ./.qstore
-        "Open (creating if needed) every store at `url`."
+        """Open (creating if needed) every store at `url`.
+
+        Parameters
+        ----------
+        url : str | Path | None, default None
+            see the table above; None: $QSTORE_HOME or ./.qstore
+        """
         if url is None: url = qstore_home()
         if isinstance(url, Path) or '://' not in str(url):
             return cls(*_open_home(Path(url)), url=str(url))

@@ -32,7 +32,13 @@ def _fsync_dir(directory):
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path):  # final path; its directory is created if needed
-    "Binary file object whose content replaces `path` atomically on success (temp -> fsync -> `os.replace` -> directory fsync); on error `path` is untouched."
+    """Binary file object whose content replaces `path` atomically on success (temp -> fsync -> `os.replace` -> directory fsync); on error `path` is untouched.
+
+    Parameters
+    ----------
+    path : str | Path
+        final path; its directory is created if needed
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'{TEMP_PREFIX}{os.getpid()}-')
@@ -48,7 +54,15 @@ def atomic_writer(path: str | Path):  # final path; its directory is created if 
 
 def atomic_write_bytes(path: str | Path,  # final path
                        data: bytes):  # full new content
-    "Replace `path` with `data` atomically."
+    """Replace `path` with `data` atomically.
+
+    Parameters
+    ----------
+    path : str | Path
+        final path
+    data : bytes
+        full new content
+    """
     with atomic_writer(path) as f: f.write(data)
 
 def file_sha256(path: str | Path) -> str:

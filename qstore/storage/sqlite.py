@@ -17,7 +17,15 @@ __all__ = ['SQLiteDatabase', 'open_sqlite']
 
 # %% ../../nbs/51_storage_sqlite.ipynb #st20-sql
 class SQLiteDatabase:
-    "One SQLite file (or ':memory:') in WAL mode with explicit transactions; errors name the file."
+    """One SQLite file (or ':memory:') in WAL mode with explicit transactions; errors name the file.
+
+    Parameters
+    ----------
+    path : str | Path, default ':memory:'
+        database file (parent directories are created) or ':memory:'
+    busy_timeout : float, default 30.0
+        seconds a writer waits for another process's write lock
+    """
     def __init__(self, path: str | Path = ':memory:',  # database file (parent directories are created) or ':memory:'
                  busy_timeout: float = 30.0):  # seconds a writer waits for another process's write lock
         self.in_memory = str(path) == ':memory:'
@@ -46,7 +54,13 @@ class SQLiteDatabase:
 
     @contextlib.contextmanager
     def transaction(self, write: bool = False):  # True: BEGIN IMMEDIATE (take the write lock now)
-        "Yield the connection inside a transaction; commit on success, roll back on error."
+        """Yield the connection inside a transaction; commit on success, roll back on error.
+
+        Parameters
+        ----------
+        write : bool, default False
+            True: BEGIN IMMEDIATE (take the write lock now)
+        """
         with self.lock:
             if self._depth:  # join the enclosing transaction
                 if write and not self._write_depth:
@@ -71,7 +85,17 @@ class SQLiteDatabase:
     def ensure_schema(self, component: str,  # e.g. 'vectors', 'datasets'
                       version: int,  # schema version this code reads and writes
                       ddl: str):  # ';'-separated statements creating the component's tables
-        "Create a component's tables once; refuse a file whose tables have another schema version."
+        """Create a component's tables once; refuse a file whose tables have another schema version.
+
+        Parameters
+        ----------
+        component : str
+            e.g. 'vectors', 'datasets'
+        version : int
+            schema version this code reads and writes
+        ddl : str
+            ';'-separated statements creating the component's tables
+        """
         with self.transaction(write=True) as c:
             row = c.execute('SELECT version FROM qstore_schema WHERE component=?', (component,)).fetchone()
             if row is None:

@@ -33,7 +33,15 @@ def _is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool
 
 def validate_metadata(metadata: dict | None,  # one record's metadata
                       where: str = 'metadata') -> dict:  # how error messages refer to it
-    "Check a flat metadata dict and return it with numpy values converted to Python ones."
+    """Check a flat metadata dict and return it with numpy values converted to Python ones.
+
+    Parameters
+    ----------
+    metadata : dict | None
+        one record's metadata
+    where : str, default 'metadata'
+        how error messages refer to it
+    """
     if metadata is None: return {}
     if not isinstance(metadata, dict): raise TypeError(f"{where} must be a dict, got {type(metadata).__name__}")
     out = {}
@@ -61,7 +69,13 @@ def _operand(key, op, v):
     raise ValueError(f"unknown filter operator {op!r} on {key!r}; supported: {', '.join(FILTER_OPERATORS)}")
 
 def normalize_filter(filter: dict | None) -> dict | None:  # Pinecone/Mongo-style filter
-    "Validate a metadata filter and return its canonical form (None means match everything)."
+    """Validate a metadata filter and return its canonical form (None means match everything).
+
+    Parameters
+    ----------
+    filter : dict | None
+        Pinecone/Mongo-style filter
+    """
     if filter is None: return None
     if not isinstance(filter, dict): raise TypeError(f"a filter must be a dict like {{'label': 3}}, got {type(filter).__name__}")
     clauses = []
@@ -135,7 +149,15 @@ def check_metric(metric: str) -> str:
 
 @dataclass
 class Match:
-    "One query result. `score`: cosine similarity, dot product, or squared Euclidean distance (see the table)."
+    """One query result. `score`: cosine similarity, dot product, or squared Euclidean distance (see the table).
+
+    Parameters
+    ----------
+    metadata : dict | None, default None
+        None unless include_metadata
+    values : np.ndarray | None, default None
+        float32 vector, None unless include_values
+    """
     id: str
     score: float
     metadata: dict | None = None  # None unless include_metadata
@@ -143,7 +165,13 @@ class Match:
 
 @dataclass
 class Record:
-    "One stored vector, as `fetch` returns it."
+    """One stored vector, as `fetch` returns it.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        float32
+    """
     id: str
     values: np.ndarray  # float32
     metadata: dict
@@ -188,7 +216,13 @@ def _dimension_error(namespace, expected, got):
     return ValueError(f"dimension mismatch in namespace {namespace!r}: it holds {expected}-dimensional vectors, got {got}")
 
 class VectorStore(ABC):
-    "Interface of every vector store; public methods validate, backends implement the `_` primitives."
+    """Interface of every vector store; public methods validate, backends implement the `_` primitives.
+
+    Parameters
+    ----------
+    metric : str, default 'cosine'
+        metric of namespaces created implicitly by upsert
+    """
     shareable: bool = False  # True when pickling reopens the same data in another process
 
     def __init__(self, metric: str = 'cosine'):  # metric of namespaces created implicitly by upsert
@@ -218,7 +252,17 @@ class VectorStore(ABC):
     def create_namespace(self, namespace: str = '',  # namespace name
                          dimension: int | None = None,  # vector length
                          metric: str | None = None) -> NamespaceInfo:  # 'cosine', 'dot' or 'euclidean'; default: the store's
-        "Create a namespace with a fixed dimension and metric (no-op if it exists identically; error if it differs)."
+        """Create a namespace with a fixed dimension and metric (no-op if it exists identically; error if it differs).
+
+        Parameters
+        ----------
+        namespace : str, default ''
+            namespace name
+        dimension : int | None, default None
+            vector length
+        metric : str | None, default None
+            'cosine', 'dot' or 'euclidean'; default: the store's
+        """
         if not isinstance(dimension, (int, np.integer)) or isinstance(dimension, bool) or dimension < 1:
             raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
         return self._create_namespace(_check_namespace(namespace), int(dimension), check_metric(metric or self.metric))
@@ -235,7 +279,17 @@ class VectorStore(ABC):
                vectors,  # (n, d) array-like
                metadata: list[dict | None] | None = None,  # one flat dict per vector (see `validate_metadata`)
                namespace: str = '') -> int:
-        "Insert vectors, replacing existing ids (vector and metadata); returns the number written."
+        """Insert vectors, replacing existing ids (vector and metadata); returns the number written.
+
+        Parameters
+        ----------
+        ids : list[str]
+            unique string ids
+        vectors
+            (n, d) array-like
+        metadata : list[dict | None] | None, default None
+            one flat dict per vector (see `validate_metadata`)
+        """
         namespace, ids = _check_namespace(namespace), _check_ids(ids)
         seen = set()
         for i in ids:
@@ -261,7 +315,21 @@ class VectorStore(ABC):
               namespace: str = '',
               include_values: bool = False,  # attach the stored vectors
               include_metadata: bool = True) -> list:  # attach the metadata
-        "Nearest stored vectors: a list of `Match` for one vector, a list of lists for a batch."
+        """Nearest stored vectors: a list of `Match` for one vector, a list of lists for a batch.
+
+        Parameters
+        ----------
+        vector
+            one vector (d,) or a batch (B, d)
+        top_k : int, default 10
+            matches per query vector
+        filter : dict | None, default None
+            metadata filter, e.g. {'label': {'$in': [1, 2]}}
+        include_values : bool, default False
+            attach the stored vectors
+        include_metadata : bool, default True
+            attach the metadata
+        """
         namespace = _check_namespace(namespace)
         if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -286,7 +354,17 @@ class VectorStore(ABC):
                filter: dict | None = None,  # ... or every vector matching this filter ...
                namespace: str = '',
                delete_all: bool = False) -> int:  # ... or the whole namespace
-        "Delete by ids, by filter, or everything in the namespace; returns the number of vectors removed."
+        """Delete by ids, by filter, or everything in the namespace; returns the number of vectors removed.
+
+        Parameters
+        ----------
+        ids : list[str] | None, default None
+            delete these ids ...
+        filter : dict | None, default None
+            ... or every vector matching this filter ...
+        delete_all : bool, default False
+            ... or the whole namespace
+        """
         namespace = _check_namespace(namespace)
         f = normalize_filter(filter)
         if filter is not None and f is None: raise ValueError("an empty filter would delete everything; pass delete_all=True to mean that")
@@ -364,7 +442,15 @@ def _top_k(scores, k, higher_better) -> np.ndarray:
     return np.take_along_axis(idx, order, 1)
 
 class SQLiteVectorStore(VectorStore):
-    "Vectors in SQLite (WAL, float32 BLOBs, JSON metadata) with exact numpy search over a cached matrix."
+    """Vectors in SQLite (WAL, float32 BLOBs, JSON metadata) with exact numpy search over a cached matrix.
+
+    Parameters
+    ----------
+    path : SQLiteDatabase | str | Path, default ':memory:'
+        file, ':memory:' or a shared SQLiteDatabase
+    metric : str, default 'cosine'
+        metric of namespaces created implicitly by upsert
+    """
     def __init__(self, path: SQLiteDatabase | str | Path = ':memory:',  # file, ':memory:' or a shared SQLiteDatabase
                  metric: str = 'cosine'):  # metric of namespaces created implicitly by upsert
         super().__init__(metric)
