@@ -12,7 +12,18 @@ from nbdev.config import get_config
 # %% ../nbs/97_export.ipynb #x97-cm
 def _comments(src:str  # Python source
              ) -> dict:  # line number -> comment text without the `#`
-    "Every comment in `src` by line"
+    """Every comment in `src` by line
+
+    Parameters
+    ----------
+    src : str
+        Python source
+
+    Returns
+    -------
+    dict
+        line number -> comment text without the `#`
+    """
     toks = tokenize.generate_tokens(io.StringIO(src).readline)
     return {t.start[0]: t.string.lstrip('#').strip() for t in toks if t.type == tokenize.COMMENT}
 
@@ -21,7 +32,24 @@ def _docment(line:int,  # the parameter's line
              param_lines:set,  # lines that hold parameters (a comment there belongs to that parameter)
              header:int,  # the `def` or `class` line: comments above it belong to something else
              ) -> str:  # the meaning, '' when there is none
-    "The comment on `line`, else the comment lines directly above it"
+    """The comment on `line`, else the comment lines directly above it
+
+    Parameters
+    ----------
+    line : int
+        the parameter's line
+    comments : dict
+        from `_comments`
+    param_lines : set
+        lines that hold parameters (a comment there belongs to that parameter)
+    header : int
+        the `def` or `class` line: comments above it belong to something else
+
+    Returns
+    -------
+    str
+        the meaning, '' when there is none
+    """
     if line in comments: return comments[line]
     above = []
     line -= 1
@@ -34,7 +62,8 @@ def _docment(line:int,  # the parameter's line
 def _entry(name:str, annotation:ast.AST|None, default:ast.AST|None, meaning:str) -> str:
     "A numpydoc entry: `name : type, default value`, then the meaning indented below"
     kind = ast.unparse(annotation) if annotation is not None else ''
-    if default is not None and not isinstance(default, ast.Call): kind += f"{', ' if kind else ''}default {ast.unparse(default)}"
+    if default is not None and not isinstance(default, ast.Call):
+        kind += f"{', ' if kind else ''}default {ast.unparse(default)}"
     head = f"{name} : {kind}" if kind else name
     return '\n'.join([head, *('    ' + l if l else l for l in meaning.splitlines())])
 
@@ -73,22 +102,16 @@ def _section(title:str, entries:list) -> str:
     return f"{title}\n{'-' * len(title)}\n" + '\n'.join(entries) if entries else ''
 
 # %% ../nbs/97_export.ipynb #x97-def
-def _private(name:str) -> bool: return name.startswith('_') and not name.endswith('__')
-
 def _definitions(body:list):
-    "Yield `(node, owner class or None)` for the functions and classes in `body` and in its class bodies"
+    "Yield the functions and classes in `body` and, recursively, in its class bodies"
     for node in body:
-        if node.__class__ not in (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef) or _private(node.name): continue
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)): yield node, None
-        elif isinstance(node, ast.ClassDef):
-            yield node, None
-            for sub, _ in _definitions(node.body): yield sub, node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): yield node
+        if isinstance(node, ast.ClassDef): yield from _definitions(node.body)
 
 def _init_of(cls:ast.ClassDef):
     return next((s for s in cls.body if isinstance(s, ast.FunctionDef) and s.name == '__init__'), None)
 
 def parameter_section(node:ast.AST,  # a function or class definition
-                      owner:ast.ClassDef|None,  # the class whose body holds `node`
                       comments:dict,  # from `_comments` on the whole source
                       ) -> str:  # the `Parameters`/`Returns` text, '' when nothing is commented
     """The numpydoc sections that `help()` should show for `node`
@@ -97,8 +120,6 @@ def parameter_section(node:ast.AST,  # a function or class definition
     ----------
     node : ast.AST
         a function or class definition
-    owner : ast.ClassDef | None
-        the class whose body holds `node`
     comments : dict
         from `_comments` on the whole source
 
@@ -108,9 +129,7 @@ def parameter_section(node:ast.AST,  # a function or class definition
         the `Parameters`/`Returns` text, '' when nothing is commented
     """
     if isinstance(node, ast.ClassDef):
-        init = _init_of(node)
-        return _section('Parameters', _param_docs(init, comments) if init else _field_docs(node, comments))
-    if owner is not None and node.name == '__init__': return ''
+        return '' if _init_of(node) else _section('Parameters', _field_docs(node, comments))
     return '\n\n'.join(filter(None, [_section('Parameters', _param_docs(node, comments)),
                                      _section('Returns', _returns_doc(node, comments))]))
 
@@ -139,7 +158,8 @@ def _edit(node:ast.AST, section:str, src:str, starts:list) -> tuple:
     lit = _literal(inspect.cleandoc(first.value.value) + '\n\n' + section if has_doc else section, indent)
     start = starts[first.lineno - 1] + first.col_offset
     end = starts[first.end_lineno - 1] + first.end_col_offset if has_doc else start
-    if own_line and not has_doc: return starts[_first_line(first) - 1], starts[_first_line(first) - 1], indent + lit + '\n'
+    line_start = starts[_first_line(first) - 1]
+    if own_line and not has_doc: return line_start, line_start, indent + lit + '\n'
     if own_line: return start, end, lit
     while src[start - 1] in ' \t': start -= 1
     return start, end, '\n' + indent + lit + ('' if has_doc else '\n' + indent)
@@ -163,8 +183,8 @@ def add_parameter_sections(src:str  # the source of one exported cell
     comments = _comments(src)
     starts = [0]
     for line in src.splitlines(keepends=True): starts.append(starts[-1] + len(line))
-    edits = [_edit(node, sec, src, starts) for node, owner in _definitions(tree.body)
-             if (sec := parameter_section(node, owner, comments))]
+    sections = [(node, parameter_section(node, comments)) for node in _definitions(tree.body)]
+    edits = [_edit(node, section, src, starts) for node, section in sections if section]
     for start, end, text in sorted(edits, reverse=True): src = src[:start] + text + src[end:]
     return src
 
@@ -175,7 +195,8 @@ class DocstringSections:
     "nbdev export processor: docments of exported definitions become numpydoc docstring sections"
     def __init__(self, nb): self.nb = nb
     def __call__(self, cell):
-        if cell.cell_type == 'code' and _EXPORTS & set(cell.directives_): cell.set_source(add_parameter_sections(cell.source))
+        if cell.cell_type != 'code' or not _EXPORTS & set(cell.directives_): return
+        cell.set_source(add_parameter_sections(cell.source))
 
 class KeepVersion:
     "nbdev export processor: the module exported to `__init__` starts with the package's current `__version__`"

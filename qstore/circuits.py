@@ -203,14 +203,13 @@ class Angle:
 
 
 class Param(Angle):
-    """A named circuit parameter; arithmetic with numbers gives an `Angle`.
-
-    Parameters
-    ----------
-    name : str
-        the parameter's name, unique within a circuit
-    """
+    "A named circuit parameter; arithmetic with numbers gives an `Angle`."
     def __init__(self, name: str):  # the parameter's name, unique within a circuit
+        """Parameters
+        ----------
+        name : str
+            the parameter's name, unique within a circuit
+        """
         object.__setattr__(self, 'param', name); object.__setattr__(self, 'scale', 1.0); object.__setattr__(self, 'offset', 0.0)
     @property
     def name(self): return self.param
@@ -256,17 +255,16 @@ class Operation:
 
 # %% ../nbs/02_circuits.ipynb #c00-circuit
 class Circuit:
-    """A parametrised circuit template: gates with angles affine in named parameters.
-
-    Parameters
-    ----------
-    n_qubits : int
-        number of qubits
-    name : str, default 'circuit'
-        label shown in drawings and reports
-    """
+    "A parametrised circuit template: gates with angles affine in named parameters."
     def __init__(self, n_qubits: int,  # number of qubits
                  name: str = 'circuit'):  # label shown in drawings and reports
+        """Parameters
+        ----------
+        n_qubits : int
+            number of qubits
+        name : str, default 'circuit'
+            label shown in drawings and reports
+        """
         if not isinstance(n_qubits, (int, np.integer)) or n_qubits < 1:
             raise ValueError(f"n_qubits must be a positive integer, got {n_qubits!r}")
         self.n_qubits, self.name = int(n_qubits), name

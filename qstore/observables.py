@@ -61,14 +61,13 @@ class PauliTerm:
 
 # %% ../nbs/03_observables.ipynb #o00-obs
 class Observable:
-    """A real-weighted sum of Pauli strings.
-
-    Parameters
-    ----------
-    terms
-        iterable of PauliTerm, or a string like "0.5*Z0 Z1 + X2"
-    """
+    "A real-weighted sum of Pauli strings."
     def __init__(self, terms):  # iterable of PauliTerm, or a string like "0.5*Z0 Z1 + X2"
+        """Parameters
+        ----------
+        terms
+            iterable of PauliTerm, or a string like "0.5*Z0 Z1 + X2"
+        """
         if isinstance(terms, str):
             parts = re.split(r"\s*\+\s*|\s+(?=-)", terms.strip().replace('- ', '-'))
             terms = [PauliTerm.parse(p) for p in parts if p]

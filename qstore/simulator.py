@@ -164,20 +164,19 @@ def plan_for(circuit: Circuit) -> _Plan:
 
 # %% ../nbs/04_simulator.ipynb #s01-sv
 class StatevectorSimulator:
-    """Exact, batched statevector simulation of circuit templates.
-
-    Parameters
-    ----------
-    dtype : default np.complex128
-        complex128 (default) or complex64
-    seed : int | None, default None
-        seed for `sample`
-    chunk_amplitudes : int, default 2 ** 21
-        rows are simulated in chunks of at most this many amplitudes
-    """
+    "Exact, batched statevector simulation of circuit templates."
     def __init__(self, dtype=np.complex128,  # complex128 (default) or complex64
                  seed: int | None = None,  # seed for `sample`
                  chunk_amplitudes: int = 2 ** 21):  # rows are simulated in chunks of at most this many amplitudes
+        """Parameters
+        ----------
+        dtype : default np.complex128
+            complex128 (default) or complex64
+        seed : int | None, default None
+            seed for `sample`
+        chunk_amplitudes : int, default 2 ** 21
+            rows are simulated in chunks of at most this many amplitudes
+        """
         self.dtype, self.chunk_amplitudes = np.dtype(dtype), int(chunk_amplitudes)
         if self.dtype not in (np.complex64, np.complex128): raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
         self.rng = np.random.default_rng(seed)
@@ -360,20 +359,19 @@ def _readout(probs, n, p01, p10):
 
 
 class DensityMatrixSimulator:
-    """Exact noisy simulation with density matrices (batched over rows).
-
-    Parameters
-    ----------
-    noise : NoiseModel | str | None, default None
-        NoiseModel, preset name, or None for ideal
-    seed : int | None, default None
-        seed for `sample`
-    max_qubits : int, default 12
-        refuse larger circuits (memory is 16 * 4^n bytes per row)
-    """
+    "Exact noisy simulation with density matrices (batched over rows)."
     def __init__(self, noise: NoiseModel | str | None = None,  # NoiseModel, preset name, or None for ideal
                  seed: int | None = None,  # seed for `sample`
                  max_qubits: int = 12):  # refuse larger circuits (memory is 16 * 4^n bytes per row)
+        """Parameters
+        ----------
+        noise : NoiseModel | str | None, default None
+            NoiseModel, preset name, or None for ideal
+        seed : int | None, default None
+            seed for `sample`
+        max_qubits : int, default 12
+            refuse larger circuits (memory is 16 * 4^n bytes per row)
+        """
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else (noise or NoiseModel())
         self.rng, self.max_qubits = np.random.default_rng(seed), max_qubits
 

@@ -90,16 +90,15 @@ class Result:
 
 # %% ../../nbs/10_backends.ipynb #b03-base
 class Backend:
-    """Base class: validation, measurement bases, shot estimates, counters and async execution.
-
-    Parameters
-    ----------
-    seed : int | None, default None
-        seed for shot sampling
-    """
+    "Base class: validation, measurement bases, shot estimates, counters and async execution."
     capabilities: BackendCapabilities
 
     def __init__(self, seed: int | None = None):  # seed for shot sampling
+        """Parameters
+        ----------
+        seed : int | None, default None
+            seed for shot sampling
+        """
         self.rng = np.random.default_rng(seed)
         self.calls = 0  # number of `run` calls
         self.circuits_executed = 0  # total circuit executions (rows x bases)
@@ -183,23 +182,22 @@ class Backend:
 
 # %% ../../nbs/10_backends.ipynb #b03-local
 class LocalBackend(Backend):
-    """The batched local simulator behind the backend interface.
-
-    Parameters
-    ----------
-    noise : NoiseModel | str | None, default None
-        None (ideal), a NoiseModel or an IonQ preset name
-    seed : int | None, default None
-        sampling seed
-    dtype : default np.complex128
-        statevector precision
-    max_qubits : int, default 24
-        refuse larger circuits
-    """
+    "The batched local simulator behind the backend interface."
     def __init__(self, noise: NoiseModel | str | None = None,  # None (ideal), a NoiseModel or an IonQ preset name
                  seed: int | None = None,  # sampling seed
                  dtype=np.complex128,  # statevector precision
                  max_qubits: int = 24):  # refuse larger circuits
+        """Parameters
+        ----------
+        noise : NoiseModel | str | None, default None
+            None (ideal), a NoiseModel or an IonQ preset name
+        seed : int | None, default None
+            sampling seed
+        dtype : default np.complex128
+            statevector precision
+        max_qubits : int, default 24
+            refuse larger circuits
+        """
         super().__init__(seed)
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else noise
         noisy = self.noise is not None and not self.noise.is_ideal

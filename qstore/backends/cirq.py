@@ -42,17 +42,16 @@ def _counts(bits: np.ndarray, n: int) -> np.ndarray:
 
 # %% ../../nbs/12_backends_cirq.ipynb #bc-cirq
 class CirqBackend(Backend):
-    """Cirq's state-vector simulator: exact expectations from Cirq's final states, counts from Cirq's sampling.
-
-    Parameters
-    ----------
-    seed : int | None, default None
-        seeds Cirq's sampling
-    max_qubits : int, default 20
-        refuse larger circuits
-    """
+    "Cirq's state-vector simulator: exact expectations from Cirq's final states, counts from Cirq's sampling."
     def __init__(self, seed: int | None = None,  # seeds Cirq's sampling
                  max_qubits: int = 20):  # refuse larger circuits
+        """Parameters
+        ----------
+        seed : int | None, default None
+            seeds Cirq's sampling
+        max_qubits : int, default 20
+            refuse larger circuits
+        """
         super().__init__(seed)
         self.simulator = cirq.Simulator(dtype=np.complex128)
         self.capabilities = BackendCapabilities('cirq', analytic=True, max_qubits=max_qubits, adjoint=True)
@@ -81,20 +80,19 @@ register_backend('cirq', CirqBackend)
 
 # %% ../../nbs/12_backends_cirq.ipynb #bc-ionq
 class CirqIonQBackend(IonQRouteBackend):
-    """IonQ (cloud or emulator) through cirq-ionq; sampling only, one multi-circuit job per `run`.
-
-    Parameters
-    ----------
-    args
-        target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
-    max_retry_seconds : float, default 60
-        give up retrying failed requests after this long
-    """
+    "IonQ (cloud or emulator) through cirq-ionq; sampling only, one multi-circuit job per `run`."
     family = 'cirq-ionq'
 
     def __init__(self, *args,  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
                  max_retry_seconds: float = 60,  # give up retrying failed requests after this long
                  **kwargs):
+        """Parameters
+        ----------
+        args
+            target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+        max_retry_seconds : float, default 60
+            give up retrying failed requests after this long
+        """
         super().__init__(*args, **kwargs)
         self.max_retry_seconds = max_retry_seconds
 

@@ -555,21 +555,7 @@ def _native_job(circuit: Circuit, values: np.ndarray) -> tuple:
 
 
 class IonQRouteBackend(Backend):
-    """Base for sampling on IonQ through an official client library; subclasses implement `_submit`.
-
-    Parameters
-    ----------
-    target : str, default 'simulator'
-        'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
-    remote_host : str | None, default None
-        API root, e.g. 'http://127.0.0.1:8765' (default: env, else IonQ cloud)
-    api_key : str | None, default None
-        IonQ API key (default: env IONQ_API_KEY); never printed
-    seed : int | None, default None
-        seeds the client-side sampling of simulator results
-    default_shots : int, default 1000
-        shots per circuit when `run` gets none
-    """
+    "Base for sampling on IonQ through an official client library; subclasses implement `_submit`."
     family = 'ionq-route'  # registry family; subclasses set 'cirq-ionq' or 'qiskit-ionq'
 
     def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
@@ -577,6 +563,19 @@ class IonQRouteBackend(Backend):
                  api_key: str | None = None,  # IonQ API key (default: env IONQ_API_KEY); never printed
                  seed: int | None = None,  # seeds the client-side sampling of simulator results
                  default_shots: int = 1000):  # shots per circuit when `run` gets none
+        """Parameters
+        ----------
+        target : str, default 'simulator'
+            'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
+        remote_host : str | None, default None
+            API root, e.g. 'http://127.0.0.1:8765' (default: env, else IonQ cloud)
+        api_key : str | None, default None
+            IonQ API key (default: env IONQ_API_KEY); never printed
+        seed : int | None, default None
+            seeds the client-side sampling of simulator results
+        default_shots : int, default 1000
+            shots per circuit when `run` gets none
+        """
         from qstore.ionq.backend import IONQ_SYSTEMS, SIMULATOR_QUBITS
         from qstore.ionq.client import PRICING
         super().__init__(seed)

@@ -45,17 +45,16 @@ def _bitarray_counts(bits, n: int) -> np.ndarray:
 
 # %% ../../nbs/13_backends_qiskit.ipynb #bq-qk
 class QiskitBackend(Backend):
-    """Qiskit's reference primitives: StatevectorEstimator for exact expectations, StatevectorSampler for counts.
-
-    Parameters
-    ----------
-    seed : int | None, default None
-        seeds Qiskit's sampling
-    max_qubits : int, default 20
-        refuse larger circuits
-    """
+    "Qiskit's reference primitives: StatevectorEstimator for exact expectations, StatevectorSampler for counts."
     def __init__(self, seed: int | None = None,  # seeds Qiskit's sampling
                  max_qubits: int = 20):  # refuse larger circuits
+        """Parameters
+        ----------
+        seed : int | None, default None
+            seeds Qiskit's sampling
+        max_qubits : int, default 20
+            refuse larger circuits
+        """
         super().__init__(seed)
         self.estimator = StatevectorEstimator()
         self.capabilities = BackendCapabilities('qiskit', analytic=True, max_qubits=max_qubits, adjoint=True)
@@ -94,18 +93,17 @@ def _environ(**values):
 
 
 class QiskitIonQBackend(IonQRouteBackend):
-    """IonQ (cloud or emulator) through qiskit-ionq; sampling only, one multi-circuit job per `run`.
-
-    Parameters
-    ----------
-    args
-        target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
-    kwargs
-        target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
-    """
+    "IonQ (cloud or emulator) through qiskit-ionq; sampling only, one multi-circuit job per `run`."
     family = 'qiskit-ionq'
 
     def __init__(self, *args, **kwargs):  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+        """Parameters
+        ----------
+        args
+            target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+        kwargs
+            target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+        """
         super().__init__(*args, **kwargs)
         self._ionq_backends = {}  # gate set -> qiskit-ionq backend object
 

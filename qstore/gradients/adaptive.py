@@ -22,20 +22,19 @@ __all__ = ['AdaptiveGradient']
 
 # %% ../../nbs/46_gradients_adaptive.ipynb #g04-adaptive
 class AdaptiveGradient:
-    """Pick adjoint, parameter shift or SPSA per call, and record why.
-
-    Parameters
-    ----------
-    budget : int | None, default None
-        max circuits per row for one gradient (None: no limit)
-    max_shift_circuits : int, default 64
-        on sampled backends prefer SPSA above this many circuits per row
-    spsa : SPSAGradientEstimator | None, default None
-        the SPSA estimator to use (keeps its own state)
-    """
+    "Pick adjoint, parameter shift or SPSA per call, and record why."
     def __init__(self, budget: int | None = None,  # max circuits per row for one gradient (None: no limit)
                  max_shift_circuits: int = 64,  # on sampled backends prefer SPSA above this many circuits per row
                  spsa: SPSAGradientEstimator | None = None):  # the SPSA estimator to use (keeps its own state)
+        """Parameters
+        ----------
+        budget : int | None, default None
+            max circuits per row for one gradient (None: no limit)
+        max_shift_circuits : int, default 64
+            on sampled backends prefer SPSA above this many circuits per row
+        spsa : SPSAGradientEstimator | None, default None
+            the SPSA estimator to use (keeps its own state)
+        """
         self.budget, self.max_shift_circuits = budget, max_shift_circuits
         self.spsa = spsa or SPSAGradientEstimator()
         self.history = deque(maxlen=1000)  # the most recent choices, with their reasons

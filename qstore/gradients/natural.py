@@ -113,18 +113,17 @@ def overlap_circuit(circuit: Circuit, wrt='weights') -> Circuit:
 
 
 class QNSPSA:
-    """QN-SPSA metric estimates with smoothing and regularisation (Gacon et al. 2021; Qiskit's conventions).
-
-    Parameters
-    ----------
-    eps : float, default 0.01
-        fidelity perturbation size
-    regularization : float, default 0.01
-        beta added to |g| (Qiskit convention)
-    """
+    "QN-SPSA metric estimates with smoothing and regularisation (Gacon et al. 2021; Qiskit's conventions)."
     def __init__(self, eps: float = 0.01,  # fidelity perturbation size
                  regularization: float = 0.01,  # beta added to |g| (Qiskit convention)
                  seed: int | None = None):
+        """Parameters
+        ----------
+        eps : float, default 0.01
+            fidelity perturbation size
+        regularization : float, default 0.01
+            beta added to |g| (Qiskit convention)
+        """
         self.eps, self.beta = float(eps), float(regularization)
         self.rng, self.k, self.metric = np.random.default_rng(seed), 0, None
 

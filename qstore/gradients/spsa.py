@@ -19,25 +19,7 @@ __all__ = ['SPSAGradientEstimator']
 
 # %% ../../nbs/44_gradients_spsa.ipynb #g04-spsa
 class SPSAGradientEstimator:
-    """SPSA gradient estimates with Spall gain sequences, checkpointable state.
-
-    Parameters
-    ----------
-    a : float, default 0.2
-        step-size numerator
-    c : float, default 0.1
-        perturbation numerator
-    A : float, default 10.0
-        stability constant (about 10% of the iterations)
-    alpha : float, default 0.602
-        step-size decay exponent
-    gamma : float, default 0.101
-        perturbation decay exponent
-    num_directions : int, default 1
-        random directions averaged per estimate
-    seed : int | None, default None
-        RNG seed for the perturbations
-    """
+    "SPSA gradient estimates with Spall gain sequences, checkpointable state."
     def __init__(self, a: float = 0.2,  # step-size numerator
                  c: float = 0.1,  # perturbation numerator
                  A: float = 10.0,  # stability constant (about 10% of the iterations)
@@ -45,6 +27,23 @@ class SPSAGradientEstimator:
                  gamma: float = 0.101,  # perturbation decay exponent
                  num_directions: int = 1,  # random directions averaged per estimate
                  seed: int | None = None):  # RNG seed for the perturbations
+        """Parameters
+        ----------
+        a : float, default 0.2
+            step-size numerator
+        c : float, default 0.1
+            perturbation numerator
+        A : float, default 10.0
+            stability constant (about 10% of the iterations)
+        alpha : float, default 0.602
+            step-size decay exponent
+        gamma : float, default 0.101
+            perturbation decay exponent
+        num_directions : int, default 1
+            random directions averaged per estimate
+        seed : int | None, default None
+            RNG seed for the perturbations
+        """
         if num_directions < 1: raise ValueError(f"num_directions must be >= 1, got {num_directions}")
         if not (a > 0 and c > 0 and A >= 0): raise ValueError("SPSA gains need a > 0, c > 0 and A >= 0")
         self.a, self.c, self.A, self.alpha, self.gamma = float(a), float(c), float(A), float(alpha), float(gamma)

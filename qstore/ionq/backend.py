@@ -29,29 +29,7 @@ def _system(name: str, what: str, known) -> tuple:
 
 # %% ../../nbs/26_ionq_backend.ipynb #ib-backend
 class IonQBackend(Backend):
-    """IonQ cloud simulator or QPU as a sampling backend; all circuits of a run go out as multi-circuit jobs.
-
-    Parameters
-    ----------
-    target : str, default 'simulator'
-        'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
-    noise : str | None, default None
-        simulator noise model named after a system, e.g. 'aria-1' ('ideal' = none)
-    default_shots : int, default 1000
-        shots when `run` is given none
-    error_mitigation : bool, default False
-        IonQ debiasing (>= 500 shots)
-    use_native_gates : bool, default False
-        ask for native-gate execution (see above)
-    timeout : float | None, default 3600.0
-        seconds for one run's jobs; unfinished jobs are canceled after that
-    seed : int | None, default None
-        seeds client-side sampling and the noisy simulator's seed
-    client : IonQBatchClient | None, default None
-        share a client (and its connection pool)
-    client_options
-        otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
-    """
+    "IonQ cloud simulator or QPU as a sampling backend; all circuits of a run go out as multi-circuit jobs."
     def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
                  *, noise: str | None = None,  # simulator noise model named after a system, e.g. 'aria-1' ('ideal' = none)
                  default_shots: int = 1000,  # shots when `run` is given none
@@ -61,6 +39,27 @@ class IonQBackend(Backend):
                  seed: int | None = None,  # seeds client-side sampling and the noisy simulator's seed
                  client: IonQBatchClient | None = None,  # share a client (and its connection pool)
                  **client_options):  # otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
+        """Parameters
+        ----------
+        target : str, default 'simulator'
+            'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
+        noise : str | None, default None
+            simulator noise model named after a system, e.g. 'aria-1' ('ideal' = none)
+        default_shots : int, default 1000
+            shots when `run` is given none
+        error_mitigation : bool, default False
+            IonQ debiasing (>= 500 shots)
+        use_native_gates : bool, default False
+            ask for native-gate execution (see above)
+        timeout : float | None, default 3600.0
+            seconds for one run's jobs; unfinished jobs are canceled after that
+        seed : int | None, default None
+            seeds client-side sampling and the noisy simulator's seed
+        client : IonQBatchClient | None, default None
+            share a client (and its connection pool)
+        client_options
+            otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
+        """
         super().__init__(seed)
         target = str(target).lower()
         if target == 'simulator':

@@ -23,23 +23,22 @@ __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'NOISE_MODELS',
 _log = logging.getLogger('qstore.ionq')
 
 class IonQError(Exception):
-    """An IonQ request or job failed. The message never contains the API key.
-
-    Parameters
-    ----------
-    message : str
-        what went wrong and what to do about it
-    status : int | None, default None
-        HTTP status, when there was a response
-    code : str | None, default None
-        IonQ's failure or error code
-    job_id : str | None, default None
-        the job concerned, if any
-    """
+    "An IonQ request or job failed. The message never contains the API key."
     def __init__(self, message: str,  # what went wrong and what to do about it
                  *, status: int | None = None,  # HTTP status, when there was a response
                  code: str | None = None,  # IonQ's failure or error code
                  job_id: str | None = None):  # the job concerned, if any
+        """Parameters
+        ----------
+        message : str
+            what went wrong and what to do about it
+        status : int | None, default None
+            HTTP status, when there was a response
+        code : str | None, default None
+            IonQ's failure or error code
+        job_id : str | None, default None
+            the job concerned, if any
+        """
         super().__init__(message)
         self.status, self.code, self.job_id = status, code, job_id
 
@@ -270,41 +269,7 @@ class _SyncFacade:
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-client
 class IonQBatchClient:
-    """Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling.
-
-    Parameters
-    ----------
-    api_key : str | None, default None
-        IonQ API key; default: env IONQ_API_KEY
-    base_url : str | None, default None
-        API root ending in /v0.4; default: env IONQ_API_URL, else IonQ's cloud
-    timeout : float, default 30.0
-        seconds allowed per HTTP request (connect, read, write)
-    connection_pool_size : int, default 8
-        pooled keep-alive connections (httpx limits)
-    max_retries : int, default 6
-        retries of one request on 429/502/503/504/52x and lost connections
-    backoff_base : float, default 0.25
-        first retry delay in seconds; doubles per retry, with jitter
-    backoff_max : float, default 30.0
-        cap on one back-off delay (a larger Retry-After still wins)
-    rate_limit : float, default 20.0
-        client-side cap on requests per second
-    burst : int, default 10
-        requests allowed back to back before the rate cap applies
-    poll_interval : float, default 0.5
-        first delay between status polls, seconds
-    poll_max_interval : float, default 5.0
-        cap on the poll delay, which grows x1.5 per poll
-    use_predictions : bool, default True
-        first sleep until IonQ's predicted completion (predicted_* fields)
-    list_pages : int, default 20
-        pages of GET /jobs searched for a job whose POST response was lost
-    limits : IonQLimits
-        per-job limits used to chunk batches
-    transport : httpx.AsyncBaseTransport | None, default None
-        custom httpx transport (emulator in-process, tests)
-    """
+    "Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling."
     def __init__(self, api_key: str | None = None,  # IonQ API key; default: env IONQ_API_KEY
                  base_url: str | None = None,  # API root ending in /v0.4; default: env IONQ_API_URL, else IonQ's cloud
                  *,
@@ -321,6 +286,39 @@ class IonQBatchClient:
                  list_pages: int = 20,  # pages of GET /jobs searched for a job whose POST response was lost
                  limits: IonQLimits = IonQLimits(),  # per-job limits used to chunk batches
                  transport: httpx.AsyncBaseTransport | None = None):  # custom httpx transport (emulator in-process, tests)
+        """Parameters
+        ----------
+        api_key : str | None, default None
+            IonQ API key; default: env IONQ_API_KEY
+        base_url : str | None, default None
+            API root ending in /v0.4; default: env IONQ_API_URL, else IonQ's cloud
+        timeout : float, default 30.0
+            seconds allowed per HTTP request (connect, read, write)
+        connection_pool_size : int, default 8
+            pooled keep-alive connections (httpx limits)
+        max_retries : int, default 6
+            retries of one request on 429/502/503/504/52x and lost connections
+        backoff_base : float, default 0.25
+            first retry delay in seconds; doubles per retry, with jitter
+        backoff_max : float, default 30.0
+            cap on one back-off delay (a larger Retry-After still wins)
+        rate_limit : float, default 20.0
+            client-side cap on requests per second
+        burst : int, default 10
+            requests allowed back to back before the rate cap applies
+        poll_interval : float, default 0.5
+            first delay between status polls, seconds
+        poll_max_interval : float, default 5.0
+            cap on the poll delay, which grows x1.5 per poll
+        use_predictions : bool, default True
+            first sleep until IonQ's predicted completion (predicted_* fields)
+        list_pages : int, default 20
+            pages of GET /jobs searched for a job whose POST response was lost
+        limits : IonQLimits
+            per-job limits used to chunk batches
+        transport : httpx.AsyncBaseTransport | None, default None
+            custom httpx transport (emulator in-process, tests)
+        """
         for k, v in dict(timeout=timeout, backoff_base=backoff_base, backoff_max=backoff_max, rate_limit=rate_limit,
                          poll_interval=poll_interval, poll_max_interval=poll_max_interval).items():
             if not isinstance(v, (int, float)) or not v > 0: raise ValueError(f"{k} must be a positive number of seconds (or per second), got {v!r}")

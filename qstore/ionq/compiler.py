@@ -484,20 +484,19 @@ _COMPILED: OrderedDict = OrderedDict()
 
 
 class IonQNativeGateCompiler:
-    """Compile circuit templates to IonQ native gates: GPi, GPi2, MS (Aria) or GPi, GPi2, ZZ (Forte).
-
-    Parameters
-    ----------
-    target : str, default 'aria'
-        'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
-    drop_final_z : bool, default True
-        drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
-    split_symbolic : bool, default True
-        symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
-    """
+    "Compile circuit templates to IonQ native gates: GPi, GPi2, MS (Aria) or GPi, GPi2, ZZ (Forte)."
     def __init__(self, target: str = 'aria',  # 'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
                  drop_final_z: bool = True,  # drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
                  split_symbolic: bool = True):  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+        """Parameters
+        ----------
+        target : str, default 'aria'
+            'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
+        drop_final_z : bool, default True
+            drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
+        split_symbolic : bool, default True
+            symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+        """
         self.target, self.system = _target(target)
         self.drop_final_z, self.split_symbolic = bool(drop_final_z), bool(split_symbolic)
 

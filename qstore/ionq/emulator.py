@@ -289,14 +289,13 @@ async def _drop_connection(send):
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-app
 class IonQEmulator:
-    """ASGI app implementing IonQ API v0.4 on qstore's simulators, with latency and fault injection.
-
-    Parameters
-    ----------
-    config : EmulatorConfig | None, default None
-        behaviour; may be changed while serving
-    """
+    "ASGI app implementing IonQ API v0.4 on qstore's simulators, with latency and fault injection."
     def __init__(self, config: EmulatorConfig | None = None):  # behaviour; may be changed while serving
+        """Parameters
+        ----------
+        config : EmulatorConfig | None, default None
+            behaviour; may be changed while serving
+        """
         self.config = config or EmulatorConfig()
         self._lock, self._exec_lock = threading.RLock(), threading.Lock()
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
@@ -665,23 +664,22 @@ def create_app(config: EmulatorConfig | None = None) -> IonQEmulator:  # behavio
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-srv
 class EmulatorServer:
-    """Serve an `IonQEmulator` with uvicorn in a background thread; a context manager.
-
-    Parameters
-    ----------
-    config : EmulatorConfig | None, default None
-        emulator behaviour (ignored when `app` is given)
-    port : int, default 0
-        TCP port; 0 picks a free one
-    host : str, default '127.0.0.1'
-        interface to listen on
-    app : IonQEmulator | None, default None
-        serve an existing emulator instead of a new one
-    """
+    "Serve an `IonQEmulator` with uvicorn in a background thread; a context manager."
     def __init__(self, config: EmulatorConfig | None = None,  # emulator behaviour (ignored when `app` is given)
                  port: int = 0,  # TCP port; 0 picks a free one
                  host: str = '127.0.0.1',  # interface to listen on
                  app: IonQEmulator | None = None):  # serve an existing emulator instead of a new one
+        """Parameters
+        ----------
+        config : EmulatorConfig | None, default None
+            emulator behaviour (ignored when `app` is given)
+        port : int, default 0
+            TCP port; 0 picks a free one
+        host : str, default '127.0.0.1'
+            interface to listen on
+        app : IonQEmulator | None, default None
+            serve an existing emulator instead of a new one
+        """
         self.app = app or create_app(config)
         self.host, self.port = host, port
         self._server = self._thread = None

@@ -77,35 +77,7 @@ class ChunkPlan:
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-mgr
 class AdaptiveQueueManager:
-    """Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every decision.
-
-    Parameters
-    ----------
-    adaptive : bool, default True
-        False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once
-    limits : IonQLimits
-        IonQ's per-job limits
-    max_concurrency : int, default 8
-        most jobs at once (the connection pool size)
-    initial_concurrency : int, default 2
-        starting concurrency window
-    fixed_chunk_size : int, default 500
-        circuits per job when not adaptive
-    min_chunk : int, default 10
-        circuits per job before per-circuit execution time is known
-    slow_queue_seconds : float, default 60.0
-        average queue time from which the queue counts as slow
-    parallel_execution : bool, default True
-        the backend runs jobs side by side (simulator) rather than one at a time (QPU)
-    assumed_latency : float, default 0.1
-        seconds per request before any is measured
-    backoff_cooldown : float, default 1.0
-        seconds during which further 429s do not halve the window again
-    smoothing : float, default 0.3
-        weight of the newest observation in the moving averages
-    max_decisions : int, default 1000
-        decisions kept (oldest dropped)
-    """
+    "Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every decision."
     def __init__(self, adaptive: bool = True,  # False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once
                  *, limits: IonQLimits = IonQLimits(),  # IonQ's per-job limits
                  max_concurrency: int = 8,  # most jobs at once (the connection pool size)
@@ -118,6 +90,33 @@ class AdaptiveQueueManager:
                  backoff_cooldown: float = 1.0,  # seconds during which further 429s do not halve the window again
                  smoothing: float = 0.3,  # weight of the newest observation in the moving averages
                  max_decisions: int = 1000):  # decisions kept (oldest dropped)
+        """Parameters
+        ----------
+        adaptive : bool, default True
+            False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once
+        limits : IonQLimits
+            IonQ's per-job limits
+        max_concurrency : int, default 8
+            most jobs at once (the connection pool size)
+        initial_concurrency : int, default 2
+            starting concurrency window
+        fixed_chunk_size : int, default 500
+            circuits per job when not adaptive
+        min_chunk : int, default 10
+            circuits per job before per-circuit execution time is known
+        slow_queue_seconds : float, default 60.0
+            average queue time from which the queue counts as slow
+        parallel_execution : bool, default True
+            the backend runs jobs side by side (simulator) rather than one at a time (QPU)
+        assumed_latency : float, default 0.1
+            seconds per request before any is measured
+        backoff_cooldown : float, default 1.0
+            seconds during which further 429s do not halve the window again
+        smoothing : float, default 0.3
+            weight of the newest observation in the moving averages
+        max_decisions : int, default 1000
+            decisions kept (oldest dropped)
+        """
         if not isinstance(limits, IonQLimits): raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
         for k, v in dict(max_concurrency=max_concurrency, initial_concurrency=initial_concurrency, fixed_chunk_size=fixed_chunk_size,
                          min_chunk=min_chunk, max_decisions=max_decisions).items():
@@ -297,20 +296,19 @@ class AdaptiveQueueManager:
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-tr
 class ObservedTransport(httpx.AsyncBaseTransport):
-    """Pooled httpx transport that bounds, counts and times every request, and reports each exchange to a listener.
-
-    Parameters
-    ----------
-    pool_size : int, default 8
-        connections (and requests in flight) at most
-    listener : default None
-        called with (seconds, status) after each response
-    inner : httpx.AsyncBaseTransport | None, default None
-        transport doing the I/O (default: pooled AsyncHTTPTransport)
-    """
+    "Pooled httpx transport that bounds, counts and times every request, and reports each exchange to a listener."
     def __init__(self, pool_size: int = 8,  # connections (and requests in flight) at most
                  listener=None,  # called with (seconds, status) after each response
                  inner: httpx.AsyncBaseTransport | None = None):  # transport doing the I/O (default: pooled AsyncHTTPTransport)
+        """Parameters
+        ----------
+        pool_size : int, default 8
+            connections (and requests in flight) at most
+        listener : default None
+            called with (seconds, status) after each response
+        inner : httpx.AsyncBaseTransport | None, default None
+            transport doing the I/O (default: pooled AsyncHTTPTransport)
+        """
         if not isinstance(pool_size, int) or pool_size < 1: raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
         self.pool_size, self.listener = pool_size, listener
         self.inner = inner or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size))

@@ -193,20 +193,19 @@ def load_checkpoint(path: str | Path) -> dict:  # checkpoint file
 
 # %% ../../nbs/64_checkpoint.ipynb #ck41-mgr
 class CheckpointManager:
-    """Atomic, verified checkpoints in one directory, ordered by step, keeping the newest `keep_last`.
-
-    Parameters
-    ----------
-    directory : str | Path
-        checkpoint directory (created if needed)
-    keep_last : int | None, default 3
-        checkpoints to keep after each save; None keeps all
-    prefix : str, default 'ckpt'
-        file names are <prefix>-<step:08d>.safetensors
-    """
+    "Atomic, verified checkpoints in one directory, ordered by step, keeping the newest `keep_last`."
     def __init__(self, directory: str | Path,  # checkpoint directory (created if needed)
                  keep_last: int | None = 3,  # checkpoints to keep after each save; None keeps all
                  prefix: str = 'ckpt'):  # file names are <prefix>-<step:08d>.safetensors
+        """Parameters
+        ----------
+        directory : str | Path
+            checkpoint directory (created if needed)
+        keep_last : int | None, default 3
+            checkpoints to keep after each save; None keeps all
+        prefix : str, default 'ckpt'
+            file names are <prefix>-<step:08d>.safetensors
+        """
         if keep_last is not None and (type(keep_last) is not int or keep_last < 1):
             raise ValueError(f"keep_last must be a positive int or None (keep all), got {keep_last!r}")
         if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', prefix):

@@ -13,34 +13,33 @@ __all__ = ['DataEncoder', 'encoder_circuit', 'transform']
 
 # %% ../../nbs/60_encoding.ipynb #e05-enc
 class DataEncoder:
-    """Classical features -> circuit parameters, plus the encoding circuit template.
-
-    Parameters
-    ----------
-    method : str, default 'angle'
-        one of METHODS
-    n_qubits : int | None, default None
-        qubits; default: what the method needs for n_features
-    n_features : int | None, default None
-        raw feature count; default: what n_qubits holds
-    rotation : str, default 'ry'
-        angle method: 'rx', 'ry' or 'rz'
-    reps : int, default 2
-        iqp/zz: repetitions of the feature map
-    entanglement : str, default 'full'
-        iqp/zz: 'full' or 'linear' pairs
-    scale : float, default 1.0
-        angle/dense_angle: multiply features by this before encoding
-    """
+    "Classical features -> circuit parameters, plus the encoding circuit template."
     METHODS = ('angle', 'dense_angle', 'iqp', 'zz', 'amplitude', 'basis')
 
-    def __init__(self, method: str = 'angle',  # one of METHODS
+    def __init__(self, method: str = 'angle',  # 'angle', 'dense_angle', 'iqp', 'zz', 'amplitude' or 'basis'
                  n_qubits: int | None = None,  # qubits; default: what the method needs for n_features
                  n_features: int | None = None,  # raw feature count; default: what n_qubits holds
                  rotation: str = 'ry',  # angle method: 'rx', 'ry' or 'rz'
                  reps: int = 2,  # iqp/zz: repetitions of the feature map
                  entanglement: str = 'full',  # iqp/zz: 'full' or 'linear' pairs
                  scale: float = 1.0):  # angle/dense_angle: multiply features by this before encoding
+        """Parameters
+        ----------
+        method : str, default 'angle'
+            'angle', 'dense_angle', 'iqp', 'zz', 'amplitude' or 'basis'
+        n_qubits : int | None, default None
+            qubits; default: what the method needs for n_features
+        n_features : int | None, default None
+            raw feature count; default: what n_qubits holds
+        rotation : str, default 'ry'
+            angle method: 'rx', 'ry' or 'rz'
+        reps : int, default 2
+            iqp/zz: repetitions of the feature map
+        entanglement : str, default 'full'
+            iqp/zz: 'full' or 'linear' pairs
+        scale : float, default 1.0
+            angle/dense_angle: multiply features by this before encoding
+        """
         if method not in self.METHODS: raise ValueError(f"unknown encoding {method!r}; choose one of {self.METHODS}")
         if rotation not in ('rx', 'ry', 'rz'): raise ValueError(f"rotation must be 'rx', 'ry' or 'rz', got {rotation!r}")
         if entanglement not in ('full', 'linear'): raise ValueError(f"entanglement must be 'full' or 'linear', got {entanglement!r}")

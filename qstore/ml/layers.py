@@ -33,23 +33,22 @@ def init_weights(n: int, strategy: str = 'small', seed: int | None = 0) -> np.nd
 
 
 class HardwareEfficientQuantumLayer:
-    """Rotations on every qubit followed by an entangler, repeated `depth` times.
-
-    Parameters
-    ----------
-    n_qubits : int
-        qubits
-    depth : int, default 1
-        repetitions
-    entangler : str, default 'cnot_ring'
-        'cnot_ring', 'cnot_linear', 'cz' or 'ms'
-    rotations : tuple, default ('ry', 'rz')
-        rotation gates per qubit per layer
-    """
+    "Rotations on every qubit followed by an entangler, repeated `depth` times."
     def __init__(self, n_qubits: int,  # qubits
                  depth: int = 1,  # repetitions
                  entangler: str = 'cnot_ring',  # 'cnot_ring', 'cnot_linear', 'cz' or 'ms'
                  rotations: tuple = ('ry', 'rz')):  # rotation gates per qubit per layer
+        """Parameters
+        ----------
+        n_qubits : int
+            qubits
+        depth : int, default 1
+            repetitions
+        entangler : str, default 'cnot_ring'
+            'cnot_ring', 'cnot_linear', 'cz' or 'ms'
+        rotations : tuple, default ('ry', 'rz')
+            rotation gates per qubit per layer
+        """
         if n_qubits < 1 or depth < 1: raise ValueError(f"need n_qubits >= 1 and depth >= 1, got {n_qubits}, {depth}")
         if entangler not in _ENTANGLERS: raise ValueError(f"unknown entangler {entangler!r}; choose one of {_ENTANGLERS}")
         bad = [r for r in rotations if r not in ('rx', 'ry', 'rz')]
@@ -100,27 +99,26 @@ class QuantumLayer(HardwareEfficientQuantumLayer):
 _LAYER_TYPES = {'HardwareEfficientQuantumLayer': HardwareEfficientQuantumLayer, 'QuantumLayer': QuantumLayer}
 
 class QuantumModel:
-    """Encoder + layers + readout (+ optional affine head).
-
-    Parameters
-    ----------
-    encoder : DataEncoder
-        turns features into circuit inputs
-    layers
-        a layer or list of layers (same qubit count as the encoder)
-    observables : default None
-        readout observables; default Z on every qubit
-    head : str | None, default None
-        None or 'affine'
-    n_outputs : int | None, default None
-        outputs of the affine head (default: number of observables)
-    """
+    "Encoder + layers + readout (+ optional affine head)."
     def __init__(self, encoder: DataEncoder,  # turns features into circuit inputs
                  layers,  # a layer or list of layers (same qubit count as the encoder)
                  observables=None,  # readout observables; default Z on every qubit
                  head: str | None = None,  # None or 'affine'
                  n_outputs: int | None = None,  # outputs of the affine head (default: number of observables)
                  name: str = 'model'):
+        """Parameters
+        ----------
+        encoder : DataEncoder
+            turns features into circuit inputs
+        layers
+            a layer or list of layers (same qubit count as the encoder)
+        observables : default None
+            readout observables; default Z on every qubit
+        head : str | None, default None
+            None or 'affine'
+        n_outputs : int | None, default None
+            outputs of the affine head (default: number of observables)
+        """
         self.encoder, self.layers = encoder, list(layers) if isinstance(layers, (list, tuple)) else [layers]
         n = encoder.n_qubits
         for l in self.layers:

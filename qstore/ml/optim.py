@@ -19,35 +19,7 @@ _OPTIMIZERS = ('sgd', 'adam', 'spsa', 'qng', 'qnspsa')
 _GRADIENTS = ('adaptive', 'adjoint', 'parameter_shift', 'finite_diff', 'spsa')
 
 class AdaptiveGradientOptimizer:
-    """Update rule + gradient method + their state, for a `QuantumModel`'s weight vector.
-
-    Parameters
-    ----------
-    optimizer : str, default 'adam'
-        one of sgd, adam, spsa, qng, qnspsa
-    learning_rate : float, default 0.05
-        step size (SPSA/QN-SPSA: the gain numerator a)
-    gradient : str, default 'adaptive'
-        adaptive, adjoint, parameter_shift, finite_diff or spsa
-    momentum : float, default 0.0
-        sgd momentum
-    betas : tuple, default (0.9, 0.999)
-        adam moment decays
-    eps : float, default 1e-08
-        adam denominator guard
-    spsa_c : float, default 0.1
-        SPSA perturbation numerator
-    spsa_A : float, default 10.0
-        SPSA stability constant
-    num_directions : int, default 1
-        SPSA directions per step
-    qng_lambda : float, default 0.01
-        metric regularisation for qng
-    budget : int | None, default None
-        adaptive gradient: max circuits per row
-    seed : int | None, default 0
-        RNG seed for SPSA / QN-SPSA perturbations
-    """
+    "Update rule + gradient method + their state, for a `QuantumModel`'s weight vector."
     def __init__(self, optimizer: str = 'adam',  # one of sgd, adam, spsa, qng, qnspsa
                  learning_rate: float = 0.05,  # step size (SPSA/QN-SPSA: the gain numerator a)
                  gradient: str = 'adaptive',  # adaptive, adjoint, parameter_shift, finite_diff or spsa
@@ -60,6 +32,33 @@ class AdaptiveGradientOptimizer:
                  qng_lambda: float = 0.01,  # metric regularisation for qng
                  budget: int | None = None,  # adaptive gradient: max circuits per row
                  seed: int | None = 0):  # RNG seed for SPSA / QN-SPSA perturbations
+        """Parameters
+        ----------
+        optimizer : str, default 'adam'
+            one of sgd, adam, spsa, qng, qnspsa
+        learning_rate : float, default 0.05
+            step size (SPSA/QN-SPSA: the gain numerator a)
+        gradient : str, default 'adaptive'
+            adaptive, adjoint, parameter_shift, finite_diff or spsa
+        momentum : float, default 0.0
+            sgd momentum
+        betas : tuple, default (0.9, 0.999)
+            adam moment decays
+        eps : float, default 1e-08
+            adam denominator guard
+        spsa_c : float, default 0.1
+            SPSA perturbation numerator
+        spsa_A : float, default 10.0
+            SPSA stability constant
+        num_directions : int, default 1
+            SPSA directions per step
+        qng_lambda : float, default 0.01
+            metric regularisation for qng
+        budget : int | None, default None
+            adaptive gradient: max circuits per row
+        seed : int | None, default 0
+            RNG seed for SPSA / QN-SPSA perturbations
+        """
         if optimizer not in _OPTIMIZERS: raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {_OPTIMIZERS}")
         if gradient not in _GRADIENTS: raise ValueError(f"unknown gradient method {gradient!r}; choose one of {_GRADIENTS}")
         if optimizer in ('spsa', 'qnspsa') and gradient not in ('spsa', 'adaptive'):
@@ -81,7 +80,13 @@ class AdaptiveGradientOptimizer:
 def _step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
           loss_fn,  # outputs -> (loss, dloss/doutputs)
           backend='local', shots: int | None = None, seed: int | None = None, lr_scale: float = 1.0):
-    "One optimisation step on a batch; returns (new weights, info)."
+    """One optimisation step on a batch; returns (new weights, info).
+
+    Parameters
+    ----------
+    loss_fn
+        outputs -> (loss, dloss/doutputs)
+    """
     be = get_backend(backend)
     w = np.asarray(weights, dtype=float)
     if self.optimizer in ('spsa', 'qnspsa'):  # SPSA of the whole loss: all perturbed models in one backend call

@@ -293,21 +293,20 @@ def _step_seed(seed, step, salt=0): return int(np.random.SeedSequence([seed, ste
 
 
 class QuantumTrainer:
-    """Train a `QuantumModel` with a `TrainingConfig`; metrics, checkpoints, registry.
-
-    Parameters
-    ----------
-    backend : Backend | str | None, default None
-        default: config.backend (with config.noise_model)
-    db : Database | None, default None
-        where datasets, metrics and models live (default: Database.open())
-    callbacks : default ()
-        callables(trainer, event, logs) -> True to stop
-    """
+    "Train a `QuantumModel` with a `TrainingConfig`; metrics, checkpoints, registry."
     def __init__(self, model: QuantumModel, config: TrainingConfig | None = None,
                  backend: Backend | str | None = None,  # default: config.backend (with config.noise_model)
                  db: Database | None = None,  # where datasets, metrics and models live (default: Database.open())
                  callbacks=()):  # callables(trainer, event, logs) -> True to stop
+        """Parameters
+        ----------
+        backend : Backend | str | None, default None
+            default: config.backend (with config.noise_model)
+        db : Database | None, default None
+            where datasets, metrics and models live (default: Database.open())
+        callbacks : default ()
+            callables(trainer, event, logs) -> True to stop
+        """
         self.model, self.config = model, config or TrainingConfig()
         cfg = self.config
         flags = dict(use_batch_api=cfg.use_batch_api, use_native_gates=cfg.use_native_gates, enable_smart_caching=cfg.enable_smart_caching,

@@ -142,41 +142,7 @@ class _Window:
 
 
 class CircuitBatchManager(Backend):
-    """A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with a performance report.
-
-    Parameters
-    ----------
-    backend : Backend | str, default 'local'
-        the backend to run on, or its registry name
-    use_batch_api : bool, default True
-        IonQ: one multi-circuit job per chunk (False: one job per circuit)
-    use_native_gates : bool, default False
-        compile to IonQ native gates before running
-    enable_smart_caching : bool, default True
-        reuse compiled templates across calls
-    adaptive_batch_sizing : bool, default True
-        chunk sizes from the queue manager (False: `fixed_chunk_size`)
-    connection_pool_size : int | None, default None
-        IonQ: concurrent connections (default: the client's)
-    max_workers : int | None, default None
-        local simulation workers (default: CPU count)
-    cache : SmartCircuitCache | None, default None
-        share a cache between managers
-    cache_results : bool, default False
-        level-2 result cache for analytic runs
-    queue : AdaptiveQueueManager | None, default None
-        share or configure the queue manager
-    fixed_chunk_size : int, default 500
-        circuits per job (rows per local chunk) when not adaptive
-    local_executor : str, default 'thread'
-        'thread' or 'process' pool for local simulation
-    parallel_min_amplitudes : int, default 2 ** 17
-        local batches with B * 2^n below this run in one piece
-    queue_refresh_seconds : float, default 30.0
-        how often the IonQ queue state is read
-    backend_options
-        options for `get_backend` when `backend` is a name
-    """
+    "A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with a performance report."
     def __init__(self, backend: Backend | str = 'local',  # the backend to run on, or its registry name
                  use_batch_api: bool = True,  # IonQ: one multi-circuit job per chunk (False: one job per circuit)
                  use_native_gates: bool = False,  # compile to IonQ native gates before running
@@ -192,6 +158,39 @@ class CircuitBatchManager(Backend):
                  parallel_min_amplitudes: int = 2 ** 17,  # local batches with B * 2^n below this run in one piece
                  queue_refresh_seconds: float = 30.0,  # how often the IonQ queue state is read
                  **backend_options):  # options for `get_backend` when `backend` is a name
+        """Parameters
+        ----------
+        backend : Backend | str, default 'local'
+            the backend to run on, or its registry name
+        use_batch_api : bool, default True
+            IonQ: one multi-circuit job per chunk (False: one job per circuit)
+        use_native_gates : bool, default False
+            compile to IonQ native gates before running
+        enable_smart_caching : bool, default True
+            reuse compiled templates across calls
+        adaptive_batch_sizing : bool, default True
+            chunk sizes from the queue manager (False: `fixed_chunk_size`)
+        connection_pool_size : int | None, default None
+            IonQ: concurrent connections (default: the client's)
+        max_workers : int | None, default None
+            local simulation workers (default: CPU count)
+        cache : SmartCircuitCache | None, default None
+            share a cache between managers
+        cache_results : bool, default False
+            level-2 result cache for analytic runs
+        queue : AdaptiveQueueManager | None, default None
+            share or configure the queue manager
+        fixed_chunk_size : int, default 500
+            circuits per job (rows per local chunk) when not adaptive
+        local_executor : str, default 'thread'
+            'thread' or 'process' pool for local simulation
+        parallel_min_amplitudes : int, default 2 ** 17
+            local batches with B * 2^n below this run in one piece
+        queue_refresh_seconds : float, default 30.0
+            how often the IonQ queue state is read
+        backend_options
+            options for `get_backend` when `backend` is a name
+        """
         if isinstance(backend, CircuitBatchManager): raise TypeError("this backend already is a CircuitBatchManager; wrap the backend inside it")
         if local_executor not in ('thread', 'process'): raise ValueError(f"local_executor must be 'thread' or 'process', got {local_executor!r}")
         if cache_results and not enable_smart_caching: raise ValueError("cache_results=True needs enable_smart_caching=True (the result cache is part of the smart cache)")

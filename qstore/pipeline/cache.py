@@ -168,17 +168,16 @@ def _observables_key(obs) -> tuple | None:
 
 
 class SmartCircuitCache:
-    """Two-level LRU cache: compiled templates per (structure, target) and, optionally, analytic results per row.
-
-    Parameters
-    ----------
-    max_templates : int, default 256
-        level-1 entries kept
-    max_result_bytes : int, default 0
-        level-2 budget in bytes; 0 turns result caching off
-    """
+    "Two-level LRU cache: compiled templates per (structure, target) and, optionally, analytic results per row."
     def __init__(self, max_templates: int = 256,  # level-1 entries kept
                  max_result_bytes: int = 0):  # level-2 budget in bytes; 0 turns result caching off
+        """Parameters
+        ----------
+        max_templates : int, default 256
+            level-1 entries kept
+        max_result_bytes : int, default 0
+            level-2 budget in bytes; 0 turns result caching off
+        """
         if not isinstance(max_templates, int) or max_templates < 1: raise ValueError(f"max_templates must be a positive integer, got {max_templates!r}")
         if not isinstance(max_result_bytes, int) or max_result_bytes < 0: raise ValueError(f"max_result_bytes must be an integer >= 0, got {max_result_bytes!r}")
         self.max_templates, self.max_result_bytes = max_templates, max_result_bytes

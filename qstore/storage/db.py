@@ -128,25 +128,7 @@ def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
 
 # %% ../../nbs/53_storage_db.ipynb #db21-loader
 class DataLoader:
-    """Seeded, shuffled mini-batches whose position can be checkpointed and resumed bit-exactly.
-
-    Parameters
-    ----------
-    X
-        (rows, features) array or memmap
-    y : default None
-        (rows,) labels, or None
-    batch_size : int, default 32
-        rows per batch
-    shuffle : bool, default True
-        new permutation every epoch (else row order)
-    seed : int | None, default 0
-        seed of the shuffling generator
-    drop_last : bool, default False
-        skip the final short batch of each epoch
-    rows : default None
-        subset of row indices to iterate (e.g. a split); None = all rows
-    """
+    "Seeded, shuffled mini-batches whose position can be checkpointed and resumed bit-exactly."
     def __init__(self, X,  # (rows, features) array or memmap
                  y=None,  # (rows,) labels, or None
                  batch_size: int = 32,  # rows per batch
@@ -154,6 +136,23 @@ class DataLoader:
                  seed: int | None = 0,  # seed of the shuffling generator
                  drop_last: bool = False,  # skip the final short batch of each epoch
                  rows=None):  # subset of row indices to iterate (e.g. a split); None = all rows
+        """Parameters
+        ----------
+        X
+            (rows, features) array or memmap
+        y : default None
+            (rows,) labels, or None
+        batch_size : int, default 32
+            rows per batch
+        shuffle : bool, default True
+            new permutation every epoch (else row order)
+        seed : int | None, default 0
+            seed of the shuffling generator
+        drop_last : bool, default False
+            skip the final short batch of each epoch
+        rows : default None
+            subset of row indices to iterate (e.g. a split); None = all rows
+        """
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if y is not None and len(y) != len(X): raise ValueError(f"y has {len(y)} labels but X has {len(X)} rows")
@@ -284,17 +283,16 @@ CREATE TABLE datasets(name TEXT NOT NULL, version INTEGER NOT NULL, created REAL
 _DATASET_COLS = 'name, version, n_rows, n_features, x_dtype, y_dtype, metadata, created, directory, x_sha256, y_sha256'
 
 class TrainingDataStore:
-    """Versioned training datasets: .npy arrays (memory-mapped reads) plus a manifest in SQLite.
-
-    Parameters
-    ----------
-    root : str | Path
-        directory for the array files
-    db : SQLiteDatabase | str | Path | None, default None
-        manifest database; default root/qstore.db
-    """
+    "Versioned training datasets: .npy arrays (memory-mapped reads) plus a manifest in SQLite."
     def __init__(self, root: str | Path,  # directory for the array files
                  db: SQLiteDatabase | str | Path | None = None):  # manifest database; default root/qstore.db
+        """Parameters
+        ----------
+        root : str | Path
+            directory for the array files
+        db : SQLiteDatabase | str | Path | None, default None
+            manifest database; default root/qstore.db
+        """
         self.root = Path(root).expanduser().resolve()
         self.db, self._owned = open_sqlite(self.root / 'qstore.db' if db is None else db)
         self.db.ensure_schema('datasets', 1, _DATASET_DDL)
@@ -417,7 +415,7 @@ class ModelVersion:
     sha256 : str | None
         of the checkpoint file
     stage : str
-        one of STAGES
+        'none', 'staging', 'production' or 'archived' (`STAGES`)
     """
     name: str
     version: int
@@ -426,7 +424,7 @@ class ModelVersion:
     sha256: str | None  # of the checkpoint file
     metrics: dict
     tags: dict
-    stage: str  # one of STAGES
+    stage: str  # 'none', 'staging', 'production' or 'archived' (`STAGES`)
     created: float
     stage_changed: float
 
@@ -442,17 +440,16 @@ def _check_stage(stage):
     return stage
 
 class ModelRegistry:
-    """Versioned models: spec (with factory import path), checkpoint file + sha256, metrics, tags and stage.
-
-    Parameters
-    ----------
-    root : str | Path
-        directory for copied checkpoints
-    db : SQLiteDatabase | str | Path | None, default None
-        registry database; default root/qstore.db
-    """
+    "Versioned models: spec (with factory import path), checkpoint file + sha256, metrics, tags and stage."
     def __init__(self, root: str | Path,  # directory for copied checkpoints
                  db: SQLiteDatabase | str | Path | None = None):  # registry database; default root/qstore.db
+        """Parameters
+        ----------
+        root : str | Path
+            directory for copied checkpoints
+        db : SQLiteDatabase | str | Path | None, default None
+            registry database; default root/qstore.db
+        """
         self.root = Path(root).expanduser().resolve()
         self.db, self._owned = open_sqlite(self.root / 'qstore.db' if db is None else db)
         self.db.ensure_schema('models', 1, _MODEL_DDL)
@@ -623,13 +620,13 @@ class Run:
     Parameters
     ----------
     status : str
-        one of RUN_STATUSES
+        'running', 'finished', 'failed' or 'interrupted' (`RUN_STATUSES`)
     n_records : int
         logged rows
     """
     run: str
     config: dict
-    status: str  # one of RUN_STATUSES
+    status: str  # 'running', 'finished', 'failed' or 'interrupted' (`RUN_STATUSES`)
     started: float
     ended: float | None
     n_records: int  # logged rows
@@ -673,20 +670,19 @@ def _column(values: list):
     return np.array(values, dtype=object)
 
 class MetricsStore:
-    """Runs (config, status, times) and their per-step / per-epoch metrics, with batched inserts.
-
-    Parameters
-    ----------
-    db : SQLiteDatabase | str | Path, default ':memory:'
-        shared database, file or ':memory:'
-    flush_every : int, default 100
-        write once this many rows are buffered
-    flush_interval : float, default 1.0
-        ... or once the oldest buffered row is this many seconds old
-    """
+    "Runs (config, status, times) and their per-step / per-epoch metrics, with batched inserts."
     def __init__(self, db: SQLiteDatabase | str | Path = ':memory:',  # shared database, file or ':memory:'
                  flush_every: int = 100,  # write once this many rows are buffered
                  flush_interval: float = 1.0):  # ... or once the oldest buffered row is this many seconds old
+        """Parameters
+        ----------
+        db : SQLiteDatabase | str | Path, default ':memory:'
+            shared database, file or ':memory:'
+        flush_every : int, default 100
+            write once this many rows are buffered
+        flush_interval : float, default 1.0
+            ... or once the oldest buffered row is this many seconds old
+        """
         if flush_every < 1: raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         self.db, self._owned = open_sqlite(db)
         self.db.ensure_schema('metrics', 1, _METRICS_DDL)
@@ -843,23 +839,22 @@ def _open_home(root: Path):
 _SCHEMES: dict[str, Callable] = {'sqlite': _open_sqlite_url}
 
 class Database:
-    """Vector store, datasets, model registry and metrics behind one URL.
-
-    Parameters
-    ----------
-    db : SQLiteDatabase
-        shared SQLite database
-    root : Path
-        home directory for array and checkpoint files
-    tempdir : default None
-        TemporaryDirectory removed on close (in-memory databases)
-    url : str, default ''
-        what was opened (for repr)
-    """
+    "Vector store, datasets, model registry and metrics behind one URL."
     def __init__(self, db: SQLiteDatabase,  # shared SQLite database
                  root: Path,  # home directory for array and checkpoint files
                  tempdir=None,  # TemporaryDirectory removed on close (in-memory databases)
                  url: str = ''):  # what was opened (for repr)
+        """Parameters
+        ----------
+        db : SQLiteDatabase
+            shared SQLite database
+        root : Path
+            home directory for array and checkpoint files
+        tempdir : default None
+            TemporaryDirectory removed on close (in-memory databases)
+        url : str, default ''
+            what was opened (for repr)
+        """
         self.sql, self.root, self.url, self._tempdir = db, Path(root), url, tempdir
         self.vectors = SQLiteVectorStore(db)
         self.datasets = TrainingDataStore(self.root, db)

@@ -17,17 +17,16 @@ __all__ = ['SQLiteDatabase', 'open_sqlite']
 
 # %% ../../nbs/51_storage_sqlite.ipynb #st20-sql
 class SQLiteDatabase:
-    """One SQLite file (or ':memory:') in WAL mode with explicit transactions; errors name the file.
-
-    Parameters
-    ----------
-    path : str | Path, default ':memory:'
-        database file (parent directories are created) or ':memory:'
-    busy_timeout : float, default 30.0
-        seconds a writer waits for another process's write lock
-    """
+    "One SQLite file (or ':memory:') in WAL mode with explicit transactions; errors name the file."
     def __init__(self, path: str | Path = ':memory:',  # database file (parent directories are created) or ':memory:'
                  busy_timeout: float = 30.0):  # seconds a writer waits for another process's write lock
+        """Parameters
+        ----------
+        path : str | Path, default ':memory:'
+            database file (parent directories are created) or ':memory:'
+        busy_timeout : float, default 30.0
+            seconds a writer waits for another process's write lock
+        """
         self.in_memory = str(path) == ':memory:'
         self.path = ':memory:' if self.in_memory else str(Path(path).expanduser().resolve())
         self.busy_timeout = busy_timeout

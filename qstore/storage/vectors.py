@@ -216,16 +216,15 @@ def _dimension_error(namespace, expected, got):
     return ValueError(f"dimension mismatch in namespace {namespace!r}: it holds {expected}-dimensional vectors, got {got}")
 
 class VectorStore(ABC):
-    """Interface of every vector store; public methods validate, backends implement the `_` primitives.
-
-    Parameters
-    ----------
-    metric : str, default 'cosine'
-        metric of namespaces created implicitly by upsert
-    """
+    "Interface of every vector store; public methods validate, backends implement the `_` primitives."
     shareable: bool = False  # True when pickling reopens the same data in another process
 
     def __init__(self, metric: str = 'cosine'):  # metric of namespaces created implicitly by upsert
+        """Parameters
+        ----------
+        metric : str, default 'cosine'
+            metric of namespaces created implicitly by upsert
+        """
         self.metric = check_metric(metric)
 
     # --- backend primitives -------------------------------------------------------------------
@@ -394,7 +393,21 @@ _SCORE_BLOCK = 1 << 24  # score-matrix entries computed at once (64 MB of float3
 
 @dataclass
 class _Snapshot:
-    "A namespace's rows as numpy arrays, valid while the namespace version is unchanged."
+    """A namespace's rows as numpy arrays, valid while the namespace version is unchanged.
+
+    Parameters
+    ----------
+    where : str
+        file and namespace, for error messages
+    matrix : np.ndarray
+        (n, d) float32
+    norms : np.ndarray
+        cosine: 1/|v|; euclidean: |v|^2; dot: unused
+    raw_metadata : list
+        JSON text per row; parsed only when a filter needs all of it
+    masks : dict
+        canonical filter JSON -> row indices
+    """
     where: str  # file and namespace, for error messages
     version: int
     metric: str
@@ -442,17 +455,16 @@ def _top_k(scores, k, higher_better) -> np.ndarray:
     return np.take_along_axis(idx, order, 1)
 
 class SQLiteVectorStore(VectorStore):
-    """Vectors in SQLite (WAL, float32 BLOBs, JSON metadata) with exact numpy search over a cached matrix.
-
-    Parameters
-    ----------
-    path : SQLiteDatabase | str | Path, default ':memory:'
-        file, ':memory:' or a shared SQLiteDatabase
-    metric : str, default 'cosine'
-        metric of namespaces created implicitly by upsert
-    """
+    "Vectors in SQLite (WAL, float32 BLOBs, JSON metadata) with exact numpy search over a cached matrix."
     def __init__(self, path: SQLiteDatabase | str | Path = ':memory:',  # file, ':memory:' or a shared SQLiteDatabase
                  metric: str = 'cosine'):  # metric of namespaces created implicitly by upsert
+        """Parameters
+        ----------
+        path : SQLiteDatabase | str | Path, default ':memory:'
+            file, ':memory:' or a shared SQLiteDatabase
+        metric : str, default 'cosine'
+            metric of namespaces created implicitly by upsert
+        """
         super().__init__(metric)
         self.db, self._owned = open_sqlite(path)
         self.db.ensure_schema('vectors', 1, _VECTOR_DDL)
