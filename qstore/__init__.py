@@ -53,3 +53,17 @@ def __getattr__(name:str):  # a name not yet in the package namespace
     return value
 
 def __dir__(): return sorted({*globals(), *_LAZY})
+
+# %% ../nbs/98_package.ipynb #p98-types
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from qstore.backends.base import available_backends, get_backend
+    from qstore.circuits import Circuit
+    from qstore.ml.datasets import load_data, minmax_to_angles
+    from qstore.ml.encoding import DataEncoder
+    from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
+    from qstore.ml.trainer import QuantumTrainer, TrainingConfig
+    from qstore.observables import Observable, X, Y, Z
+    from qstore.pipeline.batch import CircuitBatchManager
+    from qstore.simulator import NoiseModel
+    from qstore.storage.db import Database, QuantumDatabase
