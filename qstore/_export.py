@@ -83,7 +83,14 @@ def _param_docs(fn, comments:dict) -> list:
     lines = {arg.lineno for arg, _ in params}
     comments = {k: v for k, v in comments.items() if k != fn.body[0].lineno}  # says why the body does what it does
     docs = [(arg, default, _docment(arg.lineno, comments, lines, fn.lineno)) for arg, default in params]
+    docs = [(a, d, m or _delegated_to(fn, a)) for a, d, m in docs]
     return [_entry(a.arg, a.annotation, d, m) for a, d, m in docs if m and a.arg not in ('self', 'cls')]
+
+def _delegated_to(fn, arg) -> str:
+    "For the `**kwargs` of a function decorated with fastcore's `@delegates(to)`: where they are documented"
+    calls = [d for d in fn.decorator_list if isinstance(d, ast.Call) and ast.unparse(d.func) == 'delegates']
+    if arg is not fn.args.kwarg or not calls or not calls[0].args: return ''
+    return f"passed on to `{ast.unparse(calls[0].args[0])}`; `help()` on it gives their meanings"
 
 def _field_docs(cls:ast.ClassDef, comments:dict) -> list:
     "Entries for the commented fields (`name: type = default  # meaning`) of a dataclass body"

@@ -76,22 +76,26 @@ def _public_objects():
 def _flat(text): return ' '.join(re.sub(r'(?m)^\s*\|', '', text).split())
 
 
-def _body_line_comment(fn):
-    "The comment on the line where `fn`'s body starts: it explains the body (`def f(x): return -x  # why`)"
+def _own_params(fn):
+    """`fn`'s own parameter names, and the comment on the line where its body starts, which explains the body
+    (`def f(x): return -x  # why`). Parameters that `@delegates` adds are documented where they are defined."""
     src = textwrap.dedent(inspect.getsource(fn))
-    first = ast.parse(src).body[0].body[0].lineno
+    node = ast.parse(src).body[0]
+    a = node.args
+    names = {p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if p}
     toks = tokenize.generate_tokens(io.StringIO(src).readline)
-    on_first = (t.string for t in toks if t.type == tokenize.COMMENT and t.start[0] == first)
-    return next((c.lstrip('#').strip() for c in on_first), None)
+    on_first = (t.string for t in toks if t.type == tokenize.COMMENT and t.start[0] == node.body[0].lineno)
+    return names, next((c.lstrip('#').strip() for c in on_first), None)
 
 
 def _source_docments(obj):
     "Parameter meanings from the definition's comments as fastcore reads them, without `self`, `cls` and body comments"
-    fn = obj.__init__ if inspect.isclass(obj) and not is_dataclass(obj) else obj
-    if inspect.isclass(obj) and not is_dataclass(obj) and not inspect.isfunction(fn): return {}
-    body_comment = None if inspect.isclass(fn) else _body_line_comment(fn)
-    dms = docments(obj, returns=False)
-    return {k: v for k, v in dms.items() if v and v != body_comment and k not in ('self', 'cls')}
+    dms = {k: v for k, v in docments(obj, returns=False).items() if v and k not in ('self', 'cls')}
+    if inspect.isclass(obj) and is_dataclass(obj): return dms
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    if not inspect.isfunction(fn): return {}
+    names, body_comment = _own_params(fn)
+    return {k: v for k, v in dms.items() if k in names and v != body_comment}
 
 
 def test_help_shows_every_documented_parameter():
