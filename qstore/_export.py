@@ -84,7 +84,10 @@ def _param_docs(fn, comments:dict) -> list:
     comments = {k: v for k, v in comments.items() if k != fn.body[0].lineno}  # says why the body does what it does
     docs = [(arg, default, _docment(arg.lineno, comments, lines, fn.lineno)) for arg, default in params]
     docs = [(a, d, m or _delegated_to(fn, a)) for a, d, m in docs]
-    return [_entry(a.arg, a.annotation, d, m) for a, d, m in docs if m and a.arg not in ('self', 'cls')]
+    docs = [(a, d, m) for a, d, m in docs if m and a.arg not in ('self', 'cls')]
+    return [_entry(_star(fn, a) + a.arg, a.annotation, d, m) for a, d, m in docs]
+
+def _star(fn, arg) -> str: return '*' if arg is fn.args.vararg else '**' if arg is fn.args.kwarg else ''
 
 def _delegated_to(fn, arg) -> str:
     "For the `**kwargs` of a function decorated with fastcore's `@delegates(to)`: where they are documented"

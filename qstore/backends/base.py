@@ -246,8 +246,18 @@ def available_backends() -> list[str]:
     "Registered names plus the families that load on demand."
     return sorted(set(_REGISTRY) | {f"{f}.*" if f.endswith('ionq') else f for f in _LAZY_FAMILIES})
 
-def get_backend(name: str | Backend = 'local', **options) -> Backend:
-    "A backend by name (or pass a `Backend` through)."
+def get_backend(name: str | Backend = 'local',  # a name from `available_backends()`, e.g. 'local', 'cirq', 'ionq.simulator'
+                **options,  # keyword arguments of that backend's constructor
+                ) -> Backend:
+    """A backend by name (or pass a `Backend` through).
+
+    Parameters
+    ----------
+    name : str | Backend, default 'local'
+        a name from `available_backends()`, e.g. 'local', 'cirq', 'ionq.simulator'
+    **options
+        keyword arguments of that backend's constructor
+    """
     if isinstance(name, Backend):
         if options: raise ValueError("options cannot be applied to an existing backend instance")
         return name

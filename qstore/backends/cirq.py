@@ -88,7 +88,7 @@ class CirqIonQBackend(IonQRouteBackend):
                  **kwargs):
         """Parameters
         ----------
-        args
+        *args
             target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
         max_retry_seconds : float, default 60
             give up retrying failed requests after this long

@@ -99,9 +99,9 @@ class QiskitIonQBackend(IonQRouteBackend):
     def __init__(self, *args, **kwargs):  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
         """Parameters
         ----------
-        args
+        *args
             target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
-        kwargs
+        **kwargs
             target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
         """
         super().__init__(*args, **kwargs)

@@ -57,7 +57,7 @@ class IonQBackend(Backend):
             seeds client-side sampling and the noisy simulator's seed
         client : IonQBatchClient | None, default None
             share a client (and its connection pool)
-        client_options
+        **client_options
             otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
         """
         super().__init__(seed)

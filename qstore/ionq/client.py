@@ -691,7 +691,7 @@ class IonQBatchClient:
             'simulator' or 'qpu.<name>'
         timeout : float | None, default 600.0
             seconds to wait for all jobs; they are canceled after that
-        options
+        **options
             noise=, name=, metadata=, settings= as for `submit_batch`
         """
         jobs = await self.submit_batch(circuits, shots, backend, **options)

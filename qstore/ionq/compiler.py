@@ -652,7 +652,7 @@ def compile_stats(circuit: Circuit,  # the template to compile
         the template to compile
     target : str, default 'aria'
         'aria', 'forte' or a system name
-    options
+    **options
         options of `IonQNativeGateCompiler`
     """
     return IonQNativeGateCompiler(target, **options).compile(circuit).stats

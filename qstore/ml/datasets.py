@@ -22,8 +22,21 @@ def _sklearn():
         return sklearn.datasets
     except ImportError: raise ImportError("the demo data sets need scikit-learn: pip install 'qstore[demo]'") from None
 
-def load_data(name: str, db: Database | None = None, seed: int = 0) -> tuple:
-    "(X, y, description) for 'iris', 'iris3', 'moons', 'parity', a stored dataset name or an .npz path."
+def load_data(name: str,  # 'iris', 'iris3', 'moons', 'parity', a dataset stored in `db`, or an .npz file with X and y
+              db: Database | None = None,  # where stored datasets are looked up
+              seed: int = 0,  # noise seed of 'moons'
+              ) -> tuple:
+    """(X, y, description) for 'iris', 'iris3', 'moons', 'parity', a stored dataset name or an .npz path.
+
+    Parameters
+    ----------
+    name : str
+        'iris', 'iris3', 'moons', 'parity', a dataset stored in `db`, or an .npz file with X and y
+    db : Database | None, default None
+        where stored datasets are looked up
+    seed : int, default 0
+        noise seed of 'moons'
+    """
     if name == 'iris' or name == 'iris3':
         d = _sklearn().load_iris()
         keep = d.target < 2 if name == 'iris' else np.ones(len(d.target), bool)
@@ -43,8 +56,18 @@ def load_data(name: str, db: Database | None = None, seed: int = 0) -> tuple:
         return X, y, f"stored dataset {name!r} v{ds.version}"
     raise ValueError(f"unknown data set {name!r}: use iris, iris3, moons, parity, an .npz file or a stored dataset name")
 
-def minmax_to_angles(X_train, *others) -> list:
-    "Scale every array into [0, pi] with the training rows' min and max."
+def minmax_to_angles(X_train,  # (B, F) training features: their per-feature min and max set the scale
+                     *others,  # more feature arrays (validation, test) scaled the same way
+                     ) -> list:
+    """Scale every array into [0, pi] with the training rows' min and max.
+
+    Parameters
+    ----------
+    X_train
+        (B, F) training features: their per-feature min and max set the scale
+    *others
+        more feature arrays (validation, test) scaled the same way
+    """
     lo, hi = X_train.min(0), X_train.max(0)
     span = np.where(hi > lo, hi - lo, 1.0)
     return [np.clip((np.asarray(x) - lo) / span, 0, 1) * np.pi for x in (X_train, *others)]

@@ -139,8 +139,16 @@ def _amplitude_angles(X: np.ndarray, n: int) -> np.ndarray:
 
 def _bitrev(j, k): return int(format(j, f'0{k}b')[::-1], 2) if k else 0
 
-def transform(self: DataEncoder, X) -> np.ndarray:
-    "Raw features `(B, n_features)` -> circuit input values `(B, P_inputs)`."
+def transform(self: DataEncoder,
+              X,  # raw features, (B, n_features) or one row (n_features,)
+              ) -> np.ndarray:
+    """Raw features `(B, n_features)` -> circuit input values `(B, P_inputs)`.
+
+    Parameters
+    ----------
+    X
+        raw features, (B, n_features) or one row (n_features,)
+    """
     X = np.asarray(X, dtype=float)
     if X.ndim == 1: X = X[None]
     if X.ndim != 2 or X.shape[1] != self.n_features:

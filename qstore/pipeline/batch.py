@@ -188,7 +188,7 @@ class CircuitBatchManager(Backend):
             local batches with B * 2^n below this run in one piece
         queue_refresh_seconds : float, default 30.0
             how often the IonQ queue state is read
-        backend_options
+        **backend_options
             options for `get_backend` when `backend` is a name
         """
         if isinstance(backend, CircuitBatchManager): raise TypeError("this backend already is a CircuitBatchManager; wrap the backend inside it")

@@ -739,7 +739,7 @@ class MetricsStore:
             optimisation step
         epoch : int | None, default None
             epoch
-        metrics
+        **metrics
             name=value; values are numbers, strings, bools or nested dicts of those
         """
         self._check_run(run)
