@@ -246,7 +246,7 @@ def available_backends() -> list[str]:
     "Registered names plus the families that load on demand."
     return sorted(set(_REGISTRY) | {f"{f}.*" if f.endswith('ionq') else f for f in _LAZY_FAMILIES})
 
-def get_backend(name: str | Backend = 'local',  # a name from `available_backends()`, e.g. 'local', 'cirq', 'ionq.simulator'
+def get_backend(name: str | Backend = 'local',  # a name in `available_backends()`, e.g. 'cirq', 'ionq.simulator'
                 **options,  # keyword arguments of that backend's constructor
                 ) -> Backend:
     """A backend by name (or pass a `Backend` through).
@@ -254,7 +254,7 @@ def get_backend(name: str | Backend = 'local',  # a name from `available_backend
     Parameters
     ----------
     name : str | Backend, default 'local'
-        a name from `available_backends()`, e.g. 'local', 'cirq', 'ionq.simulator'
+        a name in `available_backends()`, e.g. 'cirq', 'ionq.simulator'
     **options
         keyword arguments of that backend's constructor
     """
