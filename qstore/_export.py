@@ -203,14 +203,26 @@ _EXPORTS = {'export', 'exports', 'exporti'}
 
 class DocstringSections:
     "nbdev export processor: docments of exported definitions become numpydoc docstring sections"
-    def __init__(self, nb): self.nb = nb
+    def __init__(self, nb):  # the notebook being exported (nbdev passes it)
+        """Parameters
+        ----------
+        nb
+            the notebook being exported (nbdev passes it)
+        """
+        self.nb = nb
     def __call__(self, cell):
         if cell.cell_type != 'code' or not _EXPORTS & set(cell.directives_): return
         cell.set_source(add_parameter_sections(cell.source))
 
 class KeepVersion:
     "nbdev export processor: the module exported to `__init__` starts with the package's current `__version__`"
-    def __init__(self, nb): self.nb = nb
+    def __init__(self, nb):  # the notebook being exported (nbdev passes it)
+        """Parameters
+        ----------
+        nb
+            the notebook being exported (nbdev passes it)
+        """
+        self.nb = nb
     def begin(self): self.is_init, self.done = False, False
     def __call__(self, cell):
         if cell.cell_type != 'code': return
