@@ -1,6 +1,9 @@
 "The installed package, its console script and its generated files."
-import json, subprocess, sys
+import ast, importlib, inspect, io, json, pkgutil, pydoc, re, subprocess, sys, textwrap, tokenize
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+
+from fastcore.docments import docments
 
 import qstore
 
@@ -35,3 +38,80 @@ def test_readme_names_the_two_commands():
 def test_readme_is_generated_from_index():
     r = subprocess.run([sys.executable, 'tools/make_readme.py', '--check'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+FRONT_DOOR = ['Circuit', 'CircuitBatchManager', 'DataEncoder', 'Database', 'HardwareEfficientQuantumLayer',
+              'NoiseModel', 'Observable', 'QuantumDatabase', 'QuantumModel', 'QuantumTrainer', 'TrainingConfig',
+              'X', 'Y', 'Z', 'available_backends', 'get_backend', 'load_data', 'minmax_to_angles']
+
+
+def test_front_door_names():
+    assert sorted(qstore.__all__) == FRONT_DOOR
+    assert set(FRONT_DOOR) <= set(dir(qstore))
+    for name in FRONT_DOOR:
+        obj = getattr(qstore, name)
+        assert getattr(importlib.import_module(obj.__module__), name) is obj
+
+
+def test_import_qstore_loads_no_layer():
+    heavy = ('qstore', 'numpy', 'cirq', 'qiskit')
+    probe = f"import sys, qstore; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+    r = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert r.stdout.strip() == "['qstore']"
+
+
+def _public_objects():
+    "Every public function and class named in a module's `__all__`, and the public methods those classes define"
+    for info in pkgutil.walk_packages(qstore.__path__, 'qstore.'):
+        if info.name.endswith('_modidx'): continue
+        mod = importlib.import_module(info.name)
+        for name in getattr(mod, '__all__', []):
+            obj = getattr(mod, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != mod.__name__: continue
+            yield obj
+            if inspect.isclass(obj):
+                yield from (m for k, m in vars(obj).items() if inspect.isfunction(m) and not k.startswith('_'))
+
+
+def _flat(text): return ' '.join(re.sub(r'(?m)^\s*\|', '', text).split())
+
+
+def _own_params(fn):
+    """`fn`'s own parameter names, and the comment on the line where its body starts, which explains the body
+    (`def f(x): return -x  # why`). Parameters that `@delegates` adds are documented where they are defined."""
+    src = textwrap.dedent(inspect.getsource(fn))
+    node = ast.parse(src).body[0]
+    a = node.args
+    names = {p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if p}
+    toks = tokenize.generate_tokens(io.StringIO(src).readline)
+    on_first = (t.string for t in toks if t.type == tokenize.COMMENT and t.start[0] == node.body[0].lineno)
+    return names, next((c.lstrip('#').strip() for c in on_first), None)
+
+
+def _source_docments(obj):
+    "Parameter meanings from the definition's comments as fastcore reads them, without `self`, `cls` and body comments"
+    dms = {k: v for k, v in docments(obj, returns=False).items() if v and k not in ('self', 'cls')}
+    if inspect.isclass(obj) and is_dataclass(obj): return dms
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    if not inspect.isfunction(fn): return {}
+    names, body_comment = _own_params(fn)
+    return {k: v for k, v in dms.items() if k in names and v != body_comment}
+
+
+def test_help_shows_every_documented_parameter():
+    missing, checked = [], 0
+    for obj in _public_objects():
+        page = _flat(pydoc.render_doc(obj, renderer=pydoc.plaintext))
+        for param, meaning in _source_docments(obj).items():
+            checked += 1
+            if _flat(meaning) not in page: missing.append(f"{obj.__module__}.{obj.__qualname__}({param}): {meaning}")
+    assert not missing, '\n'.join(missing)
+    assert checked > 500
+
+
+def test_help_documents_every_training_config_field():
+    from qstore.ml.trainer import TrainingConfig
+    page = _flat(pydoc.render_doc(TrainingConfig, renderer=pydoc.plaintext))
+    docs = _source_docments(TrainingConfig)
+    assert [f.name for f in fields(TrainingConfig)] == list(docs)
+    assert all(f"{name} :" in page and _flat(meaning) in page for name, meaning in docs.items())
