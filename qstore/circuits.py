@@ -79,8 +79,10 @@ class Param(Angle):
 def as_angle(x) -> Angle:
     "Coerce a number, `Param` or `Angle` to an `Angle`, rejecting NaN and inf."
     if isinstance(x, Angle): return Angle(x.param, x.scale, x.offset)
-    try: v = float(x)
-    except (TypeError, ValueError): raise TypeError(f"an angle must be a number, Param or Angle, got {type(x).__name__}: {x!r}") from None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"an angle must be a number, Param or Angle, got {type(x).__name__}: {x!r}") from None
     if not math.isfinite(v): raise ValueError(f"angle must be finite, got {v}")
     return Angle(None, 1.0, v)
 
@@ -155,7 +157,8 @@ class Circuit:
 
     def parameter(self, name: str, group: str = 'weights') -> Param:
         "Declare (or fetch) one parameter."
-        if not isinstance(name, str) or not name: raise ValueError(f"parameter name must be a non-empty string, got {name!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"parameter name must be a non-empty string, got {name!r}")
         if name in self._params and self._params[name] != group:
             raise ValueError(f"parameter '{name}' already belongs to group '{self._params[name]}', not '{group}'")
         self._params.setdefault(name, group)
@@ -179,10 +182,13 @@ class Circuit:
         if name not in GATES: raise ValueError(f"unknown gate '{gate}'. Known gates: {', '.join(sorted(GATES))}")
         g = GATES[name]
         qs = (qubits,) if isinstance(qubits, (int, np.integer)) else tuple(qubits)
-        if len(qs) != g.num_qubits: raise ValueError(f"gate '{name}' acts on {g.num_qubits} qubit(s), got qubits {list(qs)}")
+        if len(qs) != g.num_qubits:
+            raise ValueError(f"gate '{name}' acts on {g.num_qubits} qubit(s), got qubits {list(qs)}")
         for q in qs:
             if not isinstance(q, (int, np.integer)) or not 0 <= q < self.n_qubits:
-                raise ValueError(f"qubit {q!r} out of range for a {self.n_qubits}-qubit circuit (valid: 0..{self.n_qubits - 1})")
+                raise ValueError(
+                    f"qubit {q!r} out of range for a {self.n_qubits}-qubit circuit (valid: 0..{self.n_qubits - 1})"
+                )
         if len(set(qs)) != len(qs): raise ValueError(f"gate '{name}' needs distinct qubits, got {list(qs)}")
         angs = list(angles)
         n_missing = g.num_angles - len(angs)
@@ -205,9 +211,11 @@ class Circuit:
         return c
 
     def compose(self, other: 'Circuit', qubits: Sequence[int] | None = None) -> 'Circuit':
-        "New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names are shared."
+        "New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names "
+        "are shared."
         qmap = list(range(other.n_qubits)) if qubits is None else list(qubits)
-        if len(qmap) != other.n_qubits: raise ValueError(f"compose: need {other.n_qubits} target qubits, got {len(qmap)}")
+        if len(qmap) != other.n_qubits:
+            raise ValueError(f"compose: need {other.n_qubits} target qubits, got {len(qmap)}")
         out = self.copy()
         for p, g in other._params.items(): out.parameter(p, g)
         for op in other.ops: out.append(op.gate, [qmap[q] for q in op.qubits], *op.angles)
@@ -233,7 +241,10 @@ class Circuit:
         "Hash of the gate structure and angle expressions, independent of bound values."
         key = (len(self._ops), len(self._params))  # ops only change by append (grows) or the setter (resets the hash)
         if getattr(self, '_hash', None) is None or self._hash[0] != key:
-            self._hash = (key, hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16])
+            self._hash = (
+                key,
+                hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16],
+            )
         return self._hash[1]
 
     def __eq__(self, other): return isinstance(other, Circuit) and self.structure_key() == other.structure_key()
@@ -262,7 +273,9 @@ def _check_finite(arr, what, names=None):
     if bad.any():
         r, col = np.argwhere(bad)[0] if arr.ndim == 2 else (0, np.argwhere(bad)[0][0])
         who = f" (parameter '{names[col]}')" if names is not None and col < len(names) else ''
-        raise ValueError(f"{what} contains NaN or inf at row {r}, column {col}{who}; {int(bad.sum())} bad value(s) in all")
+        raise ValueError(
+            f"{what} contains NaN or inf at row {r}, column {col}{who}; {int(bad.sum())} bad value(s) in all"
+        )
 
 def validate_values(circuit: Circuit, values) -> np.ndarray:
     "Check and normalise a values array to float `(B, P)`."
@@ -298,7 +311,8 @@ def bind(self: Circuit, values: dict | None = None, **groups) -> np.ndarray:
     if missing: raise ValueError(f"no value for parameter(s) {missing[:8]}{'...' if len(missing) > 8 else ''}")
     B = max((len(c) for c in cols.values()), default=1)
     for i, c in cols.items():
-        if len(c) not in (1, B): raise ValueError(f"parameter '{self.parameters[i]}' has {len(c)} rows; other parameters have {B}")
+        if len(c) not in (1, B):
+            raise ValueError(f"parameter '{self.parameters[i]}' has {len(c)} rows; other parameters have {B}")
     out = np.empty((B, P))
     for i, c in cols.items(): out[:, i] = c
     return validate_values(self, out)
@@ -333,10 +347,12 @@ def angle_table(self: Circuit, values) -> np.ndarray:
     return src[:, cols] * scales + offsets
 
 # %% ../nbs/02_circuits.ipynb #c00-apply
-def apply_matrix(states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n) or (K, B, 2^n)
-                 mats: np.ndarray,  # (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
-                 qubits: Sequence[int],  # the k target qubits
-                 n: int) -> np.ndarray:  # total number of qubits
+def apply_matrix(
+    states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n) or (K, B, 2^n)
+    mats: np.ndarray,  # (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
+    qubits: Sequence[int],  # the k target qubits
+    n: int,
+) -> np.ndarray:  # total number of qubits
     """Apply a (batched) k-qubit matrix to a batch of states; returns a new array.
 
     Parameters
@@ -347,7 +363,10 @@ def apply_matrix(states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n)
         (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
     qubits : Sequence[int]
         the k target qubits
-    n : int
+
+    Returns
+    -------
+    np.ndarray
         total number of qubits
     """
     lead, k, nl = states.shape[:-1], len(qubits), states.ndim - 1
@@ -362,7 +381,8 @@ def apply_matrix(states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n)
 @patch
 def unitary(self: Circuit, values=None) -> np.ndarray:
     "Full unitary for one binding (`values` of shape `(P,)` or `(1, P)`). Little-endian basis."
-    if self.n_qubits > 12: raise ValueError(f"unitary() builds a dense 2^n matrix; {self.n_qubits} qubits is too many (max 12)")
+    if self.n_qubits > 12:
+        raise ValueError(f"unitary() builds a dense 2^n matrix; {self.n_qubits} qubits is too many (max 12)")
     v = validate_values(self, np.zeros((1, 0)) if values is None and self.num_parameters == 0 else values)
     if v.shape[0] != 1: raise ValueError(f"unitary() takes one binding, got {v.shape[0]} rows")
     A = self.angle_table(v)

@@ -16,7 +16,10 @@ COMMANDS = {
     'train': ('qstore.jobs:train_cli', 'train a model from a YAML/TOML config file (--resume to continue)'),
     'bench': ('qstore.cli:bench_cli', 'benchmark the batched simulator (table + JSON; needs a source checkout)'),
     'models': ('qstore.storage.db:models_cli', 'list, inspect and promote registered models'),
-    'ionq-emulator': ('qstore.ionq.emulator:emulator_cli', 'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)'),
+    'ionq-emulator': (
+        'qstore.ionq.emulator:emulator_cli',
+        'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)',
+    ),
 }
 
 # %% ../nbs/95_cli.ipynb #cli-main

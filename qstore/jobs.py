@@ -32,7 +32,9 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
     t0 = time.perf_counter()
     db = Database.open(home)
     X, y, what = load_data('iris')
-    version = db.datasets.put_dataset('iris-setosa-versicolor', X, y, metadata={'source': what, 'classes': ['setosa', 'versicolor']})
+    version = db.datasets.put_dataset(
+        'iris-setosa-versicolor', X, y, metadata={'source': what, 'classes': ['setosa', 'versicolor']}
+    )
     ds = db.datasets.get_dataset('iris-setosa-versicolor', version)
     train, test = ds.split(0.3, seed=0, stratify=True)
     (Xtr, ytr), (Xte, yte) = train.arrays(), test.arrays()
@@ -48,7 +50,10 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
             if mv.tags.get('config') == cfg.fingerprint and mv.spec.get('n_weights') == model.n_weights: reused = mv
     if reused is not None:
         loaded = db.models.load('iris-demo', reused.version)
-        trainer.weights, status = loaded.weights, f"reused registered model iris-demo v{reused.version} (same settings; --retrain to train again)"
+        trainer.weights, status = (
+            loaded.weights,
+            f"reused registered model iris-demo v{reused.version} (same settings; --retrain to train again)",
+        )
         history, ckpt = [], reused.checkpoint
     else:
         resume = not retrain and ckdir.exists() and any(ckdir.glob('*.safetensors'))
@@ -60,7 +65,9 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
             else: resume = False
         if retrain and ckdir.exists(): shutil.rmtree(ckdir)
         log(f"training on {len(Xtr)} rows of {what} ({'resuming run ' + run if resume else 'new run'}) ...")
-        history = trainer.fit((Xtr, ytr), val=(Xte, yte), resume=resume, run=run)  # val is only reported, never used for decisions
+        history = trainer.fit(
+            (Xtr, ytr), val=(Xte, yte), resume=resume, run=run
+        )  # val is only reported, never used for decisions
         status = f"trained and registered iris-demo v{trainer.registered_version}"
         ckpt = trainer.checkpoint_path
     out = trainer.predict(Xte)
@@ -74,18 +81,25 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
     summary = {'status': status, 'test_accuracy': acc, 'test_rows': len(Xte), 'checkpoint': str(ckpt),
                'registry': str(db.root / 'qstore.db'), 'plot': str(plot) if plot.exists() else None,
                'seconds': round(time.perf_counter() - t0, 1), 'model': repr(model)}
-    log(f"\n{status}\n  held-out accuracy: {acc:.3f} on {len(Xte)} rows\n  model: {summary['model']}\n"
-        f"  checkpoint: {summary['checkpoint']}\n  registry: {summary['registry']}\n  training curve: {summary['plot']}\n"
-        f"  time: {summary['seconds']} s")
+    log(
+        f"\n{status}\n  held-out accuracy: {acc:.3f} on {len(Xte)} rows\n  model: {summary['model']}\n"
+        f"  checkpoint: {summary['checkpoint']}\n  registry: {summary['registry']}\n  training curve: "
+        f"{summary['plot']}\n"
+        f"  time: {summary['seconds']} s"
+    )
     return summary
 
 
 def demo_cli(argv: list[str] | None = None) -> int:
     "`qstore demo`: train (or reuse) the Iris classifier on the embedded defaults."
-    p = argparse.ArgumentParser(prog='qstore demo', description='Train a quantum classifier on Iris with the embedded defaults.')
+    p = argparse.ArgumentParser(
+        prog='qstore demo', description='Train a quantum classifier on Iris with the embedded defaults.'
+    )
     p.add_argument('--home', help='database directory (default: $QSTORE_HOME or ./.qstore)')
     p.add_argument('--epochs', type=int, default=12)
-    p.add_argument('--retrain', action='store_true', help='ignore a registered model and checkpoints; train from scratch')
+    p.add_argument(
+        '--retrain', action='store_true', help='ignore a registered model and checkpoints; train from scratch'
+    )
     p.add_argument('--no-progress', action='store_true')
     a = p.parse_args(argv or [])
     s = demo(a.home, a.epochs, a.retrain, not a.no_progress)

@@ -86,12 +86,14 @@ class Observable:
         return self
     def __add__(self, o): return Observable(self.terms + as_observable(o).terms)
     def __mul__(self, o):
-        if isinstance(o, (int, float, np.floating)): return Observable(PauliTerm(t.paulis, t.coeff * float(o)) for t in self.terms)
+        if isinstance(o, (int, float, np.floating)):
+            return Observable(PauliTerm(t.paulis, t.coeff * float(o)) for t in self.terms)
         o = as_observable(o)
         out = []
         for a in self.terms:
             for b in o.terms:
-                if set(a.qubits) & set(b.qubits): raise ValueError("products of Paulis on the same qubit are not supported; write the product out")
+                if set(a.qubits) & set(b.qubits):
+                    raise ValueError("products of Paulis on the same qubit are not supported; write the product out")
                 out.append(PauliTerm(tuple(sorted(a.paulis + b.paulis)), a.coeff * b.coeff))
         return Observable(out)
     __rmul__ = lambda self, o: self * o
@@ -185,7 +187,8 @@ def expectation_from_probs(probs: np.ndarray,  # (B, 2^n) Z-basis probabilities
     for k, o in enumerate(obs):
         for t in o.terms:
             x, z, _ = t.masks()
-            if x: raise ValueError(f"term {t} is not diagonal; measure it in a rotated basis (see `measurement_groups`)")
+            if x:
+                raise ValueError(f"term {t} is not diagonal; measure it in a rotated basis (see `measurement_groups`)")
             out[:, k] += t.coeff * (probs @ term_signs(n, z))
     return out
 

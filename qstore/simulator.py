@@ -77,13 +77,20 @@ class _Plan:
         self.col_step = np.zeros(int(sum(b - a for a, b in self.slices)), dtype=int)
         self.step_cols = []
         for i, st in enumerate(self.steps):
-            ks = [one_q[j] for j in st[3].ravel() if j < self.n1] if st[0] == 'block' else [st[1]] if st[0] != 'perm' else []
+            ks = (
+                [one_q[j] for j in st[3].ravel() if j < self.n1]
+                if st[0] == 'block'
+                else [st[1]]
+                if st[0] != 'perm'
+                else []
+            )
             cols = [c for k in ks for c in range(*self.slices[k])]
             self.col_step[cols] = i
             self.step_cols.append(np.array(cols, dtype=int))
 
     def uniform(self, i, A) -> bool:
-        "True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed once."
+        "True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed "
+        "once."
         c = self.step_cols[i]
         return len(A) == 1 or not len(c) or bool((A[:, c] == A[:1, c]).all())
 
@@ -92,7 +99,11 @@ class _Plan:
         st = self.steps[i]
         if st[0] == 'perm': return None
         if self.uniform(i, A): A, mats1 = A[:1], mats1[:1]
-        return self.block_matrix(mats1, st[3], dtype) if st[0] == 'block' else self.matrix(st[1], A).astype(dtype, copy=False)
+        return (
+            self.block_matrix(mats1, st[3], dtype)
+            if st[0] == 'block'
+            else self.matrix(st[1], A).astype(dtype, copy=False)
+        )
 
     def apply(self, s, i, A, mats1, dtype, adjoint=False, M=None):
         "Apply step i (or its inverse) to states `s` (K, B, 2^n); matrices are per row (B) or per (K, B) row."
@@ -107,7 +118,8 @@ class _Plan:
         if adjoint: M = np.conj(np.swapaxes(M, -1, -2))
         if kind == 'dense': return apply_matrix(s, M, self.ops[st[1]].qubits, self.n)
         q, k = st[1], st[2]
-        if M.ndim == 3 and M.shape[0] == 1: M = np.repeat(M, B, axis=0)  # batched matmul is much slower on a stride-0 broadcast
+        if M.ndim == 3 and M.shape[0] == 1:
+            M = np.repeat(M, B, axis=0)  # batched matmul is much slower on a stride-0 broadcast
         if q == 0: return (s.reshape(K, B, -1, 2 ** k) @ np.swapaxes(M, -1, -2)).reshape(K, B, -1)
         return (M[..., None, :, :] @ s.reshape(K, B, -1, 2 ** k, 2 ** q)).reshape(K, B, -1)
 
@@ -123,7 +135,13 @@ class _Plan:
         B = A.shape[0]
         out = np.empty((B, self.n1 + 1, 2, 2), dtype=complex)
         out[:, self.n1] = np.eye(2)
-        need = None if step is None else set(self.steps[step][3].ravel().tolist()) if self.steps[step][0] == 'block' else set()
+        need = (
+            None
+            if step is None
+            else set(self.steps[step][3].ravel().tolist())
+            if self.steps[step][0] == 'block'
+            else set()
+        )
         for gate, (slots, cols) in self.by_gate.items():
             if need is not None:
                 keep = [j for j, sl in enumerate(slots) if sl in need]
@@ -172,7 +190,8 @@ class StatevectorSimulator:
             rows are simulated in chunks of at most this many amplitudes
         """
         self.dtype, self.chunk_amplitudes = np.dtype(dtype), int(chunk_amplitudes)
-        if self.dtype not in (np.complex64, np.complex128): raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
+        if self.dtype not in (np.complex64, np.complex128):
+            raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
         self.rng = np.random.default_rng(seed)
 
     def statevector(self, circuit: Circuit,  # the template
@@ -209,9 +228,14 @@ class StatevectorSimulator:
             s = plan.apply(s, i, A, mats1, self.dtype)
         return s, saved
 
-    def expectation_shared_prefix(self, circuit: Circuit, values, observables,
-                                  block: int,  # rows come in blocks of this size
-                                  first_columns) -> np.ndarray:  # per block j>0: the angle column where it differs from block 0
+    def expectation_shared_prefix(
+        self,
+        circuit: Circuit,
+        values,
+        observables,
+        block: int,  # rows come in blocks of this size
+        first_columns,
+    ) -> np.ndarray:  # per block j>0: the angle column where it differs from block 0
         """Expectations for stacked blocks of rows that equal block 0 except in one gate (e.g. shifted copies).
         Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices.
 
@@ -219,7 +243,10 @@ class StatevectorSimulator:
         ----------
         block : int
             rows come in blocks of this size
-        first_columns
+
+        Returns
+        -------
+        np.ndarray
             per block j>0: the angle column where it differs from block 0
         """
         v = validate_values(circuit, values)
@@ -227,7 +254,8 @@ class StatevectorSimulator:
         obs = as_observables(observables, n)
         plan, A = plan_for(circuit), circuit.angle_table(v)
         nblk = len(v) // block
-        if nblk * block != len(v) or len(first_columns) != nblk - 1: raise ValueError("rows must form len(first_columns) + 1 blocks")
+        if nblk * block != len(v) or len(first_columns) != nblk - 1:
+            raise ValueError("rows must form len(first_columns) + 1 blocks")
         starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
         A0 = A[:block]
         mats0 = plan.one_qubit_matrices(A0)
@@ -268,7 +296,9 @@ class StatevectorSimulator:
 
     def sample(self, circuit: Circuit, values, shots: int, seed: int | None = None) -> np.ndarray:
         "Seeded measurement counts `(B, 2^n)` (integer array; column i counts outcome i)."
-        return sample_counts(self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed))
+        return sample_counts(
+            self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
+        )
 
 
 def sample_counts(probs: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
@@ -304,7 +334,8 @@ class NoiseModel:
         for k in ('p1', 'p2', 'p01', 'p10'):
             v = getattr(self, k)
             check_range(f"NoiseModel.{k}", v, 0, 1, what='a probability')
-        if self.p1 > 0.75 or self.p2 > 15 / 16: raise ValueError("depolarizing probability beyond the fully mixing point (3/4 for 1q, 15/16 for 2q)")
+        if self.p1 > 0.75 or self.p2 > 15 / 16:
+            raise ValueError("depolarizing probability beyond the fully mixing point (3/4 for 1q, 15/16 for 2q)")
 
     @property
     def is_ideal(self): return self.p1 == self.p2 == self.p01 == self.p10 == 0
@@ -373,7 +404,11 @@ class DensityMatrixSimulator:
     def density_matrix(self, circuit: Circuit, values=None) -> np.ndarray:
         "Final density matrices `(B, 2^n, 2^n)` (little-endian basis)."
         n = circuit.n_qubits
-        if n > self.max_qubits: raise ValueError(f"density-matrix simulation of {n} qubits needs {16 * 4 ** n / 2 ** 30:.1f} GiB per row; max_qubits={self.max_qubits}")
+        if n > self.max_qubits:
+            raise ValueError(
+                f"density-matrix simulation of {n} qubits needs {16 * 4**n / 2**30:.1f} GiB per row; "
+                f"max_qubits={self.max_qubits}"
+            )
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
         B, D = v.shape[0], 2 ** n
@@ -413,4 +448,6 @@ class DensityMatrixSimulator:
 
     def sample(self, circuit: Circuit, values, shots: int, seed: int | None = None) -> np.ndarray:
         "Seeded counts `(B, 2^n)` including readout error."
-        return sample_counts(self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed))
+        return sample_counts(
+            self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
+        )

@@ -119,12 +119,15 @@ class Backend:
         "Exact results for rows in blocks sharing a prefix (hint); backends without a faster path ignore the hint."
         return self._exact(circuit, values, observables)
 
-    def run(self, circuit: Circuit,  # template to execute
-            values=None,  # (B, P) parameter values
-            observables=None,  # observable(s) to estimate; None returns probabilities/counts
-            shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
-            seed: int | None = None,  # overrides the backend RNG for this call
-            shared_prefix: tuple | None = None) -> Result:  # hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
+    def run(
+        self,
+        circuit: Circuit,  # template to execute
+        values=None,  # (B, P) parameter values
+        observables=None,  # observable(s) to estimate; None returns probabilities/counts
+        shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
+        seed: int | None = None,  # overrides the backend RNG for this call
+        shared_prefix: tuple | None = None,
+    ) -> Result:  # hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
         """Execute a batch of bindings of one template.
 
         Parameters
@@ -139,13 +142,18 @@ class Backend:
             None: exact (analytic backends); int: shots per circuit
         seed : int | None, default None
             overrides the backend RNG for this call
-        shared_prefix : tuple | None, default None
+
+        Returns
+        -------
+        Result
             hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
         """
         t0 = time.perf_counter()
         caps = self.capabilities
         if circuit.n_qubits > caps.max_qubits:
-            raise ValueError(f"backend '{self.name}' accepts at most {caps.max_qubits} qubits; circuit has {circuit.n_qubits}")
+            raise ValueError(
+                f"backend '{self.name}' accepts at most {caps.max_qubits} qubits; circuit has {circuit.n_qubits}"
+            )
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
         obs = None if observables is None else as_observables(observables, circuit.n_qubits)
@@ -156,8 +164,17 @@ class Backend:
         rng = self.rng if seed is None else np.random.default_rng(seed)
         B = v.shape[0]
         if shots is None:
-            out = self._exact(circuit, v, obs) if shared_prefix is None or obs is None else self._exact_shared(circuit, v, obs, shared_prefix)
-            res = Result(self.name, None, B, **({'expectations': out, 'stderr': np.zeros_like(out)} if obs else {'probabilities': out}))
+            out = (
+                self._exact(circuit, v, obs)
+                if shared_prefix is None or obs is None
+                else self._exact_shared(circuit, v, obs, shared_prefix)
+            )
+            res = Result(
+                self.name,
+                None,
+                B,
+                **({'expectations': out, 'stderr': np.zeros_like(out)} if obs else {'probabilities': out}),
+            )
         elif obs is None:
             (counts,) = self._sample([circuit], v, int(shots), rng)
             res = Result(self.name, int(shots), B, counts=counts)
@@ -165,7 +182,9 @@ class Backend:
             bases = measurement_groups(obs, circuit.n_qubits)
             counts = self._sample([basis_rotation(circuit, b) for b in bases], v, int(shots), rng)
             mean, err = estimate_from_counts(counts, bases, obs, circuit.n_qubits)
-            res = Result(self.name, int(shots), B * len(bases), expectations=mean, stderr=err, metadata={'bases': bases})
+            res = Result(
+                self.name, int(shots), B * len(bases), expectations=mean, stderr=err, metadata={'bases': bases}
+            )
         self.calls += 1
         self.circuits_executed += res.n_circuits
         res.wall_time = time.perf_counter() - t0
@@ -210,12 +229,15 @@ class LocalBackend(Backend):
                                                 noisy=noisy, adjoint=not noisy)
 
     def statevector(self, circuit, values=None):
-        if self.dm is not None: raise ValueError("a noisy LocalBackend has no statevector; use the density-matrix simulator")
+        if self.dm is not None:
+            raise ValueError("a noisy LocalBackend has no statevector; use the density-matrix simulator")
         return self.sv.statevector(circuit, values)
 
     def _exact(self, circuit, values, observables):
         sim = self.dm or self.sv
-        return sim.probabilities(circuit, values) if observables is None else sim.expectation(circuit, values, observables)
+        return (
+            sim.probabilities(circuit, values) if observables is None else sim.expectation(circuit, values, observables)
+        )
 
     def _exact_shared(self, circuit, values, observables, shared_prefix):
         if self.dm is not None: return self._exact(circuit, values, observables)

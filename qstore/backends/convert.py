@@ -38,8 +38,11 @@ def _sympy_linear(expr, where: str):
     scales = {}
     for s in syms:
         d = sympy.diff(expr, s)
-        if d.free_symbols: raise ConversionError(f"{where}: angle {expr} is not affine in {s}; qstore angles are a*p + b. "
-                                                 "Compute nonlinear angles classically and bind them as a parameter.")
+        if d.free_symbols:
+            raise ConversionError(
+                f"{where}: angle {expr} is not affine in {s}; qstore angles are a*p + b. "
+                "Compute nonlinear angles classically and bind them as a parameter."
+            )
         scales[str(s)] = _real(d, where)
     return scales, _real(expr.subs({s: 0 for s in syms}), where)
 
@@ -54,8 +57,11 @@ def _qiskit_linear(value, where: str):
     for p in params:
         d = value.gradient(p)
         if isinstance(d, ParameterExpression):
-            if d.parameters: raise ConversionError(f"{where}: angle {value} is not affine in {p.name}; qstore angles are a*p + b. "
-                                                   "Compute nonlinear angles classically and bind them as a parameter.")
+            if d.parameters:
+                raise ConversionError(
+                    f"{where}: angle {value} is not affine in {p.name}; qstore angles are a*p + b. "
+                    "Compute nonlinear angles classically and bind them as a parameter."
+                )
             d = d.numeric()
         scales[p.name] = _real(d, where)
     return scales, _real(value.bind({p: 0 for p in params}).numeric(), where)
@@ -66,8 +72,10 @@ def _one_param_angle(linear, expr, where: str) -> Angle:
     scales, offset = linear
     scales = {p: s for p, s in scales.items() if s != 0}
     if len(scales) > 1:
-        raise ConversionError(f"{where}: angle {expr} depends on {len(scales)} parameters {sorted(scales)}; a qstore angle is "
-                              "affine in ONE parameter (a*p + b). Combine them classically into one parameter.")
+        raise ConversionError(
+            f"{where}: angle {expr} depends on {len(scales)} parameters {sorted(scales)}; a qstore angle is "
+            "affine in ONE parameter (a*p + b). Combine them classically into one parameter."
+        )
     if not scales: return as_angle(offset)
     (p, s), = scales.items()
     return Angle(p, s, offset)
@@ -90,10 +98,15 @@ def _group_of(groups, names: list) -> Callable:
     if isinstance(groups, str): return lambda p: groups
     if isinstance(groups, dict):
         unknown = sorted(set(groups) - set(names))
-        if unknown: raise ConversionError(f"groups names parameter(s) {unknown} that the circuit does not use; its parameters: {names}")
+        if unknown:
+            raise ConversionError(
+                f"groups names parameter(s) {unknown} that the circuit does not use; its parameters: {names}"
+            )
         return lambda p: groups.get(p, 'weights')
     if callable(groups): return groups
-    raise TypeError(f"groups must be None, a group name, a {{parameter: group}} dict or a callable, got {type(groups).__name__}")
+    raise TypeError(
+        f"groups must be None, a group name, a {{parameter: group}} dict or a callable, got {type(groups).__name__}"
+    )
 
 
 class _Importer:
@@ -155,7 +168,8 @@ def _cirq_gate(g: GateDef, args: list):
 
 def _op_angles(circuit: Circuit, values) -> list:
     "Per operation its angles: floats for constants or bound values, `Angle`s for symbolic template angles."
-    if values is None: return [tuple(a.offset if a.is_constant or a.scale == 0 else a for a in op.angles) for op in circuit.ops]
+    if values is None:
+        return [tuple(a.offset if a.is_constant or a.scale == 0 else a for a in op.angles) for op in circuit.ops]
     v = validate_values(circuit, values)
     if v.shape[0] != 1:
         raise ValueError(f"values must be ONE binding of shape ({circuit.num_parameters},), got {v.shape[0]} rows; "
@@ -193,7 +207,7 @@ def to_cirq(circuit: Circuit,  # qstore template
 
 def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in one library's order
                          n: int):  # number of qubits
-    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least significant). Its own inverse.
+    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least 
 
     Parameters
     ----------
@@ -202,6 +216,7 @@ def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in o
     n : int
         number of qubits
     """
+    "significant). Its own inverse."
     s = np.asarray(state)
     if s.shape[-1] != 2 ** n: raise ValueError(f"expected a last axis of length 2^{n} = {2 ** n}, got shape {s.shape}")
     lead = s.ndim - 1
@@ -221,7 +236,7 @@ def _qiskit_class(name: str):
 
 def to_qiskit(circuit: Circuit,  # qstore template
               values=None):  # optional single binding (P,): numbers instead of Parameters
-    """Exactly equal `QuantumCircuit` (qubit q -> qubit q); symbolic angles become `Parameter` expressions named like qstore's.
+    """Exactly equal `QuantumCircuit` (qubit q -> qubit q); symbolic angles become `Parameter` expressions named like 
 
     Parameters
     ----------
@@ -230,6 +245,7 @@ def to_qiskit(circuit: Circuit,  # qstore template
     values : default None
         optional single binding (P,): numbers instead of Parameters
     """
+    "qstore's."
     from qiskit import QuantumCircuit
     from qiskit.circuit import Parameter
     params = {p: Parameter(p) for p in circuit.parameters}
@@ -249,7 +265,7 @@ def to_qiskit(circuit: Circuit,  # qstore template
 
 def qiskit_parameter_order(qc,  # circuit from `to_qiskit`
                            circuit: Circuit) -> np.ndarray:  # the qstore template it came from
-    """Column of qstore's values array for each of `qc.parameters` (Qiskit's sorted order): `values[:, order]` binds `qc`.
+    """Column of qstore's values array for each of `qc.parameters` (Qiskit's sorted order): `values[:, order]` binds 
 
     Parameters
     ----------
@@ -258,6 +274,7 @@ def qiskit_parameter_order(qc,  # circuit from `to_qiskit`
     circuit : Circuit
         the qstore template it came from
     """
+    "`qc`."
     cols = {p: i for i, p in enumerate(circuit.parameters)}
     return np.array([cols[p.name] for p in qc.parameters], dtype=int)
 
@@ -265,16 +282,40 @@ def qiskit_parameter_order(qc,  # circuit from `to_qiskit`
 _CIRQ_POW = ('XPowGate', 'YPowGate', 'ZPowGate', 'HPowGate', 'CXPowGate', 'CZPowGate', 'SwapPowGate',
              'XXPowGate', 'YYPowGate', 'ZZPowGate')
 # exponents at which a power gate is a named qstore gate (times its phase e^{i pi t s})
-_CIRQ_NAMED = {'XPowGate': {1: 'x', -1: 'x', 0.5: 'sx', -0.5: 'sxdg'}, 'YPowGate': {1: 'y', -1: 'y'},
-               'ZPowGate': {1: 'z', -1: 'z', 0.5: 's', -0.5: 'sdg', 0.25: 't', -0.25: 'tdg'}, 'HPowGate': {1: 'h', -1: 'h'},
-               'CXPowGate': {1: 'cnot', -1: 'cnot'}, 'CZPowGate': {1: 'cz', -1: 'cz'}, 'SwapPowGate': {1: 'swap', -1: 'swap'}}
-_CIRQ_ROTATION = {'XPowGate': 'rx', 'YPowGate': 'ry', 'ZPowGate': 'rz', 'XXPowGate': 'xx', 'YYPowGate': 'yy', 'ZZPowGate': 'zz'}
-_MID_MEASURE = ("{where} acts on a qubit after it was measured: qstore templates are unitary and every backend measures "
-                "all qubits at the end, so only terminal measurements are allowed (they are ignored)")
-CIRQ_SUPPORTED = ('IdentityGate', 'XPowGate/YPowGate/ZPowGate (X, Y, Z, S, T, sqrt(X), rx, ry, rz, any power)',
-                  'HPowGate and SwapPowGate (exponent +-1)', 'CXPowGate and CZPowGate (any power)', 'XXPowGate, YYPowGate, ZZPowGate',
-                  'PhasedXPowGate', 'PhasedXZGate', 'ControlledGate with one control of rx/ry/rz or X/Z powers', 'GlobalPhaseGate',
-                  'cirq_ionq GPIGate, GPI2Gate, MSGate, ZZGate', 'terminal measurements')
+_CIRQ_NAMED = {
+    'XPowGate': {1: 'x', -1: 'x', 0.5: 'sx', -0.5: 'sxdg'},
+    'YPowGate': {1: 'y', -1: 'y'},
+    'ZPowGate': {1: 'z', -1: 'z', 0.5: 's', -0.5: 'sdg', 0.25: 't', -0.25: 'tdg'},
+    'HPowGate': {1: 'h', -1: 'h'},
+    'CXPowGate': {1: 'cnot', -1: 'cnot'},
+    'CZPowGate': {1: 'cz', -1: 'cz'},
+    'SwapPowGate': {1: 'swap', -1: 'swap'},
+}
+_CIRQ_ROTATION = {
+    'XPowGate': 'rx',
+    'YPowGate': 'ry',
+    'ZPowGate': 'rz',
+    'XXPowGate': 'xx',
+    'YYPowGate': 'yy',
+    'ZZPowGate': 'zz',
+}
+_MID_MEASURE = (
+    "{where} acts on a qubit after it was measured: qstore templates are unitary and every backend measures "
+    "all qubits at the end, so only terminal measurements are allowed (they are ignored)"
+)
+CIRQ_SUPPORTED = (
+    'IdentityGate',
+    'XPowGate/YPowGate/ZPowGate (X, Y, Z, S, T, sqrt(X), rx, ry, rz, any power)',
+    'HPowGate and SwapPowGate (exponent +-1)',
+    'CXPowGate and CZPowGate (any power)',
+    'XXPowGate, YYPowGate, ZZPowGate',
+    'PhasedXPowGate',
+    'PhasedXZGate',
+    'ControlledGate with one control of rx/ry/rz or X/Z powers',
+    'GlobalPhaseGate',
+    'cirq_ionq GPIGate, GPI2Gate, MSGate, ZZGate',
+    'terminal measurements',
+)
 
 
 @functools.cache
@@ -291,7 +332,9 @@ def _cirq_records(names: tuple) -> list:
 
 
 def _cirq_kind(gate):
-    return next((k.__name__ for k in type(gate).__mro__ if k.__name__ in _CIRQ_POW and k.__module__.startswith('cirq')), None)
+    return next(
+        (k.__name__ for k in type(gate).__mro__ if k.__name__ in _CIRQ_POW and k.__module__.startswith('cirq')), None
+    )
 
 
 def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
@@ -303,7 +346,10 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
     if kind:
         E = angle(gate.exponent)  # rotation angle pi * exponent
         g = _real(gate.global_shift, where)
-        named = next((nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12), None)
+        named = next(
+            (nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12),
+            None,
+        )
         if named:
             imp.gate(named, qs)
             imp.phase(E * g)
@@ -317,7 +363,10 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
             imp.gate(_CIRQ_ROTATION[kind], qs, E)
             imp.phase(E * (g + 0.5))
             return True
-        if kind in ('CZPowGate', 'CXPowGate'):  # diag(1,1,1,e^{iE}) = crz(E) . phase(E/2) on the control; CX^t = H_t CZ^t H_t
+        if kind in (
+            'CZPowGate',
+            'CXPowGate',
+        ):  # diag(1,1,1,e^{iE}) = crz(E) . phase(E/2) on the control; CX^t = H_t CZ^t H_t
             if kind == 'CXPowGate': imp.gate('h', qs[1:])
             imp.gate('crz', qs, E)
             imp.z_phase(qs[0], E * 0.5)
@@ -354,7 +403,9 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
         return False
     if isinstance(gate, cirq.GlobalPhaseGate):
         if isinstance(gate.coefficient, sympy.Basic) and gate.coefficient.free_symbols:
-            raise ConversionError(f"{where}: symbolic global phase {gate.coefficient} is not supported; use global_phase=False or bind it")
+            raise ConversionError(
+                f"{where}: symbolic global phase {gate.coefficient} is not supported; use global_phase=False or bind it"
+            )
         imp.phase(float(np.angle(complex(gate.coefficient))))
         return True
     natives = {getattr(ci, g.cirq.split('(')[0][len('cirq_ionq.'):]): g for g in GATES.values()
@@ -394,7 +445,8 @@ def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are
         if missing: raise ConversionError(f"the circuit uses qubit(s) {missing} that are not in qubits={qubits}")
         index = {q: i for i, q in enumerate(qubits)}
     elif found and all(isinstance(q, cirq.LineQubit) for q in found):
-        if found[0].x < 0: raise ConversionError(f"LineQubit indices must be >= 0, got {found[0]}; pass qubits=[...] to number them")
+        if found[0].x < 0:
+            raise ConversionError(f"LineQubit indices must be >= 0, got {found[0]}; pass qubits=[...] to number them")
         index = {q: q.x for q in found}
     else: index = {q: i for i, q in enumerate(found)}
     n = max(index.values(), default=-1) + 1
@@ -410,8 +462,11 @@ def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are
             raise ConversionError(f"{where} ({type(op).__name__}) has no gate (classical control, resets and other "
                                   "non-unitary operations are not supported)")
         if not _import_cirq_gate(imp, op.gate, tuple(index[q] for q in op.qubits), where):
-            raise ConversionError(f"{where}: cirq gate {type(op.gate).__name__} is not supported. Supported: {'; '.join(CIRQ_SUPPORTED)}. "
-                                  "Rewrite it first, e.g. cirq.optimize_for_target_gateset(circuit, gateset=cirq.CZTargetGateset())")
+            raise ConversionError(
+                f"{where}: cirq gate {type(op.gate).__name__} is not supported. Supported: "
+                f"{'; '.join(CIRQ_SUPPORTED)}. "
+                "Rewrite it first, e.g. cirq.optimize_for_target_gateset(circuit, gateset=cirq.CZTargetGateset())"
+            )
     return imp.build(n, name, groups, global_phase)
 
 # %% ../../nbs/11_convert.ipynb #cv-fromqk
@@ -468,8 +523,10 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
             imp.gate('crz', qs, ang(0))
             imp.z_phase(qs[0], ang(0) * 0.5)
         else:
-            raise ConversionError(f"{where} ({cls.__name__}) is not supported. Supported: {', '.join(QISKIT_SUPPORTED)}. "
-                                  "Rewrite it first, e.g. qiskit.transpile(qc, basis_gates=['u', 'cx'])")
+            raise ConversionError(
+                f"{where} ({cls.__name__}) is not supported. Supported: {', '.join(QISKIT_SUPPORTED)}. "
+                "Rewrite it first, e.g. qiskit.transpile(qc, basis_gates=['u', 'cx'])"
+            )
     if global_phase:
         scales, const = _qiskit_linear(qc.global_phase, 'global_phase')
         imp.phase(const, scales)
@@ -505,4 +562,6 @@ def observable_to_qiskit(observable,  # string, PauliTerm or Observable
     """
     from qiskit.quantum_info import SparsePauliOp
     terms = as_observables(observable, n)[0].terms
-    return SparsePauliOp.from_sparse_list([(''.join(p for _, p in t.paulis), [q for q, _ in t.paulis], t.coeff) for t in terms], n)
+    return SparsePauliOp.from_sparse_list(
+        [(''.join(p for _, p in t.paulis), [q for q, _ in t.paulis], t.coeff) for t in terms], n
+    )

@@ -35,7 +35,8 @@ def qiskit_bound_template(circuit: Circuit,  # qstore template
 
 
 def _bitarray_counts(bits, n: int) -> np.ndarray:
-    "Counts (B, 2^n) from a sampler `BitArray` of shape (B,): bytes are big-endian, bit k of the integer is classical bit k."
+    "Counts (B, 2^n) from a sampler `BitArray` of shape (B,): bytes are big-endian, bit k of the integer is classical "
+    "bit k."
     raw = bits.array.astype(np.int64)  # (B, shots, bytes)
     outcomes = sum(raw[..., -1 - j] << (8 * j) for j in range(raw.shape[-1]))
     B = outcomes.shape[0]
@@ -66,7 +67,9 @@ class QiskitBackend(Backend):
     def _exact(self, circuit, values, observables):
         if observables is None: return np.abs(self.statevector(circuit, values)) ** 2
         qc, binds = qiskit_bound_template(circuit, values)
-        paulis = [[observable_to_qiskit(o, circuit.n_qubits) for o in observables]]  # shape (1, n_obs) against (B, 1) rows
+        paulis = [
+            [observable_to_qiskit(o, circuit.n_qubits) for o in observables]
+        ]  # shape (1, n_obs) against (B, 1) rows
         return np.asarray(self.estimator.run([(qc, paulis, binds[:, None, :])]).result()[0].data.evs, dtype=float)
 
     def _sample(self, circuits, values, shots, rng):

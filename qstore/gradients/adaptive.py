@@ -52,15 +52,31 @@ class AdaptiveGradient:
         spsa = 1 + 2 * self.spsa.num_directions
         analytic = shots is None and caps.analytic
         if analytic and caps.adjoint:
-            return 'adjoint', f"adjoint: exact in one forward and one backward sweep vs {shift} circuits per row for parameter shift on analytic '{be.name}'"
+            return (
+                'adjoint',
+                f"adjoint: exact in one forward and one backward sweep vs {shift} circuits per row for parameter "
+                f"shift on analytic '{be.name}'",
+            )
         if analytic:
-            return 'parameter_shift', f"parameter_shift: exact on analytic '{be.name}' without statevector access ({shift} circuits per row)"
+            return (
+                'parameter_shift',
+                f"parameter_shift: exact on analytic '{be.name}' without statevector access ({shift} circuits per row)",
+            )
         if self.budget is not None and shift > self.budget:
-            return 'spsa', f"spsa: {spsa} circuits vs {shift} for parameter shift, over the budget of {self.budget} per row"
+            return (
+                'spsa',
+                f"spsa: {spsa} circuits vs {shift} for parameter shift, over the budget of {self.budget} per row",
+            )
         if shift > self.max_shift_circuits or caps.cost_per_circuit * shift > 1.0:
             what = f"2P={shift - 1}" if shift - 1 == 2 * P else f"{shift - 1} shifted circuits"
-            return 'spsa', f"spsa: {spsa} circuits vs {what} for parameter shift on a sampled backend ('{be.name}', P={P})"
-        return 'parameter_shift', f"parameter_shift: unbiased, {shift} circuits per row is affordable on sampled '{be.name}' (P={P})"
+            return (
+                'spsa',
+                f"spsa: {spsa} circuits vs {what} for parameter shift on a sampled backend ('{be.name}', P={P})",
+            )
+        return (
+            'parameter_shift',
+            f"parameter_shift: unbiased, {shift} circuits per row is affordable on sampled '{be.name}' (P={P})",
+        )
 
     def jacobian(self, circuit: Circuit, values, observables, backend='local', wrt='weights',
                  shots: int | None = None, seed: int | None = None) -> GradientResult:

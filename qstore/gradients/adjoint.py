@@ -64,7 +64,8 @@ def _trace_map(k):
     return _TRACE_MAPS[k]
 
 def _partial_cross(R, k):
-    "Per-qubit 2x2 cross terms (K, B, k, 2, 2) from a block cross term, by tracing out the other block qubits (one matmul)."
+    "Per-qubit 2x2 cross terms (K, B, k, 2, 2) from a block cross term, by tracing out the other block qubits (one "
+    "matmul)."
     K, B = R.shape[:2]
     return (R.reshape(K, B, -1) @ _trace_map(k)).reshape(K, B, k, 2, 2)
 
@@ -126,7 +127,11 @@ def adjoint(circuit: Circuit, values, observables,
         (B, n_obs): return the loss gradient via vjp only
     """
     be = get_backend(backend)
-    if not be.capabilities.adjoint: raise ValueError(f"adjoint differentiation needs statevector access; backend '{be.name}' does not provide it (use parameter_shift)")
+    if not be.capabilities.adjoint:
+        raise ValueError(
+            f"adjoint differentiation needs statevector access; backend '{be.name}' does not provide it (use "
+            "parameter_shift)"
+        )
     v = validate_values(circuit, values)
     B, n = v.shape[0], circuit.n_qubits
     cols = select_params(circuit, wrt)
@@ -166,7 +171,12 @@ def adjoint(circuit: Circuit, values, observables,
             X = post @ Ds @ np.conj(np.swapaxes(Gs, -1, -2)) @ postd  # (B, k, L, 2, 2)
             Cf = np.broadcast_to(C[:, :, :, None], (K, B, k, L, 2, 2)).reshape(K, B, -1, 2, 2)
             Xf = X.reshape(X.shape[0], -1, 2, 2)
-            g = 2 * (np.einsum('fij,kbfij->kbf', Xf[0], Cf) if len(Xf) == 1 else np.einsum('bfij,kbfij->kbf', Xf, Cf)).real
+            g = (
+                2
+                * (
+                    np.einsum('fij,kbfij->kbf', Xf[0], Cf) if len(Xf) == 1 else np.einsum('bfij,kbfij->kbf', Xf, Cf)
+                ).real
+            )
             G += g @ ap.W[i]
         elif st[0] in ('diag', 'dense') and ap.selected[st[1]]:
             op = circuit.ops[st[1]]

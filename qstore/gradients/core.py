@@ -63,7 +63,8 @@ def select_params(circuit: Circuit, wrt) -> np.ndarray:
     out = []
     for w in wrt:
         if isinstance(w, (int, np.integer)):
-            if not 0 <= w < circuit.num_parameters: raise ValueError(f"parameter index {w} out of range (circuit has {circuit.num_parameters})")
+            if not 0 <= w < circuit.num_parameters:
+                raise ValueError(f"parameter index {w} out of range (circuit has {circuit.num_parameters})")
             out.append(int(w))
         elif w in circuit.parameters: out.append(circuit.parameters.index(w))
         else: raise ValueError(f"unknown parameter or group {w!r}; groups: {list(circuit.groups)}")
@@ -73,7 +74,8 @@ def select_params(circuit: Circuit, wrt) -> np.ndarray:
 def vjp(result: GradientResult, cotangent: np.ndarray) -> np.ndarray:
     "Gradient `(n_wrt,)` of a scalar loss, given `cotangent = dLoss/dExpectations` of shape `(B, n_obs)`."
     c = np.asarray(cotangent, dtype=float)
-    if c.shape != result.jacobian.shape[:2]: raise ValueError(f"cotangent must have shape {result.jacobian.shape[:2]}, got {c.shape}")
+    if c.shape != result.jacobian.shape[:2]:
+        raise ValueError(f"cotangent must have shape {result.jacobian.shape[:2]}, got {c.shape}")
     return np.einsum('bk,bkp->p', c, result.jacobian)
 
 # %% ../../nbs/40_gradients_core.ipynb #g40-occ

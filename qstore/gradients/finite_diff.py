@@ -49,7 +49,9 @@ def finite_diff(circuit: Circuit, values, observables, backend='local', wrt='wei
     E = res.expectations.reshape(len(rows), B, len(obs))
     if mode == 'central': J = (E[1::2] - E[2::2]) / (2 * h)
     else: J = (E[1:] - E[0]) / h
-    return GradientResult(np.moveaxis(J, 0, -1), [circuit.parameters[i] for i in cols], f'finite_diff_{mode}', res.n_circuits, 1, E[0])
+    return GradientResult(
+        np.moveaxis(J, 0, -1), [circuit.parameters[i] for i in cols], f'finite_diff_{mode}', res.n_circuits, 1, E[0]
+    )
 
 # %% ../../nbs/42_gradients_finite_diff.ipynb #g42-reg
 register_gradient(GradientMethod('finite_diff', finite_diff))

@@ -50,7 +50,8 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
     lam : float, default 0.0
         regularisation added to the diagonal
     """
-    if approx not in ('block-diag', 'diag', None): raise ValueError(f"approx must be 'block-diag', 'diag' or None, got {approx!r}")
+    if approx not in ('block-diag', 'diag', None):
+        raise ValueError(f"approx must be 'block-diag', 'diag' or None, got {approx!r}")
     be = get_backend(backend)
     v = validate_values(circuit, values)
     B = v.shape[0]
@@ -78,10 +79,13 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
         g = (np.einsum('pbi,qbi->bpq', D.conj(), D) - ov[:, :, None] * ov.conj()[:, None, :]).real
         if approx is not None:
             lay = [{op_layer[col_op[col]] for col, _, _, pp, _ in occ if pp == p} for p in range(P)]
-            mask = np.array([[p == q or (approx == 'block-diag' and bool(lay[p] & lay[q])) for q in range(P)] for p in range(P)])
+            mask = np.array(
+                [[p == q or (approx == 'block-diag' and bool(lay[p] & lay[q])) for q in range(P)] for p in range(P)]
+            )
             g = g * mask
     else:
-        if approx is None: raise ValueError("the full metric tensor needs a statevector backend; use approx='block-diag'")
+        if approx is None:
+            raise ValueError("the full metric tensor needs a statevector backend; use approx='block-diag'")
         g = np.zeros((B, P, P))
         for ly in layers:
             gens = []
@@ -96,7 +100,9 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
             prefix.ops = circuit.ops[:ly[0]]
             singles = [Observable([t]) for _, t in gens]
             pairs = [(a, b) for a in range(len(gens)) for b in range(a + 1, len(gens))]
-            obs = singles + [Observable([PauliTerm(tuple(sorted(gens[a][1].paulis + gens[b][1].paulis)))]) for a, b in pairs]
+            obs = singles + [
+                Observable([PauliTerm(tuple(sorted(gens[a][1].paulis + gens[b][1].paulis)))]) for a, b in pairs
+            ]
             E = be.run(prefix, v, obs, shots=shots, seed=seed).expectations
             cov = np.zeros((B, len(gens), len(gens)))
             for a in range(len(gens)): cov[:, a, a] = 0.25 * (1 - E[:, a] ** 2)
@@ -112,14 +118,19 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
 
 # %% ../../nbs/45_gradients_natural.ipynb #g04-qnspsa
 def overlap_circuit(circuit: Circuit, wrt='weights') -> Circuit:
-    "Compute-uncompute template `U(theta')^dagger... `: the circuit with `wrt` parameters renamed `p@b`, then the inverse with the originals. P(0...0) = |<psi(theta)|psi(theta')>|^2."
+    "Compute-uncompute template `U(theta')^dagger... `: the circuit with `wrt` parameters renamed `p@b`, then the "
+    "inverse with the originals. P(0...0) = |<psi(theta)|psi(theta')>|^2."
     names = {circuit.parameters[i] for i in select_params(circuit, wrt)}
     first = Circuit(circuit.n_qubits, f"{circuit.name}/overlap")
     for p, g in circuit._params.items(): first.parameter(p, g)
     for p in circuit.parameters:
         if p in names: first.parameter(f"{p}@b", circuit._params[p])
     for op in circuit.ops:
-        first.append(op.gate, op.qubits, *[a if a.param not in names else Angle(f"{a.param}@b", a.scale, a.offset) for a in op.angles])
+        first.append(
+            op.gate,
+            op.qubits,
+            *[a if a.param not in names else Angle(f"{a.param}@b", a.scale, a.offset) for a in op.angles],
+        )
     return first.compose(circuit.inverse())
 
 
@@ -154,7 +165,9 @@ class QNSPSA:
             r[:, v.shape[1]:] += self.eps * shift
             rows.append(r)
         res = be.run(ov, np.concatenate(rows), shots=shots, seed=seed)
-        F = (res.probabilities if res.probabilities is not None else res.counts / res.counts.sum(1, keepdims=True))[:, 0]
+        F = (res.probabilities if res.probabilities is not None else res.counts / res.counts.sum(1, keepdims=True))[
+            :, 0
+        ]
         F = F.reshape(4, B).mean(1)
         dF = F[0] - F[1] - F[2] + F[3]
         return -dF / (8 * self.eps ** 2) * (np.outer(D1, D2) + np.outer(D2, D1)), res.n_circuits

@@ -79,7 +79,8 @@ def _angle_template(circuit: Circuit) -> Circuit:
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-shift-table
 def shift_table(circuit: Circuit, A: np.ndarray, cols, native_ranges: bool = False):
-    "Stacked angle tables `(B * blocks, n_angles)` (block 0 unshifted), the plan combining them, and each block's shifted column."
+    "Stacked angle tables `(B * blocks, n_angles)` (block 0 unshifted), the plan combining them, and each block's "
+    "shifted column."
     rows, plan, shifted_cols = [A], [], []  # plan: (param position, scale, [(block index, coeff)])
     for col, gate, j, ppos, scale in angle_occurrences(circuit, cols):
         terms = []
@@ -97,14 +98,17 @@ def shift_table(circuit: Circuit, A: np.ndarray, cols, native_ranges: bool = Fal
     return (legalize_native(circuit, table, zz_range=False) if native_ranges else table), plan, shifted_cols
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-ps
-def parameter_shift(circuit: Circuit,  # template
-                    values,  # (B, P) parameter values
-                    observables,  # observable(s)
-                    backend='local',  # backend name or instance
-                    wrt='weights',  # group, names, indices or None (all)
-                    shots: int | None = None,  # shots per circuit (None: exact on analytic backends)
-                    native_ranges: bool | None = None,  # keep shifted angles in IonQ's ranges (default: if the backend takes native gates)
-                    seed: int | None = None) -> GradientResult:
+def parameter_shift(
+    circuit: Circuit,  # template
+    values,  # (B, P) parameter values
+    observables,  # observable(s)
+    backend='local',  # backend name or instance
+    wrt='weights',  # group, names, indices or None (all)
+    shots: int | None = None,  # shots per circuit (None: exact on analytic backends)
+    native_ranges: bool
+    | None = None,  # keep shifted angles in IonQ's ranges (default: if the backend takes native gates)
+    seed: int | None = None,
+) -> GradientResult:
     """Exact Jacobian by shift rules; all shifted circuits go to the backend in one call.
 
     Parameters
@@ -121,7 +125,7 @@ def parameter_shift(circuit: Circuit,  # template
         group, names, indices or None (all)
     shots : int | None, default None
         shots per circuit (None: exact on analytic backends)
-    native_ranges : bool | None, default None
+    seed : int | None, default None
         keep shifted angles in IonQ's ranges (default: if the backend takes native gates)
     """
     be = get_backend(backend)

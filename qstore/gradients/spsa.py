@@ -116,7 +116,8 @@ class SPSAGradientEstimator:
                 'num_directions': self.num_directions, 'k': self.k, 'rng': self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict):
-        for key in ('a', 'c', 'A', 'alpha', 'gamma', 'num_directions', 'k'): setattr(self, key, type(getattr(self, key))(state[key]))
+        for key in ('a', 'c', 'A', 'alpha', 'gamma', 'num_directions', 'k'):
+            setattr(self, key, type(getattr(self, key))(state[key]))
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state['rng']
         return self

@@ -37,15 +37,19 @@ def _system(name: str,  # a system name
 # %% ../../nbs/26_ionq_backend.ipynb #ib-backend
 class IonQBackend(Backend):
     "IonQ cloud simulator or QPU as a sampling backend; all circuits of a run go out as multi-circuit jobs."
-    def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
-                 *, noise: str | None = None,  # simulator noise model named after a system, e.g. 'aria-1' ('ideal' = none)
-                 default_shots: int = 1000,  # shots when `run` is given none
-                 error_mitigation: bool = False,  # IonQ debiasing (>= 500 shots)
-                 use_native_gates: bool = False,  # ask for native-gate execution (see above)
-                 timeout: float | None = 3600.0,  # seconds for one run's jobs; unfinished jobs are canceled after that
-                 seed: int | None = None,  # seeds client-side sampling and the noisy simulator's seed
-                 client: IonQBatchClient | None = None,  # share a client (and its connection pool)
-                 **client_options):  # otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
+    def __init__(
+        self,
+        target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
+        *,
+        noise: str | None = None,  # simulator noise model named after a system, e.g. 'aria-1' ('ideal' = none)
+        default_shots: int = 1000,  # shots when `run` is given none
+        error_mitigation: bool = False,  # IonQ debiasing (>= 500 shots)
+        use_native_gates: bool = False,  # ask for native-gate execution (see above)
+        timeout: float | None = 3600.0,  # seconds for one run's jobs; unfinished jobs are canceled after that
+        seed: int | None = None,  # seeds client-side sampling and the noisy simulator's seed
+        client: IonQBatchClient | None = None,  # share a client (and its connection pool)
+        **client_options,
+    ):  # otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
         """Parameters
         ----------
         target : str, default 'simulator'
@@ -64,8 +68,6 @@ class IonQBackend(Backend):
             seeds client-side sampling and the noisy simulator's seed
         client : IonQBatchClient | None, default None
             share a client (and its connection pool)
-        **client_options
-            otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
         """
         super().__init__(seed)
         target = str(target).lower()
@@ -74,12 +76,14 @@ class IonQBackend(Backend):
             s = _system(noise.lower(), 'noise model', set(NOISE_MODELS) - {'ideal'}) if modelled else None
             qubits, native = (s.qubits, s.native_gates) if s else (SYSTEMS['simulator'].qubits, ())
         elif target.startswith('qpu.'):
-            if noise is not None: raise ValueError("noise models apply to target 'simulator' only; a QPU has its own noise")
+            if noise is not None:
+                raise ValueError("noise models apply to target 'simulator' only; a QPU has its own noise")
             s = _system(target[4:], 'QPU', set(SYSTEMS) - {'simulator'})
             qubits, native = s.qubits, s.native_gates
         else: raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' (e.g. 'qpu.aria-1'), got {target!r}")
         check_int('default_shots', default_shots)
-        if client is not None and client_options: raise ValueError(f"pass either client= or client options, not both: {sorted(client_options)}")
+        if client is not None and client_options:
+            raise ValueError(f"pass either client= or client options, not both: {sorted(client_options)}")
         self.target, self.timeout = target, timeout
         self.noise = None if noise is None or noise.lower() == 'ideal' else noise.lower()
         self.error_mitigation, self.use_native_gates = bool(error_mitigation), bool(use_native_gates)
@@ -87,28 +91,41 @@ class IonQBackend(Backend):
         self._owns_client = client is None
         qpu = target != 'simulator'
         self.capabilities = BackendCapabilities(
-            f"ionq.{target}" + (f"+{self.noise}" if self.noise else ''), analytic=False, max_qubits=qubits, native_gates=native,
+            f"ionq.{target}" + (f"+{self.noise}" if self.noise else ''),
+            analytic=False,
+            max_qubits=qubits,
+            native_gates=native,
             cost_per_circuit=system(target).pricing.minimum(error_mitigation),
-            remote=True, noisy=qpu or self.noise is not None, default_shots=default_shots)
+            remote=True,
+            noisy=qpu or self.noise is not None,
+            default_shots=default_shots,
+        )
 
     def gateset(self, circuit: Circuit) -> str:
         "'native' if the circuit is made of native gates (checked against the target's), else 'qis'."
         used = {op.gate for op in circuit.ops} - {'i'}
         if used and used <= set(NATIVE_GATES):
             allowed = set(self.capabilities.native_gates or NATIVE_GATES)
-            if not used <= allowed: raise ValueError(f"{self.target} runs native gates {sorted(allowed)}; the circuit uses {sorted(used - allowed)}")
+            if not used <= allowed:
+                raise ValueError(
+                    f"{self.target} runs native gates {sorted(allowed)}; the circuit uses {sorted(used - allowed)}"
+                )
             return 'native'
         if self.use_native_gates:
-            raise ValueError(f"use_native_gates=True: this circuit uses non-native gates {sorted(used - set(NATIVE_GATES))}; compile it "
-                             "with qstore.pipeline.batch.CircuitBatchManager(backend, use_native_gates=True) (or qstore.compiler), "
-                             "or set use_native_gates=False to let IonQ compile the 'qis' gateset")
+            raise ValueError(
+                f"use_native_gates=True: this circuit uses non-native gates {sorted(used - set(NATIVE_GATES))}; "
+                "compile it "
+                "with qstore.pipeline.batch.CircuitBatchManager(backend, use_native_gates=True) (or qstore.compiler), "
+                "or set use_native_gates=False to let IonQ compile the 'qis' gateset"
+            )
         return 'qis'
 
     def _payload(self, circuits, values) -> list[dict]:
         return [row for c in circuits for row in to_ionq_json_batch(c, values, self.gateset(c))]
 
     def _sample(self, circuits, values, shots, rng):
-        if self.error_mitigation and shots < 500: raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
+        if self.error_mitigation and shots < 500:
+            raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
         noise = {'model': self.noise, 'seed': int(rng.integers(2 ** 31 - 1))} if self.noise else None
         settings = {'error_mitigation': {'debiasing': True}} if self.error_mitigation else None
         results = self.client.sync.run_batch(self._payload(circuits, values), shots, self.target, noise=noise,
@@ -138,8 +155,14 @@ class IonQBackend(Backend):
         """
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
-        circuits = [circuit] if observables is None else [basis_rotation(circuit, b) for b in
-                                                           measurement_groups(as_observables(observables, circuit.n_qubits), circuit.n_qubits)]
+        circuits = (
+            [circuit]
+            if observables is None
+            else [
+                basis_rotation(circuit, b)
+                for b in measurement_groups(as_observables(observables, circuit.n_qubits), circuit.n_qubits)
+            ]
+        )
         return self.client.sync.estimate_cost(self._payload(circuits, v), shots or self.capabilities.default_shots,
                                               self.target, self.error_mitigation, use_api=use_api)
 

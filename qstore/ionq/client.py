@@ -199,7 +199,11 @@ class CircuitResult:
     def counts(self, rng: np.random.Generator | None = None) -> np.ndarray:
         "Integer counts `(2^n,)`: drawn with `rng` from exact probabilities, else `round(p * shots)`."
         if not self.exact: return np.rint(self.probabilities * self.shots).astype(np.int64)
-        if rng is None: raise ValueError("exact (ideal-simulator) probabilities need an rng to draw shots: counts(rng=np.random.default_rng(seed))")
+        if rng is None:
+            raise ValueError(
+                "exact (ideal-simulator) probabilities need an rng to draw shots: "
+                "counts(rng=np.random.default_rng(seed))"
+            )
         return sample_counts(self.probabilities[None], self.shots, rng)[0]
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-infra
@@ -230,22 +234,25 @@ def _retry_after(r: httpx.Response) -> float | None:
 # %% ../../nbs/24_ionq_client.ipynb #ic-client
 class IonQBatchClient:
     "Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling."
-    def __init__(self, api_key: str | None = None,  # IonQ API key; default: env IONQ_API_KEY
-                 base_url: str | None = None,  # API root ending in /v0.4; default: env IONQ_API_URL, else IonQ's cloud
-                 *,
-                 timeout: float = 30.0,  # seconds allowed per HTTP request (connect, read, write)
-                 connection_pool_size: int = 8,  # pooled keep-alive connections (httpx limits)
-                 max_retries: int = 6,  # retries of one request on 429/502/503/504/52x and lost connections
-                 backoff_base: float = 0.25,  # first retry delay in seconds; doubles per retry, with jitter
-                 backoff_max: float = 30.0,  # cap on one back-off delay (a larger Retry-After still wins)
-                 rate_limit: float = 20.0,  # client-side cap on requests per second
-                 burst: int = 10,  # requests allowed back to back before the rate cap applies
-                 poll_interval: float = 0.5,  # first delay between status polls, seconds
-                 poll_max_interval: float = 5.0,  # cap on the poll delay, which grows x1.5 per poll
-                 use_predictions: bool = True,  # first sleep until IonQ's predicted completion (predicted_* fields)
-                 list_pages: int = 20,  # pages of GET /jobs searched for a job whose POST response was lost
-                 limits: IonQLimits = IonQLimits(),  # per-job limits used to chunk batches
-                 transport: httpx.AsyncBaseTransport | None = None):  # custom httpx transport (emulator in-process, tests)
+    def __init__(
+        self,
+        api_key: str | None = None,  # IonQ API key; default: env IONQ_API_KEY
+        base_url: str | None = None,  # API root ending in /v0.4; default: env IONQ_API_URL, else IonQ's cloud
+        *,
+        timeout: float = 30.0,  # seconds allowed per HTTP request (connect, read, write)
+        connection_pool_size: int = 8,  # pooled keep-alive connections (httpx limits)
+        max_retries: int = 6,  # retries of one request on 429/502/503/504/52x and lost connections
+        backoff_base: float = 0.25,  # first retry delay in seconds; doubles per retry, with jitter
+        backoff_max: float = 30.0,  # cap on one back-off delay (a larger Retry-After still wins)
+        rate_limit: float = 20.0,  # client-side cap on requests per second
+        burst: int = 10,  # requests allowed back to back before the rate cap applies
+        poll_interval: float = 0.5,  # first delay between status polls, seconds
+        poll_max_interval: float = 5.0,  # cap on the poll delay, which grows x1.5 per poll
+        use_predictions: bool = True,  # first sleep until IonQ's predicted completion (predicted_* fields)
+        list_pages: int = 20,  # pages of GET /jobs searched for a job whose POST response was lost
+        limits: IonQLimits = IonQLimits(),  # per-job limits used to chunk batches
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):  # custom httpx transport (emulator in-process, tests)
         """Parameters
         ----------
         api_key : str | None, default None
@@ -276,8 +283,6 @@ class IonQBatchClient:
             pages of GET /jobs searched for a job whose POST response was lost
         limits : IonQLimits
             per-job limits used to chunk batches
-        transport : httpx.AsyncBaseTransport | None, default None
-            custom httpx transport (emulator in-process, tests)
         """
         for k, v in dict(timeout=timeout, backoff_base=backoff_base, backoff_max=backoff_max, rate_limit=rate_limit,
                          poll_interval=poll_interval, poll_max_interval=poll_max_interval).items():
@@ -285,14 +290,21 @@ class IonQBatchClient:
         for k, v in dict(connection_pool_size=connection_pool_size, burst=burst, list_pages=list_pages).items():
             check_int(k, v)
         check_int('max_retries', max_retries, lo=0)
-        if not isinstance(limits, IonQLimits): raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
+        if not isinstance(limits, IonQLimits):
+            raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
         key = api_key if api_key is not None else os.environ.get('IONQ_API_KEY')
-        if key is not None and (not isinstance(key, str) or not key.strip() or not key.isprintable() or not key.isascii()):
-            raise ValueError("the IonQ API key must be a non-empty printable ASCII string (check IONQ_API_KEY or api_key=)")
+        if key is not None and (
+            not isinstance(key, str) or not key.strip() or not key.isprintable() or not key.isascii()
+        ):
+            raise ValueError(
+                "the IonQ API key must be a non-empty printable ASCII string (check IONQ_API_KEY or api_key=)"
+            )
         self._key = key.strip() if key else None
         self.base_url = (base_url or os.environ.get('IONQ_API_URL') or DEFAULT_URL).rstrip('/')
         if not self.base_url.startswith(('http://', 'https://')):
-            raise ValueError(f"base_url must be an http(s) URL ending in the API version, e.g. {DEFAULT_URL}; got {self.base_url!r}")
+            raise ValueError(
+                f"base_url must be an http(s) URL ending in the API version, e.g. {DEFAULT_URL}; got {self.base_url!r}"
+            )
         self.timeout, self.connection_pool_size, self.max_retries = timeout, connection_pool_size, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.poll_interval, self.poll_max_interval, self.list_pages = poll_interval, poll_max_interval, list_pages
@@ -352,8 +364,11 @@ class IonQBatchClient:
         else: cls, hint = IonQServerError, "IonQ failed to process the request"
         return cls(self._scrub(f"IonQ {method} {path} -> HTTP {s}: {msg}. {hint}."), status=s, code=code)
 
-    async def _request(self, method: str, path: str, *, params: dict | None = None, body: dict | None = None, recover=None):
-        "One API call with rate limiting, retries and typed errors; `recover()` looks for the result of a POST whose outcome is unknown."
+    async def _request(
+        self, method: str, path: str, *, params: dict | None = None, body: dict | None = None, recover=None
+    ):
+        "One API call with rate limiting, retries and typed errors; `recover()` looks for the result of a POST whose "
+        "outcome is unknown."
         http = self._client()
         content = None if body is None else _encode(body)
         for attempt in range(self.max_retries + 1):
@@ -370,17 +385,28 @@ class IonQBatchClient:
                 _log.debug("%s %s -> %d (attempt %d)", method, path, r.status_code, attempt + 1)
                 self._min_rtt = min(self._min_rtt, time.monotonic() - sent)
                 if r.status_code < 400:
-                    try: return r.json() if r.content else {}
-                    except ValueError: raise IonQServerError(f"IonQ {method} {path} returned invalid JSON (HTTP {r.status_code})") from None
+                    try:
+                        return r.json() if r.content else {}
+                    except ValueError:
+                        raise IonQServerError(
+                            f"IonQ {method} {path} returned invalid JSON (HTTP {r.status_code})"
+                        ) from None
                 if r.status_code not in RETRY_STATUSES: raise self._http_error(r, method, path)
                 problem, retry_after = f"HTTP {r.status_code}", _retry_after(r)
-                if recover is not None and r.status_code not in (429, 503) and (found := await recover()) is not None: return found
+                if recover is not None and r.status_code not in (429, 503) and (found := await recover()) is not None:
+                    return found
             if attempt == self.max_retries: break
             delay = self._backoff(attempt, retry_after)
-            _log.info("IonQ %s %s: %s; retry %d/%d in %.2f s", method, path, problem, attempt + 1, self.max_retries, delay)
+            _log.info(
+                "IonQ %s %s: %s; retry %d/%d in %.2f s", method, path, problem, attempt + 1, self.max_retries, delay
+            )
             await asyncio.sleep(delay)
-        raise IonQServerError(self._scrub(f"IonQ {method} {path} failed after {self.max_retries + 1} attempts (last: {problem}); "
-                                          "the service is overloaded or unreachable: retry later or raise max_retries"))
+        raise IonQServerError(
+            self._scrub(
+                f"IonQ {method} {path} failed after {self.max_retries + 1} attempts (last: {problem}); "
+                "the service is overloaded or unreachable: retry later or raise max_retries"
+            )
+        )
 
     async def _find_job(self, tag: str) -> dict | None:
         "The top-level job carrying `tag`, searched in the job listing."
@@ -388,26 +414,33 @@ class IonQBatchClient:
         for _ in range(self.list_pages):
             page = await self._request('GET', '/jobs', params=params)
             for job in page.get('jobs') or []:
-                if not job.get('parent_job_id') and ((job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag):
+                if not job.get('parent_job_id') and (
+                    (job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag
+                ):
                     return job
             if not page.get('next'): return None
             params = {'limit': 100, 'next': page['next']}
         return None
 
     async def _create(self, body: dict) -> tuple[str, float]:
-        "POST one job; after a lost response, adopt the job with our tag instead of creating a second one. Returns (id, ack time)."
+        "POST one job; after a lost response, adopt the job with our tag instead of creating a second one. Returns "
+        "(id, ack time)."
         tag = body['metadata'][TAG_KEY]
         async def recover():
             job = await self._find_job(tag)
-            if job is not None: _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
+            if job is not None:
+                _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
             return job
         job = await self._request('POST', '/jobs', body=body, recover=recover)
-        if not isinstance(job.get('id'), str): raise IonQServerError(f"IonQ POST /jobs answered without a job id: {sorted(job)}")
+        if not isinstance(job.get('id'), str):
+            raise IonQServerError(f"IonQ POST /jobs answered without a job id: {sorted(job)}")
         return job['id'], time.monotonic()
 
     def _job_body(self, kind, input_, shots, backend, noise, name, metadata, settings, dry_run) -> dict:
         tag = f"qstore-{uuid.uuid4().hex}"
-        if metadata is not None and (not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())):
+        if metadata is not None and (
+            not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+        ):
             raise ValueError("metadata must be a dict of strings (IonQ stores metadata values as strings)")
         body = {'type': kind, 'backend': _check_backend(backend), 'shots': _check_shots(shots), 'name': name or tag,
                 'metadata': {**(metadata or {}), TAG_KEY: tag}, 'input': input_}
@@ -418,14 +451,18 @@ class IonQBatchClient:
 
     # ---- public API
     @on_bridge
-    async def submit(self, circuit_json: dict,  # {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
-                     shots: int = 100,  # shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
-                     backend: str = 'simulator',  # 'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
-                     *, noise: str | dict | None = None,  # simulator noise model: 'aria-1' or {'model': 'aria-1', 'seed': 7}
-                     name: str | None = None,  # job name (default: the client tag)
-                     metadata: dict | None = None,  # extra string metadata stored with the job
-                     settings: dict | None = None,  # IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
-                     dry_run: bool = False) -> IonQJob:  # validate and price without running
+    async def submit(
+        self,
+        circuit_json: dict,  # {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
+        shots: int = 100,  # shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
+        backend: str = 'simulator',  # 'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
+        *,
+        noise: str | dict | None = None,  # simulator noise model: 'aria-1' or {'model': 'aria-1', 'seed': 7}
+        name: str | None = None,  # job name (default: the client tag)
+        metadata: dict | None = None,  # extra string metadata stored with the job
+        settings: dict | None = None,  # IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
+        dry_run: bool = False,
+    ) -> IonQJob:  # validate and price without running
         """Create one single-circuit job.
 
         Parameters
@@ -444,16 +481,30 @@ class IonQBatchClient:
             extra string metadata stored with the job
         settings : dict | None, default None
             IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
-        dry_run : bool, default False
+
+        Returns
+        -------
+        IonQJob
             validate and price without running
         """
         _check_circuit(circuit_json, 0)
         body = self._job_body('ionq.circuit.v1', circuit_json, shots, backend, noise, name, metadata, settings, dry_run)
         if (size := len(_encode(body))) > self.limits.max_request_bytes:
-            raise ValueError(f"the circuit encodes to {size:,} bytes; IonQ accepts at most {self.limits.max_request_bytes:,} per request")
+            raise ValueError(
+                f"the circuit encodes to {size:,} bytes; IonQ accepts at most {self.limits.max_request_bytes:,} per "
+                "request"
+            )
         job_id, acked_at = await self._create(body)
         _log.info("submitted IonQ job %s (1 circuit, backend %s)", job_id, backend)
-        return IonQJob(job_id, body['metadata'][TAG_KEY], (int(circuit_json['qubits']),), body['shots'], body['backend'], body.get('noise'), acked_at)
+        return IonQJob(
+            job_id,
+            body['metadata'][TAG_KEY],
+            (int(circuit_json['qubits']),),
+            body['shots'],
+            body['backend'],
+            body.get('noise'),
+            acked_at,
+        )
 
     @on_bridge
     async def submit_batch(self, circuits: list,  # circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
@@ -464,7 +515,7 @@ class IonQBatchClient:
                            metadata: dict | None = None,  # extra string metadata stored with every job
                            settings: dict | None = None,  # IonQ job settings
                            dry_run: bool = False) -> list[IonQJob]:  # validate and price without running
-        """Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit order.
+        """Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit 
 
         Parameters
         ----------
@@ -485,23 +536,59 @@ class IonQBatchClient:
         dry_run : bool, default False
             validate and price without running
         """
+        "order."
         circuits = list(circuits)
         if not circuits: raise ValueError("submit_batch needs at least one circuit")
         for i, c in enumerate(circuits): _check_circuit(c, i)
         gateset = circuits[0]['gateset']
-        entries = [{'circuit': c['circuit'], 'qubits': int(c['qubits']), **({'gateset': c['gateset']} if c['gateset'] != gateset else {})}
-                   for c in circuits]
+        entries = [
+            {
+                'circuit': c['circuit'],
+                'qubits': int(c['qubits']),
+                **({'gateset': c['gateset']} if c['gateset'] != gateset else {}),
+            }
+            for c in circuits
+        ]
         # the envelope is sized with the widest name and qubit count any chunk can get, so chunks never exceed the limit
-        envelope = self._job_body('ionq.multi-circuit.v1', {'gateset': gateset, 'qubits': max(e['qubits'] for e in entries), 'circuits': []},
-                                  shots, backend, noise, name and f"{name}-{len(entries)}", metadata, settings, dry_run)
+        envelope = self._job_body(
+            'ionq.multi-circuit.v1',
+            {'gateset': gateset, 'qubits': max(e['qubits'] for e in entries), 'circuits': []},
+            shots,
+            backend,
+            noise,
+            name and f"{name}-{len(entries)}",
+            metadata,
+            settings,
+            dry_run,
+        )
         bodies = []
         for lo, hi in _chunk_bounds(entries, len(_encode(envelope)), self.limits):
-            body = self._job_body('ionq.multi-circuit.v1', {'gateset': gateset, 'qubits': max(e['qubits'] for e in entries[lo:hi]),
-                                  'circuits': entries[lo:hi]}, shots, backend, noise, name and f"{name}-{len(bodies)}", metadata, settings, dry_run)
+            body = self._job_body(
+                'ionq.multi-circuit.v1',
+                {'gateset': gateset, 'qubits': max(e['qubits'] for e in entries[lo:hi]), 'circuits': entries[lo:hi]},
+                shots,
+                backend,
+                noise,
+                name and f"{name}-{len(bodies)}",
+                metadata,
+                settings,
+                dry_run,
+            )
             bodies.append(body)
         outcomes = await asyncio.gather(*(self._create(b) for b in bodies), return_exceptions=True)
-        jobs = [IonQJob(o[0], b['metadata'][TAG_KEY], tuple(e['qubits'] for e in b['input']['circuits']), b['shots'], b['backend'],
-                        b.get('noise'), o[1]) for o, b in zip(outcomes, bodies) if isinstance(o, tuple)]
+        jobs = [
+            IonQJob(
+                o[0],
+                b['metadata'][TAG_KEY],
+                tuple(e['qubits'] for e in b['input']['circuits']),
+                b['shots'],
+                b['backend'],
+                b.get('noise'),
+                o[1],
+            )
+            for o, b in zip(outcomes, bodies)
+            if isinstance(o, tuple)
+        ]
         if len(jobs) < len(bodies):  # do not leave half a batch running
             await self.cancel(jobs, ignore_errors=True)
             raise next(o for o in outcomes if isinstance(o, BaseException))
@@ -530,8 +617,11 @@ class IonQBatchClient:
         if late:
             failed_cancels = [r for r in await self.cancel(late, ignore_errors=True) if 'error' in r]
             note = f"; could not cancel {len(failed_cancels)}: {failed_cancels}" if failed_cancels else ''
-            raise IonQTimeoutError(f"{len(late)} of {len(ids)} IonQ job(s) did not finish within {timeout} s and were canceled "
-                                   f"on the server: {late}{note}", job_id=late[0])
+            raise IonQTimeoutError(
+                f"{len(late)} of {len(ids)} IonQ job(s) did not finish within {timeout} s and were canceled "
+                f"on the server: {late}{note}",
+                job_id=late[0],
+            )
         for o in outcomes:
             if isinstance(o, BaseException): raise o
         for job in outcomes:
@@ -547,9 +637,15 @@ class IonQBatchClient:
                 self._remember(job)
                 return job
             if self.use_predictions and acked_at is not None and predicted is None:
-                predicted = sum(job.get(k) or 0 for k in ('predicted_wait_time_ms', 'predicted_execution_duration_ms')) / 1000
-                if predicted > 0:  # predictions count from the job's creation, which the acknowledgement follows closely;
-                    half_rtt = 0.0 if math.isinf(self._min_rtt) else self._min_rtt / 2  # aim the poll to arrive just after it
+                predicted = (
+                    sum(job.get(k) or 0 for k in ('predicted_wait_time_ms', 'predicted_execution_duration_ms')) / 1000
+                )
+                if (
+                    predicted > 0
+                ):  # predictions count from the job's creation, which the acknowledgement follows closely;
+                    half_rtt = (
+                        0.0 if math.isinf(self._min_rtt) else self._min_rtt / 2
+                    )  # aim the poll to arrive just after it
                     await asyncio.sleep(max(interval, predicted - (time.monotonic() - acked_at) - half_rtt))
                     continue
             await asyncio.sleep(interval)
@@ -558,19 +654,27 @@ class IonQBatchClient:
     def _remember(self, job: dict): self._finished[job['id']] = job
 
     @on_bridge
-    async def cancel(self, jobs,  # IonQJob(s) or job id(s)
-                     ignore_errors: bool = False) -> list[dict]:  # report failures as {'id', 'error'} instead of raising
+    async def cancel(
+        self,
+        jobs,  # IonQJob(s) or job id(s)
+        ignore_errors: bool = False,
+    ) -> list[dict]:  # report failures as {'id', 'error'} instead of raising
         """Cancel jobs with `PUT /jobs/{id}/status/cancel`, concurrently; returns IonQ's answers in order.
 
         Parameters
         ----------
         jobs
             IonQJob(s) or job id(s)
-        ignore_errors : bool, default False
+
+        Returns
+        -------
+        list[dict]
             report failures as {'id', 'error'} instead of raising
         """
         ids = [_job_id(j) for j in _as_list(jobs)]
-        outcomes = await asyncio.gather(*(self._request('PUT', f'/jobs/{i}/status/cancel') for i in ids), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(self._request('PUT', f'/jobs/{i}/status/cancel') for i in ids), return_exceptions=True
+        )
         out = []
         for i, o in zip(ids, outcomes):
             if isinstance(o, BaseException):
@@ -582,19 +686,24 @@ class IonQBatchClient:
         return out
 
     @on_bridge
-    async def get_results_parallel(self, jobs) -> list[CircuitResult]:  # completed IonQJob(s) or job id(s), in submission order
-        """Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped to circuits.
+    async def get_results_parallel(
+        self, jobs
+    ) -> list[CircuitResult]:  # completed IonQJob(s) or job id(s), in submission order
+        """Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped 
 
-        Parameters
-        ----------
-        jobs
+        Returns
+        -------
+        list[CircuitResult]
             completed IonQJob(s) or job id(s), in submission order
         """
+        "to circuits."
         jobs = _as_list(jobs)
         per_job = await asyncio.gather(*map(self._job_results, jobs))
         out = []
         for job_id, exact, shots, dists in per_job:
-            out += [CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=len(out))]
+            out += [
+                CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=len(out))
+            ]
         return out
 
     async def _job_results(self, job):
@@ -602,21 +711,33 @@ class IonQBatchClient:
         body = self._finished.get(job_id) or await self._request('GET', f'/jobs/{job_id}')
         if body.get('status') != 'completed':
             if body.get('status') in TERMINAL_STATUSES: raise _job_failure(body)
-            raise IonQError(f"IonQ job {job_id} is still {body.get('status')!r}; wait() for it before fetching results", job_id=job_id)
+            raise IonQError(
+                f"IonQ job {job_id} is still {body.get('status')!r}; wait() for it before fetching results",
+                job_id=job_id,
+            )
         children = body.get('child_job_ids') or body.get('children')
         width = int((body.get('stats') or {}).get('qubits') or (body.get('input') or {}).get('qubits') or 0)
         if children:
             data = await self._request('GET', f'/jobs/{job_id}/results/probabilities/aggregated')
             missing = [c for c in children if c not in data]
-            if missing: raise IonQServerError(f"IonQ job {job_id}: results lack {len(missing)} of {len(children)} circuits, e.g. child {missing[0]}", job_id=job_id)
+            if missing:
+                raise IonQServerError(
+                    f"IonQ job {job_id}: results lack {len(missing)} of {len(children)} circuits, e.g. child "
+                    f"{missing[0]}",
+                    job_id=job_id,
+                )
             dists = [(c, data[c]) for c in children]
         else:
             dists = [(None, await self._request('GET', f'/jobs/{job_id}/results/probabilities'))]
         qubits = job.qubits if isinstance(job, IonQJob) else (width,) * len(dists)
         if len(qubits) != len(dists):
-            raise IonQServerError(f"IonQ job {job_id} returned {len(dists)} results for {len(qubits)} circuits", job_id=job_id)
+            raise IonQServerError(
+                f"IonQ job {job_id} returned {len(dists)} results for {len(qubits)} circuits", job_id=job_id
+            )
         noise = (job.noise if isinstance(job, IonQJob) else body.get('noise')) or {}
-        exact = body.get('backend', getattr(job, 'backend', None)) == 'simulator' and noise.get('model', 'ideal') == 'ideal'
+        exact = (
+            body.get('backend', getattr(job, 'backend', None)) == 'simulator' and noise.get('model', 'ideal') == 'ideal'
+        )
         shots = int(body.get('shots') or getattr(job, 'shots', 0))
         return job_id, exact, shots, [(c, results_to_array(d, n)) for (c, d), n in zip(dists, qubits)]
 
@@ -656,7 +777,7 @@ class IonQBatchClient:
                             backend: str = 'qpu.aria-1',  # target to price
                             error_mitigation: bool = False,  # debiasing on
                             use_api: bool = True) -> dict:  # False: the pricing formula only, no request
-        """Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented formula.
+        """Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented 
 
         Parameters
         ----------
@@ -671,6 +792,7 @@ class IonQBatchClient:
         use_api : bool, default True
             False: the pricing formula only, no request
         """
+        "formula."
         circuits = list(circuits)
         for i, c in enumerate(circuits): _check_circuit(c, i)
         _check_backend(backend)
@@ -690,9 +812,17 @@ class IonQBatchClient:
             except IonQRequestError as e:
                 if e.status not in (404, 405, 501): raise
                 _log.info("IonQ /jobs/estimate unavailable (HTTP %s); using the pricing formula", e.status)
-        return {'usd': sum(prices[k] * n for k, n in shapes.items()), 'source': source, 'backend': backend, 'shots': shots,
-                'circuits': len(circuits), 'per_shape': [{'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2], 'circuits': n, 'usd_each': prices[k]}
-                                                         for k, n in shapes.items()]}
+        return {
+            'usd': sum(prices[k] * n for k, n in shapes.items()),
+            'source': source,
+            'backend': backend,
+            'shots': shots,
+            'circuits': len(circuits),
+            'per_shape': [
+                {'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2], 'circuits': n, 'usd_each': prices[k]}
+                for k, n in shapes.items()
+            ],
+        }
 
     @on_bridge
     async def job_cost(self, job) -> dict:  # IonQJob or job id (e.g. a dry run)
@@ -731,7 +861,9 @@ def _job_id(job) -> str:
     raise TypeError(f"expected an IonQJob or a job id string, got {type(job).__name__}")
 
 def _check_backend(backend) -> str:
-    if not isinstance(backend, str) or not (backend == 'simulator' or backend == 'qpu' or backend.startswith('qpu.') and len(backend) > 4):
+    if not isinstance(backend, str) or not (
+        backend == 'simulator' or backend == 'qpu' or backend.startswith('qpu.') and len(backend) > 4
+    ):
         raise ValueError(f"backend must be 'simulator' or 'qpu.<name>' (e.g. 'qpu.aria-1'), got {backend!r}")
     return backend
 
@@ -742,7 +874,10 @@ def _noise_dict(noise, backend) -> dict | None:
     if backend != 'simulator': raise ValueError(f"noise models apply to the 'simulator' backend only, not {backend!r}")
     nd = {'model': noise} if isinstance(noise, str) else dict(noise) if isinstance(noise, dict) else None
     if nd is None or nd.get('model') not in NOISE_MODELS:
-        raise ValueError(f"noise must be a model name or {{'model': name, 'seed': int}} with model in {sorted(NOISE_MODELS)}; got {noise!r}")
+        raise ValueError(
+            f"noise must be a model name or {{'model': name, 'seed': int}} with model in {sorted(NOISE_MODELS)}; got "
+            f"{noise!r}"
+        )
     return nd
 
 def _check_circuit(c, i: int):
@@ -759,7 +894,9 @@ def _chunk_bounds(entries: list, envelope_bytes: int, limits: IonQLimits) -> lis
         if g > limits.max_gates or envelope_bytes + b > limits.max_request_bytes:
             raise ValueError(f"circuit {i} alone ({g:,} gates, {b:,} bytes) exceeds IonQ's per-job limits "
                              f"({limits.max_gates:,} gates, {limits.max_request_bytes:,} bytes); split or shorten it")
-        if i > lo and (i - lo >= limits.max_circuits or n_gates + g > limits.max_gates or size + 1 + b > limits.max_request_bytes):
+        if i > lo and (
+            i - lo >= limits.max_circuits or n_gates + g > limits.max_gates or size + 1 + b > limits.max_request_bytes
+        ):
             bounds.append((lo, i))
             lo, n_gates, size = i, 0, envelope_bytes
         n_gates += g
@@ -770,8 +907,11 @@ def _chunk_bounds(entries: list, envelope_bytes: int, limits: IonQLimits) -> lis
 def _job_failure(job: dict) -> IonQJobFailedError:
     f = job.get('failure') or {}
     msg = f.get('message') or f.get('error') or 'no reason given'
-    return IonQJobFailedError(f"IonQ job {job.get('id')} ended {job.get('status')!r}: [{f.get('code', 'unknown')}] {msg}",
-                              code=f.get('code'), job_id=job.get('id'))
+    return IonQJobFailedError(
+        f"IonQ job {job.get('id')} ended {job.get('status')!r}: [{f.get('code', 'unknown')}] {msg}",
+        code=f.get('code'),
+        job_id=job.get('id'),
+    )
 
 def _estimate_usd(answer: dict) -> float:
     "USD from either shape of IonQ's estimate response."

@@ -47,7 +47,10 @@ class _Affine:
     def __mul__(self, s): return _Affine({k: v * s for k, v in self.coeffs.items()}, self.const * s)
     def wrapped(self): return _Affine(self.coeffs, _wrap(self.const))
     def is_zero(self): return self.is_const and abs(_wrap(self.const)) < _EPS
-    def same_slope(self, o): return self.coeffs.keys() == o.coeffs.keys() and all(abs(v - o.coeffs[k]) < _EPS for k, v in self.coeffs.items())
+    def same_slope(self, o):
+        return self.coeffs.keys() == o.coeffs.keys() and all(
+            abs(v - o.coeffs[k]) < _EPS for k, v in self.coeffs.items()
+        )
     def key(self): return tuple(sorted((k, round(v, 12)) for k, v in self.coeffs.items())), round(self.const, 12)
     def __repr__(self): return ' + '.join([f"{v:.6g}*{k}" for k, v in self.coeffs.items()] + [f"{self.const:.6g}"])
 
@@ -102,7 +105,8 @@ class _Core:
 
 
 def _one_qubit_actions(gate, q, angles):
-    "Actions equal to a one-qubit gate up to a global phase: ('u', q, 2x2 matrix), ('z', q, turns) or ('r', q, (axis, turns))."
+    "Actions equal to a one-qubit gate up to a global phase: ('u', q, 2x2 matrix), ('z', q, turns) or ('r', q, (axis, "
+    "turns))."
     if all(a.is_constant for a in angles): return [('u', q, GATES[gate].matrix(*[a.offset for a in angles])[0])]
     p = GATES[gate].pauli  # one qubit: a phase-shifted rotation differs by a global phase only
     if p == 'Z': return [('z', q, _Affine.of(angles[0], _TURN))]
@@ -120,8 +124,13 @@ def _gate_actions(op):
     if g == 'cnot':
         return [('core', _Core(qs, [None, _XAX], _QUARTER)), ('z', a, _Affine(None, 0.25)), ('u', b, _RX90)]
     if g == 'cz':
-        return [('core', _Core(qs, [None, None], _QUARTER)), ('z', a, _Affine(None, 0.25)), ('z', b, _Affine(None, 0.25))]
-    if g == 'swap': return [('core', _Core(qs, list(axes), _QUARTER)) for axes in ((_XAX, _XAX), (_YAX, _YAX), (None, None))]
+        return [
+            ('core', _Core(qs, [None, None], _QUARTER)),
+            ('z', a, _Affine(None, 0.25)),
+            ('z', b, _Affine(None, 0.25)),
+        ]
+    if g == 'swap':
+        return [('core', _Core(qs, list(axes), _QUARTER)) for axes in ((_XAX, _XAX), (_YAX, _YAX), (None, None))]
     rot = op.gatedef.control
     if rot and (p := _rotation_pauli(rot)):
         core = _Core(qs, [None, _AXES[p]], _Affine.of(ang[0], -_TURN / 2))
@@ -169,7 +178,8 @@ def _cores_commute(axes1, axes2):
 
 
 def _rotation_pieces(phi, theta):
-    "A symbolic rotation by `theta` turns about σ_phi as W†, Rz(theta), W (W maps Z to σ_phi): two constant blocks and a virtual Z."
+    "A symbolic rotation by `theta` turns about σ_phi as W†, Rz(theta), W (W maps Z to σ_phi): two constant blocks "
+    "and a virtual Z."
     w = _rz_turns(phi) @ _RY90
     return [('u', w.conj().T), ('z', theta), ('u', w)]
 
@@ -200,7 +210,9 @@ class _Lowering:
         self.target, self.split = target, split
         self.items = [[] for _ in range(n)]  # pending run per qubit (before its pending group)
         self.group = [None] * n  # pending group of commuting cores per qubit
-        self.post = [[] for _ in range(n)]  # actions after the pending group, commuting with it (as given, so they can be re-checked)
+        self.post = [
+            [] for _ in range(n)
+        ]  # actions after the pending group, commuting with it (as given, so they can be re-checked)
         self.gates = []  # (name, qubits, [float | ('col', j)])
         self.columns, self._column_index = [], {}  # (kind, main _Affine | None, t _Affine | None, factor)
 
@@ -221,7 +233,8 @@ class _Lowering:
     def one(self, kind, q, val):
         g = self.group[q]
         if g is not None:
-            if all(_commutes(kind, val, k.axes[k.qubits.index(q)]) for k in g.cores): return self.post[q].append((kind, val))
+            if all(_commutes(kind, val, k.axes[k.qubits.index(q)]) for k in g.cores):
+                return self.post[q].append((kind, val))
             self._emit(g)
         self._push(self.items[q], kind, val)
 
@@ -304,11 +317,17 @@ class _Lowering:
     def _emit_core(self, k):
         r, folded = None, False
         if k.t.is_const:
-            r = float(_wrap(k.t.const))  # exp(-iπ r P) = exp(-iπ (r ∓ 1/2) P) (∓i P); on Forte ZZ(-1/4) -> ZZ(1/4) for free
-            if abs(r) > 0.25 + _EPS or (self.target == 'forte' and abs(r + 0.25) < _EPS): r, folded = r - math.copysign(0.5, r), True
-        if r is not None and abs(r) < _EPS: after = {q: _pauli_actions(q, ax) if folded else [] for ax, q in zip(k.axes, k.qubits)}
-        elif self.target == 'aria': after = self._lower_ms(k, r, folded)
-        else: after = self._lower_zz(k, r, folded)
+            r = float(
+                _wrap(k.t.const)
+            )  # exp(-iπ r P) = exp(-iπ (r ∓ 1/2) P) (∓i P); on Forte ZZ(-1/4) -> ZZ(1/4) for free
+            if abs(r) > 0.25 + _EPS or (self.target == 'forte' and abs(r + 0.25) < _EPS):
+                r, folded = r - math.copysign(0.5, r), True
+        if r is not None and abs(r) < _EPS:
+            after = {q: _pauli_actions(q, ax) if folded else [] for ax, q in zip(k.axes, k.qubits)}
+        elif self.target == 'aria':
+            after = self._lower_ms(k, r, folded)
+        else:
+            after = self._lower_zz(k, r, folded)
         for q, acts in after.items():
             for kind, _, val in acts: self._push(self.items[q], kind, val)
 
@@ -349,7 +368,8 @@ class _Lowering:
         for q in range(len(self.group)):
             g = self.group[q]
             if g is None: continue
-            if drop_final_z and all(ax is None for k in g.cores for ax in k.axes): g.cores = []  # final diagonal: no effect on Z outcomes
+            if drop_final_z and all(ax is None for k in g.cores for ax in k.axes):
+                g.cores = []  # final diagonal: no effect on Z outcomes
             self._emit(g)
         for q in range(len(self.items)): self._flush(q, exact_end=not drop_final_z)
 
@@ -454,7 +474,8 @@ class CompiledCircuit:
     def _angle_turns(self, v): return _wrap(v @ self.t_lin + self.t_const)
 
     def native_values(self, values) -> np.ndarray:
-        "Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling angles."
+        "Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling "
+        "angles."
         v = validate_values(self.source, values)
         main, t, k = v @ self.lin + self.const, self._angle_turns(v), self.kinds
         out = np.where(k == _MS_PHASE, _wrap(main + 0.5 * (t < 0)), _wrap(main))
@@ -463,9 +484,11 @@ class CompiledCircuit:
         bad = np.isin(k, (_MS_ANGLE, _ZZ_ANGLE)) & (np.abs(out) > 0.25 + _EPS)
         if bad.any():
             r, j = np.argwhere(bad)[0]
-            raise ValueError(f"row {r}: a symbolic two-qubit rotation needs a native angle of {out[r, j]:.4g} turns, outside "
-                             "IonQ's quarter turn; compile with split_symbolic=True (two gates of half the angle) "
-                             "or keep such rotation angles within ±π/2 (mod 2π)")
+            raise ValueError(
+                f"row {r}: a symbolic two-qubit rotation needs a native angle of {out[r, j]:.4g} turns, outside "
+                "IonQ's quarter turn; compile with split_symbolic=True (two gates of half the angle) "
+                "or keep such rotation angles within ±π/2 (mod 2π)"
+            )
         return out
 
     def bind(self, values: dict | None = None, **groups) -> np.ndarray:
@@ -477,17 +500,23 @@ class CompiledCircuit:
         return self.circuit.angle_table(self.native_values(values))
 
     def pullback(self, values, grad) -> np.ndarray:
-        "Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source values."
+        "Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source "
+        "values."
         t = self._angle_turns(validate_values(self.source, values))
         is_angle = np.isin(self.kinds, (_MS_ANGLE, _ZZ_ANGLE))
         slope = np.where(self.kinds == _MS_ANGLE, np.sign(t), 1.0) * np.where(is_angle, self.factor, 1.0)
-        return np.einsum('b...k,bk,pk->b...p', np.asarray(grad, dtype=float), slope, np.where(is_angle, self.t_lin, self.lin))
+        return np.einsum(
+            'b...k,bk,pk->b...p', np.asarray(grad, dtype=float), slope, np.where(is_angle, self.t_lin, self.lin)
+        )
 
     def __repr__(self):
         s = self.stats
-        return (f"CompiledCircuit({self.target}: {s.after_1q} one-qubit + {s.after_2q} two-qubit native gates "
-                f"(from {s.before_1q} + {s.before_2q}), {len(self.kinds)} native parameters, "
-                f"{'measurement' if self.measurement_equivalent else 'unitary'}-equivalent, est. fidelity {s.fidelity:.3f} on {s.system})")
+        return (
+            f"CompiledCircuit({self.target}: {s.after_1q} one-qubit + {s.after_2q} two-qubit native gates "
+            f"(from {s.before_1q} + {s.before_2q}), {len(self.kinds)} native parameters, "
+            f"{'measurement' if self.measurement_equivalent else 'unitary'}-equivalent, est. fidelity "
+            f"{s.fidelity:.3f} on {s.system})"
+        )
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-comp
 def _column_arrays(circuit: Circuit, columns: list) -> tuple:
@@ -511,17 +540,18 @@ _COMPILED = LRUCache(COMPILE_CACHE_SIZE)
 
 class IonQNativeGateCompiler:
     "Compile circuit templates to IonQ native gates: GPi, GPi2, MS (Aria) or GPi, GPi2, ZZ (Forte)."
-    def __init__(self, target: str = 'aria',  # 'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
-                 drop_final_z: bool = True,  # drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
-                 split_symbolic: bool = True):  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+    def __init__(
+        self,
+        target: str = 'aria',  # 'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
+        drop_final_z: bool = True,  # drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
+        split_symbolic: bool = True,
+    ):  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
         """Parameters
         ----------
         target : str, default 'aria'
             'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
         drop_final_z : bool, default True
             drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
-        split_symbolic : bool, default True
-            symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
         """
         self.target, self.system = _target(target)
         self.drop_final_z, self.split_symbolic = bool(drop_final_z), bool(split_symbolic)
@@ -580,19 +610,26 @@ def native_violations(circuit: Circuit,  # a native circuit
             out.append(f"op {i}: '{op.gate}' is not a native gate on {family} ({', '.join(gates)})")
             continue
         x = A[:, a:b]
-        checks = {'gpi': [(x, PHASE_RANGE, 'phase')], 'gpi2': [(x, PHASE_RANGE, 'phase')], 'zz_native': [(x, ZZ_ANGLE_RANGE, 'ZZ angle')],
-                  'ms': [(x[:, :2], PHASE_RANGE, 'phase'), (x[:, 2:], MS_ANGLE_RANGE, 'MS angle')]}[op.gate]
+        checks = {
+            'gpi': [(x, PHASE_RANGE, 'phase')],
+            'gpi2': [(x, PHASE_RANGE, 'phase')],
+            'zz_native': [(x, ZZ_ANGLE_RANGE, 'ZZ angle')],
+            'ms': [(x[:, :2], PHASE_RANGE, 'phase'), (x[:, 2:], MS_ANGLE_RANGE, 'MS angle')],
+        }[op.gate]
         for vals, (lo, hi), what in checks:
             bad = (vals < lo - _EPS) | (vals > hi + _EPS)
             if bad.any():
                 r = int(np.argwhere(bad)[0][0])
-                out.append(f"op {i} ({op.gate} on {list(op.qubits)}): {what} {vals[bad][0]:.6g} outside [{lo}, {hi}] (binding {r})")
+                out.append(
+                    f"op {i} ({op.gate} on {list(op.qubits)}): {what} {vals[bad][0]:.6g} outside [{lo}, {hi}] "
+                    f"(binding {r})"
+                )
     return out
 
 
 @dataclass
 class Verification:
-    """Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native input.
+    """Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native 
 
     Parameters
     ----------
@@ -607,6 +644,7 @@ class Verification:
     problems : list
         `native_violations` found
     """
+    "input."
     ok: bool
     max_error: float  # largest deviation found
     mode: str  # 'exact' or 'measurement'
@@ -616,13 +654,16 @@ class Verification:
     def __bool__(self): return self.ok
 
 
-def verify(original: Circuit,  # the source template
-           compiled,  # a CompiledCircuit, or a Circuit with the same parameters
-           values=None,  # (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
-           mode: str | None = None,  # 'exact' (up to global phase) or 'measurement' (up to a final diagonal); default from `compiled`
-           bindings: int = 3,  # random bindings when `values` is None
-           seed: int = 0,  # seeds the random bindings and input states
-           atol: float = 1e-8) -> Verification:
+def verify(
+    original: Circuit,  # the source template
+    compiled,  # a CompiledCircuit, or a Circuit with the same parameters
+    values=None,  # (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
+    mode: str
+    | None = None,  # 'exact' (up to global phase) or 'measurement' (up to a final diagonal); default from `compiled`
+    bindings: int = 3,  # random bindings when `values` is None
+    seed: int = 0,  # seeds the random bindings and input states
+    atol: float = 1e-8,
+) -> Verification:
     """Check that `compiled` implements `original`: unitaries for up to 10 qubits, random input states beyond.
 
     Parameters
@@ -633,8 +674,6 @@ def verify(original: Circuit,  # the source template
         a CompiledCircuit, or a Circuit with the same parameters
     values : default None
         (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
-    mode : str | None, default None
-        'exact' (up to global phase) or 'measurement' (up to a final diagonal); default from `compiled`
     bindings : int, default 3
         random bindings when `values` is None
     seed : int, default 0
@@ -642,13 +681,19 @@ def verify(original: Circuit,  # the source template
     """
     is_compiled = isinstance(compiled, CompiledCircuit)
     native = compiled.circuit if is_compiled else compiled
-    if native.n_qubits != original.n_qubits: raise ValueError(f"qubit counts differ: {original.n_qubits} vs {native.n_qubits}")
+    if native.n_qubits != original.n_qubits:
+        raise ValueError(f"qubit counts differ: {original.n_qubits} vs {native.n_qubits}")
     if not is_compiled and native.parameters != original.parameters:
-        raise ValueError("a plain Circuit must have the same parameters as `original`; to check a compiler result, pass the CompiledCircuit")
+        raise ValueError(
+            "a plain Circuit must have the same parameters as `original`; to check a compiler result, pass the "
+            "CompiledCircuit"
+        )
     mode = mode or ('measurement' if is_compiled and compiled.measurement_equivalent else 'exact')
     if mode not in ('exact', 'measurement'): raise ValueError(f"mode must be 'exact' or 'measurement', got {mode!r}")
     rng = np.random.default_rng(seed)
-    v = validate_values(original, rng.uniform(-2 * np.pi, 2 * np.pi, (bindings, original.num_parameters)) if values is None else values)
+    v = validate_values(
+        original, rng.uniform(-2 * np.pi, 2 * np.pi, (bindings, original.num_parameters)) if values is None else values
+    )
     nv = compiled.native_values(v) if is_compiled else v
     n, err, sim = original.n_qubits, 0.0, StatevectorSimulator()
     method = 'unitary' if n <= 10 else 'states'

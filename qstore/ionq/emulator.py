@@ -109,7 +109,9 @@ class EmulatorConfig:
 
     def __setattr__(self, name, value):
         if name not in EmulatorConfig.__dataclass_fields__:
-            raise AttributeError(f"EmulatorConfig has no field {name!r}; fields: {', '.join(f.name for f in fields(EmulatorConfig))}")
+            raise AttributeError(
+                f"EmulatorConfig has no field {name!r}; fields: {', '.join(f.name for f in fields(EmulatorConfig))}"
+            )
         object.__setattr__(self, name, _checked(name, value))
 
     def __repr__(self):
@@ -148,9 +150,13 @@ _TERMINAL = ('completed', 'failed', 'canceled')
 _REASONS = {400: 'Bad Request', 401: 'Unauthorized Error', 404: 'Not Found', 405: 'Method Not Allowed',
             413: 'Payload Too Large', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway',
             503: 'Service Unavailable', 504: 'Gateway Timeout'}
-_FAULT_MESSAGES = {429: 'Too Many Requests. To get a higher rate limit, please reach out to support@ionq.co',
-                   500: 'Internal server error (injected by the emulator)', 502: 'Bad gateway; can be retried (injected by the emulator)',
-                   503: 'Service unavailable (injected by the emulator)', 504: 'Gateway timeout (injected by the emulator)'}
+_FAULT_MESSAGES = {
+    429: 'Too Many Requests. To get a higher rate limit, please reach out to support@ionq.co',
+    500: 'Internal server error (injected by the emulator)',
+    502: 'Bad gateway; can be retried (injected by the emulator)',
+    503: 'Service unavailable (injected by the emulator)',
+    504: 'Gateway timeout (injected by the emulator)',
+}
 
 
 class _HTTPError(Exception):
@@ -227,7 +233,9 @@ async def _read_json(request, max_bytes, required=True):
         size += len(chunk)
         if size <= max_bytes: chunks.append(chunk)
     if size > max_bytes:
-        raise _HTTPError(413, f"request body of {size} bytes exceeds the {max_bytes}-byte limit; split the job into smaller ones")
+        raise _HTTPError(
+            413, f"request body of {size} bytes exceeds the {max_bytes}-byte limit; split the job into smaller ones"
+        )
     raw = b''.join(chunks)
     if not raw.strip():
         if required: raise _bad("the request needs a JSON body")
@@ -241,7 +249,9 @@ def _int_param(name, v, lo, hi):
     ok = isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().isdigit()
     if ok: v = int(v)
     if not ok or v < lo or (hi is not None and v > hi):
-        raise _bad(f"'{name}' must be an integer {'>= ' + str(lo) if hi is None else f'between {lo} and {hi}'}, got {v!r}")
+        raise _bad(
+            f"'{name}' must be an integer {'>= ' + str(lo) if hi is None else f'between {lo} and {hi}'}, got {v!r}"
+        )
     return v
 
 def _shots(v): return _int_param('shots', v, 1, JOB_LIMITS['shots'])
@@ -354,7 +364,8 @@ class IonQEmulator:
 
     # ---- randomness (re-seeded when config.seed changes)
     def _random(self) -> np.random.Generator:
-        if self._rng_seed != self.config.seed: self._rng, self._rng_seed = np.random.default_rng(self.config.seed), self.config.seed
+        if self._rng_seed != self.config.seed:
+            self._rng, self._rng_seed = np.random.default_rng(self.config.seed), self.config.seed
         return self._rng
 
     def _fault_allowed(self, route):
@@ -411,7 +422,8 @@ class IonQEmulator:
 
     async def _backends(self, request): return JSONResponse([self._backend_info(b) for b in EMULATED_SYSTEMS])
 
-    async def _backend(self, request): return JSONResponse(self._backend_info(self._backend_name(request.path_params['backend'])))
+    async def _backend(self, request):
+        return JSONResponse(self._backend_info(self._backend_name(request.path_params['backend'])))
 
     async def _characterizations(self, request):
         name = self._backend_name(request.path_params['backend'])
@@ -420,16 +432,31 @@ class IonQEmulator:
         f1, f2, spam = EMULATED_SYSTEMS[name].fidelities
         n = self._width_limit(name, True)
         info = self._backend_info(name)
-        return JSONResponse({'characterizations': [{
-            'id': info['characterization_id'], 'backend': name, 'date': info['last_updated'], 'qubits': n,
-            'connectivity': [[i, j] for i in range(n) for j in range(i + 1, n)],
-            'fidelity': {'spam': {'median': spam, 'stderr': 0.0}, '1q': {'median': f1, 'stderr': 0.0}, '2q': {'median': f2, 'stderr': 0.0}}}],
-            'pages': 1})
+        return JSONResponse(
+            {
+                'characterizations': [
+                    {
+                        'id': info['characterization_id'],
+                        'backend': name,
+                        'date': info['last_updated'],
+                        'qubits': n,
+                        'connectivity': [[i, j] for i in range(n) for j in range(i + 1, n)],
+                        'fidelity': {
+                            'spam': {'median': spam, 'stderr': 0.0},
+                            '1q': {'median': f1, 'stderr': 0.0},
+                            '2q': {'median': f2, 'stderr': 0.0},
+                        },
+                    }
+                ],
+                'pages': 1,
+            }
+        )
 
     # ---- jobs
     def _find(self, job_id) -> _Job:
         with self._lock:
-            if job_id not in self._jobs: raise _HTTPError(404, f"job {job_id!r} not found (it never existed or was deleted)")
+            if job_id not in self._jobs:
+                raise _HTTPError(404, f"job {job_id!r} not found (it never existed or was deleted)")
             return self._jobs[job_id]
 
     async def _create_job(self, request):
@@ -460,8 +487,13 @@ class IonQEmulator:
     def _simulate(self, key, model, angles) -> np.ndarray:
         "Measured probabilities `(B, 2^n)` for B bindings of one structure, in memory-bounded chunks."
         n, tmpl = key[0], self._template(key)
-        if model is None: sim, rows = StatevectorSimulator(), max(1, 2 ** 22 >> n)
-        else: sim, rows = DensityMatrixSimulator(NoiseModel.preset(model), max_qubits=self.config.max_noisy_qubits), max(1, 2 ** 22 >> (2 * n))
+        if model is None:
+            sim, rows = StatevectorSimulator(), max(1, 2**22 >> n)
+        else:
+            sim, rows = (
+                DensityMatrixSimulator(NoiseModel.preset(model), max_qubits=self.config.max_noisy_qubits),
+                max(1, 2**22 >> (2 * n)),
+            )
         return np.concatenate([sim.probabilities(tmpl, angles[i:i + rows]) for i in range(0, len(angles), rows)])
 
     def _run_due(self, jobs):
@@ -490,23 +522,40 @@ class IonQEmulator:
         base = f"/v0.4/jobs/{job.id}/results"
         results = None
         if st == 'completed' and not f['dry_run']:
-            results = {'probabilities': {'url': base + ('/probabilities/aggregated' if job.is_parent else '/probabilities')},
-                       'histogram': {'url': base + '/histogram'}, 'shots': {'url': base + '/shots'}}
+            results = {
+                'probabilities': {'url': base + ('/probabilities/aggregated' if job.is_parent else '/probabilities')},
+                'histogram': {'url': base + '/histogram'},
+                'shots': {'url': base + '/shots'},
+            }
         failure = None
         if st == 'failed':
-            failure = {'code': 'EmulatedFailure', 'error': 'Job failed (emulator fault injection)',
-                       'message': f"the emulator failed this job on purpose (EmulatorConfig.fail_rate={self.config.fail_rate})"}
-        return {'id': job.id, 'status': st, **{k: f[k] for k in ('type', 'backend', 'name', 'shots', 'noise', 'settings', 'metadata', 'dry_run', 'session_id')},
-                'submitter_id': 'qstore-emulator', 'project_id': None,
-                'parent_job_id': job.parent.id if job.parent else None,
-                'child_job_ids': [c.id for c in job.children] if job.is_parent else None,
-                'submitted_at': _iso(job.wall0), 'started_at': at(job.start) if st != 'submitted' and st != 'ready' else None,
-                'completed_at': at(job.end) if done else (_iso(job.wall0 + seen) if st == 'canceled' else None),
-                'predicted_wait_time_ms': round(1000 * job.start), 'predicted_execution_duration_ms': round(1000 * (job.end - job.start)),
-                'execution_duration_ms': round(1000 * (job.end - job.start)) if done else None,
-                'failure': failure,
-                'stats': {'qubits': job.qubits, 'circuits': len(job.children) or 1, 'gate_counts': dict(job.gate_counts)},
-                'results': results, 'output': {}}
+            failure = {
+                'code': 'EmulatedFailure',
+                'error': 'Job failed (emulator fault injection)',
+                'message': f"the emulator failed this job on purpose (EmulatorConfig.fail_rate={self.config.fail_rate})",
+            }
+        return {
+            'id': job.id,
+            'status': st,
+            **{
+                k: f[k]
+                for k in ('type', 'backend', 'name', 'shots', 'noise', 'settings', 'metadata', 'dry_run', 'session_id')
+            },
+            'submitter_id': 'qstore-emulator',
+            'project_id': None,
+            'parent_job_id': job.parent.id if job.parent else None,
+            'child_job_ids': [c.id for c in job.children] if job.is_parent else None,
+            'submitted_at': _iso(job.wall0),
+            'started_at': at(job.start) if st != 'submitted' and st != 'ready' else None,
+            'completed_at': at(job.end) if done else (_iso(job.wall0 + seen) if st == 'canceled' else None),
+            'predicted_wait_time_ms': round(1000 * job.start),
+            'predicted_execution_duration_ms': round(1000 * (job.end - job.start)),
+            'execution_duration_ms': round(1000 * (job.end - job.start)) if done else None,
+            'failure': failure,
+            'stats': {'qubits': job.qubits, 'circuits': len(job.children) or 1, 'gate_counts': dict(job.gate_counts)},
+            'results': results,
+            'output': {},
+        }
 
     async def _get_job(self, request):
         job = self._find(request.path_params['job_id'])
@@ -530,9 +579,11 @@ class IonQEmulator:
             start = 0
             if q.get('next'):
                 start = next((i for i, j in enumerate(sel) if j.id == q['next']), None)
-                if start is None: raise _bad(f"unknown 'next' cursor {q['next']!r}; pass the 'next' value of the previous page")
+                if start is None:
+                    raise _bad(f"unknown 'next' cursor {q['next']!r}; pass the 'next' value of the previous page")
             out = {'jobs': [self._job_json(j, now) for j in sel[start:start + limit]]}
-            if start + limit < len(sel): out['next'] = sel[start + limit].id  # omitted on the last page, as cirq-ionq expects
+            if start + limit < len(sel):
+                out['next'] = sel[start + limit].id  # omitted on the last page, as cirq-ionq expects
         return JSONResponse(out)
 
     async def _results(self, request):
@@ -553,7 +604,8 @@ class IonQEmulator:
         with self._lock:
             job, now = self._find(request.path_params['job_id']), time.monotonic()
             st = job.status(now)
-            if st in ('completed', 'failed'): raise _bad(f"job {job.id} is already {st}; only submitted, ready or started jobs can be canceled")
+            if st in ('completed', 'failed'):
+                raise _bad(f"job {job.id} is already {st}; only submitted, ready or started jobs can be canceled")
             for j in [job] + job.children:
                 if j.canceled_at is None and (j.is_parent or j.leaf_status(now) not in _TERMINAL): j.canceled_at = now
         return JSONResponse({'id': job.id, 'status': 'canceled'})
@@ -561,7 +613,8 @@ class IonQEmulator:
     async def _delete_job(self, request):
         with self._lock:
             job = self._find(request.path_params['job_id'])
-            if job.parent is not None: raise _bad(f"job {job.id} is a child of multi-circuit job {job.parent.id}; delete the parent")
+            if job.parent is not None:
+                raise _bad(f"job {job.id} is a child of multi-circuit job {job.parent.id}; delete the parent")
             for j in [job] + job.children: del self._jobs[j.id]
         return JSONResponse({'id': job.id, 'status': 'deleted'})
 
@@ -570,20 +623,37 @@ class IonQEmulator:
         q, cfg = request.query_params, self.config
         backend = self._backend_name(q.get('backend'), status=400)
         n1, n2 = _int_param('1q_gates', q.get('1q_gates'), 0, None), _int_param('2q_gates', q.get('2q_gates'), 0, None)
-        shots, qubits = _int_param('shots', q.get('shots', 100), 1, 1_000_000), _int_param('qubits', q.get('qubits'), 1, None)
+        shots, qubits = (
+            _int_param('shots', q.get('shots', 100), 1, 1_000_000),
+            _int_param('qubits', q.get('qubits'), 1, None),
+        )
         s = EMULATED_SYSTEMS[backend]
         if qubits > s.qubits: raise _bad(f"{qubits} qubits exceed backend {backend!r} ({s.qubits} qubits)")
         mitigate, qpu = q.get('error_mitigation', 'false').lower() == 'true', backend.startswith('qpu.')
         minimum, c1, c2 = s.pricing.minimum(mitigate), s.pricing.usd_1q, s.pricing.usd_2q
         cost = s.pricing.cost(n1, n2, shots, mitigate)
-        return JSONResponse({
-            'input_values': {'backend': backend, 'type': q.get('type', JOB_TYPES[0]), '1q_gates': n1, '2q_gates': n2,
-                             'qubits': qubits, 'shots': shots, 'error_mitigation': mitigate, 'session': q.get('session', 'false') == 'true'},
-            'estimated_cost': cost, 'cost_unit': 'usd', 'estimated_total_cost': cost, 'estimated_unit': 'usd',
-            'estimated_execution_time': 1000 * cfg.execution_time,
-            'current_predicted_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
-            'estimated_at': _iso(time.time()),
-            'rate_information': {'job_cost_minimum': minimum, 'cost_1q_gate': c1, 'cost_2q_gate': c2}})
+        return JSONResponse(
+            {
+                'input_values': {
+                    'backend': backend,
+                    'type': q.get('type', JOB_TYPES[0]),
+                    '1q_gates': n1,
+                    '2q_gates': n2,
+                    'qubits': qubits,
+                    'shots': shots,
+                    'error_mitigation': mitigate,
+                    'session': q.get('session', 'false') == 'true',
+                },
+                'estimated_cost': cost,
+                'cost_unit': 'usd',
+                'estimated_total_cost': cost,
+                'estimated_unit': 'usd',
+                'estimated_execution_time': 1000 * cfg.execution_time,
+                'current_predicted_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
+                'estimated_at': _iso(time.time()),
+                'rate_information': {'job_cost_minimum': minimum, 'cost_1q_gate': c1, 'cost_2q_gate': c2},
+            }
+        )
 
 
 def create_app(config: EmulatorConfig | None = None) -> IonQEmulator:  # behaviour; default EmulatorConfig()
@@ -733,7 +803,9 @@ def _register(self: IonQEmulator, req: _JobRequest, parsed: list) -> _Job:
             return j
         job = register(req.fields)
         fails = cfg.fail_rate > 0 and rng.random() < cfg.fail_rate
-        children = [register(dict(req.fields, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if req.multi else []
+        children = (
+            [register(dict(req.fields, type='ionq.circuit.v1', name=nm)) for _, _, nm in parsed] if req.multi else []
+        )
         leaves = children or [job]
         for i, (leaf, (c, counts, _)) in enumerate(zip(leaves, parsed)):
             leaf.qubits, leaf.gate_counts, leaf.model, leaf.fails = c.n_qubits, counts, req.model, fails
@@ -797,12 +869,16 @@ class EmulatorServer:
         try: sock.bind((self.host, self.port))
         except OSError as e:
             sock.close()
-            raise OSError(f"cannot listen on {self.host}:{self.port} ({e}); pick another port or 0 for a free one") from None
+            raise OSError(
+                f"cannot listen on {self.host}:{self.port} ({e}); pick another port or 0 for a free one"
+            ) from None
         self.port = sock.getsockname()[1]
         cfg = uvicorn.Config(self.app, log_config=None, log_level='warning', access_log=False, lifespan='off',
                              timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(target=self._server.run, kwargs={'sockets': [sock]}, daemon=True, name=f"ionq-emulator-{self.port}")
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={'sockets': [sock]}, daemon=True, name=f"ionq-emulator-{self.port}"
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -824,17 +900,28 @@ class EmulatorServer:
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-cli
 def _cli_parser():
-    p = argparse.ArgumentParser(prog='qstore ionq-emulator', description='Serve the IonQ API v0.4 emulator (backed by qstore simulators) until Ctrl-C.')
+    p = argparse.ArgumentParser(
+        prog='qstore ionq-emulator',
+        description='Serve the IonQ API v0.4 emulator (backed by qstore simulators) until Ctrl-C.',
+    )
     p.add_argument('--host', default='127.0.0.1', help='interface to listen on (default 127.0.0.1)')
     p.add_argument('--port', type=int, default=8765, help='TCP port; 0 picks a free one (default 8765)')
-    p.add_argument('--api-key', dest='api_keys', action='append', metavar='KEY', help='accepted API key (repeatable; default: any key)')
+    p.add_argument(
+        '--api-key',
+        dest='api_keys',
+        action='append',
+        metavar='KEY',
+        help='accepted API key (repeatable; default: any key)',
+    )
     for f in fields(EmulatorConfig):
         if f.name == 'api_keys': continue
         flag, kind = '--' + f.name.replace('_', '-'), type(f.default)
         if f.name in ('error_codes', 'fault_routes'):
             p.add_argument(flag, nargs='+', type=int if f.name == 'error_codes' else str, help=f"default: {f.default}")
         else:
-            p.add_argument(flag, type=float if kind is float or f.name == 'retry_after' else int, help=f"default: {f.default}")
+            p.add_argument(
+                flag, type=float if kind is float or f.name == 'retry_after' else int, help=f"default: {f.default}"
+            )
     return p
 
 

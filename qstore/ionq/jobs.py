@@ -49,7 +49,13 @@ class QueueDecision:
     repeats: int = 1
 
     def same_as(self, o) -> bool:
-        return (self.kind, self.reason, self.chunk_size, self.chunks, self.concurrency) == (o.kind, o.reason, o.chunk_size, o.chunks, o.concurrency)
+        return (self.kind, self.reason, self.chunk_size, self.chunks, self.concurrency) == (
+            o.kind,
+            o.reason,
+            o.chunk_size,
+            o.chunks,
+            o.concurrency,
+        )
 
     def __str__(self): return f"[{self.kind}] {self.reason}" + (f" (x{self.repeats})" if self.repeats > 1 else '')
 
@@ -78,19 +84,24 @@ class ChunkPlan:
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-mgr
 class AdaptiveQueueManager:
-    "Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every decision."
-    def __init__(self, adaptive: bool = True,  # False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once
-                 *, limits: IonQLimits = IonQLimits(),  # IonQ's per-job limits
-                 max_concurrency: int = 8,  # most jobs at once (the connection pool size)
-                 initial_concurrency: int = 2,  # starting concurrency window
-                 fixed_chunk_size: int = 500,  # circuits per job when not adaptive
-                 min_chunk: int = 10,  # circuits per job before per-circuit execution time is known
-                 slow_queue_seconds: float = 60.0,  # average queue time from which the queue counts as slow
-                 parallel_execution: bool = True,  # the backend runs jobs side by side (simulator) rather than one at a time (QPU)
-                 assumed_latency: float = 0.1,  # seconds per request before any is measured
-                 backoff_cooldown: float = 1.0,  # seconds during which further 429s do not halve the window again
-                 smoothing: float = 0.3,  # weight of the newest observation in the moving averages
-                 max_decisions: int = 1000):  # decisions kept (oldest dropped)
+    "Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every "
+    "decision."
+    def __init__(
+        self,
+        adaptive: bool = True,  # False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once
+        *,
+        limits: IonQLimits = IonQLimits(),  # IonQ's per-job limits
+        max_concurrency: int = 8,  # most jobs at once (the connection pool size)
+        initial_concurrency: int = 2,  # starting concurrency window
+        fixed_chunk_size: int = 500,  # circuits per job when not adaptive
+        min_chunk: int = 10,  # circuits per job before per-circuit execution time is known
+        slow_queue_seconds: float = 60.0,  # average queue time from which the queue counts as slow
+        parallel_execution: bool = True,  # the backend runs jobs side by side (simulator) rather than one at a time (QPU)
+        assumed_latency: float = 0.1,  # seconds per request before any is measured
+        backoff_cooldown: float = 1.0,  # seconds during which further 429s do not halve the window again
+        smoothing: float = 0.3,  # weight of the newest observation in the moving averages
+        max_decisions: int = 1000,
+    ):  # decisions kept (oldest dropped)
         """Parameters
         ----------
         adaptive : bool, default True
@@ -115,8 +126,6 @@ class AdaptiveQueueManager:
             seconds during which further 429s do not halve the window again
         smoothing : float, default 0.3
             weight of the newest observation in the moving averages
-        max_decisions : int, default 1000
-            decisions kept (oldest dropped)
         """
         if not isinstance(limits, IonQLimits): raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
         for k, v in dict(max_concurrency=max_concurrency, initial_concurrency=initial_concurrency, fixed_chunk_size=fixed_chunk_size,
@@ -308,21 +317,24 @@ class AdaptiveQueueManager:
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-tr
 class ObservedTransport(httpx.AsyncBaseTransport):
     "Pooled httpx transport that bounds, counts and times every request, and reports each exchange to a listener."
-    def __init__(self, pool_size: int = 8,  # connections (and requests in flight) at most
-                 listener=None,  # called with (seconds, status) after each response
-                 inner: httpx.AsyncBaseTransport | None = None):  # transport doing the I/O (default: pooled AsyncHTTPTransport)
+    def __init__(
+        self,
+        pool_size: int = 8,  # connections (and requests in flight) at most
+        listener=None,  # called with (seconds, status) after each response
+        inner: httpx.AsyncBaseTransport | None = None,
+    ):  # transport doing the I/O (default: pooled AsyncHTTPTransport)
         """Parameters
         ----------
         pool_size : int, default 8
             connections (and requests in flight) at most
         listener : default None
             called with (seconds, status) after each response
-        inner : httpx.AsyncBaseTransport | None, default None
-            transport doing the I/O (default: pooled AsyncHTTPTransport)
         """
         check_int('pool_size', pool_size)
         self.pool_size, self.listener = pool_size, listener
-        self.inner = inner or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size))
+        self.inner = inner or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        )
         self._slots: asyncio.Semaphore | None = None
         self._lock = threading.Lock()
         self.requests = self.bytes_sent = self.in_flight = self.max_in_flight = 0

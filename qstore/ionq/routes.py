@@ -19,7 +19,26 @@ __all__ = ['IONQ_QIS_GATES', 'IONQ_HOST_ENV', 'IONQ_CLOUD', 'ionq_qis_circuit', 
            'ionq_api_key', 'IonQRouteBackend', 'CirqIonQBackend', 'QiskitIonQBackend']
 
 # %% ../../nbs/27_ionq_routes.ipynb #cv-ionq-qis
-IONQ_QIS_GATES = ('x', 'y', 'z', 'h', 's', 'sdg', 't', 'tdg', 'sx', 'sxdg', 'rx', 'ry', 'rz', 'cnot', 'swap', 'xx', 'yy', 'zz')
+IONQ_QIS_GATES = (
+    'x',
+    'y',
+    'z',
+    'h',
+    's',
+    'sdg',
+    't',
+    'tdg',
+    'sx',
+    'sxdg',
+    'rx',
+    'ry',
+    'rz',
+    'cnot',
+    'swap',
+    'xx',
+    'yy',
+    'zz',
+)
 _TURN = 2 * np.pi
 
 
@@ -48,7 +67,8 @@ def _ionq_qis_ops(op) -> list:
 
 
 def ionq_qis_circuit(circuit: Circuit) -> Circuit:
-    "Template using only `IONQ_QIS_GATES`, equal to `circuit` up to a global phase, with the same parameters and groups."
+    "Template using only `IONQ_QIS_GATES`, equal to `circuit` up to a global phase, with the same parameters and "
+    "groups."
     group = {p: g for g, ps in circuit.groups.items() for p in ps}
     out = Circuit(circuit.n_qubits, circuit.name)
     for p in circuit.parameters: out.parameter(p, group[p])
@@ -58,7 +78,8 @@ def ionq_qis_circuit(circuit: Circuit) -> Circuit:
 
 
 def ionq_gateset(circuits: list) -> tuple:
-    "('native', circuits) if every gate of every circuit is an IonQ native gate, else ('qis', their `ionq_qis_circuit`s)."
+    "('native', circuits) if every gate of every circuit is an IonQ native gate, else ('qis', their "
+    "`ionq_qis_circuit`s)."
     if all(c.ops and all(op.gate in NATIVE_GATES for op in c.ops) for c in circuits): return 'native', list(circuits)
     return 'qis', [ionq_qis_circuit(c) for c in circuits]
 
@@ -95,11 +116,14 @@ class IonQRouteBackend(Backend):
     "Base for sampling on IonQ through an official client library; subclasses implement `_submit`."
     family = 'ionq-route'  # registry family; subclasses set 'cirq-ionq' or 'qiskit-ionq'
 
-    def __init__(self, target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
-                 remote_host: str | None = None,  # API root, e.g. 'http://127.0.0.1:8765' (default: env, else IonQ cloud)
-                 api_key: str | None = None,  # IonQ API key (default: env IONQ_API_KEY); never printed
-                 seed: int | None = None,  # seeds the client-side sampling of simulator results
-                 default_shots: int = 1000):  # shots per circuit when `run` gets none
+    def __init__(
+        self,
+        target: str = 'simulator',  # 'simulator' or 'qpu.<system>', e.g. 'qpu.aria-1'
+        remote_host: str | None = None,  # API root, e.g. 'http://127.0.0.1:8765' (default: env, else IonQ cloud)
+        api_key: str | None = None,  # IonQ API key (default: env IONQ_API_KEY); never printed
+        seed: int | None = None,  # seeds the client-side sampling of simulator results
+        default_shots: int = 1000,
+    ):  # shots per circuit when `run` gets none
         """Parameters
         ----------
         target : str, default 'simulator'
@@ -110,8 +134,6 @@ class IonQRouteBackend(Backend):
             IonQ API key (default: env IONQ_API_KEY); never printed
         seed : int | None, default None
             seeds the client-side sampling of simulator results
-        default_shots : int, default 1000
-            shots per circuit when `run` gets none
         """
         super().__init__(seed)
         t = str(target).lower()
@@ -128,7 +150,8 @@ class IonQRouteBackend(Backend):
                                                 remote=True, noisy=qpu, default_shots=default_shots)
 
     def _submit(self, jobs: list, gateset: str, shots: int, seed: int) -> list:
-        "Run every row of every (circuit, (B, P) values) in `jobs` as ONE IonQ job; per circuit a (B, 2^n) counts array."
+        "Run every row of every (circuit, (B, P) values) in `jobs` as ONE IonQ job; per circuit a (B, 2^n) counts "
+        "array."
         raise NotImplementedError
 
     def _sample(self, circuits, values, shots, rng):
@@ -167,10 +190,15 @@ class CirqIonQBackend(IonQRouteBackend):
         import cirq, cirq_ionq
         from qstore.backends.cirq import cirq_counts, cirq_programs
         programs = [[cirq.resolve_parameters(p, r) for p, r in cirq_programs(c, v, measure=True)] for c, v in jobs]
-        service = cirq_ionq.Service(remote_host=self.remote_host, api_key=self._api_key, max_retry_seconds=self.max_retry_seconds)
+        service = cirq_ionq.Service(
+            remote_host=self.remote_host, api_key=self._api_key, max_retry_seconds=self.max_retry_seconds
+        )
         results = iter(service.run_batch([p for ps in programs for p in ps], repetitions=shots, target=self.target,
                                          seed=np.random.RandomState(seed)))
-        return [np.array([cirq_counts(next(results).measurements['m'], c.n_qubits) for _ in ps]) for (c, _), ps in zip(jobs, programs)]
+        return [
+            np.array([cirq_counts(next(results).measurements['m'], c.n_qubits) for _ in ps])
+            for (c, _), ps in zip(jobs, programs)
+        ]
 
 
 # %% ../../nbs/27_ionq_routes.ipynb #bq-ionq
@@ -214,8 +242,11 @@ class QiskitIonQBackend(IonQRouteBackend):
                 warnings.simplefilter('ignore', IonQTranspileLevelWarning)
                 seen = resolve_credentials()['url']
                 if seen != self.api_url:
-                    warnings.warn(f"a .env file sets the IonQ API URL to {seen}; qiskit-ionq reads backend qubit counts there "
-                                  f"instead of {self.api_url}. Remove IONQ_API_URL/QISKIT_IONQ_API_URL from that .env file.", stacklevel=2)
+                    warnings.warn(
+                        f"a .env file sets the IonQ API URL to {seen}; qiskit-ionq reads backend qubit counts there "
+                        f"instead of {self.api_url}. Remove IONQ_API_URL/QISKIT_IONQ_API_URL from that .env file.",
+                        stacklevel=2,
+                    )
                 provider = qiskit_ionq.IonQProvider(token=self._api_key, url=self.api_url)
                 self._ionq_backends[gateset] = provider.get_backend(self.target, gateset=gateset)
         return self._ionq_backends[gateset]

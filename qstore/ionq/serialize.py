@@ -49,9 +49,14 @@ class _Skeleton:
             raise IonQFormatError(f"gate(s) {unknown} have no IonQ JSON form; decompose them into {qis}")
         wrong = [op.gate for op in circuit.ops if op.gate != 'i' and op.gatedef.native != (gateset == 'native')]
         if wrong:
-            hint = ("compile it to native gates first (IonQNativeGateCompiler) or use gateset='qis'" if gateset == 'native'
-                    else "native gates need gateset='native', and a native circuit may not contain QIS gates")
-            raise IonQFormatError(f"cannot write a {gateset!r} IonQ circuit containing gate(s) {sorted(set(wrong))}; {hint}")
+            hint = (
+                "compile it to native gates first (IonQNativeGateCompiler) or use gateset='qis'"
+                if gateset == 'native'
+                else "native gates need gateset='native', and a native circuit may not contain QIS gates"
+            )
+            raise IonQFormatError(
+                f"cannot write a {gateset!r} IonQ circuit containing gate(s) {sorted(set(wrong))}; {hint}"
+            )
         _, _, _, slices = circuit.angle_index()
         self.phase_cols, self.zz_cols, ms, parts = [], [], [], []
         for op, (a, b) in zip(circuit.ops, slices):
@@ -106,8 +111,10 @@ def _legalize(A, phase_cols, ms_cols, zz_cols, zz_range: bool) -> np.ndarray:
         th = A[:, t] - np.round(A[:, t])  # MS(θ + 1) = -MS(θ): a global sign
         if (bad := np.abs(th) > MS_ANGLE_RANGE[1] + 1e-12).any():
             r, k = np.argwhere(bad)[0]
-            raise IonQFormatError(f"MS angle {A[r, t[k]]:.6g} turns (row {r}) is not a single IonQ MS gate: IonQ accepts "
-                                  "angles in [0, 0.25]. Split it into two MS gates (e.g. 0.25 and the rest).")
+            raise IonQFormatError(
+                f"MS angle {A[r, t[k]]:.6g} turns (row {r}) is not a single IonQ MS gate: IonQ accepts "
+                "angles in [0, 0.25]. Split it into two MS gates (e.g. 0.25 and the rest)."
+            )
         A[:, p0] += np.where(th < 0, 0.5, 0.0)  # MS(φ0, φ1, -θ) = MS(φ0 + 1/2, φ1, θ)
         A[:, t] = np.clip(np.abs(th), *MS_ANGLE_RANGE)
     if len(zz_cols):
@@ -115,9 +122,11 @@ def _legalize(A, phase_cols, ms_cols, zz_cols, zz_range: bool) -> np.ndarray:
         z = np.where(np.abs(z) <= 0.5, z, z - np.round(z))  # whole turns: a global sign
         if zz_range and (bad := np.abs(z) > ZZ_ANGLE_RANGE[1] + 1e-12).any():
             r, k = np.argwhere(bad)[0]
-            raise IonQFormatError(f"native ZZ angle {z[r, k]:.6g} turns (row {r}) is outside [-0.25, 0.25], the range qstore sends "
-                                  "(IonQ documents none; ZZ(t + 1/2) is not ZZ(t) up to phase). Split it into two ZZ gates, or let "
-                                  "qstore.compiler fold it.")
+            raise IonQFormatError(
+                f"native ZZ angle {z[r, k]:.6g} turns (row {r}) is outside [-0.25, 0.25], the range qstore sends "
+                "(IonQ documents none; ZZ(t + 1/2) is not ZZ(t) up to phase). Split it into two ZZ gates, or let "
+                "qstore.compiler fold it."
+            )
         A[:, zz_cols] = z
     if len(phase_cols):
         p = A[:, phase_cols]
@@ -181,7 +190,8 @@ def to_ionq_json(circuit: Circuit,  # the template
     """
     if values is not None:
         v = np.asarray(values, dtype=float)
-        if v.ndim == 2 and v.shape[0] != 1: raise ValueError(f"to_ionq_json takes one binding, got {v.shape[0]} rows; use to_ionq_json_batch")
+        if v.ndim == 2 and v.shape[0] != 1:
+            raise ValueError(f"to_ionq_json takes one binding, got {v.shape[0]} rows; use to_ionq_json_batch")
     return to_ionq_json_batch(circuit, values, gateset)[0]
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-mat
@@ -253,14 +263,18 @@ class _Reader:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             self.fail(f"'{key}' must be a finite number, got {v!r}" if key in g else f"missing '{key}'")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            self.fail(f"'{key}' = {v} is out of range [{lo:g}, {hi:g}]" + (" (turns)" if self.gateset == 'native' else '')
-                      + ("; phases are periodic, reduce them modulo 1" if key.startswith('phase') else ''))
+            self.fail(
+                f"'{key}' = {v} is out of range [{lo:g}, {hi:g}]"
+                + (" (turns)" if self.gateset == 'native' else '')
+                + ("; phases are periodic, reduce them modulo 1" if key.startswith('phase') else '')
+            )
         return float(v)
 
     def qubit(self, q, what):
         n = self.c.n_qubits
         if isinstance(q, bool) or not isinstance(q, int): self.fail(f"{what} must be integer qubit indices, got {q!r}")
-        if not 0 <= q < n: self.fail(f"qubit {q} out of range for a {n}-qubit circuit ('qubits': {n}; valid 0..{n - 1})")
+        if not 0 <= q < n:
+            self.fail(f"qubit {q} out of range for a {n}-qubit circuit ('qubits': {n}; valid 0..{n - 1})")
         return q
 
     def wires(self, g, n_targets):
@@ -271,14 +285,18 @@ class _Reader:
         if not isinstance(cs, list): self.fail(f"'controls' must be a list of qubit indices, got {cs!r}")
         ts, cs = [self.qubit(q, 'targets') for q in ts], [self.qubit(q, 'controls') for q in cs]
         if n_targets is not None and len(ts) != n_targets:
-            self.fail(f"acts on {n_targets} target qubit(s), got targets {ts}" + ("; use one gate object per qubit" if n_targets == 1 else ''))
+            self.fail(
+                f"acts on {n_targets} target qubit(s), got targets {ts}"
+                + ("; use one gate object per qubit" if n_targets == 1 else '')
+            )
         if len(set(ts + cs)) != len(ts + cs): self.fail(f"targets {ts} and controls {cs} must all be different qubits")
         if len(cs) > MAX_CONTROLS: self.fail(f"at most {MAX_CONTROLS} controls, got {len(cs)}")
         return ts, cs
 
     def one_qubit(self, gate, angles, t, cs):
         "Append a (possibly multi-controlled) qstore one-qubit gate."
-        if not cs: return _add(self.c, gate, t, *angles) if gate in ('rx', 'ry', 'rz', 'phase') else self.c.append(gate, t)
+        if not cs:
+            return _add(self.c, gate, t, *angles) if gate in ('rx', 'ry', 'rz', 'phase') else self.c.append(gate, t)
         if len(cs) == 1 and gate in _ONE_CONTROL: return self.c.append(_ONE_CONTROL[gate], (cs[0], t), *angles)
         _controlled(self.c, GATES[gate].matrix(*angles)[0], cs, t)
 
@@ -305,7 +323,9 @@ class _Reader:
         terms, coeffs = g.get('terms'), g.get('coefficients')
         time = self.number(g, 'time')
         if not isinstance(terms, list) or not isinstance(coeffs, list) or len(terms) != len(coeffs) or not terms:
-            self.fail("needs 'terms' (list of Pauli strings) and 'coefficients' (list of numbers) of equal, non-zero length")
+            self.fail(
+                "needs 'terms' (list of Pauli strings) and 'coefficients' (list of numbers) of equal, non-zero length"
+            )
         ops = []
         for k, (term, cf) in enumerate(zip(terms, coeffs)):
             if not isinstance(term, str) or len(term) != len(ts) or set(term.upper()) - set('IXYZ'):
@@ -317,8 +337,11 @@ class _Reader:
         for a in range(len(ops)):
             for b in range(a):
                 anti = sum(1 for q, p in ops[a][0].items() if q in ops[b][0] and ops[b][0][q] != p)
-                if anti % 2: self.fail(f"terms {terms[b]!r} and {terms[a]!r} do not commute; exact simulation needs commuting "
-                                       "terms (Trotterize on the client)")
+                if anti % 2:
+                    self.fail(
+                        f"terms {terms[b]!r} and {terms[a]!r} do not commute; exact simulation needs commuting "
+                        "terms (Trotterize on the client)"
+                    )
         for paulis, cf in ops: self.pauli_rotation(paulis, 2 * time * cf, cs)
 
     def qis(self, g):
@@ -350,8 +373,13 @@ class _Reader:
     def native(self, g):
         name = self.name
         if name not in NATIVE_JSON_GATES:
-            hint = ("is a QIS gate: QIS and native gates cannot be mixed in one circuit (set \"gateset\": \"qis\" or compile "
-                    "to native gates)" if name in QIS_JSON_GATES else f"unknown native gate; known: {', '.join(NATIVE_JSON_GATES)}")
+            hint = (
+                "is a QIS gate: QIS and native gates cannot be mixed in one circuit (set \"gateset\": \"qis\" or "
+                "compile "
+                "to native gates)"
+                if name in QIS_JSON_GATES
+                else f"unknown native gate; known: {', '.join(NATIVE_JSON_GATES)}"
+            )
             self.fail(hint)
         if name == 'nop': return
         if 'control' in g or 'controls' in g: self.fail("native gates cannot be controlled")
@@ -362,7 +390,8 @@ class _Reader:
         if name == 'zz':
             return self.c.zz_native(a, b, self.number(g, 'angle' if 'angle' in g else 'phase'))
         ph = g.get('phases')
-        if not isinstance(ph, list) or len(ph) != 2: self.fail(f"'phases' must be a list of two numbers (turns), got {ph!r}")
+        if not isinstance(ph, list) or len(ph) != 2:
+            self.fail(f"'phases' must be a list of two numbers (turns), got {ph!r}")
         p0, p1 = (self.number({'phases': p}, 'phases', *self.phase_range) for p in ph)
         self.c.ms(a, b, p0, p1, self.number(g, 'angle', 0, 0.25, default=0.25))
 
@@ -390,11 +419,13 @@ def _max_qubit(gates):
     return max(qs)
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-from
-def from_ionq_json(data: dict,  # an IonQ circuit: {'gateset', 'qubits', 'circuit': [...]}
-                   gateset: str | None = None,  # default gateset when `data` has none (e.g. the parent's in a multi-circuit job)
-                   qubits: int | None = None,  # default qubit count when `data` has none
-                   name: str = 'ionq',  # name of the returned circuit
-                   max_phase: float | None = 1.0) -> Circuit:  # largest |phase| in turns (IonQ documents [-1, 1]); None: any
+def from_ionq_json(
+    data: dict,  # an IonQ circuit: {'gateset', 'qubits', 'circuit': [...]}
+    gateset: str | None = None,  # default gateset when `data` has none (e.g. the parent's in a multi-circuit job)
+    qubits: int | None = None,  # default qubit count when `data` has none
+    name: str = 'ionq',  # name of the returned circuit
+    max_phase: float | None = 1.0,
+) -> Circuit:  # largest |phase| in turns (IonQ documents [-1, 1]); None: any
     """An exactly equivalent qstore `Circuit` (no parameters) for one IonQ JSON circuit.
 
     Parameters
@@ -407,16 +438,21 @@ def from_ionq_json(data: dict,  # an IonQ circuit: {'gateset', 'qubits', 'circui
         default qubit count when `data` has none
     name : str, default 'ionq'
         name of the returned circuit
-    max_phase : float | None, default 1.0
+
+    Returns
+    -------
+    Circuit
         largest |phase| in turns (IonQ documents [-1, 1]); None: any
     """
-    if not isinstance(data, dict): raise IonQFormatError(f"an IonQ circuit must be a JSON object, got {type(data).__name__}")
+    if not isinstance(data, dict):
+        raise IonQFormatError(f"an IonQ circuit must be a JSON object, got {type(data).__name__}")
     if 'circuits' in data and 'circuit' not in data:
         raise IonQFormatError("this is a multi-circuit input ('circuits'); read each entry of 'circuits' separately")
     gs = data.get('gateset') or gateset or 'qis'
     if gs not in GATESETS: raise IonQFormatError(f"'gateset' must be 'qis' or 'native', got {gs!r}")
     gates = data.get('circuit')
-    if not isinstance(gates, list): raise IonQFormatError(f"'circuit' must be a list of gate objects, got {type(gates).__name__}")
+    if not isinstance(gates, list):
+        raise IonQFormatError(f"'circuit' must be a list of gate objects, got {type(gates).__name__}")
     n = data.get('qubits', qubits)
     if n is None: n = max(_max_qubit(gates) + 1, 1)
     check_int("'qubits'", n, err=IonQFormatError)
@@ -437,26 +473,35 @@ def results_to_array(results: dict,  # {"<decimal state>": probability or count}
     dtype : default float
         float for probabilities, int for counts
     """
-    if not isinstance(results, dict): raise IonQFormatError(f"IonQ results must be a dict of state -> value, got {type(results).__name__}")
+    if not isinstance(results, dict):
+        raise IonQFormatError(f"IonQ results must be a dict of state -> value, got {type(results).__name__}")
     out = np.zeros(2 ** n_qubits, dtype=dtype)
     for k, v in results.items():
-        try: i = int(k)
-        except (TypeError, ValueError): raise IonQFormatError(f"result key {k!r} is not a decimal state index") from None
+        try:
+            i = int(k)
+        except (TypeError, ValueError):
+            raise IonQFormatError(f"result key {k!r} is not a decimal state index") from None
         if not 0 <= i < out.size: raise IonQFormatError(f"result state {i} does not fit in {n_qubits} qubits")
-        if isinstance(v, bool) or not isinstance(v, (int, float)): raise IonQFormatError(f"result value for state {k} must be a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise IonQFormatError(f"result value for state {k} must be a number, got {v!r}")
         out[i] = v
     return out
 
 
-def array_to_results(arr,  # (2^n,) probabilities or counts
-                     drop_below: float = 1e-12) -> dict:  # omit entries with |value| below this (IonQ lists non-zero states only)
+def array_to_results(
+    arr,  # (2^n,) probabilities or counts
+    drop_below: float = 1e-12,
+) -> dict:  # omit entries with |value| below this (IonQ lists non-zero states only)
     """IonQ result dictionary from a dense array: integer counts stay ints, probabilities become floats.
 
     Parameters
     ----------
     arr
         (2^n,) probabilities or counts
-    drop_below : float, default 1e-12
+
+    Returns
+    -------
+    dict
         omit entries with |value| below this (IonQ lists non-zero states only)
     """
     a = np.asarray(arr)

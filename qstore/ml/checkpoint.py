@@ -65,8 +65,10 @@ def _encode(x, path: tuple, tensors: dict):
     if isinstance(x, (list, tuple)):
         items = [_encode(v, path + (str(i),), tensors) for i, v in enumerate(x)]
         return {'$tuple': items} if isinstance(x, tuple) else items
-    raise TypeError(f"{_where(path)}: a {type(x).__name__} cannot be checkpointed; use numpy arrays, numbers, str, None, "
-                    "lists, tuples and dicts (convert it, e.g. a set to a sorted list)")
+    raise TypeError(
+        f"{_where(path)}: a {type(x).__name__} cannot be checkpointed; use numpy arrays, numbers, str, None, "
+        "lists, tuples and dicts (convert it, e.g. a set to a sorted list)"
+    )
 
 def _is_tag(node) -> bool: return isinstance(node, dict) and len(node) == 1 and next(iter(node)) in _TAGS
 
@@ -98,8 +100,9 @@ _SECRET_ENV_NAME = re.compile(r'(KEY|TOKEN|SECRET|PASSWORD)', re.I)
 
 def _secret_env_values() -> list[tuple[str, str]]:
     "(name, value) of environment variables that hold credentials, e.g. IONQ_API_KEY or a custom `api_key_env`."
-    return [(k, v) for k, v in os.environ.items()
-            if _SECRET_ENV_NAME.search(k) and len(v) >= 8]  # shorter values are no real key and would match innocent data
+    return [
+        (k, v) for k, v in os.environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= 8
+    ]  # shorter values are no real key and would match innocent data
 
 def encode_checkpoint(step: int,  # training step; recorded in the header
                       state: dict) -> bytes:  # nested dict of arrays, numbers, str, None, lists, tuples, dicts
@@ -119,8 +122,10 @@ def encode_checkpoint(step: int,  # training step; recorded in the header
     for path, node in _walk(tree):
         for name, secret in secrets:
             if isinstance(node, str) and secret in node:
-                raise ValueError(f"refusing to write a checkpoint: {_where(path)} contains the value of {name}; "
-                                 "keep API keys out of the training state (resumed runs read them from the environment)")
+                raise ValueError(
+                    f"refusing to write a checkpoint: {_where(path)} contains the value of {name}; "
+                    "keep API keys out of the training state (resumed runs read them from the environment)"
+                )
         if _is_tag(node) and ('$array' in node or '$numpy' in node):  # tensors whose key was not redacted
             name = next(iter(node.values()))
             kept[name] = tensors[name]
@@ -132,7 +137,8 @@ def encode_checkpoint(step: int,  # training step; recorded in the header
                 _DIGEST_FIELD: _ZERO_DIGEST}
     data = safetensors_np.save({k: np.asarray(v, order='C') for k, v in stored.items()}, metadata=metadata)
     for name, secret in secrets:
-        if secret.encode() in data: raise ValueError(f"refusing to write a checkpoint: the value of {name} appears in its tensor data")
+        if secret.encode() in data:
+            raise ValueError(f"refusing to write a checkpoint: the value of {name} appears in its tensor data")
     n, blank = int.from_bytes(data[:8], 'little'), _digest_entry(_ZERO_DIGEST)
     header = data[8:8 + n]
     if header.count(blank) != 1: raise AssertionError("safetensors wrote the digest field in an unexpected form")
@@ -140,9 +146,15 @@ def encode_checkpoint(step: int,  # training step; recorded in the header
 
 def _verified_metadata(data: bytes, source: str) -> dict:
     "Header metadata of checkpoint bytes, after checking length, format, version and the whole-file digest."
-    if len(data) < 8: raise CheckpointError(f"{source}: truncated checkpoint ({len(data)} bytes, shorter than the 8-byte header length)")
+    if len(data) < 8:
+        raise CheckpointError(
+            f"{source}: truncated checkpoint ({len(data)} bytes, shorter than the 8-byte header length)"
+        )
     n = int.from_bytes(data[:8], 'little')
-    if 8 + n > len(data): raise CheckpointError(f"{source}: truncated or not a safetensors file (header of {n} bytes, file of {len(data)})")
+    if 8 + n > len(data):
+        raise CheckpointError(
+            f"{source}: truncated or not a safetensors file (header of {n} bytes, file of {len(data)})"
+        )
     header_bytes = data[8:8 + n]
     try: header = json.loads(header_bytes)
     except ValueError as e: raise CheckpointError(f"{source}: the safetensors header is damaged ({e})") from None
@@ -151,8 +163,10 @@ def _verified_metadata(data: bytes, source: str) -> dict:
         raise CheckpointError(f"{source}: not a qstore checkpoint (header 'format' is not {FORMAT!r})")
     version = str(metadata.get('format_version'))
     if not version.isdigit() or int(version) > FORMAT_VERSION:
-        raise CheckpointError(f"{source}: checkpoint format version {version!r}; this qstore {__version__} reads versions "
-                              f"up to {FORMAT_VERSION}, so upgrade qstore to load it")
+        raise CheckpointError(
+            f"{source}: checkpoint format version {version!r}; this qstore {__version__} reads versions "
+            f"up to {FORMAT_VERSION}, so upgrade qstore to load it"
+        )
     digest = metadata.get(_DIGEST_FIELD)
     entry = _digest_entry(str(digest))
     blanked = data[:8] + header_bytes.replace(entry, _digest_entry(_ZERO_DIGEST), 1) + data[8 + n:]
@@ -209,13 +223,17 @@ class CheckpointManager:
         """
         check_int('keep_last', keep_last, none_ok=True)
         if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', prefix):
-            raise ValueError(f"prefix {prefix!r} must be a plain file-name stem: letters, digits, '_', '.', '-', not starting with '.' or '-'")
+            raise ValueError(
+                f"prefix {prefix!r} must be a plain file-name stem: letters, digits, '_', '.', '-', not starting with "
+                "'.' or '-'"
+            )
         self.directory, self.keep_last, self.prefix = Path(directory).expanduser(), keep_last, prefix
         self._name = re.compile(rf'{re.escape(prefix)}-(\d+)\.safetensors')
         self.directory.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.directory)
 
-    def __repr__(self): return f"CheckpointManager({str(self.directory)!r}, keep_last={self.keep_last}, prefix={self.prefix!r})"
+    def __repr__(self):
+        return f"CheckpointManager({str(self.directory)!r}, keep_last={self.keep_last}, prefix={self.prefix!r})"
 
     def path_for(self, step: int) -> Path:  # training step
         """File name of the checkpoint of `step`.
@@ -238,7 +256,10 @@ class CheckpointManager:
             a checkpoint file of this manager
         """
         m = self._name.fullmatch(Path(path).name)
-        if m is None: raise ValueError(f"{path} is not named like a checkpoint of this manager ({self.prefix}-<step>.safetensors)")
+        if m is None:
+            raise ValueError(
+                f"{path} is not named like a checkpoint of this manager ({self.prefix}-<step>.safetensors)"
+            )
         return int(m[1])
 
     def list(self) -> list[Path]:
@@ -268,17 +289,19 @@ class CheckpointManager:
         return path
 
     def load(self, path: str | Path) -> dict:  # checkpoint file
-        """The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown format.
+        """The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown 
 
         Parameters
         ----------
         path : str | Path
             checkpoint file
         """
+        "format."
         return load_checkpoint(path)
 
     def latest(self) -> tuple[Path, dict] | None:
-        "`(path, state)` of the newest readable checkpoint, skipping damaged ones with a warning; None if there is none."
+        "`(path, state)` of the newest readable checkpoint, skipping damaged ones with a warning; None if there is "
+        "none."
         for path in reversed(self.list()):
             try: return path, self.load(path)
             except FileNotFoundError: continue  # removed since listing (pruned by a writer)

@@ -40,7 +40,11 @@ def load_data(name: str,  # 'iris', 'iris3', 'moons', 'parity', a dataset stored
     if name == 'iris' or name == 'iris3':
         d = _sklearn().load_iris()
         keep = d.target < 2 if name == 'iris' else np.ones(len(d.target), bool)
-        return d.data[keep].astype(float), d.target[keep], f"scikit-learn Iris ({'setosa vs versicolor' if name == 'iris' else '3 classes'})"
+        return (
+            d.data[keep].astype(float),
+            d.target[keep],
+            f"scikit-learn Iris ({'setosa vs versicolor' if name == 'iris' else '3 classes'})",
+        )
     if name == 'moons':
         X, y = _sklearn().make_moons(200, noise=0.1, random_state=seed)
         return X, y, "scikit-learn make_moons(200, noise=0.1)"
@@ -54,7 +58,9 @@ def load_data(name: str,  # 'iris', 'iris3', 'moons', 'parity', a dataset stored
         ds = db.datasets.get_dataset(name)
         X, y = ds.arrays()
         return X, y, f"stored dataset {name!r} v{ds.version}"
-    raise ValueError(f"unknown data set {name!r}: use iris, iris3, moons, parity, an .npz file or a stored dataset name")
+    raise ValueError(
+        f"unknown data set {name!r}: use iris, iris3, moons, parity, an .npz file or a stored dataset name"
+    )
 
 def minmax_to_angles(X_train,  # (B, F) training features: their per-feature min and max set the scale
                      *others,  # more feature arrays (validation, test) scaled the same way
@@ -86,5 +92,10 @@ def build_model(spec: dict, n_features: int) -> QuantumModel:
         if 'rotations' in l: l['rotations'] = tuple(l['rotations'])
         layers.append(cls(**{'n_qubits': enc.n_qubits, **l}))
     unknown = set(spec) - {'observables', 'head', 'n_outputs', 'name'}
-    if unknown: raise ValueError(f"unknown model key(s) {sorted(unknown)}; allowed: encoder, layers, observables, head, n_outputs, name")
-    return QuantumModel(enc, layers, spec.get('observables'), spec.get('head'), spec.get('n_outputs'), spec.get('name', 'model'))
+    if unknown:
+        raise ValueError(
+            f"unknown model key(s) {sorted(unknown)}; allowed: encoder, layers, observables, head, n_outputs, name"
+        )
+    return QuantumModel(
+        enc, layers, spec.get('observables'), spec.get('head'), spec.get('n_outputs'), spec.get('name', 'model')
+    )

@@ -42,20 +42,36 @@ class DataEncoder:
             angle/dense_angle: multiply features by this before encoding
         """
         if method not in self.METHODS: raise ValueError(f"unknown encoding {method!r}; choose one of {self.METHODS}")
-        if rotation not in ('rx', 'ry', 'rz'): raise ValueError(f"rotation must be 'rx', 'ry' or 'rz', got {rotation!r}")
-        if entanglement not in ('full', 'linear'): raise ValueError(f"entanglement must be 'full' or 'linear', got {entanglement!r}")
+        if rotation not in ('rx', 'ry', 'rz'):
+            raise ValueError(f"rotation must be 'rx', 'ry' or 'rz', got {rotation!r}")
+        if entanglement not in ('full', 'linear'):
+            raise ValueError(f"entanglement must be 'full' or 'linear', got {entanglement!r}")
         check_int('reps', reps)
-        self.method, self.rotation, self.reps, self.entanglement, self.scale = ('iqp' if method == 'zz' else method), rotation, int(reps), entanglement, float(scale)
+        self.method, self.rotation, self.reps, self.entanglement, self.scale = (
+            ('iqp' if method == 'zz' else method),
+            rotation,
+            int(reps),
+            entanglement,
+            float(scale),
+        )
         per_qubit = {'dense_angle': 2}.get(self.method, 1)
         if n_features is None and n_qubits is None: raise ValueError("give n_qubits or n_features")
         if self.method == 'amplitude':
             if n_qubits is None: n_qubits = max(1, math.ceil(math.log2(n_features)))
             n_features = n_features or 2 ** n_qubits
-            if n_features > 2 ** n_qubits: raise ValueError(f"amplitude encoding of {n_features} features needs {math.ceil(math.log2(n_features))} qubits, got {n_qubits}")
+            if n_features > 2**n_qubits:
+                raise ValueError(
+                    f"amplitude encoding of {n_features} features needs {math.ceil(math.log2(n_features))} qubits, "
+                    f"got {n_qubits}"
+                )
         else:
             if n_qubits is None: n_qubits = math.ceil(n_features / per_qubit)
             n_features = n_features or n_qubits * per_qubit
-            if n_features > n_qubits * per_qubit: raise ValueError(f"{self.method} encoding holds {per_qubit} feature(s) per qubit: {n_features} features need {math.ceil(n_features / per_qubit)} qubits, got {n_qubits}")
+            if n_features > n_qubits * per_qubit:
+                raise ValueError(
+                    f"{self.method} encoding holds {per_qubit} feature(s) per qubit: {n_features} features need "
+                    f"{math.ceil(n_features / per_qubit)} qubits, got {n_qubits}"
+                )
         self.n_qubits, self.n_features = int(n_qubits), int(n_features)
         self._circuit = None
 
@@ -63,7 +79,11 @@ class DataEncoder:
     def pairs(self) -> list:
         "Qubit pairs entangled by the IQP feature map."
         n = self.n_features
-        return [(i, i + 1) for i in range(n - 1)] if self.entanglement == 'linear' else [(i, j) for i in range(n) for j in range(i + 1, n)]
+        return (
+            [(i, i + 1) for i in range(n - 1)]
+            if self.entanglement == 'linear'
+            else [(i, j) for i in range(n) for j in range(i + 1, n)]
+        )
 
     def __repr__(self): return f"DataEncoder({self.method!r}, n_qubits={self.n_qubits}, n_features={self.n_features})"
 
@@ -167,16 +187,24 @@ def transform(self: DataEncoder,
     bad = ~np.isfinite(X)
     if bad.any():
         r, cidx = np.argwhere(bad)[0]
-        raise ValueError(f"features contain NaN or inf (row {r}, feature {cidx}; {int(bad.any(1).sum())} bad row(s)); clean or impute them before encoding")
+        raise ValueError(
+            f"features contain NaN or inf (row {r}, feature {cidx}; {int(bad.any(1).sum())} bad row(s)); clean or "
+            "impute them before encoding"
+        )
     if self.method == 'basis':
         if not np.isin(X, (0.0, 1.0)).all(): raise ValueError("basis encoding needs binary features (0 or 1)")
         return X
     if self.method == 'amplitude':
         zero = np.flatnonzero(np.linalg.norm(X, axis=1) == 0)
-        if len(zero): raise ValueError(f"amplitude encoding cannot normalise an all-zero feature vector (row {zero[0]})")
+        if len(zero):
+            raise ValueError(f"amplitude encoding cannot normalise an all-zero feature vector (row {zero[0]})")
         return _amplitude_angles(X, self.n_qubits)
     if self.method == 'iqp':
-        pair = np.stack([(np.pi - X[:, i]) * (np.pi - X[:, j]) for i, j in self.pairs], axis=1) if self.pairs else np.zeros((len(X), 0))
+        pair = (
+            np.stack([(np.pi - X[:, i]) * (np.pi - X[:, j]) for i, j in self.pairs], axis=1)
+            if self.pairs
+            else np.zeros((len(X), 0))
+        )
         return np.concatenate([X, pair], axis=1)
     return X
 

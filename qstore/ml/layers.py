@@ -52,10 +52,17 @@ class HardwareEfficientQuantumLayer:
         """
         check_int('n_qubits', n_qubits)
         check_int('depth', depth)
-        if entangler not in _ENTANGLERS: raise ValueError(f"unknown entangler {entangler!r}; choose one of {_ENTANGLERS}")
+        if entangler not in _ENTANGLERS:
+            raise ValueError(f"unknown entangler {entangler!r}; choose one of {_ENTANGLERS}")
         bad = [r for r in rotations if r not in ('rx', 'ry', 'rz')]
-        if bad or not rotations: raise ValueError(f"rotations must be a non-empty tuple of 'rx', 'ry', 'rz'; got {rotations!r}")
-        self.n_qubits, self.depth, self.entangler, self.rotations = int(n_qubits), int(depth), entangler, tuple(rotations)
+        if bad or not rotations:
+            raise ValueError(f"rotations must be a non-empty tuple of 'rx', 'ry', 'rz'; got {rotations!r}")
+        self.n_qubits, self.depth, self.entangler, self.rotations = (
+            int(n_qubits),
+            int(depth),
+            entangler,
+            tuple(rotations),
+        )
 
     @property
     def n_weights(self): return len(self.rotations) * self.n_qubits * self.depth
@@ -86,7 +93,13 @@ class HardwareEfficientQuantumLayer:
         return init_weights(self.n_weights, strategy, seed)
 
     def spec(self) -> dict:
-        return {'type': type(self).__name__, 'n_qubits': self.n_qubits, 'depth': self.depth, 'entangler': self.entangler, 'rotations': list(self.rotations)}
+        return {
+            'type': type(self).__name__,
+            'n_qubits': self.n_qubits,
+            'depth': self.depth,
+            'entangler': self.entangler,
+            'rotations': list(self.rotations),
+        }
 
     def __repr__(self):
         return f"{type(self).__name__}(n_qubits={self.n_qubits}, depth={self.depth}, entangler={self.entangler!r}, rotations={self.rotations}, weights={self.n_weights})"
@@ -131,7 +144,10 @@ class QuantumModel:
         self.observables = as_observables(observables if observables is not None else [Z(q) for q in range(n)], n)
         if head not in (None, 'affine'): raise ValueError(f"head must be None or 'affine', got {head!r}")
         if head is None and n_outputs not in (None, len(self.observables)):
-            raise ValueError(f"without a head the model has {len(self.observables)} outputs (one per observable); use head='affine' for {n_outputs}")
+            raise ValueError(
+                f"without a head the model has {len(self.observables)} outputs (one per observable); use "
+                f"head='affine' for {n_outputs}"
+            )
         self.head, self.name = head, name
         self.n_outputs = n_outputs or len(self.observables)
         c = encoder.circuit().copy(name)
@@ -156,10 +172,17 @@ class QuantumModel:
     def split(self, weights):
         "(circuit weights, head W, head b) from a weight vector (None: the model's own trained weights)."
         if weights is None:
-            if self.weights is None: raise ValueError("no weights given and the model has no trained weights; pass weights= or load a trained model")
+            if self.weights is None:
+                raise ValueError(
+                    "no weights given and the model has no trained weights; pass weights= or load a trained model"
+                )
             weights = self.weights
         w = np.asarray(weights, dtype=float)
-        if w.shape != (self.n_weights,): raise ValueError(f"model has {self.n_weights} weights ({self.n_circuit_weights} circuit + {self.n_head_weights} head), got shape {w.shape}")
+        if w.shape != (self.n_weights,):
+            raise ValueError(
+                f"model has {self.n_weights} weights ({self.n_circuit_weights} circuit + {self.n_head_weights} head), "
+                f"got shape {w.shape}"
+            )
         if not np.isfinite(w).all(): raise ValueError("weights contain NaN or inf")
         cw = w[:self.n_circuit_weights]
         if not self.head: return cw, None, None
@@ -174,7 +197,11 @@ class QuantumModel:
 
     def expectations(self, X, weights=None, backend='local', shots=None, seed=None) -> np.ndarray:
         "Readout expectations `(B, n_obs)`."
-        return get_backend(backend).run(self.circuit, self.values(X, weights), self.observables, shots=shots, seed=seed).expectations
+        return (
+            get_backend(backend)
+            .run(self.circuit, self.values(X, weights), self.observables, shots=shots, seed=seed)
+            .expectations
+        )
 
     def outputs_from_expectations(self, E, weights):
         _, W, b = self.split(weights)
@@ -187,8 +214,11 @@ class QuantumModel:
     predict = __call__
 
     def __repr__(self):
-        return (f"QuantumModel({self.name!r}: {self.encoder} -> {len(self.layers)} layer(s) -> {len(self.observables)} observables"
-                f"{' -> affine head' if self.head else ''}; {self.n_weights} weights, {self.circuit.n_qubits} qubits)")
+        return (
+            f"QuantumModel({self.name!r}: {self.encoder} -> {len(self.layers)} layer(s) -> {len(self.observables)} "
+            "observables"
+            f"{' -> affine head' if self.head else ''}; {self.n_weights} weights, {self.circuit.n_qubits} qubits)"
+        )
 
 # %% ../../nbs/61_layers.ipynb #l06-grad
 @patch
@@ -224,7 +254,11 @@ def loss_and_grad(self: QuantumModel, X, weights,
         gc, circuits, method, reason = np.einsum('bk,bkp->p', dE, r.jacobian), r.circuits, r.method, r.reason
     grad = [gc]
     if W is not None: grad += [(E.T @ dy).ravel(), dy.sum(0)]
-    return float(loss), np.concatenate(grad), {'circuits': circuits, 'method': method, 'reason': reason, 'expectations': E}
+    return (
+        float(loss),
+        np.concatenate(grad),
+        {'circuits': circuits, 'method': method, 'reason': reason, 'expectations': E},
+    )
 
 # %% ../../nbs/61_layers.ipynb #l06-spec
 def _encoder_spec(e: DataEncoder) -> dict:
@@ -234,9 +268,16 @@ def _encoder_spec(e: DataEncoder) -> dict:
 @patch
 def spec(self: QuantumModel) -> dict:
     "JSON-serialisable description of the model (the registry's `model_spec`)."
-    return {'factory': 'qstore.ml.layers:QuantumModel.from_spec', 'name': self.name, 'encoder': _encoder_spec(self.encoder),
-            'layers': [l.spec() for l in self.layers], 'observables': [repr(o) for o in self.observables],
-            'head': self.head, 'n_outputs': self.n_outputs, 'n_weights': self.n_weights}
+    return {
+        'factory': 'qstore.ml.layers:QuantumModel.from_spec',
+        'name': self.name,
+        'encoder': _encoder_spec(self.encoder),
+        'layers': [l.spec() for l in self.layers],
+        'observables': [repr(o) for o in self.observables],
+        'head': self.head,
+        'n_outputs': self.n_outputs,
+        'n_weights': self.n_weights,
+    }
 
 @patch(cls_method=True)
 def from_spec(cls: QuantumModel, spec: dict) -> QuantumModel:
@@ -250,5 +291,6 @@ def from_spec(cls: QuantumModel, spec: dict) -> QuantumModel:
         layers.append(_LAYER_TYPES[kind](**l))
     m = cls(DataEncoder(**spec['encoder']), layers, [Observable(o) for o in spec['observables']],
             head=spec['head'], n_outputs=spec['n_outputs'], name=spec.get('name', 'model'))
-    if 'n_weights' in spec and spec['n_weights'] != m.n_weights: raise ValueError(f"spec says {spec['n_weights']} weights, rebuilt model has {m.n_weights}")
+    if 'n_weights' in spec and spec['n_weights'] != m.n_weights:
+        raise ValueError(f"spec says {spec['n_weights']} weights, rebuilt model has {m.n_weights}")
     return m

@@ -82,7 +82,12 @@ class AdaptiveGradientOptimizer:
         if (why := spsa_contradiction(optimizer, gradient)): raise ValueError(why)
         if not learning_rate > 0: raise ValueError(f"learning_rate must be positive, got {learning_rate}")
         self.optimizer, self.lr, self.gradient = optimizer, float(learning_rate), gradient
-        self.momentum, self.betas, self.eps, self.qng_lambda = float(momentum), tuple(betas), float(eps), float(qng_lambda)
+        self.momentum, self.betas, self.eps, self.qng_lambda = (
+            float(momentum),
+            tuple(betas),
+            float(eps),
+            float(qng_lambda),
+        )
         self.spsa = SPSAGradientEstimator(a=learning_rate, c=spsa_c, A=spsa_A, num_directions=num_directions, seed=seed)
         self.adaptive = AdaptiveGradient(budget=budget, spsa=self.spsa)
         self.estimators = {'spsa': self.spsa, 'adaptive': self.adaptive}  # the stateful methods' instances for this run
@@ -112,7 +117,9 @@ def step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
     if self.optimizer in SPSA_OPTIMIZERS:  # SPSA of the whole loss: all perturbed models in one backend call
         def losses(Ws):
             vals = np.concatenate([model.values(X, wi) for wi in Ws])
-            E = be.run(model.circuit, vals, model.observables, shots=shots, seed=seed).expectations.reshape(len(Ws), len(X), -1)
+            E = be.run(model.circuit, vals, model.observables, shots=shots, seed=seed).expectations.reshape(
+                len(Ws), len(X), -1
+            )
             return [loss_fn(model.outputs_from_expectations(e, wi))[0] for e, wi in zip(E, Ws)]
         ak, _ = self.spsa.gains()
         g, n_eval = self.spsa.loss_gradient(losses, w)
@@ -141,11 +148,18 @@ def step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
             w = w - lr * (self.m / (1 - b1 ** t)) / (np.sqrt(self.v / (1 - b2 ** t)) + self.eps)
         else:  # qng
             nc = model.n_circuit_weights
-            G = metric_tensor(model.circuit, model.values(X, w), be, 'weights', lam=self.qng_lambda, shots=shots, seed=seed).mean(0)
+            G = metric_tensor(
+                model.circuit, model.values(X, w), be, 'weights', lam=self.qng_lambda, shots=shots, seed=seed
+            ).mean(0)
             w = w - lr * np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
         if info.get('method') == 'spsa': self.spsa.step()  # also when the adaptive choice picked SPSA
     self.t += 1
-    self.last_info = {'loss': float(loss), 'circuits': int(circuits), 'method': info.get('method'), 'reason': info.get('reason', '')}
+    self.last_info = {
+        'loss': float(loss),
+        'circuits': int(circuits),
+        'method': info.get('method'),
+        'reason': info.get('reason', ''),
+    }
     return w, self.last_info
 
 # %% ../../nbs/63_optim.ipynb #o40-state
@@ -160,7 +174,10 @@ def state_dict(self: AdaptiveGradientOptimizer) -> dict:
 def load_state_dict(self: AdaptiveGradientOptimizer, state: dict):
     "Restore `state_dict()` output; the optimizer kind must match."
     if state['optimizer'] != self.optimizer or state['gradient'] != self.gradient:
-        raise ValueError(f"state is for optimizer={state['optimizer']!r}, gradient={state['gradient']!r}; this one is {self.optimizer!r}, {self.gradient!r}")
+        raise ValueError(
+            f"state is for optimizer={state['optimizer']!r}, gradient={state['gradient']!r}; this one is "
+            f"{self.optimizer!r}, {self.gradient!r}"
+        )
     self.t = int(state['t'])
     self.m = None if state['m'] is None else np.array(state['m'], dtype=float)
     self.v = None if state['v'] is None else np.array(state['v'], dtype=float)

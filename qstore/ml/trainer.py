@@ -140,12 +140,16 @@ class TrainingConfig:
             names = ', '.join(sorted(GRADIENT_METHODS))
             errs.append(f"gradient_method must be one of {names}, got {self.gradient_method!r}")
         if self.loss not in _LOSSES: errs.append(f"loss must be one of {_LOSSES}, got {self.loss!r}")
-        if self.lr_schedule not in _SCHEDULES: errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'): errs.append(f"unknown init_strategy {self.init_strategy!r}")
+        if self.lr_schedule not in _SCHEDULES:
+            errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'):
+            errs.append(f"unknown init_strategy {self.init_strategy!r}")
         errs += [int_error(k, getattr(self, k)) for k in ('epochs', 'batch_size', 'keep_checkpoints', 'num_directions')]
         if not self.learning_rate > 0: errs.append(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.checkpoint_interval < 0 or self.early_stopping_patience < 0: errs.append("checkpoint_interval and early_stopping_patience must be >= 0")
-        if not 0 <= self.validation_split < 1: errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
+        if self.checkpoint_interval < 0 or self.early_stopping_patience < 0:
+            errs.append("checkpoint_interval and early_stopping_patience must be >= 0")
+        if not 0 <= self.validation_split < 1:
+            errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
         errs.append(int_error('shots_per_circuit', self.shots_per_circuit, none_ok=True))
         # contradictions
         if (why := spsa_contradiction(self.optimizer, self.gradient_method)): errs.append(why)
@@ -158,9 +162,11 @@ class TrainingConfig:
                         "it cannot be combined with noise_model")
         if self.noise_model is not None and self.backend not in ('local', 'mock'):
             errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
-        if self.momentum and self.optimizer != 'sgd': errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
+        if self.momentum and self.optimizer != 'sgd':
+            errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
         if not 0 <= self.momentum < 1: errs.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.spsa_c > 0 or self.spsa_A < 0: errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
+        if not self.spsa_c > 0 or self.spsa_A < 0:
+            errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
         if self.qng_lambda < 0: errs.append(f"qng_lambda must be >= 0, got {self.qng_lambda}")
         errs.append(int_error('gradient_budget', self.gradient_budget, none_ok=True))
         errs.append(int_error('seed', self.seed, lo=0))
@@ -168,14 +174,25 @@ class TrainingConfig:
         d = {f.name: f.default for f in fields(self)}
         spsa_used = self.optimizer in SPSA_OPTIMIZERS or (method is not None and method.stochastic)
         for k in ('spsa_c', 'spsa_A', 'num_directions'):
-            if getattr(self, k) != d[k] and not spsa_used: errs.append(f"{k} only affects SPSA; optimizer={self.optimizer!r} with gradient_method={self.gradient_method!r} never uses it")
-        if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng': errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
-        if self.gradient_budget is not None and self.gradient_method != 'adaptive': errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
+            if getattr(self, k) != d[k] and not spsa_used:
+                errs.append(
+                    f"{k} only affects SPSA; optimizer={self.optimizer!r} with "
+                    f"gradient_method={self.gradient_method!r} never uses it"
+                )
+        if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng':
+            errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
+        if self.gradient_budget is not None and self.gradient_method != 'adaptive':
+            errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
         errs.append(int_error('connection_pool_size', self.connection_pool_size, none_ok=True))
         if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
-            errs.append(f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}")
+            errs.append(
+                f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}"
+            )
         if not self.use_batch_api and not self.backend.startswith('ionq.'):
-            errs.append(f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} has no batch API switch")
+            errs.append(
+                f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} "
+                "has no batch API switch"
+            )
         errs = [e for e in errs if e is not None]  # int_error gives None for a valid value
         if errs: raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
 
@@ -187,7 +204,10 @@ class TrainingConfig:
         unknown = [k for k in d if k not in known]
         if unknown:
             hints = {k: difflib.get_close_matches(k, known, 1) for k in unknown}
-            raise ValueError("unknown TrainingConfig key(s): " + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items()))
+            raise ValueError(
+                "unknown TrainingConfig key(s): "
+                + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items())
+            )
         return cls(**d)
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
@@ -217,7 +237,11 @@ class TrainingConfig:
     @property
     def fingerprint(self) -> str:
         "Hash of the settings that affect the trained result (for reuse checks)."
-        d = {k: v for k, v in self.to_dict().items() if k not in ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')}
+        d = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')
+        }
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def __repr__(self):
@@ -247,14 +271,16 @@ def _targets(y, out):
 
 def mse_loss(out, y):
     t = _targets(y, out)
-    if t.shape != out.shape: raise ValueError(f"mse targets of shape {np.shape(y)} do not match model outputs {out.shape}")
+    if t.shape != out.shape:
+        raise ValueError(f"mse targets of shape {np.shape(y)} do not match model outputs {out.shape}")
     d = out - t
     return float((d ** 2).mean()), 2 * d / d.size
 
 def cross_entropy_loss(out, y):
     y = np.asarray(y).ravel()
     B = len(out)
-    if out.shape[1] == 1 and not np.isin(y, (0, 1)).all(): raise ValueError("binary cross_entropy needs labels 0 or 1 (one output is a logit)")
+    if out.shape[1] == 1 and not np.isin(y, (0, 1)).all():
+        raise ValueError("binary cross_entropy needs labels 0 or 1 (one output is a logit)")
     if y.dtype.kind == 'f' and (y != np.round(y)).any(): raise ValueError("cross_entropy needs integer class labels")
     y = y.astype(int)
     if out.shape[1] == 1:
@@ -292,7 +318,8 @@ def accuracy(out, y, loss: str) -> float | None:
     o = out[:, 0]
     labels = np.unique(y)
     if loss == 'cross_entropy': return float(np.mean((o > 0) == (y.ravel() > 0.5)))
-    if loss == 'hinge' or set(labels.tolist()) <= {-1.0, 1.0}: return float(np.mean(np.where(o >= 0, 1.0, -1.0) == _pm1(y)))
+    if loss == 'hinge' or set(labels.tolist()) <= {-1.0, 1.0}:
+        return float(np.mean(np.where(o >= 0, 1.0, -1.0) == _pm1(y)))
     if set(labels.tolist()) <= {0.0, 1.0}: return float(np.mean((o > 0.5) == (y.ravel() > 0.5)))
     return None
 
@@ -322,16 +349,24 @@ class QuantumTrainer:
         """
         self.model, self.config = model, config or TrainingConfig()
         cfg = self.config
-        flags = dict(use_batch_api=cfg.use_batch_api, use_native_gates=cfg.use_native_gates, enable_smart_caching=cfg.enable_smart_caching,
-                     adaptive_batch_sizing=cfg.adaptive_batch_sizing, connection_pool_size=cfg.connection_pool_size)
+        flags = dict(
+            use_batch_api=cfg.use_batch_api,
+            use_native_gates=cfg.use_native_gates,
+            enable_smart_caching=cfg.enable_smart_caching,
+            adaptive_batch_sizing=cfg.adaptive_batch_sizing,
+            connection_pool_size=cfg.connection_pool_size,
+        )
         # every circuit of training (forward passes, every gradient method, evaluation) runs through the pipeline
         if backend is None:  # by name, so the manager builds the IonQ client with the configured pool
             opts = {'noise': cfg.noise_model} if cfg.backend in ('local', 'mock') and cfg.noise_model else {}
-            if cfg.backend.startswith(('ionq', 'cirq-ionq', 'qiskit-ionq')) and cfg.api_key: opts['api_key'] = cfg.api_key
+            if cfg.backend.startswith(('ionq', 'cirq-ionq', 'qiskit-ionq')) and cfg.api_key:
+                opts['api_key'] = cfg.api_key
             self.backend = CircuitBatchManager(cfg.backend, **flags, **opts)
         else:
             backend = get_backend(backend)
-            self.backend = backend if isinstance(backend, CircuitBatchManager) else CircuitBatchManager(backend, **flags)
+            self.backend = (
+                backend if isinstance(backend, CircuitBatchManager) else CircuitBatchManager(backend, **flags)
+            )
         self.db = db
         self.callbacks = list(callbacks)
         self.weights, self.history, self.run, self.step_count = None, [], None, 0
@@ -348,11 +383,19 @@ class QuantumTrainer:
         else: X, y = data
         X = np.asarray(X, dtype=float)
         y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y): raise ValueError(f"{name} data must be X (rows, features) and y (rows, ...); got {X.shape} and {y.shape}")
+        if X.ndim != 2 or len(X) != len(y):
+            raise ValueError(f"{name} data must be X (rows, features) and y (rows, ...); got {X.shape} and {y.shape}")
         bad = ~np.isfinite(X)
-        if bad.any(): raise ValueError(f"{name} features contain NaN or inf (first at row {np.argwhere(bad)[0][0]}); nothing was trained")
-        if y.dtype.kind == 'f' and not np.isfinite(y).all(): raise ValueError(f"{name} targets contain NaN or inf; nothing was trained")
-        if X.shape[1] != self.model.encoder.n_features: raise ValueError(f"{name} data has {X.shape[1]} features; the model's encoder expects {self.model.encoder.n_features}")
+        if bad.any():
+            raise ValueError(
+                f"{name} features contain NaN or inf (first at row {np.argwhere(bad)[0][0]}); nothing was trained"
+            )
+        if y.dtype.kind == 'f' and not np.isfinite(y).all():
+            raise ValueError(f"{name} targets contain NaN or inf; nothing was trained")
+        if X.shape[1] != self.model.encoder.n_features:
+            raise ValueError(
+                f"{name} data has {X.shape[1]} features; the model's encoder expects {self.model.encoder.n_features}"
+            )
         return X, y
 
     def _loss(self, y):
@@ -362,14 +405,25 @@ class QuantumTrainer:
         "Loss and accuracy on (X, y) (exact unless shots are configured)."
         w = self.weights if weights is None else weights
         shots = self.config.shots_per_circuit
-        out = self.model(X, w, self.backend, shots=shots, seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 1))
+        out = self.model(
+            X,
+            w,
+            self.backend,
+            shots=shots,
+            seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 1),
+        )
         return {'loss': self.loss_fn(out, y)[0], 'accuracy': accuracy(out, y, self.config.loss)}
 
     def predict(self, X, weights=None) -> np.ndarray:
         "Model outputs for X with the trained weights (sampled like training when shots are configured)."
         shots = self.config.shots_per_circuit
-        return self.model(np.asarray(X, dtype=float), self.weights if weights is None else weights, self.backend, shots=shots,
-                          seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2))
+        return self.model(
+            np.asarray(X, dtype=float),
+            self.weights if weights is None else weights,
+            self.backend,
+            shots=shots,
+            seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2),
+        )
 
     async def train(self, *args, **kwargs):
         "Async `fit`, run in a worker thread."
@@ -602,9 +656,11 @@ def plot_history(history, ax=None, title: str = 'training'):
     ep = [r.get('epoch', i + 1) for i, r in enumerate(rows)]
     fig, axes = (plt.subplots(1, 2, figsize=(8, 3), dpi=80) if ax is None else (ax[0].figure, ax))
     for k, style in (('train_loss', '-'), ('val_loss', '--')):
-        if any(r.get(k) is not None for r in rows): axes[0].plot(ep, [r.get(k) for r in rows], style, label=k.split('_')[0])
+        if any(r.get(k) is not None for r in rows):
+            axes[0].plot(ep, [r.get(k) for r in rows], style, label=k.split('_')[0])
     for k, style in (('train_accuracy', '-'), ('val_accuracy', '--')):
-        if any(r.get(k) is not None for r in rows): axes[1].plot(ep, [r.get(k) for r in rows], style, label=k.split('_')[0])
+        if any(r.get(k) is not None for r in rows):
+            axes[1].plot(ep, [r.get(k) for r in rows], style, label=k.split('_')[0])
     axes[0].set(xlabel='epoch', ylabel='loss', title=f'{title}: loss')
     axes[1].set(xlabel='epoch', ylabel='accuracy', title=f'{title}: accuracy', ylim=(0, 1.05))
     for a in axes:

@@ -86,7 +86,8 @@ class PipelineReport:
     qpu_equivalent: str | None  # QPU priced for the line above
 
     @property
-    def circuits_per_second(self) -> float | None: return self.circuits / self.wall_seconds if self.wall_seconds > 0 else None
+    def circuits_per_second(self) -> float | None:
+        return self.circuits / self.wall_seconds if self.wall_seconds > 0 else None
 
     def as_dict(self) -> dict: return {**self.__dict__, 'circuits_per_second': self.circuits_per_second}
 
@@ -94,15 +95,42 @@ class PipelineReport:
         on = [k for k, v in self.flags.items() if v is True]
         rate = lambda d: '-' if not d or d.get('hit_rate') is None else f"{d['hit_rate']:.0%}"
         usd = lambda x: '-' if x is None else f"${x:,.2f}"
-        rows = [('runs / circuits', f"{self.runs:,} / {self.circuits:,}"),
-                ('wall time', f"{self.wall_seconds:.3f} s" + (f" ({self.circuits_per_second:,.0f} circuits/s)" if self.circuits_per_second else '')),
-                ('requests / jobs', f"{'-' if self.requests is None else f'{self.requests:,}'} / {'-' if self.jobs is None else f'{self.jobs:,}'}"),
-                ('bytes sent', '-' if self.bytes_sent is None else f"{self.bytes_sent:,}"),
-                ('429s / max in flight', f"{'-' if self.rate_limited is None else self.rate_limited} / {'-' if self.max_in_flight is None else self.max_in_flight}"),
-                ('template cache', f"{self.template_cache['hits']} hits, {self.template_cache['misses']} misses ({rate(self.template_cache)})"),
-                ('result cache', 'off' if self.result_cache is None else f"{self.result_cache['hits']} hits, {self.result_cache['misses']} misses ({rate(self.result_cache)})"),
-                ('compile / bind', f"{1e3 * self.compile_seconds:.1f} ms / {1e3 * self.bind_seconds:.1f} ms"),
-                ('estimated cost', usd(self.estimated_cost_usd) + (f" (on {self.qpu_equivalent}: {usd(self.qpu_equivalent_usd)})" if self.qpu_equivalent else ''))]
+        rows = [
+            ('runs / circuits', f"{self.runs:,} / {self.circuits:,}"),
+            (
+                'wall time',
+                f"{self.wall_seconds:.3f} s"
+                + (f" ({self.circuits_per_second:,.0f} circuits/s)" if self.circuits_per_second else ''),
+            ),
+            (
+                'requests / jobs',
+                f"{'-' if self.requests is None else f'{self.requests:,}'} / "
+                f"{'-' if self.jobs is None else f'{self.jobs:,}'}",
+            ),
+            ('bytes sent', '-' if self.bytes_sent is None else f"{self.bytes_sent:,}"),
+            (
+                '429s / max in flight',
+                f"{'-' if self.rate_limited is None else self.rate_limited} / "
+                f"{'-' if self.max_in_flight is None else self.max_in_flight}",
+            ),
+            (
+                'template cache',
+                f"{self.template_cache['hits']} hits, {self.template_cache['misses']} misses "
+                f"({rate(self.template_cache)})",
+            ),
+            (
+                'result cache',
+                'off'
+                if self.result_cache is None
+                else f"{self.result_cache['hits']} hits, {self.result_cache['misses']} misses ({rate(self.result_cache)})",
+            ),
+            ('compile / bind', f"{1e3 * self.compile_seconds:.1f} ms / {1e3 * self.bind_seconds:.1f} ms"),
+            (
+                'estimated cost',
+                usd(self.estimated_cost_usd)
+                + (f" (on {self.qpu_equivalent}: {usd(self.qpu_equivalent_usd)})" if self.qpu_equivalent else ''),
+            ),
+        ]
         w = max(len(k) for k, _ in rows)
         out = [f"{self.backend} [{', '.join(on) or 'all switches off'}]"] + [f"  {k.ljust(w)}  {v}" for k, v in rows]
         out += [f"  queue decisions ({len(self.queue_decisions)}):"] + [f"    {d}" for d in self.queue_decisions]
@@ -139,7 +167,8 @@ class _Window:
 
 
 class CircuitBatchManager(Backend):
-    "A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with a performance report."
+    "A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with "
+    "a performance report."
     def __init__(self, backend: Backend | str = 'local',  # the backend to run on, or its registry name
                  use_batch_api: bool = True,  # IonQ: one multi-circuit job per chunk (False: one job per circuit)
                  use_native_gates: bool = False,  # compile to IonQ native gates before running
@@ -201,15 +230,21 @@ class CircuitBatchManager(Backend):
         self.enable_smart_caching, self.adaptive_batch_sizing = bool(enable_smart_caching), bool(adaptive_batch_sizing)
         self.cache_results, self.fixed_chunk_size = bool(cache_results), fixed_chunk_size
         self.cache = cache or SmartCircuitCache(max_result_bytes=64 * 2 ** 20 if cache_results else 0)
-        if cache_results and not self.cache.caches_results: raise ValueError("cache_results=True but the cache given has max_result_bytes=0")
-        self.queue = queue or AdaptiveQueueManager(adaptive_batch_sizing, fixed_chunk_size=fixed_chunk_size,
-                                                   max_concurrency=inner.client.connection_pool_size if self._ionq else (max_workers or os.cpu_count() or 1),
-                                                   parallel_execution=not self._ionq or inner.target == 'simulator')
+        if cache_results and not self.cache.caches_results:
+            raise ValueError("cache_results=True but the cache given has max_result_bytes=0")
+        self.queue = queue or AdaptiveQueueManager(
+            adaptive_batch_sizing,
+            fixed_chunk_size=fixed_chunk_size,
+            max_concurrency=inner.client.connection_pool_size if self._ionq else (max_workers or os.cpu_count() or 1),
+            parallel_execution=not self._ionq or inner.target == 'simulator',
+        )
         self.max_workers = max_workers or os.cpu_count() or 1
         self.local_executor, self.parallel_min_amplitudes = local_executor, parallel_min_amplitudes
         self.queue_refresh_seconds = float(queue_refresh_seconds)
         self.capabilities = replace(inner.capabilities, name=f"pipeline[{inner.name}]")
-        self._native = None if not use_native_gates else 'forte' if 'zz_native' in inner.capabilities.native_gates else 'aria'
+        self._native = (
+            None if not use_native_gates else 'forte' if 'zz_native' in inner.capabilities.native_gates else 'aria'
+        )
         self._pool, self._lock, self._queue_read_at, self._warned = None, threading.RLock(), -math.inf, False
         self.reset_report()
 
@@ -229,8 +264,11 @@ class CircuitBatchManager(Backend):
     def _executor(self):
         with self._lock:
             if self._pool is None:
-                self._pool = (ThreadPoolExecutor(self.max_workers, thread_name_prefix='qstore-sim') if self.local_executor == 'thread'
-                              else ProcessPoolExecutor(self.max_workers, mp_context=multiprocessing.get_context('spawn')))
+                self._pool = (
+                    ThreadPoolExecutor(self.max_workers, thread_name_prefix='qstore-sim')
+                    if self.local_executor == 'thread'
+                    else ProcessPoolExecutor(self.max_workers, mp_context=multiprocessing.get_context('spawn'))
+                )
             return self._pool
 
     def _add(self, **amounts):
@@ -248,12 +286,20 @@ class CircuitBatchManager(Backend):
     # ---- analytic execution
     def _local_chunks(self, rows: int, n_qubits: int) -> list[tuple]:
         "Row ranges simulated concurrently (one range: in one piece)."
-        if not isinstance(self.inner, LocalBackend) or self.max_workers < 2 or rows < 2 or rows << n_qubits < self.parallel_min_amplitudes:
+        if (
+            not isinstance(self.inner, LocalBackend)
+            or self.max_workers < 2
+            or rows < 2
+            or rows << n_qubits < self.parallel_min_amplitudes
+        ):
             return [(0, rows)]
         if self.adaptive_batch_sizing:
             size = math.ceil(rows / min(self.max_workers, rows))
-            reason = (f"local: {rows} rows x 2^{n_qubits} amplitudes >= {self.parallel_min_amplitudes:,}: one chunk of <= {size} rows "
-                      f"per {self.local_executor} worker ({self.max_workers})")
+            reason = (
+                f"local: {rows} rows x 2^{n_qubits} amplitudes >= {self.parallel_min_amplitudes:,}: one chunk of <= "
+                f"{size} rows "
+                f"per {self.local_executor} worker ({self.max_workers})"
+            )
         else:
             size = min(self.fixed_chunk_size, rows)
             reason = f"local: {rows} rows in fixed chunks of <= {size} (adaptive sizing off) on {self.max_workers} {self.local_executor} workers"
@@ -266,13 +312,17 @@ class CircuitBatchManager(Backend):
         v, c = entry.values(values), entry.circuit
         bounds = self._local_chunks(len(v), c.n_qubits)
         if len(bounds) == 1: return self.inner._exact(c, v, observables)
-        return np.concatenate(list(self._executor().map(partial(_exact_rows, self.inner, c, observables), [v[a:b] for a, b in bounds])))
+        return np.concatenate(
+            list(self._executor().map(partial(_exact_rows, self.inner, c, observables), [v[a:b] for a, b in bounds]))
+        )
 
     def _exact(self, circuit, values, observables):
         entry = self._template(circuit, exact=observables is not None)
         compute = lambda v: self._simulate(entry, v, observables)
         if not self.cache_results: return compute(values)
-        return self.cache.results(circuit, values, observables, compute, f"{self.inner.name}/{self._native or 'as-written'}")
+        return self.cache.results(
+            circuit, values, observables, compute, f"{self.inner.name}/{self._native or 'as-written'}"
+        )
 
     def _exact_shared(self, circuit, values, observables, shared_prefix):
         # the hint names angle columns of the template as written; a compiled template has other columns
@@ -282,7 +332,8 @@ class CircuitBatchManager(Backend):
 
     def statevector(self, circuit: Circuit, values=None) -> np.ndarray:
         "The wrapped backend's final states of the template as written (for adjoint gradients and the metric tensor)."
-        if not hasattr(self.inner, 'statevector'): raise NotImplementedError(f"backend {self.inner.name!r} exposes no statevectors")
+        if not hasattr(self.inner, 'statevector'):
+            raise NotImplementedError(f"backend {self.inner.name!r} exposes no statevectors")
         return self.inner.statevector(circuit, values)
 
     # ---- sampling
@@ -296,18 +347,25 @@ class CircuitBatchManager(Backend):
 
     def _ionq_sample(self, circuits, values, shots, rng):
         be = self.inner
-        if be.error_mitigation and shots < 500: raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
-        noise = {'model': be.noise, 'seed': int(rng.integers(2 ** 31 - 1))} if be.noise else None  # as IonQBackend draws it
+        if be.error_mitigation and shots < 500:
+            raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
+        noise = (
+            {'model': be.noise, 'seed': int(rng.integers(2**31 - 1))} if be.noise else None
+        )  # as IonQBackend draws it
         settings = {'error_mitigation': {'debiasing': True}} if be.error_mitigation else None
         entries = [self._template(c) for c in circuits]
         for e in entries:
-            if be.gateset(e.circuit) != e.gateset: raise ValueError(f"{be.target} cannot run the {e.gateset} circuit {e.circuit!r}")
+            if be.gateset(e.circuit) != e.gateset:
+                raise ValueError(f"{be.target} cannot run the {e.gateset} circuit {e.circuit!r}")
         t0 = time.perf_counter()
         payload = [row for e in entries for row in e.to_ionq_json(values)]
         bind = time.perf_counter() - t0
         B = len(values)
         # an upper bound on one circuit's bytes: row 0 encoded, plus room for every angle to be a longer number
-        size = max(len(json.dumps(payload[k * B], separators=(',', ':'))) + 24 * len(e.circuit.angle_index()[0]) for k, e in enumerate(entries))
+        size = max(
+            len(json.dumps(payload[k * B], separators=(',', ':'))) + 24 * len(e.circuit.angle_index()[0])
+            for k, e in enumerate(entries)
+        )
         results = be.client.bridge.run(self._execute, payload, shots, noise, settings, size)  # on the client's loop
         qpu = be.target if be.target.startswith('qpu.') else 'qpu.forte-1' if self._native == 'forte' else 'qpu.aria-1'
         cost = sum(B * formula_cost(*e.gate_counts, shots, be.target, be.error_mitigation) for e in entries)
@@ -328,21 +386,28 @@ class CircuitBatchManager(Backend):
                 info = r.json()
             self.queue.observe_queue(info.get('average_queue_time'), target)
         except (httpx.HTTPError, ValueError, AttributeError) as e:
-            self.queue.record('queue', f"{target}: queue state unavailable ({type(e).__name__}); keeping the last estimate")
+            self.queue.record(
+                'queue', f"{target}: queue state unavailable ({type(e).__name__}); keeping the last estimate"
+            )
 
     async def _execute(self, payload, shots, noise, settings, bytes_per_circuit):
-        "Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every unfinished job on failure."
+        "Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every "
+        "unfinished job on failure."
         be, client, q = self.inner, self.inner.client, self.queue
         await self._refresh_queue_state()
         n = len(payload)
-        plan = q.plan(n, max(len(c['circuit']) for c in payload), bytes_per_circuit, single_circuit_jobs=not self.use_batch_api)
+        plan = q.plan(
+            n, max(len(c['circuit']) for c in payload), bytes_per_circuit, single_circuit_jobs=not self.use_batch_api
+        )
         window = _Window(lambda: min(plan.concurrency, q.concurrency))
         submitted, finished, requests0 = [], set(), client.requests
         async def one(lo, hi):
             async with window:
                 t0 = time.monotonic()
-                if self.use_batch_api: jobs = await client.submit_batch(payload[lo:hi], shots, be.target, noise=noise, settings=settings)
-                else: jobs = [await client.submit(payload[lo], shots, be.target, noise=noise, settings=settings)]
+                if self.use_batch_api:
+                    jobs = await client.submit_batch(payload[lo:hi], shots, be.target, noise=noise, settings=settings)
+                else:
+                    jobs = [await client.submit(payload[lo], shots, be.target, noise=noise, settings=settings)]
                 submitted.extend(jobs)
                 await client.wait(jobs, be.timeout)
                 finished.update(j.id for j in jobs)
@@ -368,8 +433,12 @@ class CircuitBatchManager(Backend):
         "`Backend.run` through the pipeline."
         if self.cache_results and (shots is not None or not self.capabilities.analytic) and not self._warned:
             self._warned = True
-            warnings.warn("the result cache holds analytic results only; runs with shots bypass it (each sample stays independent)",
-                          ResultCacheWarning, stacklevel=2)
+            warnings.warn(
+                "the result cache holds analytic results only; runs with shots bypass it (each sample stays "
+                "independent)",
+                ResultCacheWarning,
+                stacklevel=2,
+            )
         res = super().run(circuit, values, observables, shots, seed, shared_prefix)
         self._add(runs=1, circuits=res.n_circuits, wall=res.wall_time)
         return res
@@ -377,7 +446,21 @@ class CircuitBatchManager(Backend):
     def reset_report(self):
         "Start a new reporting period (counters, cache statistics, transport counters)."
         with self._lock:
-            self._totals = dict.fromkeys(('runs', 'circuits', 'wall', 'requests', 'jobs', 'compile_seconds', 'bind_seconds', 'cost', 'qpu_cost', 'sampled'), 0)
+            self._totals = dict.fromkeys(
+                (
+                    'runs',
+                    'circuits',
+                    'wall',
+                    'requests',
+                    'jobs',
+                    'compile_seconds',
+                    'bind_seconds',
+                    'cost',
+                    'qpu_cost',
+                    'sampled',
+                ),
+                0,
+            )
             self._since, self._qpu_equivalent = time.time(), None
         self.cache.reset_stats()
         if self.transport is not None: self.transport.reset()
@@ -390,13 +473,25 @@ class CircuitBatchManager(Backend):
         tr = self.transport.stats() if self.transport is not None else None
         sampled = self._ionq and t['sampled'] > 0
         return PipelineReport(
-            self.inner.name, self.flags,
-            t['runs'], t['circuits'], t['wall'], t['requests'] if self._ionq else None, t['jobs'] if self._ionq else None,
-            tr['bytes_sent'] if tr else None, (self.queue.rate_limited - self._rate_limited0) if tr else None,
-            tr['max_in_flight'] if tr else None, cs['templates'], cs['results'] if self.cache_results else None,
-            cs['templates']['build_seconds'] if self.enable_smart_caching else t['compile_seconds'], t['bind_seconds'],
+            self.inner.name,
+            self.flags,
+            t['runs'],
+            t['circuits'],
+            t['wall'],
+            t['requests'] if self._ionq else None,
+            t['jobs'] if self._ionq else None,
+            tr['bytes_sent'] if tr else None,
+            (self.queue.rate_limited - self._rate_limited0) if tr else None,
+            tr['max_in_flight'] if tr else None,
+            cs['templates'],
+            cs['results'] if self.cache_results else None,
+            cs['templates']['build_seconds'] if self.enable_smart_caching else t['compile_seconds'],
+            t['bind_seconds'],
             [str(d) for d in self.queue.decisions if d.last >= self._since],
-            t['cost'] if sampled else None, t['qpu_cost'] if sampled else None, self._qpu_equivalent if sampled else None)
+            t['cost'] if sampled else None,
+            t['qpu_cost'] if sampled else None,
+            self._qpu_equivalent if sampled else None,
+        )
 
     def close(self):
         "Shut down the local pool, and the wrapped backend if the manager created it."

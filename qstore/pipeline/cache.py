@@ -77,14 +77,18 @@ class CompiledTemplate:
         return validate_values(self.source, values) if self.compiled is None else self.compiled.native_values(values)
 
     def to_ionq_json(self, values) -> list[dict]:
-        "One ready-to-send IonQ circuit dict per row, all rows at once (no compiling, no per-gate Python work but the fill)."
+        "One ready-to-send IonQ circuit dict per row, all rows at once (no compiling, no per-gate Python work but the "
+        "fill)."
         # the fill makes B x gates small dicts of numbers and strings, which cannot form cycles; collections triggered by
         # those allocations find nothing and would take most of the time for large batches
         with _GC_PAUSE: return to_ionq_json_batch(self.circuit, self.values(values), self.gateset)
 
     def __repr__(self):
-        return (f"CompiledTemplate({self.source.name!r} -> {self.gateset}, target={self.key[1]!r}, gates={self.gate_counts}, "
-                f"compile={1e3 * self.compile_seconds:.1f} ms)")
+        return (
+            f"CompiledTemplate({self.source.name!r} -> {self.gateset}, target={self.key[1]!r}, "
+            f"gates={self.gate_counts}, "
+            f"compile={1e3 * self.compile_seconds:.1f} ms)"
+        )
 
 
 def _key(circuit: Circuit, target, native, exact) -> tuple:
@@ -102,11 +106,13 @@ def _native_compile(circuit: Circuit, family: str, exact: bool, fresh: bool):
     return compiler.IonQNativeGateCompiler(family, drop_final_z=not exact).compile(circuit, cache=not fresh)
 
 
-def compile_template(circuit: Circuit,  # the template
-                     target: str = 'local',  # where it runs: a backend name such as 'local' or 'ionq.simulator'
-                     native: str | None = None,  # None (keep the gates), 'aria' or 'forte' (compile to IonQ native gates)
-                     exact: bool = False,  # compile up to a global phase (needed for exact X/Y expectations)
-                     fresh: bool = False) -> CompiledTemplate:  # compile even if the compiler has this structure cached
+def compile_template(
+    circuit: Circuit,  # the template
+    target: str = 'local',  # where it runs: a backend name such as 'local' or 'ionq.simulator'
+    native: str | None = None,  # None (keep the gates), 'aria' or 'forte' (compile to IonQ native gates)
+    exact: bool = False,  # compile up to a global phase (needed for exact X/Y expectations)
+    fresh: bool = False,
+) -> CompiledTemplate:  # compile even if the compiler has this structure cached
     """Build a level-1 entry from scratch (what the cache does on a miss).
 
     Parameters
@@ -119,15 +125,20 @@ def compile_template(circuit: Circuit,  # the template
         None (keep the gates), 'aria' or 'forte' (compile to IonQ native gates)
     exact : bool, default False
         compile up to a global phase (needed for exact X/Y expectations)
-    fresh : bool, default False
+
+    Returns
+    -------
+    CompiledTemplate
         compile even if the compiler has this structure cached
     """
     if not isinstance(circuit, Circuit): raise TypeError(f"expected a qstore Circuit, got {type(circuit).__name__}")
-    if native not in (None, *NATIVE_FAMILIES): raise ValueError(f"native must be None, 'aria' or 'forte', got {native!r}")
+    if native not in (None, *NATIVE_FAMILIES):
+        raise ValueError(f"native must be None, 'aria' or 'forte', got {native!r}")
     t0 = time.perf_counter()
     used = {op.gate for op in circuit.ops} - {'i'}
     compiled = None
-    if native is not None and not (used and used <= set(NATIVE_GATES)): compiled = _native_compile(circuit, native, exact, fresh)
+    if native is not None and not (used and used <= set(NATIVE_GATES)):
+        compiled = _native_compile(circuit, native, exact, fresh)
     run = circuit if compiled is None else compiled.circuit
     ops = {op.gate for op in run.ops} - {'i'}
     gateset = 'native' if ops and ops <= set(NATIVE_GATES) else 'qis'
@@ -158,7 +169,8 @@ class CacheStats:
     build_seconds: float = 0.0  # level 1: time spent compiling on misses
 
     @property
-    def hit_rate(self) -> float | None: return self.hits / (self.hits + self.misses) if self.hits + self.misses else None
+    def hit_rate(self) -> float | None:
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else None
 
     def as_dict(self) -> dict: return {**self.__dict__, 'hit_rate': self.hit_rate}
 
@@ -230,7 +242,9 @@ class SmartCircuitCache:
         key = self._key(circuit, target, native, exact)
         return self._templates.get_or_create(key, partial(self._build, (circuit, target, native, exact)))
 
-    async def atemplate(self, circuit: Circuit, target: str = 'local', native: str | None = None, exact: bool = False) -> CompiledTemplate:
+    async def atemplate(
+        self, circuit: Circuit, target: str = 'local', native: str | None = None, exact: bool = False
+    ) -> CompiledTemplate:
         "`template` for coroutines: builds in a worker thread; concurrent callers share one build."
         key = self._key(circuit, target, native, exact)
         return await self._templates.aget_or_create(key, partial(self._build, (circuit, target, native, exact)))
@@ -264,8 +278,10 @@ class SmartCircuitCache:
             must be None: sampled results are never cached
         """
         if shots is not None:
-            raise ValueError(f"the result cache holds analytic (shots=None) results only; got shots={shots}. A cached sample would "
-                             "be handed out again as if it were a fresh, independent one: run sampled circuits without it")
+            raise ValueError(
+                f"the result cache holds analytic (shots=None) results only; got shots={shots}. A cached sample would "
+                "be handed out again as if it were a fresh, independent one: run sampled circuits without it"
+            )
         v = validate_values(circuit, values)
         if not self.caches_results: return compute(v)
         obs = None if observables is None else as_observables(observables, circuit.n_qubits)
@@ -299,5 +315,7 @@ class SmartCircuitCache:
     def __repr__(self):
         t, r = self.template_stats, self.result_stats
         rate = lambda s: '-' if s.hit_rate is None else f"{s.hit_rate:.0%}"
-        return (f"SmartCircuitCache(templates={t.entries}/{self.max_templates} hit rate {rate(t)}, "
-                f"results={'off' if not self.caches_results else f'{r.bytes}/{self.max_result_bytes} B hit rate {rate(r)}'})")
+        return (
+            f"SmartCircuitCache(templates={t.entries}/{self.max_templates} hit rate {rate(t)}, "
+            f"results={'off' if not self.caches_results else f'{r.bytes}/{self.max_result_bytes} B hit rate {rate(r)}'})"
+        )

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Callable
 from copy import deepcopy
 import numpy as np
-from .files import CorruptStoreError, NotFoundError, atomic_writer, file_sha256, redact_secrets, remove_stale_temp_files, to_json
+from qstore.storage.files import (
+    CorruptStoreError,
+    NotFoundError,
+    atomic_writer,
+    file_sha256,
+    redact_secrets,
+    remove_stale_temp_files,
+    to_json,
+)
 from .sqlite import SQLiteDatabase, open_sqlite
 from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
 from ..utils import check_int
@@ -26,7 +34,10 @@ _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 def _check_name(name, what: str) -> str:
     "Dataset, model and run names become directory names, so keep them to a safe alphabet."
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"{what} name {name!r} is not allowed; use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        raise ValueError(
+            f"{what} name {name!r} is not allowed; use 1-128 letters, digits, '_', '.' or '-', starting with a letter "
+            "or digit"
+        )
     return name
 
 def qstore_home() -> Path:
@@ -50,8 +61,10 @@ def _save_npy(path: Path, arr: np.ndarray) -> str:
 def _load_npy(path: Path, shape: tuple | None = None, sha256: str | None = None) -> np.ndarray:
     "Memory-map a stored .npy; missing, unreadable, reshaped or (with sha256) altered files raise `CorruptStoreError`."
     if not path.is_file(): raise CorruptStoreError(f"{path}: file is missing; the store's manifest points at it")
-    try: arr = np.load(path, mmap_mode='r', allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e: raise CorruptStoreError(f"{path}: cannot be read as a .npy array ({e})") from e
+    try:
+        arr = np.load(path, mmap_mode='r', allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CorruptStoreError(f"{path}: cannot be read as a .npy array ({e})") from e
     if shape is not None and arr.shape != tuple(shape):
         raise CorruptStoreError(f"{path}: holds shape {arr.shape}, the manifest says {tuple(shape)}")
     if sha256 is not None and file_sha256(path) != sha256:
@@ -72,17 +85,26 @@ def validate_dataset(X,  # (rows, features) floating point
     """
     X = np.asarray(X)
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (rows, features), got shape {X.shape}" + ("; for one feature use X[:, None]" if X.ndim == 1 else ''))
+        raise ValueError(
+            f"X must be 2-D (rows, features), got shape {X.shape}"
+            + ("; for one feature use X[:, None]" if X.ndim == 1 else '')
+        )
     if X.dtype.kind != 'f' or X.dtype.itemsize > 8:
         raise TypeError(f"X must be float32 or float64, got {X.dtype}; convert with X.astype(np.float32)")
     if X.dtype.itemsize < 4: X = X.astype(np.float32)
     if 0 in X.shape: raise ValueError(f"X is empty (shape {X.shape})")
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-    if bad.size: raise ValueError(f"X row {bad[0]} contains NaN or inf ({bad.size} bad row(s) in total); drop or impute them before storing")
+    if bad.size:
+        raise ValueError(
+            f"X row {bad[0]} contains NaN or inf ({bad.size} bad row(s) in total); drop or impute them before storing"
+        )
     if y is None: return X, None
     y = np.asarray(y)
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D (one label per row), got shape {y.shape}" + ("; use y.ravel()" if y.ndim == 2 and 1 in y.shape else ''))
+        raise ValueError(
+            f"y must be 1-D (one label per row), got shape {y.shape}"
+            + ("; use y.ravel()" if y.ndim == 2 and 1 in y.shape else '')
+        )
     if len(y) != len(X): raise ValueError(f"y has {len(y)} labels but X has {len(X)} rows")
     if y.dtype.kind not in 'biufU': raise TypeError(f"y must hold numbers, bools or strings, got dtype {y.dtype}")
     if y.dtype.kind == 'f':
@@ -112,7 +134,9 @@ def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
     if stratify:
         y = np.asarray(y_or_n)
         if y.ndim != 1 or y.dtype.kind not in 'biuU':
-            raise ValueError("stratify=True needs 1-D class labels (ints, bools or strings), not a row count or float targets")
+            raise ValueError(
+                "stratify=True needs 1-D class labels (ints, bools or strings), not a row count or float targets"
+            )
         _, inverse = np.unique(y, return_inverse=True)
         parts = []
         for c in range(inverse.max() + 1):
@@ -124,7 +148,10 @@ def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
         n = len(y_or_n) if hasattr(y_or_n, '__len__') else int(y_or_n)
         val = rng.permutation(n)[:round(n * val_fraction)]
     if len(val) == 0 or len(val) == n:
-        raise ValueError(f"val_fraction={val_fraction} leaves an empty {'validation' if len(val) == 0 else 'training'} part for {n} rows")
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves an empty {'validation' if len(val) == 0 else 'training'} part for "
+            f"{n} rows"
+        )
     mask = np.zeros(n, bool)
     mask[val] = True
     return np.flatnonzero(~mask), np.flatnonzero(mask)
@@ -160,7 +187,8 @@ class DataLoader:
         if y is not None and len(y) != len(X): raise ValueError(f"y has {len(y)} labels but X has {len(X)} rows")
         self.X, self.y = X, y
         self.rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
-        if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= len(X)): raise IndexError(f"rows must lie in [0, {len(X)})")
+        if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= len(X)):
+            raise IndexError(f"rows must lie in [0, {len(X)})")
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
         if len(self) == 0: raise ValueError(f"{len(self.rows)} rows give no batch of {batch_size} with drop_last=True")
         self.rng = np.random.default_rng(seed)
@@ -204,7 +232,8 @@ class DataLoader:
             raise ValueError(f"loader state was saved with different {', '.join(diff)} "
                              f"({', '.join(f'{k}={state.get(k)!r}' for k in diff if k != 'rows_sha256')}); "
                              "build the loader with the same rows and settings to resume")
-        if not 0 <= state['position'] <= len(self): raise ValueError(f"position {state['position']} is outside 0..{len(self)}")
+        if not 0 <= state['position'] <= len(self):
+            raise ValueError(f"position {state['position']} is outside 0..{len(self)}")
         self.rng.bit_generator.state = deepcopy(state['rng_state'])
         self.epoch, self.position, self._order = int(state['epoch']), int(state['position']), None
         if self.position: self._start_epoch()
@@ -291,7 +320,9 @@ class Dataset:
         tr, va = train_val_split(np.asarray(self.y[r]) if stratify else len(r), val_fraction, seed, stratify)
         return Dataset(self.info, self.X, self.y, r[tr]), Dataset(self.info, self.X, self.y, r[va])
 
-    def loader(self, batch_size: int = 32, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False) -> DataLoader:
+    def loader(
+        self, batch_size: int = 32, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False
+    ) -> DataLoader:
         "A `DataLoader` over this view's rows."
         return DataLoader(self.X, self.y, batch_size, shuffle, seed, drop_last, rows=self.rows)
 
@@ -342,9 +373,22 @@ class TrainingDataStore(IndexedFileStore):
             same = dedupe and latest is not None and tuple(latest[1:]) == (x_sha, y_sha, meta)
             if not same:
                 version = (latest[0] if latest else 0) + 1
-                c.execute('INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                          (name, version, time.time(), X.shape[0], X.shape[1], X.dtype.str, None if y is None else y.dtype.str,
-                           directory.as_posix(), x_sha, y_sha, meta))
+                c.execute(
+                    'INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    (
+                        name,
+                        version,
+                        time.time(),
+                        X.shape[0],
+                        X.shape[1],
+                        X.dtype.str,
+                        None if y is None else y.dtype.str,
+                        directory.as_posix(),
+                        x_sha,
+                        y_sha,
+                        meta,
+                    ),
+                )
         if same:
             shutil.rmtree(self.root / directory)
             return latest[0]
@@ -357,14 +401,21 @@ class TrainingDataStore(IndexedFileStore):
         _check_name(name, 'dataset')
         with self.db.transaction() as c:
             if version is None or version == 'latest':
-                row = c.execute(f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1', (name,)).fetchone()
+                row = c.execute(
+                    f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1', (name,)
+                ).fetchone()
             elif isinstance(version, (int, np.integer)) and not isinstance(version, bool):
-                row = c.execute(f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? AND version=?', (name, int(version))).fetchone()
+                row = c.execute(
+                    f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? AND version=?', (name, int(version))
+                ).fetchone()
             else: raise ValueError(f"version must be an integer or 'latest', got {version!r}")
         if row is None:
             have = self.versions(name)
-            raise NotFoundError(f"dataset {name!r} has no version {version}; versions: {have}" if have
-                                else f"no dataset named {name!r}; datasets: {sorted({d.name for d in self.list_datasets()})}")
+            raise NotFoundError(
+                f"dataset {name!r} has no version {version}; versions: {have}"
+                if have
+                else f"no dataset named {name!r}; datasets: {sorted({d.name for d in self.list_datasets()})}"
+            )
         return row
 
     def get_dataset(self, name: str,
@@ -382,7 +433,11 @@ class TrainingDataStore(IndexedFileStore):
         row = self._row(name, version)
         info, directory = self._info(row), self.root / row[8]
         X = _load_npy(directory / 'X.npy', (info.n_rows, info.n_features), row[9] if verify else None)
-        y = None if info.y_dtype is None else _load_npy(directory / 'y.npy', (info.n_rows,), row[10] if verify else None)
+        y = (
+            None
+            if info.y_dtype is None
+            else _load_npy(directory / 'y.npy', (info.n_rows,), row[10] if verify else None)
+        )
         return Dataset(info, X, y)
 
     def list_datasets(self, name: str | None = None) -> list[DatasetInfo]:
@@ -407,7 +462,10 @@ def resolve_callable(path: str) -> Callable:
     try: obj = importlib.import_module(module)
     except ImportError as e: raise ImportError(f"cannot import module {module!r} of {path!r}: {e}") from e
     for part in qualname.split('.'):
-        if not hasattr(obj, part): raise AttributeError(f"{path!r}: {obj.__name__ if hasattr(obj, '__name__') else obj!r} has no attribute {part!r}")
+        if not hasattr(obj, part):
+            raise AttributeError(
+                f"{path!r}: {obj.__name__ if hasattr(obj, '__name__') else obj!r} has no attribute {part!r}"
+            )
         obj = getattr(obj, part)
     if not callable(obj): raise TypeError(f"{path!r} resolves to a {type(obj).__name__}, which is not callable")
     return obj
@@ -481,11 +539,17 @@ class ModelRegistry(IndexedFileStore):
         """
         _check_name(name, 'model')
         if not isinstance(model_spec, dict) or 'factory' not in model_spec:
-            raise ValueError("model_spec must be a dict with a 'factory' import path, e.g. {'factory': 'qstore.ml.layers:QuantumModel.from_spec', ...}")
+            raise ValueError(
+                "model_spec must be a dict with a 'factory' import path, e.g. {'factory': "
+                "'qstore.ml.layers:QuantumModel.from_spec', ...}"
+            )
         resolve_callable(model_spec['factory'])
         if 'loader' in model_spec: resolve_callable(model_spec['loader'])
         if checkpoint is not None and 'loader' not in model_spec:
-            raise ValueError("a checkpoint needs model_spec['loader'] = 'module:function' (called as loader(model, path)) so load() can restore it")
+            raise ValueError(
+                "a checkpoint needs model_spec['loader'] = 'module:function' (called as loader(model, path)) so "
+                "load() can restore it"
+            )
         spec, metrics_json = to_json(redact_secrets(model_spec)), to_json(redact_secrets(metrics or {}))
         tags_json = to_json(redact_secrets(validate_metadata(tags, 'tags')))
         _check_stage(stage)
@@ -512,11 +576,15 @@ class ModelRegistry(IndexedFileStore):
         return version
 
     def _archive_production(self, c, name, now):
-        c.execute("UPDATE models SET stage='archived', stage_changed=? WHERE name=? AND stage='production'", (now, name))
+        c.execute(
+            "UPDATE models SET stage='archived', stage_changed=? WHERE name=? AND stage='production'", (now, name)
+        )
 
     def _version(self, row) -> ModelVersion:
         ckpt = None if row[3] is None else (self.root / row[3] if not Path(row[3]).is_absolute() else Path(row[3]))
-        return ModelVersion(row[0], row[1], json.loads(row[2]), ckpt, row[4], json.loads(row[5]), json.loads(row[6]), *row[7:])
+        return ModelVersion(
+            row[0], row[1], json.loads(row[2]), ckpt, row[4], json.loads(row[5]), json.loads(row[6]), *row[7:]
+        )
 
     def get(self, name: str,
             version: int | str = 'latest') -> ModelVersion:  # an int, 'latest', or a stage ('production', ...)
@@ -563,7 +631,8 @@ class ModelRegistry(IndexedFileStore):
 
     def names(self) -> list[str]:
         "Registered model names."
-        with self.db.transaction() as c: return [r[0] for r in c.execute('SELECT DISTINCT name FROM models ORDER BY name')]
+        with self.db.transaction() as c:
+            return [r[0] for r in c.execute('SELECT DISTINCT name FROM models ORDER BY name')]
 
     def promote(self, name: str, version: int | str, stage: str) -> ModelVersion:
         "Move a version to `stage`; promoting to 'production' archives the previous production version."
@@ -572,7 +641,9 @@ class ModelRegistry(IndexedFileStore):
         now = time.time()
         with self.db.transaction(write=True) as c:
             if stage == 'production': self._archive_production(c, name, now)
-            c.execute('UPDATE models SET stage=?, stage_changed=? WHERE name=? AND version=?', (stage, now, name, mv.version))
+            c.execute(
+                'UPDATE models SET stage=?, stage_changed=? WHERE name=? AND version=?', (stage, now, name, mv.version)
+            )
         return self.get(name, mv.version)
 
     def load(self, name: str,
@@ -593,9 +664,13 @@ class ModelRegistry(IndexedFileStore):
         mv = self.get(name, version)
         model = resolve_callable(mv.spec['factory'])(deepcopy(mv.spec))
         if mv.checkpoint is None: return model
-        if not mv.checkpoint.is_file(): raise CorruptStoreError(f"{mv.checkpoint}: checkpoint of model {name!r} v{mv.version} is missing")
+        if not mv.checkpoint.is_file():
+            raise CorruptStoreError(f"{mv.checkpoint}: checkpoint of model {name!r} v{mv.version} is missing")
         if verify and file_sha256(mv.checkpoint) != mv.sha256:
-            raise CorruptStoreError(f"{mv.checkpoint}: sha256 differs from the one registered for model {name!r} v{mv.version}; the file was modified or damaged")
+            raise CorruptStoreError(
+                f"{mv.checkpoint}: sha256 differs from the one registered for model {name!r} v{mv.version}; the file "
+                "was modified or damaged"
+            )
         load_fn = loader if callable(loader) else resolve_callable(loader or mv.spec['loader'])
         out = load_fn(model, mv.checkpoint)
         return model if out is None else out
@@ -639,7 +714,10 @@ def _flatten(metrics: dict, prefix: str = '') -> dict:
             if isinstance(v, np.ndarray) and v.ndim == 0: v = v[()]
             if isinstance(v, np.generic): v = v.item()
             if not isinstance(v, (int, float, str, bool)):
-                raise TypeError(f"metric {name!r} is a {type(v).__name__}; log numbers, strings or bools (save arrays in a checkpoint)")
+                raise TypeError(
+                    f"metric {name!r} is a {type(v).__name__}; log numbers, strings or bools (save arrays in a "
+                    "checkpoint)"
+                )
             out[name] = v
     return out
 
@@ -739,7 +817,8 @@ class MetricsStore:
         self._check_run(run)
         if not metrics: raise ValueError("log() needs at least one metric, e.g. log(run, step=3, loss=0.25)")
         flat = _flatten(metrics)
-        if 'time' in flat: raise ValueError("metric name 'time' is reserved (every row has a timestamp); use e.g. 'wall_time'")
+        if 'time' in flat:
+            raise ValueError("metric name 'time' is reserved (every row has a timestamp); use e.g. 'wall_time'")
         self._buffer.append((run, _index(step, 'step'), _index(epoch, 'epoch'), time.time(), json.dumps(flat)))
         now = time.monotonic()
         if self._oldest is None: self._oldest = now
@@ -752,7 +831,8 @@ class MetricsStore:
 
     def end_run(self, run: str, status: str = 'finished'):
         "Flush, then mark a run finished (or failed/interrupted) with its end time."
-        if status not in RUN_STATUSES[1:]: raise ValueError(f"status must be one of {', '.join(RUN_STATUSES[1:])}, got {status!r}")
+        if status not in RUN_STATUSES[1:]:
+            raise ValueError(f"status must be one of {', '.join(RUN_STATUSES[1:])}, got {status!r}")
         self._check_run(run)
         self.flush()
         with self.db.transaction(write=True) as c:
@@ -772,7 +852,9 @@ class MetricsStore:
         self.flush()
         where = {None: '', 'step': ' AND step IS NOT NULL', 'epoch': ' AND step IS NULL AND epoch IS NOT NULL'}[kind]
         with self.db.transaction() as c:
-            rows = c.execute(f'SELECT step, epoch, time, metrics FROM metrics WHERE run=?{where} ORDER BY seq', (run,)).fetchall()
+            rows = c.execute(
+                f'SELECT step, epoch, time, metrics FROM metrics WHERE run=?{where} ORDER BY seq', (run,)
+            ).fetchall()
         return [{'step': s, 'epoch': e, 'time': t, **json.loads(m)} for s, e, t, m in rows]
 
     def history(self, run: str,
@@ -869,9 +951,11 @@ class Database:
             return cls(*_open_home(Path(url)), url=str(url))
         scheme, rest = str(url).split('://', 1)
         if scheme.lower() not in _SCHEMES:  # the URL itself may hold a password: never echo it
-            raise ValueError(f"unsupported database URL scheme {scheme!r}; supported: "
-                             + ', '.join(f"{s}://" for s in _SCHEMES)
-                             + " (e.g. sqlite:///relative/dir, sqlite:////absolute/dir, sqlite:///:memory:) or a plain directory path")
+            raise ValueError(
+                f"unsupported database URL scheme {scheme!r}; supported: "
+                + ', '.join(f"{s}://" for s in _SCHEMES)
+                + " (e.g. sqlite:///relative/dir, sqlite:////absolute/dir, sqlite:///:memory:) or a plain directory path"
+            )
         return cls(*_SCHEMES[scheme.lower()](rest), url=str(url))
 
     def close(self):
@@ -916,7 +1000,11 @@ def models_cli(argv: list[str]) -> int:
                     print(f"{m.name:<24} v{m.version:<4} {m.stage:<10} {when}  {json.dumps(m.metrics)}")
             elif args.action == 'show':
                 m = db.models.get(args.name, _cli_version(args.version))
-                print(json.dumps({**m.__dict__, 'checkpoint': None if m.checkpoint is None else str(m.checkpoint)}, indent=2))
+                print(
+                    json.dumps(
+                        {**m.__dict__, 'checkpoint': None if m.checkpoint is None else str(m.checkpoint)}, indent=2
+                    )
+                )
             else:
                 m = db.models.promote(args.name, _cli_version(args.version), args.stage)
                 print(f"{m.name} v{m.version} -> {m.stage}")

@@ -32,13 +32,14 @@ def _fsync_dir(directory):
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path):  # final path; its directory is created if needed
-    """Binary file object whose content replaces `path` atomically on success (temp -> fsync -> `os.replace` -> directory fsync); on error `path` is untouched.
+    """Binary file object whose content replaces `path` atomically on success (temp -> fsync -> `os.replace` -> 
 
     Parameters
     ----------
     path : str | Path
         final path; its directory is created if needed
     """
+    "directory fsync); on error `path` is untouched."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'{TEMP_PREFIX}{os.getpid()}-')
@@ -91,13 +92,18 @@ def remove_stale_temp_files(root: str | Path) -> list[Path]:
     return removed
 
 # %% ../../nbs/50_storage_files.ipynb #st20-json
-_SECRET_KEY = re.compile(r'api[_-]?key|apikey|secret|passw(or)?d|credential|authorization|(private|access|ionq|auth)[_-]?key|(^|[_.-])token$|^token$', re.I)  # not a bare 'key' (RNG states have one)
+_SECRET_KEY = re.compile(
+    r'api[_-]?key|apikey|secret|passw(or)?d|credential|authorization|(private|access|ionq|auth)[_-]?key|(^|[_.-])token$|^token$',
+    re.I,
+)  # not a bare 'key' (RNG states have one)
 REDACTED = '***redacted***'
 
 def redact_secrets(obj):
     "Copy of `obj` (nested dicts/lists) with the values of credential-like keys replaced by `REDACTED`."
     if isinstance(obj, dict):
-        return {k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact_secrets(v) for k, v in obj.items()}
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact_secrets(v) for k, v in obj.items()
+        }
     if isinstance(obj, (list, tuple)): return [redact_secrets(v) for v in obj]
     return obj
 

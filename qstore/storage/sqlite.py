@@ -33,13 +33,16 @@ class SQLiteDatabase:
         self.lock = threading.RLock()  # held for a whole transaction; hold it to group work across threads
         self._write_depth = self._depth = 0
         if not self.in_memory:
-            if Path(self.path).is_dir(): raise IsADirectoryError(f"{self.path} is a directory; pass the database file inside it")
+            if Path(self.path).is_dir():
+                raise IsADirectoryError(f"{self.path} is a directory; pass the database file inside it")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         try:
             if not self.in_memory: self.conn.execute('PRAGMA journal_mode=WAL')
             self.conn.execute('PRAGMA synchronous=FULL')
-            self.conn.execute('CREATE TABLE IF NOT EXISTS qstore_schema(component TEXT PRIMARY KEY, version INTEGER NOT NULL)')
+            self.conn.execute(
+                'CREATE TABLE IF NOT EXISTS qstore_schema(component TEXT PRIMARY KEY, version INTEGER NOT NULL)'
+            )
         except sqlite3.DatabaseError as e:
             self.conn.close()
             raise self._wrap(e) from e
@@ -63,7 +66,9 @@ class SQLiteDatabase:
         with self.lock:
             if self._depth:  # join the enclosing transaction
                 if write and not self._write_depth:
-                    raise RuntimeError("cannot start a write inside a read transaction; open the outer one with write=True")
+                    raise RuntimeError(
+                        "cannot start a write inside a read transaction; open the outer one with write=True"
+                    )
                 yield self.conn
                 return
             try: self.conn.execute('BEGIN IMMEDIATE' if write else 'BEGIN')
@@ -101,14 +106,18 @@ class SQLiteDatabase:
                 for stmt in filter(str.strip, ddl.split(';')): c.execute(stmt)
                 c.execute('INSERT INTO qstore_schema VALUES (?, ?)', (component, version))
             elif row[0] != version:
-                raise RuntimeError(f"{self.path}: the '{component}' tables have schema version {row[0]}, but this qstore "
-                                   f"reads version {version}; open the file with the qstore version that wrote it")
+                raise RuntimeError(
+                    f"{self.path}: the '{component}' tables have schema version {row[0]}, but this qstore "
+                    f"reads version {version}; open the file with the qstore version that wrote it"
+                )
 
     def close(self): self.conn.close()
 
     def __reduce__(self):
         if self.in_memory:
-            raise TypeError("an in-memory SQLite database lives in one process; use a file path to share a store between processes")
+            raise TypeError(
+                "an in-memory SQLite database lives in one process; use a file path to share a store between processes"
+            )
         return (type(self), (self.path, self.busy_timeout))
 
     def __repr__(self): return f"SQLiteDatabase({self.path!r})"

@@ -62,7 +62,8 @@ def _operand(key, op, v):
         if not _is_number(v): raise TypeError(f"{where} needs a number, got {v!r}")
         return v
     if op in ('$in', '$nin'):
-        if not isinstance(v, (list, tuple, np.ndarray)) or len(v) == 0: raise ValueError(f"{where} needs a non-empty list, got {v!r}")
+        if not isinstance(v, (list, tuple, np.ndarray)) or len(v) == 0:
+            raise ValueError(f"{where} needs a non-empty list, got {v!r}")
         return [_scalar(x, where) for x in v]
     if op == '$exists':
         if not isinstance(v, bool): raise TypeError(f"{where} needs true or false, got {v!r}")
@@ -78,12 +79,14 @@ def normalize_filter(filter: dict | None) -> dict | None:  # Pinecone/Mongo-styl
         Pinecone/Mongo-style filter
     """
     if filter is None: return None
-    if not isinstance(filter, dict): raise TypeError(f"a filter must be a dict like {{'label': 3}}, got {type(filter).__name__}")
+    if not isinstance(filter, dict):
+        raise TypeError(f"a filter must be a dict like {{'label': 3}}, got {type(filter).__name__}")
     clauses = []
     for key, val in filter.items():
         if not isinstance(key, str): raise TypeError(f"filter keys must be strings, got {key!r}")
         if key in ('$and', '$or'):
-            if not isinstance(val, (list, tuple)) or not val: raise ValueError(f"{key} takes a non-empty list of filters, got {val!r}")
+            if not isinstance(val, (list, tuple)) or not val:
+                raise ValueError(f"{key} takes a non-empty list of filters, got {val!r}")
             subs = []
             for v in val:
                 if not isinstance(v, dict): raise TypeError(f"{key} items must be filter dicts, got {v!r}")
@@ -92,12 +95,18 @@ def normalize_filter(filter: dict | None) -> dict | None:  # Pinecone/Mongo-styl
             subs = [s for s in subs if s is not None]
             if subs: clauses.append(subs[0] if len(subs) == 1 else {key: subs})
         elif key.startswith('$'):
-            raise ValueError(f"unknown filter operator {key!r}; at the top level use $and, $or or a metadata key; supported: {', '.join(FILTER_OPERATORS)}")
+            raise ValueError(
+                f"unknown filter operator {key!r}; at the top level use $and, $or or a metadata key; supported: "
+                f"{', '.join(FILTER_OPERATORS)}"
+            )
         elif isinstance(val, dict):
             if not val: raise ValueError(f"filter on {key!r} is an empty dict; give an operator like {{'$eq': 1}}")
             for op, operand in val.items():
                 if not (isinstance(op, str) and op.startswith('$')):
-                    raise ValueError(f"filter on {key!r}: nested field {op!r} is not supported (metadata is flat); use an operator like $eq")
+                    raise ValueError(
+                        f"filter on {key!r}: nested field {op!r} is not supported (metadata is flat); use an operator "
+                        "like $eq"
+                    )
                 clauses.append({key: {op: _operand(key, op, operand)}})
         else: clauses.append({key: {'$eq': _operand(key, '$eq', val)}})
     if not clauses: return None
@@ -186,7 +195,8 @@ class NamespaceInfo:
     count: int
 
 def _check_namespace(namespace):
-    if not isinstance(namespace, str): raise TypeError(f"namespace must be a string ('' is the default), got {namespace!r}")
+    if not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a string ('' is the default), got {namespace!r}")
     return namespace
 
 def _check_ids(ids) -> list[str]:
@@ -205,17 +215,24 @@ def _as_float32_rows(vectors, what, ids=None) -> np.ndarray:
     v = np.asarray(vectors)
     if v.dtype.kind not in 'fiu': raise TypeError(f"{what} must be numeric, got dtype {v.dtype}")
     if v.ndim != 2 or v.shape[1] == 0:
-        raise ValueError(f"{what} must be 2-D (n, dimension), got shape {v.shape}" + ("; for one vector pass [v]" if v.ndim == 1 else ''))
+        raise ValueError(
+            f"{what} must be 2-D (n, dimension), got shape {v.shape}"
+            + ("; for one vector pass [v]" if v.ndim == 1 else '')
+        )
     with np.errstate(over='ignore'): v32 = np.ascontiguousarray(v, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(v32).all(axis=1))
     if bad.size:
         i = int(bad[0])
         who = f" (id {ids[i]!r})" if ids is not None else ''
-        raise ValueError(f"{what}: row {i}{who} contains NaN or inf (or overflows float32); {bad.size} bad row(s) in total")
+        raise ValueError(
+            f"{what}: row {i}{who} contains NaN or inf (or overflows float32); {bad.size} bad row(s) in total"
+        )
     return v32
 
 def _dimension_error(namespace, expected, got):
-    return ValueError(f"dimension mismatch in namespace {namespace!r}: it holds {expected}-dimensional vectors, got {got}")
+    return ValueError(
+        f"dimension mismatch in namespace {namespace!r}: it holds {expected}-dimensional vectors, got {got}"
+    )
 
 class VectorStore(ABC):
     "Interface of every vector store; public methods validate, backends implement the `_` primitives."
@@ -238,7 +255,8 @@ class VectorStore(ABC):
     def _namespaces(self) -> dict[str, NamespaceInfo]: ...
     @abstractmethod
     def _upsert(self, namespace, ids, vectors, metadata):
-        "Insert or replace rows; create the namespace (store metric) if missing; refuse a dimension mismatch atomically."
+        "Insert or replace rows; create the namespace (store metric) if missing; refuse a dimension mismatch "
+        "atomically."
     @abstractmethod
     def _query(self, namespace, queries, top_k, filter, include_values, include_metadata) -> list[list[Match]]:
         "`queries` (B, d) float32 valid for the namespace; `filter` canonical or None."
@@ -250,9 +268,12 @@ class VectorStore(ABC):
     def _count(self, namespace, filter) -> int: ...
 
     # --- public API ---------------------------------------------------------------------------
-    def create_namespace(self, namespace: str = '',  # namespace name
-                         dimension: int | None = None,  # vector length
-                         metric: str | None = None) -> NamespaceInfo:  # 'cosine', 'dot' or 'euclidean'; default: the store's
+    def create_namespace(
+        self,
+        namespace: str = '',  # namespace name
+        dimension: int | None = None,  # vector length
+        metric: str | None = None,
+    ) -> NamespaceInfo:  # 'cosine', 'dot' or 'euclidean'; default: the store's
         """Create a namespace with a fixed dimension and metric (no-op if it exists identically; error if it differs).
 
         Parameters
@@ -261,7 +282,10 @@ class VectorStore(ABC):
             namespace name
         dimension : int | None, default None
             vector length
-        metric : str | None, default None
+
+        Returns
+        -------
+        NamespaceInfo
             'cosine', 'dot' or 'euclidean'; default: the store's
         """
         check_int('dimension', dimension)
@@ -302,10 +326,12 @@ class VectorStore(ABC):
             raise ValueError(f"metadata must be a list with one dict (or None) per id ({len(ids)})")
         metas = [validate_metadata(m, f"metadata of {i!r}") for i, m in zip(ids, metadata)]
         info = self._describe(namespace)
-        if info is not None and info.dimension != v.shape[1]: raise _dimension_error(namespace, info.dimension, v.shape[1])
+        if info is not None and info.dimension != v.shape[1]:
+            raise _dimension_error(namespace, info.dimension, v.shape[1])
         if (info.metric if info else self.metric) == 'cosine':
             zero = np.flatnonzero(~np.any(v, axis=1))
-            if zero.size: raise ValueError(f"vector of id {ids[zero[0]]!r} is all zeros, which has no cosine similarity")
+            if zero.size:
+                raise ValueError(f"vector of id {ids[zero[0]]!r} is all zeros, which has no cosine similarity")
         if ids: self._upsert(namespace, ids, v, metas)
         return len(ids)
 
@@ -366,7 +392,8 @@ class VectorStore(ABC):
         """
         namespace = _check_namespace(namespace)
         f = normalize_filter(filter)
-        if filter is not None and f is None: raise ValueError("an empty filter would delete everything; pass delete_all=True to mean that")
+        if filter is not None and f is None:
+            raise ValueError("an empty filter would delete everything; pass delete_all=True to mean that")
         if (ids is not None) + (f is not None) + bool(delete_all) != 1:
             raise ValueError("pass exactly one of ids=, filter= or delete_all=True")
         return self._delete(namespace, None if ids is None else _check_ids(ids), f, bool(delete_all))
@@ -422,7 +449,9 @@ class _Snapshot:
         "A fresh dict of one row's metadata."
         try: return json.loads(self.raw_metadata[row])
         except json.JSONDecodeError as e:
-            raise CorruptStoreError(f"{self.where}: metadata of vector {self.ids[row]!r} is not valid JSON ({e})") from e
+            raise CorruptStoreError(
+                f"{self.where}: metadata of vector {self.ids[row]!r} is not valid JSON ({e})"
+            ) from e
 
     def rows(self, f) -> np.ndarray | None:
         "Row indices matching canonical filter `f` (None: all rows)."
@@ -496,22 +525,33 @@ class SQLiteVectorStore(VectorStore):
 
     def _snapshot(self, c, namespace) -> _Snapshot | None:
         "The namespace's cached arrays, reloaded if any process wrote since (call inside a transaction)."
-        row = c.execute('SELECT dimension, metric, version FROM vector_namespaces WHERE name=?', (namespace,)).fetchone()
+        row = c.execute(
+            'SELECT dimension, metric, version FROM vector_namespaces WHERE name=?', (namespace,)
+        ).fetchone()
         if row is None:
             self._cache.pop(namespace, None)
             return None
         dimension, metric, version = row
         snap = self._cache.get(namespace)
         if snap is not None and snap.version == version: return snap
-        rows = c.execute('SELECT id, vector, metadata FROM vectors WHERE namespace=? ORDER BY rowid', (namespace,)).fetchall()
+        rows = c.execute(
+            'SELECT id, vector, metadata FROM vectors WHERE namespace=? ORDER BY rowid', (namespace,)
+        ).fetchall()
         blob = b''.join(r[1] for r in rows)
         if len(blob) != 4 * dimension * len(rows):  # find and name the damaged row
             for id_, b, _ in rows: self._decode(namespace, id_, b, dimension)
         matrix = np.frombuffer(blob, np.float32).reshape(len(rows), dimension)
         sq = np.einsum('ij,ij->i', matrix, matrix)
         norms = 1 / np.sqrt(sq) if metric == 'cosine' else sq
-        snap = _Snapshot(f"{self.db.path}, namespace {namespace!r}", version, metric, [r[0] for r in rows], matrix, norms,
-                         [r[2] for r in rows])
+        snap = _Snapshot(
+            f"{self.db.path}, namespace {namespace!r}",
+            version,
+            metric,
+            [r[0] for r in rows],
+            matrix,
+            norms,
+            [r[2] for r in rows],
+        )
         self._cache[namespace] = snap
         return snap
 
@@ -519,15 +559,21 @@ class SQLiteVectorStore(VectorStore):
         with self.db.transaction(write=True) as c:
             row = c.execute('SELECT dimension, metric FROM vector_namespaces WHERE name=?', (namespace,)).fetchone()
             if row is None:
-                c.execute('INSERT INTO vector_namespaces VALUES (?, ?, ?, 0, ?)', (namespace, dimension, metric, time.time()))
+                c.execute(
+                    'INSERT INTO vector_namespaces VALUES (?, ?, ?, 0, ?)', (namespace, dimension, metric, time.time())
+                )
                 self._bump(c, namespace)
             elif tuple(row) != (dimension, metric):
-                raise ValueError(f"namespace {namespace!r} already exists with dimension {row[0]} and metric {row[1]!r}")
+                raise ValueError(
+                    f"namespace {namespace!r} already exists with dimension {row[0]} and metric {row[1]!r}"
+                )
             return self._describe(namespace)
 
     def _describe(self, namespace):
         with self.db.transaction() as c:
-            row = c.execute('SELECT dimension, metric, version FROM vector_namespaces WHERE name=?', (namespace,)).fetchone()
+            row = c.execute(
+                'SELECT dimension, metric, version FROM vector_namespaces WHERE name=?', (namespace,)
+            ).fetchone()
             if row is None: return None
             snap = self._cache.get(namespace)
             if snap is not None and snap.version == row[2]: n = len(snap.ids)  # queries skip the COUNT(*) scan
@@ -545,7 +591,10 @@ class SQLiteVectorStore(VectorStore):
         with self.db.transaction(write=True) as c:
             row = c.execute('SELECT dimension FROM vector_namespaces WHERE name=?', (namespace,)).fetchone()
             if row is None:
-                c.execute('INSERT INTO vector_namespaces VALUES (?, ?, ?, 0, ?)', (namespace, vectors.shape[1], self.metric, time.time()))
+                c.execute(
+                    'INSERT INTO vector_namespaces VALUES (?, ?, ?, 0, ?)',
+                    (namespace, vectors.shape[1], self.metric, time.time()),
+                )
             elif row[0] != vectors.shape[1]: raise _dimension_error(namespace, row[0], vectors.shape[1])
             c.executemany('INSERT INTO vectors VALUES (?, ?, ?, ?) ON CONFLICT (namespace, id) '
                           'DO UPDATE SET vector = excluded.vector, metadata = excluded.metadata', rows)
@@ -589,7 +638,11 @@ class SQLiteVectorStore(VectorStore):
             if filter is not None:  # evaluated inside the write transaction, so no other writer can interleave
                 snap = self._snapshot(c, namespace)
                 ids = [] if snap is None else [snap.ids[r] for r in snap.rows(filter)]
-            n = c.executemany('DELETE FROM vectors WHERE namespace=? AND id=?', [(namespace, i) for i in ids]).rowcount if ids else 0
+            n = (
+                c.executemany('DELETE FROM vectors WHERE namespace=? AND id=?', [(namespace, i) for i in ids]).rowcount
+                if ids
+                else 0
+            )
             if n: self._bump(c, namespace)
             return n
 
