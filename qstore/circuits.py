@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 from .utils import check_int
 from fastcore.basics import patch
-from .gates import GATES, NATIVE_GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
+from .gates import GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
 
 # %% auto #0
 __all__ = ['Angle', 'Param', 'as_angle', 'Operation', 'Circuit', 'validate_values', 'apply_matrix']

@@ -8,8 +8,6 @@ import argparse, json, shutil, time
 from pathlib import Path
 import numpy as np
 from .storage.db import Database
-from .ml.encoding import DataEncoder
-from .ml.layers import HardwareEfficientQuantumLayer, QuantumLayer, QuantumModel
 from .ml.trainer import QuantumTrainer, TrainingConfig, accuracy, plot_history, read_config_file
 from .ml.datasets import build_model, load_data, minmax_to_angles
 

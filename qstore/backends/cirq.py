@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import cirq
 from .base import Backend, BackendCapabilities
-from ..circuits import NATIVE_GATES, Circuit, validate_values
+from ..circuits import Circuit, validate_values
+from ..gates import NATIVE_GATES
 from .convert import cirq_state_to_qstore, observable_to_cirq, to_cirq
 
 # %% auto #0

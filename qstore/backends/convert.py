@@ -4,14 +4,12 @@
 
 # %% ../../nbs/11_convert.ipynb #cv-imp
 from __future__ import annotations
-import functools, importlib, math, os
+import functools, importlib, math
 from typing import Callable
 import numpy as np
-from .base import Backend, BackendCapabilities
-from ..circuits import Angle, Circuit, Operation, as_angle, validate_values
-from ..gates import GATES, NATIVE_GATES, GateDef
+from ..circuits import Angle, Circuit, as_angle, validate_values
+from ..gates import GATES, GateDef
 from ..observables import as_observables
-from ..utils import check_int
 
 # %% auto #0
 __all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'to_cirq', 'cirq_state_to_qstore', 'to_qiskit',

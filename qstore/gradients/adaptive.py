@@ -4,13 +4,8 @@
 
 # %% ../../nbs/46_gradients_adaptive.ipynb #g46-imp
 from __future__ import annotations
-import math
-from collections import OrderedDict, deque
-from dataclasses import dataclass
-import numpy as np
-from ..circuits import GATES, Angle, Circuit, validate_values
-from ..observables import as_observables, Observable, PauliTerm, term_signs
-from ..simulator import StatevectorSimulator, plan_for
+from collections import deque
+from ..circuits import Circuit
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient
 from .core import run_gradient, select_params

@@ -5,12 +5,11 @@
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-imp
 from __future__ import annotations
 import math
-from collections import deque
-from dataclasses import dataclass
 import numpy as np
-from ..circuits import GATES, Angle, Circuit, validate_values
+from ..circuits import Circuit, validate_values
+from ..gates import GATES
 from ..gates import matrix_rate
-from ..observables import as_observables, Observable, PauliTerm, term_signs
+from ..observables import as_observables, Observable, term_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, register_gradient, select_params

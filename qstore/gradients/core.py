@@ -4,15 +4,10 @@
 
 # %% ../../nbs/40_gradients_core.ipynb #g04-imp
 from __future__ import annotations
-import math
-from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 import numpy as np
-from ..circuits import GATES, Angle, Circuit, validate_values
-from ..observables import as_observables, Observable, PauliTerm, term_signs
-from ..simulator import StatevectorSimulator, plan_for
-from ..backends.base import get_backend
+from ..circuits import Circuit
 
 # %% auto #0
 __all__ = ['GRADIENT_METHODS', 'GradientResult', 'select_params', 'vjp', 'angle_occurrences', 'GradientMethod',

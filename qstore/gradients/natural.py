@@ -5,12 +5,10 @@
 # %% ../../nbs/45_gradients_natural.ipynb #g45-imp
 from __future__ import annotations
 import math
-from collections import OrderedDict, deque
-from dataclasses import dataclass
 import numpy as np
-from ..circuits import GATES, Angle, Circuit, validate_values
-from ..observables import as_observables, Observable, PauliTerm, term_signs
-from ..simulator import StatevectorSimulator, plan_for
+from ..circuits import Angle, Circuit, validate_values
+from ..gates import GATES
+from ..observables import Observable, PauliTerm
 from ..backends.base import get_backend
 from .core import angle_occurrences, select_params
 from .shift import angle_template

@@ -5,13 +5,11 @@
 # %% ../../nbs/41_gradients_shift.ipynb #g41-imp
 from __future__ import annotations
 import math
-from collections import deque
-from dataclasses import dataclass
 import numpy as np
-from ..circuits import GATES, Angle, Circuit, validate_values
+from ..circuits import Circuit, validate_values
+from ..gates import GATES
 from ..gates import gate_freqs
-from ..observables import as_observables, Observable, PauliTerm, term_signs
-from ..simulator import StatevectorSimulator, plan_for
+from ..observables import as_observables
 from ..ionq.serialize import legalize_native
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient, select_params

@@ -4,13 +4,9 @@
 
 # %% ../../nbs/44_gradients_spsa.ipynb #g44-imp
 from __future__ import annotations
-import math
-from collections import OrderedDict, deque
-from dataclasses import dataclass
 import numpy as np
-from ..circuits import GATES, Angle, Circuit, validate_values
-from ..observables import as_observables, Observable, PauliTerm, term_signs
-from ..simulator import StatevectorSimulator, plan_for
+from ..circuits import Circuit, validate_values
+from ..observables import as_observables
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, register_gradient, select_params
 from ..utils import check_int

@@ -6,7 +6,8 @@
 from __future__ import annotations
 import numpy as np
 from ..backends.base import Backend, BackendCapabilities
-from ..circuits import Circuit, NATIVE_GATES, validate_values
+from ..circuits import Circuit, validate_values
+from ..gates import NATIVE_GATES
 from ..observables import as_observables, basis_rotation, measurement_groups
 from .client import IonQBatchClient
 from .systems import NOISE_MODELS, SYSTEMS, IonQSystem, system

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from urllib.parse import urlparse
 import numpy as np
 from ..backends.base import Backend, BackendCapabilities
-from ..circuits import NATIVE_GATES, Circuit, Operation
+from ..circuits import Circuit, Operation
+from ..gates import NATIVE_GATES
 from .serialize import legalize_native
 from .systems import SYSTEMS, system
 from ..utils import check_int

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, ZZ_ANGLE_RANGE
 from ..utils import LRUCache, check_int
-from ..gates import GATES, NATIVE_GATES
+from ..gates import GATES
 from ..circuits import Circuit, validate_values
 
 # %% auto #0

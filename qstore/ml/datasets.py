@@ -4,13 +4,10 @@
 
 # %% ../../nbs/65_datasets.ipynb #d45-imp
 from __future__ import annotations
-import argparse, json, shutil, time
-from pathlib import Path
 import numpy as np
 from ..storage.db import Database
 from .encoding import DataEncoder
 from .layers import HardwareEfficientQuantumLayer, QuantumLayer, QuantumModel
-from .trainer import QuantumTrainer, TrainingConfig, accuracy, plot_history, read_config_file
 
 # %% auto #0
 __all__ = ['load_data', 'minmax_to_angles', 'build_model']

@@ -8,7 +8,8 @@ import gc, hashlib, threading, time
 from dataclasses import dataclass
 from functools import partial
 import numpy as np
-from ..circuits import Circuit, NATIVE_GATES, validate_values
+from ..circuits import Circuit, validate_values
+from ..gates import NATIVE_GATES
 from ..observables import as_observables
 from ..simulator import plan_for
 from ..ionq.serialize import to_ionq_json_batch

@@ -4,11 +4,8 @@
 
 # %% ../../nbs/50_storage_files.ipynb #st20-imp
 from __future__ import annotations
-import contextlib, hashlib, json, math, operator, os, re, sqlite3, tempfile, threading, time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+import contextlib, hashlib, json, os, re, tempfile
 from pathlib import Path
-from typing import Callable
 import numpy as np
 
 # %% auto #0

@@ -4,12 +4,8 @@
 
 # %% ../../nbs/51_storage_sqlite.ipynb #st51-imp
 from __future__ import annotations
-import contextlib, hashlib, json, math, operator, os, re, sqlite3, tempfile, threading, time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+import contextlib, sqlite3, threading
 from pathlib import Path
-from typing import Callable
-import numpy as np
 from .files import CorruptStoreError
 
 # %% auto #0

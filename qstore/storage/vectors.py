@@ -4,7 +4,7 @@
 
 # %% ../../nbs/52_storage_vectors.ipynb #st52-imp
 from __future__ import annotations
-import contextlib, hashlib, json, math, operator, os, re, sqlite3, tempfile, threading, time
+import json, math, operator, time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
