@@ -211,8 +211,8 @@ class Circuit:
         return c
 
     def compose(self, other: 'Circuit', qubits: Sequence[int] | None = None) -> 'Circuit':
-        "New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names "
-        "are shared."
+        """New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names
+        are shared."""
         qmap = list(range(other.n_qubits)) if qubits is None else list(qubits)
         if len(qmap) != other.n_qubits:
             raise ValueError(f"compose: need {other.n_qubits} target qubits, got {len(qmap)}")

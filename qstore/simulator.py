@@ -89,8 +89,8 @@ class _Plan:
             self.step_cols.append(np.array(cols, dtype=int))
 
     def uniform(self, i, A) -> bool:
-        "True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed "
-        "once."
+        """True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed
+        once."""
         c = self.step_cols[i]
         return len(A) == 1 or not len(c) or bool((A[:, c] == A[:1, c]).all())
 

@@ -127,7 +127,9 @@ def test_ionq_route_rejected_key_is_not_leaked(family):
 @pytest.mark.filterwarnings('ignore:Failed to get qubits')  # qiskit-ionq's own warning about the unreachable URL
 def test_qiskit_ionq_warns_when_dotenv_overrides_url(monkeypatch, emulator):
     import qiskit_ionq.helpers
-    monkeypatch.setattr(qiskit_ionq.helpers, 'dotenv_values', lambda *a, **k: {'IONQ_API_URL': 'http://127.0.0.1:1/v0.4'})
+    monkeypatch.setattr(
+        qiskit_ionq.helpers, 'dotenv_values', lambda *a, **k: {'IONQ_API_URL': 'http://127.0.0.1:1/v0.4'}
+    )
     be = get_backend('qiskit-ionq.simulator', remote_host=emulator.url, api_key='k')
     with pytest.warns(UserWarning, match='a .env file sets the IonQ API URL to http://127.0.0.1:1/v0.4'):
         be.ionq_backend('qis')

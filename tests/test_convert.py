@@ -12,8 +12,15 @@ from qiskit.quantum_info import Statevector
 
 from qstore.circuits import Circuit, Param
 from qstore.gates import GATES, NATIVE_GATES
-from qstore.backends.convert import (ConversionError, cirq_state_to_qstore, from_cirq, from_qiskit, qiskit_parameter_order,
-                                     to_cirq, to_qiskit)
+from qstore.backends.convert import (
+    ConversionError,
+    cirq_state_to_qstore,
+    from_cirq,
+    from_qiskit,
+    qiskit_parameter_order,
+    to_cirq,
+    to_qiskit,
+)
 from qstore.ionq.routes import ionq_gateset, ionq_qis_circuit
 from qstore.simulator import StatevectorSimulator
 

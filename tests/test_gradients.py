@@ -24,7 +24,8 @@ PARAM_GATES = sorted(n for n, g in GATES.items() if g.num_angles)  # every regis
 def sandwich(gate):
     "One gate under test, all its angles parameters, between fixed gates so every observable depends on it."
     g = GATES[gate]
-    c = Circuit(2); p = c.parameters_vector('p', g.num_angles)
+    c = Circuit(2)
+    p = c.parameters_vector('p', g.num_angles)
     c.ry(0, 0.7).rx(1, -0.4).cnot(0, 1).gpi2(0, 0.13)
     c.append(gate, ((0, 1), (1, 0))[PARAM_GATES.index(gate) % 2][:g.num_qubits], *p)  # both qubit orders occur
     c.ry(1, 0.9).cnot(1, 0).rx(0, 0.2)
@@ -33,8 +34,11 @@ def sandwich(gate):
 
 def angle_samples(gate, rng):
     if gate == 'ms':  # phases anywhere in [-1, 1] incl. the ends; angle across [0, 0.25] incl. both ends
-        return [np.array([p0, p1, t]) for p0, p1, t in
-                [(1.0, -1.0, 0.25), (-1.0, 0.5, 0.0), (0.99, 0.0, 0.249)] + [tuple(rng.uniform([-1, -1, 0], [1, 1, 0.25])) for _ in range(5)]]
+        return [
+            np.array([p0, p1, t])
+            for p0, p1, t in [(1.0, -1.0, 0.25), (-1.0, 0.5, 0.0), (0.99, 0.0, 0.249)]
+            + [tuple(rng.uniform([-1, -1, 0], [1, 1, 0.25])) for _ in range(5)]
+        ]
     if GATES[gate].native and GATES[gate].num_qubits == 1:  # gpi, gpi2 phases
         return [np.array([x]) for x in [-1.0, 1.0, 0.999] + list(rng.uniform(-1, 1, 5))]
     return [np.array([x]) for x in [0.0, np.pi, -np.pi] + list(rng.uniform(-2 * np.pi, 2 * np.pi, 5))]

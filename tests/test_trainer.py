@@ -258,16 +258,19 @@ IONQ_TRAIN_SCRIPT = textwrap.dedent('''
     y = (X.sum(1) > np.pi).astype(int)
     with EmulatorServer(EmulatorConfig()) as srv:
         os.environ.update(IONQ_API_URL=srv.base_url, IONQ_API_KEY='test-key-123')
-        model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, 1), ['Z0'], head='affine')
+        encoder = DataEncoder('angle', n_features=2)
+        model = QuantumModel(encoder, HardwareEfficientQuantumLayer(2, 1), ['Z0'], head='affine')
         cfg = TrainingConfig(epochs=1, batch_size=8, optimizer='spsa', gradient_method='spsa', loss='cross_entropy',
-                             backend='ionq.simulator', shots_per_circuit=100, progress=False, checkpoint_dir=home + '/ck')
+                             backend='ionq.simulator', shots_per_circuit=100, progress=False,
+                             checkpoint_dir=home + '/ck')
         QuantumTrainer(model, cfg, db=Database.open(home + '/db')).fit((X, y))
     print('trained')
 ''')
 
 
 def test_training_on_ionq_leaves_no_unclosed_transport(tmp_path):
-    "The trainer never closes its backend: the client's bridge closes its pooled connections at exit, so no ResourceWarning."
+    """The trainer never closes its backend: the client's bridge closes its pooled connections at exit, so no
+    ResourceWarning."""
     script = tmp_path / 'train_ionq.py'
     script.write_text(IONQ_TRAIN_SCRIPT)
     r = subprocess.run([sys.executable, '-X', 'dev', '-W', 'default', str(script), str(tmp_path)],

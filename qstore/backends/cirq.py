@@ -18,7 +18,8 @@ __all__ = ['cirq_programs', 'cirq_counts', 'CirqBackend']
 def cirq_programs(circuit: Circuit,  # qstore template
                   values: np.ndarray,  # (B, P) validated values
                   measure: bool = False) -> list:  # append a measurement of every qubit (key 'm')
-    """One `(cirq.Circuit, cirq.ParamResolver)` per row: the template converted once, or bound per row when native 
+    """One `(cirq.Circuit, cirq.ParamResolver)` per row: the template converted once, or bound per row when native
+    gates are symbolic.
 
     Parameters
     ----------
@@ -29,7 +30,6 @@ def cirq_programs(circuit: Circuit,  # qstore template
     measure : bool, default False
         append a measurement of every qubit (key 'm')
     """
-    "gates are symbolic."
     qubits = cirq.LineQubit.range(circuit.n_qubits)
     def finish(prog): return prog + cirq.measure(*qubits, key='m') if measure else prog
     if any(op.gate in NATIVE_GATES and op.params for op in circuit.ops):

@@ -205,7 +205,8 @@ def to_cirq(circuit: Circuit,  # qstore template
 
 def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in one library's order
                          n: int):  # number of qubits
-    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least 
+    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least
+    significant). Its own inverse.
 
     Parameters
     ----------
@@ -214,7 +215,6 @@ def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in o
     n : int
         number of qubits
     """
-    "significant). Its own inverse."
     s = np.asarray(state)
     if s.shape[-1] != 2 ** n: raise ValueError(f"expected a last axis of length 2^{n} = {2 ** n}, got shape {s.shape}")
     lead = s.ndim - 1
@@ -234,7 +234,8 @@ def _qiskit_class(name: str):
 
 def to_qiskit(circuit: Circuit,  # qstore template
               values=None):  # optional single binding (P,): numbers instead of Parameters
-    """Exactly equal `QuantumCircuit` (qubit q -> qubit q); symbolic angles become `Parameter` expressions named like 
+    """Exactly equal `QuantumCircuit` (qubit q -> qubit q); symbolic angles become `Parameter` expressions named like
+    qstore's.
 
     Parameters
     ----------
@@ -243,7 +244,6 @@ def to_qiskit(circuit: Circuit,  # qstore template
     values : default None
         optional single binding (P,): numbers instead of Parameters
     """
-    "qstore's."
     from qiskit import QuantumCircuit
     from qiskit.circuit import Parameter
     params = {p: Parameter(p) for p in circuit.parameters}
@@ -263,7 +263,8 @@ def to_qiskit(circuit: Circuit,  # qstore template
 
 def qiskit_parameter_order(qc,  # circuit from `to_qiskit`
                            circuit: Circuit) -> np.ndarray:  # the qstore template it came from
-    """Column of qstore's values array for each of `qc.parameters` (Qiskit's sorted order): `values[:, order]` binds 
+    """Column of qstore's values array for each of `qc.parameters` (Qiskit's sorted order): `values[:, order]` binds
+    `qc`.
 
     Parameters
     ----------
@@ -272,7 +273,6 @@ def qiskit_parameter_order(qc,  # circuit from `to_qiskit`
     circuit : Circuit
         the qstore template it came from
     """
-    "`qc`."
     cols = {p: i for i, p in enumerate(circuit.parameters)}
     return np.array([cols[p.name] for p in qc.parameters], dtype=int)
 

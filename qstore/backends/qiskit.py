@@ -35,8 +35,8 @@ def qiskit_bound_template(circuit: Circuit,  # qstore template
 
 
 def _bitarray_counts(bits, n: int) -> np.ndarray:
-    "Counts (B, 2^n) from a sampler `BitArray` of shape (B,): bytes are big-endian, bit k of the integer is classical "
-    "bit k."
+    """Counts (B, 2^n) from a sampler `BitArray` of shape (B,): bytes are big-endian, bit k of the integer is classical
+    bit k."""
     raw = bits.array.astype(np.int64)  # (B, shots, bytes)
     outcomes = sum(raw[..., -1 - j] << (8 * j) for j in range(raw.shape[-1]))
     B = outcomes.shape[0]

@@ -63,8 +63,8 @@ def _trace_map(k):
     return _TRACE_MAPS[k]
 
 def _partial_cross(R, k):
-    "Per-qubit 2x2 cross terms (K, B, k, 2, 2) from a block cross term, by tracing out the other block qubits (one "
-    "matmul)."
+    """Per-qubit 2x2 cross terms (K, B, k, 2, 2) from a block cross term, by tracing out the other block qubits (one
+    matmul)."""
     K, B = R.shape[:2]
     return (R.reshape(K, B, -1) @ _trace_map(k)).reshape(K, B, k, 2, 2)
 

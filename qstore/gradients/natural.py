@@ -116,8 +116,8 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
 
 # %% ../../nbs/45_gradients_natural.ipynb #g04-qnspsa
 def overlap_circuit(circuit: Circuit, wrt='weights') -> Circuit:
-    "Compute-uncompute template `U(theta')^dagger... `: the circuit with `wrt` parameters renamed `p@b`, then the "
-    "inverse with the originals. P(0...0) = |<psi(theta)|psi(theta')>|^2."
+    """Compute-uncompute template `U(theta')^dagger... `: the circuit with `wrt` parameters renamed `p@b`, then the
+    inverse with the originals. P(0...0) = |<psi(theta)|psi(theta')>|^2."""
     names = {circuit.parameters[i] for i in select_params(circuit, wrt)}
     first = Circuit(circuit.n_qubits, f"{circuit.name}/overlap")
     for p, g in circuit._params.items(): first.parameter(p, g)

@@ -77,8 +77,8 @@ def _angle_template(circuit: Circuit) -> Circuit:
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-shift-table
 def shift_table(circuit: Circuit, A: np.ndarray, cols, native_ranges: bool = False):
-    "Stacked angle tables `(B * blocks, n_angles)` (block 0 unshifted), the plan combining them, and each block's "
-    "shifted column."
+    """Stacked angle tables `(B * blocks, n_angles)` (block 0 unshifted), the plan combining them, and each block's
+    shifted column."""
     rows, plan, shifted_cols = [A], [], []  # plan: (param position, scale, [(block index, coeff)])
     for col, gate, j, ppos, scale in angle_occurrences(circuit, cols):
         terms = []

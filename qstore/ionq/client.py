@@ -367,8 +367,8 @@ class IonQBatchClient:
     async def _request(
         self, method: str, path: str, *, params: dict | None = None, body: dict | None = None, recover=None
     ):
-        "One API call with rate limiting, retries and typed errors; `recover()` looks for the result of a POST whose "
-        "outcome is unknown."
+        """One API call with rate limiting, retries and typed errors; `recover()` looks for the result of a POST whose
+        outcome is unknown."""
         http = self._client()
         content = None if body is None else _encode(body)
         for attempt in range(self.max_retries + 1):
@@ -423,8 +423,8 @@ class IonQBatchClient:
         return None
 
     async def _create(self, body: dict) -> tuple[str, float]:
-        "POST one job; after a lost response, adopt the job with our tag instead of creating a second one. Returns "
-        "(id, ack time)."
+        """POST one job; after a lost response, adopt the job with our tag instead of creating a second one. Returns
+        (id, ack time)."""
         tag = body['metadata'][TAG_KEY]
         async def recover():
             job = await self._find_job(tag)
@@ -515,7 +515,8 @@ class IonQBatchClient:
                            metadata: dict | None = None,  # extra string metadata stored with every job
                            settings: dict | None = None,  # IonQ job settings
                            dry_run: bool = False) -> list[IonQJob]:  # validate and price without running
-        """Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit 
+        """Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit
+        order.
 
         Parameters
         ----------
@@ -536,7 +537,6 @@ class IonQBatchClient:
         dry_run : bool, default False
             validate and price without running
         """
-        "order."
         circuits = list(circuits)
         if not circuits: raise ValueError("submit_batch needs at least one circuit")
         for i, c in enumerate(circuits): _check_circuit(c, i)
@@ -689,14 +689,14 @@ class IonQBatchClient:
     async def get_results_parallel(
         self, jobs
     ) -> list[CircuitResult]:  # completed IonQJob(s) or job id(s), in submission order
-        """Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped 
+        """Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped
+        to circuits.
 
         Returns
         -------
         list[CircuitResult]
             completed IonQJob(s) or job id(s), in submission order
         """
-        "to circuits."
         jobs = _as_list(jobs)
         per_job = await asyncio.gather(*map(self._job_results, jobs))
         out = []
@@ -777,7 +777,8 @@ class IonQBatchClient:
                             backend: str = 'qpu.aria-1',  # target to price
                             error_mitigation: bool = False,  # debiasing on
                             use_api: bool = True) -> dict:  # False: the pricing formula only, no request
-        """Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented 
+        """Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented
+        formula.
 
         Parameters
         ----------
@@ -792,7 +793,6 @@ class IonQBatchClient:
         use_api : bool, default True
             False: the pricing formula only, no request
         """
-        "formula."
         circuits = list(circuits)
         for i, c in enumerate(circuits): _check_circuit(c, i)
         _check_backend(backend)

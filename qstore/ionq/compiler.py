@@ -105,8 +105,8 @@ class _Core:
 
 
 def _one_qubit_actions(gate, q, angles):
-    "Actions equal to a one-qubit gate up to a global phase: ('u', q, 2x2 matrix), ('z', q, turns) or ('r', q, (axis, "
-    "turns))."
+    """Actions equal to a one-qubit gate up to a global phase: ('u', q, 2x2 matrix), ('z', q, turns) or ('r', q, (axis,
+    turns))."""
     if all(a.is_constant for a in angles): return [('u', q, GATES[gate].matrix(*[a.offset for a in angles])[0])]
     p = GATES[gate].pauli  # one qubit: a phase-shifted rotation differs by a global phase only
     if p == 'Z': return [('z', q, _Affine.of(angles[0], _TURN))]
@@ -178,8 +178,8 @@ def _cores_commute(axes1, axes2):
 
 
 def _rotation_pieces(phi, theta):
-    "A symbolic rotation by `theta` turns about σ_phi as W†, Rz(theta), W (W maps Z to σ_phi): two constant blocks "
-    "and a virtual Z."
+    """A symbolic rotation by `theta` turns about σ_phi as W†, Rz(theta), W (W maps Z to σ_phi): two constant blocks
+    and a virtual Z."""
     w = _rz_turns(phi) @ _RY90
     return [('u', w.conj().T), ('z', theta), ('u', w)]
 
@@ -474,8 +474,8 @@ class CompiledCircuit:
     def _angle_turns(self, v): return _wrap(v @ self.t_lin + self.t_const)
 
     def native_values(self, values) -> np.ndarray:
-        "Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling "
-        "angles."
+        """Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling
+        angles."""
         v = validate_values(self.source, values)
         main, t, k = v @ self.lin + self.const, self._angle_turns(v), self.kinds
         out = np.where(k == _MS_PHASE, _wrap(main + 0.5 * (t < 0)), _wrap(main))
@@ -500,8 +500,8 @@ class CompiledCircuit:
         return self.circuit.angle_table(self.native_values(values))
 
     def pullback(self, values, grad) -> np.ndarray:
-        "Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source "
-        "values."
+        """Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source
+        values."""
         t = self._angle_turns(validate_values(self.source, values))
         is_angle = np.isin(self.kinds, (_MS_ANGLE, _ZZ_ANGLE))
         slope = np.where(self.kinds == _MS_ANGLE, np.sign(t), 1.0) * np.where(is_angle, self.factor, 1.0)
@@ -629,7 +629,8 @@ def native_violations(circuit: Circuit,  # a native circuit
 
 @dataclass
 class Verification:
-    """Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native 
+    """Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native
+    input.
 
     Parameters
     ----------
@@ -644,7 +645,6 @@ class Verification:
     problems : list
         `native_violations` found
     """
-    "input."
     ok: bool
     max_error: float  # largest deviation found
     mode: str  # 'exact' or 'measurement'

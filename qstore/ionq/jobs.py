@@ -84,8 +84,8 @@ class ChunkPlan:
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-mgr
 class AdaptiveQueueManager:
-    "Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every "
-    "decision."
+    """Chunk sizes and concurrency for IonQ jobs from observed queue time, latencies and rate limits (AIMD); logs every
+    decision."""
     def __init__(
         self,
         adaptive: bool = True,  # False: fixed chunks of `fixed_chunk_size`, `max_concurrency` at once

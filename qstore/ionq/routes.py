@@ -68,8 +68,8 @@ def _ionq_qis_ops(op) -> list:
 
 
 def ionq_qis_circuit(circuit: Circuit) -> Circuit:
-    "Template using only `IONQ_QIS_GATES`, equal to `circuit` up to a global phase, with the same parameters and "
-    "groups."
+    """Template using only `IONQ_QIS_GATES`, equal to `circuit` up to a global phase, with the same parameters and
+    groups."""
     group = {p: g for g, ps in circuit.groups.items() for p in ps}
     out = Circuit(circuit.n_qubits, circuit.name)
     for p in circuit.parameters: out.parameter(p, group[p])
@@ -79,8 +79,8 @@ def ionq_qis_circuit(circuit: Circuit) -> Circuit:
 
 
 def ionq_gateset(circuits: list) -> tuple:
-    "('native', circuits) if every gate of every circuit is an IonQ native gate, else ('qis', their "
-    "`ionq_qis_circuit`s)."
+    """('native', circuits) if every gate of every circuit is an IonQ native gate, else ('qis', their
+    `ionq_qis_circuit`s)."""
     if all(c.ops and all(op.gate in NATIVE_GATES for op in c.ops) for c in circuits): return 'native', list(circuits)
     return 'qis', [ionq_qis_circuit(c) for c in circuits]
 
@@ -151,8 +151,8 @@ class IonQRouteBackend(Backend):
                                                 remote=True, noisy=qpu, default_shots=default_shots)
 
     def _submit(self, jobs: list, gateset: str, shots: int, seed: int) -> list:
-        "Run every row of every (circuit, (B, P) values) in `jobs` as ONE IonQ job; per circuit a (B, 2^n) counts "
-        "array."
+        """Run every row of every (circuit, (B, P) values) in `jobs` as ONE IonQ job; per circuit a (B, 2^n) counts
+        array."""
         raise NotImplementedError
 
     def _sample(self, circuits, values, shots, rng):

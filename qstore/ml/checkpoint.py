@@ -289,19 +289,19 @@ class CheckpointManager:
         return path
 
     def load(self, path: str | Path) -> dict:  # checkpoint file
-        """The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown 
+        """The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown
+        format.
 
         Parameters
         ----------
         path : str | Path
             checkpoint file
         """
-        "format."
         return load_checkpoint(path)
 
     def latest(self) -> tuple[Path, dict] | None:
-        "`(path, state)` of the newest readable checkpoint, skipping damaged ones with a warning; None if there is "
-        "none."
+        """`(path, state)` of the newest readable checkpoint, skipping damaged ones with a warning; None if there is
+        none."""
         for path in reversed(self.list()):
             try: return path, self.load(path)
             except FileNotFoundError: continue  # removed since listing (pruned by a writer)

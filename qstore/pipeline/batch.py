@@ -167,8 +167,8 @@ class _Window:
 
 
 class CircuitBatchManager(Backend):
-    "A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with "
-    "a performance report."
+    """A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with
+    a performance report."""
     def __init__(self, backend: Backend | str = 'local',  # the backend to run on, or its registry name
                  use_batch_api: bool = True,  # IonQ: one multi-circuit job per chunk (False: one job per circuit)
                  use_native_gates: bool = False,  # compile to IonQ native gates before running
@@ -391,8 +391,8 @@ class CircuitBatchManager(Backend):
             )
 
     async def _execute(self, payload, shots, noise, settings, bytes_per_circuit):
-        "Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every "
-        "unfinished job on failure."
+        """Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every
+        unfinished job on failure."""
         be, client, q = self.inner, self.inner.client, self.queue
         await self._refresh_queue_state()
         n = len(payload)

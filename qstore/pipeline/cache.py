@@ -78,8 +78,8 @@ class CompiledTemplate:
         return validate_values(self.source, values) if self.compiled is None else self.compiled.native_values(values)
 
     def to_ionq_json(self, values) -> list[dict]:
-        "One ready-to-send IonQ circuit dict per row, all rows at once (no compiling, no per-gate Python work but the "
-        "fill)."
+        """One ready-to-send IonQ circuit dict per row, all rows at once (no compiling, no per-gate Python work but the
+        fill)."""
         # the fill makes B x gates small dicts of numbers and strings, which cannot form cycles; collections triggered by
         # those allocations find nothing and would take most of the time for large batches
         with _GC_PAUSE: return to_ionq_json_batch(self.circuit, self.values(values), self.gateset)

@@ -29,14 +29,14 @@ def _fsync_dir(directory):
 
 @contextlib.contextmanager
 def atomic_writer(path: str | Path):  # final path; its directory is created if needed
-    """Binary file object whose content replaces `path` atomically on success (temp -> fsync -> `os.replace` -> 
+    """Binary file object whose content replaces `path` atomically on success (temp -> fsync -> `os.replace` ->
+    directory fsync); on error `path` is untouched.
 
     Parameters
     ----------
     path : str | Path
         final path; its directory is created if needed
     """
-    "directory fsync); on error `path` is untouched."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'{TEMP_PREFIX}{os.getpid()}-')

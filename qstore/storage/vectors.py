@@ -255,8 +255,8 @@ class VectorStore(ABC):
     def _namespaces(self) -> dict[str, NamespaceInfo]: ...
     @abstractmethod
     def _upsert(self, namespace, ids, vectors, metadata):
-        "Insert or replace rows; create the namespace (store metric) if missing; refuse a dimension mismatch "
-        "atomically."
+        """Insert or replace rows; create the namespace (store metric) if missing; refuse a dimension mismatch
+        atomically."""
     @abstractmethod
     def _query(self, namespace, queries, top_k, filter, include_values, include_metadata) -> list[list[Match]]:
         "`queries` (B, d) float32 valid for the namespace; `filter` canonical or None."
