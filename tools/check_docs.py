@@ -1,0 +1,124 @@
+"""Open every page of the built site (`_docs/`) in headless Chromium and fail on what a reader would see broken.
+
+    python tools/docs.py && python tools/check_docs.py
+
+Served from 127.0.0.1 by the standard library; Debian's `/usr/bin/chromium` driven by Playwright (no browser
+download). A page fails on: a console error or uncaught exception, a failed request, an image that does not load,
+a resource from another host (the site must work offline), a broken internal link or anchor, a raw `#|` directive,
+a line starting with `# #`, an error traceback in an output, or TeX left unrendered. Screenshots of the home page and
+of a tutorial go to `_docs/screenshots/`.
+"""
+import functools, http.server, os, re, sys, threading, time
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlparse, unquote
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / '_docs'
+CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync']
+TUTORIAL = 'tutorials/iris_classifier.html'
+
+# What the reader sees in the page body, code blocks and math left out: (what, pattern)
+TEXT_CHECKS = [
+    ('raw #| directive', re.compile(r'^\s*#\|', re.M)),
+    ("heading left as '# #'", re.compile(r'^\s*# #', re.M)),
+    ('unrendered math', re.compile(r'\$\$|\\\(|\\\[|(?<![\\$])\$(?=\S)[^$\n]*?\S\$(?!\d)')),
+]
+CODE_CHECKS = [
+    ('raw #| directive in code', re.compile(r'^\s*#\|', re.M)),
+    ('error traceback in an output', re.compile(r'Traceback \(most recent call last\)|^\w*Error: ', re.M)),
+]
+VISIBLE_TEXT_JS = """() => {
+  const a = document.querySelector('article').cloneNode(true);
+  a.querySelectorAll('pre, code, math, .headerlink').forEach(e => e.remove());
+  return a.innerText;
+}"""
+CODE_TEXT_JS = "() => Array.from(document.querySelectorAll('article pre')).map(e => e.innerText).join('\\n')"
+BROKEN_IMAGES_JS = "() => Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+IDS_JS = "() => Array.from(document.querySelectorAll('[id]')).map(e => e.id)"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+
+
+def serve(root: Path):
+    "A stdlib HTTP server for `root` on a free loopback port, in a daemon thread."
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(QuietHandler, directory=str(root)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def external_resources(site: Path) -> list:
+    "Scripts, stylesheets, images or frames a page would fetch from another host."
+    pat = re.compile(r'<(?:script|img|iframe|source)\b[^>]*\bsrc=["\'](https?:)?//|'
+                     r'<link\b[^>]*\bhref=["\'](https?:)?//[^"\']*["\'][^>]*>|@import\s+url\(["\']?https?://')
+    bad = []
+    for f in site.rglob('*.html'):
+        for m in pat.finditer(f.read_text()):
+            tag = m.group(0)
+            if tag.startswith('<link') and not re.search(r'rel=["\']?(stylesheet|preload|modulepreload|icon)', tag):
+                continue
+            bad.append(f'{f.relative_to(site)}: {tag[:120]}')
+    return bad
+
+
+def check(site: Path = SITE) -> int:
+    from playwright.sync_api import sync_playwright
+    t0 = time.time()
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html')
+                   if p.name != '404.html' and 'screenshots' not in p.parts)
+    problems = [f'external resource: {b}' for b in external_resources(site)]
+    srv = serve(site)
+    base = f'http://127.0.0.1:{srv.server_port}/'
+    links, ids, n_console, n_images, n_math = {}, {}, 0, 0, 0
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page(viewport={'width': 1280, 'height': 900})
+        errors = []
+        page.on('console', lambda m: errors.append(f'console {m.type}: {m.text}') if m.type == 'error' else None)
+        page.on('pageerror', lambda e: errors.append(f'uncaught exception: {e}'))
+        # a request the next navigation cancels (the search index worker) is not a failure
+        page.on('requestfailed', lambda r: r.failure == 'net::ERR_ABORTED' or errors.append(
+            f'request failed: {r.url} ({r.failure})'))
+        for rel in pages:
+            errors.clear()
+            resp = page.goto(base + rel, wait_until='load')
+            page.wait_for_timeout(50)
+            if resp is None or resp.status != 200: problems.append(f'{rel}: HTTP {resp and resp.status}')
+            n_console += sum(e.startswith('console') for e in errors)
+            problems += [f'{rel}: {e}' for e in errors]
+            n_images += page.evaluate('() => document.images.length')
+            problems += [f'{rel}: image did not load: {s}' for s in page.evaluate(BROKEN_IMAGES_JS)]
+            text, code = page.evaluate(VISIBLE_TEXT_JS), page.evaluate(CODE_TEXT_JS)
+            for what, pat in TEXT_CHECKS:
+                problems += [f'{rel}: {what}: {m.group(0)[:80]!r}' for m in pat.finditer(text)]
+            for what, pat in CODE_CHECKS:
+                problems += [f'{rel}: {what}: {m.group(0)[:80]!r}' for m in pat.finditer(code)]
+            n_math += page.evaluate("() => document.querySelectorAll('article math').length")
+            ids[rel] = set(page.evaluate(IDS_JS))
+            for href in page.evaluate(LINKS_JS):
+                if href.startswith(base): links.setdefault(href, rel)
+            if rel in ('index.html', TUTORIAL):
+                shots = site / 'screenshots'
+                shots.mkdir(exist_ok=True)
+                page.screenshot(path=str(shots / (Path(rel).stem + '.png')), full_page=rel == TUTORIAL)
+        browser.close()
+    srv.shutdown()
+    for href, src in sorted(links.items()):
+        url, frag = urldefrag(href)
+        path = unquote(urlparse(url).path).lstrip('/') or 'index.html'
+        if path.endswith('/'): path += 'index.html'
+        if not (site / path).is_file(): problems.append(f'{src}: broken link {href}')
+        elif frag and path in ids and unquote(frag) not in ids[path]: problems.append(f'{src}: missing anchor {href}')
+    print(f'pages loaded: {len(pages)}, internal links checked: {len(links)}, console errors: {n_console}, '
+          f'images: {n_images}, math elements: {n_math}, problems: {len(problems)} ({time.time() - t0:.0f}s)')
+    print(f"screenshots: {', '.join(str(p.relative_to(ROOT)) for p in sorted((site / 'screenshots').glob('*.png')))}")
+    for p in problems[:100]: print('FAIL', p)
+    return 1 if problems or not pages else 0
+
+
+if __name__ == '__main__':
+    sys.exit(check())
