@@ -29,8 +29,9 @@ CODE_CHECKS = [
     ('raw #| directive in code', re.compile(r'^\s*#\|', re.M)),
     ('error traceback in an output', re.compile(r'Traceback \(most recent call last\)|^\w*Error: ', re.M)),
 ]
+# removes code and math from the live page (innerText of a detached copy loses its line breaks): run it last
 VISIBLE_TEXT_JS = """() => {
-  const a = document.querySelector('article').cloneNode(true);
+  const a = document.querySelector('article');
   a.querySelectorAll('pre, code, math, .headerlink').forEach(e => e.remove());
   return a.innerText;
 }"""
@@ -92,11 +93,6 @@ def check(site: Path = SITE) -> int:
             problems += [f'{rel}: {e}' for e in errors]
             n_images += page.evaluate('() => document.images.length')
             problems += [f'{rel}: image did not load: {s}' for s in page.evaluate(BROKEN_IMAGES_JS)]
-            text, code = page.evaluate(VISIBLE_TEXT_JS), page.evaluate(CODE_TEXT_JS)
-            for what, pat in TEXT_CHECKS:
-                problems += [f'{rel}: {what}: {m.group(0)[:80]!r}' for m in pat.finditer(text)]
-            for what, pat in CODE_CHECKS:
-                problems += [f'{rel}: {what}: {m.group(0)[:80]!r}' for m in pat.finditer(code)]
             n_math += page.evaluate("() => document.querySelectorAll('article math').length")
             ids[rel] = set(page.evaluate(IDS_JS))
             for href in page.evaluate(LINKS_JS):
@@ -105,6 +101,12 @@ def check(site: Path = SITE) -> int:
                 shots = site / 'screenshots'
                 shots.mkdir(exist_ok=True)
                 page.screenshot(path=str(shots / (Path(rel).stem + '.png')), full_page=rel == TUTORIAL)
+            code = page.evaluate(CODE_TEXT_JS)
+            for what, pat in CODE_CHECKS:
+                problems += [f'{rel}: {what}: {m.group(0)[:80]!r}' for m in pat.finditer(code)]
+            text = page.evaluate(VISIBLE_TEXT_JS)
+            for what, pat in TEXT_CHECKS:
+                problems += [f'{rel}: {what}: {m.group(0)[:80]!r}' for m in pat.finditer(text)]
         browser.close()
     srv.shutdown()
     for href, src in sorted(links.items()):
@@ -115,7 +117,7 @@ def check(site: Path = SITE) -> int:
         elif frag and path in ids and unquote(frag) not in ids[path]: problems.append(f'{src}: missing anchor {href}')
     print(f'pages loaded: {len(pages)}, internal links checked: {len(links)}, console errors: {n_console}, '
           f'images: {n_images}, math elements: {n_math}, problems: {len(problems)} ({time.time() - t0:.0f}s)')
-    print(f"screenshots: {', '.join(str(p.relative_to(ROOT)) for p in sorted((site / 'screenshots').glob('*.png')))}")
+    print('screenshots:', ', '.join(str(p) for p in sorted((site / 'screenshots').glob('*.png'))))
     for p in problems[:100]: print('FAIL', p)
     return 1 if problems or not pages else 0
 

@@ -220,7 +220,7 @@ def write_pages(proc: Path) -> list:
         m = re.search(r'^output-file:\s*(\S+)', first, re.M)
         page = page_path(p, m and m.group(1))
         title, mds[page.as_posix()] = notebook_md(nb, page, base, default_exp(NBS / p.relative_to(proc)))
-        nav.append((layer_of(p), title.replace('`', ''), page.as_posix()))
+        nav.append((layer_of(p), 'Home' if p.stem == 'index' else title.replace('`', ''), page.as_posix()))
     anchors = {page: set(_re_anchor.findall(md)) for page, md in mds.items()}
     for page, md in mds.items():
         (SRC / page).parent.mkdir(parents=True, exist_ok=True)
