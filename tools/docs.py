@@ -70,6 +70,12 @@ def tex_to_mathml(md: str) -> str:
     return ''.join(pieces)
 
 
+def table_code_pipes(md: str) -> str:
+    "GFM needs `\\|` for a pipe in a code span inside a table; Python-Markdown keeps code spans whole and would show it."
+    def row(m): return re.sub(r'`[^`\n]*`', lambda c: c.group(0).replace('\\|', '|'), m.group(0))
+    return re.sub(r'^\|.*$', row, md, flags=re.M)
+
+
 def doc_url() -> str:
     "The site URL nbdev puts into its links (`doc_host` + `doc_baseurl`)."
     from nbdev.config import get_config
@@ -97,18 +103,19 @@ def resolve(name: str, module: str | None):
 
 
 def param_table(obj) -> str:
-    "Markdown table of the parameters and their docments (empty when nothing is documented)."
+    "Markdown table of the parameters: type, default and docment (empty for a callable without parameters)."
     from fastcore.docments import docments
     try: ds = docments(obj, full=True)
     except (TypeError, ValueError): return ''
     ds = {k: v for k, v in ds.items() if k not in ('self', 'cls')
           and not (k == 'return' and v['anno'] is inspect._empty and not v['docment'])}
-    if not any(v['docment'] for v in ds.values()): return ''
-    def cell(x): return str(x).replace('|', '\\|').replace('\n', ' ')
-    def anno(a): return '' if a is inspect._empty else f'`{cell(getattr(a, "__name__", a))}`'
+    if not ds: return ''
+    def cell(x): return str(x).replace('|', '\\|').replace('\n', ' ')  # plain text: escape the column separator
+    def code(x): return f"`{str(x).replace('`', '').replace(chr(10), ' ')}`"  # a code span keeps its pipes whole
+    def anno(a): return '' if a is inspect._empty else code(getattr(a, '__name__', a))
     rows = ['| | type | default | details |', '|---|---|---|---|']
     for k, v in ds.items():
-        dflt = '' if v['default'] is inspect._empty else f'`{cell(repr(v["default"]))}`'
+        dflt = '' if v['default'] is inspect._empty else code(repr(v['default']))
         rows.append(f"| **{'returns' if k == 'return' else k}** | {anno(v['anno'])} | {dflt} | {cell(v['docment'] or '')} |")
     return '\n'.join(rows)
 
@@ -164,7 +171,7 @@ def notebook_md(nb: dict, page: Path, base: str, module: str | None) -> tuple:
     for c in cells:
         src = ''.join(c.get('source', ''))
         if c['cell_type'] == 'markdown':
-            parts.append(tex_to_mathml(src))
+            parts.append(tex_to_mathml(table_code_pipes(src)))
             continue
         if c['cell_type'] != 'code': continue
         dirs, code = split_directives(src)
@@ -266,6 +273,8 @@ def build(force=False) -> int:
     if SITE.exists(): shutil.rmtree(SITE)
     env = dict(os.environ, NO_MKDOCS_2_WARNING='1')
     subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '-q', '-f', str(cfg)], check=True, env=env)
+    for _, _, page in nav:  # module docstrings link to nbdev's Markdown twin of each page, `NAME.html.md`
+        shutil.copyfile(SRC / page, SITE / Path(page).with_suffix('.html.md'))
     print(f'{len(nav)} pages built into {SITE.relative_to(ROOT)}/ in {time.time() - t0:.0f}s')
     return len(nav)
 
