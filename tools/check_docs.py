@@ -75,6 +75,7 @@ def check(site: Path = SITE) -> int:
     nbs = ROOT / 'nbs'
     notebooks = [p for p in nbs.rglob('*.ipynb') if not any(q.startswith(('.', '_')) for q in p.relative_to(nbs).parts)]
     if len(pages) != len(notebooks): problems.append(f'{len(notebooks)} notebooks but {len(pages)} pages')
+    if TUTORIAL not in pages: problems.append(f'no {TUTORIAL} to take a screenshot of')
     srv = serve(site)
     base = f'http://127.0.0.1:{srv.server_port}/'
     links, ids, n_console, n_images, n_math = {}, {}, 0, 0, 0

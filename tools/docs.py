@@ -71,7 +71,7 @@ def tex_to_mathml(md: str) -> str:
 
 
 def table_code_pipes(md: str) -> str:
-    "GFM needs `\\|` for a pipe in a code span inside a table; Python-Markdown keeps code spans whole and would show it."
+    "GFM wants `\\|` for a pipe in a table's code span; Python-Markdown keeps code spans whole and would show the `\\`."
     def row(m): return re.sub(r'`[^`\n]*`', lambda c: c.group(0).replace('\\|', '|'), m.group(0))
     return re.sub(r'^\|.*$', row, md, flags=re.M)
 
@@ -80,7 +80,7 @@ def doc_url() -> str:
     "The site URL nbdev puts into its links (`doc_host` + `doc_baseurl`)."
     from nbdev.config import get_config
     cfg = get_config()
-    return f"{cfg.doc_host.rstrip('/')}/{cfg.doc_baseurl.strip('/')}/".replace('//', '/').replace(':/', '://')
+    return '/'.join(p for p in (cfg.doc_host.rstrip('/'), cfg.doc_baseurl.strip('/')) if p) + '/'
 
 
 def relative_links(md: str, page: Path, base: str) -> str:
@@ -116,7 +116,8 @@ def param_table(obj) -> str:
     rows = ['| | type | default | details |', '|---|---|---|---|']
     for k, v in ds.items():
         dflt = '' if v['default'] is inspect._empty else code(repr(v['default']))
-        rows.append(f"| **{'returns' if k == 'return' else k}** | {anno(v['anno'])} | {dflt} | {cell(v['docment'] or '')} |")
+        name = 'returns' if k == 'return' else k
+        rows.append(f"| **{name}** | {anno(v['anno'])} | {dflt} | {cell(v['docment'] or '')} |")
     return '\n'.join(rows)
 
 
@@ -274,7 +275,8 @@ def build(force=False) -> int:
     env = dict(os.environ, NO_MKDOCS_2_WARNING='1')
     subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '-q', '-f', str(cfg)], check=True, env=env)
     for _, _, page in nav:  # module docstrings link to nbdev's Markdown twin of each page, `NAME.html.md`
-        shutil.copyfile(SRC / page, SITE / Path(page).with_suffix('.html.md'))
+        md = re.sub(r'(\]\((?:\.\./)*[\w/.-]+)\.md([#)])', r'\1.html.md\2', (SRC / page).read_text())
+        (SITE / Path(page).with_suffix('.html.md')).write_text(md)
     print(f'{len(nav)} pages built into {SITE.relative_to(ROOT)}/ in {time.time() - t0:.0f}s')
     return len(nav)
 
