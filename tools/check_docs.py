@@ -10,7 +10,8 @@ of a tutorial go to `_docs/screenshots/`.
 """
 import functools, http.server, os, re, sys, threading, time
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlparse, unquote
+from urllib.parse import urldefrag, urlparse, unquote
+from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / '_docs'
@@ -18,6 +19,7 @@ CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync']
 TUTORIAL = 'tutorials/iris_classifier.html'
+SEARCH = 'adjoint'
 
 # What the reader sees in the page body, code blocks and math left out: (what, pattern)
 TEXT_CHECKS = [
@@ -39,6 +41,15 @@ CODE_TEXT_JS = "() => Array.from(document.querySelectorAll('article pre')).map(e
 BROKEN_IMAGES_JS = "() => Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
 LINKS_JS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
 IDS_JS = "() => Array.from(document.querySelectorAll('[id]')).map(e => e.id)"
+
+
+def search_hits(page, base: str, query: str = SEARCH) -> int:
+    "Documents the site's own search (a web worker over the bundled index) lists for `query` on the home page."
+    page.goto(base + 'index.html', wait_until='load')
+    page.fill('input.md-search__input', query)
+    try: page.wait_for_selector('.md-search-result__item', timeout=15_000)
+    except PlaywrightTimeout: return 0
+    return int(re.search(r'\d+', page.inner_text('.md-search-result__meta') + ' 0').group(0))
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -67,7 +78,6 @@ def external_resources(site: Path) -> list:
 
 
 def check(site: Path = SITE) -> int:
-    from playwright.sync_api import sync_playwright
     t0 = time.time()
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html')
                    if p.name != '404.html' and 'screenshots' not in p.parts)
@@ -111,6 +121,10 @@ def check(site: Path = SITE) -> int:
             text = page.evaluate(VISIBLE_TEXT_JS)
             for what, pat in TEXT_CHECKS:
                 problems += [f'{rel}: {what}: {m.group(0)[:80]!r}' for m in pat.finditer(text)]
+        errors.clear()
+        n_hits = search_hits(page, base)
+        if not n_hits: problems.append(f'the search box finds nothing for {SEARCH!r}')
+        problems += [f'search: {e}' for e in errors]
         browser.close()
     srv.shutdown()
     for href, src in sorted(links.items()):
@@ -120,7 +134,8 @@ def check(site: Path = SITE) -> int:
         if not (site / path).is_file(): problems.append(f'{src}: broken link {href}')
         elif frag and path in ids and unquote(frag) not in ids[path]: problems.append(f'{src}: missing anchor {href}')
     print(f'pages loaded: {len(pages)}, internal links checked: {len(links)}, console errors: {n_console}, '
-          f'images: {n_images}, math elements: {n_math}, problems: {len(problems)} ({time.time() - t0:.0f}s)')
+          f'images: {n_images}, math elements: {n_math}, search hits for {SEARCH!r}: {n_hits}, '
+          f'problems: {len(problems)} ({time.time() - t0:.0f}s)')
     print('screenshots:', ', '.join(str(p) for p in sorted((site / 'screenshots').glob('*.png'))))
     for p in problems[:100]: print('FAIL', p)
     return 1 if problems or not pages else 0
