@@ -10,7 +10,7 @@ made relative. Stage 3 is `mkdocs build --strict` with mkdocs-material (search, 
 Nothing on a page loads from a CDN: no web fonts, no MathJax, no repository widget.
 The Quarto route stays open: `nbs/_quarto.yml` and `nbs/nbdev.yml` are what `nbdev-docs` writes for this project.
 """
-import argparse, base64, importlib, inspect, json, os, re, shutil, subprocess, sys, time
+import argparse, base64, importlib, importlib.util, inspect, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,6 +265,8 @@ def mkdocs_config(nav: list) -> dict:
 def build(force=False) -> int:
     "Process the notebooks, write the pages, run mkdocs; returns the number of pages."
     import yaml
+    missing = [m for m in ('mkdocs', 'material', 'pymdownx', 'latex2mathml') if importlib.util.find_spec(m) is None]
+    if missing: sys.exit(f"missing {', '.join(missing)}: install the docs extra, pip install -e '.[docs]'")
     t0 = time.time()
     proc = process_notebooks(force=force)
     print(f'notebooks processed by nbdev into {proc.relative_to(ROOT)}/ ({time.time() - t0:.0f}s)')
