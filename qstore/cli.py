@@ -6,7 +6,8 @@ Docs: https://qstore-dev.github.io/qstore/cli.html.md"""
 
 # %% ../nbs/95_cli.ipynb #cli-imp
 from __future__ import annotations
-import argparse, importlib, sys
+import argparse, importlib, subprocess, sys
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['COMMANDS', 'main', 'docs_cli']
@@ -18,7 +19,7 @@ COMMANDS = {
     'bench': ('qstore.benchmarks:bench_cli', 'benchmark the batched simulator (table + JSON)'),
     'models': ('qstore.storage.db:models_cli', 'list, inspect and promote registered models'),
     'ionq-emulator': ('qstore.ionq.emulator:emulator_cli', 'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)'),
-    'docs': ('qstore.cli:docs_cli', 'build the documentation site into _docs/ (in a source checkout, with the docs extra)'),
+    'docs': ('qstore.cli:docs_cli', 'build the documentation site into _docs/ (source checkout, docs extra)'),
 }
 
 # %% ../nbs/95_cli.ipynb #cli-main
@@ -38,16 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     mod, fn = target.split(':')
     return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
 
-# %% ../nbs/95_cli.ipynb #cli-docs-imp
-import subprocess
-from pathlib import Path
-
 # %% ../nbs/95_cli.ipynb #cli-docs
-def docs_cli(argv: list[str] | None = None) -> int:
-    "Build the documentation site of the source checkout that holds the current directory."
-    here = Path.cwd().resolve()
-    root = next((d for d in (here, *here.parents) if (d / 'tools' / 'docs.py').is_file()), None)
-    if root is None:
-        print('qstore docs builds the site from a source checkout: run it inside a clone of the repository', file=sys.stderr)
-        return 2
-    return subprocess.call([sys.executable, str(root / 'tools' / 'docs.py'), *(argv or [])], cwd=root)
+def docs_cli(argv: list[str] | None = None,  # arguments of `tools/docs.py`
+             ) -> int:  # exit code
+    "`qstore docs`: build the documentation site of the source checkout (`tools/docs.py`) into its `_docs/`."
+    import qstore
+    script = Path(qstore.__file__).resolve().parent.parent / 'tools' / 'docs.py'
+    if not script.exists():
+        print("qstore docs: the site is built from the notebooks of a source checkout; run it from one")
+        return 1
+    return subprocess.call([sys.executable, str(script), *(argv or [])])
