@@ -8,7 +8,7 @@ import argparse, importlib, subprocess, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMANDS', 'main', 'bench_cli']
+__all__ = ['COMMANDS', 'main', 'bench_cli', 'docs_cli']
 
 # %% ../nbs/95_cli.ipynb #cli-cmds
 COMMANDS = {
@@ -20,6 +20,7 @@ COMMANDS = {
         'qstore.ionq.emulator:emulator_cli',
         'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)',
     ),
+    'docs': ('qstore.cli:docs_cli', 'build the documentation site into _docs/ (source checkout, docs extra)'),
 }
 
 # %% ../nbs/95_cli.ipynb #cli-main
@@ -61,5 +62,27 @@ def bench_cli(argv: list[str] | None = None,  # arguments of `bench/simulator.py
     script = Path(qstore.__file__).resolve().parent.parent / 'bench' / 'simulator.py'
     if not script.exists():
         print("qstore bench: benchmarks live in the repository's bench/ directory; run it from a source checkout")
+        return 1
+    return subprocess.call([sys.executable, str(script), *(argv or [])])
+
+# %% ../nbs/95_cli.ipynb #cli-docs
+def docs_cli(argv: list[str] | None = None,  # arguments of `tools/docs.py`
+             ) -> int:  # exit code
+    """`qstore docs`: build the documentation site of the source checkout (`tools/docs.py`) into its `_docs/`.
+
+    Parameters
+    ----------
+    argv : list[str] | None, default None
+        arguments of `tools/docs.py`
+
+    Returns
+    -------
+    int
+        exit code
+    """
+    import qstore
+    script = Path(qstore.__file__).resolve().parent.parent / 'tools' / 'docs.py'
+    if not script.exists():
+        print("qstore docs: the site is built from the notebooks of a source checkout; run it from one")
         return 1
     return subprocess.call([sys.executable, str(script), *(argv or [])])
