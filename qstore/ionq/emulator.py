@@ -39,6 +39,32 @@ FAULT_CODES = (429, 500, 502, 503, 504)
 _SECONDS = ('latency', 'submit_time', 'queue_time', 'qpu_queue_time', 'execution_time')
 _RATES = ('error_rate', 'drop_rate', 'fail_rate')
 
+def _checked(name, v):
+    "Validate and normalise one config value."
+    def need(ok, what):
+        if not ok: raise ValueError(f"EmulatorConfig.{name} must be {what}, got {v!r}")
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if name in _SECONDS: check_range(f"EmulatorConfig.{name}", v, 0, what='a number of seconds')
+    elif name in _RATES: check_range(f"EmulatorConfig.{name}", v, 0, 1, what='a probability')
+    elif name == 'retry_after': need(v is None or (number(v) and v >= 0), "None or seconds >= 0")
+    elif name == 'max_phase': need(v is None or (number(v) and v > 0), "None or a number of turns > 0")
+    elif name == 'seed': check_int(f"EmulatorConfig.{name}", v, lo=0)
+    elif name == 'api_keys':
+        if v is None: return None
+        v = (v,) if isinstance(v, str) else tuple(v)
+        need(v and all(isinstance(k, str) and k.strip() for k in v), "None or a non-empty list of non-empty strings")
+    elif name == 'error_codes':
+        v = tuple(v)
+        need(v and all(c in FAULT_CODES for c in v), f"a non-empty list drawn from {FAULT_CODES}")
+    elif name == 'fault_routes':
+        if v is None: return None
+        v = (v,) if isinstance(v, str) else tuple(v)
+        need(v and set(v) <= set(ROUTE_NAMES), f"None or names from {ROUTE_NAMES}")
+    elif name == 'max_faults': check_int(f"EmulatorConfig.{name}", v, lo=0, none_ok=True)
+    else: check_int(f"EmulatorConfig.{name}", v)
+    return v
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-cfg-cls
 @dataclass(slots=True, repr=False)
 class EmulatorConfig:
     """Behaviour of an IonQ emulator; may be changed while the server runs.
@@ -119,32 +145,6 @@ class EmulatorConfig:
         if self.api_keys is not None: shown['api_keys'] = f"<{len(self.api_keys)} key(s)>"  # never show keys
         return f"EmulatorConfig({', '.join(f'{k}={v!r}' if k != 'api_keys' else f'{k}={v}' for k, v in shown.items())})"
 
-
-def _checked(name, v):
-    "Validate and normalise one config value."
-    def need(ok, what):
-        if not ok: raise ValueError(f"EmulatorConfig.{name} must be {what}, got {v!r}")
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    if name in _SECONDS: check_range(f"EmulatorConfig.{name}", v, 0, what='a number of seconds')
-    elif name in _RATES: check_range(f"EmulatorConfig.{name}", v, 0, 1, what='a probability')
-    elif name == 'retry_after': need(v is None or (number(v) and v >= 0), "None or seconds >= 0")
-    elif name == 'max_phase': need(v is None or (number(v) and v > 0), "None or a number of turns > 0")
-    elif name == 'seed': check_int(f"EmulatorConfig.{name}", v, lo=0)
-    elif name == 'api_keys':
-        if v is None: return None
-        v = (v,) if isinstance(v, str) else tuple(v)
-        need(v and all(isinstance(k, str) and k.strip() for k in v), "None or a non-empty list of non-empty strings")
-    elif name == 'error_codes':
-        v = tuple(v)
-        need(v and all(c in FAULT_CODES for c in v), f"a non-empty list drawn from {FAULT_CODES}")
-    elif name == 'fault_routes':
-        if v is None: return None
-        v = (v,) if isinstance(v, str) else tuple(v)
-        need(v and set(v) <= set(ROUTE_NAMES), f"None or names from {ROUTE_NAMES}")
-    elif name == 'max_faults': check_int(f"EmulatorConfig.{name}", v, lo=0, none_ok=True)
-    else: check_int(f"EmulatorConfig.{name}", v)
-    return v
-
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-jobs
 _TERMINAL = ('completed', 'failed', 'canceled')
 _REASONS = {400: 'Bad Request', 401: 'Unauthorized Error', 404: 'Not Found', 405: 'Method Not Allowed',
@@ -174,7 +174,7 @@ def _bad(message): return _HTTPError(400, message)
 
 def _iso(t): return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-counts
 def _gate_counts(gates, gateset):
     "IonQ's stats.gate_counts: gates on one qubit vs on two or more (targets + controls)."
     one = two = 0
@@ -186,7 +186,7 @@ def _gate_counts(gates, gateset):
         one, two = (one + 1, two) if width == 1 else (one, two + 1)
     return {'1q': one, '2q': two}
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-job
 class _Job:
     "One IonQ job (a single circuit, a multi-circuit parent, or one of its children)."
     def __init__(self, jid, fields, seq, t0, wall0):
@@ -243,7 +243,7 @@ async def _read_json(request, max_bytes, required=True):
     try: return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e: raise _bad(f"the request body is not valid JSON: {e}") from None
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-params
 def _int_param(name, v, lo, hi):
     "An integer field or query parameter (numbers or numeric strings), checked against [lo, hi]."
     ok = isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().isdigit()
@@ -269,7 +269,7 @@ def _noise(noise, backend):
         raise _bad(f"'noise.seed' must be a non-negative integer or null, got {seed!r}")
     return (None if model == 'ideal' else model), seed
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-struct
 def _structure(c: Circuit):
     "(structure key, angle values) of a circuit with constant angles: same key -> one batched simulation."
     key = (c.n_qubits, tuple((op.gate, op.qubits, len(op.angles)) for op in c.ops))
@@ -288,7 +288,7 @@ def _sample(leaf, p):
     return {'probabilities': array_to_results(p if leaf.model is None else counts / shots),
             'histogram': array_to_results(counts), 'shots': outcomes}
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-drop
 async def _drop_connection(send):
     "Abort the client's TCP connection without a response (the uvicorn transport behind `send`); in-process, raise."
     cycle = getattr(send, '__self__', None)
@@ -892,45 +892,52 @@ class EmulatorServer:
     @property
     def base_url(self) -> str: return self.url + '/v0.4'
 
-    def start(self) -> 'EmulatorServer':
-        "Bind, start serving, and wait until the server accepts connections."
-        import uvicorn
-        if self._thread is not None: raise RuntimeError("this EmulatorServer is already running")
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets; without it, Nagle's algorithm
-        # meets delayed ACKs and every response takes ~40 ms
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try: sock.bind((self.host, self.port))
-        except OSError as e:
-            sock.close()
-            raise OSError(
-                f"cannot listen on {self.host}:{self.port} ({e}); pick another port or 0 for a free one"
-            ) from None
-        self.port = sock.getsockname()[1]
-        cfg = uvicorn.Config(self.app, log_config=None, log_level='warning', access_log=False, lifespan='off',
-                             timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={'sockets': [sock]}, daemon=True, name=f"ionq-emulator-{self.port}"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the IonQ emulator did not start on {self.url}")
-            time.sleep(0.005)
-        return self
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-srv-start
+@patch
+def start(self: EmulatorServer) -> 'EmulatorServer':
+    "Bind, start serving, and wait until the server accepts connections."
+    import uvicorn
+    if self._thread is not None: raise RuntimeError("this EmulatorServer is already running")
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets; without it, Nagle's algorithm
+    # meets delayed ACKs and every response takes ~40 ms
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try: sock.bind((self.host, self.port))
+    except OSError as e:
+        sock.close()
+        raise OSError(
+            f"cannot listen on {self.host}:{self.port} ({e}); pick another port or 0 for a free one"
+        ) from None
+    self.port = sock.getsockname()[1]
+    cfg = uvicorn.Config(self.app, log_config=None, log_level='warning', access_log=False, lifespan='off',
+                         timeout_graceful_shutdown=1)
+    self._server = uvicorn.Server(cfg)
+    self._thread = threading.Thread(
+        target=self._server.run, kwargs={'sockets': [sock]}, daemon=True, name=f"ionq-emulator-{self.port}"
+    )
+    self._thread.start()
+    deadline = time.monotonic() + 10
+    while not self._server.started:
+        if not self._thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the IonQ emulator did not start on {self.url}")
+        time.sleep(0.005)
+    return self
 
-    def stop(self):
-        "Stop serving and wait for the thread to end."
-        if self._thread is None: return
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._server = self._thread = None
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-srv-stop
+@patch
+def stop(self: EmulatorServer):
+    "Stop serving and wait for the thread to end."
+    if self._thread is None: return
+    self._server.should_exit = True
+    self._thread.join(timeout=10)
+    self._server = self._thread = None
 
-    def __enter__(self): return self.start()
-    def __exit__(self, *exc): self.stop()
-    def __repr__(self): return f"EmulatorServer({self.url}, running={self._thread is not None})"
+@patch
+def __enter__(self: EmulatorServer): return self.start()
+@patch
+def __exit__(self: EmulatorServer, *exc): self.stop()
+@patch
+def __repr__(self: EmulatorServer): return f"EmulatorServer({self.url}, running={self._thread is not None})"
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-cli
 def _cli_parser():
