@@ -630,6 +630,7 @@ def _chunk_bounds(entries: list, envelope_bytes: int, limits: IonQLimits) -> lis
     bounds.append((lo, len(entries)))
     return bounds
 
+# %% ../../nbs/24_ionq_client.ipynb #ic-bodies
 @patch
 def _batch_bodies(self: IonQBatchClient,
                   circuits: list, shots, backend, noise, name, metadata, settings, dry_run) -> list[dict]:
@@ -929,6 +930,7 @@ def _estimate_usd(answer: dict) -> float:
         if v is not None: return float(v)
     raise IonQServerError(f"IonQ /jobs/estimate answer has no cost field: {sorted(answer)}")
 
+# %% ../../nbs/24_ionq_client.ipynb #ic-estimate
 @patch
 @on_bridge
 async def estimate_cost(self: IonQBatchClient,
@@ -985,6 +987,7 @@ async def estimate_cost(self: IonQBatchClient,
         ],
     }
 
+# %% ../../nbs/24_ionq_client.ipynb #ic-jobcost
 @patch
 @on_bridge
 async def job_cost(self: IonQBatchClient,

@@ -353,8 +353,16 @@ def stats(self: IonQEmulator) -> dict:
                 'faults': dict(self._faults), 'jobs': len(self._jobs)}
 
 @patch
-def job_status(self: IonQEmulator, job_id: str) -> str:
-    "Current status of a job, without counting a request (for tests)."
+def job_status(self: IonQEmulator,
+               job_id: str,  # the id POST /jobs answered with
+              ) -> str:
+    """Current status of a job, without counting a request (for tests).
+
+    Parameters
+    ----------
+    job_id : str
+        the id POST /jobs answered with
+    """
     with self._lock: return self._find(job_id).status(time.monotonic())
 
 @patch

@@ -71,7 +71,7 @@ class QueueDecision:
 
     def __str__(self): return f"[{self.kind}] {self.reason}" + (f" (x{self.repeats})" if self.repeats > 1 else '')
 
-
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-plan-cls
 @dataclass(frozen=True)
 class ChunkPlan:
     """How one batch of circuits is cut into jobs.
@@ -325,6 +325,23 @@ def max_chunk(self: AdaptiveQueueManager,
                          f"limit of {why}; shorten or split the circuit")
     return caps[why], why
 
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-fast
+@patch
+def _fast_queue_size(self: AdaptiveQueueManager, n, limit, w, e, o) -> tuple[int, str]:
+    "Circuits per job, and why, for a fast queue and parallel execution (window `w`, `e` s/circuit, `o` s/job)."
+    if e is None:
+        least = self.min_chunk
+        basis = f"per-circuit time not measured yet: >= {least} circuits per job"
+    elif e * n < o:
+        least = n
+        basis = f"execution ({1e3 * e:.2g} ms/circuit) is small next to the {o:.2g} s per-job overhead: one job"
+    else:
+        least = math.ceil(o / e - 1e-9)
+        basis = f"{o:.2g} s per-job overhead / {1e3 * e:.2g} ms per circuit: >= {least} circuits per job"
+    k = max(1, min(w, n // max(1, least)))
+    size = min(limit, math.ceil(n / k))
+    return size, f"queue fast: {n} circuits as {math.ceil(n / size)} job(s) of <= {size}; {basis}; window {w}"
+
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-planfn
 @patch
 def plan(self: AdaptiveQueueManager,
@@ -370,22 +387,6 @@ def plan(self: AdaptiveQueueManager,
     conc = max(1, min(w, chunks))
     self.record('plan', reason, chunk_size=size, chunks=chunks, concurrency=conc)
     return ChunkPlan(size, chunks, conc, reason)
-
-@patch
-def _fast_queue_size(self: AdaptiveQueueManager, n, limit, w, e, o) -> tuple[int, str]:
-    "Circuits per job, and why, for a fast queue and parallel execution (window `w`, `e` s/circuit, `o` s/job)."
-    if e is None:
-        least = self.min_chunk
-        basis = f"per-circuit time not measured yet: >= {least} circuits per job"
-    elif e * n < o:
-        least = n
-        basis = f"execution ({1e3 * e:.2g} ms/circuit) is small next to the {o:.2g} s per-job overhead: one job"
-    else:
-        least = math.ceil(o / e - 1e-9)
-        basis = f"{o:.2g} s per-job overhead / {1e3 * e:.2g} ms per circuit: >= {least} circuits per job"
-    k = max(1, min(w, n // max(1, least)))
-    size = min(limit, math.ceil(n / k))
-    return size, f"queue fast: {n} circuits as {math.ceil(n / size)} job(s) of <= {size}; {basis}; window {w}"
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-run
 @patch
