@@ -716,6 +716,25 @@ async def _create_job(self: IonQEmulator, request):
             request.scope['qstore.drop'] = True
     return JSONResponse({'id': job.id, 'status': 'submitted', 'session_id': job.fields['session_id']}, 201)
 
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-view-parts
+def _result_urls(job: _Job) -> dict:
+    "Where a completed job's results are, as IonQ lists them in the job's JSON."
+    base = f"/v0.4/jobs/{job.id}/results"
+    return {
+        'probabilities': {'url': base + ('/probabilities/aggregated' if job.is_parent else '/probabilities')},
+        'histogram': {'url': base + '/histogram'},
+        'shots': {'url': base + '/shots'},
+    }
+
+@patch
+def _failure_json(self: IonQEmulator) -> dict:
+    "The `failure` of a job failed by fault injection."
+    return {
+        'code': 'EmulatedFailure',
+        'error': 'Job failed (emulator fault injection)',
+        'message': f"the emulator failed this job on purpose (EmulatorConfig.fail_rate={self.config.fail_rate})",
+    }
+
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-view
 @patch
 def _job_json(self: IonQEmulator, job: _Job, now: float) -> dict:
@@ -723,21 +742,8 @@ def _job_json(self: IonQEmulator, job: _Job, now: float) -> dict:
     seen = (job.canceled_at if job.canceled_at is not None else now) - job.t0  # the timeline stops at a cancel
     at = lambda offset: _iso(job.wall0 + offset) if seen >= offset else None
     done = st in ('completed', 'failed')
-    base = f"/v0.4/jobs/{job.id}/results"
-    results = None
-    if st == 'completed' and not f['dry_run']:
-        results = {
-            'probabilities': {'url': base + ('/probabilities/aggregated' if job.is_parent else '/probabilities')},
-            'histogram': {'url': base + '/histogram'},
-            'shots': {'url': base + '/shots'},
-        }
-    failure = None
-    if st == 'failed':
-        failure = {
-            'code': 'EmulatedFailure',
-            'error': 'Job failed (emulator fault injection)',
-            'message': f"the emulator failed this job on purpose (EmulatorConfig.fail_rate={self.config.fail_rate})",
-        }
+    results = _result_urls(job) if st == 'completed' and not f['dry_run'] else None
+    failure = self._failure_json() if st == 'failed' else None
     return {
         'id': job.id,
         'status': st,
@@ -973,7 +979,7 @@ def _cli_parser():
             )
     return p
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-cli-run
 def emulator_cli(argv: list[str] | None = None) -> int:  # command-line arguments (after `ionq-emulator`)
     """`qstore ionq-emulator`: serve the IonQ API emulator until interrupted.
 
