@@ -5,6 +5,7 @@
 # %% ../../nbs/26_ionq_backend.ipynb #ib-imp
 from __future__ import annotations
 import numpy as np
+from fastcore.basics import patch
 from ..backends.base import Backend, BackendCapabilities
 from ..circuits import Circuit, validate_values
 from ..gates import NATIVE_GATES
@@ -35,6 +36,19 @@ def _system(name: str,  # a system name
     if name not in known: raise ValueError(f"unknown IonQ {what} {name!r}; known: {', '.join(sorted(known))}")
     return SYSTEMS[name]
 
+def _target_qubits_and_gates(target: str, noise: str | None) -> tuple[int, tuple]:
+    "(qubits, native gates) of an IonQ target, after checking the target and noise model names."
+    if target == 'simulator':
+        modelled = noise is not None and noise.lower() != 'ideal'
+        s = _system(noise.lower(), 'noise model', set(NOISE_MODELS) - {'ideal'}) if modelled else None
+        return (s.qubits, s.native_gates) if s else (SYSTEMS['simulator'].qubits, ())
+    if target.startswith('qpu.'):
+        if noise is not None:
+            raise ValueError("noise models apply to target 'simulator' only; a QPU has its own noise")
+        s = _system(target[4:], 'QPU', set(SYSTEMS) - {'simulator'})
+        return s.qubits, s.native_gates
+    raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' (e.g. 'qpu.aria-1'), got {target!r}")
+
 # %% ../../nbs/26_ionq_backend.ipynb #ib-backend
 class IonQBackend(Backend):
     "IonQ cloud simulator or QPU as a sampling backend; all circuits of a run go out as multi-circuit jobs."
@@ -49,8 +63,8 @@ class IonQBackend(Backend):
         timeout: float | None = 3600.0,  # seconds for one run's jobs; unfinished jobs are canceled after that
         seed: int | None = None,  # seeds client-side sampling and the noisy simulator's seed
         client: IonQBatchClient | None = None,  # share a client (and its connection pool)
-        **client_options,
-    ):  # otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
+        **client_options,  # otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
+    ):
         """Parameters
         ----------
         target : str, default 'simulator'
@@ -69,19 +83,12 @@ class IonQBackend(Backend):
             seeds client-side sampling and the noisy simulator's seed
         client : IonQBatchClient | None, default None
             share a client (and its connection pool)
+        **client_options
+            otherwise: IonQBatchClient options (api_key, base_url, transport, limits, ...)
         """
         super().__init__(seed)
         target = str(target).lower()
-        if target == 'simulator':
-            modelled = noise is not None and noise.lower() != 'ideal'
-            s = _system(noise.lower(), 'noise model', set(NOISE_MODELS) - {'ideal'}) if modelled else None
-            qubits, native = (s.qubits, s.native_gates) if s else (SYSTEMS['simulator'].qubits, ())
-        elif target.startswith('qpu.'):
-            if noise is not None:
-                raise ValueError("noise models apply to target 'simulator' only; a QPU has its own noise")
-            s = _system(target[4:], 'QPU', set(SYSTEMS) - {'simulator'})
-            qubits, native = s.qubits, s.native_gates
-        else: raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' (e.g. 'qpu.aria-1'), got {target!r}")
+        qubits, native = _target_qubits_and_gates(target, noise)
         check_int('default_shots', default_shots)
         if client is not None and client_options:
             raise ValueError(f"pass either client= or client options, not both: {sorted(client_options)}")
@@ -102,73 +109,94 @@ class IonQBackend(Backend):
             default_shots=default_shots,
         )
 
-    def gateset(self, circuit: Circuit) -> str:
-        "'native' if the circuit is made of native gates (checked against the target's), else 'qis'."
-        used = {op.gate for op in circuit.ops} - {'i'}
-        if used and used <= set(NATIVE_GATES):
-            allowed = set(self.capabilities.native_gates or NATIVE_GATES)
-            if not used <= allowed:
-                raise ValueError(
-                    f"{self.target} runs native gates {sorted(allowed)}; the circuit uses {sorted(used - allowed)}"
-                )
-            return 'native'
-        if self.use_native_gates:
+# %% ../../nbs/26_ionq_backend.ipynb #ib-closefn
+@patch
+def close(self: IonQBackend):
+    "Close the client if this backend created it."
+    if self._owns_client: self.client.close()
+
+@patch
+def __repr__(self: IonQBackend):
+    return f"IonQBackend(target={self.target!r}, noise={self.noise!r}, client={self.client!r})"
+
+# %% ../../nbs/26_ionq_backend.ipynb #ib-gsfn
+@patch
+def gateset(self: IonQBackend,
+            circuit: Circuit,  # the circuit to send
+           ) -> str:
+    """'native' if the circuit is made of native gates (checked against the target's), else 'qis'.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the circuit to send
+    """
+    used = {op.gate for op in circuit.ops} - {'i'}
+    if used and used <= set(NATIVE_GATES):
+        allowed = set(self.capabilities.native_gates or NATIVE_GATES)
+        if not used <= allowed:
             raise ValueError(
-                f"use_native_gates=True: this circuit uses non-native gates {sorted(used - set(NATIVE_GATES))}; "
-                "compile it "
-                "with qstore.pipeline.batch.CircuitBatchManager(backend, use_native_gates=True) (or qstore.compiler), "
-                "or set use_native_gates=False to let IonQ compile the 'qis' gateset"
+                f"{self.target} runs native gates {sorted(allowed)}; the circuit uses {sorted(used - allowed)}"
             )
-        return 'qis'
-
-    def _payload(self, circuits, values) -> list[dict]:
-        return [row for c in circuits for row in to_ionq_json_batch(c, values, self.gateset(c))]
-
-    def _sample(self, circuits, values, shots, rng):
-        if self.error_mitigation and shots < 500:
-            raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
-        noise = {'model': self.noise, 'seed': int(rng.integers(2 ** 31 - 1))} if self.noise else None
-        settings = {'error_mitigation': {'debiasing': True}} if self.error_mitigation else None
-        results = self.client.sync.run_batch(self._payload(circuits, values), shots, self.target, noise=noise,
-                                             settings=settings, timeout=self.timeout)
-        B = values.shape[0]
-        return [np.stack([r.counts(rng) for r in results[k * B:(k + 1) * B]]) for k in range(len(circuits))]
-
-    def estimate_cost(self, circuit: Circuit,  # template
-                      values=None,  # (B, P) bindings (one row per circuit execution)
-                      observables=None,  # observables to estimate (adds measurement-basis circuits)
-                      shots: int | None = None,  # shots per circuit (default: default_shots)
-                      use_api: bool = False) -> dict:  # True: ask IonQ's /jobs/estimate (falls back to the formula)
-        """Estimated USD for `run(circuit, values, observables, shots)` on this target.
-
-        Parameters
-        ----------
-        circuit : Circuit
-            template
-        values : default None
-            (B, P) bindings (one row per circuit execution)
-        observables : default None
-            observables to estimate (adds measurement-basis circuits)
-        shots : int | None, default None
-            shots per circuit (default: default_shots)
-        use_api : bool, default False
-            True: ask IonQ's /jobs/estimate (falls back to the formula)
-        """
-        if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
-        v = validate_values(circuit, values)
-        circuits = (
-            [circuit]
-            if observables is None
-            else [
-                basis_rotation(circuit, b)
-                for b in measurement_groups(as_observables(observables, circuit.n_qubits), circuit.n_qubits)
-            ]
+        return 'native'
+    if self.use_native_gates:
+        raise ValueError(
+            f"use_native_gates=True: this circuit uses non-native gates {sorted(used - set(NATIVE_GATES))}; "
+            "compile it "
+            "with qstore.pipeline.batch.CircuitBatchManager(backend, use_native_gates=True) (or qstore.compiler), "
+            "or set use_native_gates=False to let IonQ compile the 'qis' gateset"
         )
-        return self.client.sync.estimate_cost(self._payload(circuits, v), shots or self.capabilities.default_shots,
-                                              self.target, self.error_mitigation, use_api=use_api)
+    return 'qis'
 
-    def close(self):
-        "Close the client if this backend created it."
-        if self._owns_client: self.client.close()
+# %% ../../nbs/26_ionq_backend.ipynb #ib-sample
+@patch
+def _payload(self: IonQBackend, circuits, values) -> list[dict]:
+    return [row for c in circuits for row in to_ionq_json_batch(c, values, self.gateset(c))]
 
-    def __repr__(self): return f"IonQBackend(target={self.target!r}, noise={self.noise!r}, client={self.client!r})"
+@patch
+def _sample(self: IonQBackend, circuits, values, shots, rng):
+    if self.error_mitigation and shots < 500:
+        raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
+    noise = {'model': self.noise, 'seed': int(rng.integers(2 ** 31 - 1))} if self.noise else None
+    settings = {'error_mitigation': {'debiasing': True}} if self.error_mitigation else None
+    results = self.client.sync.run_batch(self._payload(circuits, values), shots, self.target, noise=noise,
+                                         settings=settings, timeout=self.timeout)
+    B = values.shape[0]
+    return [np.stack([r.counts(rng) for r in results[k * B:(k + 1) * B]]) for k in range(len(circuits))]
+
+# %% ../../nbs/26_ionq_backend.ipynb #ib-costfn
+@patch
+def estimate_cost(self: IonQBackend,
+                  circuit: Circuit,  # template
+                  values=None,  # (B, P) bindings (one row per circuit execution)
+                  observables=None,  # observables to estimate (adds measurement-basis circuits)
+                  shots: int | None = None,  # shots per circuit (default: default_shots)
+                  use_api: bool = False,  # True: ask IonQ's /jobs/estimate (falls back to the formula)
+                 ) -> dict:
+    """Estimated USD for `run(circuit, values, observables, shots)` on this target.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        template
+    values : default None
+        (B, P) bindings (one row per circuit execution)
+    observables : default None
+        observables to estimate (adds measurement-basis circuits)
+    shots : int | None, default None
+        shots per circuit (default: default_shots)
+    use_api : bool, default False
+        True: ask IonQ's /jobs/estimate (falls back to the formula)
+    """
+    if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+    v = validate_values(circuit, values)
+    circuits = (
+        [circuit]
+        if observables is None
+        else [
+            basis_rotation(circuit, b)
+            for b in measurement_groups(as_observables(observables, circuit.n_qubits), circuit.n_qubits)
+        ]
+    )
+    return self.client.sync.estimate_cost(self._payload(circuits, v), shots or self.capabilities.default_shots,
+                                          self.target, self.error_mitigation, use_api=use_api)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 import httpx
 import numpy as np
+from fastcore.basics import patch
 from .. import __version__
 from ..simulator import sample_counts
 from .systems import JOB_LIMITS, NOISE_MODELS, QPU_PRICING, SYSTEMS
@@ -196,8 +197,16 @@ class CircuitResult:
     shots: int  # shots requested
     exact: bool  # True: exact probabilities (ideal simulator); False: shot frequencies
 
-    def counts(self, rng: np.random.Generator | None = None) -> np.ndarray:
-        "Integer counts `(2^n,)`: drawn with `rng` from exact probabilities, else `round(p * shots)`."
+    def counts(self,
+               rng: np.random.Generator | None = None,  # draws the shots from exact probabilities; unused otherwise
+              ) -> np.ndarray:
+        """Integer counts `(2^n,)`: drawn with `rng` from exact probabilities, else `round(p * shots)`.
+
+        Parameters
+        ----------
+        rng : np.random.Generator | None, default None
+            draws the shots from exact probabilities; unused otherwise
+        """
         if not self.exact: return np.rint(self.probabilities * self.shots).astype(np.int64)
         if rng is None:
             raise ValueError(
@@ -232,6 +241,27 @@ def _retry_after(r: httpx.Response) -> float | None:
     except (TypeError, ValueError): return None
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-client
+def _resolve_key(api_key: str | None) -> str | None:
+    "The API key from `api_key` or env IONQ_API_KEY, stripped; None when neither is set."
+    key = api_key if api_key is not None else os.environ.get('IONQ_API_KEY')
+    if key is not None and (
+        not isinstance(key, str) or not key.strip() or not key.isprintable() or not key.isascii()
+    ):
+        raise ValueError(
+            "the IonQ API key must be a non-empty printable ASCII string (check IONQ_API_KEY or api_key=)"
+        )
+    return key.strip() if key else None
+
+def _resolve_url(base_url: str | None) -> str:
+    "The API root from `base_url`, env IONQ_API_URL or IonQ's cloud, without a trailing slash."
+    url = (base_url or os.environ.get('IONQ_API_URL') or DEFAULT_URL).rstrip('/')
+    if not url.startswith(('http://', 'https://')):
+        raise ValueError(
+            f"base_url must be an http(s) URL ending in the API version, e.g. {DEFAULT_URL}; got {url!r}"
+        )
+    return url
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-class
 class IonQBatchClient:
     "Async client for IonQ's v0.4 REST API: multi-circuit batching, retries without duplicates, concurrent polling."
     def __init__(
@@ -251,8 +281,8 @@ class IonQBatchClient:
         use_predictions: bool = True,  # first sleep until IonQ's predicted completion (predicted_* fields)
         list_pages: int = 20,  # pages of GET /jobs searched for a job whose POST response was lost
         limits: IonQLimits = IonQLimits(),  # per-job limits used to chunk batches
-        transport: httpx.AsyncBaseTransport | None = None,
-    ):  # custom httpx transport (emulator in-process, tests)
+        transport: httpx.AsyncBaseTransport | None = None,  # custom httpx transport (emulator in-process, tests)
+    ):
         """Parameters
         ----------
         api_key : str | None, default None
@@ -283,6 +313,8 @@ class IonQBatchClient:
             pages of GET /jobs searched for a job whose POST response was lost
         limits : IonQLimits
             per-job limits used to chunk batches
+        transport : httpx.AsyncBaseTransport | None, default None
+            custom httpx transport (emulator in-process, tests)
         """
         for k, v in dict(timeout=timeout, backoff_base=backoff_base, backoff_max=backoff_max, rate_limit=rate_limit,
                          poll_interval=poll_interval, poll_max_interval=poll_max_interval).items():
@@ -292,19 +324,8 @@ class IonQBatchClient:
         check_int('max_retries', max_retries, lo=0)
         if not isinstance(limits, IonQLimits):
             raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
-        key = api_key if api_key is not None else os.environ.get('IONQ_API_KEY')
-        if key is not None and (
-            not isinstance(key, str) or not key.strip() or not key.isprintable() or not key.isascii()
-        ):
-            raise ValueError(
-                "the IonQ API key must be a non-empty printable ASCII string (check IONQ_API_KEY or api_key=)"
-            )
-        self._key = key.strip() if key else None
-        self.base_url = (base_url or os.environ.get('IONQ_API_URL') or DEFAULT_URL).rstrip('/')
-        if not self.base_url.startswith(('http://', 'https://')):
-            raise ValueError(
-                f"base_url must be an http(s) URL ending in the API version, e.g. {DEFAULT_URL}; got {self.base_url!r}"
-            )
+        self._key = _resolve_key(api_key)
+        self.base_url = _resolve_url(base_url)
         self.timeout, self.connection_pool_size, self.max_retries = timeout, connection_pool_size, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.poll_interval, self.poll_max_interval, self.list_pages = poll_interval, poll_max_interval, list_pages
@@ -319,538 +340,47 @@ class IonQBatchClient:
         self.requests = 0  # HTTP requests sent, including retries
         self._min_rtt = math.inf  # fastest round trip seen: an estimate of network latency without server work
 
-    # ---- plumbing
-    def __repr__(self):
-        return f"IonQBatchClient(base_url={self.base_url!r}, api_key={'***' if self._key else None}, pool={self.connection_pool_size})"
+# %% ../../nbs/24_ionq_client.ipynb #ic-close
+@patch
+@on_bridge
+async def aclose(self: IonQBatchClient):
+    "Close pooled connections."
+    if self._http is not None:
+        await self._http.aclose()
+        self._http = None
 
-    def _scrub(self, text: str) -> str:
-        "Remove the API key from text that may echo it (server messages, URLs)."
-        return text.replace(self._key, '***') if self._key else text
+@patch
+def close(self: IonQBatchClient):
+    "Close connections and stop the client's event-loop thread."
+    self.bridge.close()
 
-    @property
-    def sync(self) -> BlockingFacade:
-        "Blocking forms of the async methods, usable in scripts and inside a running Jupyter loop."
-        return BlockingFacade(self)
+@patch
+def __enter__(self: IonQBatchClient): return self
+@patch
+def __exit__(self: IonQBatchClient, *exc): self.close()
+@patch
+async def __aenter__(self: IonQBatchClient): return self
+@patch
+async def __aexit__(self: IonQBatchClient, *exc): await asyncio.to_thread(self.close)
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._key is None:
-            raise IonQAuthError("no IonQ API key: pass api_key= or set the IONQ_API_KEY environment variable")
-        if self._http is None:
-            n = self.connection_pool_size
-            self._http = httpx.AsyncClient(
-                base_url=self.base_url, transport=self._transport,
-                headers={'Authorization': f'apiKey {self._key}', 'Content-Type': 'application/json',
-                         'User-Agent': f'qstore/{__version__} httpx/{httpx.__version__}'},
-                timeout=httpx.Timeout(self.timeout, pool=None),  # waiting for a pooled connection is not a failure
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
-        return self._http
+# %% ../../nbs/24_ionq_client.ipynb #ic-face
+@patch
+def __repr__(self: IonQBatchClient):
+    return (f"IonQBatchClient(base_url={self.base_url!r}, api_key={'***' if self._key else None}, "
+            f"pool={self.connection_pool_size})")
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        d = min(self.backoff_max, self.backoff_base * 2 ** attempt) * self._jitter.uniform(0.5, 1.0)
-        return d if retry_after is None else max(d, retry_after)
+@patch
+def _scrub(self: IonQBatchClient,
+           text: str) -> str:
+    "Remove the API key from text that may echo it (server messages, URLs)."
+    return text.replace(self._key, '***') if self._key else text
 
-    def _http_error(self, r: httpx.Response, method: str, path: str) -> IonQError:
-        try: body = r.json()
-        except ValueError: body = {'message': r.text[:500]}
-        if not isinstance(body, dict): body = {'message': str(body)[:500]}
-        err = body.get('error')
-        msg = err.get('message') if isinstance(err, dict) else body.get('message') or err or r.reason_phrase
-        if isinstance(body.get('validation'), dict): msg = f"{msg} (fields: {body['validation'].get('keys')})"
-        code = err.get('type') if isinstance(err, dict) else body.get('code')
-        s = r.status_code
-        if s in (401, 403): cls, hint = IonQAuthError, "check the API key (api_key= or IONQ_API_KEY) and its permissions"
-        elif s == 413: cls, hint = IonQRequestError, "the request body is too large; lower limits.max_request_bytes"
-        elif s < 500: cls, hint = IonQRequestError, "the request was rejected as sent; fix it rather than retrying"
-        else: cls, hint = IonQServerError, "IonQ failed to process the request"
-        return cls(self._scrub(f"IonQ {method} {path} -> HTTP {s}: {msg}. {hint}."), status=s, code=code)
+@patch(as_prop=True)
+def sync(self: IonQBatchClient) -> BlockingFacade:
+    "Blocking forms of the async methods, usable in scripts and inside a running Jupyter loop."
+    return BlockingFacade(self)
 
-    async def _request(
-        self, method: str, path: str, *, params: dict | None = None, body: dict | None = None, recover=None
-    ):
-        """One API call with rate limiting, retries and typed errors; `recover()` looks for the result of a POST whose
-        outcome is unknown."""
-        http = self._client()
-        content = None if body is None else _encode(body)
-        for attempt in range(self.max_retries + 1):
-            await asyncio.sleep(self._limiter.delay())
-            retry_after, self.requests, sent = None, self.requests + 1, time.monotonic()
-            try:
-                r = await http.request(method, path, params=params, content=content)
-            except _NOT_SENT as e:
-                problem = f"connection failed ({type(e).__name__})"
-            except _MAYBE_SENT as e:
-                problem = f"connection lost after sending ({type(e).__name__})"
-                if recover is not None and (found := await recover()) is not None: return found
-            else:
-                _log.debug("%s %s -> %d (attempt %d)", method, path, r.status_code, attempt + 1)
-                self._min_rtt = min(self._min_rtt, time.monotonic() - sent)
-                if r.status_code < 400:
-                    try:
-                        return r.json() if r.content else {}
-                    except ValueError:
-                        raise IonQServerError(
-                            f"IonQ {method} {path} returned invalid JSON (HTTP {r.status_code})"
-                        ) from None
-                if r.status_code not in RETRY_STATUSES: raise self._http_error(r, method, path)
-                problem, retry_after = f"HTTP {r.status_code}", _retry_after(r)
-                if recover is not None and r.status_code not in (429, 503) and (found := await recover()) is not None:
-                    return found
-            if attempt == self.max_retries: break
-            delay = self._backoff(attempt, retry_after)
-            _log.info(
-                "IonQ %s %s: %s; retry %d/%d in %.2f s", method, path, problem, attempt + 1, self.max_retries, delay
-            )
-            await asyncio.sleep(delay)
-        raise IonQServerError(
-            self._scrub(
-                f"IonQ {method} {path} failed after {self.max_retries + 1} attempts (last: {problem}); "
-                "the service is overloaded or unreachable: retry later or raise max_retries"
-            )
-        )
-
-    async def _find_job(self, tag: str) -> dict | None:
-        "The top-level job carrying `tag`, searched in the job listing."
-        params = {'limit': 100}
-        for _ in range(self.list_pages):
-            page = await self._request('GET', '/jobs', params=params)
-            for job in page.get('jobs') or []:
-                if not job.get('parent_job_id') and (
-                    (job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag
-                ):
-                    return job
-            if not page.get('next'): return None
-            params = {'limit': 100, 'next': page['next']}
-        return None
-
-    async def _create(self, body: dict) -> tuple[str, float]:
-        """POST one job; after a lost response, adopt the job with our tag instead of creating a second one. Returns
-        (id, ack time)."""
-        tag = body['metadata'][TAG_KEY]
-        async def recover():
-            job = await self._find_job(tag)
-            if job is not None:
-                _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
-            return job
-        job = await self._request('POST', '/jobs', body=body, recover=recover)
-        if not isinstance(job.get('id'), str):
-            raise IonQServerError(f"IonQ POST /jobs answered without a job id: {sorted(job)}")
-        return job['id'], time.monotonic()
-
-    def _job_body(self, kind, input_, shots, backend, noise, name, metadata, settings, dry_run) -> dict:
-        tag = f"qstore-{uuid.uuid4().hex}"
-        if metadata is not None and (
-            not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
-        ):
-            raise ValueError("metadata must be a dict of strings (IonQ stores metadata values as strings)")
-        body = {'type': kind, 'backend': _check_backend(backend), 'shots': _check_shots(shots), 'name': name or tag,
-                'metadata': {**(metadata or {}), TAG_KEY: tag}, 'input': input_}
-        if (nd := _noise_dict(noise, backend)) is not None: body['noise'] = nd
-        if settings: body['settings'] = settings
-        if dry_run: body['dry_run'] = True
-        return body
-
-    # ---- public API
-    @on_bridge
-    async def submit(
-        self,
-        circuit_json: dict,  # {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
-        shots: int = 100,  # shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
-        backend: str = 'simulator',  # 'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
-        *,
-        noise: str | dict | None = None,  # simulator noise model: 'aria-1' or {'model': 'aria-1', 'seed': 7}
-        name: str | None = None,  # job name (default: the client tag)
-        metadata: dict | None = None,  # extra string metadata stored with the job
-        settings: dict | None = None,  # IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
-        dry_run: bool = False,
-    ) -> IonQJob:  # validate and price without running
-        """Create one single-circuit job.
-
-        Parameters
-        ----------
-        circuit_json : dict
-            {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
-        shots : int, default 100
-            shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
-        backend : str, default 'simulator'
-            'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
-        noise : str | dict | None, default None
-            simulator noise model: 'aria-1' or {'model': 'aria-1', 'seed': 7}
-        name : str | None, default None
-            job name (default: the client tag)
-        metadata : dict | None, default None
-            extra string metadata stored with the job
-        settings : dict | None, default None
-            IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
-
-        Returns
-        -------
-        IonQJob
-            validate and price without running
-        """
-        _check_circuit(circuit_json, 0)
-        body = self._job_body('ionq.circuit.v1', circuit_json, shots, backend, noise, name, metadata, settings, dry_run)
-        if (size := len(_encode(body))) > self.limits.max_request_bytes:
-            raise ValueError(
-                f"the circuit encodes to {size:,} bytes; IonQ accepts at most {self.limits.max_request_bytes:,} per "
-                "request"
-            )
-        job_id, acked_at = await self._create(body)
-        _log.info("submitted IonQ job %s (1 circuit, backend %s)", job_id, backend)
-        return IonQJob(
-            job_id,
-            body['metadata'][TAG_KEY],
-            (int(circuit_json['qubits']),),
-            body['shots'],
-            body['backend'],
-            body.get('noise'),
-            acked_at,
-        )
-
-    @on_bridge
-    async def submit_batch(self, circuits: list,  # circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
-                           shots: int = 100,  # shots per circuit
-                           backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
-                           *, noise: str | dict | None = None,  # simulator noise model
-                           name: str | None = None,  # job name prefix (default: the client tag)
-                           metadata: dict | None = None,  # extra string metadata stored with every job
-                           settings: dict | None = None,  # IonQ job settings
-                           dry_run: bool = False) -> list[IonQJob]:  # validate and price without running
-        """Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit
-        order.
-
-        Parameters
-        ----------
-        circuits : list
-            circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
-        shots : int, default 100
-            shots per circuit
-        backend : str, default 'simulator'
-            'simulator' or 'qpu.<name>'
-        noise : str | dict | None, default None
-            simulator noise model
-        name : str | None, default None
-            job name prefix (default: the client tag)
-        metadata : dict | None, default None
-            extra string metadata stored with every job
-        settings : dict | None, default None
-            IonQ job settings
-        dry_run : bool, default False
-            validate and price without running
-        """
-        circuits = list(circuits)
-        if not circuits: raise ValueError("submit_batch needs at least one circuit")
-        for i, c in enumerate(circuits): _check_circuit(c, i)
-        gateset = circuits[0]['gateset']
-        entries = [
-            {
-                'circuit': c['circuit'],
-                'qubits': int(c['qubits']),
-                **({'gateset': c['gateset']} if c['gateset'] != gateset else {}),
-            }
-            for c in circuits
-        ]
-        # the envelope is sized with the widest name and qubit count any chunk can get, so chunks never exceed the limit
-        envelope = self._job_body(
-            'ionq.multi-circuit.v1',
-            {'gateset': gateset, 'qubits': max(e['qubits'] for e in entries), 'circuits': []},
-            shots,
-            backend,
-            noise,
-            name and f"{name}-{len(entries)}",
-            metadata,
-            settings,
-            dry_run,
-        )
-        bodies = []
-        for lo, hi in _chunk_bounds(entries, len(_encode(envelope)), self.limits):
-            body = self._job_body(
-                'ionq.multi-circuit.v1',
-                {'gateset': gateset, 'qubits': max(e['qubits'] for e in entries[lo:hi]), 'circuits': entries[lo:hi]},
-                shots,
-                backend,
-                noise,
-                name and f"{name}-{len(bodies)}",
-                metadata,
-                settings,
-                dry_run,
-            )
-            bodies.append(body)
-        outcomes = await asyncio.gather(*(self._create(b) for b in bodies), return_exceptions=True)
-        jobs = [
-            IonQJob(
-                o[0],
-                b['metadata'][TAG_KEY],
-                tuple(e['qubits'] for e in b['input']['circuits']),
-                b['shots'],
-                b['backend'],
-                b.get('noise'),
-                o[1],
-            )
-            for o, b in zip(outcomes, bodies)
-            if isinstance(o, tuple)
-        ]
-        if len(jobs) < len(bodies):  # do not leave half a batch running
-            await self.cancel(jobs, ignore_errors=True)
-            raise next(o for o in outcomes if isinstance(o, BaseException))
-        _log.info("submitted %d circuits as %d IonQ job(s) on %s", len(circuits), len(jobs), backend)
-        return jobs
-
-    @on_bridge
-    async def wait(self, jobs,  # IonQJob(s) or job id(s)
-                   timeout: float | None = 600.0) -> list[dict]:  # seconds for all jobs together; None waits forever
-        """Poll jobs concurrently until all are done; returns their final job records in order.
-
-        Parameters
-        ----------
-        jobs
-            IonQJob(s) or job id(s)
-        timeout : float | None, default 600.0
-            seconds for all jobs together; None waits forever
-        """
-        jobs = _as_list(jobs)
-        ids = [_job_id(j) for j in jobs]
-        async def one(job):
-            try: return await asyncio.wait_for(self._poll(_job_id(job), getattr(job, 'acked_at', None)), timeout)
-            except TimeoutError: return None
-        outcomes = await asyncio.gather(*map(one, jobs), return_exceptions=True)
-        late = [i for i, o in zip(ids, outcomes) if o is None]
-        if late:
-            failed_cancels = [r for r in await self.cancel(late, ignore_errors=True) if 'error' in r]
-            note = f"; could not cancel {len(failed_cancels)}: {failed_cancels}" if failed_cancels else ''
-            raise IonQTimeoutError(
-                f"{len(late)} of {len(ids)} IonQ job(s) did not finish within {timeout} s and were canceled "
-                f"on the server: {late}{note}",
-                job_id=late[0],
-            )
-        for o in outcomes:
-            if isinstance(o, BaseException): raise o
-        for job in outcomes:
-            if job['status'] != 'completed': raise _job_failure(job)
-        return outcomes
-
-    async def _poll(self, job_id: str, acked_at: float | None) -> dict:
-        "Poll one job until it is terminal: once to IonQ's predicted completion if known, then with growing intervals."
-        interval, predicted = self.poll_interval, None
-        while True:
-            job = await self._request('GET', f'/jobs/{job_id}')
-            if job.get('status') in TERMINAL_STATUSES:
-                self._remember(job)
-                return job
-            if self.use_predictions and acked_at is not None and predicted is None:
-                predicted = (
-                    sum(job.get(k) or 0 for k in ('predicted_wait_time_ms', 'predicted_execution_duration_ms')) / 1000
-                )
-                if (
-                    predicted > 0
-                ):  # predictions count from the job's creation, which the acknowledgement follows closely;
-                    half_rtt = (
-                        0.0 if math.isinf(self._min_rtt) else self._min_rtt / 2
-                    )  # aim the poll to arrive just after it
-                    await asyncio.sleep(max(interval, predicted - (time.monotonic() - acked_at) - half_rtt))
-                    continue
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, self.poll_max_interval)
-
-    def _remember(self, job: dict): self._finished[job['id']] = job
-
-    @on_bridge
-    async def cancel(
-        self,
-        jobs,  # IonQJob(s) or job id(s)
-        ignore_errors: bool = False,
-    ) -> list[dict]:  # report failures as {'id', 'error'} instead of raising
-        """Cancel jobs with `PUT /jobs/{id}/status/cancel`, concurrently; returns IonQ's answers in order.
-
-        Parameters
-        ----------
-        jobs
-            IonQJob(s) or job id(s)
-
-        Returns
-        -------
-        list[dict]
-            report failures as {'id', 'error'} instead of raising
-        """
-        ids = [_job_id(j) for j in _as_list(jobs)]
-        outcomes = await asyncio.gather(
-            *(self._request('PUT', f'/jobs/{i}/status/cancel') for i in ids), return_exceptions=True
-        )
-        out = []
-        for i, o in zip(ids, outcomes):
-            if isinstance(o, BaseException):
-                if not ignore_errors or not isinstance(o, IonQError): raise o
-                _log.warning("could not cancel IonQ job %s: %s", i, o)
-                o = {'id': i, 'error': str(o)}
-            else: self._remember({'id': i, 'status': 'canceled', **o})
-            out.append(o)
-        return out
-
-    @on_bridge
-    async def get_results_parallel(
-        self, jobs
-    ) -> list[CircuitResult]:  # completed IonQJob(s) or job id(s), in submission order
-        """Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped
-        to circuits.
-
-        Returns
-        -------
-        list[CircuitResult]
-            completed IonQJob(s) or job id(s), in submission order
-        """
-        jobs = _as_list(jobs)
-        per_job = await asyncio.gather(*map(self._job_results, jobs))
-        out = []
-        for job_id, exact, shots, dists in per_job:
-            out += [
-                CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=len(out))
-            ]
-        return out
-
-    async def _job_results(self, job):
-        job_id = _job_id(job)
-        body = self._finished.get(job_id) or await self._request('GET', f'/jobs/{job_id}')
-        if body.get('status') != 'completed':
-            if body.get('status') in TERMINAL_STATUSES: raise _job_failure(body)
-            raise IonQError(
-                f"IonQ job {job_id} is still {body.get('status')!r}; wait() for it before fetching results",
-                job_id=job_id,
-            )
-        children = body.get('child_job_ids') or body.get('children')
-        width = int((body.get('stats') or {}).get('qubits') or (body.get('input') or {}).get('qubits') or 0)
-        if children:
-            data = await self._request('GET', f'/jobs/{job_id}/results/probabilities/aggregated')
-            missing = [c for c in children if c not in data]
-            if missing:
-                raise IonQServerError(
-                    f"IonQ job {job_id}: results lack {len(missing)} of {len(children)} circuits, e.g. child "
-                    f"{missing[0]}",
-                    job_id=job_id,
-                )
-            dists = [(c, data[c]) for c in children]
-        else:
-            dists = [(None, await self._request('GET', f'/jobs/{job_id}/results/probabilities'))]
-        qubits = job.qubits if isinstance(job, IonQJob) else (width,) * len(dists)
-        if len(qubits) != len(dists):
-            raise IonQServerError(
-                f"IonQ job {job_id} returned {len(dists)} results for {len(qubits)} circuits", job_id=job_id
-            )
-        noise = (job.noise if isinstance(job, IonQJob) else body.get('noise')) or {}
-        exact = (
-            body.get('backend', getattr(job, 'backend', None)) == 'simulator' and noise.get('model', 'ideal') == 'ideal'
-        )
-        shots = int(body.get('shots') or getattr(job, 'shots', 0))
-        return job_id, exact, shots, [(c, results_to_array(d, n)) for (c, d), n in zip(dists, qubits)]
-
-    @on_bridge
-    async def run_batch(self, circuits: list,  # circuits in IonQ JSON
-                        shots: int = 100,  # shots per circuit
-                        backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
-                        *, timeout: float | None = 600.0,  # seconds to wait for all jobs; they are canceled after that
-                        **options) -> list[CircuitResult]:  # noise=, name=, metadata=, settings= as for `submit_batch`
-        """Submit, wait and fetch: one `CircuitResult` per circuit, in order. Jobs are canceled if anything fails midway.
-
-        Parameters
-        ----------
-        circuits : list
-            circuits in IonQ JSON
-        shots : int, default 100
-            shots per circuit
-        backend : str, default 'simulator'
-            'simulator' or 'qpu.<name>'
-        timeout : float | None, default 600.0
-            seconds to wait for all jobs; they are canceled after that
-        **options
-            noise=, name=, metadata=, settings= as for `submit_batch`
-        """
-        jobs = await self.submit_batch(circuits, shots, backend, **options)
-        try:
-            await self.wait(jobs, timeout)
-            return await self.get_results_parallel(jobs)
-        except BaseException:
-            unfinished = [j for j in jobs if j.id not in self._finished]
-            if unfinished: await asyncio.shield(self.cancel(unfinished, ignore_errors=True))
-            raise
-
-    @on_bridge
-    async def estimate_cost(self, circuits: list,  # circuits in IonQ JSON
-                            shots: int = 100,  # shots per circuit
-                            backend: str = 'qpu.aria-1',  # target to price
-                            error_mitigation: bool = False,  # debiasing on
-                            use_api: bool = True) -> dict:  # False: the pricing formula only, no request
-        """Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented
-        formula.
-
-        Parameters
-        ----------
-        circuits : list
-            circuits in IonQ JSON
-        shots : int, default 100
-            shots per circuit
-        backend : str, default 'qpu.aria-1'
-            target to price
-        error_mitigation : bool, default False
-            debiasing on
-        use_api : bool, default True
-            False: the pricing formula only, no request
-        """
-        circuits = list(circuits)
-        for i, c in enumerate(circuits): _check_circuit(c, i)
-        _check_backend(backend)
-        _check_shots(shots)
-        shapes = {}
-        for c in circuits:
-            k = (int(c['qubits']), *ionq_gate_counts(c))
-            shapes[k] = shapes.get(k, 0) + 1
-        def formula(k): return formula_cost(k[1], k[2], shots, backend, error_mitigation)
-        source, prices = 'formula', {k: formula(k) for k in shapes}
-        if use_api and backend != 'simulator':
-            try:
-                answers = await asyncio.gather(*(self._request('GET', '/jobs/estimate', params={
-                    'type': 'ionq.circuit.v1', 'backend': backend, 'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2],
-                    'shots': shots, 'error_mitigation': str(error_mitigation).lower()}) for k in shapes))
-                prices, source = {k: _estimate_usd(a) for k, a in zip(shapes, answers)}, 'api'
-            except IonQRequestError as e:
-                if e.status not in (404, 405, 501): raise
-                _log.info("IonQ /jobs/estimate unavailable (HTTP %s); using the pricing formula", e.status)
-        return {
-            'usd': sum(prices[k] * n for k, n in shapes.items()),
-            'source': source,
-            'backend': backend,
-            'shots': shots,
-            'circuits': len(circuits),
-            'per_shape': [
-                {'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2], 'circuits': n, 'usd_each': prices[k]}
-                for k, n in shapes.items()
-            ],
-        }
-
-    @on_bridge
-    async def job_cost(self, job) -> dict:  # IonQJob or job id (e.g. a dry run)
-        """IonQ's cost record for a job (`GET /jobs/{id}/cost`): `estimated_cost` and, once run, `cost`.
-
-        Parameters
-        ----------
-        job
-            IonQJob or job id (e.g. a dry run)
-        """
-        return await self._request('GET', f'/jobs/{_job_id(job)}/cost')
-
-    @on_bridge
-    async def aclose(self):
-        "Close pooled connections."
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
-    def close(self):
-        "Close connections and stop the client's event-loop thread."
-        self.bridge.close()
-
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-    async def __aenter__(self): return self
-    async def __aexit__(self, *exc): await asyncio.to_thread(self.close)
-
+# %% ../../nbs/24_ionq_client.ipynb #ic-check
 def _encode(body: dict) -> bytes: return json.dumps(body, separators=(',', ':')).encode()
 
 def _as_list(x) -> list: return [x] if isinstance(x, (str, IonQJob)) else list(x)
@@ -886,6 +416,202 @@ def _check_circuit(c, i: int):
                          f"(see qstore.ionq.serialize.to_ionq_json); got {str(c)[:80]}")
     check_int(f"circuit {i}: 'qubits'", c.get('qubits'))
 
+# %% ../../nbs/24_ionq_client.ipynb #ic-http
+@patch
+def _client(self: IonQBatchClient) -> httpx.AsyncClient:
+    if self._key is None:
+        raise IonQAuthError("no IonQ API key: pass api_key= or set the IONQ_API_KEY environment variable")
+    if self._http is None:
+        n = self.connection_pool_size
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, transport=self._transport,
+            headers={'Authorization': f'apiKey {self._key}', 'Content-Type': 'application/json',
+                     'User-Agent': f'qstore/{__version__} httpx/{httpx.__version__}'},
+            timeout=httpx.Timeout(self.timeout, pool=None),  # waiting for a pooled connection is not a failure
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+    return self._http
+
+@patch
+def _backoff(self: IonQBatchClient,
+             attempt: int,
+             retry_after: float | None) -> float:
+    d = min(self.backoff_max, self.backoff_base * 2 ** attempt) * self._jitter.uniform(0.5, 1.0)
+    return d if retry_after is None else max(d, retry_after)
+
+@patch
+def _http_error(self: IonQBatchClient,
+                r: httpx.Response,
+                method: str,
+                path: str) -> IonQError:
+    try: body = r.json()
+    except ValueError: body = {'message': r.text[:500]}
+    if not isinstance(body, dict): body = {'message': str(body)[:500]}
+    err = body.get('error')
+    msg = err.get('message') if isinstance(err, dict) else body.get('message') or err or r.reason_phrase
+    if isinstance(body.get('validation'), dict): msg = f"{msg} (fields: {body['validation'].get('keys')})"
+    code = err.get('type') if isinstance(err, dict) else body.get('code')
+    s = r.status_code
+    if s in (401, 403): cls, hint = IonQAuthError, "check the API key (api_key= or IONQ_API_KEY) and its permissions"
+    elif s == 413: cls, hint = IonQRequestError, "the request body is too large; lower limits.max_request_bytes"
+    elif s < 500: cls, hint = IonQRequestError, "the request was rejected as sent; fix it rather than retrying"
+    else: cls, hint = IonQServerError, "IonQ failed to process the request"
+    return cls(self._scrub(f"IonQ {method} {path} -> HTTP {s}: {msg}. {hint}."), status=s, code=code)
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-req
+@patch
+async def _request(self: IonQBatchClient,
+                   method: str,
+                   path: str,
+                   *,
+                   params: dict | None = None,
+                   body: dict | None = None,
+                   recover=None):
+    """One API call with rate limiting, retries and typed errors; `recover()` looks for the result of a POST whose
+    outcome is unknown."""
+    http = self._client()
+    content = None if body is None else _encode(body)
+    for attempt in range(self.max_retries + 1):
+        await asyncio.sleep(self._limiter.delay())
+        retry_after, self.requests, sent = None, self.requests + 1, time.monotonic()
+        try:
+            r = await http.request(method, path, params=params, content=content)
+        except _NOT_SENT as e:
+            problem = f"connection failed ({type(e).__name__})"
+        except _MAYBE_SENT as e:
+            problem = f"connection lost after sending ({type(e).__name__})"
+            if recover is not None and (found := await recover()) is not None: return found
+        else:
+            _log.debug("%s %s -> %d (attempt %d)", method, path, r.status_code, attempt + 1)
+            self._min_rtt = min(self._min_rtt, time.monotonic() - sent)
+            if r.status_code < 400:
+                try:
+                    return r.json() if r.content else {}
+                except ValueError:
+                    raise IonQServerError(
+                        f"IonQ {method} {path} returned invalid JSON (HTTP {r.status_code})"
+                    ) from None
+            if r.status_code not in RETRY_STATUSES: raise self._http_error(r, method, path)
+            problem, retry_after = f"HTTP {r.status_code}", _retry_after(r)
+            if recover is not None and r.status_code not in (429, 503) and (found := await recover()) is not None:
+                return found
+        if attempt == self.max_retries: break
+        delay = self._backoff(attempt, retry_after)
+        _log.info(
+            "IonQ %s %s: %s; retry %d/%d in %.2f s", method, path, problem, attempt + 1, self.max_retries, delay
+        )
+        await asyncio.sleep(delay)
+    raise IonQServerError(
+        self._scrub(
+            f"IonQ {method} {path} failed after {self.max_retries + 1} attempts (last: {problem}); "
+            "the service is overloaded or unreachable: retry later or raise max_retries"
+        )
+    )
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-adopt
+@patch
+async def _find_job(self: IonQBatchClient,
+                    tag: str) -> dict | None:
+    "The top-level job carrying `tag`, searched in the job listing."
+    params = {'limit': 100}
+    for _ in range(self.list_pages):
+        page = await self._request('GET', '/jobs', params=params)
+        for job in page.get('jobs') or []:
+            if not job.get('parent_job_id') and (
+                (job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag
+            ):
+                return job
+        if not page.get('next'): return None
+        params = {'limit': 100, 'next': page['next']}
+    return None
+
+@patch
+async def _create(self: IonQBatchClient,
+                  body: dict) -> tuple[str, float]:
+    """POST one job; after a lost response, adopt the job with our tag instead of creating a second one. Returns
+    (id, ack time)."""
+    tag = body['metadata'][TAG_KEY]
+    async def recover():
+        job = await self._find_job(tag)
+        if job is not None:
+            _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
+        return job
+    job = await self._request('POST', '/jobs', body=body, recover=recover)
+    if not isinstance(job.get('id'), str):
+        raise IonQServerError(f"IonQ POST /jobs answered without a job id: {sorted(job)}")
+    return job['id'], time.monotonic()
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-body
+@patch
+def _job_body(self: IonQBatchClient,
+              kind, input_, shots, backend, noise, name, metadata, settings, dry_run) -> dict:
+    tag = f"qstore-{uuid.uuid4().hex}"
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise ValueError("metadata must be a dict of strings (IonQ stores metadata values as strings)")
+    body = {'type': kind, 'backend': _check_backend(backend), 'shots': _check_shots(shots), 'name': name or tag,
+            'metadata': {**(metadata or {}), TAG_KEY: tag}, 'input': input_}
+    if (nd := _noise_dict(noise, backend)) is not None: body['noise'] = nd
+    if settings: body['settings'] = settings
+    if dry_run: body['dry_run'] = True
+    return body
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-submit
+@patch
+@on_bridge
+async def submit(
+    self: IonQBatchClient,
+    circuit_json: dict,  # {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
+    shots: int = 100,  # shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
+    backend: str = 'simulator',  # 'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
+    *,
+    noise: str | dict | None = None,  # simulator noise model: 'aria-1' or {'model': 'aria-1', 'seed': 7}
+    name: str | None = None,  # job name (default: the client tag)
+    metadata: dict | None = None,  # extra string metadata stored with the job
+    settings: dict | None = None,  # IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
+    dry_run: bool = False,  # validate and price without running
+) -> IonQJob:
+    """Create one single-circuit job.
+
+    Parameters
+    ----------
+    circuit_json : dict
+        {"gateset", "qubits", "circuit": [...]}, e.g. from `to_ionq_json`
+    shots : int, default 100
+        shots (ignored by IonQ's ideal simulator, which returns exact probabilities)
+    backend : str, default 'simulator'
+        'simulator' or 'qpu.<name>', e.g. 'qpu.aria-1'
+    noise : str | dict | None, default None
+        simulator noise model: 'aria-1' or {'model': 'aria-1', 'seed': 7}
+    name : str | None, default None
+        job name (default: the client tag)
+    metadata : dict | None, default None
+        extra string metadata stored with the job
+    settings : dict | None, default None
+        IonQ job settings, e.g. {'error_mitigation': {'debiasing': True}}
+    dry_run : bool, default False
+        validate and price without running
+    """
+    _check_circuit(circuit_json, 0)
+    body = self._job_body('ionq.circuit.v1', circuit_json, shots, backend, noise, name, metadata, settings, dry_run)
+    if (size := len(_encode(body))) > self.limits.max_request_bytes:
+        raise ValueError(
+            f"the circuit encodes to {size:,} bytes; IonQ accepts at most {self.limits.max_request_bytes:,} per "
+            "request"
+        )
+    job_id, acked_at = await self._create(body)
+    _log.info("submitted IonQ job %s (1 circuit, backend %s)", job_id, backend)
+    return IonQJob(
+        job_id,
+        body['metadata'][TAG_KEY],
+        (int(circuit_json['qubits']),),
+        body['shots'],
+        body['backend'],
+        body.get('noise'),
+        acked_at,
+    )
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-chunk
 def _chunk_bounds(entries: list, envelope_bytes: int, limits: IonQLimits) -> list[tuple]:
     "Greedy (lo, hi) ranges of `entries`, each within the circuit, gate and byte limits of one job."
     bounds, lo, n_gates, size = [], 0, 0, envelope_bytes
@@ -904,6 +630,93 @@ def _chunk_bounds(entries: list, envelope_bytes: int, limits: IonQLimits) -> lis
     bounds.append((lo, len(entries)))
     return bounds
 
+# %% ../../nbs/24_ionq_client.ipynb #ic-bodies
+@patch
+def _batch_bodies(self: IonQBatchClient,
+                  circuits: list, shots, backend, noise, name, metadata, settings, dry_run) -> list[dict]:
+    "One `ionq.multi-circuit.v1` job body per chunk of `circuits`, chunked by `self.limits`."
+    gateset = circuits[0]['gateset']
+    entries = [
+        {
+            'circuit': c['circuit'],
+            'qubits': int(c['qubits']),
+            **({'gateset': c['gateset']} if c['gateset'] != gateset else {}),
+        }
+        for c in circuits
+    ]
+    def body(chunk, job_name):
+        inp = {'gateset': gateset, 'qubits': max(e['qubits'] for e in chunk), 'circuits': chunk}
+        return self._job_body('ionq.multi-circuit.v1', inp, shots, backend, noise, job_name, metadata, settings,
+                              dry_run)
+    # the envelope is sized with the widest name and qubit count any chunk can get, so chunks never exceed the limit
+    envelope = body(entries, name and f"{name}-{len(entries)}")
+    envelope['input']['circuits'] = []
+    bodies = []
+    for lo, hi in _chunk_bounds(entries, len(_encode(envelope)), self.limits):
+        bodies.append(body(entries[lo:hi], name and f"{name}-{len(bodies)}"))
+    return bodies
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-batch
+@patch
+@on_bridge
+async def submit_batch(self: IonQBatchClient,
+                       circuits: list,  # circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
+                       shots: int = 100,  # shots per circuit
+                       backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
+                       *,
+                       noise: str | dict | None = None,  # simulator noise model
+                       name: str | None = None,  # job name prefix (default: the client tag)
+                       metadata: dict | None = None,  # extra string metadata stored with every job
+                       settings: dict | None = None,  # IonQ job settings
+                       dry_run: bool = False,  # validate and price without running
+                      ) -> list[IonQJob]:
+    """Create one `ionq.multi-circuit.v1` job per chunk of `circuits` (chunks sized by `limits`); jobs in circuit
+    order.
+
+    Parameters
+    ----------
+    circuits : list
+        circuits in IonQ JSON, e.g. from `to_ionq_json_batch`
+    shots : int, default 100
+        shots per circuit
+    backend : str, default 'simulator'
+        'simulator' or 'qpu.<name>'
+    noise : str | dict | None, default None
+        simulator noise model
+    name : str | None, default None
+        job name prefix (default: the client tag)
+    metadata : dict | None, default None
+        extra string metadata stored with every job
+    settings : dict | None, default None
+        IonQ job settings
+    dry_run : bool, default False
+        validate and price without running
+    """
+    circuits = list(circuits)
+    if not circuits: raise ValueError("submit_batch needs at least one circuit")
+    for i, c in enumerate(circuits): _check_circuit(c, i)
+    bodies = self._batch_bodies(circuits, shots, backend, noise, name, metadata, settings, dry_run)
+    outcomes = await asyncio.gather(*(self._create(b) for b in bodies), return_exceptions=True)
+    jobs = [
+        IonQJob(
+            o[0],
+            b['metadata'][TAG_KEY],
+            tuple(e['qubits'] for e in b['input']['circuits']),
+            b['shots'],
+            b['backend'],
+            b.get('noise'),
+            o[1],
+        )
+        for o, b in zip(outcomes, bodies)
+        if isinstance(o, tuple)
+    ]
+    if len(jobs) < len(bodies):  # do not leave half a batch running
+        await self.cancel(jobs, ignore_errors=True)
+        raise next(o for o in outcomes if isinstance(o, BaseException))
+    _log.info("submitted %d circuits as %d IonQ job(s) on %s", len(circuits), len(jobs), backend)
+    return jobs
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-wait
 def _job_failure(job: dict) -> IonQJobFailedError:
     f = job.get('failure') or {}
     msg = f.get('message') or f.get('error') or 'no reason given'
@@ -913,6 +726,202 @@ def _job_failure(job: dict) -> IonQJobFailedError:
         job_id=job.get('id'),
     )
 
+@patch
+@on_bridge
+async def wait(self: IonQBatchClient,
+               jobs,  # IonQJob(s) or job id(s)
+               timeout: float | None = 600.0,  # seconds for all jobs together; None waits forever
+              ) -> list[dict]:
+    """Poll jobs concurrently until all are done; returns their final job records in order.
+
+    Parameters
+    ----------
+    jobs
+        IonQJob(s) or job id(s)
+    timeout : float | None, default 600.0
+        seconds for all jobs together; None waits forever
+    """
+    jobs = _as_list(jobs)
+    ids = [_job_id(j) for j in jobs]
+    async def one(job):
+        try: return await asyncio.wait_for(self._poll(_job_id(job), getattr(job, 'acked_at', None)), timeout)
+        except TimeoutError: return None
+    outcomes = await asyncio.gather(*map(one, jobs), return_exceptions=True)
+    late = [i for i, o in zip(ids, outcomes) if o is None]
+    if late:
+        failed_cancels = [r for r in await self.cancel(late, ignore_errors=True) if 'error' in r]
+        note = f"; could not cancel {len(failed_cancels)}: {failed_cancels}" if failed_cancels else ''
+        raise IonQTimeoutError(
+            f"{len(late)} of {len(ids)} IonQ job(s) did not finish within {timeout} s and were canceled "
+            f"on the server: {late}{note}",
+            job_id=late[0],
+        )
+    for o in outcomes:
+        if isinstance(o, BaseException): raise o
+    for job in outcomes:
+        if job['status'] != 'completed': raise _job_failure(job)
+    return outcomes
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-poll
+@patch
+async def _poll(self: IonQBatchClient,
+                job_id: str,
+                acked_at: float | None) -> dict:
+    "Poll one job until it is terminal: once to IonQ's predicted completion if known, then with growing intervals."
+    interval, predicted = self.poll_interval, None
+    while True:
+        job = await self._request('GET', f'/jobs/{job_id}')
+        if job.get('status') in TERMINAL_STATUSES:
+            self._remember(job)
+            return job
+        if self.use_predictions and acked_at is not None and predicted is None:
+            predicted = (
+                sum(job.get(k) or 0 for k in ('predicted_wait_time_ms', 'predicted_execution_duration_ms')) / 1000
+            )
+            if (
+                predicted > 0
+            ):  # predictions count from the job's creation, which the acknowledgement follows closely;
+                half_rtt = (
+                    0.0 if math.isinf(self._min_rtt) else self._min_rtt / 2
+                )  # aim the poll to arrive just after it
+                await asyncio.sleep(max(interval, predicted - (time.monotonic() - acked_at) - half_rtt))
+                continue
+        await asyncio.sleep(interval)
+        interval = min(interval * 1.5, self.poll_max_interval)
+
+@patch
+def _remember(self: IonQBatchClient,
+              job: dict): self._finished[job['id']] = job
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-cancel
+@patch
+@on_bridge
+async def cancel(
+    self: IonQBatchClient,
+    jobs,  # IonQJob(s) or job id(s)
+    ignore_errors: bool = False,  # report failures as {'id', 'error'} instead of raising
+) -> list[dict]:
+    """Cancel jobs with `PUT /jobs/{id}/status/cancel`, concurrently; returns IonQ's answers in order.
+
+    Parameters
+    ----------
+    jobs
+        IonQJob(s) or job id(s)
+    ignore_errors : bool, default False
+        report failures as {'id', 'error'} instead of raising
+    """
+    ids = [_job_id(j) for j in _as_list(jobs)]
+    outcomes = await asyncio.gather(
+        *(self._request('PUT', f'/jobs/{i}/status/cancel') for i in ids), return_exceptions=True
+    )
+    out = []
+    for i, o in zip(ids, outcomes):
+        if isinstance(o, BaseException):
+            if not ignore_errors or not isinstance(o, IonQError): raise o
+            _log.warning("could not cancel IonQ job %s: %s", i, o)
+            o = {'id': i, 'error': str(o)}
+        else: self._remember({'id': i, 'status': 'canceled', **o})
+        out.append(o)
+    return out
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-results
+@patch
+@on_bridge
+async def get_results_parallel(
+    self: IonQBatchClient,
+    jobs,  # completed IonQJob(s) or job id(s), in submission order
+) -> list[CircuitResult]:
+    """Fetch all jobs' results concurrently; one `CircuitResult` per circuit, in submission order, child ids mapped
+    to circuits.
+
+    Parameters
+    ----------
+    jobs
+        completed IonQJob(s) or job id(s), in submission order
+    """
+    jobs = _as_list(jobs)
+    per_job = await asyncio.gather(*map(self._job_results, jobs))
+    out = []
+    for job_id, exact, shots, dists in per_job:
+        out += [
+            CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=len(out))
+        ]
+    return out
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-job-results
+@patch
+async def _job_results(self: IonQBatchClient,
+                       job):
+    job_id = _job_id(job)
+    body = self._finished.get(job_id) or await self._request('GET', f'/jobs/{job_id}')
+    if body.get('status') != 'completed':
+        if body.get('status') in TERMINAL_STATUSES: raise _job_failure(body)
+        raise IonQError(
+            f"IonQ job {job_id} is still {body.get('status')!r}; wait() for it before fetching results",
+            job_id=job_id,
+        )
+    children = body.get('child_job_ids') or body.get('children')
+    width = int((body.get('stats') or {}).get('qubits') or (body.get('input') or {}).get('qubits') or 0)
+    if children:
+        data = await self._request('GET', f'/jobs/{job_id}/results/probabilities/aggregated')
+        missing = [c for c in children if c not in data]
+        if missing:
+            raise IonQServerError(
+                f"IonQ job {job_id}: results lack {len(missing)} of {len(children)} circuits, e.g. child "
+                f"{missing[0]}",
+                job_id=job_id,
+            )
+        dists = [(c, data[c]) for c in children]
+    else:
+        dists = [(None, await self._request('GET', f'/jobs/{job_id}/results/probabilities'))]
+    qubits = job.qubits if isinstance(job, IonQJob) else (width,) * len(dists)
+    if len(qubits) != len(dists):
+        raise IonQServerError(
+            f"IonQ job {job_id} returned {len(dists)} results for {len(qubits)} circuits", job_id=job_id
+        )
+    noise = (job.noise if isinstance(job, IonQJob) else body.get('noise')) or {}
+    exact = (
+        body.get('backend', getattr(job, 'backend', None)) == 'simulator' and noise.get('model', 'ideal') == 'ideal'
+    )
+    shots = int(body.get('shots') or getattr(job, 'shots', 0))
+    return job_id, exact, shots, [(c, results_to_array(d, n)) for (c, d), n in zip(dists, qubits)]
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-run
+@patch
+@on_bridge
+async def run_batch(self: IonQBatchClient,
+                    circuits: list,  # circuits in IonQ JSON
+                    shots: int = 100,  # shots per circuit
+                    backend: str = 'simulator',  # 'simulator' or 'qpu.<name>'
+                    *,
+                    timeout: float | None = 600.0,  # seconds to wait for all jobs; they are canceled after that
+                    **options,  # noise=, name=, metadata=, settings= as for `submit_batch`
+                   ) -> list[CircuitResult]:
+    """Submit, wait and fetch: one `CircuitResult` per circuit, in order. Jobs are canceled if anything fails midway.
+
+    Parameters
+    ----------
+    circuits : list
+        circuits in IonQ JSON
+    shots : int, default 100
+        shots per circuit
+    backend : str, default 'simulator'
+        'simulator' or 'qpu.<name>'
+    timeout : float | None, default 600.0
+        seconds to wait for all jobs; they are canceled after that
+    **options
+        noise=, name=, metadata=, settings= as for `submit_batch`
+    """
+    jobs = await self.submit_batch(circuits, shots, backend, **options)
+    try:
+        await self.wait(jobs, timeout)
+        return await self.get_results_parallel(jobs)
+    except BaseException:
+        unfinished = [j for j in jobs if j.id not in self._finished]
+        if unfinished: await asyncio.shield(self.cancel(unfinished, ignore_errors=True))
+        raise
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-cost
 def _estimate_usd(answer: dict) -> float:
     "USD from either shape of IonQ's estimate response."
     for k in ('estimated_total_cost', 'estimated_cost'):
@@ -920,3 +929,75 @@ def _estimate_usd(answer: dict) -> float:
         if isinstance(v, dict): v = v.get('value')
         if v is not None: return float(v)
     raise IonQServerError(f"IonQ /jobs/estimate answer has no cost field: {sorted(answer)}")
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-estimate
+@patch
+@on_bridge
+async def estimate_cost(self: IonQBatchClient,
+                        circuits: list,  # circuits in IonQ JSON
+                        shots: int = 100,  # shots per circuit
+                        backend: str = 'qpu.aria-1',  # target to price: 'simulator' or 'qpu.<name>'
+                        error_mitigation: bool = False,  # debiasing on
+                        use_api: bool = True,  # False: the pricing formula only, no request
+                       ) -> dict:
+    """Estimated USD for running `circuits`: IonQ's `/jobs/estimate` per distinct circuit shape, or the documented
+    formula.
+
+    Parameters
+    ----------
+    circuits : list
+        circuits in IonQ JSON
+    shots : int, default 100
+        shots per circuit
+    backend : str, default 'qpu.aria-1'
+        target to price: 'simulator' or 'qpu.<name>'
+    error_mitigation : bool, default False
+        debiasing on
+    use_api : bool, default True
+        False: the pricing formula only, no request
+    """
+    circuits = list(circuits)
+    for i, c in enumerate(circuits): _check_circuit(c, i)
+    _check_backend(backend)
+    _check_shots(shots)
+    shapes = {}
+    for c in circuits:
+        k = (int(c['qubits']), *ionq_gate_counts(c))
+        shapes[k] = shapes.get(k, 0) + 1
+    def formula(k): return formula_cost(k[1], k[2], shots, backend, error_mitigation)
+    source, prices = 'formula', {k: formula(k) for k in shapes}
+    if use_api and backend != 'simulator':
+        try:
+            answers = await asyncio.gather(*(self._request('GET', '/jobs/estimate', params={
+                'type': 'ionq.circuit.v1', 'backend': backend, 'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2],
+                'shots': shots, 'error_mitigation': str(error_mitigation).lower()}) for k in shapes))
+            prices, source = {k: _estimate_usd(a) for k, a in zip(shapes, answers)}, 'api'
+        except IonQRequestError as e:
+            if e.status not in (404, 405, 501): raise
+            _log.info("IonQ /jobs/estimate unavailable (HTTP %s); using the pricing formula", e.status)
+    return {
+        'usd': sum(prices[k] * n for k, n in shapes.items()),
+        'source': source,
+        'backend': backend,
+        'shots': shots,
+        'circuits': len(circuits),
+        'per_shape': [
+            {'qubits': k[0], '1q_gates': k[1], '2q_gates': k[2], 'circuits': n, 'usd_each': prices[k]}
+            for k, n in shapes.items()
+        ],
+    }
+
+# %% ../../nbs/24_ionq_client.ipynb #ic-jobcost
+@patch
+@on_bridge
+async def job_cost(self: IonQBatchClient,
+                   job,  # IonQJob or job id (e.g. a dry run)
+                  ) -> dict:
+    """IonQ's cost record for a job (`GET /jobs/{id}/cost`): `estimated_cost` and, once run, `cost`.
+
+    Parameters
+    ----------
+    job
+        IonQJob or job id (e.g. a dry run)
+    """
+    return await self._request('GET', f'/jobs/{_job_id(job)}/cost')

@@ -39,6 +39,32 @@ FAULT_CODES = (429, 500, 502, 503, 504)
 _SECONDS = ('latency', 'submit_time', 'queue_time', 'qpu_queue_time', 'execution_time')
 _RATES = ('error_rate', 'drop_rate', 'fail_rate')
 
+def _checked(name, v):
+    "Validate and normalise one config value."
+    def need(ok, what):
+        if not ok: raise ValueError(f"EmulatorConfig.{name} must be {what}, got {v!r}")
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if name in _SECONDS: check_range(f"EmulatorConfig.{name}", v, 0, what='a number of seconds')
+    elif name in _RATES: check_range(f"EmulatorConfig.{name}", v, 0, 1, what='a probability')
+    elif name == 'retry_after': need(v is None or (number(v) and v >= 0), "None or seconds >= 0")
+    elif name == 'max_phase': need(v is None or (number(v) and v > 0), "None or a number of turns > 0")
+    elif name == 'seed': check_int(f"EmulatorConfig.{name}", v, lo=0)
+    elif name == 'api_keys':
+        if v is None: return None
+        v = (v,) if isinstance(v, str) else tuple(v)
+        need(v and all(isinstance(k, str) and k.strip() for k in v), "None or a non-empty list of non-empty strings")
+    elif name == 'error_codes':
+        v = tuple(v)
+        need(v and all(c in FAULT_CODES for c in v), f"a non-empty list drawn from {FAULT_CODES}")
+    elif name == 'fault_routes':
+        if v is None: return None
+        v = (v,) if isinstance(v, str) else tuple(v)
+        need(v and set(v) <= set(ROUTE_NAMES), f"None or names from {ROUTE_NAMES}")
+    elif name == 'max_faults': check_int(f"EmulatorConfig.{name}", v, lo=0, none_ok=True)
+    else: check_int(f"EmulatorConfig.{name}", v)
+    return v
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-cfg-cls
 @dataclass(slots=True, repr=False)
 class EmulatorConfig:
     """Behaviour of an IonQ emulator; may be changed while the server runs.
@@ -119,32 +145,6 @@ class EmulatorConfig:
         if self.api_keys is not None: shown['api_keys'] = f"<{len(self.api_keys)} key(s)>"  # never show keys
         return f"EmulatorConfig({', '.join(f'{k}={v!r}' if k != 'api_keys' else f'{k}={v}' for k, v in shown.items())})"
 
-
-def _checked(name, v):
-    "Validate and normalise one config value."
-    def need(ok, what):
-        if not ok: raise ValueError(f"EmulatorConfig.{name} must be {what}, got {v!r}")
-    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    if name in _SECONDS: check_range(f"EmulatorConfig.{name}", v, 0, what='a number of seconds')
-    elif name in _RATES: check_range(f"EmulatorConfig.{name}", v, 0, 1, what='a probability')
-    elif name == 'retry_after': need(v is None or (number(v) and v >= 0), "None or seconds >= 0")
-    elif name == 'max_phase': need(v is None or (number(v) and v > 0), "None or a number of turns > 0")
-    elif name == 'seed': check_int(f"EmulatorConfig.{name}", v, lo=0)
-    elif name == 'api_keys':
-        if v is None: return None
-        v = (v,) if isinstance(v, str) else tuple(v)
-        need(v and all(isinstance(k, str) and k.strip() for k in v), "None or a non-empty list of non-empty strings")
-    elif name == 'error_codes':
-        v = tuple(v)
-        need(v and all(c in FAULT_CODES for c in v), f"a non-empty list drawn from {FAULT_CODES}")
-    elif name == 'fault_routes':
-        if v is None: return None
-        v = (v,) if isinstance(v, str) else tuple(v)
-        need(v and set(v) <= set(ROUTE_NAMES), f"None or names from {ROUTE_NAMES}")
-    elif name == 'max_faults': check_int(f"EmulatorConfig.{name}", v, lo=0, none_ok=True)
-    else: check_int(f"EmulatorConfig.{name}", v)
-    return v
-
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-jobs
 _TERMINAL = ('completed', 'failed', 'canceled')
 _REASONS = {400: 'Bad Request', 401: 'Unauthorized Error', 404: 'Not Found', 405: 'Method Not Allowed',
@@ -174,7 +174,7 @@ def _bad(message): return _HTTPError(400, message)
 
 def _iso(t): return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-counts
 def _gate_counts(gates, gateset):
     "IonQ's stats.gate_counts: gates on one qubit vs on two or more (targets + controls)."
     one = two = 0
@@ -186,7 +186,7 @@ def _gate_counts(gates, gateset):
         one, two = (one + 1, two) if width == 1 else (one, two + 1)
     return {'1q': one, '2q': two}
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-job
 class _Job:
     "One IonQ job (a single circuit, a multi-circuit parent, or one of its children)."
     def __init__(self, jid, fields, seq, t0, wall0):
@@ -243,7 +243,7 @@ async def _read_json(request, max_bytes, required=True):
     try: return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e: raise _bad(f"the request body is not valid JSON: {e}") from None
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-params
 def _int_param(name, v, lo, hi):
     "An integer field or query parameter (numbers or numeric strings), checked against [lo, hi]."
     ok = isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().isdigit()
@@ -269,7 +269,7 @@ def _noise(noise, backend):
         raise _bad(f"'noise.seed' must be a non-negative integer or null, got {seed!r}")
     return (None if model == 'ideal' else model), seed
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-struct
 def _structure(c: Circuit):
     "(structure key, angle values) of a circuit with constant angles: same key -> one batched simulation."
     key = (c.n_qubits, tuple((op.gate, op.qubits, len(op.angles)) for op in c.ops))
@@ -288,7 +288,7 @@ def _sample(leaf, p):
     return {'probabilities': array_to_results(p if leaf.model is None else counts / shots),
             'histogram': array_to_results(counts), 'shots': outcomes}
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-drop
 async def _drop_connection(send):
     "Abort the client's TCP connection without a response (the uvicorn transport behind `send`); in-process, raise."
     cycle = getattr(send, '__self__', None)
@@ -313,28 +313,12 @@ class IonQEmulator:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._templates = LRUCache(256)  # structure key -> parametrised template
         self._rng, self._rng_seed, self._seq = None, None, 0
+        self._app = None  # the Starlette router, built on the first request (`_build_app`)
         self.reset_stats()
-        api = [('GET', '/backends', self._backends, 'backends', False),
-               ('GET', '/backends/{backend}', self._backend, 'backend', False),
-               ('GET', '/backends/{backend}/characterizations', self._characterizations, 'characterizations', False),
-               ('POST', '/jobs', self._create_job, 'create_job', True),
-               ('GET', '/jobs', self._list_jobs, 'list_jobs', True),
-               ('GET', '/jobs/estimate', self._estimate, 'estimate', True),
-               ('GET', '/jobs/{job_id}', self._get_job, 'get_job', True),
-               ('DELETE', '/jobs/{job_id}', self._delete_job, 'delete_job', True),
-               ('PUT', '/jobs/{job_id}/status/cancel', self._cancel_job, 'cancel_job', True)]
-        api += [('GET', f'/jobs/{{job_id}}/results/{kind}', self._results, 'results', True)
-                for kind in ('probabilities', 'probabilities/aggregated', 'histogram', 'shots')]
-        routes = [Route('/v0.4' + path, self._endpoint(method, '/v0.4' + path, fn, name, auth), methods=[method])
-                  for method, path, fn, name, auth in api]
-        routes.append(Route('/_emulator/stats', self._stats_endpoint, methods=['GET']))
-        async def not_found(request, exc):
-            return _HTTPError(exc.status_code if exc.status_code in _REASONS else 404,
-                              f"no route {request.method} {request.url.path} in the IonQ v0.4 emulator").response()
-        self._app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
 
     # ---- ASGI entry: routes requests and performs connection drops
     async def __call__(self, scope, receive, send):
+        if self._app is None: self._app = self._build_app()
         if scope['type'] != 'http': return await self._app(scope, receive, send)
         scope['qstore.drop'] = False
         async def guarded_send(message):
@@ -342,318 +326,11 @@ class IonQEmulator:
             if message['type'] == 'http.response.start': await _drop_connection(send)
         await self._app(scope, receive, guarded_send)
 
-    # ---- observability
     def reset_stats(self):
         "Zero all counters."
         with self._lock:
             self._requests, self._faults, self._executed = Counter(), Counter(), Counter()
             self._created = self._circuits_submitted = 0
-
-    def stats(self) -> dict:
-        "Snapshot: requests per 'METHOD /path', jobs and circuits created, executions per job id, injected faults."
-        with self._lock:
-            return {'requests': dict(self._requests), 'jobs_created': self._created,
-                    'circuits_submitted': self._circuits_submitted, 'circuits_executed': dict(self._executed),
-                    'faults': dict(self._faults), 'jobs': len(self._jobs)}
-
-    def job_status(self, job_id: str) -> str:
-        "Current status of a job, without counting a request (for tests)."
-        with self._lock: return self._find(job_id).status(time.monotonic())
-
-    async def _stats_endpoint(self, request): return JSONResponse(self.stats())
-
-    # ---- randomness (re-seeded when config.seed changes)
-    def _random(self) -> np.random.Generator:
-        if self._rng_seed != self.config.seed:
-            self._rng, self._rng_seed = np.random.default_rng(self.config.seed), self.config.seed
-        return self._rng
-
-    def _fault_allowed(self, route):
-        cfg = self.config
-        return ((cfg.fault_routes is None or route in cfg.fault_routes)
-                and (cfg.max_faults is None or sum(self._faults.values()) < cfg.max_faults))
-
-    # ---- per-request pipeline: count, latency, injected errors, auth, handler
-    def _endpoint(self, method, path, handler, route, auth):
-        async def endpoint(request: Request):
-            cfg = self.config
-            with self._lock: self._requests[f"{method} {path}"] += 1
-            if cfg.latency: await asyncio.sleep(cfg.latency)
-            with self._lock:
-                inject = cfg.error_rate > 0 and self._fault_allowed(route) and self._random().random() < cfg.error_rate
-                if inject:
-                    code = int(self._random().choice(cfg.error_codes))
-                    self._faults[str(code)] += 1
-            try:
-                if inject:
-                    headers = None if cfg.retry_after is None else {'Retry-After': f"{cfg.retry_after:g}"}
-                    raise _HTTPError(code, _FAULT_MESSAGES[code], headers)
-                if auth: self._authenticate(request)
-                return await handler(request)
-            except _HTTPError as e: return e.response()
-        return endpoint
-
-    def _authenticate(self, request):
-        m = re.fullmatch(r'apiKey\s+(\S+)', request.headers.get('authorization', '').strip())
-        keys = self.config.api_keys
-        if not m or (keys is not None and m.group(1) not in keys):
-            raise _HTTPError(401, "Invalid key provided. Send the header 'Authorization: apiKey <your API key>'.")
-
-    # ---- backends
-    def _backend_name(self, name, status=404):
-        key = BACKEND_ALIASES.get(name, name)
-        if key not in EMULATED_SYSTEMS:
-            known = ', '.join(list(EMULATED_SYSTEMS) + list(BACKEND_ALIASES))
-            raise _HTTPError(status, f"unknown backend {name!r}; available: {known}")
-        return key
-
-    def _width_limit(self, backend, noisy):
-        return min(EMULATED_SYSTEMS[backend].qubits, self.config.max_noisy_qubits if noisy else self.config.max_qubits)
-
-    def _backend_info(self, name):
-        b, cfg = EMULATED_SYSTEMS[name], self.config
-        qpu = name.startswith('qpu.')
-        return {'backend': name, 'status': 'available', 'qubits': self._width_limit(name, qpu),
-                'average_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
-                'last_updated': _iso(time.time()), 'degraded': False,
-                'characterization_id': str(uuid.uuid5(uuid.NAMESPACE_URL, f"qstore-emulator/{name}")) if qpu else None,
-                'supported_gates': list(QIS_JSON_GATES), 'supported_native_gates': ['gpi', 'gpi2', *b.native_2q],
-                'supported_error_mitigations': ['debiasing'] if qpu else []}
-
-    async def _backends(self, request): return JSONResponse([self._backend_info(b) for b in EMULATED_SYSTEMS])
-
-    async def _backend(self, request):
-        return JSONResponse(self._backend_info(self._backend_name(request.path_params['backend'])))
-
-    async def _characterizations(self, request):
-        name = self._backend_name(request.path_params['backend'])
-        if name == 'simulator':
-            raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
-        f1, f2, spam = EMULATED_SYSTEMS[name].fidelities
-        n = self._width_limit(name, True)
-        info = self._backend_info(name)
-        return JSONResponse(
-            {
-                'characterizations': [
-                    {
-                        'id': info['characterization_id'],
-                        'backend': name,
-                        'date': info['last_updated'],
-                        'qubits': n,
-                        'connectivity': [[i, j] for i in range(n) for j in range(i + 1, n)],
-                        'fidelity': {
-                            'spam': {'median': spam, 'stderr': 0.0},
-                            '1q': {'median': f1, 'stderr': 0.0},
-                            '2q': {'median': f2, 'stderr': 0.0},
-                        },
-                    }
-                ],
-                'pages': 1,
-            }
-        )
-
-    # ---- jobs
-    def _find(self, job_id) -> _Job:
-        with self._lock:
-            if job_id not in self._jobs:
-                raise _HTTPError(404, f"job {job_id!r} not found (it never existed or was deleted)")
-            return self._jobs[job_id]
-
-    async def _create_job(self, request):
-        body = await _read_json(request, self.config.max_body_bytes)
-        job = await run_in_threadpool(self._new_job, body)
-        await run_in_threadpool(self._run_due, [job])
-        cfg = self.config
-        with self._lock:
-            if cfg.drop_rate > 0 and self._fault_allowed('create_job') and self._random().random() < cfg.drop_rate:
-                self._faults['drop'] += 1
-                request.scope['qstore.drop'] = True
-        return JSONResponse({'id': job.id, 'status': 'submitted', 'session_id': job.fields['session_id']}, 201)
-
-    # ---- execution
-    def _template(self, key) -> Circuit:
-        "The parametrised template of a gate structure: every angle becomes a parameter."
-        return self._templates.get_or_create(key, lambda: self._new_template(key))
-
-    @staticmethod
-    def _new_template(key) -> Circuit:
-        n, ops = key
-        c, k = Circuit(n, 'ionq-job'), 0
-        for gate, qubits, n_angles in ops:
-            c.append(gate, qubits, *[c.parameter(f'a{k + j}') for j in range(n_angles)])
-            k += n_angles
-        return c
-
-    def _simulate(self, key, model, angles) -> np.ndarray:
-        "Measured probabilities `(B, 2^n)` for B bindings of one structure, in memory-bounded chunks."
-        n, tmpl = key[0], self._template(key)
-        if model is None:
-            sim, rows = StatevectorSimulator(), max(1, 2**22 >> n)
-        else:
-            sim, rows = (
-                DensityMatrixSimulator(NoiseModel.preset(model), max_qubits=self.config.max_noisy_qubits),
-                max(1, 2**22 >> (2 * n)),
-            )
-        return np.concatenate([sim.probabilities(tmpl, angles[i:i + rows]) for i in range(0, len(angles), rows)])
-
-    def _run_due(self, jobs):
-        "Simulate every circuit among `jobs` (and their children) that is due, grouped by structure and noise model."
-        with self._exec_lock:  # one execution at a time: nothing runs twice
-            with self._lock:
-                now = time.monotonic()
-                # by id: a listing passes parents and their children, and a circuit must not run twice
-                due = list({l.id: l for j in jobs for l in (j.children or [j]) if l.is_due(now)}.values())
-            groups = {}
-            for leaf in due: groups.setdefault((leaf.key, leaf.model), []).append(leaf)
-            for (key, model), leaves in groups.items():
-                probs = self._simulate(key, model, np.stack([l.angles for l in leaves]))
-                results = [_sample(l, p) for l, p in zip(leaves, probs)]
-                with self._lock:
-                    for leaf, r in zip(leaves, results):
-                        leaf.result = r
-                        self._executed[leaf.id] += 1
-
-    # ---- job views
-    def _job_json(self, job: _Job, now: float) -> dict:
-        st, f = job.status(now), job.fields
-        seen = (job.canceled_at if job.canceled_at is not None else now) - job.t0  # the timeline stops at a cancel
-        at = lambda offset: _iso(job.wall0 + offset) if seen >= offset else None
-        done = st in ('completed', 'failed')
-        base = f"/v0.4/jobs/{job.id}/results"
-        results = None
-        if st == 'completed' and not f['dry_run']:
-            results = {
-                'probabilities': {'url': base + ('/probabilities/aggregated' if job.is_parent else '/probabilities')},
-                'histogram': {'url': base + '/histogram'},
-                'shots': {'url': base + '/shots'},
-            }
-        failure = None
-        if st == 'failed':
-            failure = {
-                'code': 'EmulatedFailure',
-                'error': 'Job failed (emulator fault injection)',
-                'message': f"the emulator failed this job on purpose (EmulatorConfig.fail_rate={self.config.fail_rate})",
-            }
-        return {
-            'id': job.id,
-            'status': st,
-            **{
-                k: f[k]
-                for k in ('type', 'backend', 'name', 'shots', 'noise', 'settings', 'metadata', 'dry_run', 'session_id')
-            },
-            'submitter_id': 'qstore-emulator',
-            'project_id': None,
-            'parent_job_id': job.parent.id if job.parent else None,
-            'child_job_ids': [c.id for c in job.children] if job.is_parent else None,
-            'submitted_at': _iso(job.wall0),
-            'started_at': at(job.start) if st != 'submitted' and st != 'ready' else None,
-            'completed_at': at(job.end) if done else (_iso(job.wall0 + seen) if st == 'canceled' else None),
-            'predicted_wait_time_ms': round(1000 * job.start),
-            'predicted_execution_duration_ms': round(1000 * (job.end - job.start)),
-            'execution_duration_ms': round(1000 * (job.end - job.start)) if done else None,
-            'failure': failure,
-            'stats': {'qubits': job.qubits, 'circuits': len(job.children) or 1, 'gate_counts': dict(job.gate_counts)},
-            'results': results,
-            'output': {},
-        }
-
-    async def _get_job(self, request):
-        job = self._find(request.path_params['job_id'])
-        await run_in_threadpool(self._run_due, [job])
-        with self._lock: return JSONResponse(self._job_json(job, time.monotonic()))
-
-    async def _list_jobs(self, request):
-        q = request.query_params
-        body = await _read_json(request, self.config.max_body_bytes, required=False)
-        limit = _int_param('limit', q.get('limit', body.get('limit', 25) if isinstance(body, dict) else 25), 1, 1000)
-        with self._lock: jobs = list(reversed(self._jobs.values()))  # newest first
-        await run_in_threadpool(self._run_due, jobs)
-        split = lambda k: set(q[k].split(',')) if q.get(k) else None
-        statuses, backends, ids = split('status'), split('backend') or split('target'), split('ids')
-        with self._lock:
-            now = time.monotonic()
-            sel = [j for j in jobs if j.id in self._jobs and (statuses is None or j.status(now) in statuses)
-                   and (backends is None or j.fields['backend'] in backends) and (ids is None or j.id in ids)
-                   and all(q.get(k) is None or q[k] == v for k, v in (('parent_job_id', j.parent and j.parent.id),
-                                                                      ('session_id', j.fields['session_id'])))]
-            start = 0
-            if q.get('next'):
-                start = next((i for i, j in enumerate(sel) if j.id == q['next']), None)
-                if start is None:
-                    raise _bad(f"unknown 'next' cursor {q['next']!r}; pass the 'next' value of the previous page")
-            out = {'jobs': [self._job_json(j, now) for j in sel[start:start + limit]]}
-            if start + limit < len(sel):
-                out['next'] = sel[start + limit].id  # omitted on the last page, as cirq-ionq expects
-        return JSONResponse(out)
-
-    async def _results(self, request):
-        job = self._find(request.path_params['job_id'])
-        kind = request.url.path.split('/results/', 1)[1]
-        await run_in_threadpool(self._run_due, [job])
-        with self._lock:
-            st = job.status(time.monotonic())
-            if job.fields['dry_run']: raise _bad(f"job {job.id} was a dry run; dry runs produce no results")
-            if st != 'completed': raise _bad(f"job {job.id} is {st}; results exist once it is completed")
-            if kind == 'probabilities/aggregated' and not job.is_parent:
-                raise _bad(f"job {job.id} is a single-circuit job; use /results/probabilities")
-            key = kind.split('/')[0]
-            one = lambda leaf: [str(s) for s in leaf.result['shots'].tolist()] if key == 'shots' else leaf.result[key]
-            return JSONResponse({c.id: one(c) for c in job.children} if job.is_parent else one(job))
-
-    async def _cancel_job(self, request):
-        with self._lock:
-            job, now = self._find(request.path_params['job_id']), time.monotonic()
-            st = job.status(now)
-            if st in ('completed', 'failed'):
-                raise _bad(f"job {job.id} is already {st}; only submitted, ready or started jobs can be canceled")
-            for j in [job] + job.children:
-                if j.canceled_at is None and (j.is_parent or j.leaf_status(now) not in _TERMINAL): j.canceled_at = now
-        return JSONResponse({'id': job.id, 'status': 'canceled'})
-
-    async def _delete_job(self, request):
-        with self._lock:
-            job = self._find(request.path_params['job_id'])
-            if job.parent is not None:
-                raise _bad(f"job {job.id} is a child of multi-circuit job {job.parent.id}; delete the parent")
-            for j in [job] + job.children: del self._jobs[j.id]
-        return JSONResponse({'id': job.id, 'status': 'deleted'})
-
-    async def _estimate(self, request):
-        "Cost and time estimate: the systems table's gate-shot price (Azure 'AQT' rates); the simulator is free."
-        q, cfg = request.query_params, self.config
-        backend = self._backend_name(q.get('backend'), status=400)
-        n1, n2 = _int_param('1q_gates', q.get('1q_gates'), 0, None), _int_param('2q_gates', q.get('2q_gates'), 0, None)
-        shots, qubits = (
-            _int_param('shots', q.get('shots', 100), 1, 1_000_000),
-            _int_param('qubits', q.get('qubits'), 1, None),
-        )
-        s = EMULATED_SYSTEMS[backend]
-        if qubits > s.qubits: raise _bad(f"{qubits} qubits exceed backend {backend!r} ({s.qubits} qubits)")
-        mitigate, qpu = q.get('error_mitigation', 'false').lower() == 'true', backend.startswith('qpu.')
-        minimum, c1, c2 = s.pricing.minimum(mitigate), s.pricing.usd_1q, s.pricing.usd_2q
-        cost = s.pricing.cost(n1, n2, shots, mitigate)
-        return JSONResponse(
-            {
-                'input_values': {
-                    'backend': backend,
-                    'type': q.get('type', JOB_TYPES[0]),
-                    '1q_gates': n1,
-                    '2q_gates': n2,
-                    'qubits': qubits,
-                    'shots': shots,
-                    'error_mitigation': mitigate,
-                    'session': q.get('session', 'false') == 'true',
-                },
-                'estimated_cost': cost,
-                'cost_unit': 'usd',
-                'estimated_total_cost': cost,
-                'estimated_unit': 'usd',
-                'estimated_execution_time': 1000 * cfg.execution_time,
-                'current_predicted_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
-                'estimated_at': _iso(time.time()),
-                'rate_information': {'job_cost_minimum': minimum, 'cost_1q_gate': c1, 'cost_2q_gate': c2},
-            }
-        )
 
 
 def create_app(config: EmulatorConfig | None = None) -> IonQEmulator:  # behaviour; default EmulatorConfig()
@@ -665,6 +342,159 @@ def create_app(config: EmulatorConfig | None = None) -> IonQEmulator:  # behavio
         behaviour; default EmulatorConfig()
     """
     return IonQEmulator(config)
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-obs
+@patch
+def stats(self: IonQEmulator) -> dict:
+    "Snapshot: requests per 'METHOD /path', jobs and circuits created, executions per job id, injected faults."
+    with self._lock:
+        return {'requests': dict(self._requests), 'jobs_created': self._created,
+                'circuits_submitted': self._circuits_submitted, 'circuits_executed': dict(self._executed),
+                'faults': dict(self._faults), 'jobs': len(self._jobs)}
+
+@patch
+def job_status(self: IonQEmulator,
+               job_id: str,  # the id POST /jobs answered with
+              ) -> str:
+    """Current status of a job, without counting a request (for tests).
+
+    Parameters
+    ----------
+    job_id : str
+        the id POST /jobs answered with
+    """
+    with self._lock: return self._find(job_id).status(time.monotonic())
+
+@patch
+def _find(self: IonQEmulator, job_id) -> _Job:
+    with self._lock:
+        if job_id not in self._jobs:
+            raise _HTTPError(404, f"job {job_id!r} not found (it never existed or was deleted)")
+        return self._jobs[job_id]
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-route
+@patch
+def _build_app(self: IonQEmulator) -> Starlette:
+    "The Starlette router: every v0.4 route through `_endpoint`, plus the unauthenticated stats route."
+    api = [('GET', '/backends', '_backends', 'backends', False),
+           ('GET', '/backends/{backend}', '_backend', 'backend', False),
+           ('GET', '/backends/{backend}/characterizations', '_characterizations', 'characterizations', False),
+           ('POST', '/jobs', '_create_job', 'create_job', True),
+           ('GET', '/jobs', '_list_jobs', 'list_jobs', True),
+           ('GET', '/jobs/estimate', '_estimate', 'estimate', True),
+           ('GET', '/jobs/{job_id}', '_get_job', 'get_job', True),
+           ('DELETE', '/jobs/{job_id}', '_delete_job', 'delete_job', True),
+           ('PUT', '/jobs/{job_id}/status/cancel', '_cancel_job', 'cancel_job', True)]
+    api += [('GET', f'/jobs/{{job_id}}/results/{kind}', '_results', 'results', True)
+            for kind in ('probabilities', 'probabilities/aggregated', 'histogram', 'shots')]
+    routes = [Route('/v0.4' + path, self._endpoint(method, '/v0.4' + path, fn, name, auth), methods=[method])
+              for method, path, fn, name, auth in api]
+    async def stats(request): return JSONResponse(self.stats())
+    routes.append(Route('/_emulator/stats', stats, methods=['GET']))
+    async def not_found(request, exc):
+        return _HTTPError(exc.status_code if exc.status_code in _REASONS else 404,
+                          f"no route {request.method} {request.url.path} in the IonQ v0.4 emulator").response()
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+
+@patch
+def _endpoint(self: IonQEmulator, method, path, handler, route, auth):
+    async def endpoint(request: Request):
+        cfg = self.config
+        with self._lock: self._requests[f"{method} {path}"] += 1
+        if cfg.latency: await asyncio.sleep(cfg.latency)
+        with self._lock:
+            inject = cfg.error_rate > 0 and self._fault_allowed(route) and self._random().random() < cfg.error_rate
+            if inject:
+                code = int(self._random().choice(cfg.error_codes))
+                self._faults[str(code)] += 1
+        try:
+            if inject:
+                headers = None if cfg.retry_after is None else {'Retry-After': f"{cfg.retry_after:g}"}
+                raise _HTTPError(code, _FAULT_MESSAGES[code], headers)
+            if auth: self._authenticate(request)
+            return await getattr(self, handler)(request)
+        except _HTTPError as e: return e.response()
+    return endpoint
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-pipe
+@patch
+def _authenticate(self: IonQEmulator, request):
+    m = re.fullmatch(r'apiKey\s+(\S+)', request.headers.get('authorization', '').strip())
+    keys = self.config.api_keys
+    if not m or (keys is not None and m.group(1) not in keys):
+        raise _HTTPError(401, "Invalid key provided. Send the header 'Authorization: apiKey <your API key>'.")
+
+@patch
+def _random(self: IonQEmulator) -> np.random.Generator:
+    if self._rng_seed != self.config.seed:
+        self._rng, self._rng_seed = np.random.default_rng(self.config.seed), self.config.seed
+    return self._rng
+
+@patch
+def _fault_allowed(self: IonQEmulator, route):
+    cfg = self.config
+    return ((cfg.fault_routes is None or route in cfg.fault_routes)
+            and (cfg.max_faults is None or sum(self._faults.values()) < cfg.max_faults))
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-backs
+@patch
+def _backend_name(self: IonQEmulator, name, status=404):
+    key = BACKEND_ALIASES.get(name, name)
+    if key not in EMULATED_SYSTEMS:
+        known = ', '.join(list(EMULATED_SYSTEMS) + list(BACKEND_ALIASES))
+        raise _HTTPError(status, f"unknown backend {name!r}; available: {known}")
+    return key
+
+@patch
+def _width_limit(self: IonQEmulator, backend, noisy):
+    return min(EMULATED_SYSTEMS[backend].qubits, self.config.max_noisy_qubits if noisy else self.config.max_qubits)
+
+@patch
+def _backend_info(self: IonQEmulator, name):
+    b, cfg = EMULATED_SYSTEMS[name], self.config
+    qpu = name.startswith('qpu.')
+    return {'backend': name, 'status': 'available', 'qubits': self._width_limit(name, qpu),
+            'average_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
+            'last_updated': _iso(time.time()), 'degraded': False,
+            'characterization_id': str(uuid.uuid5(uuid.NAMESPACE_URL, f"qstore-emulator/{name}")) if qpu else None,
+            'supported_gates': list(QIS_JSON_GATES), 'supported_native_gates': ['gpi', 'gpi2', *b.native_2q],
+            'supported_error_mitigations': ['debiasing'] if qpu else []}
+
+@patch
+async def _backends(self: IonQEmulator, request): return JSONResponse([self._backend_info(b) for b in EMULATED_SYSTEMS])
+
+@patch
+async def _backend(self: IonQEmulator, request):
+    return JSONResponse(self._backend_info(self._backend_name(request.path_params['backend'])))
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-char
+@patch
+async def _characterizations(self: IonQEmulator, request):
+    name = self._backend_name(request.path_params['backend'])
+    if name == 'simulator':
+        raise _HTTPError(404, f"backend {name!r} has no characterization (it is an ideal simulator)")
+    f1, f2, spam = EMULATED_SYSTEMS[name].fidelities
+    n = self._width_limit(name, True)
+    info = self._backend_info(name)
+    return JSONResponse(
+        {
+            'characterizations': [
+                {
+                    'id': info['characterization_id'],
+                    'backend': name,
+                    'date': info['last_updated'],
+                    'qubits': n,
+                    'connectivity': [[i, j] for i in range(n) for j in range(i + 1, n)],
+                    'fidelity': {
+                        'spam': {'median': spam, 'stderr': 0.0},
+                        '1q': {'median': f1, 'stderr': 0.0},
+                        '2q': {'median': f2, 'stderr': 0.0},
+                    },
+                }
+            ],
+            'pages': 1,
+        }
+    )
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-req
 @dataclass
@@ -827,6 +657,224 @@ def _new_job(self: IonQEmulator, body) -> _Job:
     parsed = [self._parse_entry(req, e, i) for i, e in enumerate(self._entries(req))]
     return self._register(req, parsed)
 
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-exec
+def _new_template(key) -> Circuit:
+    n, ops = key
+    c, k = Circuit(n, 'ionq-job'), 0
+    for gate, qubits, n_angles in ops:
+        c.append(gate, qubits, *[c.parameter(f'a{k + j}') for j in range(n_angles)])
+        k += n_angles
+    return c
+
+@patch
+def _template(self: IonQEmulator, key) -> Circuit:
+    "The parametrised template of a gate structure: every angle becomes a parameter."
+    return self._templates.get_or_create(key, lambda: _new_template(key))
+
+@patch
+def _simulate(self: IonQEmulator, key, model, angles) -> np.ndarray:
+    "Measured probabilities `(B, 2^n)` for B bindings of one structure, in memory-bounded chunks."
+    n, tmpl = key[0], self._template(key)
+    if model is None:
+        sim, rows = StatevectorSimulator(), max(1, 2**22 >> n)
+    else:
+        sim, rows = (
+            DensityMatrixSimulator(NoiseModel.preset(model), max_qubits=self.config.max_noisy_qubits),
+            max(1, 2**22 >> (2 * n)),
+        )
+    return np.concatenate([sim.probabilities(tmpl, angles[i:i + rows]) for i in range(0, len(angles), rows)])
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-due
+@patch
+def _run_due(self: IonQEmulator, jobs):
+    "Simulate every circuit among `jobs` (and their children) that is due, grouped by structure and noise model."
+    with self._exec_lock:  # one execution at a time: nothing runs twice
+        with self._lock:
+            now = time.monotonic()
+            # by id: a listing passes parents and their children, and a circuit must not run twice
+            due = list({l.id: l for j in jobs for l in (j.children or [j]) if l.is_due(now)}.values())
+        groups = {}
+        for leaf in due: groups.setdefault((leaf.key, leaf.model), []).append(leaf)
+        for (key, model), leaves in groups.items():
+            probs = self._simulate(key, model, np.stack([l.angles for l in leaves]))
+            results = [_sample(l, p) for l, p in zip(leaves, probs)]
+            with self._lock:
+                for leaf, r in zip(leaves, results):
+                    leaf.result = r
+                    self._executed[leaf.id] += 1
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-create
+@patch
+async def _create_job(self: IonQEmulator, request):
+    body = await _read_json(request, self.config.max_body_bytes)
+    job = await run_in_threadpool(self._new_job, body)
+    await run_in_threadpool(self._run_due, [job])
+    cfg = self.config
+    with self._lock:
+        if cfg.drop_rate > 0 and self._fault_allowed('create_job') and self._random().random() < cfg.drop_rate:
+            self._faults['drop'] += 1
+            request.scope['qstore.drop'] = True
+    return JSONResponse({'id': job.id, 'status': 'submitted', 'session_id': job.fields['session_id']}, 201)
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-view-parts
+def _result_urls(job: _Job) -> dict:
+    "Where a completed job's results are, as IonQ lists them in the job's JSON."
+    base = f"/v0.4/jobs/{job.id}/results"
+    return {
+        'probabilities': {'url': base + ('/probabilities/aggregated' if job.is_parent else '/probabilities')},
+        'histogram': {'url': base + '/histogram'},
+        'shots': {'url': base + '/shots'},
+    }
+
+@patch
+def _failure_json(self: IonQEmulator) -> dict:
+    "The `failure` of a job failed by fault injection."
+    return {
+        'code': 'EmulatedFailure',
+        'error': 'Job failed (emulator fault injection)',
+        'message': f"the emulator failed this job on purpose (EmulatorConfig.fail_rate={self.config.fail_rate})",
+    }
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-view
+@patch
+def _job_json(self: IonQEmulator, job: _Job, now: float) -> dict:
+    st, f = job.status(now), job.fields
+    seen = (job.canceled_at if job.canceled_at is not None else now) - job.t0  # the timeline stops at a cancel
+    at = lambda offset: _iso(job.wall0 + offset) if seen >= offset else None
+    done = st in ('completed', 'failed')
+    results = _result_urls(job) if st == 'completed' and not f['dry_run'] else None
+    failure = self._failure_json() if st == 'failed' else None
+    return {
+        'id': job.id,
+        'status': st,
+        **{
+            k: f[k]
+            for k in ('type', 'backend', 'name', 'shots', 'noise', 'settings', 'metadata', 'dry_run', 'session_id')
+        },
+        'submitter_id': 'qstore-emulator',
+        'project_id': None,
+        'parent_job_id': job.parent.id if job.parent else None,
+        'child_job_ids': [c.id for c in job.children] if job.is_parent else None,
+        'submitted_at': _iso(job.wall0),
+        'started_at': at(job.start) if st != 'submitted' and st != 'ready' else None,
+        'completed_at': at(job.end) if done else (_iso(job.wall0 + seen) if st == 'canceled' else None),
+        'predicted_wait_time_ms': round(1000 * job.start),
+        'predicted_execution_duration_ms': round(1000 * (job.end - job.start)),
+        'execution_duration_ms': round(1000 * (job.end - job.start)) if done else None,
+        'failure': failure,
+        'stats': {'qubits': job.qubits, 'circuits': len(job.children) or 1, 'gate_counts': dict(job.gate_counts)},
+        'results': results,
+        'output': {},
+    }
+
+@patch
+async def _get_job(self: IonQEmulator, request):
+    job = self._find(request.path_params['job_id'])
+    await run_in_threadpool(self._run_due, [job])
+    with self._lock: return JSONResponse(self._job_json(job, time.monotonic()))
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-list
+@patch
+async def _list_jobs(self: IonQEmulator, request):
+    q = request.query_params
+    body = await _read_json(request, self.config.max_body_bytes, required=False)
+    limit = _int_param('limit', q.get('limit', body.get('limit', 25) if isinstance(body, dict) else 25), 1, 1000)
+    with self._lock: jobs = list(reversed(self._jobs.values()))  # newest first
+    await run_in_threadpool(self._run_due, jobs)
+    split = lambda k: set(q[k].split(',')) if q.get(k) else None
+    statuses, backends, ids = split('status'), split('backend') or split('target'), split('ids')
+    with self._lock:
+        now = time.monotonic()
+        sel = [j for j in jobs if j.id in self._jobs and (statuses is None or j.status(now) in statuses)
+               and (backends is None or j.fields['backend'] in backends) and (ids is None or j.id in ids)
+               and all(q.get(k) is None or q[k] == v for k, v in (('parent_job_id', j.parent and j.parent.id),
+                                                                  ('session_id', j.fields['session_id'])))]
+        start = 0
+        if q.get('next'):
+            start = next((i for i, j in enumerate(sel) if j.id == q['next']), None)
+            if start is None:
+                raise _bad(f"unknown 'next' cursor {q['next']!r}; pass the 'next' value of the previous page")
+        out = {'jobs': [self._job_json(j, now) for j in sel[start:start + limit]]}
+        if start + limit < len(sel):
+            out['next'] = sel[start + limit].id  # omitted on the last page, as cirq-ionq expects
+    return JSONResponse(out)
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-res
+@patch
+async def _results(self: IonQEmulator, request):
+    job = self._find(request.path_params['job_id'])
+    kind = request.url.path.split('/results/', 1)[1]
+    await run_in_threadpool(self._run_due, [job])
+    with self._lock:
+        st = job.status(time.monotonic())
+        if job.fields['dry_run']: raise _bad(f"job {job.id} was a dry run; dry runs produce no results")
+        if st != 'completed': raise _bad(f"job {job.id} is {st}; results exist once it is completed")
+        if kind == 'probabilities/aggregated' and not job.is_parent:
+            raise _bad(f"job {job.id} is a single-circuit job; use /results/probabilities")
+        key = kind.split('/')[0]
+        one = lambda leaf: [str(s) for s in leaf.result['shots'].tolist()] if key == 'shots' else leaf.result[key]
+        return JSONResponse({c.id: one(c) for c in job.children} if job.is_parent else one(job))
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-cancel
+@patch
+async def _cancel_job(self: IonQEmulator, request):
+    with self._lock:
+        job, now = self._find(request.path_params['job_id']), time.monotonic()
+        st = job.status(now)
+        if st in ('completed', 'failed'):
+            raise _bad(f"job {job.id} is already {st}; only submitted, ready or started jobs can be canceled")
+        for j in [job] + job.children:
+            if j.canceled_at is None and (j.is_parent or j.leaf_status(now) not in _TERMINAL): j.canceled_at = now
+    return JSONResponse({'id': job.id, 'status': 'canceled'})
+
+@patch
+async def _delete_job(self: IonQEmulator, request):
+    with self._lock:
+        job = self._find(request.path_params['job_id'])
+        if job.parent is not None:
+            raise _bad(f"job {job.id} is a child of multi-circuit job {job.parent.id}; delete the parent")
+        for j in [job] + job.children: del self._jobs[j.id]
+    return JSONResponse({'id': job.id, 'status': 'deleted'})
+
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-est
+@patch
+async def _estimate(self: IonQEmulator, request):
+    "Cost and time estimate: the systems table's gate-shot price (Azure 'AQT' rates); the simulator is free."
+    q, cfg = request.query_params, self.config
+    backend = self._backend_name(q.get('backend'), status=400)
+    n1, n2 = _int_param('1q_gates', q.get('1q_gates'), 0, None), _int_param('2q_gates', q.get('2q_gates'), 0, None)
+    shots, qubits = (
+        _int_param('shots', q.get('shots', 100), 1, 1_000_000),
+        _int_param('qubits', q.get('qubits'), 1, None),
+    )
+    s = EMULATED_SYSTEMS[backend]
+    if qubits > s.qubits: raise _bad(f"{qubits} qubits exceed backend {backend!r} ({s.qubits} qubits)")
+    mitigate, qpu = q.get('error_mitigation', 'false').lower() == 'true', backend.startswith('qpu.')
+    minimum, c1, c2 = s.pricing.minimum(mitigate), s.pricing.usd_1q, s.pricing.usd_2q
+    cost = s.pricing.cost(n1, n2, shots, mitigate)
+    return JSONResponse(
+        {
+            'input_values': {
+                'backend': backend,
+                'type': q.get('type', JOB_TYPES[0]),
+                '1q_gates': n1,
+                '2q_gates': n2,
+                'qubits': qubits,
+                'shots': shots,
+                'error_mitigation': mitigate,
+                'session': q.get('session', 'false') == 'true',
+            },
+            'estimated_cost': cost,
+            'cost_unit': 'usd',
+            'estimated_total_cost': cost,
+            'estimated_unit': 'usd',
+            'estimated_execution_time': 1000 * cfg.execution_time,
+            'current_predicted_queue_time': 1000 * (cfg.qpu_queue_time if qpu else cfg.queue_time),
+            'estimated_at': _iso(time.time()),
+            'rate_information': {'job_cost_minimum': minimum, 'cost_1q_gate': c1, 'cost_2q_gate': c2},
+        }
+    )
+
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-srv
 class EmulatorServer:
     "Serve an `IonQEmulator` with uvicorn in a background thread; a context manager."
@@ -858,45 +906,52 @@ class EmulatorServer:
     @property
     def base_url(self) -> str: return self.url + '/v0.4'
 
-    def start(self) -> 'EmulatorServer':
-        "Bind, start serving, and wait until the server accepts connections."
-        import uvicorn
-        if self._thread is not None: raise RuntimeError("this EmulatorServer is already running")
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets; without it, Nagle's algorithm
-        # meets delayed ACKs and every response takes ~40 ms
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try: sock.bind((self.host, self.port))
-        except OSError as e:
-            sock.close()
-            raise OSError(
-                f"cannot listen on {self.host}:{self.port} ({e}); pick another port or 0 for a free one"
-            ) from None
-        self.port = sock.getsockname()[1]
-        cfg = uvicorn.Config(self.app, log_config=None, log_level='warning', access_log=False, lifespan='off',
-                             timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={'sockets': [sock]}, daemon=True, name=f"ionq-emulator-{self.port}"
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the IonQ emulator did not start on {self.url}")
-            time.sleep(0.005)
-        return self
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-srv-start
+@patch
+def start(self: EmulatorServer) -> 'EmulatorServer':
+    "Bind, start serving, and wait until the server accepts connections."
+    import uvicorn
+    if self._thread is not None: raise RuntimeError("this EmulatorServer is already running")
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets; without it, Nagle's algorithm
+    # meets delayed ACKs and every response takes ~40 ms
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try: sock.bind((self.host, self.port))
+    except OSError as e:
+        sock.close()
+        raise OSError(
+            f"cannot listen on {self.host}:{self.port} ({e}); pick another port or 0 for a free one"
+        ) from None
+    self.port = sock.getsockname()[1]
+    cfg = uvicorn.Config(self.app, log_config=None, log_level='warning', access_log=False, lifespan='off',
+                         timeout_graceful_shutdown=1)
+    self._server = uvicorn.Server(cfg)
+    self._thread = threading.Thread(
+        target=self._server.run, kwargs={'sockets': [sock]}, daemon=True, name=f"ionq-emulator-{self.port}"
+    )
+    self._thread.start()
+    deadline = time.monotonic() + 10
+    while not self._server.started:
+        if not self._thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the IonQ emulator did not start on {self.url}")
+        time.sleep(0.005)
+    return self
 
-    def stop(self):
-        "Stop serving and wait for the thread to end."
-        if self._thread is None: return
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._server = self._thread = None
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-srv-stop
+@patch
+def stop(self: EmulatorServer):
+    "Stop serving and wait for the thread to end."
+    if self._thread is None: return
+    self._server.should_exit = True
+    self._thread.join(timeout=10)
+    self._server = self._thread = None
 
-    def __enter__(self): return self.start()
-    def __exit__(self, *exc): self.stop()
-    def __repr__(self): return f"EmulatorServer({self.url}, running={self._thread is not None})"
+@patch
+def __enter__(self: EmulatorServer): return self.start()
+@patch
+def __exit__(self: EmulatorServer, *exc): self.stop()
+@patch
+def __repr__(self: EmulatorServer): return f"EmulatorServer({self.url}, running={self._thread is not None})"
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-cli
 def _cli_parser():
@@ -924,7 +979,7 @@ def _cli_parser():
             )
     return p
 
-
+# %% ../../nbs/23_ionq_emulator.ipynb #i11-cli-run
 def emulator_cli(argv: list[str] | None = None) -> int:  # command-line arguments (after `ionq-emulator`)
     """`qstore ionq-emulator`: serve the IonQ API emulator until interrupted.
 

@@ -8,6 +8,7 @@ import asyncio, logging, math, threading, time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 import httpx
+from fastcore.basics import patch
 from .client import IonQLimits
 from ..utils import check_int, check_range
 
@@ -38,6 +39,8 @@ class QueueDecision:
         when (Unix time) it was first taken
     last : float
         when it was last repeated
+    repeats : int, default 1
+        times it was taken in a row
     """
     kind: str  # 'plan', 'queue', 'backoff', 'increase', 'local'
     reason: str  # one line, numbers included
@@ -46,9 +49,18 @@ class QueueDecision:
     concurrency: int | None = None  # jobs (or workers) at once
     at: float = field(default_factory=time.time)  # when (Unix time) it was first taken
     last: float = field(default_factory=time.time)  # when it was last repeated
-    repeats: int = 1
+    repeats: int = 1  # times it was taken in a row
 
-    def same_as(self, o) -> bool:
+    def same_as(self,
+                o,  # another QueueDecision
+               ) -> bool:
+        """Whether `o` is the same decision (kind, reason and numbers; times and repeats aside).
+
+        Parameters
+        ----------
+        o
+            another QueueDecision
+        """
         return (self.kind, self.reason, self.chunk_size, self.chunks, self.concurrency) == (
             o.kind,
             o.reason,
@@ -59,7 +71,7 @@ class QueueDecision:
 
     def __str__(self): return f"[{self.kind}] {self.reason}" + (f" (x{self.repeats})" if self.repeats > 1 else '')
 
-
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-plan-cls
 @dataclass(frozen=True)
 class ChunkPlan:
     """How one batch of circuits is cut into jobs.
@@ -72,14 +84,24 @@ class ChunkPlan:
         number of jobs
     concurrency : int
         jobs in flight at once
+    reason : str
+        why, in one line with the numbers
     """
     chunk_size: int  # circuits per job (the last job may have fewer)
     chunks: int  # number of jobs
     concurrency: int  # jobs in flight at once
-    reason: str
+    reason: str  # why, in one line with the numbers
 
-    def bounds(self, n: int) -> list[tuple]:
-        "(start, stop) of each job's circuits for a batch of n."
+    def bounds(self,
+               n: int,  # circuits in the batch
+              ) -> list[tuple]:
+        """(start, stop) of each job's circuits for a batch of n.
+
+        Parameters
+        ----------
+        n : int
+            circuits in the batch
+        """
         return [(lo, min(n, lo + self.chunk_size)) for lo in range(0, n, self.chunk_size)]
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-mgr
@@ -96,12 +118,12 @@ class AdaptiveQueueManager:
         fixed_chunk_size: int = 500,  # circuits per job when not adaptive
         min_chunk: int = 10,  # circuits per job before per-circuit execution time is known
         slow_queue_seconds: float = 60.0,  # average queue time from which the queue counts as slow
-        parallel_execution: bool = True,  # the backend runs jobs side by side (simulator) rather than one at a time (QPU)
+        parallel_execution: bool = True,  # the backend runs jobs side by side (simulator), not one at a time (QPU)
         assumed_latency: float = 0.1,  # seconds per request before any is measured
         backoff_cooldown: float = 1.0,  # seconds during which further 429s do not halve the window again
         smoothing: float = 0.3,  # weight of the newest observation in the moving averages
-        max_decisions: int = 1000,
-    ):  # decisions kept (oldest dropped)
+        max_decisions: int = 1000,  # decisions kept (oldest dropped)
+    ):
         """Parameters
         ----------
         adaptive : bool, default True
@@ -119,24 +141,30 @@ class AdaptiveQueueManager:
         slow_queue_seconds : float, default 60.0
             average queue time from which the queue counts as slow
         parallel_execution : bool, default True
-            the backend runs jobs side by side (simulator) rather than one at a time (QPU)
+            the backend runs jobs side by side (simulator), not one at a time (QPU)
         assumed_latency : float, default 0.1
             seconds per request before any is measured
         backoff_cooldown : float, default 1.0
             seconds during which further 429s do not halve the window again
         smoothing : float, default 0.3
             weight of the newest observation in the moving averages
+        max_decisions : int, default 1000
+            decisions kept (oldest dropped)
         """
-        if not isinstance(limits, IonQLimits): raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
-        for k, v in dict(max_concurrency=max_concurrency, initial_concurrency=initial_concurrency, fixed_chunk_size=fixed_chunk_size,
-                         min_chunk=min_chunk, max_decisions=max_decisions).items():
+        if not isinstance(limits, IonQLimits):
+            raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
+        for k, v in dict(max_concurrency=max_concurrency, initial_concurrency=initial_concurrency,
+                         fixed_chunk_size=fixed_chunk_size, min_chunk=min_chunk, max_decisions=max_decisions).items():
             check_int(k, v)
-        for k, v in dict(slow_queue_seconds=slow_queue_seconds, assumed_latency=assumed_latency, backoff_cooldown=backoff_cooldown).items():
+        for k, v in dict(slow_queue_seconds=slow_queue_seconds, assumed_latency=assumed_latency,
+                         backoff_cooldown=backoff_cooldown).items():
             check_range(k, v, 0, what='a number of seconds')
         check_range('smoothing', smoothing, 0, 1, lo_open=True)
         self.adaptive, self.limits, self.max_concurrency = bool(adaptive), limits, max_concurrency
-        self.fixed_chunk_size, self.min_chunk, self.slow_queue_seconds = fixed_chunk_size, min_chunk, float(slow_queue_seconds)
-        self.parallel_execution, self.backoff_cooldown, self.smoothing = bool(parallel_execution), float(backoff_cooldown), float(smoothing)
+        self.fixed_chunk_size, self.min_chunk = fixed_chunk_size, min_chunk
+        self.slow_queue_seconds = float(slow_queue_seconds)
+        self.parallel_execution = bool(parallel_execution)
+        self.backoff_cooldown, self.smoothing = float(backoff_cooldown), float(smoothing)
         self._lock = threading.RLock()
         self._window = min(initial_concurrency, max_concurrency) if adaptive else max_concurrency
         self.queue_seconds: float | None = None  # backend's average queue time
@@ -147,172 +175,259 @@ class AdaptiveQueueManager:
         self._last_backoff, self._limited_in_run = -math.inf, False
         self._decisions: deque = deque(maxlen=max_decisions)
 
-    # ---- the decision log
-    def record(self, kind: str, reason: str, **numbers) -> QueueDecision:
-        "Add a decision (an identical one right after the last only counts as a repeat) and log it."
-        d = QueueDecision(kind, reason, **numbers)
-        with self._lock:
-            if self._decisions and self._decisions[-1].same_as(d):
-                d = self._decisions[-1]
-                d.repeats += 1
-                d.last = time.time()
-                _log.debug("%s", d)
-            else:
-                self._decisions.append(d)
-                _log.info("%s", d)
-        return d
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-rec
+@patch
+def record(self: AdaptiveQueueManager,
+           kind: str,  # 'plan', 'queue', 'backoff', 'increase' or 'local'
+           reason: str,  # one line, numbers included
+           **numbers,  # chunk_size=, chunks=, concurrency= of the decision
+          ) -> QueueDecision:
+    """Add a decision (an identical one right after the last only counts as a repeat) and log it.
 
-    @property
-    def decisions(self) -> list[QueueDecision]:
-        with self._lock: return list(self._decisions)
-
-    @property
-    def concurrency(self) -> int:
-        "Jobs allowed in flight right now."
-        with self._lock: return self._window
-
-    # ---- observations
-    def _avg(self, old, new): return new if old is None else (1 - self.smoothing) * old + self.smoothing * new
-
-    def observe_queue(self, average_queue_time_ms: float | None, backend: str = 'backend'):
-        "The backend's `average_queue_time` from `GET /backends/{backend}` (milliseconds, as IonQ's v0.4 durations)."
-        q = None if average_queue_time_ms is None else float(average_queue_time_ms) / 1000
-        with self._lock:
-            before, self.queue_seconds = self.queue_seconds, q
-            slow = lambda s: s is not None and s >= self.slow_queue_seconds
-            changed = before is None or slow(before) != slow(q)
-        if q is None: self.record('queue', f"{backend}: no average_queue_time reported; treating the queue as fast")
-        elif changed:
-            self.record('queue', f"{backend}: average queue time {q:.3g} s is {'slow' if slow(q) else 'fast'} "
-                                 f"(threshold {self.slow_queue_seconds:g} s)")
-
-    def observe_request(self, seconds: float, status: int):
-        "One HTTP exchange: its latency (to the response headers) and status; a 429 shrinks the window."
-        with self._lock:
-            self.statuses[status] += 1
-            if status != 429:
-                self.latency = self._avg(self.latency, float(seconds))
-                return
-            self.rate_limited += 1
-            self._limited_in_run = True
-            now = time.monotonic()
-            if not self.adaptive or now - self._last_backoff < self.backoff_cooldown: return
-            old, self._window, self._last_backoff = self._window, max(1, self._window // 2), now
-        self.record('backoff', f"HTTP 429 (rate limited): concurrency {old} -> {self._window} (multiplicative decrease)",
-                    concurrency=self._window)
-
-    def observe_job(self, circuits: int, seconds: float):
-        "A finished job: `circuits` took `seconds` from submission to results."
-        with self._lock:
-            run = max(0.0, float(seconds) - self.overhead_seconds())
-            self.seconds_per_circuit = self._avg(self.seconds_per_circuit, run / max(1, circuits))
-
-    def overhead_seconds(self) -> float:
-        "Fixed cost of one job: queue wait plus create, poll and results round trips."
-        with self._lock:
-            return (self.queue_seconds or 0.0) + 3 * (self.latency if self.latency is not None else self._assumed_latency)
-
-    # ---- decisions
-    def max_chunk(self, gates_per_circuit: int,  # gates in one circuit
-                  bytes_per_circuit: int,  # encoded JSON bytes of one circuit (an upper bound)
-                  envelope_bytes: int = 4096) -> tuple:  # bytes of the job body around the circuits
-        """(largest circuits per job, which limit binds) under IonQ's circuit, gate and request-size limits.
-
-        Parameters
-        ----------
-        gates_per_circuit : int
-            gates in one circuit
-        bytes_per_circuit : int
-            encoded JSON bytes of one circuit (an upper bound)
-        envelope_bytes : int, default 4096
-            bytes of the job body around the circuits
-        """
-        L = self.limits
-        caps = {f"{L.max_circuits:,} circuits per job": L.max_circuits,
-                f"{L.max_gates:,} gates per job": L.max_gates // max(1, gates_per_circuit),
-                f"{L.max_request_bytes:,} bytes per request": (L.max_request_bytes - envelope_bytes) // max(1, bytes_per_circuit + 1)}
-        why = min(caps, key=caps.get)
-        if caps[why] < 1:
-            raise ValueError(f"one circuit ({gates_per_circuit:,} gates, {bytes_per_circuit:,} bytes) exceeds IonQ's limit of {why}; "
-                             "shorten or split the circuit")
-        return caps[why], why
-
-    def plan(self, n: int,  # circuits in the batch
-             gates_per_circuit: int = 1,  # gates per circuit (the largest, if they differ)
-             bytes_per_circuit: int = 1,  # encoded bytes per circuit (an upper bound)
-             single_circuit_jobs: bool = False) -> ChunkPlan:  # one job per circuit (no multi-circuit jobs)
-        """Cut `n` circuits into jobs and choose how many run at once; records the decision.
-
-        Parameters
-        ----------
-        n : int
-            circuits in the batch
-        gates_per_circuit : int, default 1
-            gates per circuit (the largest, if they differ)
-        bytes_per_circuit : int, default 1
-            encoded bytes per circuit (an upper bound)
-        single_circuit_jobs : bool, default False
-            one job per circuit (no multi-circuit jobs)
-        """
-        if not isinstance(n, int) or n < 1: raise ValueError(f"a batch needs at least one circuit, got n={n!r}")
-        limit, why = self.max_chunk(gates_per_circuit, bytes_per_circuit)
-        with self._lock:
-            w, q, e, o = self._window, self.queue_seconds, self.seconds_per_circuit, self.overhead_seconds()
-        if single_circuit_jobs:
-            size, reason = 1, (f"one job per circuit (multi-circuit jobs off): {n} jobs, {min(w, n)} at a time"
-                               + (f" (window {w})" if self.adaptive else " (fixed)"))
-        elif not self.adaptive:
-            size = min(self.fixed_chunk_size, limit)
-            reason = (f"fixed chunks (adaptive sizing off): {n} circuits as jobs of <= {size}"
-                      + (f" (capped by IonQ's {why})" if size < self.fixed_chunk_size else '') + f", {min(w, math.ceil(n / size))} at a time")
-        elif (q is not None and q >= self.slow_queue_seconds) or not self.parallel_execution:
-            size = min(limit, n)
-            cause = (f"queue slow (average wait {q:.3g} s >= {self.slow_queue_seconds:g} s)" if q is not None and q >= self.slow_queue_seconds
-                     else "the backend runs one job at a time")
-            reason = (f"{cause}: fewest jobs, {math.ceil(n / size)} of <= {size} circuits" + (f" (limit: {why})" if size < n else '')
-                      + f", {min(w, math.ceil(n / size))} at a time")
+    Parameters
+    ----------
+    kind : str
+        'plan', 'queue', 'backoff', 'increase' or 'local'
+    reason : str
+        one line, numbers included
+    **numbers
+        chunk_size=, chunks=, concurrency= of the decision
+    """
+    d = QueueDecision(kind, reason, **numbers)
+    with self._lock:
+        if self._decisions and self._decisions[-1].same_as(d):
+            d = self._decisions[-1]
+            d.repeats += 1
+            d.last = time.time()
+            _log.debug("%s", d)
         else:
-            if e is None:
-                least = self.min_chunk
-                basis = f"per-circuit time not measured yet: >= {least} circuits per job"
-            elif e * n < o:
-                least = n
-                basis = f"execution ({1e3 * e:.2g} ms/circuit) is small next to the {o:.2g} s per-job overhead: one job"
-            else:
-                least = math.ceil(o / e - 1e-9)
-                basis = f"{o:.2g} s per-job overhead / {1e3 * e:.2g} ms per circuit: >= {least} circuits per job"
-            k = max(1, min(w, n // max(1, least)))
-            size = min(limit, math.ceil(n / k))
-            reason = f"queue fast: {n} circuits as {math.ceil(n / size)} job(s) of <= {size}; {basis}; window {w}"
-        chunks = math.ceil(n / size)
-        conc = max(1, min(w, chunks))
-        self.record('plan', reason, chunk_size=size, chunks=chunks, concurrency=conc)
-        return ChunkPlan(size, chunks, conc, reason)
+            self._decisions.append(d)
+            _log.info("%s", d)
+    return d
 
-    def start_run(self):
-        "Mark the start of a batch (for `end_run`)."
-        with self._lock: self._limited_in_run = False
+@patch(as_prop=True)
+def decisions(self: AdaptiveQueueManager) -> list[QueueDecision]:
+    with self._lock: return list(self._decisions)
 
-    def end_run(self, peak_concurrency: int):
-        "After a batch: widen the window by one if the batch used all of it and met no 429 (additive increase)."
-        with self._lock:
-            if not self.adaptive or self._limited_in_run or peak_concurrency < self._window or self._window >= self.max_concurrency: return
-            old = self._window
-            self._window += 1
-        self.record('increase', f"{peak_concurrency} job(s) in flight without a 429: concurrency {old} -> {old + 1} (additive increase)",
-                    concurrency=old + 1)
+@patch(as_prop=True)
+def concurrency(self: AdaptiveQueueManager) -> int:
+    "Jobs allowed in flight right now."
+    with self._lock: return self._window
 
-    def state(self) -> dict:
-        "What the manager currently believes."
-        with self._lock:
-            return {'adaptive': self.adaptive, 'concurrency': self._window, 'max_concurrency': self.max_concurrency,
-                    'queue_seconds': self.queue_seconds, 'latency': self.latency, 'seconds_per_circuit': self.seconds_per_circuit,
-                    'rate_limited': self.rate_limited, 'statuses': dict(self.statuses), 'decisions': len(self._decisions)}
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-obs
+@patch
+def _avg(self: AdaptiveQueueManager, old, new):
+    return new if old is None else (1 - self.smoothing) * old + self.smoothing * new
 
-    def __repr__(self):
-        s = self.state()
-        return (f"AdaptiveQueueManager(adaptive={s['adaptive']}, concurrency={s['concurrency']}/{s['max_concurrency']}, "
-                f"queue={s['queue_seconds']}, 429s={s['rate_limited']}, decisions={s['decisions']})")
+@patch
+def observe_queue(self: AdaptiveQueueManager,
+                  average_queue_time_ms: float | None,  # IonQ's average_queue_time; None when not reported
+                  backend: str = 'backend',  # backend name, for the decision's reason
+                 ):
+    """The backend's `average_queue_time` from `GET /backends/{backend}` (milliseconds, as IonQ's v0.4 durations).
+
+    Parameters
+    ----------
+    average_queue_time_ms : float | None
+        IonQ's average_queue_time; None when not reported
+    backend : str, default 'backend'
+        backend name, for the decision's reason
+    """
+    q = None if average_queue_time_ms is None else float(average_queue_time_ms) / 1000
+    with self._lock:
+        before, self.queue_seconds = self.queue_seconds, q
+        slow = lambda s: s is not None and s >= self.slow_queue_seconds
+        changed = before is None or slow(before) != slow(q)
+    if q is None: self.record('queue', f"{backend}: no average_queue_time reported; treating the queue as fast")
+    elif changed:
+        self.record('queue', f"{backend}: average queue time {q:.3g} s is {'slow' if slow(q) else 'fast'} "
+                             f"(threshold {self.slow_queue_seconds:g} s)")
+
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-obs2
+@patch
+def observe_request(self: AdaptiveQueueManager,
+                    seconds: float,  # time from sending the request to the response headers
+                    status: int,  # HTTP status of the response
+                   ):
+    """One HTTP exchange: its latency (to the response headers) and status; a 429 shrinks the window.
+
+    Parameters
+    ----------
+    seconds : float
+        time from sending the request to the response headers
+    status : int
+        HTTP status of the response
+    """
+    with self._lock:
+        self.statuses[status] += 1
+        if status != 429:
+            self.latency = self._avg(self.latency, float(seconds))
+            return
+        self.rate_limited += 1
+        self._limited_in_run = True
+        now = time.monotonic()
+        if not self.adaptive or now - self._last_backoff < self.backoff_cooldown: return
+        old, self._window, self._last_backoff = self._window, max(1, self._window // 2), now
+    self.record('backoff', f"HTTP 429 (rate limited): concurrency {old} -> {self._window} (multiplicative decrease)",
+                concurrency=self._window)
+
+@patch
+def observe_job(self: AdaptiveQueueManager,
+                circuits: int,  # circuits in the job
+                seconds: float,  # from submission to results
+               ):
+    """A finished job: `circuits` took `seconds` from submission to results.
+
+    Parameters
+    ----------
+    circuits : int
+        circuits in the job
+    seconds : float
+        from submission to results
+    """
+    with self._lock:
+        run = max(0.0, float(seconds) - self.overhead_seconds())
+        self.seconds_per_circuit = self._avg(self.seconds_per_circuit, run / max(1, circuits))
+
+@patch
+def overhead_seconds(self: AdaptiveQueueManager) -> float:
+    "Fixed cost of one job: queue wait plus create, poll and results round trips."
+    with self._lock:
+        latency = self.latency if self.latency is not None else self._assumed_latency
+        return (self.queue_seconds or 0.0) + 3 * latency
+
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-max
+@patch
+def max_chunk(self: AdaptiveQueueManager,
+              gates_per_circuit: int,  # gates in one circuit
+              bytes_per_circuit: int,  # encoded JSON bytes of one circuit (an upper bound)
+              envelope_bytes: int = 4096,  # bytes of the job body around the circuits
+             ) -> tuple:
+    """(largest circuits per job, which limit binds) under IonQ's circuit, gate and request-size limits.
+
+    Parameters
+    ----------
+    gates_per_circuit : int
+        gates in one circuit
+    bytes_per_circuit : int
+        encoded JSON bytes of one circuit (an upper bound)
+    envelope_bytes : int, default 4096
+        bytes of the job body around the circuits
+    """
+    L = self.limits
+    caps = {f"{L.max_circuits:,} circuits per job": L.max_circuits,
+            f"{L.max_gates:,} gates per job": L.max_gates // max(1, gates_per_circuit),
+            f"{L.max_request_bytes:,} bytes per request":
+                (L.max_request_bytes - envelope_bytes) // max(1, bytes_per_circuit + 1)}
+    why = min(caps, key=caps.get)
+    if caps[why] < 1:
+        raise ValueError(f"one circuit ({gates_per_circuit:,} gates, {bytes_per_circuit:,} bytes) exceeds IonQ's "
+                         f"limit of {why}; shorten or split the circuit")
+    return caps[why], why
+
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-fast
+@patch
+def _fast_queue_size(self: AdaptiveQueueManager, n, limit, w, e, o) -> tuple[int, str]:
+    "Circuits per job, and why, for a fast queue and parallel execution (window `w`, `e` s/circuit, `o` s/job)."
+    if e is None:
+        least = self.min_chunk
+        basis = f"per-circuit time not measured yet: >= {least} circuits per job"
+    elif e * n < o:
+        least = n
+        basis = f"execution ({1e3 * e:.2g} ms/circuit) is small next to the {o:.2g} s per-job overhead: one job"
+    else:
+        least = math.ceil(o / e - 1e-9)
+        basis = f"{o:.2g} s per-job overhead / {1e3 * e:.2g} ms per circuit: >= {least} circuits per job"
+    k = max(1, min(w, n // max(1, least)))
+    size = min(limit, math.ceil(n / k))
+    return size, f"queue fast: {n} circuits as {math.ceil(n / size)} job(s) of <= {size}; {basis}; window {w}"
+
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-planfn
+@patch
+def plan(self: AdaptiveQueueManager,
+         n: int,  # circuits in the batch
+         gates_per_circuit: int = 1,  # gates per circuit (the largest, if they differ)
+         bytes_per_circuit: int = 1,  # encoded bytes per circuit (an upper bound)
+         single_circuit_jobs: bool = False,  # one job per circuit (no multi-circuit jobs)
+        ) -> ChunkPlan:
+    """Cut `n` circuits into jobs and choose how many run at once; records the decision.
+
+    Parameters
+    ----------
+    n : int
+        circuits in the batch
+    gates_per_circuit : int, default 1
+        gates per circuit (the largest, if they differ)
+    bytes_per_circuit : int, default 1
+        encoded bytes per circuit (an upper bound)
+    single_circuit_jobs : bool, default False
+        one job per circuit (no multi-circuit jobs)
+    """
+    if not isinstance(n, int) or n < 1: raise ValueError(f"a batch needs at least one circuit, got n={n!r}")
+    limit, why = self.max_chunk(gates_per_circuit, bytes_per_circuit)
+    with self._lock:
+        w, q, e, o = self._window, self.queue_seconds, self.seconds_per_circuit, self.overhead_seconds()
+    if single_circuit_jobs:
+        size, reason = 1, (f"one job per circuit (multi-circuit jobs off): {n} jobs, {min(w, n)} at a time"
+                           + (f" (window {w})" if self.adaptive else " (fixed)"))
+    elif not self.adaptive:
+        size = min(self.fixed_chunk_size, limit)
+        reason = (f"fixed chunks (adaptive sizing off): {n} circuits as jobs of <= {size}"
+                  + (f" (capped by IonQ's {why})" if size < self.fixed_chunk_size else '')
+                  + f", {min(w, math.ceil(n / size))} at a time")
+    elif (q is not None and q >= self.slow_queue_seconds) or not self.parallel_execution:
+        size = min(limit, n)
+        cause = (f"queue slow (average wait {q:.3g} s >= {self.slow_queue_seconds:g} s)"
+                 if q is not None and q >= self.slow_queue_seconds else "the backend runs one job at a time")
+        reason = (f"{cause}: fewest jobs, {math.ceil(n / size)} of <= {size} circuits"
+                  + (f" (limit: {why})" if size < n else '') + f", {min(w, math.ceil(n / size))} at a time")
+    else:
+        size, reason = self._fast_queue_size(n, limit, w, e, o)
+    chunks = math.ceil(n / size)
+    conc = max(1, min(w, chunks))
+    self.record('plan', reason, chunk_size=size, chunks=chunks, concurrency=conc)
+    return ChunkPlan(size, chunks, conc, reason)
+
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-run
+@patch
+def start_run(self: AdaptiveQueueManager):
+    "Mark the start of a batch (for `end_run`)."
+    with self._lock: self._limited_in_run = False
+
+@patch
+def end_run(self: AdaptiveQueueManager,
+            peak_concurrency: int,  # most jobs the batch had in flight at once
+           ):
+    """After a batch: widen the window by one if the batch used all of it and met no 429 (additive increase).
+
+    Parameters
+    ----------
+    peak_concurrency : int
+        most jobs the batch had in flight at once
+    """
+    with self._lock:
+        if (not self.adaptive or self._limited_in_run or peak_concurrency < self._window
+                or self._window >= self.max_concurrency): return
+        old = self._window
+        self._window += 1
+    self.record('increase', f"{peak_concurrency} job(s) in flight without a 429: concurrency {old} -> {old + 1} "
+                            "(additive increase)", concurrency=old + 1)
+
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-state
+@patch
+def state(self: AdaptiveQueueManager) -> dict:
+    "What the manager currently believes."
+    with self._lock:
+        return {'adaptive': self.adaptive, 'concurrency': self._window, 'max_concurrency': self.max_concurrency,
+                'queue_seconds': self.queue_seconds, 'latency': self.latency,
+                'seconds_per_circuit': self.seconds_per_circuit, 'rate_limited': self.rate_limited,
+                'statuses': dict(self.statuses), 'decisions': len(self._decisions)}
+
+@patch
+def __repr__(self: AdaptiveQueueManager):
+    s = self.state()
+    return (f"AdaptiveQueueManager(adaptive={s['adaptive']}, concurrency={s['concurrency']}/{s['max_concurrency']}, "
+            f"queue={s['queue_seconds']}, 429s={s['rate_limited']}, decisions={s['decisions']})")
 
 # %% ../../nbs/25_ionq_jobs.ipynb #q32-tr
 class ObservedTransport(httpx.AsyncBaseTransport):
@@ -321,14 +436,16 @@ class ObservedTransport(httpx.AsyncBaseTransport):
         self,
         pool_size: int = 8,  # connections (and requests in flight) at most
         listener=None,  # called with (seconds, status) after each response
-        inner: httpx.AsyncBaseTransport | None = None,
-    ):  # transport doing the I/O (default: pooled AsyncHTTPTransport)
+        inner: httpx.AsyncBaseTransport | None = None,  # transport doing the I/O (default: pooled AsyncHTTPTransport)
+    ):
         """Parameters
         ----------
         pool_size : int, default 8
             connections (and requests in flight) at most
         listener : default None
             called with (seconds, status) after each response
+        inner : httpx.AsyncBaseTransport | None, default None
+            transport doing the I/O (default: pooled AsyncHTTPTransport)
         """
         check_int('pool_size', pool_size)
         self.pool_size, self.listener = pool_size, listener
@@ -340,7 +457,16 @@ class ObservedTransport(httpx.AsyncBaseTransport):
         self.requests = self.bytes_sent = self.in_flight = self.max_in_flight = 0
         self.statuses: Counter = Counter()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self,
+                                   request: httpx.Request,  # the request to send through `inner`
+                                  ) -> httpx.Response:
+        """Send `request` when a slot is free; count it, time it and tell the listener.
+
+        Parameters
+        ----------
+        request : httpx.Request
+            the request to send through `inner`
+        """
         if self._slots is None: self._slots = asyncio.Semaphore(self.pool_size)
         async with self._slots:
             with self._lock:
@@ -359,14 +485,17 @@ class ObservedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self): await self.inner.aclose()
 
-    def reset(self):
-        "Zero the counters (requests in flight stay counted)."
-        with self._lock:
-            self.requests = self.bytes_sent = 0
-            self.max_in_flight = self.in_flight
-            self.statuses = Counter()
+# %% ../../nbs/25_ionq_jobs.ipynb #q32-tr-stats
+@patch
+def reset(self: ObservedTransport):
+    "Zero the counters (requests in flight stay counted)."
+    with self._lock:
+        self.requests = self.bytes_sent = 0
+        self.max_in_flight = self.in_flight
+        self.statuses = Counter()
 
-    def stats(self) -> dict:
-        with self._lock:
-            return {'requests': self.requests, 'bytes_sent': self.bytes_sent, 'max_in_flight': self.max_in_flight,
-                    'statuses': dict(self.statuses), 'pool_size': self.pool_size}
+@patch
+def stats(self: ObservedTransport) -> dict:
+    with self._lock:
+        return {'requests': self.requests, 'bytes_sent': self.bytes_sent, 'max_in_flight': self.max_in_flight,
+                'statuses': dict(self.statuses), 'pool_size': self.pool_size}

@@ -8,6 +8,7 @@ import os, warnings
 from contextlib import contextmanager
 from urllib.parse import urlparse
 import numpy as np
+from fastcore.basics import patch
 from ..backends.base import Backend, BackendCapabilities
 from ..circuits import Circuit, Operation
 from ..gates import NATIVE_GATES
@@ -20,26 +21,8 @@ __all__ = ['IONQ_QIS_GATES', 'IONQ_HOST_ENV', 'IONQ_CLOUD', 'ionq_qis_circuit', 
            'ionq_api_key', 'IonQRouteBackend', 'CirqIonQBackend', 'QiskitIonQBackend']
 
 # %% ../../nbs/27_ionq_routes.ipynb #cv-ionq-qis
-IONQ_QIS_GATES = (
-    'x',
-    'y',
-    'z',
-    'h',
-    's',
-    'sdg',
-    't',
-    'tdg',
-    'sx',
-    'sxdg',
-    'rx',
-    'ry',
-    'rz',
-    'cnot',
-    'swap',
-    'xx',
-    'yy',
-    'zz',
-)
+IONQ_QIS_GATES = ('x', 'y', 'z', 'h', 's', 'sdg', 't', 'tdg', 'sx', 'sxdg', 'rx', 'ry', 'rz', 'cnot', 'swap',
+                  'xx', 'yy', 'zz')
 _TURN = 2 * np.pi
 
 
@@ -66,10 +49,17 @@ def _ionq_qis_ops(op) -> list:
         return [x for sub in subs for x in _ionq_qis_ops(sub)]
     return [(g, q, a)]
 
-
-def ionq_qis_circuit(circuit: Circuit) -> Circuit:
+# %% ../../nbs/27_ionq_routes.ipynb #cv-ionq-circ
+def ionq_qis_circuit(circuit: Circuit,  # any qstore circuit
+                    ) -> Circuit:
     """Template using only `IONQ_QIS_GATES`, equal to `circuit` up to a global phase, with the same parameters and
-    groups."""
+    groups.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        any qstore circuit
+    """
     group = {p: g for g, ps in circuit.groups.items() for p in ps}
     out = Circuit(circuit.n_qubits, circuit.name)
     for p in circuit.parameters: out.parameter(p, group[p])
@@ -78,9 +68,16 @@ def ionq_qis_circuit(circuit: Circuit) -> Circuit:
     return out
 
 
-def ionq_gateset(circuits: list) -> tuple:
+def ionq_gateset(circuits: list,  # the circuits of one IonQ job
+                ) -> tuple:
     """('native', circuits) if every gate of every circuit is an IonQ native gate, else ('qis', their
-    `ionq_qis_circuit`s)."""
+    `ionq_qis_circuit`s).
+
+    Parameters
+    ----------
+    circuits : list
+        the circuits of one IonQ job
+    """
     if all(c.ops and all(op.gate in NATIVE_GATES for op in c.ops) for c in circuits): return 'native', list(circuits)
     return 'qis', [ionq_qis_circuit(c) for c in circuits]
 
@@ -89,8 +86,15 @@ IONQ_HOST_ENV = ('IONQ_REMOTE_HOST', 'CIRQ_IONQ_REMOTE_HOST', 'IONQ_API_URL', 'Q
 IONQ_CLOUD = 'https://api.ionq.co'
 
 
-def ionq_remote_host(remote_host: str | None = None) -> str:
-    "IonQ API root `scheme://host[:port]` from the argument, the environment (`IONQ_HOST_ENV`) or IonQ's cloud."
+def ionq_remote_host(remote_host: str | None = None,  # a URL; default: the first of `IONQ_HOST_ENV` set, else IonQ
+                    ) -> str:
+    """IonQ API root `scheme://host[:port]` from the argument, the environment (`IONQ_HOST_ENV`) or IonQ's cloud.
+
+    Parameters
+    ----------
+    remote_host : str | None, default None
+        a URL; default: the first of `IONQ_HOST_ENV` set, else IonQ
+    """
     raw = remote_host or next((os.environ[k] for k in IONQ_HOST_ENV if os.environ.get(k)), IONQ_CLOUD)
     u = urlparse(raw)
     if u.scheme not in ('http', 'https') or not u.netloc:
@@ -98,8 +102,15 @@ def ionq_remote_host(remote_host: str | None = None) -> str:
     return f"{u.scheme}://{u.netloc}"
 
 
-def ionq_api_key(api_key: str | None = None) -> str:
-    "The IonQ API key from the argument or `IONQ_API_KEY`."
+def ionq_api_key(api_key: str | None = None,  # the key; default: env IONQ_API_KEY
+                ) -> str:
+    """The IonQ API key from the argument or `IONQ_API_KEY`.
+
+    Parameters
+    ----------
+    api_key : str | None, default None
+        the key; default: env IONQ_API_KEY
+    """
     key = api_key or os.environ.get('IONQ_API_KEY')
     if not key: raise ValueError("no IonQ API key: pass api_key=... or set the environment variable IONQ_API_KEY")
     return key
@@ -123,8 +134,8 @@ class IonQRouteBackend(Backend):
         remote_host: str | None = None,  # API root, e.g. 'http://127.0.0.1:8765' (default: env, else IonQ cloud)
         api_key: str | None = None,  # IonQ API key (default: env IONQ_API_KEY); never printed
         seed: int | None = None,  # seeds the client-side sampling of simulator results
-        default_shots: int = 1000,
-    ):  # shots per circuit when `run` gets none
+        default_shots: int = 1000,  # shots per circuit when `run` gets none
+    ):
         """Parameters
         ----------
         target : str, default 'simulator'
@@ -135,6 +146,8 @@ class IonQRouteBackend(Backend):
             IonQ API key (default: env IONQ_API_KEY); never printed
         seed : int | None, default None
             seeds the client-side sampling of simulator results
+        default_shots : int, default 1000
+            shots per circuit when `run` gets none
         """
         super().__init__(seed)
         t = str(target).lower()
@@ -155,19 +168,22 @@ class IonQRouteBackend(Backend):
         array."""
         raise NotImplementedError
 
-    def _sample(self, circuits, values, shots, rng):
-        gateset, prepared = ionq_gateset(circuits)
-        jobs = [_native_job(c, values) if gateset == 'native' else (c, values) for c in prepared]
-        try: return self._submit(jobs, gateset, int(shots), int(rng.integers(2 ** 31 - 1)))
-        except Exception as e:
-            text = f"{e!s} {e!r} {e.args!r}"
-            if not self._api_key or self._api_key not in text: raise
-            err = RuntimeError(f"{self.name}: {type(e).__name__}: {str(e).replace(self._api_key, '***')}")
-            err.__cause__ = err.__context__ = None  # the original exception (which quotes the key) is dropped
-            raise err from None
+# %% ../../nbs/27_ionq_routes.ipynb #cv-sample
+@patch
+def _sample(self: IonQRouteBackend, circuits, values, shots, rng):
+    gateset, prepared = ionq_gateset(circuits)
+    jobs = [_native_job(c, values) if gateset == 'native' else (c, values) for c in prepared]
+    try: return self._submit(jobs, gateset, int(shots), int(rng.integers(2 ** 31 - 1)))
+    except Exception as e:
+        text = f"{e!s} {e!r} {e.args!r}"
+        if not self._api_key or self._api_key not in text: raise
+        err = RuntimeError(f"{self.name}: {type(e).__name__}: {str(e).replace(self._api_key, '***')}")
+        err.__cause__ = err.__context__ = None  # the original exception (which quotes the key) is dropped
+        raise err from None
 
-    def __repr__(self):
-        return f"{type(self).__name__}(name={self.name!r}, remote_host={self.remote_host!r}, api_key='***')"
+@patch
+def __repr__(self: IonQRouteBackend):
+    return f"{type(self).__name__}(name={self.name!r}, remote_host={self.remote_host!r}, api_key='***')"
 
 # %% ../../nbs/27_ionq_routes.ipynb #bc-ionq
 class CirqIonQBackend(IonQRouteBackend):
@@ -176,13 +192,16 @@ class CirqIonQBackend(IonQRouteBackend):
 
     def __init__(self, *args,  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
                  max_retry_seconds: float = 60,  # give up retrying failed requests after this long
-                 **kwargs):
+                 **kwargs,  # the same options by name
+                ):
         """Parameters
         ----------
         *args
             target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
         max_retry_seconds : float, default 60
             give up retrying failed requests after this long
+        **kwargs
+            the same options by name
         """
         super().__init__(*args, **kwargs)
         self.max_retry_seconds = max_retry_seconds
@@ -201,7 +220,6 @@ class CirqIonQBackend(IonQRouteBackend):
             for (c, _), ps in zip(jobs, programs)
         ]
 
-
 # %% ../../nbs/27_ionq_routes.ipynb #bq-ionq
 @contextmanager
 def _environ(**values):
@@ -219,13 +237,16 @@ class QiskitIonQBackend(IonQRouteBackend):
     "IonQ (cloud or emulator) through qiskit-ionq; sampling only, one multi-circuit job per `run`."
     family = 'qiskit-ionq'
 
-    def __init__(self, *args, **kwargs):  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+    def __init__(self,
+                 *args,  # target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+                 **kwargs,  # the same options by name
+                ):
         """Parameters
         ----------
         *args
             target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
         **kwargs
-            target, remote_host, api_key, seed, default_shots: see `IonQRouteBackend`
+            the same options by name
         """
         super().__init__(*args, **kwargs)
         self._ionq_backends = {}  # gate set -> qiskit-ionq backend object
@@ -233,38 +254,48 @@ class QiskitIonQBackend(IonQRouteBackend):
     @property
     def api_url(self) -> str: return self.remote_host + '/v0.4'
 
-    def ionq_backend(self, gateset: str = 'qis'):
-        "The qiskit-ionq backend object for a gate set ('qis' or 'native'), built once."
-        if gateset not in self._ionq_backends:
-            import qiskit_ionq
-            from qiskit_ionq.exceptions import IonQTranspileLevelWarning
-            from qiskit_ionq.helpers import resolve_credentials
-            with _environ(QISKIT_IONQ_API_URL=self.api_url, IONQ_API_URL=self.api_url), warnings.catch_warnings():
-                warnings.simplefilter('ignore', IonQTranspileLevelWarning)
-                seen = resolve_credentials()['url']
-                if seen != self.api_url:
-                    warnings.warn(
-                        f"a .env file sets the IonQ API URL to {seen}; qiskit-ionq reads backend qubit counts there "
-                        f"instead of {self.api_url}. Remove IONQ_API_URL/QISKIT_IONQ_API_URL from that .env file.",
-                        stacklevel=2,
-                    )
-                provider = qiskit_ionq.IonQProvider(token=self._api_key, url=self.api_url)
-                self._ionq_backends[gateset] = provider.get_backend(self.target, gateset=gateset)
-        return self._ionq_backends[gateset]
+# %% ../../nbs/27_ionq_routes.ipynb #bq-submit
+@patch
+def ionq_backend(self: QiskitIonQBackend,
+                 gateset: str = 'qis',  # 'qis' or 'native'
+                ):
+    """The qiskit-ionq backend object for a gate set ('qis' or 'native'), built once.
 
-    def _submit(self, jobs, gateset, shots, seed):
-        from qstore.backends.qiskit import qiskit_bound_template
-        bound = []
-        for c, v in jobs:
-            qc, binds = qiskit_bound_template(c, v, measure=True)
-            bound += [qc.assign_parameters(row) for row in binds]
-        result = self.ionq_backend(gateset).run(bound, shots=shots, sampler_seed=seed).result()
-        out, k = [], 0
-        for c, v in jobs:
-            counts = np.zeros((len(v), 2 ** c.n_qubits), dtype=np.int64)
-            for b in range(len(v)):
-                for bits, m in result.get_counts(k).items(): counts[b, int(bits, 2)] = m
-                k += 1
-            out.append(counts)
-        return out
+    Parameters
+    ----------
+    gateset : str, default 'qis'
+        'qis' or 'native'
+    """
+    if gateset not in self._ionq_backends:
+        import qiskit_ionq
+        from qiskit_ionq.exceptions import IonQTranspileLevelWarning
+        from qiskit_ionq.helpers import resolve_credentials
+        with _environ(QISKIT_IONQ_API_URL=self.api_url, IONQ_API_URL=self.api_url), warnings.catch_warnings():
+            warnings.simplefilter('ignore', IonQTranspileLevelWarning)
+            seen = resolve_credentials()['url']
+            if seen != self.api_url:
+                warnings.warn(
+                    f"a .env file sets the IonQ API URL to {seen}; qiskit-ionq reads backend qubit counts there "
+                    f"instead of {self.api_url}. Remove IONQ_API_URL/QISKIT_IONQ_API_URL from that .env file.",
+                    stacklevel=2,
+                )
+            provider = qiskit_ionq.IonQProvider(token=self._api_key, url=self.api_url)
+            self._ionq_backends[gateset] = provider.get_backend(self.target, gateset=gateset)
+    return self._ionq_backends[gateset]
 
+@patch
+def _submit(self: QiskitIonQBackend, jobs, gateset, shots, seed):
+    from qstore.backends.qiskit import qiskit_bound_template
+    bound = []
+    for c, v in jobs:
+        qc, binds = qiskit_bound_template(c, v, measure=True)
+        bound += [qc.assign_parameters(row) for row in binds]
+    result = self.ionq_backend(gateset).run(bound, shots=shots, sampler_seed=seed).result()
+    out, k = [], 0
+    for c, v in jobs:
+        counts = np.zeros((len(v), 2 ** c.n_qubits), dtype=np.int64)
+        for b in range(len(v)):
+            for bits, m in result.get_counts(k).items(): counts[b, int(bits, 2)] = m
+            k += 1
+        out.append(counts)
+    return out
