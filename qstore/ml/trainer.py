@@ -132,125 +132,125 @@ class TrainingConfig:
 
     def validate(self):
         "Reject bad values and contradictory combinations."
-        errs = []
-        if self.optimizer not in OPTIMIZERS:
-            errs.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         method = GRADIENT_METHODS.get(self.gradient_method) if isinstance(self.gradient_method, str) else None
-        if method is None:
-            names = ', '.join(sorted(GRADIENT_METHODS))
-            errs.append(f"gradient_method must be one of {names}, got {self.gradient_method!r}")
-        if self.loss not in _LOSSES: errs.append(f"loss must be one of {_LOSSES}, got {self.loss!r}")
-        if self.lr_schedule not in _SCHEDULES:
-            errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'):
-            errs.append(f"unknown init_strategy {self.init_strategy!r}")
-        errs += [int_error(k, getattr(self, k)) for k in ('epochs', 'batch_size', 'keep_checkpoints', 'num_directions')]
-        if not self.learning_rate > 0: errs.append(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.checkpoint_interval < 0 or self.early_stopping_patience < 0:
-            errs.append("checkpoint_interval and early_stopping_patience must be >= 0")
-        if not 0 <= self.validation_split < 1:
-            errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
-        errs.append(int_error('shots_per_circuit', self.shots_per_circuit, none_ok=True))
-        # contradictions
-        if (why := spsa_contradiction(self.optimizer, self.gradient_method)): errs.append(why)
-        needs_state = method is not None and method.statevector
-        if needs_state and self.shots_per_circuit is not None:
-            errs.append(f"gradient_method={self.gradient_method!r} is exact and needs statevectors; "
-                        "it cannot be combined with shots_per_circuit")
-        if needs_state and self.noise_model is not None:
-            errs.append(f"gradient_method={self.gradient_method!r} needs a noiseless statevector; "
-                        "it cannot be combined with noise_model")
-        if self.noise_model is not None and self.backend not in ('local', 'mock'):
-            errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
-        if self.momentum and self.optimizer != 'sgd':
-            errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
-        if not 0 <= self.momentum < 1: errs.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.spsa_c > 0 or self.spsa_A < 0:
-            errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
-        if self.qng_lambda < 0: errs.append(f"qng_lambda must be >= 0, got {self.qng_lambda}")
-        errs.append(int_error('gradient_budget', self.gradient_budget, none_ok=True))
-        errs.append(int_error('seed', self.seed, lo=0))
-        # settings that would silently do nothing in this combination
-        d = {f.name: f.default for f in fields(self)}
-        spsa_used = self.optimizer in SPSA_OPTIMIZERS or (method is not None and method.stochastic)
-        for k in ('spsa_c', 'spsa_A', 'num_directions'):
-            if getattr(self, k) != d[k] and not spsa_used:
-                errs.append(
-                    f"{k} only affects SPSA; optimizer={self.optimizer!r} with "
-                    f"gradient_method={self.gradient_method!r} never uses it"
-                )
-        if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng':
-            errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
-        if self.gradient_budget is not None and self.gradient_method != 'adaptive':
-            errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
-        errs.append(int_error('connection_pool_size', self.connection_pool_size, none_ok=True))
-        if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
-            errs.append(
-                f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}"
-            )
-        if not self.use_batch_api and not self.backend.startswith('ionq.'):
-            errs.append(
-                f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} "
-                "has no batch API switch"
-            )
+        errs = self._value_errors(method) + self._contradiction_errors(method) + self._inert_setting_errors(method)
         errs = [e for e in errs if e is not None]  # int_error gives None for a valid value
         if errs: raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
 
-    @classmethod
-    def from_dict(cls, d: dict) -> 'TrainingConfig':
-        "Build from a dict, rejecting unknown keys (with the closest known names)."
-        import difflib
-        known = {f.name for f in fields(cls)}
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            hints = {k: difflib.get_close_matches(k, known, 1) for k in unknown}
-            raise ValueError(
-                "unknown TrainingConfig key(s): "
-                + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items())
+# %% ../../nbs/66_trainer.ipynb #1542e3a0
+@patch
+def _value_errors(self: TrainingConfig, method) -> list:
+    "Messages for names outside their sets and numbers outside their ranges."
+    errs = []
+    if self.optimizer not in OPTIMIZERS:
+        errs.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+    if method is None:
+        names = ', '.join(sorted(GRADIENT_METHODS))
+        errs.append(f"gradient_method must be one of {names}, got {self.gradient_method!r}")
+    if self.loss not in _LOSSES: errs.append(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+    if self.lr_schedule not in _SCHEDULES:
+        errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
+    if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'):
+        errs.append(f"unknown init_strategy {self.init_strategy!r}")
+    errs += [int_error(k, getattr(self, k)) for k in ('epochs', 'batch_size', 'keep_checkpoints', 'num_directions')]
+    if not self.learning_rate > 0: errs.append(f"learning_rate must be positive, got {self.learning_rate}")
+    if self.checkpoint_interval < 0 or self.early_stopping_patience < 0:
+        errs.append("checkpoint_interval and early_stopping_patience must be >= 0")
+    if not 0 <= self.validation_split < 1:
+        errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
+    errs.append(int_error('shots_per_circuit', self.shots_per_circuit, none_ok=True))
+    return errs
+
+# %% ../../nbs/66_trainer.ipynb #ccac4ea7
+@patch
+def _contradiction_errors(self: TrainingConfig, method) -> list:
+    "Messages for combinations of fields that cannot work together."
+    errs = []
+    if (why := spsa_contradiction(self.optimizer, self.gradient_method)): errs.append(why)
+    needs_state = method is not None and method.statevector
+    if needs_state and self.shots_per_circuit is not None:
+        errs.append(f"gradient_method={self.gradient_method!r} is exact and needs statevectors; "
+                    "it cannot be combined with shots_per_circuit")
+    if needs_state and self.noise_model is not None:
+        errs.append(f"gradient_method={self.gradient_method!r} needs a noiseless statevector; "
+                    "it cannot be combined with noise_model")
+    if self.noise_model is not None and self.backend not in ('local', 'mock'):
+        errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
+    if self.momentum and self.optimizer != 'sgd':
+        errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
+    if not 0 <= self.momentum < 1: errs.append(f"momentum must be in [0, 1), got {self.momentum}")
+    if not self.spsa_c > 0 or self.spsa_A < 0:
+        errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
+    if self.qng_lambda < 0: errs.append(f"qng_lambda must be >= 0, got {self.qng_lambda}")
+    errs.append(int_error('gradient_budget', self.gradient_budget, none_ok=True))
+    errs.append(int_error('seed', self.seed, lo=0))
+    return errs
+
+# %% ../../nbs/66_trainer.ipynb #d7ee8dae
+@patch
+def _inert_setting_errors(self: TrainingConfig, method) -> list:
+    "Messages for settings that would silently do nothing in this combination."
+    errs = []
+    d = {f.name: f.default for f in fields(self)}
+    spsa_used = self.optimizer in SPSA_OPTIMIZERS or (method is not None and method.stochastic)
+    for k in ('spsa_c', 'spsa_A', 'num_directions'):
+        if getattr(self, k) != d[k] and not spsa_used:
+            errs.append(
+                f"{k} only affects SPSA; optimizer={self.optimizer!r} with "
+                f"gradient_method={self.gradient_method!r} never uses it"
             )
-        return cls(**d)
+    if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng':
+        errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
+    if self.gradient_budget is not None and self.gradient_method != 'adaptive':
+        errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
+    errs.append(int_error('connection_pool_size', self.connection_pool_size, none_ok=True))
+    if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
+        errs.append(
+            f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}"
+        )
+    if not self.use_batch_api and not self.backend.startswith('ionq.'):
+        errs.append(
+            f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} "
+            "has no batch API switch"
+        )
+    return errs
 
-    def to_dict(self) -> dict: return dataclasses.asdict(self)
+# %% ../../nbs/66_trainer.ipynb #96192073
+@patch(cls_method=True)
+def from_dict(cls: TrainingConfig,
+              d: dict,  # field names to values; an unknown name is an error that suggests the closest field
+             ) -> 'TrainingConfig':
+    """Build from a dict, rejecting unknown keys (with the closest known names).
 
-    @classmethod
-    def from_file(cls, path, section: str | None = 'training') -> 'TrainingConfig':
-        "Load YAML (.yaml/.yml) or TOML (.toml); uses the `section` table if present."
-        return cls.from_dict(_section(read_config_file(path), section))
+    Parameters
+    ----------
+    d : dict
+        field names to values; an unknown name is an error that suggests the closest field
+    """
+    import difflib
+    known = {f.name for f in fields(cls)}
+    unknown = [k for k in d if k not in known]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, 1) for k in unknown}
+        raise ValueError(
+            "unknown TrainingConfig key(s): "
+            + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items())
+        )
+    return cls(**d)
 
-    def save(self, path):
-        "Write YAML or TOML (by extension), atomically."
-        from qstore.storage.files import atomic_write_bytes
-        path = Path(path)
-        d = {k: v for k, v in self.to_dict().items() if v is not None}
-        if path.suffix in ('.yaml', '.yml'):
-            import yaml
-            text = yaml.safe_dump({'training': d}, sort_keys=False)
-        elif path.suffix == '.toml': text = '[training]\n' + ''.join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
-        else: raise ValueError(f"config files are .yaml, .yml or .toml; got {path.name!r}")
-        atomic_write_bytes(path, text.encode())
+@patch
+def to_dict(self: TrainingConfig) -> dict: return dataclasses.asdict(self)
 
-    @property
-    def api_key(self) -> str | None:
-        "The API key from the environment (never stored)."
-        return os.environ.get(self.api_key_env)
+# %% ../../nbs/66_trainer.ipynb #af068668
+def read_config_file(path,  # a .yaml, .yml or .toml file
+                    ) -> dict:
+    """Parse a YAML or TOML file into a dict, with a clear error for other formats or syntax errors.
 
-    @property
-    def fingerprint(self) -> str:
-        "Hash of the settings that affect the trained result (for reuse checks)."
-        d = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')
-        }
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-    def __repr__(self):
-        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)]
-        return f"TrainingConfig({', '.join(parts)}, api_key={'***' if self.api_key else None!r})"
-
-
-def read_config_file(path) -> dict:
-    "Parse a YAML or TOML file into a dict, with a clear error for other formats or syntax errors."
+    Parameters
+    ----------
+    path
+        a .yaml, .yml or .toml file
+    """
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"config file not found: {path}")
     try:
@@ -263,6 +263,65 @@ def read_config_file(path) -> dict:
 
 def _section(d, section):
     return d[section] if section and isinstance(d, dict) and section in d else d
+
+# %% ../../nbs/66_trainer.ipynb #c1bdef09
+@patch(cls_method=True)
+def from_file(cls: TrainingConfig,
+              path,  # a .yaml, .yml or .toml file
+              section: str | None = 'training',  # the table holding the settings, if the file has it (None: top level)
+             ) -> 'TrainingConfig':
+    """Load YAML (.yaml/.yml) or TOML (.toml); uses the `section` table if present.
+
+    Parameters
+    ----------
+    path
+        a .yaml, .yml or .toml file
+    section : str | None, default 'training'
+        the table holding the settings, if the file has it (None: top level)
+    """
+    return cls.from_dict(_section(read_config_file(path), section))
+
+@patch
+def save(self: TrainingConfig,
+         path,  # the file to write; .yaml, .yml or .toml picks the format
+        ):
+    """Write YAML or TOML (by extension), atomically.
+
+    Parameters
+    ----------
+    path
+        the file to write; .yaml, .yml or .toml picks the format
+    """
+    from qstore.storage.files import atomic_write_bytes
+    path = Path(path)
+    d = {k: v for k, v in self.to_dict().items() if v is not None}
+    if path.suffix in ('.yaml', '.yml'):
+        import yaml
+        text = yaml.safe_dump({'training': d}, sort_keys=False)
+    elif path.suffix == '.toml': text = '[training]\n' + ''.join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
+    else: raise ValueError(f"config files are .yaml, .yml or .toml; got {path.name!r}")
+    atomic_write_bytes(path, text.encode())
+
+# %% ../../nbs/66_trainer.ipynb #a201a13a
+@patch(as_prop=True)
+def api_key(self: TrainingConfig) -> str | None:
+    "The API key from the environment (never stored)."
+    return os.environ.get(self.api_key_env)
+
+@patch(as_prop=True)
+def fingerprint(self: TrainingConfig) -> str:
+    "Hash of the settings that affect the trained result (for reuse checks)."
+    d = {
+        k: v
+        for k, v in self.to_dict().items()
+        if k not in ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')
+    }
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+@patch
+def __repr__(self: TrainingConfig):
+    parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)]
+    return f"TrainingConfig({', '.join(parts)}, api_key={'***' if self.api_key else None!r})"
 
 # %% ../../nbs/66_trainer.ipynb #t42-loss
 def _targets(y, out):
