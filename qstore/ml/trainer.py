@@ -328,14 +328,33 @@ def _targets(y, out):
     y = np.asarray(y, dtype=float)
     return y.reshape(out.shape) if y.size == out.size else y
 
-def mse_loss(out, y):
+def mse_loss(out,  # model outputs (B, n_out)
+             y,  # targets (B,) or (B, n_out)
+            ) -> tuple:
+    """Parameters
+    ----------
+    out
+        model outputs (B, n_out)
+    y
+        targets (B,) or (B, n_out)
+    """
     t = _targets(y, out)
     if t.shape != out.shape:
         raise ValueError(f"mse targets of shape {np.shape(y)} do not match model outputs {out.shape}")
     d = out - t
     return float((d ** 2).mean()), 2 * d / d.size
 
-def cross_entropy_loss(out, y):
+# %% ../../nbs/66_trainer.ipynb #37558eee
+def cross_entropy_loss(out,  # logits (B, 1) for two classes, or (B, C) for C >= 2 classes
+                       y,  # integer class labels (B,)
+                      ) -> tuple:
+    """Parameters
+    ----------
+    out
+        logits (B, 1) for two classes, or (B, C) for C >= 2 classes
+    y
+        integer class labels (B,)
+    """
     y = np.asarray(y).ravel()
     B = len(out)
     if out.shape[1] == 1 and not np.isin(y, (0, 1)).all():
@@ -356,11 +375,21 @@ def cross_entropy_loss(out, y):
     g[np.arange(B), y] -= 1
     return loss, g / B
 
+# %% ../../nbs/66_trainer.ipynb #167a4e63
 def _pm1(y):
     y = np.asarray(y, dtype=float).ravel()
     return np.where(y > 0, 1.0, -1.0)
 
-def hinge_loss(out, y):
+def hinge_loss(out,  # model outputs (B, 1)
+               y,  # labels in {0, 1} or {-1, 1}
+              ) -> tuple:
+    """Parameters
+    ----------
+    out
+        model outputs (B, 1)
+    y
+        labels in {0, 1} or {-1, 1}
+    """
     if out.shape[1] != 1: raise ValueError(f"hinge loss needs a model with one output, got {out.shape[1]}")
     if not np.isin(np.asarray(y), (-1, 0, 1)).all(): raise ValueError("hinge loss needs labels in {0, 1} or {-1, 1}")
     t = _pm1(y)
@@ -369,8 +398,22 @@ def hinge_loss(out, y):
 
 LOSSES = {'mse': mse_loss, 'cross_entropy': cross_entropy_loss, 'hinge': hinge_loss}
 
-def accuracy(out, y, loss: str) -> float | None:
-    "Classification accuracy for the loss's label convention (None for regression targets)."
+# %% ../../nbs/66_trainer.ipynb #341cc0be
+def accuracy(out,  # model outputs (B, n_out)
+             y,  # targets or labels
+             loss: str,  # 'mse', 'cross_entropy' or 'hinge': fixes how outputs map to labels
+            ) -> float | None:
+    """Classification accuracy for the loss's label convention (None for regression targets).
+
+    Parameters
+    ----------
+    out
+        model outputs (B, n_out)
+    y
+        targets or labels
+    loss : str
+        'mse', 'cross_entropy' or 'hinge': fixes how outputs map to labels
+    """
     y = np.asarray(y)
     if out.shape[1] > 1 and loss == 'cross_entropy': return float(np.mean(out.argmax(1) == y.astype(int).ravel()))
     if out.shape[1] > 1: return None
@@ -393,12 +436,18 @@ def _step_seed(seed, step, salt=0): return int(np.random.SeedSequence([seed, ste
 
 class QuantumTrainer:
     "Train a `QuantumModel` with a `TrainingConfig`; metrics, checkpoints, registry."
-    def __init__(self, model: QuantumModel, config: TrainingConfig | None = None,
+    def __init__(self,
+                 model: QuantumModel,  # the model to train; its encoder fixes the number of features
+                 config: TrainingConfig | None = None,  # training settings (default: `TrainingConfig()`)
                  backend: Backend | str | None = None,  # default: config.backend (with config.noise_model)
                  db: Database | None = None,  # where datasets, metrics and models live (default: Database.open())
                  callbacks=()):  # callables(trainer, event, logs) -> True to stop
         """Parameters
         ----------
+        model : QuantumModel
+            the model to train; its encoder fixes the number of features
+        config : TrainingConfig | None, default None
+            training settings (default: `TrainingConfig()`)
         backend : Backend | str | None, default None
             default: config.backend (with config.noise_model)
         db : Database | None, default None
@@ -431,62 +480,106 @@ class QuantumTrainer:
         self.weights, self.history, self.run, self.step_count = None, [], None, 0
         self.loss_fn = LOSSES[cfg.loss]
 
-    def _db(self):
-        if self.db is None: self.db = Database.open()
-        return self.db
+# %% ../../nbs/66_trainer.ipynb #cf1538dc
+@patch
+def _db(self: QuantumTrainer):
+    if self.db is None: self.db = Database.open()
+    return self.db
 
-    def _arrays(self, data, name='train'):
-        "Resolve (X, y) from arrays, a Dataset view or a dataset name; reject NaN/inf before training."
-        if isinstance(data, str): data = self._db().datasets.get_dataset(data)
-        if hasattr(data, 'arrays'): X, y = data.arrays()
-        else: X, y = data
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(f"{name} data must be X (rows, features) and y (rows, ...); got {X.shape} and {y.shape}")
-        bad = ~np.isfinite(X)
-        if bad.any():
-            raise ValueError(
-                f"{name} features contain NaN or inf (first at row {np.argwhere(bad)[0][0]}); nothing was trained"
-            )
-        if y.dtype.kind == 'f' and not np.isfinite(y).all():
-            raise ValueError(f"{name} targets contain NaN or inf; nothing was trained")
-        if X.shape[1] != self.model.encoder.n_features:
-            raise ValueError(
-                f"{name} data has {X.shape[1]} features; the model's encoder expects {self.model.encoder.n_features}"
-            )
-        return X, y
-
-    def _loss(self, y):
-        return lambda out: self.loss_fn(out, y)
-
-    def evaluate(self, X, y, weights=None) -> dict:
-        "Loss and accuracy on (X, y) (exact unless shots are configured)."
-        w = self.weights if weights is None else weights
-        shots = self.config.shots_per_circuit
-        out = self.model(
-            X,
-            w,
-            self.backend,
-            shots=shots,
-            seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 1),
+@patch
+def _arrays(self: QuantumTrainer, data, name='train'):
+    "Resolve (X, y) from arrays, a Dataset view or a dataset name; reject NaN/inf before training."
+    if isinstance(data, str): data = self._db().datasets.get_dataset(data)
+    if hasattr(data, 'arrays'): X, y = data.arrays()
+    else: X, y = data
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"{name} data must be X (rows, features) and y (rows, ...); got {X.shape} and {y.shape}")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        raise ValueError(
+            f"{name} features contain NaN or inf (first at row {np.argwhere(bad)[0][0]}); nothing was trained"
         )
-        return {'loss': self.loss_fn(out, y)[0], 'accuracy': accuracy(out, y, self.config.loss)}
-
-    def predict(self, X, weights=None) -> np.ndarray:
-        "Model outputs for X with the trained weights (sampled like training when shots are configured)."
-        shots = self.config.shots_per_circuit
-        return self.model(
-            np.asarray(X, dtype=float),
-            self.weights if weights is None else weights,
-            self.backend,
-            shots=shots,
-            seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2),
+    if y.dtype.kind == 'f' and not np.isfinite(y).all():
+        raise ValueError(f"{name} targets contain NaN or inf; nothing was trained")
+    if X.shape[1] != self.model.encoder.n_features:
+        raise ValueError(
+            f"{name} data has {X.shape[1]} features; the model's encoder expects {self.model.encoder.n_features}"
         )
+    return X, y
 
-    async def train(self, *args, **kwargs):
-        "Async `fit`, run in a worker thread."
-        return await asyncio.to_thread(self.fit, *args, **kwargs)
+# %% ../../nbs/66_trainer.ipynb #a6c65809
+@patch
+def _loss(self: QuantumTrainer, y):
+    return lambda out: self.loss_fn(out, y)
+
+@patch
+def evaluate(self: QuantumTrainer,
+             X,  # features (rows, n_features)
+             y,  # targets, in the convention of the configured loss
+             weights=None,  # model weights (None: the trained `self.weights`)
+            ) -> dict:
+    """Loss and accuracy on (X, y) (exact unless shots are configured).
+
+    Parameters
+    ----------
+    X
+        features (rows, n_features)
+    y
+        targets, in the convention of the configured loss
+    weights : default None
+        model weights (None: the trained `self.weights`)
+    """
+    w = self.weights if weights is None else weights
+    shots = self.config.shots_per_circuit
+    out = self.model(
+        X,
+        w,
+        self.backend,
+        shots=shots,
+        seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 1),
+    )
+    return {'loss': self.loss_fn(out, y)[0], 'accuracy': accuracy(out, y, self.config.loss)}
+
+@patch
+def predict(self: QuantumTrainer,
+            X,  # features (rows, n_features)
+            weights=None,  # model weights (None: the trained `self.weights`)
+           ) -> np.ndarray:
+    """Model outputs for X with the trained weights (sampled like training when shots are configured).
+
+    Parameters
+    ----------
+    X
+        features (rows, n_features)
+    weights : default None
+        model weights (None: the trained `self.weights`)
+    """
+    shots = self.config.shots_per_circuit
+    return self.model(
+        np.asarray(X, dtype=float),
+        self.weights if weights is None else weights,
+        self.backend,
+        shots=shots,
+        seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2),
+    )
+
+@patch
+async def train(self: QuantumTrainer,
+                *args,  # passed to `fit`: train, val
+                **kwargs,  # passed to `fit`: resume, run
+               ):
+    """Async `fit`, run in a worker thread.
+
+    Parameters
+    ----------
+    *args
+        passed to `fit`: train, val
+    **kwargs
+        passed to `fit`: resume, run
+    """
+    return await asyncio.to_thread(self.fit, *args, **kwargs)
 
 # %% ../../nbs/66_trainer.ipynb #t42-fit
 @dataclass
@@ -682,13 +775,19 @@ def _finish_fit(self: QuantumTrainer, r: _FitRun) -> list:
     return self.history
 
 @patch
-def fit(self: QuantumTrainer, train, val=None,
+def fit(self: QuantumTrainer,
+        train,  # (X, y), a `Dataset` view or a dataset name in the database
+        val=None,  # validation data like `train` (None: hold out `config.validation_split` of train, if any)
         resume: bool = False,  # continue from the newest readable checkpoint of this run
         run: str | None = None) -> list:  # run id (default: new); with resume, the run to continue
     """Train; returns the epoch history (list of dicts).
 
     Parameters
     ----------
+    train
+        (X, y), a `Dataset` view or a dataset name in the database
+    val : default None
+        validation data like `train` (None: hold out `config.validation_split` of train, if any)
     resume : bool, default False
         continue from the newest readable checkpoint of this run
     run : str | None, default None
@@ -700,15 +799,38 @@ def fit(self: QuantumTrainer, train, val=None,
         if not r.stop: self._end_epoch(r)
     return self._finish_fit(r)
 
-def load_trained_weights(model: QuantumModel, checkpoint_path) -> QuantumModel:
-    "Registry loader: put a checkpoint's weights into `model.weights`."
+def load_trained_weights(model: QuantumModel,  # the model whose `weights` are set
+                         checkpoint_path,  # a checkpoint written by `QuantumTrainer.fit`
+                        ) -> QuantumModel:
+    """Registry loader: put a checkpoint's weights into `model.weights`.
+
+    Parameters
+    ----------
+    model : QuantumModel
+        the model whose `weights` are set
+    checkpoint_path
+        a checkpoint written by `QuantumTrainer.fit`
+    """
     st = CheckpointManager(Path(checkpoint_path).parent).load(checkpoint_path)
     model.weights = np.array(st['weights'], dtype=float)
     return model
 
 # %% ../../nbs/66_trainer.ipynb #t42-plot
-def plot_history(history, ax=None, title: str = 'training'):
-    "Loss and accuracy per epoch (train and validation) from `fit`'s history or a MetricsStore history dict."
+def plot_history(history,  # `fit`'s list of epoch logs, or a MetricsStore history dict of columns
+                 ax=None,  # matplotlib axes to draw the loss on (None: a new figure)
+                 title: str = 'training',  # the figure title
+                ):
+    """Loss and accuracy per epoch (train and validation) from `fit`'s history or a MetricsStore history dict.
+
+    Parameters
+    ----------
+    history
+        `fit`'s list of epoch logs, or a MetricsStore history dict of columns
+    ax : default None
+        matplotlib axes to draw the loss on (None: a new figure)
+    title : str, default 'training'
+        the figure title
+    """
     import matplotlib.pyplot as plt
     if isinstance(history, dict): rows = [dict(zip(history, vals)) for vals in zip(*history.values())]
     else: rows = list(history)
@@ -728,8 +850,34 @@ def plot_history(history, ax=None, title: str = 'training'):
     fig.tight_layout()
     return fig
 
-def plot_decision_boundary(model: QuantumModel, X, y, weights=None, backend='local', resolution: int = 40, ax=None):
-    "Model output over a grid of a 2-feature input space, with the data points."
+# %% ../../nbs/66_trainer.ipynb #48fdc481
+def plot_decision_boundary(model: QuantumModel,  # a model with a 2-feature encoder
+                           X,  # data points (rows, 2)
+                           y,  # their labels, used as the points' colours
+                           weights=None,  # model weights (None: `model.weights`)
+                           backend='local',  # backend name or instance that evaluates the grid
+                           resolution: int = 40,  # grid points per axis
+                           ax=None,  # matplotlib axes to draw on (None: a new figure)
+                          ):
+    """Model output over a grid of a 2-feature input space, with the data points.
+
+    Parameters
+    ----------
+    model : QuantumModel
+        a model with a 2-feature encoder
+    X
+        data points (rows, 2)
+    y
+        their labels, used as the points' colours
+    weights : default None
+        model weights (None: `model.weights`)
+    backend : default 'local'
+        backend name or instance that evaluates the grid
+    resolution : int, default 40
+        grid points per axis
+    ax : default None
+        matplotlib axes to draw on (None: a new figure)
+    """
     import matplotlib.pyplot as plt
     X = np.asarray(X, dtype=float)
     if X.shape[1] != 2: raise ValueError(f"decision boundary plots need 2 features, got {X.shape[1]}")
