@@ -565,22 +565,6 @@ def predict(self: QuantumTrainer,
         seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2),
     )
 
-@patch
-async def train(self: QuantumTrainer,
-                *args,  # passed to `fit`: train, val
-                **kwargs,  # passed to `fit`: resume, run
-               ):
-    """Async `fit`, run in a worker thread.
-
-    Parameters
-    ----------
-    *args
-        passed to `fit`: train, val
-    **kwargs
-        passed to `fit`: resume, run
-    """
-    return await asyncio.to_thread(self.fit, *args, **kwargs)
-
 # %% ../../nbs/66_trainer.ipynb #t42-fit
 @dataclass
 class _FitRun:
@@ -799,6 +783,24 @@ def fit(self: QuantumTrainer,
         if not r.stop: self._end_epoch(r)
     return self._finish_fit(r)
 
+# %% ../../nbs/66_trainer.ipynb #8b60599b
+@patch
+async def train(self: QuantumTrainer,
+                *args,  # passed to `fit`: train, val
+                **kwargs,  # passed to `fit`: resume, run
+               ):
+    """Async `fit`, run in a worker thread.
+
+    Parameters
+    ----------
+    *args
+        passed to `fit`: train, val
+    **kwargs
+        passed to `fit`: resume, run
+    """
+    return await asyncio.to_thread(self.fit, *args, **kwargs)
+
+# %% ../../nbs/66_trainer.ipynb #695f160c
 def load_trained_weights(model: QuantumModel,  # the model whose `weights` are set
                          checkpoint_path,  # a checkpoint written by `QuantumTrainer.fit`
                         ) -> QuantumModel:
