@@ -165,6 +165,7 @@ def train_from_config(path,  # YAML or TOML file with `training`, `model` and `d
     log(json.dumps(res, indent=2, default=str))
     return res
 
+# %% ../nbs/90_jobs.ipynb #1e3c5f54
 def train_cli(argv: list[str] | None = None,  # command-line arguments after `qstore train`
              ) -> int:
     """`qstore train CONFIG`: train from a YAML or TOML config file.
