@@ -81,11 +81,27 @@ class HardwareEfficientQuantumLayer:
     @property
     def n_weights(self): return len(self.rotations) * self.n_qubits * self.depth
 
-    def pairs(self) -> list:
-        n = self.n_qubits
-        if n == 1: return []
-        if self.entangler == 'cnot_linear' or n == 2: return [(i, i + 1) for i in range(n - 1)]
-        return [(i, (i + 1) % n) for i in range(n)]
+    def init_weights(self,
+                     seed: int | None = 0,  # RNG seed (None: fresh entropy)
+                     strategy: str = 'small',  # 'small', 'uniform', 'normal' or 'zeros'
+                    ) -> np.ndarray:
+        """Parameters
+        ----------
+        seed : int | None, default 0
+            RNG seed (None: fresh entropy)
+        strategy : str, default 'small'
+            'small', 'uniform', 'normal' or 'zeros'
+        """
+        return init_weights(self.n_weights, strategy, seed)
+
+    def spec(self) -> dict:
+        return {
+            'type': type(self).__name__,
+            'n_qubits': self.n_qubits,
+            'depth': self.depth,
+            'entangler': self.entangler,
+            'rotations': list(self.rotations),
+        }
 
     def __repr__(self):
         return (
@@ -93,7 +109,14 @@ class HardwareEfficientQuantumLayer:
             f"rotations={self.rotations}, weights={self.n_weights})"
         )
 
-# %% ../../nbs/61_layers.ipynb #25fb8c9a
+# %% ../../nbs/61_layers.ipynb #7111d9ff
+@patch
+def pairs(self: HardwareEfficientQuantumLayer) -> list:
+    n = self.n_qubits
+    if n == 1: return []
+    if self.entangler == 'cnot_linear' or n == 2: return [(i, i + 1) for i in range(n - 1)]
+    return [(i, (i + 1) % n) for i in range(n)]
+
 @patch
 def circuit(self: HardwareEfficientQuantumLayer,
             prefix: str = '',  # prepended to the weight names, so several layers compose without clashes
@@ -118,30 +141,6 @@ def circuit(self: HardwareEfficientQuantumLayer,
             elif self.entangler == 'ms': c.ms(a, b, 0, 0)
             else: c.cnot(a, b)
     return c
-
-@patch
-def init_weights(self: HardwareEfficientQuantumLayer,
-                 seed: int | None = 0,  # RNG seed (None: fresh entropy)
-                 strategy: str = 'small',  # 'small', 'uniform', 'normal' or 'zeros'
-                ) -> np.ndarray:
-    """Parameters
-    ----------
-    seed : int | None, default 0
-        RNG seed (None: fresh entropy)
-    strategy : str, default 'small'
-        'small', 'uniform', 'normal' or 'zeros'
-    """
-    return init_weights(self.n_weights, strategy, seed)
-
-@patch
-def spec(self: HardwareEfficientQuantumLayer) -> dict:
-    return {
-        'type': type(self).__name__,
-        'n_qubits': self.n_qubits,
-        'depth': self.depth,
-        'entangler': self.entangler,
-        'rotations': list(self.rotations),
-    }
 
 # %% ../../nbs/61_layers.ipynb #063333e5
 class QuantumLayer(HardwareEfficientQuantumLayer):
@@ -214,54 +213,27 @@ class QuantumModel:
     @property
     def n_weights(self): return self.n_circuit_weights + self.n_head_weights
 
-    def __call__(self,
-                 X,  # features (B, n_features)
-                 weights=None,  # weight vector (None: the model's trained weights)
-                 backend='local',  # backend name or instance
-                 shots=None,  # None: exact expectations; int: sampled
-                 seed=None,  # sampling seed
-                ) -> np.ndarray:
-        """Model outputs `(B, n_outputs)`.
+    def init_weights(self,
+                     seed: int | None = 0,  # RNG seed; layer i uses seed + i, the head seed + 1000 (None: fresh)
+                     strategy: str = 'small',  # layers: 'small', 'uniform', 'normal' or 'zeros'
+                    ) -> np.ndarray:
+        """Seeded initial weights: layers by `strategy`, head W ~ N(0, 1/n_obs), b = 0.
 
         Parameters
         ----------
-        X
-            features (B, n_features)
-        weights : default None
-            weight vector (None: the model's trained weights)
-        backend : default 'local'
-            backend name or instance
-        shots : default None
-            None: exact expectations; int: sampled
-        seed : default None
-            sampling seed
+        seed : int | None, default 0
+            RNG seed; layer i uses seed + i, the head seed + 1000 (None: fresh)
+        strategy : str, default 'small'
+            layers: 'small', 'uniform', 'normal' or 'zeros'
         """
-        return self.outputs_from_expectations(self.expectations(X, weights, backend, shots, seed), weights)
-
-    predict = __call__
+        ws = [l.init_weights(None if seed is None else seed + i, strategy) for i, l in enumerate(self.layers)]
+        if self.head:
+            rng = np.random.default_rng(None if seed is None else seed + 1000)
+            k = len(self.observables)
+            ws += [rng.normal(0, 1 / np.sqrt(k), k * self.n_outputs), np.zeros(self.n_outputs)]
+        return np.concatenate(ws)
 
 # %% ../../nbs/61_layers.ipynb #50f193a6
-@patch
-def init_weights(self: QuantumModel,
-                 seed: int | None = 0,  # RNG seed; layer i uses seed + i, the head seed + 1000 (None: fresh entropy)
-                 strategy: str = 'small',  # layers: 'small', 'uniform', 'normal' or 'zeros'
-                ) -> np.ndarray:
-    """Seeded initial weights: layers by `strategy`, head W ~ N(0, 1/n_obs), b = 0.
-
-    Parameters
-    ----------
-    seed : int | None, default 0
-        RNG seed; layer i uses seed + i, the head seed + 1000 (None: fresh entropy)
-    strategy : str, default 'small'
-        layers: 'small', 'uniform', 'normal' or 'zeros'
-    """
-    ws = [l.init_weights(None if seed is None else seed + i, strategy) for i, l in enumerate(self.layers)]
-    if self.head:
-        rng = np.random.default_rng(None if seed is None else seed + 1000)
-        k = len(self.observables)
-        ws += [rng.normal(0, 1 / np.sqrt(k), k * self.n_outputs), np.zeros(self.n_outputs)]
-    return np.concatenate(ws)
-
 @patch
 def split(self: QuantumModel,
           weights,  # a weight vector of length n_weights (None: the model's trained weights)
@@ -353,6 +325,56 @@ def outputs_from_expectations(self: QuantumModel,
     """
     _, W, b = self.split(weights)
     return E if W is None else E @ W + b
+
+@patch
+def __call__(self: QuantumModel,
+             X,  # features (B, n_features)
+             weights=None,  # weight vector (None: the model's trained weights)
+             backend='local',  # backend name or instance
+             shots=None,  # None: exact expectations; int: sampled
+             seed=None,  # sampling seed
+            ) -> np.ndarray:
+    """Model outputs `(B, n_outputs)`.
+
+    Parameters
+    ----------
+    X
+        features (B, n_features)
+    weights : default None
+        weight vector (None: the model's trained weights)
+    backend : default 'local'
+        backend name or instance
+    shots : default None
+        None: exact expectations; int: sampled
+    seed : default None
+        sampling seed
+    """
+    return self.outputs_from_expectations(self.expectations(X, weights, backend, shots, seed), weights)
+
+@patch
+def predict(self: QuantumModel,
+            X,  # features (B, n_features)
+            weights=None,  # weight vector (None: the model's trained weights)
+            backend='local',  # backend name or instance
+            shots=None,  # None: exact expectations; int: sampled
+            seed=None,  # sampling seed
+           ) -> np.ndarray:
+    """Model outputs `(B, n_outputs)`: the same as calling the model.
+
+    Parameters
+    ----------
+    X
+        features (B, n_features)
+    weights : default None
+        weight vector (None: the model's trained weights)
+    backend : default 'local'
+        backend name or instance
+    shots : default None
+        None: exact expectations; int: sampled
+    seed : default None
+        sampling seed
+    """
+    return self(X, weights, backend, shots, seed)
 
 @patch
 def __repr__(self: QuantumModel):
