@@ -326,6 +326,7 @@ def outputs_from_expectations(self: QuantumModel,
     _, W, b = self.split(weights)
     return E if W is None else E @ W + b
 
+# %% ../../nbs/61_layers.ipynb #198e23bc
 @patch
 def __call__(self: QuantumModel,
              X,  # features (B, n_features)
