@@ -208,7 +208,8 @@ _EXPORTS = {'export', 'exports', 'exporti'}
 
 class DocstringSections:
     "nbdev export processor: docments of exported definitions become numpydoc docstring sections"
-    def __init__(self, nb):  # the notebook being exported (nbdev passes it)
+    def __init__(self,
+                 nb):  # the notebook being exported (nbdev passes it)
         """Parameters
         ----------
         nb
@@ -221,7 +222,8 @@ class DocstringSections:
 
 class KeepVersion:
     "nbdev export processor: the module exported to `__init__` starts with the package's current `__version__`"
-    def __init__(self, nb):  # the notebook being exported (nbdev passes it)
+    def __init__(self,
+                 nb):  # the notebook being exported (nbdev passes it)
         """Parameters
         ----------
         nb

@@ -24,8 +24,20 @@ COMMANDS = {
 }
 
 # %% ../nbs/95_cli.ipynb #cli-main
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `qstore` console script."
+def main(argv: list[str] | None = None,  # command-line arguments (None: sys.argv[1:])
+        ) -> int:  # exit code
+    """Entry point of the `qstore` console script.
+
+    Parameters
+    ----------
+    argv : list[str] | None, default None
+        command-line arguments (None: sys.argv[1:])
+
+    Returns
+    -------
+    int
+        exit code
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog='qstore', description='Q-Store: hybrid quantum-classical machine learning.')
     p.add_argument('--version', action='store_true', help='print the version and exit')

@@ -12,23 +12,14 @@ from .ml.trainer import QuantumTrainer, TrainingConfig, accuracy, plot_history, 
 from .ml.datasets import build_model, load_data, minmax_to_angles
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'demo', 'demo_cli', 'train_from_config', 'train_cli']
+__all__ = ['DEMO_MODEL', 'demo', 'train_from_config', 'train_cli']
 
 # %% ../nbs/90_jobs.ipynb #d45-demo
 DEMO_MODEL = {'encoder': {'method': 'angle'}, 'layers': [{'type': 'HardwareEfficientQuantumLayer', 'depth': 2}],
               'observables': ['Z0'], 'head': 'affine', 'n_outputs': 1, 'name': 'iris-demo'}
 
-def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
-         epochs: int = 12, retrain: bool = False, progress: bool = True, log=print) -> dict:
-    """Run the Iris demo end to end; returns a summary dict.
-
-    Parameters
-    ----------
-    home : default None
-        database directory (default $QSTORE_HOME or ./.qstore)
-    """
-    t0 = time.perf_counter()
-    db = Database.open(home)
+def _demo_data(db: Database) -> tuple:
+    "Store Iris (setosa vs versicolor), split it 70/30 (stratified, seeded) and scale it to angles."
     X, y, what = load_data('iris')
     version = db.datasets.put_dataset(
         'iris-setosa-versicolor', X, y, metadata={'source': what, 'classes': ['setosa', 'versicolor']}
@@ -37,37 +28,35 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
     train, test = ds.split(0.3, seed=0, stratify=True)
     (Xtr, ytr), (Xte, yte) = train.arrays(), test.arrays()
     Xtr, Xte = minmax_to_angles(Xtr, Xte)
-    model = build_model(DEMO_MODEL, 4)
-    ckdir = db.root / 'checkpoints' / 'iris-demo'
-    cfg = TrainingConfig(epochs=epochs, batch_size=10, learning_rate=0.1, loss='cross_entropy', checkpoint_interval=5,
-                         checkpoint_dir=str(ckdir), register_model='iris-demo', seed=0, progress=progress)
-    trainer = QuantumTrainer(model, cfg, db=db)
+    return Xtr, ytr, Xte, yte, what
+
+def _registered_demo(db: Database, cfg: TrainingConfig, model):
+    "The last registered demo model trained with the same settings and weight count, or None."
     reused = None
-    if not retrain:
-        for mv in db.models.list('iris-demo'):
-            if mv.tags.get('config') == cfg.fingerprint and mv.spec.get('n_weights') == model.n_weights: reused = mv
-    if reused is not None:
-        loaded = db.models.load('iris-demo', reused.version)
-        trainer.weights, status = (
-            loaded.weights,
-            f"reused registered model iris-demo v{reused.version} (same settings; --retrain to train again)",
-        )
-        history, ckpt = [], reused.checkpoint
-    else:
-        resume = not retrain and ckdir.exists() and any(ckdir.glob('*.safetensors'))
-        run = None
-        if resume:
-            from qstore.ml.checkpoint import CheckpointManager
-            found = CheckpointManager(ckdir).latest()
-            if found and found[1].get('config') == cfg.to_dict(): run = found[1]['run']
-            else: resume = False
-        if retrain and ckdir.exists(): shutil.rmtree(ckdir)
-        log(f"training on {len(Xtr)} rows of {what} ({'resuming run ' + run if resume else 'new run'}) ...")
-        history = trainer.fit(
-            (Xtr, ytr), val=(Xte, yte), resume=resume, run=run
-        )  # val is only reported, never used for decisions
-        status = f"trained and registered iris-demo v{trainer.registered_version}"
-        ckpt = trainer.checkpoint_path
+    for mv in db.models.list('iris-demo'):
+        if mv.tags.get('config') == cfg.fingerprint and mv.spec.get('n_weights') == model.n_weights: reused = mv
+    return reused
+
+# %% ../nbs/90_jobs.ipynb #4bfc6ef3
+def _train_demo(trainer: QuantumTrainer, ckdir: Path, retrain: bool, train: tuple, val: tuple, what: str, log) -> tuple:
+    "Resume an interrupted run with the same settings, or train anew; returns (history, status, checkpoint)."
+    cfg = trainer.config
+    resume = not retrain and ckdir.exists() and any(ckdir.glob('*.safetensors'))
+    run = None
+    if resume:
+        from qstore.ml.checkpoint import CheckpointManager
+        found = CheckpointManager(ckdir).latest()
+        if found and found[1].get('config') == cfg.to_dict(): run = found[1]['run']
+        else: resume = False
+    if retrain and ckdir.exists(): shutil.rmtree(ckdir)
+    log(f"training on {len(train[0])} rows of {what} ({'resuming run ' + run if resume else 'new run'}) ...")
+    history = trainer.fit(train, val=val, resume=resume, run=run)  # val is only reported, never used for decisions
+    status = f"trained and registered iris-demo v{trainer.registered_version}"
+    return history, status, trainer.checkpoint_path
+
+def _demo_report(db: Database, trainer: QuantumTrainer, history: list, status: str, ckpt, Xte, yte, t0: float,
+                 log) -> dict:
+    "Held-out accuracy, the training-curve PNG (when there is a new curve) and the printed summary."
     out = trainer.predict(Xte)
     acc = accuracy(out, yte, 'cross_entropy')
     plot = db.root / 'iris-demo-training.png'
@@ -78,7 +67,7 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
         plt.close(fig)
     summary = {'status': status, 'test_accuracy': acc, 'test_rows': len(Xte), 'checkpoint': str(ckpt),
                'registry': str(db.root / 'qstore.db'), 'plot': str(plot) if plot.exists() else None,
-               'seconds': round(time.perf_counter() - t0, 1), 'model': repr(model)}
+               'seconds': round(time.perf_counter() - t0, 1), 'model': repr(trainer.model)}
     log(
         f"\n{status}\n  held-out accuracy: {acc:.3f} on {len(Xte)} rows\n  model: {summary['model']}\n"
         f"  checkpoint: {summary['checkpoint']}\n  registry: {summary['registry']}\n  training curve: "
@@ -87,25 +76,66 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
     )
     return summary
 
+# %% ../nbs/90_jobs.ipynb #ee17c441
+def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
+         epochs: int = 12,  # training epochs of a new run
+         retrain: bool = False,  # ignore a registered model and checkpoints; train from scratch
+         progress: bool = True,  # show a progress bar per epoch
+         log=print,  # called with each message for the user
+        ) -> dict:
+    """Run the Iris demo end to end; returns a summary dict.
 
-def demo_cli(argv: list[str] | None = None) -> int:
-    "`qstore demo`: train (or reuse) the Iris classifier on the embedded defaults."
-    p = argparse.ArgumentParser(
-        prog='qstore demo', description='Train a quantum classifier on Iris with the embedded defaults.'
-    )
-    p.add_argument('--home', help='database directory (default: $QSTORE_HOME or ./.qstore)')
-    p.add_argument('--epochs', type=int, default=12)
-    p.add_argument(
-        '--retrain', action='store_true', help='ignore a registered model and checkpoints; train from scratch'
-    )
-    p.add_argument('--no-progress', action='store_true')
-    a = p.parse_args(argv or [])
-    s = demo(a.home, a.epochs, a.retrain, not a.no_progress)
-    return 0 if s['test_accuracy'] is not None else 1
+    Parameters
+    ----------
+    home : default None
+        database directory (default $QSTORE_HOME or ./.qstore)
+    epochs : int, default 12
+        training epochs of a new run
+    retrain : bool, default False
+        ignore a registered model and checkpoints; train from scratch
+    progress : bool, default True
+        show a progress bar per epoch
+    log : default print
+        called with each message for the user
+    """
+    t0 = time.perf_counter()
+    db = Database.open(home)
+    Xtr, ytr, Xte, yte, what = _demo_data(db)
+    model = build_model(DEMO_MODEL, 4)
+    ckdir = db.root / 'checkpoints' / 'iris-demo'
+    cfg = TrainingConfig(epochs=epochs, batch_size=10, learning_rate=0.1, loss='cross_entropy', checkpoint_interval=5,
+                         checkpoint_dir=str(ckdir), register_model='iris-demo', seed=0, progress=progress)
+    trainer = QuantumTrainer(model, cfg, db=db)
+    reused = None if retrain else _registered_demo(db, cfg, model)
+    if reused is not None:
+        loaded = db.models.load('iris-demo', reused.version)
+        trainer.weights, status = (
+            loaded.weights,
+            f"reused registered model iris-demo v{reused.version} (same settings; --retrain to train again)",
+        )
+        history, ckpt = [], reused.checkpoint
+    else: history, status, ckpt = _train_demo(trainer, ckdir, retrain, (Xtr, ytr), (Xte, yte), what, log)
+    return _demo_report(db, trainer, history, status, ckpt, Xte, yte, t0, log)
 
 # %% ../nbs/90_jobs.ipynb #d45-train
-def train_from_config(path, resume: bool = False, home=None, log=print) -> dict:
-    "Train from a config file; returns a summary."
+def train_from_config(path,  # YAML or TOML file with `training`, `model` and `data` sections
+                      resume: bool = False,  # continue the newest checkpoint of this configuration
+                      home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
+                      log=print,  # called with each message for the user
+                     ) -> dict:
+    """Train from a config file; returns a summary.
+
+    Parameters
+    ----------
+    path
+        YAML or TOML file with `training`, `model` and `data` sections
+    resume : bool, default False
+        continue the newest checkpoint of this configuration
+    home : default None
+        database directory (default $QSTORE_HOME or ./.qstore)
+    log : default print
+        called with each message for the user
+    """
     raw = read_config_file(path)
     unknown = set(raw) - {'training', 'model', 'data'}
     if unknown: raise ValueError(f"unknown section(s) {sorted(unknown)} in {path}; expected training, model, data")
@@ -135,7 +165,16 @@ def train_from_config(path, resume: bool = False, home=None, log=print) -> dict:
     log(json.dumps(res, indent=2, default=str))
     return res
 
-def train_cli(argv: list[str] | None = None) -> int:
+# %% ../nbs/90_jobs.ipynb #1e3c5f54
+def train_cli(argv: list[str] | None = None,  # command-line arguments after `qstore train`
+             ) -> int:
+    """`qstore train CONFIG`: train from a YAML or TOML config file.
+
+    Parameters
+    ----------
+    argv : list[str] | None, default None
+        command-line arguments after `qstore train`
+    """
     p = argparse.ArgumentParser(prog='qstore train', description='Train a model from a YAML/TOML config file.')
     p.add_argument('config')
     p.add_argument('--resume', action='store_true')

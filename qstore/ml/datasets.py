@@ -59,6 +59,7 @@ def load_data(name: str,  # 'iris', 'iris3', 'moons', 'parity', a dataset stored
         f"unknown data set {name!r}: use iris, iris3, moons, parity, an .npz file or a stored dataset name"
     )
 
+# %% ../../nbs/65_datasets.ipynb #281cd382
 def minmax_to_angles(X_train,  # (B, F) training features: their per-feature min and max set the scale
                      *others,  # more feature arrays (validation, test) scaled the same way
                      ) -> list:
@@ -76,8 +77,18 @@ def minmax_to_angles(X_train,  # (B, F) training features: their per-feature min
     return [np.clip((np.asarray(x) - lo) / span, 0, 1) * np.pi for x in (X_train, *others)]
 
 # %% ../../nbs/65_datasets.ipynb #d45-build
-def build_model(spec: dict, n_features: int) -> QuantumModel:
-    "A QuantumModel from a config-file `model` section."
+def build_model(spec: dict,  # the `model` section: encoder, layers, observables, head, n_outputs, name
+                n_features: int,  # features of the data, which size the encoder
+               ) -> QuantumModel:
+    """A QuantumModel from a config-file `model` section.
+
+    Parameters
+    ----------
+    spec : dict
+        the `model` section: encoder, layers, observables, head, n_outputs, name
+    n_features : int
+        features of the data, which size the encoder
+    """
     spec = dict(spec)
     enc = DataEncoder(**{'n_features': n_features, **spec.pop('encoder', {'method': 'angle'})})
     layers = []

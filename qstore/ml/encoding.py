@@ -6,18 +6,43 @@
 from __future__ import annotations
 import math
 import numpy as np
+from fastcore.basics import patch
 from ..circuits import Circuit
 from ..utils import check_int
 
 # %% auto #0
-__all__ = ['DataEncoder', 'encoder_circuit', 'transform']
+__all__ = ['DataEncoder']
 
 # %% ../../nbs/60_encoding.ipynb #e05-enc
+def _qubits_and_features(method: str, n_qubits: int | None, n_features: int | None) -> tuple:
+    "Fill in whichever of n_qubits and n_features is missing, and reject counts the method cannot hold."
+    per_qubit = {'dense_angle': 2}.get(method, 1)
+    if n_features is None and n_qubits is None: raise ValueError("give n_qubits or n_features")
+    if method == 'amplitude':
+        if n_qubits is None: n_qubits = max(1, math.ceil(math.log2(n_features)))
+        n_features = n_features or 2 ** n_qubits
+        if n_features > 2**n_qubits:
+            raise ValueError(
+                f"amplitude encoding of {n_features} features needs {math.ceil(math.log2(n_features))} qubits, "
+                f"got {n_qubits}"
+            )
+    else:
+        if n_qubits is None: n_qubits = math.ceil(n_features / per_qubit)
+        n_features = n_features or n_qubits * per_qubit
+        if n_features > n_qubits * per_qubit:
+            raise ValueError(
+                f"{method} encoding holds {per_qubit} feature(s) per qubit: {n_features} features need "
+                f"{math.ceil(n_features / per_qubit)} qubits, got {n_qubits}"
+            )
+    return int(n_qubits), int(n_features)
+
+# %% ../../nbs/60_encoding.ipynb #c7fde7fa
 class DataEncoder:
     "Classical features -> circuit parameters, plus the encoding circuit template."
     METHODS = ('angle', 'dense_angle', 'iqp', 'zz', 'amplitude', 'basis')
 
-    def __init__(self, method: str = 'angle',  # 'angle', 'dense_angle', 'iqp', 'zz', 'amplitude' or 'basis'
+    def __init__(self,
+                 method: str = 'angle',  # 'angle', 'dense_angle', 'iqp', 'zz', 'amplitude' or 'basis'
                  n_qubits: int | None = None,  # qubits; default: what the method needs for n_features
                  n_features: int | None = None,  # raw feature count; default: what n_qubits holds
                  rotation: str = 'ry',  # angle method: 'rx', 'ry' or 'rz'
@@ -54,25 +79,7 @@ class DataEncoder:
             entanglement,
             float(scale),
         )
-        per_qubit = {'dense_angle': 2}.get(self.method, 1)
-        if n_features is None and n_qubits is None: raise ValueError("give n_qubits or n_features")
-        if self.method == 'amplitude':
-            if n_qubits is None: n_qubits = max(1, math.ceil(math.log2(n_features)))
-            n_features = n_features or 2 ** n_qubits
-            if n_features > 2**n_qubits:
-                raise ValueError(
-                    f"amplitude encoding of {n_features} features needs {math.ceil(math.log2(n_features))} qubits, "
-                    f"got {n_qubits}"
-                )
-        else:
-            if n_qubits is None: n_qubits = math.ceil(n_features / per_qubit)
-            n_features = n_features or n_qubits * per_qubit
-            if n_features > n_qubits * per_qubit:
-                raise ValueError(
-                    f"{self.method} encoding holds {per_qubit} feature(s) per qubit: {n_features} features need "
-                    f"{math.ceil(n_features / per_qubit)} qubits, got {n_qubits}"
-                )
-        self.n_qubits, self.n_features = int(n_qubits), int(n_features)
+        self.n_qubits, self.n_features = _qubits_and_features(self.method, n_qubits, n_features)
         self._circuit = None
 
     @property
@@ -101,7 +108,14 @@ def _uniformly_controlled_ry(c: Circuit, target: int, controls: list, angles: li
         flip = (_gray(i) ^ _gray((i + 1) % 2 ** k)).bit_length() - 1  # control bit that changes next
         c.cnot(controls[flip], target)
 
-def encoder_circuit(self: DataEncoder) -> Circuit:
+@patch
+def _n_params(self: DataEncoder) -> int:
+    if self.method == 'amplitude': return 2 ** self.n_qubits - 1
+    return self.n_features + (len(self.pairs) if self.method == 'iqp' else 0)
+
+# %% ../../nbs/60_encoding.ipynb #cfb7fb55
+@patch
+def circuit(self: DataEncoder) -> Circuit:
     "The encoding template (built once), with parameters `x[i]` in group 'inputs'."
     if self._circuit is not None: return self._circuit
     n = self.n_qubits
@@ -131,13 +145,6 @@ def encoder_circuit(self: DataEncoder) -> Circuit:
                 for m, (i, j) in enumerate(self.pairs): c.cnot(i, j).phase(j, 2 * x[d + m]).cnot(i, j)
     self._circuit = c
     return c
-
-def _n_params(self: DataEncoder) -> int:
-    if self.method == 'amplitude': return 2 ** self.n_qubits - 1
-    return self.n_features + (len(self.pairs) if self.method == 'iqp' else 0)
-
-DataEncoder.circuit = encoder_circuit
-DataEncoder._n_params = _n_params
 
 # %% ../../nbs/60_encoding.ipynb #e05-tf
 def _amplitude_angles(X: np.ndarray, n: int) -> np.ndarray:
@@ -170,6 +177,8 @@ def _amplitude_angles(X: np.ndarray, n: int) -> np.ndarray:
 
 def _bitrev(j, k): return int(format(j, f'0{k}b')[::-1], 2) if k else 0
 
+# %% ../../nbs/60_encoding.ipynb #b43d832a
+@patch
 def transform(self: DataEncoder,
               X,  # raw features, (B, n_features) or one row (n_features,)
               ) -> np.ndarray:
@@ -207,5 +216,3 @@ def transform(self: DataEncoder,
         )
         return np.concatenate([X, pair], axis=1)
     return X
-
-DataEncoder.transform = transform

@@ -23,8 +23,21 @@ __all__ = ['init_weights', 'HardwareEfficientQuantumLayer', 'QuantumLayer', 'Qua
 _ENTANGLERS = ('cnot_ring', 'cnot_linear', 'cz', 'ms')
 _INITS = ('small', 'uniform', 'normal', 'zeros')
 
-def init_weights(n: int, strategy: str = 'small', seed: int | None = 0) -> np.ndarray:
-    "Seeded initial weights: 'small' N(0, 0.1^2), 'uniform' U(-pi, pi), 'normal' N(0, 1) or 'zeros'."
+def init_weights(n: int,  # number of weights
+                 strategy: str = 'small',  # 'small', 'uniform', 'normal' or 'zeros'
+                 seed: int | None = 0,  # RNG seed (None: fresh entropy)
+                ) -> np.ndarray:
+    """Seeded initial weights: 'small' N(0, 0.1^2), 'uniform' U(-pi, pi), 'normal' N(0, 1) or 'zeros'.
+
+    Parameters
+    ----------
+    n : int
+        number of weights
+    strategy : str, default 'small'
+        'small', 'uniform', 'normal' or 'zeros'
+    seed : int | None, default 0
+        RNG seed (None: fresh entropy)
+    """
     rng = np.random.default_rng(seed)
     if strategy == 'small': return rng.normal(0, 0.1, n)
     if strategy == 'uniform': return rng.uniform(-np.pi, np.pi, n)
@@ -32,10 +45,11 @@ def init_weights(n: int, strategy: str = 'small', seed: int | None = 0) -> np.nd
     if strategy == 'zeros': return np.zeros(n)
     raise ValueError(f"unknown initialisation {strategy!r}; choose one of {_INITS}")
 
-
+# %% ../../nbs/61_layers.ipynb #aa1e6b8d
 class HardwareEfficientQuantumLayer:
     "Rotations on every qubit followed by an entangler, repeated `depth` times."
-    def __init__(self, n_qubits: int,  # qubits
+    def __init__(self,
+                 n_qubits: int,  # qubits
                  depth: int = 1,  # repetitions
                  entangler: str = 'cnot_ring',  # 'cnot_ring', 'cnot_linear', 'cz' or 'ms'
                  rotations: tuple = ('ry', 'rz')):  # rotation gates per qubit per layer
@@ -67,29 +81,17 @@ class HardwareEfficientQuantumLayer:
     @property
     def n_weights(self): return len(self.rotations) * self.n_qubits * self.depth
 
-    def pairs(self) -> list:
-        n = self.n_qubits
-        if n == 1: return []
-        if self.entangler == 'cnot_linear' or n == 2: return [(i, i + 1) for i in range(n - 1)]
-        return [(i, (i + 1) % n) for i in range(n)]
-
-    def circuit(self, prefix: str = '') -> Circuit:
-        "The layer's template, weights named `{prefix}w[i]`."
-        c = Circuit(self.n_qubits, f"hea-{self.n_qubits}x{self.depth}")
-        w = c.parameters_vector(f"{prefix}w", self.n_weights, 'weights')
-        k = 0
-        for _ in range(self.depth):
-            for q in range(self.n_qubits):
-                for r in self.rotations:
-                    c.append(r, q, w[k])
-                    k += 1
-            for a, b in self.pairs():
-                if self.entangler == 'cz': c.cz(a, b)
-                elif self.entangler == 'ms': c.ms(a, b, 0, 0)
-                else: c.cnot(a, b)
-        return c
-
-    def init_weights(self, seed: int | None = 0, strategy: str = 'small') -> np.ndarray:
+    def init_weights(self,
+                     seed: int | None = 0,  # RNG seed (None: fresh entropy)
+                     strategy: str = 'small',  # 'small', 'uniform', 'normal' or 'zeros'
+                    ) -> np.ndarray:
+        """Parameters
+        ----------
+        seed : int | None, default 0
+            RNG seed (None: fresh entropy)
+        strategy : str, default 'small'
+            'small', 'uniform', 'normal' or 'zeros'
+        """
         return init_weights(self.n_weights, strategy, seed)
 
     def spec(self) -> dict:
@@ -102,12 +104,60 @@ class HardwareEfficientQuantumLayer:
         }
 
     def __repr__(self):
-        return f"{type(self).__name__}(n_qubits={self.n_qubits}, depth={self.depth}, entangler={self.entangler!r}, rotations={self.rotations}, weights={self.n_weights})"
+        return (
+            f"{type(self).__name__}(n_qubits={self.n_qubits}, depth={self.depth}, entangler={self.entangler!r}, "
+            f"rotations={self.rotations}, weights={self.n_weights})"
+        )
 
+# %% ../../nbs/61_layers.ipynb #7111d9ff
+@patch
+def pairs(self: HardwareEfficientQuantumLayer) -> list:
+    n = self.n_qubits
+    if n == 1: return []
+    if self.entangler == 'cnot_linear' or n == 2: return [(i, i + 1) for i in range(n - 1)]
+    return [(i, (i + 1) % n) for i in range(n)]
 
+@patch
+def circuit(self: HardwareEfficientQuantumLayer,
+            prefix: str = '',  # prepended to the weight names, so several layers compose without clashes
+           ) -> Circuit:
+    """The layer's template, weights named `{prefix}w[i]`.
+
+    Parameters
+    ----------
+    prefix : str, default ''
+        prepended to the weight names, so several layers compose without clashes
+    """
+    c = Circuit(self.n_qubits, f"hea-{self.n_qubits}x{self.depth}")
+    w = c.parameters_vector(f"{prefix}w", self.n_weights, 'weights')
+    k = 0
+    for _ in range(self.depth):
+        for q in range(self.n_qubits):
+            for r in self.rotations:
+                c.append(r, q, w[k])
+                k += 1
+        for a, b in self.pairs():
+            if self.entangler == 'cz': c.cz(a, b)
+            elif self.entangler == 'ms': c.ms(a, b, 0, 0)
+            else: c.cnot(a, b)
+    return c
+
+# %% ../../nbs/61_layers.ipynb #063333e5
 class QuantumLayer(HardwareEfficientQuantumLayer):
     "The original design's layer: RX·RY·RZ on every qubit (3 n depth weights) and a CNOT ring."
-    def __init__(self, n_qubits: int, depth: int = 1, entangler: str = 'cnot_ring'):
+    def __init__(self,
+                 n_qubits: int,  # qubits
+                 depth: int = 1,  # repetitions
+                 entangler: str = 'cnot_ring'):  # 'cnot_ring', 'cnot_linear', 'cz' or 'ms'
+        """Parameters
+        ----------
+        n_qubits : int
+            qubits
+        depth : int, default 1
+            repetitions
+        entangler : str, default 'cnot_ring'
+            'cnot_ring', 'cnot_linear', 'cz' or 'ms'
+        """
         super().__init__(n_qubits, depth, entangler, ('rx', 'ry', 'rz'))
 
     def spec(self) -> dict:
@@ -118,12 +168,13 @@ _LAYER_TYPES = {'HardwareEfficientQuantumLayer': HardwareEfficientQuantumLayer, 
 
 class QuantumModel:
     "Encoder + layers + readout (+ optional affine head)."
-    def __init__(self, encoder: DataEncoder,  # turns features into circuit inputs
+    def __init__(self,
+                 encoder: DataEncoder,  # turns features into circuit inputs
                  layers,  # a layer or list of layers (same qubit count as the encoder)
                  observables=None,  # readout observables; default Z on every qubit
                  head: str | None = None,  # None or 'affine'
                  n_outputs: int | None = None,  # outputs of the affine head (default: number of observables)
-                 name: str = 'model'):
+                 name: str = 'model'):  # the model's name, also the circuit's
         """Parameters
         ----------
         encoder : DataEncoder
@@ -136,6 +187,8 @@ class QuantumModel:
             None or 'affine'
         n_outputs : int | None, default None
             outputs of the affine head (default: number of observables)
+        name : str, default 'model'
+            the model's name, also the circuit's
         """
         self.encoder, self.layers = encoder, list(layers) if isinstance(layers, (list, tuple)) else [layers]
         n = encoder.n_qubits
@@ -160,8 +213,19 @@ class QuantumModel:
     @property
     def n_weights(self): return self.n_circuit_weights + self.n_head_weights
 
-    def init_weights(self, seed: int | None = 0, strategy: str = 'small') -> np.ndarray:
-        "Seeded initial weights: layers by `strategy`, head W ~ N(0, 1/n_obs), b = 0."
+    def init_weights(self,
+                     seed: int | None = 0,  # RNG seed; layer i uses seed + i, the head seed + 1000 (None: fresh)
+                     strategy: str = 'small',  # layers: 'small', 'uniform', 'normal' or 'zeros'
+                    ) -> np.ndarray:
+        """Seeded initial weights: layers by `strategy`, head W ~ N(0, 1/n_obs), b = 0.
+
+        Parameters
+        ----------
+        seed : int | None, default 0
+            RNG seed; layer i uses seed + i, the head seed + 1000 (None: fresh)
+        strategy : str, default 'small'
+            layers: 'small', 'uniform', 'normal' or 'zeros'
+        """
         ws = [l.init_weights(None if seed is None else seed + i, strategy) for i, l in enumerate(self.layers)]
         if self.head:
             rng = np.random.default_rng(None if seed is None else seed + 1000)
@@ -169,71 +233,187 @@ class QuantumModel:
             ws += [rng.normal(0, 1 / np.sqrt(k), k * self.n_outputs), np.zeros(self.n_outputs)]
         return np.concatenate(ws)
 
-    def split(self, weights):
-        "(circuit weights, head W, head b) from a weight vector (None: the model's own trained weights)."
-        if weights is None:
-            if self.weights is None:
-                raise ValueError(
-                    "no weights given and the model has no trained weights; pass weights= or load a trained model"
-                )
-            weights = self.weights
-        w = np.asarray(weights, dtype=float)
-        if w.shape != (self.n_weights,):
-            raise ValueError(
-                f"model has {self.n_weights} weights ({self.n_circuit_weights} circuit + {self.n_head_weights} head), "
-                f"got shape {w.shape}"
-            )
-        if not np.isfinite(w).all(): raise ValueError("weights contain NaN or inf")
-        cw = w[:self.n_circuit_weights]
-        if not self.head: return cw, None, None
-        k = len(self.observables)
-        h = w[self.n_circuit_weights:]
-        return cw, h[:k * self.n_outputs].reshape(k, self.n_outputs), h[k * self.n_outputs:]
-
-    def values(self, X, weights=None) -> np.ndarray:
-        "Circuit parameter values `(B, P)` for features X and a weight vector."
-        cw, _, _ = self.split(weights)
-        return self.circuit.bind(inputs=self.encoder.transform(X), weights=cw)
-
-    def expectations(self, X, weights=None, backend='local', shots=None, seed=None) -> np.ndarray:
-        "Readout expectations `(B, n_obs)`."
-        return (
-            get_backend(backend)
-            .run(self.circuit, self.values(X, weights), self.observables, shots=shots, seed=seed)
-            .expectations
-        )
-
-    def outputs_from_expectations(self, E, weights):
-        _, W, b = self.split(weights)
-        return E if W is None else E @ W + b
-
-    def __call__(self, X, weights=None, backend='local', shots=None, seed=None) -> np.ndarray:
-        "Model outputs `(B, n_outputs)`."
-        return self.outputs_from_expectations(self.expectations(X, weights, backend, shots, seed), weights)
-
-    predict = __call__
-
-    def __repr__(self):
-        return (
-            f"QuantumModel({self.name!r}: {self.encoder} -> {len(self.layers)} layer(s) -> {len(self.observables)} "
-            "observables"
-            f"{' -> affine head' if self.head else ''}; {self.n_weights} weights, {self.circuit.n_qubits} qubits)"
-        )
-
-# %% ../../nbs/61_layers.ipynb #l06-grad
+# %% ../../nbs/61_layers.ipynb #50f193a6
 @patch
-def loss_and_grad(self: QuantumModel, X, weights,
+def split(self: QuantumModel,
+          weights,  # a weight vector of length n_weights (None: the model's trained weights)
+         ):
+    """(circuit weights, head W, head b) from a weight vector (None: the model's own trained weights).
+
+    Parameters
+    ----------
+    weights
+        a weight vector of length n_weights (None: the model's trained weights)
+    """
+    if weights is None:
+        if self.weights is None:
+            raise ValueError(
+                "no weights given and the model has no trained weights; pass weights= or load a trained model"
+            )
+        weights = self.weights
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (self.n_weights,):
+        raise ValueError(
+            f"model has {self.n_weights} weights ({self.n_circuit_weights} circuit + {self.n_head_weights} head), "
+            f"got shape {w.shape}"
+        )
+    if not np.isfinite(w).all(): raise ValueError("weights contain NaN or inf")
+    cw = w[:self.n_circuit_weights]
+    if not self.head: return cw, None, None
+    k = len(self.observables)
+    h = w[self.n_circuit_weights:]
+    return cw, h[:k * self.n_outputs].reshape(k, self.n_outputs), h[k * self.n_outputs:]
+
+# %% ../../nbs/61_layers.ipynb #4106f227
+@patch
+def values(self: QuantumModel,
+           X,  # features (B, n_features)
+           weights=None,  # weight vector (None: the model's trained weights)
+          ) -> np.ndarray:
+    """Circuit parameter values `(B, P)` for features X and a weight vector.
+
+    Parameters
+    ----------
+    X
+        features (B, n_features)
+    weights : default None
+        weight vector (None: the model's trained weights)
+    """
+    cw, _, _ = self.split(weights)
+    return self.circuit.bind(inputs=self.encoder.transform(X), weights=cw)
+
+@patch
+def expectations(self: QuantumModel,
+                 X,  # features (B, n_features)
+                 weights=None,  # weight vector (None: the model's trained weights)
+                 backend='local',  # backend name or instance
+                 shots=None,  # None: exact expectations; int: sampled
+                 seed=None,  # sampling seed
+                ) -> np.ndarray:
+    """Readout expectations `(B, n_obs)`.
+
+    Parameters
+    ----------
+    X
+        features (B, n_features)
+    weights : default None
+        weight vector (None: the model's trained weights)
+    backend : default 'local'
+        backend name or instance
+    shots : default None
+        None: exact expectations; int: sampled
+    seed : default None
+        sampling seed
+    """
+    return (
+        get_backend(backend)
+        .run(self.circuit, self.values(X, weights), self.observables, shots=shots, seed=seed)
+        .expectations
+    )
+
+@patch
+def outputs_from_expectations(self: QuantumModel,
+                              E,  # readout expectations (B, n_obs)
+                              weights,  # weight vector; only its head part is used
+                             ):
+    """Parameters
+    ----------
+    E
+        readout expectations (B, n_obs)
+    weights
+        weight vector; only its head part is used
+    """
+    _, W, b = self.split(weights)
+    return E if W is None else E @ W + b
+
+# %% ../../nbs/61_layers.ipynb #198e23bc
+@patch
+def __call__(self: QuantumModel,
+             X,  # features (B, n_features)
+             weights=None,  # weight vector (None: the model's trained weights)
+             backend='local',  # backend name or instance
+             shots=None,  # None: exact expectations; int: sampled
+             seed=None,  # sampling seed
+            ) -> np.ndarray:
+    """Model outputs `(B, n_outputs)`.
+
+    Parameters
+    ----------
+    X
+        features (B, n_features)
+    weights : default None
+        weight vector (None: the model's trained weights)
+    backend : default 'local'
+        backend name or instance
+    shots : default None
+        None: exact expectations; int: sampled
+    seed : default None
+        sampling seed
+    """
+    return self.outputs_from_expectations(self.expectations(X, weights, backend, shots, seed), weights)
+
+@patch
+def predict(self: QuantumModel,
+            X,  # features (B, n_features)
+            weights=None,  # weight vector (None: the model's trained weights)
+            backend='local',  # backend name or instance
+            shots=None,  # None: exact expectations; int: sampled
+            seed=None,  # sampling seed
+           ) -> np.ndarray:
+    """Model outputs `(B, n_outputs)`: the same as calling the model.
+
+    Parameters
+    ----------
+    X
+        features (B, n_features)
+    weights : default None
+        weight vector (None: the model's trained weights)
+    backend : default 'local'
+        backend name or instance
+    shots : default None
+        None: exact expectations; int: sampled
+    seed : default None
+        sampling seed
+    """
+    return self(X, weights, backend, shots, seed)
+
+@patch
+def __repr__(self: QuantumModel):
+    return (
+        f"QuantumModel({self.name!r}: {self.encoder} -> {len(self.layers)} layer(s) -> {len(self.observables)} "
+        "observables"
+        f"{' -> affine head' if self.head else ''}; {self.n_weights} weights, {self.circuit.n_qubits} qubits)"
+    )
+
+# %% ../../nbs/61_layers.ipynb #07453ad3
+@patch
+def loss_and_grad(self: QuantumModel,
+                  X,  # features (B, n_features)
+                  weights,  # weight vector (None: the model's trained weights)
                   loss_fn,  # outputs (B, n_out) -> (loss, dloss/doutputs (B, n_out))
                   gradient='adjoint',  # 'adjoint', 'parameter_shift', 'finite_diff', or an estimator (SPSA, adaptive)
-                  backend='local', shots=None, seed=None) -> tuple:
+                  backend='local',  # backend name or instance
+                  shots=None,  # None: exact expectations; int: sampled
+                  seed=None,  # sampling seed
+                 ) -> tuple:
     """(loss, gradient over all weights, info) with one vector-Jacobian product through head and circuit.
 
     Parameters
     ----------
+    X
+        features (B, n_features)
+    weights
+        weight vector (None: the model's trained weights)
     loss_fn
         outputs (B, n_out) -> (loss, dloss/doutputs (B, n_out))
     gradient : default 'adjoint'
         'adjoint', 'parameter_shift', 'finite_diff', or an estimator (SPSA, adaptive)
+    backend : default 'local'
+        backend name or instance
+    shots : default None
+        None: exact expectations; int: sampled
+    seed : default None
+        sampling seed
     """
     be = get_backend(backend)
     cw, W, b = self.split(weights)
@@ -280,8 +460,16 @@ def spec(self: QuantumModel) -> dict:
     }
 
 @patch(cls_method=True)
-def from_spec(cls: QuantumModel, spec: dict) -> QuantumModel:
-    "Rebuild a model from `spec()` output."
+def from_spec(cls: QuantumModel,
+              spec: dict,  # the output of `QuantumModel.spec()`, possibly through JSON
+             ) -> QuantumModel:
+    """Rebuild a model from `spec()` output.
+
+    Parameters
+    ----------
+    spec : dict
+        the output of `QuantumModel.spec()`, possibly through JSON
+    """
     layers = []
     for l in spec['layers']:
         l = dict(l)

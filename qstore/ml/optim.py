@@ -38,7 +38,8 @@ def spsa_contradiction(optimizer: str,  # one of OPTIMIZERS
 # %% ../../nbs/63_optim.ipynb #o40-opt
 class AdaptiveGradientOptimizer:
     "Update rule + gradient method + their state, for a `QuantumModel`'s weight vector."
-    def __init__(self, optimizer: str = 'adam',  # one of sgd, adam, spsa, qng, qnspsa
+    def __init__(self,
+                 optimizer: str = 'adam',  # 'sgd', 'adam', 'spsa', 'qng' or 'qnspsa'
                  learning_rate: float = 0.05,  # step size (SPSA/QN-SPSA: the gain numerator a)
                  gradient: str = 'adaptive',  # adaptive, adjoint, parameter_shift, finite_diff or spsa (registered)
                  momentum: float = 0.0,  # sgd momentum
@@ -53,7 +54,7 @@ class AdaptiveGradientOptimizer:
         """Parameters
         ----------
         optimizer : str, default 'adam'
-            one of sgd, adam, spsa, qng, qnspsa
+            'sgd', 'adam', 'spsa', 'qng' or 'qnspsa'
         learning_rate : float, default 0.05
             step size (SPSA/QN-SPSA: the gain numerator a)
         gradient : str, default 'adaptive'
@@ -102,57 +103,90 @@ class AdaptiveGradientOptimizer:
 
 # %% ../../nbs/63_optim.ipynb #o40-step
 @patch
-def step(self: AdaptiveGradientOptimizer, model: QuantumModel, weights, X,
-          loss_fn,  # outputs -> (loss, dloss/doutputs)
-          backend='local', shots: int | None = None, seed: int | None = None, lr_scale: float = 1.0):
+def _spsa_step(self: AdaptiveGradientOptimizer, model, w, X, loss_fn, be, shots, seed, lr_scale) -> tuple:
+    "SPSA of the whole loss (QN-SPSA: preconditioned by its metric), all perturbed models in one backend call."
+    def losses(Ws):
+        vals = np.concatenate([model.values(X, wi) for wi in Ws])
+        E = be.run(model.circuit, vals, model.observables, shots=shots, seed=seed).expectations.reshape(
+            len(Ws), len(X), -1
+        )
+        return [loss_fn(model.outputs_from_expectations(e, wi))[0] for e, wi in zip(E, Ws)]
+    ak, _ = self.spsa.gains()
+    g, n_eval = self.spsa.loss_gradient(losses, w)
+    loss = float(losses(w[None])[0])
+    circuits = (n_eval + 1) * len(X)
+    info = {'method': 'spsa', 'reason': f"{self.optimizer}: SPSA loss gradient, {n_eval} loss evaluations"}
+    if self.optimizer == 'qnspsa':
+        nc = model.n_circuit_weights
+        G = self.qnspsa.update(model.circuit, model.values(X, w), be, 'weights', shots, seed)
+        g = np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
+        circuits += 4 * len(X)
+    w = w - lr_scale * ak * g
+    self.spsa.step()
+    return w, loss, circuits, info
+
+# %% ../../nbs/63_optim.ipynb #8c39aca8
+@patch
+def _gradient_step(self: AdaptiveGradientOptimizer, model, w, X, loss_fn, be, shots, seed, lr_scale) -> tuple:
+    "Loss gradient by the configured method, then the sgd, adam or qng update."
+    loss, g, info = model.loss_and_grad(X, w, loss_fn, self._method(), be, shots, seed)
+    circuits = info['circuits']
+    lr = self.lr * lr_scale
+    if self.optimizer == 'sgd':
+        self.m = g if self.m is None else self.momentum * self.m + g
+        w = w - lr * self.m
+    elif self.optimizer == 'adam':
+        b1, b2 = self.betas
+        self.m = (1 - b1) * g if self.m is None else b1 * self.m + (1 - b1) * g
+        self.v = (1 - b2) * g * g if self.v is None else b2 * self.v + (1 - b2) * g * g
+        t = self.t + 1
+        w = w - lr * (self.m / (1 - b1 ** t)) / (np.sqrt(self.v / (1 - b2 ** t)) + self.eps)
+    else:  # qng
+        nc = model.n_circuit_weights
+        G = metric_tensor(
+            model.circuit, model.values(X, w), be, 'weights', lam=self.qng_lambda, shots=shots, seed=seed
+        ).mean(0)
+        w = w - lr * np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
+    if info.get('method') == 'spsa': self.spsa.step()  # also when the adaptive choice picked SPSA
+    return w, loss, circuits, info
+
+# %% ../../nbs/63_optim.ipynb #692bdebb
+@patch
+def step(self: AdaptiveGradientOptimizer,
+         model: QuantumModel,  # the model whose weights are trained
+         weights,  # current weight vector
+         X,  # the batch's features (B, n_features)
+         loss_fn,  # outputs -> (loss, dloss/doutputs)
+         backend='local',  # backend name or instance
+         shots: int | None = None,  # None: exact expectations; int: sampled
+         seed: int | None = None,  # sampling seed
+         lr_scale: float = 1.0,  # learning-rate schedule factor for this step
+        ):
     """One optimisation step on a batch; returns (new weights, info).
 
     Parameters
     ----------
+    model : QuantumModel
+        the model whose weights are trained
+    weights
+        current weight vector
+    X
+        the batch's features (B, n_features)
     loss_fn
         outputs -> (loss, dloss/doutputs)
+    backend : default 'local'
+        backend name or instance
+    shots : int | None, default None
+        None: exact expectations; int: sampled
+    seed : int | None, default None
+        sampling seed
+    lr_scale : float, default 1.0
+        learning-rate schedule factor for this step
     """
     be = get_backend(backend)
     w = np.asarray(weights, dtype=float)
-    if self.optimizer in SPSA_OPTIMIZERS:  # SPSA of the whole loss: all perturbed models in one backend call
-        def losses(Ws):
-            vals = np.concatenate([model.values(X, wi) for wi in Ws])
-            E = be.run(model.circuit, vals, model.observables, shots=shots, seed=seed).expectations.reshape(
-                len(Ws), len(X), -1
-            )
-            return [loss_fn(model.outputs_from_expectations(e, wi))[0] for e, wi in zip(E, Ws)]
-        ak, _ = self.spsa.gains()
-        g, n_eval = self.spsa.loss_gradient(losses, w)
-        loss = float(losses(w[None])[0])
-        circuits = (n_eval + 1) * len(X)
-        info = {'method': 'spsa', 'reason': f"{self.optimizer}: SPSA loss gradient, {n_eval} loss evaluations"}
-        if self.optimizer == 'qnspsa':
-            nc = model.n_circuit_weights
-            G = self.qnspsa.update(model.circuit, model.values(X, w), be, 'weights', shots, seed)
-            g = np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
-            circuits += 4 * len(X)
-        w = w - lr_scale * ak * g
-        self.spsa.step()
-    else:
-        loss, g, info = model.loss_and_grad(X, w, loss_fn, self._method(), be, shots, seed)
-        circuits = info['circuits']
-        lr = self.lr * lr_scale
-        if self.optimizer == 'sgd':
-            self.m = g if self.m is None else self.momentum * self.m + g
-            w = w - lr * self.m
-        elif self.optimizer == 'adam':
-            b1, b2 = self.betas
-            self.m = (1 - b1) * g if self.m is None else b1 * self.m + (1 - b1) * g
-            self.v = (1 - b2) * g * g if self.v is None else b2 * self.v + (1 - b2) * g * g
-            t = self.t + 1
-            w = w - lr * (self.m / (1 - b1 ** t)) / (np.sqrt(self.v / (1 - b2 ** t)) + self.eps)
-        else:  # qng
-            nc = model.n_circuit_weights
-            G = metric_tensor(
-                model.circuit, model.values(X, w), be, 'weights', lam=self.qng_lambda, shots=shots, seed=seed
-            ).mean(0)
-            w = w - lr * np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
-        if info.get('method') == 'spsa': self.spsa.step()  # also when the adaptive choice picked SPSA
+    step = self._spsa_step if self.optimizer in SPSA_OPTIMIZERS else self._gradient_step
+    w, loss, circuits, info = step(model, w, X, loss_fn, be, shots, seed, lr_scale)
     self.t += 1
     self.last_info = {
         'loss': float(loss),
@@ -171,8 +205,16 @@ def state_dict(self: AdaptiveGradientOptimizer) -> dict:
             'qnspsa': None if self.qnspsa is None else self.qnspsa.state_dict()}
 
 @patch
-def load_state_dict(self: AdaptiveGradientOptimizer, state: dict):
-    "Restore `state_dict()` output; the optimizer kind must match."
+def load_state_dict(self: AdaptiveGradientOptimizer,
+                    state: dict,  # `state_dict()` output of an optimizer with the same optimizer and gradient
+                   ):
+    """Restore `state_dict()` output; the optimizer kind must match.
+
+    Parameters
+    ----------
+    state : dict
+        `state_dict()` output of an optimizer with the same optimizer and gradient
+    """
     if state['optimizer'] != self.optimizer or state['gradient'] != self.gradient:
         raise ValueError(
             f"state is for optimizer={state['optimizer']!r}, gradient={state['gradient']!r}; this one is "

@@ -132,125 +132,125 @@ class TrainingConfig:
 
     def validate(self):
         "Reject bad values and contradictory combinations."
-        errs = []
-        if self.optimizer not in OPTIMIZERS:
-            errs.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         method = GRADIENT_METHODS.get(self.gradient_method) if isinstance(self.gradient_method, str) else None
-        if method is None:
-            names = ', '.join(sorted(GRADIENT_METHODS))
-            errs.append(f"gradient_method must be one of {names}, got {self.gradient_method!r}")
-        if self.loss not in _LOSSES: errs.append(f"loss must be one of {_LOSSES}, got {self.loss!r}")
-        if self.lr_schedule not in _SCHEDULES:
-            errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'):
-            errs.append(f"unknown init_strategy {self.init_strategy!r}")
-        errs += [int_error(k, getattr(self, k)) for k in ('epochs', 'batch_size', 'keep_checkpoints', 'num_directions')]
-        if not self.learning_rate > 0: errs.append(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.checkpoint_interval < 0 or self.early_stopping_patience < 0:
-            errs.append("checkpoint_interval and early_stopping_patience must be >= 0")
-        if not 0 <= self.validation_split < 1:
-            errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
-        errs.append(int_error('shots_per_circuit', self.shots_per_circuit, none_ok=True))
-        # contradictions
-        if (why := spsa_contradiction(self.optimizer, self.gradient_method)): errs.append(why)
-        needs_state = method is not None and method.statevector
-        if needs_state and self.shots_per_circuit is not None:
-            errs.append(f"gradient_method={self.gradient_method!r} is exact and needs statevectors; "
-                        "it cannot be combined with shots_per_circuit")
-        if needs_state and self.noise_model is not None:
-            errs.append(f"gradient_method={self.gradient_method!r} needs a noiseless statevector; "
-                        "it cannot be combined with noise_model")
-        if self.noise_model is not None and self.backend not in ('local', 'mock'):
-            errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
-        if self.momentum and self.optimizer != 'sgd':
-            errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
-        if not 0 <= self.momentum < 1: errs.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if not self.spsa_c > 0 or self.spsa_A < 0:
-            errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
-        if self.qng_lambda < 0: errs.append(f"qng_lambda must be >= 0, got {self.qng_lambda}")
-        errs.append(int_error('gradient_budget', self.gradient_budget, none_ok=True))
-        errs.append(int_error('seed', self.seed, lo=0))
-        # settings that would silently do nothing in this combination
-        d = {f.name: f.default for f in fields(self)}
-        spsa_used = self.optimizer in SPSA_OPTIMIZERS or (method is not None and method.stochastic)
-        for k in ('spsa_c', 'spsa_A', 'num_directions'):
-            if getattr(self, k) != d[k] and not spsa_used:
-                errs.append(
-                    f"{k} only affects SPSA; optimizer={self.optimizer!r} with "
-                    f"gradient_method={self.gradient_method!r} never uses it"
-                )
-        if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng':
-            errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
-        if self.gradient_budget is not None and self.gradient_method != 'adaptive':
-            errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
-        errs.append(int_error('connection_pool_size', self.connection_pool_size, none_ok=True))
-        if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
-            errs.append(
-                f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}"
-            )
-        if not self.use_batch_api and not self.backend.startswith('ionq.'):
-            errs.append(
-                f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} "
-                "has no batch API switch"
-            )
+        errs = self._value_errors(method) + self._contradiction_errors(method) + self._inert_setting_errors(method)
         errs = [e for e in errs if e is not None]  # int_error gives None for a valid value
         if errs: raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
 
-    @classmethod
-    def from_dict(cls, d: dict) -> 'TrainingConfig':
-        "Build from a dict, rejecting unknown keys (with the closest known names)."
-        import difflib
-        known = {f.name for f in fields(cls)}
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            hints = {k: difflib.get_close_matches(k, known, 1) for k in unknown}
-            raise ValueError(
-                "unknown TrainingConfig key(s): "
-                + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items())
+# %% ../../nbs/66_trainer.ipynb #1542e3a0
+@patch
+def _value_errors(self: TrainingConfig, method) -> list:
+    "Messages for names outside their sets and numbers outside their ranges."
+    errs = []
+    if self.optimizer not in OPTIMIZERS:
+        errs.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+    if method is None:
+        names = ', '.join(sorted(GRADIENT_METHODS))
+        errs.append(f"gradient_method must be one of {names}, got {self.gradient_method!r}")
+    if self.loss not in _LOSSES: errs.append(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+    if self.lr_schedule not in _SCHEDULES:
+        errs.append(f"lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}")
+    if self.init_strategy not in ('small', 'uniform', 'normal', 'zeros'):
+        errs.append(f"unknown init_strategy {self.init_strategy!r}")
+    errs += [int_error(k, getattr(self, k)) for k in ('epochs', 'batch_size', 'keep_checkpoints', 'num_directions')]
+    if not self.learning_rate > 0: errs.append(f"learning_rate must be positive, got {self.learning_rate}")
+    if self.checkpoint_interval < 0 or self.early_stopping_patience < 0:
+        errs.append("checkpoint_interval and early_stopping_patience must be >= 0")
+    if not 0 <= self.validation_split < 1:
+        errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
+    errs.append(int_error('shots_per_circuit', self.shots_per_circuit, none_ok=True))
+    return errs
+
+# %% ../../nbs/66_trainer.ipynb #ccac4ea7
+@patch
+def _contradiction_errors(self: TrainingConfig, method) -> list:
+    "Messages for combinations of fields that cannot work together."
+    errs = []
+    if (why := spsa_contradiction(self.optimizer, self.gradient_method)): errs.append(why)
+    needs_state = method is not None and method.statevector
+    if needs_state and self.shots_per_circuit is not None:
+        errs.append(f"gradient_method={self.gradient_method!r} is exact and needs statevectors; "
+                    "it cannot be combined with shots_per_circuit")
+    if needs_state and self.noise_model is not None:
+        errs.append(f"gradient_method={self.gradient_method!r} needs a noiseless statevector; "
+                    "it cannot be combined with noise_model")
+    if self.noise_model is not None and self.backend not in ('local', 'mock'):
+        errs.append(f"noise_model applies to the local simulator; backend={self.backend!r} has its own noise")
+    if self.momentum and self.optimizer != 'sgd':
+        errs.append(f"momentum only applies to optimizer='sgd', not {self.optimizer!r}")
+    if not 0 <= self.momentum < 1: errs.append(f"momentum must be in [0, 1), got {self.momentum}")
+    if not self.spsa_c > 0 or self.spsa_A < 0:
+        errs.append(f"need spsa_c > 0 and spsa_A >= 0, got {self.spsa_c}, {self.spsa_A}")
+    if self.qng_lambda < 0: errs.append(f"qng_lambda must be >= 0, got {self.qng_lambda}")
+    errs.append(int_error('gradient_budget', self.gradient_budget, none_ok=True))
+    errs.append(int_error('seed', self.seed, lo=0))
+    return errs
+
+# %% ../../nbs/66_trainer.ipynb #d7ee8dae
+@patch
+def _inert_setting_errors(self: TrainingConfig, method) -> list:
+    "Messages for settings that would silently do nothing in this combination."
+    errs = []
+    d = {f.name: f.default for f in fields(self)}
+    spsa_used = self.optimizer in SPSA_OPTIMIZERS or (method is not None and method.stochastic)
+    for k in ('spsa_c', 'spsa_A', 'num_directions'):
+        if getattr(self, k) != d[k] and not spsa_used:
+            errs.append(
+                f"{k} only affects SPSA; optimizer={self.optimizer!r} with "
+                f"gradient_method={self.gradient_method!r} never uses it"
             )
-        return cls(**d)
+    if self.qng_lambda != d['qng_lambda'] and self.optimizer != 'qng':
+        errs.append(f"qng_lambda only affects optimizer='qng', not {self.optimizer!r}")
+    if self.gradient_budget is not None and self.gradient_method != 'adaptive':
+        errs.append(f"gradient_budget only affects gradient_method='adaptive', not {self.gradient_method!r}")
+    errs.append(int_error('connection_pool_size', self.connection_pool_size, none_ok=True))
+    if self.connection_pool_size is not None and not self.backend.startswith('ionq.'):
+        errs.append(
+            f"connection_pool_size applies to qstore's IonQ client (backend 'ionq.*'), not backend={self.backend!r}"
+        )
+    if not self.use_batch_api and not self.backend.startswith('ionq.'):
+        errs.append(
+            f"use_batch_api=False only changes qstore's IonQ client (backend 'ionq.*'); backend={self.backend!r} "
+            "has no batch API switch"
+        )
+    return errs
 
-    def to_dict(self) -> dict: return dataclasses.asdict(self)
+# %% ../../nbs/66_trainer.ipynb #96192073
+@patch(cls_method=True)
+def from_dict(cls: TrainingConfig,
+              d: dict,  # field names to values; an unknown name is an error that suggests the closest field
+             ) -> 'TrainingConfig':
+    """Build from a dict, rejecting unknown keys (with the closest known names).
 
-    @classmethod
-    def from_file(cls, path, section: str | None = 'training') -> 'TrainingConfig':
-        "Load YAML (.yaml/.yml) or TOML (.toml); uses the `section` table if present."
-        return cls.from_dict(_section(read_config_file(path), section))
+    Parameters
+    ----------
+    d : dict
+        field names to values; an unknown name is an error that suggests the closest field
+    """
+    import difflib
+    known = {f.name for f in fields(cls)}
+    unknown = [k for k in d if k not in known]
+    if unknown:
+        hints = {k: difflib.get_close_matches(k, known, 1) for k in unknown}
+        raise ValueError(
+            "unknown TrainingConfig key(s): "
+            + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items())
+        )
+    return cls(**d)
 
-    def save(self, path):
-        "Write YAML or TOML (by extension), atomically."
-        from qstore.storage.files import atomic_write_bytes
-        path = Path(path)
-        d = {k: v for k, v in self.to_dict().items() if v is not None}
-        if path.suffix in ('.yaml', '.yml'):
-            import yaml
-            text = yaml.safe_dump({'training': d}, sort_keys=False)
-        elif path.suffix == '.toml': text = '[training]\n' + ''.join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
-        else: raise ValueError(f"config files are .yaml, .yml or .toml; got {path.name!r}")
-        atomic_write_bytes(path, text.encode())
+@patch
+def to_dict(self: TrainingConfig) -> dict: return dataclasses.asdict(self)
 
-    @property
-    def api_key(self) -> str | None:
-        "The API key from the environment (never stored)."
-        return os.environ.get(self.api_key_env)
+# %% ../../nbs/66_trainer.ipynb #af068668
+def read_config_file(path,  # a .yaml, .yml or .toml file
+                    ) -> dict:
+    """Parse a YAML or TOML file into a dict, with a clear error for other formats or syntax errors.
 
-    @property
-    def fingerprint(self) -> str:
-        "Hash of the settings that affect the trained result (for reuse checks)."
-        d = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')
-        }
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-    def __repr__(self):
-        parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)]
-        return f"TrainingConfig({', '.join(parts)}, api_key={'***' if self.api_key else None!r})"
-
-
-def read_config_file(path) -> dict:
-    "Parse a YAML or TOML file into a dict, with a clear error for other formats or syntax errors."
+    Parameters
+    ----------
+    path
+        a .yaml, .yml or .toml file
+    """
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"config file not found: {path}")
     try:
@@ -264,19 +264,97 @@ def read_config_file(path) -> dict:
 def _section(d, section):
     return d[section] if section and isinstance(d, dict) and section in d else d
 
+# %% ../../nbs/66_trainer.ipynb #c1bdef09
+@patch(cls_method=True)
+def from_file(cls: TrainingConfig,
+              path,  # a .yaml, .yml or .toml file
+              section: str | None = 'training',  # the table holding the settings, if the file has it (None: top level)
+             ) -> 'TrainingConfig':
+    """Load YAML (.yaml/.yml) or TOML (.toml); uses the `section` table if present.
+
+    Parameters
+    ----------
+    path
+        a .yaml, .yml or .toml file
+    section : str | None, default 'training'
+        the table holding the settings, if the file has it (None: top level)
+    """
+    return cls.from_dict(_section(read_config_file(path), section))
+
+@patch
+def save(self: TrainingConfig,
+         path,  # the file to write; .yaml, .yml or .toml picks the format
+        ):
+    """Write YAML or TOML (by extension), atomically.
+
+    Parameters
+    ----------
+    path
+        the file to write; .yaml, .yml or .toml picks the format
+    """
+    from qstore.storage.files import atomic_write_bytes
+    path = Path(path)
+    d = {k: v for k, v in self.to_dict().items() if v is not None}
+    if path.suffix in ('.yaml', '.yml'):
+        import yaml
+        text = yaml.safe_dump({'training': d}, sort_keys=False)
+    elif path.suffix == '.toml': text = '[training]\n' + ''.join(f"{k} = {json.dumps(v)}\n" for k, v in d.items())
+    else: raise ValueError(f"config files are .yaml, .yml or .toml; got {path.name!r}")
+    atomic_write_bytes(path, text.encode())
+
+# %% ../../nbs/66_trainer.ipynb #a201a13a
+@patch(as_prop=True)
+def api_key(self: TrainingConfig) -> str | None:
+    "The API key from the environment (never stored)."
+    return os.environ.get(self.api_key_env)
+
+@patch(as_prop=True)
+def fingerprint(self: TrainingConfig) -> str:
+    "Hash of the settings that affect the trained result (for reuse checks)."
+    d = {
+        k: v
+        for k, v in self.to_dict().items()
+        if k not in ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')
+    }
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+@patch
+def __repr__(self: TrainingConfig):
+    parts = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)]
+    return f"TrainingConfig({', '.join(parts)}, api_key={'***' if self.api_key else None!r})"
+
 # %% ../../nbs/66_trainer.ipynb #t42-loss
 def _targets(y, out):
     y = np.asarray(y, dtype=float)
     return y.reshape(out.shape) if y.size == out.size else y
 
-def mse_loss(out, y):
+def mse_loss(out,  # model outputs (B, n_out)
+             y,  # targets (B,) or (B, n_out)
+            ) -> tuple:
+    """Parameters
+    ----------
+    out
+        model outputs (B, n_out)
+    y
+        targets (B,) or (B, n_out)
+    """
     t = _targets(y, out)
     if t.shape != out.shape:
         raise ValueError(f"mse targets of shape {np.shape(y)} do not match model outputs {out.shape}")
     d = out - t
     return float((d ** 2).mean()), 2 * d / d.size
 
-def cross_entropy_loss(out, y):
+# %% ../../nbs/66_trainer.ipynb #37558eee
+def cross_entropy_loss(out,  # logits (B, 1) for two classes, or (B, C) for C >= 2 classes
+                       y,  # integer class labels (B,)
+                      ) -> tuple:
+    """Parameters
+    ----------
+    out
+        logits (B, 1) for two classes, or (B, C) for C >= 2 classes
+    y
+        integer class labels (B,)
+    """
     y = np.asarray(y).ravel()
     B = len(out)
     if out.shape[1] == 1 and not np.isin(y, (0, 1)).all():
@@ -297,11 +375,21 @@ def cross_entropy_loss(out, y):
     g[np.arange(B), y] -= 1
     return loss, g / B
 
+# %% ../../nbs/66_trainer.ipynb #167a4e63
 def _pm1(y):
     y = np.asarray(y, dtype=float).ravel()
     return np.where(y > 0, 1.0, -1.0)
 
-def hinge_loss(out, y):
+def hinge_loss(out,  # model outputs (B, 1)
+               y,  # labels in {0, 1} or {-1, 1}
+              ) -> tuple:
+    """Parameters
+    ----------
+    out
+        model outputs (B, 1)
+    y
+        labels in {0, 1} or {-1, 1}
+    """
     if out.shape[1] != 1: raise ValueError(f"hinge loss needs a model with one output, got {out.shape[1]}")
     if not np.isin(np.asarray(y), (-1, 0, 1)).all(): raise ValueError("hinge loss needs labels in {0, 1} or {-1, 1}")
     t = _pm1(y)
@@ -310,8 +398,22 @@ def hinge_loss(out, y):
 
 LOSSES = {'mse': mse_loss, 'cross_entropy': cross_entropy_loss, 'hinge': hinge_loss}
 
-def accuracy(out, y, loss: str) -> float | None:
-    "Classification accuracy for the loss's label convention (None for regression targets)."
+# %% ../../nbs/66_trainer.ipynb #341cc0be
+def accuracy(out,  # model outputs (B, n_out)
+             y,  # targets or labels
+             loss: str,  # 'mse', 'cross_entropy' or 'hinge': fixes how outputs map to labels
+            ) -> float | None:
+    """Classification accuracy for the loss's label convention (None for regression targets).
+
+    Parameters
+    ----------
+    out
+        model outputs (B, n_out)
+    y
+        targets or labels
+    loss : str
+        'mse', 'cross_entropy' or 'hinge': fixes how outputs map to labels
+    """
     y = np.asarray(y)
     if out.shape[1] > 1 and loss == 'cross_entropy': return float(np.mean(out.argmax(1) == y.astype(int).ravel()))
     if out.shape[1] > 1: return None
@@ -334,12 +436,18 @@ def _step_seed(seed, step, salt=0): return int(np.random.SeedSequence([seed, ste
 
 class QuantumTrainer:
     "Train a `QuantumModel` with a `TrainingConfig`; metrics, checkpoints, registry."
-    def __init__(self, model: QuantumModel, config: TrainingConfig | None = None,
+    def __init__(self,
+                 model: QuantumModel,  # the model to train; its encoder fixes the number of features
+                 config: TrainingConfig | None = None,  # training settings (default: `TrainingConfig()`)
                  backend: Backend | str | None = None,  # default: config.backend (with config.noise_model)
                  db: Database | None = None,  # where datasets, metrics and models live (default: Database.open())
                  callbacks=()):  # callables(trainer, event, logs) -> True to stop
         """Parameters
         ----------
+        model : QuantumModel
+            the model to train; its encoder fixes the number of features
+        config : TrainingConfig | None, default None
+            training settings (default: `TrainingConfig()`)
         backend : Backend | str | None, default None
             default: config.backend (with config.noise_model)
         db : Database | None, default None
@@ -372,62 +480,90 @@ class QuantumTrainer:
         self.weights, self.history, self.run, self.step_count = None, [], None, 0
         self.loss_fn = LOSSES[cfg.loss]
 
-    def _db(self):
-        if self.db is None: self.db = Database.open()
-        return self.db
+# %% ../../nbs/66_trainer.ipynb #cf1538dc
+@patch
+def _db(self: QuantumTrainer):
+    if self.db is None: self.db = Database.open()
+    return self.db
 
-    def _arrays(self, data, name='train'):
-        "Resolve (X, y) from arrays, a Dataset view or a dataset name; reject NaN/inf before training."
-        if isinstance(data, str): data = self._db().datasets.get_dataset(data)
-        if hasattr(data, 'arrays'): X, y = data.arrays()
-        else: X, y = data
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(f"{name} data must be X (rows, features) and y (rows, ...); got {X.shape} and {y.shape}")
-        bad = ~np.isfinite(X)
-        if bad.any():
-            raise ValueError(
-                f"{name} features contain NaN or inf (first at row {np.argwhere(bad)[0][0]}); nothing was trained"
-            )
-        if y.dtype.kind == 'f' and not np.isfinite(y).all():
-            raise ValueError(f"{name} targets contain NaN or inf; nothing was trained")
-        if X.shape[1] != self.model.encoder.n_features:
-            raise ValueError(
-                f"{name} data has {X.shape[1]} features; the model's encoder expects {self.model.encoder.n_features}"
-            )
-        return X, y
-
-    def _loss(self, y):
-        return lambda out: self.loss_fn(out, y)
-
-    def evaluate(self, X, y, weights=None) -> dict:
-        "Loss and accuracy on (X, y) (exact unless shots are configured)."
-        w = self.weights if weights is None else weights
-        shots = self.config.shots_per_circuit
-        out = self.model(
-            X,
-            w,
-            self.backend,
-            shots=shots,
-            seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 1),
+@patch
+def _arrays(self: QuantumTrainer, data, name='train'):
+    "Resolve (X, y) from arrays, a Dataset view or a dataset name; reject NaN/inf before training."
+    if isinstance(data, str): data = self._db().datasets.get_dataset(data)
+    if hasattr(data, 'arrays'): X, y = data.arrays()
+    else: X, y = data
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"{name} data must be X (rows, features) and y (rows, ...); got {X.shape} and {y.shape}")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        raise ValueError(
+            f"{name} features contain NaN or inf (first at row {np.argwhere(bad)[0][0]}); nothing was trained"
         )
-        return {'loss': self.loss_fn(out, y)[0], 'accuracy': accuracy(out, y, self.config.loss)}
-
-    def predict(self, X, weights=None) -> np.ndarray:
-        "Model outputs for X with the trained weights (sampled like training when shots are configured)."
-        shots = self.config.shots_per_circuit
-        return self.model(
-            np.asarray(X, dtype=float),
-            self.weights if weights is None else weights,
-            self.backend,
-            shots=shots,
-            seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2),
+    if y.dtype.kind == 'f' and not np.isfinite(y).all():
+        raise ValueError(f"{name} targets contain NaN or inf; nothing was trained")
+    if X.shape[1] != self.model.encoder.n_features:
+        raise ValueError(
+            f"{name} data has {X.shape[1]} features; the model's encoder expects {self.model.encoder.n_features}"
         )
+    return X, y
 
-    async def train(self, *args, **kwargs):
-        "Async `fit`, run in a worker thread."
-        return await asyncio.to_thread(self.fit, *args, **kwargs)
+# %% ../../nbs/66_trainer.ipynb #a6c65809
+@patch
+def _loss(self: QuantumTrainer, y):
+    return lambda out: self.loss_fn(out, y)
+
+@patch
+def evaluate(self: QuantumTrainer,
+             X,  # features (rows, n_features)
+             y,  # targets, in the convention of the configured loss
+             weights=None,  # model weights (None: the trained `self.weights`)
+            ) -> dict:
+    """Loss and accuracy on (X, y) (exact unless shots are configured).
+
+    Parameters
+    ----------
+    X
+        features (rows, n_features)
+    y
+        targets, in the convention of the configured loss
+    weights : default None
+        model weights (None: the trained `self.weights`)
+    """
+    w = self.weights if weights is None else weights
+    shots = self.config.shots_per_circuit
+    out = self.model(
+        X,
+        w,
+        self.backend,
+        shots=shots,
+        seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 1),
+    )
+    return {'loss': self.loss_fn(out, y)[0], 'accuracy': accuracy(out, y, self.config.loss)}
+
+@patch
+def predict(self: QuantumTrainer,
+            X,  # features (rows, n_features)
+            weights=None,  # model weights (None: the trained `self.weights`)
+           ) -> np.ndarray:
+    """Model outputs for X with the trained weights (sampled like training when shots are configured).
+
+    Parameters
+    ----------
+    X
+        features (rows, n_features)
+    weights : default None
+        model weights (None: the trained `self.weights`)
+    """
+    shots = self.config.shots_per_circuit
+    return self.model(
+        np.asarray(X, dtype=float),
+        self.weights if weights is None else weights,
+        self.backend,
+        shots=shots,
+        seed=None if shots is None else _step_seed(self.config.seed, self.step_count, 2),
+    )
 
 # %% ../../nbs/66_trainer.ipynb #t42-fit
 @dataclass
@@ -623,13 +759,19 @@ def _finish_fit(self: QuantumTrainer, r: _FitRun) -> list:
     return self.history
 
 @patch
-def fit(self: QuantumTrainer, train, val=None,
+def fit(self: QuantumTrainer,
+        train,  # (X, y), a `Dataset` view or a dataset name in the database
+        val=None,  # validation data like `train` (None: hold out `config.validation_split` of train, if any)
         resume: bool = False,  # continue from the newest readable checkpoint of this run
         run: str | None = None) -> list:  # run id (default: new); with resume, the run to continue
     """Train; returns the epoch history (list of dicts).
 
     Parameters
     ----------
+    train
+        (X, y), a `Dataset` view or a dataset name in the database
+    val : default None
+        validation data like `train` (None: hold out `config.validation_split` of train, if any)
     resume : bool, default False
         continue from the newest readable checkpoint of this run
     run : str | None, default None
@@ -641,15 +783,56 @@ def fit(self: QuantumTrainer, train, val=None,
         if not r.stop: self._end_epoch(r)
     return self._finish_fit(r)
 
-def load_trained_weights(model: QuantumModel, checkpoint_path) -> QuantumModel:
-    "Registry loader: put a checkpoint's weights into `model.weights`."
+# %% ../../nbs/66_trainer.ipynb #8b60599b
+@patch
+async def train(self: QuantumTrainer,
+                *args,  # passed to `fit`: train, val
+                **kwargs,  # passed to `fit`: resume, run
+               ):
+    """Async `fit`, run in a worker thread.
+
+    Parameters
+    ----------
+    *args
+        passed to `fit`: train, val
+    **kwargs
+        passed to `fit`: resume, run
+    """
+    return await asyncio.to_thread(self.fit, *args, **kwargs)
+
+# %% ../../nbs/66_trainer.ipynb #695f160c
+def load_trained_weights(model: QuantumModel,  # the model whose `weights` are set
+                         checkpoint_path,  # a checkpoint written by `QuantumTrainer.fit`
+                        ) -> QuantumModel:
+    """Registry loader: put a checkpoint's weights into `model.weights`.
+
+    Parameters
+    ----------
+    model : QuantumModel
+        the model whose `weights` are set
+    checkpoint_path
+        a checkpoint written by `QuantumTrainer.fit`
+    """
     st = CheckpointManager(Path(checkpoint_path).parent).load(checkpoint_path)
     model.weights = np.array(st['weights'], dtype=float)
     return model
 
 # %% ../../nbs/66_trainer.ipynb #t42-plot
-def plot_history(history, ax=None, title: str = 'training'):
-    "Loss and accuracy per epoch (train and validation) from `fit`'s history or a MetricsStore history dict."
+def plot_history(history,  # `fit`'s list of epoch logs, or a MetricsStore history dict of columns
+                 ax=None,  # matplotlib axes to draw the loss on (None: a new figure)
+                 title: str = 'training',  # the figure title
+                ):
+    """Loss and accuracy per epoch (train and validation) from `fit`'s history or a MetricsStore history dict.
+
+    Parameters
+    ----------
+    history
+        `fit`'s list of epoch logs, or a MetricsStore history dict of columns
+    ax : default None
+        matplotlib axes to draw the loss on (None: a new figure)
+    title : str, default 'training'
+        the figure title
+    """
     import matplotlib.pyplot as plt
     if isinstance(history, dict): rows = [dict(zip(history, vals)) for vals in zip(*history.values())]
     else: rows = list(history)
@@ -669,8 +852,34 @@ def plot_history(history, ax=None, title: str = 'training'):
     fig.tight_layout()
     return fig
 
-def plot_decision_boundary(model: QuantumModel, X, y, weights=None, backend='local', resolution: int = 40, ax=None):
-    "Model output over a grid of a 2-feature input space, with the data points."
+# %% ../../nbs/66_trainer.ipynb #48fdc481
+def plot_decision_boundary(model: QuantumModel,  # a model with a 2-feature encoder
+                           X,  # data points (rows, 2)
+                           y,  # their labels, used as the points' colours
+                           weights=None,  # model weights (None: `model.weights`)
+                           backend='local',  # backend name or instance that evaluates the grid
+                           resolution: int = 40,  # grid points per axis
+                           ax=None,  # matplotlib axes to draw on (None: a new figure)
+                          ):
+    """Model output over a grid of a 2-feature input space, with the data points.
+
+    Parameters
+    ----------
+    model : QuantumModel
+        a model with a 2-feature encoder
+    X
+        data points (rows, 2)
+    y
+        their labels, used as the points' colours
+    weights : default None
+        model weights (None: `model.weights`)
+    backend : default 'local'
+        backend name or instance that evaluates the grid
+    resolution : int, default 40
+        grid points per axis
+    ax : default None
+        matplotlib axes to draw on (None: a new figure)
+    """
     import matplotlib.pyplot as plt
     X = np.asarray(X, dtype=float)
     if X.shape[1] != 2: raise ValueError(f"decision boundary plots need 2 features, got {X.shape[1]}")
