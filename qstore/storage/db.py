@@ -275,18 +275,30 @@ class DatasetInfo:
 
     Parameters
     ----------
+    name : str
+        dataset name
+    version : int
+        1, 2, ...
+    n_rows : int
+        rows of X
+    n_features : int
+        columns of X
+    x_dtype : str
+        numpy dtype string of X, e.g. '<f8'
     y_dtype : str | None
         None: no labels
+    metadata : dict
+        the description given to `put_dataset` (credentials redacted)
     created : float
         unix time
     """
-    name: str
-    version: int
-    n_rows: int
-    n_features: int
-    x_dtype: str
+    name: str  # dataset name
+    version: int  # 1, 2, ...
+    n_rows: int  # rows of X
+    n_features: int  # columns of X
+    x_dtype: str  # numpy dtype string of X, e.g. '<f8'
     y_dtype: str | None  # None: no labels
-    metadata: dict
+    metadata: dict  # the description given to `put_dataset` (credentials redacted)
     created: float  # unix time
 
 @dataclass
@@ -295,6 +307,8 @@ class Dataset:
 
     Parameters
     ----------
+    info : DatasetInfo
+        manifest row of the version
     X : np.ndarray
         (n_rows, n_features), read-only memmap of the whole version
     y : np.ndarray | None
@@ -302,7 +316,7 @@ class Dataset:
     rows : np.ndarray | None, default None
         row indices of this view (a split); None = all rows
     """
-    info: DatasetInfo
+    info: DatasetInfo  # manifest row of the version
     X: np.ndarray  # (n_rows, n_features), read-only memmap of the whole version
     y: np.ndarray | None  # (n_rows,) or None
     rows: np.ndarray | None = None  # row indices of this view (a split); None = all rows
@@ -518,8 +532,14 @@ def versions(self: TrainingDataStore,
 # %% ../../nbs/53_storage_db.ipynb #db21-reg
 STAGES = ('none', 'staging', 'production', 'archived')
 
-def resolve_callable(path: str) -> Callable:
-    "Import `'package.module:Attr.attr'` and return that object (must be callable)."
+def resolve_callable(path: str) -> Callable:  # 'package.module:Name' or 'package.module:Class.method'
+    """Import `'package.module:Attr.attr'` and return that object (must be callable).
+
+    Parameters
+    ----------
+    path : str
+        'package.module:Name' or 'package.module:Class.method'
+    """
     if not isinstance(path, str) or path.count(':') != 1 or not all(path.split(':')):
         raise ValueError(f"import path {path!r} must look like 'package.module:Name' or 'package.module:Class.method'")
     module, qualname = path.split(':')
@@ -540,25 +560,37 @@ class ModelVersion:
 
     Parameters
     ----------
+    name : str
+        model name
+    version : int
+        1, 2, ...
     spec : dict
         includes 'factory' (and optionally 'loader') import paths
     checkpoint : Path | None
         weights file, or None
     sha256 : str | None
         of the checkpoint file
+    metrics : dict
+        e.g. {'val_accuracy': 0.93}
+    tags : dict
+        flat, filterable
     stage : str
         'none', 'staging', 'production' or 'archived' (`STAGES`)
+    created : float
+        unix time of registration
+    stage_changed : float
+        unix time of the last stage change
     """
-    name: str
-    version: int
+    name: str  # model name
+    version: int  # 1, 2, ...
     spec: dict  # includes 'factory' (and optionally 'loader') import paths
     checkpoint: Path | None  # weights file, or None
     sha256: str | None  # of the checkpoint file
-    metrics: dict
-    tags: dict
+    metrics: dict  # e.g. {'val_accuracy': 0.93}
+    tags: dict  # flat, filterable
     stage: str  # 'none', 'staging', 'production' or 'archived' (`STAGES`)
-    created: float
-    stage_changed: float
+    created: float  # unix time of registration
+    stage_changed: float  # unix time of the last stage change
 
 # %% ../../nbs/53_storage_db.ipynb #66362b56
 _MODEL_DDL = """
@@ -789,16 +821,24 @@ class Run:
 
     Parameters
     ----------
+    run : str
+        run id
+    config : dict
+        settings of the run (credentials redacted)
     status : str
         'running', 'finished', 'failed' or 'interrupted' (`RUN_STATUSES`)
+    started : float
+        unix time
+    ended : float | None
+        unix time; None while running
     n_records : int
         logged rows
     """
-    run: str
-    config: dict
+    run: str  # run id
+    config: dict  # settings of the run (credentials redacted)
     status: str  # 'running', 'finished', 'failed' or 'interrupted' (`RUN_STATUSES`)
-    started: float
-    ended: float | None
+    started: float  # unix time
+    ended: float | None  # unix time; None while running
     n_records: int  # logged rows
 
 def _flatten(metrics: dict, prefix: str = '') -> dict:

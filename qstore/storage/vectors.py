@@ -208,13 +208,17 @@ class Match:
 
     Parameters
     ----------
+    id : str
+        the stored vector's id
+    score : float
+        cosine similarity, dot product (higher is nearer) or squared Euclidean distance (lower is nearer)
     metadata : dict | None, default None
         None unless include_metadata
     values : np.ndarray | None, default None
         float32 vector, None unless include_values
     """
-    id: str
-    score: float
+    id: str  # the stored vector's id
+    score: float  # cosine similarity, dot product (higher is nearer) or squared Euclidean distance (lower is nearer)
     metadata: dict | None = None  # None unless include_metadata
     values: np.ndarray | None = None  # float32 vector, None unless include_values
 
@@ -224,20 +228,36 @@ class Record:
 
     Parameters
     ----------
+    id : str
+        the vector's id
     values : np.ndarray
         float32
+    metadata : dict
+        its flat metadata
     """
-    id: str
+    id: str  # the vector's id
     values: np.ndarray  # float32
-    metadata: dict
+    metadata: dict  # its flat metadata
 
 @dataclass(frozen=True)
 class NamespaceInfo:
-    "A namespace's fixed dimension and metric, and its current vector count."
-    name: str
-    dimension: int
-    metric: str
-    count: int
+    """A namespace's fixed dimension and metric, and its current vector count.
+
+    Parameters
+    ----------
+    name : str
+        namespace name ('' is the default)
+    dimension : int
+        length of every vector in it
+    metric : str
+        'cosine', 'dot' or 'euclidean'
+    count : int
+        vectors stored now
+    """
+    name: str  # namespace name ('' is the default)
+    dimension: int  # length of every vector in it
+    metric: str  # 'cosine', 'dot' or 'euclidean'
+    count: int  # vectors stored now
 
 # %% ../../nbs/52_storage_vectors.ipynb #430ad550
 def _check_namespace(namespace):
