@@ -45,6 +45,7 @@ def qstore_home() -> Path:
     "`$QSTORE_HOME` if set, else `.qstore/` in the working directory."
     return Path(os.environ.get('QSTORE_HOME') or Path.cwd() / '.qstore').expanduser()
 
+# %% ../../nbs/53_storage_db.ipynb #4292326e
 class _HashingWriter:
     "File wrapper that hashes what passes through (np.save writes through it)."
     def __init__(self, f): self.f, self.sha = f, hashlib.sha256()
@@ -113,6 +114,7 @@ def validate_dataset(X,  # (rows, features) floating point
         if bad.size: raise ValueError(f"y row {bad[0]} is NaN or inf ({bad.size} bad label(s) in total)")
     return X, y
 
+# %% ../../nbs/53_storage_db.ipynb #5e8274eb
 def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
                     val_fraction: float = 0.2,  # share of rows in the validation part
                     seed: int = 0,  # RNG seed; the same seed gives the same split
@@ -203,48 +205,55 @@ class DataLoader:
         n = len(self.rows)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def _start_epoch(self):
-        self._epoch_rng_state = self.rng.bit_generator.state
-        self._order = self.rows[self.rng.permutation(len(self.rows))] if self.shuffle else self.rows
+# %% ../../nbs/53_storage_db.ipynb #9c2b7037
+@patch
+def _start_epoch(self: DataLoader):
+    self._epoch_rng_state = self.rng.bit_generator.state
+    self._order = self.rows[self.rng.permutation(len(self.rows))] if self.shuffle else self.rows
 
-    def __iter__(self):
-        "The remaining batches of the current epoch; the epoch counter advances when they run out."
-        if self._order is None: self._start_epoch()
-        while self.position < len(self):
-            idx = self._order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
-            self.position += 1
-            yield np.asarray(self.X[idx]), (None if self.y is None else np.asarray(self.y[idx]))
-        self.epoch, self.position, self._order = self.epoch + 1, 0, None
+@patch
+def __iter__(self: DataLoader):
+    "The remaining batches of the current epoch; the epoch counter advances when they run out."
+    if self._order is None: self._start_epoch()
+    while self.position < len(self):
+        idx = self._order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
+        self.position += 1
+        yield np.asarray(self.X[idx]), (None if self.y is None else np.asarray(self.y[idx]))
+    self.epoch, self.position, self._order = self.epoch + 1, 0, None
 
-    def _settings(self):
-        return {'batch_size': self.batch_size, 'shuffle': self.shuffle, 'drop_last': self.drop_last,
-                'n_rows': len(self.rows), 'rows_sha256': hashlib.sha256(self.rows.tobytes()).hexdigest()}
+# %% ../../nbs/53_storage_db.ipynb #7aab4fc7
+@patch
+def _settings(self: DataLoader):
+    return {'batch_size': self.batch_size, 'shuffle': self.shuffle, 'drop_last': self.drop_last,
+            'n_rows': len(self.rows), 'rows_sha256': hashlib.sha256(self.rows.tobytes()).hexdigest()}
 
-    def state_dict(self) -> dict:
-        "JSON-serialisable position: epoch, batches yielded, generator state of this epoch, and the settings."
-        rng_state = self._epoch_rng_state if self._order is not None else self.rng.bit_generator.state
-        return {'epoch': self.epoch, 'position': self.position, 'rng_state': deepcopy(rng_state), **self._settings()}
+@patch
+def state_dict(self: DataLoader) -> dict:
+    "JSON-serialisable position: epoch, batches yielded, generator state of this epoch, and the settings."
+    rng_state = self._epoch_rng_state if self._order is not None else self.rng.bit_generator.state
+    return {'epoch': self.epoch, 'position': self.position, 'rng_state': deepcopy(rng_state), **self._settings()}
 
-    def load_state_dict(self,
-                        state: dict):  # from `state_dict()`, possibly through JSON
-        """Resume from `state_dict()`: the next batches are exactly those the saved loader would have yielded.
+@patch
+def load_state_dict(self: DataLoader,
+                    state: dict):  # from `state_dict()`, possibly through JSON
+    """Resume from `state_dict()`: the next batches are exactly those the saved loader would have yielded.
 
-        Parameters
-        ----------
-        state : dict
-            from `state_dict()`, possibly through JSON
-        """
-        mine = self._settings()
-        diff = [k for k in mine if state.get(k) != mine[k]]
-        if diff:
-            raise ValueError(f"loader state was saved with different {', '.join(diff)} "
-                             f"({', '.join(f'{k}={state.get(k)!r}' for k in diff if k != 'rows_sha256')}); "
-                             "build the loader with the same rows and settings to resume")
-        if not 0 <= state['position'] <= len(self):
-            raise ValueError(f"position {state['position']} is outside 0..{len(self)}")
-        self.rng.bit_generator.state = deepcopy(state['rng_state'])
-        self.epoch, self.position, self._order = int(state['epoch']), int(state['position']), None
-        if self.position: self._start_epoch()
+    Parameters
+    ----------
+    state : dict
+        from `state_dict()`, possibly through JSON
+    """
+    mine = self._settings()
+    diff = [k for k in mine if state.get(k) != mine[k]]
+    if diff:
+        raise ValueError(f"loader state was saved with different {', '.join(diff)} "
+                         f"({', '.join(f'{k}={state.get(k)!r}' for k in diff if k != 'rows_sha256')}); "
+                         "build the loader with the same rows and settings to resume")
+    if not 0 <= state['position'] <= len(self):
+        raise ValueError(f"position {state['position']} is outside 0..{len(self)}")
+    self.rng.bit_generator.state = deepcopy(state['rng_state'])
+    self.epoch, self.position, self._order = int(state['epoch']), int(state['position']), None
+    if self.position: self._start_epoch()
 
 # %% ../../nbs/53_storage_db.ipynb #db21-ifs
 class IndexedFileStore:
@@ -330,55 +339,59 @@ class Dataset:
     def __len__(self): return len(self.X) if self.rows is None else len(self.rows)
     def _rows(self): return np.arange(len(self.X)) if self.rows is None else self.rows
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        "`(X, y)` of this view as in-memory arrays."
-        r = self._rows()
-        return np.asarray(self.X[r]), None if self.y is None else np.asarray(self.y[r])
-
-    def split(self,
-              val_fraction: float = 0.2,  # share of rows in the validation view
-              seed: int = 0,  # RNG seed; the same seed gives the same split
-              stratify: bool = False) -> tuple[Dataset, Dataset]:  # split each class separately (needs labels)
-        """Seeded `(train, val)` views (see `train_val_split`; stratify uses this view's labels).
-
-        Parameters
-        ----------
-        val_fraction : float, default 0.2
-            share of rows in the validation view
-        seed : int, default 0
-            RNG seed; the same seed gives the same split
-        stratify : bool, default False
-            split each class separately (needs labels)
-        """
-        r = self._rows()
-        if stratify and self.y is None: raise ValueError(f"dataset {self.name!r} has no labels to stratify on")
-        tr, va = train_val_split(np.asarray(self.y[r]) if stratify else len(r), val_fraction, seed, stratify)
-        return Dataset(self.info, self.X, self.y, r[tr]), Dataset(self.info, self.X, self.y, r[va])
-
-    def loader(
-        self,
-        batch_size: int = 32,  # rows per batch
-        shuffle: bool = True,  # new permutation every epoch (else row order)
-        seed: int | None = 0,  # seed of the shuffling generator
-        drop_last: bool = False,  # skip the final short batch of each epoch
-    ) -> DataLoader:
-        """A `DataLoader` over this view's rows.
-
-        Parameters
-        ----------
-        batch_size : int, default 32
-            rows per batch
-        shuffle : bool, default True
-            new permutation every epoch (else row order)
-        seed : int | None, default 0
-            seed of the shuffling generator
-        drop_last : bool, default False
-            skip the final short batch of each epoch
-        """
-        return DataLoader(self.X, self.y, batch_size, shuffle, seed, drop_last, rows=self.rows)
-
     def __repr__(self):
         return f"Dataset({self.name!r}, version={self.version}, rows={len(self)}, features={self.info.n_features})"
+
+# %% ../../nbs/53_storage_db.ipynb #b8cdfee5
+@patch
+def arrays(self: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
+    "`(X, y)` of this view as in-memory arrays."
+    r = self._rows()
+    return np.asarray(self.X[r]), None if self.y is None else np.asarray(self.y[r])
+
+@patch
+def split(self: Dataset,
+          val_fraction: float = 0.2,  # share of rows in the validation view
+          seed: int = 0,  # RNG seed; the same seed gives the same split
+          stratify: bool = False) -> tuple[Dataset, Dataset]:  # split each class separately (needs labels)
+    """Seeded `(train, val)` views (see `train_val_split`; stratify uses this view's labels).
+
+    Parameters
+    ----------
+    val_fraction : float, default 0.2
+        share of rows in the validation view
+    seed : int, default 0
+        RNG seed; the same seed gives the same split
+    stratify : bool, default False
+        split each class separately (needs labels)
+    """
+    r = self._rows()
+    if stratify and self.y is None: raise ValueError(f"dataset {self.name!r} has no labels to stratify on")
+    tr, va = train_val_split(np.asarray(self.y[r]) if stratify else len(r), val_fraction, seed, stratify)
+    return Dataset(self.info, self.X, self.y, r[tr]), Dataset(self.info, self.X, self.y, r[va])
+
+@patch
+def loader(
+    self: Dataset,
+    batch_size: int = 32,  # rows per batch
+    shuffle: bool = True,  # new permutation every epoch (else row order)
+    seed: int | None = 0,  # seed of the shuffling generator
+    drop_last: bool = False,  # skip the final short batch of each epoch
+) -> DataLoader:
+    """A `DataLoader` over this view's rows.
+
+    Parameters
+    ----------
+    batch_size : int, default 32
+        rows per batch
+    shuffle : bool, default True
+        new permutation every epoch (else row order)
+    seed : int | None, default 0
+        seed of the shuffling generator
+    drop_last : bool, default False
+        skip the final short batch of each epoch
+    """
+    return DataLoader(self.X, self.y, batch_size, shuffle, seed, drop_last, rows=self.rows)
 
 # %% ../../nbs/53_storage_db.ipynb #37d2ac73
 _DATASET_DDL = """
@@ -615,6 +628,22 @@ def _archive_production(self: ModelRegistry, c, name, now):
     )
 
 @patch
+def _store_checkpoint(self: ModelRegistry, name, checkpoint, copy) -> tuple[str | None, str | None]:
+    "The checkpoint's path as the registry row stores it (copied in, or referenced in place) and its sha256."
+    if checkpoint is None: return None, None
+    src = Path(checkpoint)
+    if not src.is_file(): raise FileNotFoundError(f"checkpoint {src} is not a file")
+    if not copy: return str(src.resolve()), file_sha256(src)
+    path = self.root / 'models' / name / uuid.uuid4().hex[:16] / src.name
+    h = hashlib.sha256()
+    with open(src, 'rb') as fin, atomic_writer(path) as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b''):
+            h.update(chunk)
+            fout.write(chunk)
+    return path.relative_to(self.root).as_posix(), h.hexdigest()
+
+# %% ../../nbs/53_storage_db.ipynb #dbe475f4
+@patch
 def register(self: ModelRegistry, name: str,  # model name (letters, digits, '_', '.', '-')
              model_spec: dict,  # JSON-serialisable; 'factory' import path required, 'loader' optional
              checkpoint: str | Path | None = None,  # weights file
@@ -657,20 +686,7 @@ def register(self: ModelRegistry, name: str,  # model name (letters, digits, '_'
     spec, metrics_json = to_json(redact_secrets(model_spec)), to_json(redact_secrets(metrics or {}))
     tags_json = to_json(redact_secrets(validate_metadata(tags, 'tags')))
     _check_stage(stage)
-    path = sha = None
-    if checkpoint is not None:
-        src = Path(checkpoint)
-        if not src.is_file(): raise FileNotFoundError(f"checkpoint {src} is not a file")
-        if copy:
-            path = self.root / 'models' / name / uuid.uuid4().hex[:16] / src.name
-            h = hashlib.sha256()
-            with open(src, 'rb') as fin, atomic_writer(path) as fout:
-                for chunk in iter(lambda: fin.read(1 << 20), b''):
-                    h.update(chunk)
-                    fout.write(chunk)
-            sha = h.hexdigest()
-        else: path, sha = src.resolve(), file_sha256(src)
-    stored = None if path is None else (path.relative_to(self.root).as_posix() if copy else str(path))
+    stored, sha = self._store_checkpoint(name, checkpoint, copy)
     now = time.time()
     with self.db.transaction(write=True) as c:
         (version,), = c.execute('SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name=?', (name,)).fetchall()
@@ -1100,6 +1116,7 @@ def _open_home(root: Path):
 # URL scheme -> opener(rest of the URL after '://') -> (database, root, tempdir or None); postgresql plugs in here
 _SCHEMES: dict[str, Callable] = {'sqlite': _open_sqlite_url}
 
+# %% ../../nbs/53_storage_db.ipynb #2c6decbd
 class Database:
     "Vector store, datasets, model registry and metrics behind one URL."
     def __init__(self, db: SQLiteDatabase,  # shared SQLite database
