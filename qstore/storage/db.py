@@ -406,7 +406,7 @@ class TrainingDataStore(IndexedFileStore):
     "Versioned training datasets: .npy arrays (memory-mapped reads) plus a manifest in SQLite."
     schema = ('datasets', 1, _DATASET_DDL)
 
-
+# %% ../../nbs/53_storage_db.ipynb #20b30108
 @patch
 def put_dataset(self: TrainingDataStore, name: str,  # dataset name (letters, digits, '_', '.', '-')
                 X,  # (rows, features) float32/float64
@@ -924,6 +924,7 @@ class MetricsStore:
         self.flush()
         if self._owned: self.db.close()
 
+# %% ../../nbs/53_storage_db.ipynb #e99b8e99
 @patch
 def start_run(self: MetricsStore,
               run: str | None = None,  # id; default: timestamp + random suffix
