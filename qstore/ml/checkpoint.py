@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from .. import __version__
 from ..storage.files import CorruptStoreError, atomic_write_bytes, redact_secrets, remove_stale_temp_files
 from ..utils import check_int
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'CheckpointError', 'encode_checkpoint', 'decode_checkpoint', 'load_checkpoint',
@@ -43,6 +44,7 @@ def _decode_key(k: str):
     if k.startswith('$int:'): return int(k[5:])
     return k
 
+# %% ../../nbs/64_checkpoint.ipynb #90d85d23
 def _tensor(x, path, tensors: dict) -> str:
     "Add array `x` to `tensors` under its key path (made unique) and return the tensor name."
     a = np.asarray(x)
@@ -70,6 +72,7 @@ def _encode(x, path: tuple, tensors: dict):
         "lists, tuples and dicts (convert it, e.g. a set to a sorted list)"
     )
 
+# %% ../../nbs/64_checkpoint.ipynb #79e60056
 def _is_tag(node) -> bool: return isinstance(node, dict) and len(node) == 1 and next(iter(node)) in _TAGS
 
 def _walk(node, path=()):
@@ -104,6 +107,37 @@ def _secret_env_values() -> list[tuple[str, str]]:
         (k, v) for k, v in os.environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= 8
     ]  # shorter values are no real key and would match innocent data
 
+def _kept_tensors(tree, tensors: dict, secrets: list) -> dict:
+    "The tensors the redacted `tree` still references; refuses a tree with a secret's value in any string."
+    kept = {}
+    for path, node in _walk(tree):
+        for name, secret in secrets:
+            if isinstance(node, str) and secret in node:
+                raise ValueError(
+                    f"refusing to write a checkpoint: {_where(path)} contains the value of {name}; "
+                    "keep API keys out of the training state (resumed runs read them from the environment)"
+                )
+        if _is_tag(node) and ('$array' in node or '$numpy' in node):  # tensors whose key was not redacted
+            name = next(iter(node.values()))
+            kept[name] = tensors[name]
+    return kept
+
+# %% ../../nbs/64_checkpoint.ipynb #5d642781
+def _header_metadata(step, tree, kept: dict) -> dict:
+    "The safetensors header metadata of a checkpoint, with a blank digest."
+    return {'format': FORMAT, 'format_version': str(FORMAT_VERSION), 'step': str(operator.index(step)),
+            'created': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'qstore_version': __version__,
+            'state': json.dumps(tree, separators=(',', ':')),
+            'complex_tensors': json.dumps(sorted(n for n, a in kept.items() if a.dtype in _COMPLEX_PARTS)),
+            _DIGEST_FIELD: _ZERO_DIGEST}
+
+def _with_digest(data: bytes) -> bytes:
+    "`data` with its blank digest replaced by the sha256 of the whole file as written with the blank."
+    n, blank = int.from_bytes(data[:8], 'little'), _digest_entry(_ZERO_DIGEST)
+    header = data[8:8 + n]
+    if header.count(blank) != 1: raise AssertionError("safetensors wrote the digest field in an unexpected form")
+    return data[:8] + header.replace(blank, _digest_entry(hashlib.sha256(data).hexdigest())) + data[8 + n:]
+
 def encode_checkpoint(step: int,  # training step; recorded in the header
                       state: dict) -> bytes:  # nested dict of arrays, numbers, str, None, lists, tuples, dicts
     """The bytes of a checkpoint file holding `state` (secrets redacted, digest included).
@@ -118,32 +152,17 @@ def encode_checkpoint(step: int,  # training step; recorded in the header
     if not isinstance(state, dict): raise TypeError(f"state must be a dict, got {type(state).__name__}")
     tensors = {}
     tree = redact_secrets(_encode(state, (), tensors))
-    secrets, kept = _secret_env_values(), {}
-    for path, node in _walk(tree):
-        for name, secret in secrets:
-            if isinstance(node, str) and secret in node:
-                raise ValueError(
-                    f"refusing to write a checkpoint: {_where(path)} contains the value of {name}; "
-                    "keep API keys out of the training state (resumed runs read them from the environment)"
-                )
-        if _is_tag(node) and ('$array' in node or '$numpy' in node):  # tensors whose key was not redacted
-            name = next(iter(node.values()))
-            kept[name] = tensors[name]
+    secrets = _secret_env_values()
+    kept = _kept_tensors(tree, tensors, secrets)
     stored = {name: np.stack([a.real, a.imag], axis=-1) if a.dtype in _COMPLEX_PARTS else a for name, a in kept.items()}
-    metadata = {'format': FORMAT, 'format_version': str(FORMAT_VERSION), 'step': str(operator.index(step)),
-                'created': datetime.now(timezone.utc).isoformat(timespec='seconds'), 'qstore_version': __version__,
-                'state': json.dumps(tree, separators=(',', ':')),
-                'complex_tensors': json.dumps(sorted(n for n, a in kept.items() if a.dtype in _COMPLEX_PARTS)),
-                _DIGEST_FIELD: _ZERO_DIGEST}
-    data = safetensors_np.save({k: np.asarray(v, order='C') for k, v in stored.items()}, metadata=metadata)
+    data = safetensors_np.save({k: np.asarray(v, order='C') for k, v in stored.items()},
+                               metadata=_header_metadata(step, tree, kept))
     for name, secret in secrets:
         if secret.encode() in data:
             raise ValueError(f"refusing to write a checkpoint: the value of {name} appears in its tensor data")
-    n, blank = int.from_bytes(data[:8], 'little'), _digest_entry(_ZERO_DIGEST)
-    header = data[8:8 + n]
-    if header.count(blank) != 1: raise AssertionError("safetensors wrote the digest field in an unexpected form")
-    return data[:8] + header.replace(blank, _digest_entry(hashlib.sha256(data).hexdigest())) + data[8 + n:]
+    return _with_digest(data)
 
+# %% ../../nbs/64_checkpoint.ipynb #898fcda5
 def _verified_metadata(data: bytes, source: str) -> dict:
     "Header metadata of checkpoint bytes, after checking length, format, version and the whole-file digest."
     if len(data) < 8:
@@ -174,6 +193,7 @@ def _verified_metadata(data: bytes, source: str) -> dict:
         raise CheckpointError(f"{source}: sha256 mismatch, the file is damaged or truncated; use an older checkpoint")
     return metadata
 
+# %% ../../nbs/64_checkpoint.ipynb #7cee4b17
 def decode_checkpoint(data: bytes,  # content of a checkpoint file
                       source: str = '<bytes>') -> dict:  # file name used in error messages
     """The state saved by `encode_checkpoint`, after verifying the bytes; raises `CheckpointError` if they are damaged.
@@ -193,7 +213,8 @@ def decode_checkpoint(data: bytes,  # content of a checkpoint file
         arrays = {k: t.copy().view(_PARTS_COMPLEX[t.dtype]).reshape(t.shape[:-1]) if k in complex_names else t.copy()
                   for k, t in tensors.items()}
         return _decode(json.loads(metadata['state']), arrays)
-    except (SafetensorError, ValueError, KeyError, TypeError) as e:  # a valid digest over inconsistent content: written elsewhere
+    # a valid digest over inconsistent content: written by something else
+    except (SafetensorError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{source}: checkpoint content is inconsistent ({type(e).__name__}: {e})") from None
 
 def load_checkpoint(path: str | Path) -> dict:  # checkpoint file
@@ -235,75 +256,87 @@ class CheckpointManager:
     def __repr__(self):
         return f"CheckpointManager({str(self.directory)!r}, keep_last={self.keep_last}, prefix={self.prefix!r})"
 
-    def path_for(self, step: int) -> Path:  # training step
-        """File name of the checkpoint of `step`.
+# %% ../../nbs/64_checkpoint.ipynb #f90cdafa
+@patch
+def path_for(self: CheckpointManager,
+             step: int) -> Path:  # training step
+    """File name of the checkpoint of `step`.
 
-        Parameters
-        ----------
-        step : int
-            training step
-        """
-        step = operator.index(step)
-        if step < 0: raise ValueError(f"step must be >= 0, got {step}")
-        return self.directory / f'{self.prefix}-{step:08d}.safetensors'
+    Parameters
+    ----------
+    step : int
+        training step
+    """
+    step = operator.index(step)
+    if step < 0: raise ValueError(f"step must be >= 0, got {step}")
+    return self.directory / f'{self.prefix}-{step:08d}.safetensors'
 
-    def step_of(self, path: str | Path) -> int:  # a checkpoint file of this manager
-        """The step encoded in a checkpoint's file name.
+@patch
+def step_of(self: CheckpointManager,
+            path: str | Path) -> int:  # a checkpoint file of this manager
+    """The step encoded in a checkpoint's file name.
 
-        Parameters
-        ----------
-        path : str | Path
-            a checkpoint file of this manager
-        """
-        m = self._name.fullmatch(Path(path).name)
-        if m is None:
-            raise ValueError(
-                f"{path} is not named like a checkpoint of this manager ({self.prefix}-<step>.safetensors)"
-            )
-        return int(m[1])
+    Parameters
+    ----------
+    path : str | Path
+        a checkpoint file of this manager
+    """
+    m = self._name.fullmatch(Path(path).name)
+    if m is None:
+        raise ValueError(
+            f"{path} is not named like a checkpoint of this manager ({self.prefix}-<step>.safetensors)"
+        )
+    return int(m[1])
 
-    def list(self) -> list[Path]:
-        "Existing checkpoint files, oldest (lowest step) first."
-        return sorted((p for p in self.directory.iterdir() if self._name.fullmatch(p.name)), key=self.step_of)
+@patch
+def list(self: CheckpointManager) -> list[Path]:
+    "Existing checkpoint files, oldest (lowest step) first."
+    return sorted((p for p in self.directory.iterdir() if self._name.fullmatch(p.name)), key=self.step_of)
 
-    def save(self, step: int,  # training step (orders the checkpoints)
-             state: dict) -> Path:  # nested dict: arrays, numbers, str, None, lists, tuples, dicts
-        """Write `state` atomically as the checkpoint of `step`, prune to `keep_last`, and return the file.
+# %% ../../nbs/64_checkpoint.ipynb #71341cb3
+@patch
+def save(self: CheckpointManager,
+         step: int,  # training step (orders the checkpoints)
+         state: dict) -> Path:  # nested dict: arrays, numbers, str, None, lists, tuples, dicts
+    """Write `state` atomically as the checkpoint of `step`, prune to `keep_last`, and return the file.
 
-        Parameters
-        ----------
-        step : int
-            training step (orders the checkpoints)
-        state : dict
-            nested dict: arrays, numbers, str, None, lists, tuples, dicts
-        """
-        path, data = self.path_for(step), encode_checkpoint(step, state)
-        higher = [p.name for p in self.list() if self.step_of(p) > step]
-        if higher:
-            warnings.warn(f"saving step {step} in {self.directory}, which already has later checkpoints "
-                          f"({', '.join(higher)}); latest() returns the highest step", stacklevel=2)
-        atomic_write_bytes(path, data)
-        if self.keep_last is not None:
-            for old in self.list()[:-self.keep_last]:
-                if old != path: old.unlink(missing_ok=True)
-        return path
+    Parameters
+    ----------
+    step : int
+        training step (orders the checkpoints)
+    state : dict
+        nested dict: arrays, numbers, str, None, lists, tuples, dicts
+    """
+    path, data = self.path_for(step), encode_checkpoint(step, state)
+    higher = [p.name for p in self.list() if self.step_of(p) > step]
+    if higher:
+        warnings.warn(f"saving step {step} in {self.directory}, which already has later checkpoints "
+                      f"({', '.join(higher)}); latest() returns the highest step", stacklevel=2)
+    atomic_write_bytes(path, data)
+    if self.keep_last is not None:
+        for old in self.list()[:-self.keep_last]:
+            if old != path: old.unlink(missing_ok=True)
+    return path
 
-    def load(self, path: str | Path) -> dict:  # checkpoint file
-        """The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown
-        format.
+@patch
+def load(self: CheckpointManager,
+         path: str | Path) -> dict:  # checkpoint file
+    """The state saved in `path`; `CheckpointError` (naming the file) if it is damaged, truncated or of an unknown
+    format.
 
-        Parameters
-        ----------
-        path : str | Path
-            checkpoint file
-        """
-        return load_checkpoint(path)
+    Parameters
+    ----------
+    path : str | Path
+        checkpoint file
+    """
+    return load_checkpoint(path)
 
-    def latest(self) -> tuple[Path, dict] | None:
-        """`(path, state)` of the newest readable checkpoint, skipping damaged ones with a warning; None if there is
-        none."""
-        for path in reversed(self.list()):
-            try: return path, self.load(path)
-            except FileNotFoundError: continue  # removed since listing (pruned by a writer)
-            except CheckpointError as e: warnings.warn(f"skipping unreadable checkpoint: {e}", stacklevel=2)
-        return None
+@patch
+def latest(self: CheckpointManager) -> tuple[Path, dict] | None:
+    """`(path, state)` of the newest readable checkpoint, skipping damaged ones with a warning; None if there is
+    none."""
+    for path in reversed(self.list()):
+        try: return path, self.load(path)
+        except FileNotFoundError: continue  # removed since listing (pruned by a writer)
+        except CheckpointError as e: warnings.warn(f"skipping unreadable checkpoint: {e}", stacklevel=2)
+    return None

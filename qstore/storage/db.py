@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 from copy import deepcopy
 import numpy as np
+from fastcore.basics import patch
 from qstore.storage.files import (
     CorruptStoreError,
     NotFoundError,
@@ -44,6 +45,7 @@ def qstore_home() -> Path:
     "`$QSTORE_HOME` if set, else `.qstore/` in the working directory."
     return Path(os.environ.get('QSTORE_HOME') or Path.cwd() / '.qstore').expanduser()
 
+# %% ../../nbs/53_storage_db.ipynb #4292326e
 class _HashingWriter:
     "File wrapper that hashes what passes through (np.save writes through it)."
     def __init__(self, f): self.f, self.sha = f, hashlib.sha256()
@@ -112,6 +114,7 @@ def validate_dataset(X,  # (rows, features) floating point
         if bad.size: raise ValueError(f"y row {bad[0]} is NaN or inf ({bad.size} bad label(s) in total)")
     return X, y
 
+# %% ../../nbs/53_storage_db.ipynb #5e8274eb
 def train_val_split(y_or_n,  # number of rows, or labels (needed for stratify)
                     val_fraction: float = 0.2,  # share of rows in the validation part
                     seed: int = 0,  # RNG seed; the same seed gives the same split
@@ -202,41 +205,55 @@ class DataLoader:
         n = len(self.rows)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def _start_epoch(self):
-        self._epoch_rng_state = self.rng.bit_generator.state
-        self._order = self.rows[self.rng.permutation(len(self.rows))] if self.shuffle else self.rows
+# %% ../../nbs/53_storage_db.ipynb #9c2b7037
+@patch
+def _start_epoch(self: DataLoader):
+    self._epoch_rng_state = self.rng.bit_generator.state
+    self._order = self.rows[self.rng.permutation(len(self.rows))] if self.shuffle else self.rows
 
-    def __iter__(self):
-        "The remaining batches of the current epoch; the epoch counter advances when they run out."
-        if self._order is None: self._start_epoch()
-        while self.position < len(self):
-            idx = self._order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
-            self.position += 1
-            yield np.asarray(self.X[idx]), (None if self.y is None else np.asarray(self.y[idx]))
-        self.epoch, self.position, self._order = self.epoch + 1, 0, None
+@patch
+def __iter__(self: DataLoader):
+    "The remaining batches of the current epoch; the epoch counter advances when they run out."
+    if self._order is None: self._start_epoch()
+    while self.position < len(self):
+        idx = self._order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
+        self.position += 1
+        yield np.asarray(self.X[idx]), (None if self.y is None else np.asarray(self.y[idx]))
+    self.epoch, self.position, self._order = self.epoch + 1, 0, None
 
-    def _settings(self):
-        return {'batch_size': self.batch_size, 'shuffle': self.shuffle, 'drop_last': self.drop_last,
-                'n_rows': len(self.rows), 'rows_sha256': hashlib.sha256(self.rows.tobytes()).hexdigest()}
+# %% ../../nbs/53_storage_db.ipynb #7aab4fc7
+@patch
+def _settings(self: DataLoader):
+    return {'batch_size': self.batch_size, 'shuffle': self.shuffle, 'drop_last': self.drop_last,
+            'n_rows': len(self.rows), 'rows_sha256': hashlib.sha256(self.rows.tobytes()).hexdigest()}
 
-    def state_dict(self) -> dict:
-        "JSON-serialisable position: epoch, batches yielded, generator state of this epoch, and the settings."
-        rng_state = self._epoch_rng_state if self._order is not None else self.rng.bit_generator.state
-        return {'epoch': self.epoch, 'position': self.position, 'rng_state': deepcopy(rng_state), **self._settings()}
+@patch
+def state_dict(self: DataLoader) -> dict:
+    "JSON-serialisable position: epoch, batches yielded, generator state of this epoch, and the settings."
+    rng_state = self._epoch_rng_state if self._order is not None else self.rng.bit_generator.state
+    return {'epoch': self.epoch, 'position': self.position, 'rng_state': deepcopy(rng_state), **self._settings()}
 
-    def load_state_dict(self, state: dict):
-        "Resume from `state_dict()`: the next batches are exactly those the saved loader would have yielded."
-        mine = self._settings()
-        diff = [k for k in mine if state.get(k) != mine[k]]
-        if diff:
-            raise ValueError(f"loader state was saved with different {', '.join(diff)} "
-                             f"({', '.join(f'{k}={state.get(k)!r}' for k in diff if k != 'rows_sha256')}); "
-                             "build the loader with the same rows and settings to resume")
-        if not 0 <= state['position'] <= len(self):
-            raise ValueError(f"position {state['position']} is outside 0..{len(self)}")
-        self.rng.bit_generator.state = deepcopy(state['rng_state'])
-        self.epoch, self.position, self._order = int(state['epoch']), int(state['position']), None
-        if self.position: self._start_epoch()
+@patch
+def load_state_dict(self: DataLoader,
+                    state: dict):  # from `state_dict()`, possibly through JSON
+    """Resume from `state_dict()`: the next batches are exactly those the saved loader would have yielded.
+
+    Parameters
+    ----------
+    state : dict
+        from `state_dict()`, possibly through JSON
+    """
+    mine = self._settings()
+    diff = [k for k in mine if state.get(k) != mine[k]]
+    if diff:
+        raise ValueError(f"loader state was saved with different {', '.join(diff)} "
+                         f"({', '.join(f'{k}={state.get(k)!r}' for k in diff if k != 'rows_sha256')}); "
+                         "build the loader with the same rows and settings to resume")
+    if not 0 <= state['position'] <= len(self):
+        raise ValueError(f"position {state['position']} is outside 0..{len(self)}")
+    self.rng.bit_generator.state = deepcopy(state['rng_state'])
+    self.epoch, self.position, self._order = int(state['epoch']), int(state['position']), None
+    if self.position: self._start_epoch()
 
 # %% ../../nbs/53_storage_db.ipynb #db21-ifs
 class IndexedFileStore:
@@ -267,18 +284,30 @@ class DatasetInfo:
 
     Parameters
     ----------
+    name : str
+        dataset name
+    version : int
+        1, 2, ...
+    n_rows : int
+        rows of X
+    n_features : int
+        columns of X
+    x_dtype : str
+        numpy dtype string of X, e.g. '<f8'
     y_dtype : str | None
         None: no labels
+    metadata : dict
+        the description given to `put_dataset` (credentials redacted)
     created : float
         unix time
     """
-    name: str
-    version: int
-    n_rows: int
-    n_features: int
-    x_dtype: str
+    name: str  # dataset name
+    version: int  # 1, 2, ...
+    n_rows: int  # rows of X
+    n_features: int  # columns of X
+    x_dtype: str  # numpy dtype string of X, e.g. '<f8'
     y_dtype: str | None  # None: no labels
-    metadata: dict
+    metadata: dict  # the description given to `put_dataset` (credentials redacted)
     created: float  # unix time
 
 @dataclass
@@ -287,6 +316,8 @@ class Dataset:
 
     Parameters
     ----------
+    info : DatasetInfo
+        manifest row of the version
     X : np.ndarray
         (n_rows, n_features), read-only memmap of the whole version
     y : np.ndarray | None
@@ -294,7 +325,7 @@ class Dataset:
     rows : np.ndarray | None, default None
         row indices of this view (a split); None = all rows
     """
-    info: DatasetInfo
+    info: DatasetInfo  # manifest row of the version
     X: np.ndarray  # (n_rows, n_features), read-only memmap of the whole version
     y: np.ndarray | None  # (n_rows,) or None
     rows: np.ndarray | None = None  # row indices of this view (a split); None = all rows
@@ -308,27 +339,61 @@ class Dataset:
     def __len__(self): return len(self.X) if self.rows is None else len(self.rows)
     def _rows(self): return np.arange(len(self.X)) if self.rows is None else self.rows
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
-        "`(X, y)` of this view as in-memory arrays."
-        r = self._rows()
-        return np.asarray(self.X[r]), None if self.y is None else np.asarray(self.y[r])
-
-    def split(self, val_fraction: float = 0.2, seed: int = 0, stratify: bool = False) -> tuple[Dataset, Dataset]:
-        "Seeded `(train, val)` views (see `train_val_split`; stratify uses this view's labels)."
-        r = self._rows()
-        if stratify and self.y is None: raise ValueError(f"dataset {self.name!r} has no labels to stratify on")
-        tr, va = train_val_split(np.asarray(self.y[r]) if stratify else len(r), val_fraction, seed, stratify)
-        return Dataset(self.info, self.X, self.y, r[tr]), Dataset(self.info, self.X, self.y, r[va])
-
-    def loader(
-        self, batch_size: int = 32, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False
-    ) -> DataLoader:
-        "A `DataLoader` over this view's rows."
-        return DataLoader(self.X, self.y, batch_size, shuffle, seed, drop_last, rows=self.rows)
-
     def __repr__(self):
         return f"Dataset({self.name!r}, version={self.version}, rows={len(self)}, features={self.info.n_features})"
 
+# %% ../../nbs/53_storage_db.ipynb #b8cdfee5
+@patch
+def arrays(self: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
+    "`(X, y)` of this view as in-memory arrays."
+    r = self._rows()
+    return np.asarray(self.X[r]), None if self.y is None else np.asarray(self.y[r])
+
+@patch
+def split(self: Dataset,
+          val_fraction: float = 0.2,  # share of rows in the validation view
+          seed: int = 0,  # RNG seed; the same seed gives the same split
+          stratify: bool = False) -> tuple[Dataset, Dataset]:  # split each class separately (needs labels)
+    """Seeded `(train, val)` views (see `train_val_split`; stratify uses this view's labels).
+
+    Parameters
+    ----------
+    val_fraction : float, default 0.2
+        share of rows in the validation view
+    seed : int, default 0
+        RNG seed; the same seed gives the same split
+    stratify : bool, default False
+        split each class separately (needs labels)
+    """
+    r = self._rows()
+    if stratify and self.y is None: raise ValueError(f"dataset {self.name!r} has no labels to stratify on")
+    tr, va = train_val_split(np.asarray(self.y[r]) if stratify else len(r), val_fraction, seed, stratify)
+    return Dataset(self.info, self.X, self.y, r[tr]), Dataset(self.info, self.X, self.y, r[va])
+
+@patch
+def loader(
+    self: Dataset,
+    batch_size: int = 32,  # rows per batch
+    shuffle: bool = True,  # new permutation every epoch (else row order)
+    seed: int | None = 0,  # seed of the shuffling generator
+    drop_last: bool = False,  # skip the final short batch of each epoch
+) -> DataLoader:
+    """A `DataLoader` over this view's rows.
+
+    Parameters
+    ----------
+    batch_size : int, default 32
+        rows per batch
+    shuffle : bool, default True
+        new permutation every epoch (else row order)
+    seed : int | None, default 0
+        seed of the shuffling generator
+    drop_last : bool, default False
+        skip the final short batch of each epoch
+    """
+    return DataLoader(self.X, self.y, batch_size, shuffle, seed, drop_last, rows=self.rows)
+
+# %% ../../nbs/53_storage_db.ipynb #37d2ac73
 _DATASET_DDL = """
 CREATE TABLE datasets(name TEXT NOT NULL, version INTEGER NOT NULL, created REAL NOT NULL,
                       n_rows INTEGER NOT NULL, n_features INTEGER NOT NULL, x_dtype TEXT NOT NULL, y_dtype TEXT,
@@ -341,121 +406,153 @@ class TrainingDataStore(IndexedFileStore):
     "Versioned training datasets: .npy arrays (memory-mapped reads) plus a manifest in SQLite."
     schema = ('datasets', 1, _DATASET_DDL)
 
-    def put_dataset(self, name: str,  # dataset name (letters, digits, '_', '.', '-')
-                    X,  # (rows, features) float32/float64
-                    y=None,  # (rows,) labels/targets, or None
-                    metadata: dict | None = None,  # JSON-serialisable description (feature names, source, ...)
-                    dedupe: bool = True) -> int:  # identical to the latest version: return it instead of a new one
-        """Store a new version of a dataset; returns its version number (1, 2, ...).
+# %% ../../nbs/53_storage_db.ipynb #20b30108
+@patch
+def put_dataset(self: TrainingDataStore, name: str,  # dataset name (letters, digits, '_', '.', '-')
+                X,  # (rows, features) float32/float64
+                y=None,  # (rows,) labels/targets, or None
+                metadata: dict | None = None,  # JSON-serialisable description (feature names, source, ...)
+                dedupe: bool = True) -> int:  # identical to the latest version: return it instead of a new one
+    """Store a new version of a dataset; returns its version number (1, 2, ...).
 
-        Parameters
-        ----------
-        name : str
-            dataset name (letters, digits, '_', '.', '-')
-        X
-            (rows, features) float32/float64
-        y : default None
-            (rows,) labels/targets, or None
-        metadata : dict | None, default None
-            JSON-serialisable description (feature names, source, ...)
-        dedupe : bool, default True
-            identical to the latest version: return it instead of a new one
-        """
-        _check_name(name, 'dataset')
-        X, y = validate_dataset(X, y)
-        meta = to_json(redact_secrets(metadata or {}))
-        directory = Path('datasets') / name / uuid.uuid4().hex[:16]
-        x_sha = _save_npy(self.root / directory / 'X.npy', X)
-        y_sha = None if y is None else _save_npy(self.root / directory / 'y.npy', y)
-        with self.db.transaction(write=True) as c:  # version allocation and insert under one write lock
-            latest = c.execute('SELECT version, x_sha256, y_sha256, metadata FROM datasets WHERE name=? '
-                               'ORDER BY version DESC LIMIT 1', (name,)).fetchone()
-            same = dedupe and latest is not None and tuple(latest[1:]) == (x_sha, y_sha, meta)
-            if not same:
-                version = (latest[0] if latest else 0) + 1
-                c.execute(
-                    'INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                    (
-                        name,
-                        version,
-                        time.time(),
-                        X.shape[0],
-                        X.shape[1],
-                        X.dtype.str,
-                        None if y is None else y.dtype.str,
-                        directory.as_posix(),
-                        x_sha,
-                        y_sha,
-                        meta,
-                    ),
-                )
-        if same:
-            shutil.rmtree(self.root / directory)
-            return latest[0]
-        return version
-
-    def _info(self, row) -> DatasetInfo:
-        return DatasetInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
-
-    def _row(self, name, version):
-        _check_name(name, 'dataset')
-        with self.db.transaction() as c:
-            if version is None or version == 'latest':
-                row = c.execute(
-                    f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1', (name,)
-                ).fetchone()
-            elif isinstance(version, (int, np.integer)) and not isinstance(version, bool):
-                row = c.execute(
-                    f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? AND version=?', (name, int(version))
-                ).fetchone()
-            else: raise ValueError(f"version must be an integer or 'latest', got {version!r}")
-        if row is None:
-            have = self.versions(name)
-            raise NotFoundError(
-                f"dataset {name!r} has no version {version}; versions: {have}"
-                if have
-                else f"no dataset named {name!r}; datasets: {sorted({d.name for d in self.list_datasets()})}"
+    Parameters
+    ----------
+    name : str
+        dataset name (letters, digits, '_', '.', '-')
+    X
+        (rows, features) float32/float64
+    y : default None
+        (rows,) labels/targets, or None
+    metadata : dict | None, default None
+        JSON-serialisable description (feature names, source, ...)
+    dedupe : bool, default True
+        identical to the latest version: return it instead of a new one
+    """
+    _check_name(name, 'dataset')
+    X, y = validate_dataset(X, y)
+    meta = to_json(redact_secrets(metadata or {}))
+    directory = Path('datasets') / name / uuid.uuid4().hex[:16]
+    x_sha = _save_npy(self.root / directory / 'X.npy', X)
+    y_sha = None if y is None else _save_npy(self.root / directory / 'y.npy', y)
+    with self.db.transaction(write=True) as c:  # version allocation and insert under one write lock
+        latest = c.execute('SELECT version, x_sha256, y_sha256, metadata FROM datasets WHERE name=? '
+                           'ORDER BY version DESC LIMIT 1', (name,)).fetchone()
+        same = dedupe and latest is not None and tuple(latest[1:]) == (x_sha, y_sha, meta)
+        if not same:
+            version = (latest[0] if latest else 0) + 1
+            c.execute(
+                'INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (
+                    name,
+                    version,
+                    time.time(),
+                    X.shape[0],
+                    X.shape[1],
+                    X.dtype.str,
+                    None if y is None else y.dtype.str,
+                    directory.as_posix(),
+                    x_sha,
+                    y_sha,
+                    meta,
+                ),
             )
-        return row
+    if same:
+        shutil.rmtree(self.root / directory)
+        return latest[0]
+    return version
 
-    def get_dataset(self, name: str,
-                    version: int | str | None = None,  # an int, or 'latest'/None
-                    verify: bool = False) -> Dataset:  # also check both files' sha256 (reads them fully)
-        """A stored dataset version with memory-mapped arrays.
+# %% ../../nbs/53_storage_db.ipynb #478f977d
+@patch
+def _info(self: TrainingDataStore, row) -> DatasetInfo:
+    return DatasetInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
 
-        Parameters
-        ----------
-        version : int | str | None, default None
-            an int, or 'latest'/None
-        verify : bool, default False
-            also check both files' sha256 (reads them fully)
-        """
-        row = self._row(name, version)
-        info, directory = self._info(row), self.root / row[8]
-        X = _load_npy(directory / 'X.npy', (info.n_rows, info.n_features), row[9] if verify else None)
-        y = (
-            None
-            if info.y_dtype is None
-            else _load_npy(directory / 'y.npy', (info.n_rows,), row[10] if verify else None)
+@patch
+def _row(self: TrainingDataStore, name, version):
+    _check_name(name, 'dataset')
+    with self.db.transaction() as c:
+        if version is None or version == 'latest':
+            row = c.execute(
+                f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1', (name,)
+            ).fetchone()
+        elif isinstance(version, (int, np.integer)) and not isinstance(version, bool):
+            row = c.execute(
+                f'SELECT {_DATASET_COLS} FROM datasets WHERE name=? AND version=?', (name, int(version))
+            ).fetchone()
+        else: raise ValueError(f"version must be an integer or 'latest', got {version!r}")
+    if row is None:
+        have = self.versions(name)
+        raise NotFoundError(
+            f"dataset {name!r} has no version {version}; versions: {have}"
+            if have
+            else f"no dataset named {name!r}; datasets: {sorted({d.name for d in self.list_datasets()})}"
         )
-        return Dataset(info, X, y)
+    return row
 
-    def list_datasets(self, name: str | None = None) -> list[DatasetInfo]:
-        "Every stored version (of one dataset, if `name` is given), by name then version."
-        with self.db.transaction() as c:
-            rows = c.execute(f'SELECT {_DATASET_COLS} FROM datasets WHERE ? IS NULL OR name=? ORDER BY name, version',
-                             (name, name)).fetchall()
-        return [self._info(r) for r in rows]
+# %% ../../nbs/53_storage_db.ipynb #b0ff2d09
+@patch
+def get_dataset(self: TrainingDataStore,
+                name: str,  # dataset name
+                version: int | str | None = None,  # an int, or 'latest'/None
+                verify: bool = False) -> Dataset:  # also check both files' sha256 (reads them fully)
+    """A stored dataset version with memory-mapped arrays.
 
-    def versions(self, name: str) -> list[int]:
-        "Version numbers of one dataset."
-        return [d.version for d in self.list_datasets(name)]
+    Parameters
+    ----------
+    name : str
+        dataset name
+    version : int | str | None, default None
+        an int, or 'latest'/None
+    verify : bool, default False
+        also check both files' sha256 (reads them fully)
+    """
+    row = self._row(name, version)
+    info, directory = self._info(row), self.root / row[8]
+    X = _load_npy(directory / 'X.npy', (info.n_rows, info.n_features), row[9] if verify else None)
+    y = (
+        None
+        if info.y_dtype is None
+        else _load_npy(directory / 'y.npy', (info.n_rows,), row[10] if verify else None)
+    )
+    return Dataset(info, X, y)
+
+@patch
+def list_datasets(self: TrainingDataStore,
+                  name: str | None = None) -> list[DatasetInfo]:  # only this dataset; None: all
+    """Every stored version (of one dataset, if `name` is given), by name then version.
+
+    Parameters
+    ----------
+    name : str | None, default None
+        only this dataset; None: all
+    """
+    with self.db.transaction() as c:
+        rows = c.execute(f'SELECT {_DATASET_COLS} FROM datasets WHERE ? IS NULL OR name=? ORDER BY name, version',
+                         (name, name)).fetchall()
+    return [self._info(r) for r in rows]
+
+@patch
+def versions(self: TrainingDataStore,
+             name: str) -> list[int]:  # dataset name
+    """Version numbers of one dataset.
+
+    Parameters
+    ----------
+    name : str
+        dataset name
+    """
+    return [d.version for d in self.list_datasets(name)]
 
 # %% ../../nbs/53_storage_db.ipynb #db21-reg
 STAGES = ('none', 'staging', 'production', 'archived')
 
-def resolve_callable(path: str) -> Callable:
-    "Import `'package.module:Attr.attr'` and return that object (must be callable)."
+def resolve_callable(path: str) -> Callable:  # 'package.module:Name' or 'package.module:Class.method'
+    """Import `'package.module:Attr.attr'` and return that object (must be callable).
+
+    Parameters
+    ----------
+    path : str
+        'package.module:Name' or 'package.module:Class.method'
+    """
     if not isinstance(path, str) or path.count(':') != 1 or not all(path.split(':')):
         raise ValueError(f"import path {path!r} must look like 'package.module:Name' or 'package.module:Class.method'")
     module, qualname = path.split(':')
@@ -476,26 +573,39 @@ class ModelVersion:
 
     Parameters
     ----------
+    name : str
+        model name
+    version : int
+        1, 2, ...
     spec : dict
         includes 'factory' (and optionally 'loader') import paths
     checkpoint : Path | None
         weights file, or None
     sha256 : str | None
         of the checkpoint file
+    metrics : dict
+        e.g. {'val_accuracy': 0.93}
+    tags : dict
+        flat, filterable
     stage : str
         'none', 'staging', 'production' or 'archived' (`STAGES`)
+    created : float
+        unix time of registration
+    stage_changed : float
+        unix time of the last stage change
     """
-    name: str
-    version: int
+    name: str  # model name
+    version: int  # 1, 2, ...
     spec: dict  # includes 'factory' (and optionally 'loader') import paths
     checkpoint: Path | None  # weights file, or None
     sha256: str | None  # of the checkpoint file
-    metrics: dict
-    tags: dict
+    metrics: dict  # e.g. {'val_accuracy': 0.93}
+    tags: dict  # flat, filterable
     stage: str  # 'none', 'staging', 'production' or 'archived' (`STAGES`)
-    created: float
-    stage_changed: float
+    created: float  # unix time of registration
+    stage_changed: float  # unix time of the last stage change
 
+# %% ../../nbs/53_storage_db.ipynb #66362b56
 _MODEL_DDL = """
 CREATE TABLE models(name TEXT NOT NULL, version INTEGER NOT NULL, created REAL NOT NULL, spec TEXT NOT NULL,
                     checkpoint TEXT, sha256 TEXT, metrics TEXT NOT NULL, tags TEXT NOT NULL,
@@ -511,169 +621,204 @@ class ModelRegistry(IndexedFileStore):
     "Versioned models: spec (with factory import path), checkpoint file + sha256, metrics, tags and stage."
     schema = ('models', 1, _MODEL_DDL)
 
-    def register(self, name: str,  # model name (letters, digits, '_', '.', '-')
-                 model_spec: dict,  # JSON-serialisable; 'factory' import path required, 'loader' optional
-                 checkpoint: str | Path | None = None,  # weights file
-                 metrics: dict | None = None,  # e.g. {'val_accuracy': 0.93}
-                 tags: dict | None = None,  # flat, filterable: {'dataset': 'iris', 'backend': 'local'}
-                 stage: str = 'none',  # initial stage; 'production' archives the current production version
-                 copy: bool = True) -> int:  # copy the checkpoint into the registry (else reference it in place)
-        """Record a new version; returns its number.
+@patch
+def _archive_production(self: ModelRegistry, c, name, now):
+    c.execute(
+        "UPDATE models SET stage='archived', stage_changed=? WHERE name=? AND stage='production'", (now, name)
+    )
 
-        Parameters
-        ----------
-        name : str
-            model name (letters, digits, '_', '.', '-')
-        model_spec : dict
-            JSON-serialisable; 'factory' import path required, 'loader' optional
-        checkpoint : str | Path | None, default None
-            weights file
-        metrics : dict | None, default None
-            e.g. {'val_accuracy': 0.93}
-        tags : dict | None, default None
-            flat, filterable: {'dataset': 'iris', 'backend': 'local'}
-        stage : str, default 'none'
-            initial stage; 'production' archives the current production version
-        copy : bool, default True
-            copy the checkpoint into the registry (else reference it in place)
-        """
-        _check_name(name, 'model')
-        if not isinstance(model_spec, dict) or 'factory' not in model_spec:
-            raise ValueError(
-                "model_spec must be a dict with a 'factory' import path, e.g. {'factory': "
-                "'qstore.ml.layers:QuantumModel.from_spec', ...}"
-            )
-        resolve_callable(model_spec['factory'])
-        if 'loader' in model_spec: resolve_callable(model_spec['loader'])
-        if checkpoint is not None and 'loader' not in model_spec:
-            raise ValueError(
-                "a checkpoint needs model_spec['loader'] = 'module:function' (called as loader(model, path)) so "
-                "load() can restore it"
-            )
-        spec, metrics_json = to_json(redact_secrets(model_spec)), to_json(redact_secrets(metrics or {}))
-        tags_json = to_json(redact_secrets(validate_metadata(tags, 'tags')))
-        _check_stage(stage)
-        path = sha = None
-        if checkpoint is not None:
-            src = Path(checkpoint)
-            if not src.is_file(): raise FileNotFoundError(f"checkpoint {src} is not a file")
-            if copy:
-                path = self.root / 'models' / name / uuid.uuid4().hex[:16] / src.name
-                h = hashlib.sha256()
-                with open(src, 'rb') as fin, atomic_writer(path) as fout:
-                    for chunk in iter(lambda: fin.read(1 << 20), b''):
-                        h.update(chunk)
-                        fout.write(chunk)
-                sha = h.hexdigest()
-            else: path, sha = src.resolve(), file_sha256(src)
-        stored = None if path is None else (path.relative_to(self.root).as_posix() if copy else str(path))
-        now = time.time()
-        with self.db.transaction(write=True) as c:
-            (version,), = c.execute('SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name=?', (name,)).fetchall()
-            if stage == 'production': self._archive_production(c, name, now)
-            c.execute('INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                      (name, version, now, spec, stored, sha, metrics_json, tags_json, stage, now))
-        return version
+@patch
+def _store_checkpoint(self: ModelRegistry, name, checkpoint, copy) -> tuple[str | None, str | None]:
+    "The checkpoint's path as the registry row stores it (copied in, or referenced in place) and its sha256."
+    if checkpoint is None: return None, None
+    src = Path(checkpoint)
+    if not src.is_file(): raise FileNotFoundError(f"checkpoint {src} is not a file")
+    if not copy: return str(src.resolve()), file_sha256(src)
+    path = self.root / 'models' / name / uuid.uuid4().hex[:16] / src.name
+    h = hashlib.sha256()
+    with open(src, 'rb') as fin, atomic_writer(path) as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b''):
+            h.update(chunk)
+            fout.write(chunk)
+    return path.relative_to(self.root).as_posix(), h.hexdigest()
 
-    def _archive_production(self, c, name, now):
+# %% ../../nbs/53_storage_db.ipynb #dbe475f4
+@patch
+def register(self: ModelRegistry, name: str,  # model name (letters, digits, '_', '.', '-')
+             model_spec: dict,  # JSON-serialisable; 'factory' import path required, 'loader' optional
+             checkpoint: str | Path | None = None,  # weights file
+             metrics: dict | None = None,  # e.g. {'val_accuracy': 0.93}
+             tags: dict | None = None,  # flat, filterable: {'dataset': 'iris', 'backend': 'local'}
+             stage: str = 'none',  # initial stage; 'production' archives the current production version
+             copy: bool = True) -> int:  # copy the checkpoint into the registry (else reference it in place)
+    """Record a new version; returns its number.
+
+    Parameters
+    ----------
+    name : str
+        model name (letters, digits, '_', '.', '-')
+    model_spec : dict
+        JSON-serialisable; 'factory' import path required, 'loader' optional
+    checkpoint : str | Path | None, default None
+        weights file
+    metrics : dict | None, default None
+        e.g. {'val_accuracy': 0.93}
+    tags : dict | None, default None
+        flat, filterable: {'dataset': 'iris', 'backend': 'local'}
+    stage : str, default 'none'
+        initial stage; 'production' archives the current production version
+    copy : bool, default True
+        copy the checkpoint into the registry (else reference it in place)
+    """
+    _check_name(name, 'model')
+    if not isinstance(model_spec, dict) or 'factory' not in model_spec:
+        raise ValueError(
+            "model_spec must be a dict with a 'factory' import path, e.g. {'factory': "
+            "'qstore.ml.layers:QuantumModel.from_spec', ...}"
+        )
+    resolve_callable(model_spec['factory'])
+    if 'loader' in model_spec: resolve_callable(model_spec['loader'])
+    if checkpoint is not None and 'loader' not in model_spec:
+        raise ValueError(
+            "a checkpoint needs model_spec['loader'] = 'module:function' (called as loader(model, path)) so "
+            "load() can restore it"
+        )
+    spec, metrics_json = to_json(redact_secrets(model_spec)), to_json(redact_secrets(metrics or {}))
+    tags_json = to_json(redact_secrets(validate_metadata(tags, 'tags')))
+    _check_stage(stage)
+    stored, sha = self._store_checkpoint(name, checkpoint, copy)
+    now = time.time()
+    with self.db.transaction(write=True) as c:
+        (version,), = c.execute('SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name=?', (name,)).fetchall()
+        if stage == 'production': self._archive_production(c, name, now)
+        c.execute('INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                  (name, version, now, spec, stored, sha, metrics_json, tags_json, stage, now))
+    return version
+
+# %% ../../nbs/53_storage_db.ipynb #55130caf
+@patch
+def _version(self: ModelRegistry, row) -> ModelVersion:
+    ckpt = None if row[3] is None else (self.root / row[3] if not Path(row[3]).is_absolute() else Path(row[3]))
+    return ModelVersion(
+        row[0], row[1], json.loads(row[2]), ckpt, row[4], json.loads(row[5]), json.loads(row[6]), *row[7:]
+    )
+
+@patch
+def get(self: ModelRegistry,
+        name: str,  # model name
+        version: int | str = 'latest') -> ModelVersion:  # an int, 'latest', or a stage ('production', ...)
+    """One model version, by number, 'latest' or stage (the newest version in that stage).
+
+    Parameters
+    ----------
+    name : str
+        model name
+    version : int | str, default 'latest'
+        an int, 'latest', or a stage ('production', ...)
+    """
+    _check_name(name, 'model')
+    sql = f'SELECT {_MODEL_COLS} FROM models WHERE name=?'
+    if isinstance(version, (int, np.integer)) and not isinstance(version, bool):
+        sql, args = sql + ' AND version=?', (name, int(version))
+    elif version == 'latest': sql, args = sql + ' ORDER BY version DESC LIMIT 1', (name,)
+    elif version in STAGES: sql, args = sql + ' AND stage=? ORDER BY version DESC LIMIT 1', (name, version)
+    else: raise ValueError(f"version must be an int, 'latest' or a stage ({', '.join(STAGES)}), got {version!r}")
+    with self.db.transaction() as c: row = c.execute(sql, args).fetchone()
+    if row is None:
+        have = [(m.version, m.stage) for m in self.list(name)]
+        raise NotFoundError(f"model {name!r} has no version {version!r}; versions (version, stage): {have}" if have
+                            else f"no model named {name!r}; models: {self.names()}")
+    return self._version(row)
+
+# %% ../../nbs/53_storage_db.ipynb #337addea
+@patch
+def list(self: ModelRegistry,
+         name: str | None = None,  # only this model
+         stage: str | None = None,  # only this stage
+         tags: dict | None = None) -> list[ModelVersion]:  # metadata filter on tags, e.g. {'dataset': 'iris'}
+    """Registered versions, by name then version.
+
+    Parameters
+    ----------
+    name : str | None, default None
+        only this model
+    stage : str | None, default None
+        only this stage
+    tags : dict | None, default None
+        metadata filter on tags, e.g. {'dataset': 'iris'}
+    """
+    if stage is not None: _check_stage(stage)
+    keep = compile_filter(tags)
+    with self.db.transaction() as c:
+        rows = c.execute(f'SELECT {_MODEL_COLS} FROM models WHERE (? IS NULL OR name=?) AND (? IS NULL OR stage=?) '
+                         'ORDER BY name, version', (name, name, stage, stage)).fetchall()
+    return [m for m in map(self._version, rows) if keep(m.tags)]
+
+@patch
+def names(self: ModelRegistry) -> list[str]:
+    "Registered model names."
+    with self.db.transaction() as c:
+        return [r[0] for r in c.execute('SELECT DISTINCT name FROM models ORDER BY name')]
+
+@patch
+def promote(self: ModelRegistry,
+            name: str,  # model name
+            version: int | str,  # an int, 'latest' or a stage
+            stage: str) -> ModelVersion:  # 'none', 'staging', 'production' or 'archived'
+    """Move a version to `stage`; promoting to 'production' archives the previous production version.
+
+    Parameters
+    ----------
+    name : str
+        model name
+    version : int | str
+        an int, 'latest' or a stage
+    stage : str
+        'none', 'staging', 'production' or 'archived'
+    """
+    _check_stage(stage)
+    mv = self.get(name, version)
+    now = time.time()
+    with self.db.transaction(write=True) as c:
+        if stage == 'production': self._archive_production(c, name, now)
         c.execute(
-            "UPDATE models SET stage='archived', stage_changed=? WHERE name=? AND stage='production'", (now, name)
+            'UPDATE models SET stage=?, stage_changed=? WHERE name=? AND version=?', (stage, now, name, mv.version)
         )
+    return self.get(name, mv.version)
 
-    def _version(self, row) -> ModelVersion:
-        ckpt = None if row[3] is None else (self.root / row[3] if not Path(row[3]).is_absolute() else Path(row[3]))
-        return ModelVersion(
-            row[0], row[1], json.loads(row[2]), ckpt, row[4], json.loads(row[5]), json.loads(row[6]), *row[7:]
+# %% ../../nbs/53_storage_db.ipynb #56289872
+@patch
+def load(self: ModelRegistry,
+         name: str,  # model name
+         version: int | str = 'latest',  # an int, 'latest' or a stage
+         loader: Callable | str | None = None,  # overrides spec['loader']: loader(model, checkpoint_path)
+         verify: bool = True):  # check the checkpoint's sha256 first
+    """A ready model: `factory(spec)`, then `loader(model, checkpoint)` when there is a checkpoint.
+
+    Parameters
+    ----------
+    name : str
+        model name
+    version : int | str, default 'latest'
+        an int, 'latest' or a stage
+    loader : Callable | str | None, default None
+        overrides spec['loader']: loader(model, checkpoint_path)
+    verify : bool, default True
+        check the checkpoint's sha256 first
+    """
+    mv = self.get(name, version)
+    model = resolve_callable(mv.spec['factory'])(deepcopy(mv.spec))
+    if mv.checkpoint is None: return model
+    if not mv.checkpoint.is_file():
+        raise CorruptStoreError(f"{mv.checkpoint}: checkpoint of model {name!r} v{mv.version} is missing")
+    if verify and file_sha256(mv.checkpoint) != mv.sha256:
+        raise CorruptStoreError(
+            f"{mv.checkpoint}: sha256 differs from the one registered for model {name!r} v{mv.version}; the file "
+            "was modified or damaged"
         )
-
-    def get(self, name: str,
-            version: int | str = 'latest') -> ModelVersion:  # an int, 'latest', or a stage ('production', ...)
-        """One model version, by number, 'latest' or stage (the newest version in that stage).
-
-        Parameters
-        ----------
-        version : int | str, default 'latest'
-            an int, 'latest', or a stage ('production', ...)
-        """
-        _check_name(name, 'model')
-        sql = f'SELECT {_MODEL_COLS} FROM models WHERE name=?'
-        if isinstance(version, (int, np.integer)) and not isinstance(version, bool): sql, args = sql + ' AND version=?', (name, int(version))
-        elif version == 'latest': sql, args = sql + ' ORDER BY version DESC LIMIT 1', (name,)
-        elif version in STAGES: sql, args = sql + ' AND stage=? ORDER BY version DESC LIMIT 1', (name, version)
-        else: raise ValueError(f"version must be an int, 'latest' or a stage ({', '.join(STAGES)}), got {version!r}")
-        with self.db.transaction() as c: row = c.execute(sql, args).fetchone()
-        if row is None:
-            have = [(m.version, m.stage) for m in self.list(name)]
-            raise NotFoundError(f"model {name!r} has no version {version!r}; versions (version, stage): {have}" if have
-                                else f"no model named {name!r}; models: {self.names()}")
-        return self._version(row)
-
-    def list(self, name: str | None = None,  # only this model
-             stage: str | None = None,  # only this stage
-             tags: dict | None = None) -> list[ModelVersion]:  # metadata filter on tags, e.g. {'dataset': 'iris'}
-        """Registered versions, by name then version.
-
-        Parameters
-        ----------
-        name : str | None, default None
-            only this model
-        stage : str | None, default None
-            only this stage
-        tags : dict | None, default None
-            metadata filter on tags, e.g. {'dataset': 'iris'}
-        """
-        if stage is not None: _check_stage(stage)
-        keep = compile_filter(tags)
-        with self.db.transaction() as c:
-            rows = c.execute(f'SELECT {_MODEL_COLS} FROM models WHERE (? IS NULL OR name=?) AND (? IS NULL OR stage=?) '
-                             'ORDER BY name, version', (name, name, stage, stage)).fetchall()
-        return [m for m in map(self._version, rows) if keep(m.tags)]
-
-    def names(self) -> list[str]:
-        "Registered model names."
-        with self.db.transaction() as c:
-            return [r[0] for r in c.execute('SELECT DISTINCT name FROM models ORDER BY name')]
-
-    def promote(self, name: str, version: int | str, stage: str) -> ModelVersion:
-        "Move a version to `stage`; promoting to 'production' archives the previous production version."
-        _check_stage(stage)
-        mv = self.get(name, version)
-        now = time.time()
-        with self.db.transaction(write=True) as c:
-            if stage == 'production': self._archive_production(c, name, now)
-            c.execute(
-                'UPDATE models SET stage=?, stage_changed=? WHERE name=? AND version=?', (stage, now, name, mv.version)
-            )
-        return self.get(name, mv.version)
-
-    def load(self, name: str,
-             version: int | str = 'latest',  # an int, 'latest' or a stage
-             loader: Callable | str | None = None,  # overrides spec['loader']: loader(model, checkpoint_path)
-             verify: bool = True):  # check the checkpoint's sha256 first
-        """A ready model: `factory(spec)`, then `loader(model, checkpoint)` when there is a checkpoint.
-
-        Parameters
-        ----------
-        version : int | str, default 'latest'
-            an int, 'latest' or a stage
-        loader : Callable | str | None, default None
-            overrides spec['loader']: loader(model, checkpoint_path)
-        verify : bool, default True
-            check the checkpoint's sha256 first
-        """
-        mv = self.get(name, version)
-        model = resolve_callable(mv.spec['factory'])(deepcopy(mv.spec))
-        if mv.checkpoint is None: return model
-        if not mv.checkpoint.is_file():
-            raise CorruptStoreError(f"{mv.checkpoint}: checkpoint of model {name!r} v{mv.version} is missing")
-        if verify and file_sha256(mv.checkpoint) != mv.sha256:
-            raise CorruptStoreError(
-                f"{mv.checkpoint}: sha256 differs from the one registered for model {name!r} v{mv.version}; the file "
-                "was modified or damaged"
-            )
-        load_fn = loader if callable(loader) else resolve_callable(loader or mv.spec['loader'])
-        out = load_fn(model, mv.checkpoint)
-        return model if out is None else out
+    load_fn = loader if callable(loader) else resolve_callable(loader or mv.spec['loader'])
+    out = load_fn(model, mv.checkpoint)
+    return model if out is None else out
 
 # %% ../../nbs/53_storage_db.ipynb #db21-met
 RUN_STATUSES = ('running', 'finished', 'failed', 'interrupted')
@@ -692,16 +837,24 @@ class Run:
 
     Parameters
     ----------
+    run : str
+        run id
+    config : dict
+        settings of the run (credentials redacted)
     status : str
         'running', 'finished', 'failed' or 'interrupted' (`RUN_STATUSES`)
+    started : float
+        unix time
+    ended : float | None
+        unix time; None while running
     n_records : int
         logged rows
     """
-    run: str
-    config: dict
+    run: str  # run id
+    config: dict  # settings of the run (credentials redacted)
     status: str  # 'running', 'finished', 'failed' or 'interrupted' (`RUN_STATUSES`)
-    started: float
-    ended: float | None
+    started: float  # unix time
+    ended: float | None  # unix time; None while running
     n_records: int  # logged rows
 
 def _flatten(metrics: dict, prefix: str = '') -> dict:
@@ -723,6 +876,7 @@ def _flatten(metrics: dict, prefix: str = '') -> dict:
 
 def _index(v, what): return check_int(what, v, lo=0, none_ok=True)
 
+# %% ../../nbs/53_storage_db.ipynb #f954817d
 def _write_metric_rows(db: SQLiteDatabase, buffer: list):
     "Insert and clear the buffered rows in one transaction (also the exit-time finaliser)."
     with db.lock:  # two threads flushing at once must not insert the same rows twice
@@ -741,6 +895,7 @@ def _column(values: list):
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     return np.array(values, dtype=object)
 
+# %% ../../nbs/53_storage_db.ipynb #4ae38449
 class MetricsStore:
     "Runs (config, status, times) and their per-step / per-epoch metrics, with batched inserts."
     def __init__(self, db: SQLiteDatabase | str | Path = ':memory:',  # shared database, file or ':memory:'
@@ -764,134 +919,182 @@ class MetricsStore:
         self._known_runs: set = set()
         self._finalizer = weakref.finalize(self, _write_metric_rows, self.db, self._buffer)
 
-    def start_run(self, run: str | None = None,  # id; default: timestamp + random suffix
-                  config: dict | None = None,  # JSON-serialisable settings of the run
-                  resume: bool = False) -> str:  # continue an existing run (its config must match)
-        """Create (or resume) a run and return its id.
-
-        Parameters
-        ----------
-        run : str | None, default None
-            id; default: timestamp + random suffix
-        config : dict | None, default None
-            JSON-serialisable settings of the run
-        resume : bool, default False
-            continue an existing run (its config must match)
-        """
-        run = _check_name(run, 'run') if run is not None else time.strftime('%Y%m%d-%H%M%S-') + uuid.uuid4().hex[:6]
-        cfg = to_json(redact_secrets(config or {}))
-        with self.db.transaction(write=True) as c:
-            row = c.execute('SELECT config FROM runs WHERE run=?', (run,)).fetchone()
-            if row is None: c.execute("INSERT INTO runs VALUES (?, ?, 'running', ?, NULL)", (run, cfg, time.time()))
-            elif not resume: raise ValueError(f"run {run!r} already exists; pass resume=True to continue it or choose another id")
-            elif config is not None and row[0] != cfg:
-                raise ValueError(f"run {run!r} was started with a different config; a resumed run must keep its config")
-            else: c.execute("UPDATE runs SET status='running', ended=NULL WHERE run=?", (run,))
-        self._known_runs.add(run)
-        return run
-
-    def _check_run(self, run):
-        if run not in self._known_runs:
-            with self.db.transaction() as c:
-                if c.execute('SELECT 1 FROM runs WHERE run=?', (run,)).fetchone() is None:
-                    raise NotFoundError(f"unknown run {run!r}; create it with start_run({run!r})")
-            self._known_runs.add(run)
-
-    def log(self, run: str,  # run id from start_run
-            step: int | None = None,  # optimisation step
-            epoch: int | None = None,  # epoch
-            **metrics):  # name=value; values are numbers, strings, bools or nested dicts of those
-        """Buffer one row of metrics for a run.
-
-        Parameters
-        ----------
-        run : str
-            run id from start_run
-        step : int | None, default None
-            optimisation step
-        epoch : int | None, default None
-            epoch
-        **metrics
-            name=value; values are numbers, strings, bools or nested dicts of those
-        """
-        self._check_run(run)
-        if not metrics: raise ValueError("log() needs at least one metric, e.g. log(run, step=3, loss=0.25)")
-        flat = _flatten(metrics)
-        if 'time' in flat:
-            raise ValueError("metric name 'time' is reserved (every row has a timestamp); use e.g. 'wall_time'")
-        self._buffer.append((run, _index(step, 'step'), _index(epoch, 'epoch'), time.time(), json.dumps(flat)))
-        now = time.monotonic()
-        if self._oldest is None: self._oldest = now
-        if len(self._buffer) >= self.flush_every or now - self._oldest >= self.flush_interval: self.flush()
-
-    def flush(self):
-        "Write buffered rows now."
-        _write_metric_rows(self.db, self._buffer)
-        self._oldest = None
-
-    def end_run(self, run: str, status: str = 'finished'):
-        "Flush, then mark a run finished (or failed/interrupted) with its end time."
-        if status not in RUN_STATUSES[1:]:
-            raise ValueError(f"status must be one of {', '.join(RUN_STATUSES[1:])}, got {status!r}")
-        self._check_run(run)
-        self.flush()
-        with self.db.transaction(write=True) as c:
-            c.execute('UPDATE runs SET status=?, ended=? WHERE run=?', (status, time.time(), run))
-
-    def records(self, run: str,
-                kind: str | None = None) -> list[dict]:  # None: all rows; 'step' or 'epoch' (see above)
-        """Logged rows of a run, oldest first, as dicts with 'step', 'epoch', 'time' and the metrics.
-
-        Parameters
-        ----------
-        kind : str | None, default None
-            None: all rows; 'step' or 'epoch' (see above)
-        """
-        if kind not in (None, 'step', 'epoch'): raise ValueError(f"kind must be None, 'step' or 'epoch', got {kind!r}")
-        self._check_run(run)
-        self.flush()
-        where = {None: '', 'step': ' AND step IS NOT NULL', 'epoch': ' AND step IS NULL AND epoch IS NOT NULL'}[kind]
-        with self.db.transaction() as c:
-            rows = c.execute(
-                f'SELECT step, epoch, time, metrics FROM metrics WHERE run=?{where} ORDER BY seq', (run,)
-            ).fetchall()
-        return [{'step': s, 'epoch': e, 'time': t, **json.loads(m)} for s, e, t, m in rows]
-
-    def history(self, run: str,
-                names: list[str] | None = None,  # only rows containing any of these metrics, and only these columns
-                kind: str | None = None) -> dict[str, np.ndarray]:  # None, 'step' or 'epoch'
-        """Aligned arrays per column: 'step', 'epoch', 'time' and every metric name.
-
-        Parameters
-        ----------
-        names : list[str] | None, default None
-            only rows containing any of these metrics, and only these columns
-        kind : str | None, default None
-            None, 'step' or 'epoch'
-        """
-        recs = self.records(run, kind)
-        if names is not None: recs = [r for r in recs if any(n in r for n in names)]
-        cols = list(_RESERVED) + [n for n in (names or dict.fromkeys(k for r in recs for k in r)) if n not in _RESERVED]
-        return {c: _column([r.get(c) for r in recs]) for c in cols}
-
-    def runs(self, status: str | None = None) -> list[Run]:
-        "All runs (with this status, if given), oldest first."
-        self.flush()
-        with self.db.transaction() as c:
-            rows = c.execute('SELECT r.run, r.config, r.status, r.started, r.ended, COUNT(m.seq) FROM runs r '
-                             'LEFT JOIN metrics m ON m.run = r.run WHERE ? IS NULL OR r.status=? '
-                             'GROUP BY r.run ORDER BY r.started, r.run', (status, status)).fetchall()
-        return [Run(r[0], json.loads(r[1]), *r[2:]) for r in rows]
-
-    def get_run(self, run: str) -> Run:
-        "One run's row."
-        for r in self.runs():
-            if r.run == run: return r
-        raise NotFoundError(f"unknown run {run!r}; runs: {[r.run for r in self.runs()]}")
 
     def close(self):
         self.flush()
         if self._owned: self.db.close()
+
+# %% ../../nbs/53_storage_db.ipynb #e99b8e99
+@patch
+def start_run(self: MetricsStore,
+              run: str | None = None,  # id; default: timestamp + random suffix
+              config: dict | None = None,  # JSON-serialisable settings of the run
+              resume: bool = False) -> str:  # continue an existing run (its config must match)
+    """Create (or resume) a run and return its id.
+
+    Parameters
+    ----------
+    run : str | None, default None
+        id; default: timestamp + random suffix
+    config : dict | None, default None
+        JSON-serialisable settings of the run
+    resume : bool, default False
+        continue an existing run (its config must match)
+    """
+    run = _check_name(run, 'run') if run is not None else time.strftime('%Y%m%d-%H%M%S-') + uuid.uuid4().hex[:6]
+    cfg = to_json(redact_secrets(config or {}))
+    with self.db.transaction(write=True) as c:
+        row = c.execute('SELECT config FROM runs WHERE run=?', (run,)).fetchone()
+        if row is None: c.execute("INSERT INTO runs VALUES (?, ?, 'running', ?, NULL)", (run, cfg, time.time()))
+        elif not resume:
+            raise ValueError(f"run {run!r} already exists; pass resume=True to continue it or choose another id")
+        elif config is not None and row[0] != cfg:
+            raise ValueError(f"run {run!r} was started with a different config; a resumed run must keep its config")
+        else: c.execute("UPDATE runs SET status='running', ended=NULL WHERE run=?", (run,))
+    self._known_runs.add(run)
+    return run
+
+@patch
+def _check_run(self: MetricsStore, run):
+    if run not in self._known_runs:
+        with self.db.transaction() as c:
+            if c.execute('SELECT 1 FROM runs WHERE run=?', (run,)).fetchone() is None:
+                raise NotFoundError(f"unknown run {run!r}; create it with start_run({run!r})")
+        self._known_runs.add(run)
+
+# %% ../../nbs/53_storage_db.ipynb #d3254171
+@patch
+def log(self: MetricsStore,
+        run: str,  # run id from start_run
+        step: int | None = None,  # optimisation step
+        epoch: int | None = None,  # epoch
+        **metrics):  # name=value; values are numbers, strings, bools or nested dicts of those
+    """Buffer one row of metrics for a run.
+
+    Parameters
+    ----------
+    run : str
+        run id from start_run
+    step : int | None, default None
+        optimisation step
+    epoch : int | None, default None
+        epoch
+    **metrics
+        name=value; values are numbers, strings, bools or nested dicts of those
+    """
+    self._check_run(run)
+    if not metrics: raise ValueError("log() needs at least one metric, e.g. log(run, step=3, loss=0.25)")
+    flat = _flatten(metrics)
+    if 'time' in flat:
+        raise ValueError("metric name 'time' is reserved (every row has a timestamp); use e.g. 'wall_time'")
+    self._buffer.append((run, _index(step, 'step'), _index(epoch, 'epoch'), time.time(), json.dumps(flat)))
+    now = time.monotonic()
+    if self._oldest is None: self._oldest = now
+    if len(self._buffer) >= self.flush_every or now - self._oldest >= self.flush_interval: self.flush()
+
+@patch
+def flush(self: MetricsStore):
+    "Write buffered rows now."
+    _write_metric_rows(self.db, self._buffer)
+    self._oldest = None
+
+@patch
+def end_run(self: MetricsStore,
+            run: str,  # run id
+            status: str = 'finished'):  # 'finished', 'failed' or 'interrupted'
+    """Flush, then mark a run finished (or failed/interrupted) with its end time.
+
+    Parameters
+    ----------
+    run : str
+        run id
+    status : str, default 'finished'
+        'finished', 'failed' or 'interrupted'
+    """
+    if status not in RUN_STATUSES[1:]:
+        raise ValueError(f"status must be one of {', '.join(RUN_STATUSES[1:])}, got {status!r}")
+    self._check_run(run)
+    self.flush()
+    with self.db.transaction(write=True) as c:
+        c.execute('UPDATE runs SET status=?, ended=? WHERE run=?', (status, time.time(), run))
+
+# %% ../../nbs/53_storage_db.ipynb #066df056
+@patch
+def records(self: MetricsStore,
+            run: str,  # run id
+            kind: str | None = None) -> list[dict]:  # None: all rows; 'step' or 'epoch' (see above)
+    """Logged rows of a run, oldest first, as dicts with 'step', 'epoch', 'time' and the metrics.
+
+    Parameters
+    ----------
+    run : str
+        run id
+    kind : str | None, default None
+        None: all rows; 'step' or 'epoch' (see above)
+    """
+    if kind not in (None, 'step', 'epoch'): raise ValueError(f"kind must be None, 'step' or 'epoch', got {kind!r}")
+    self._check_run(run)
+    self.flush()
+    where = {None: '', 'step': ' AND step IS NOT NULL', 'epoch': ' AND step IS NULL AND epoch IS NOT NULL'}[kind]
+    with self.db.transaction() as c:
+        rows = c.execute(
+            f'SELECT step, epoch, time, metrics FROM metrics WHERE run=?{where} ORDER BY seq', (run,)
+        ).fetchall()
+    return [{'step': s, 'epoch': e, 'time': t, **json.loads(m)} for s, e, t, m in rows]
+
+@patch
+def history(self: MetricsStore,
+            run: str,  # run id
+            names: list[str] | None = None,  # only rows containing any of these metrics, and only these columns
+            kind: str | None = None) -> dict[str, np.ndarray]:  # None, 'step' or 'epoch'
+    """Aligned arrays per column: 'step', 'epoch', 'time' and every metric name.
+
+    Parameters
+    ----------
+    run : str
+        run id
+    names : list[str] | None, default None
+        only rows containing any of these metrics, and only these columns
+    kind : str | None, default None
+        None, 'step' or 'epoch'
+    """
+    recs = self.records(run, kind)
+    if names is not None: recs = [r for r in recs if any(n in r for n in names)]
+    cols = list(_RESERVED) + [n for n in (names or dict.fromkeys(k for r in recs for k in r)) if n not in _RESERVED]
+    return {c: _column([r.get(c) for r in recs]) for c in cols}
+
+# %% ../../nbs/53_storage_db.ipynb #c84ad1d4
+@patch
+def runs(self: MetricsStore,
+         status: str | None = None,  # 'running', 'finished', 'failed' or 'interrupted'; None: all
+         ) -> list[Run]:
+    """All runs (with this status, if given), oldest first.
+
+    Parameters
+    ----------
+    status : str | None, default None
+        'running', 'finished', 'failed' or 'interrupted'; None: all
+    """
+    self.flush()
+    with self.db.transaction() as c:
+        rows = c.execute('SELECT r.run, r.config, r.status, r.started, r.ended, COUNT(m.seq) FROM runs r '
+                         'LEFT JOIN metrics m ON m.run = r.run WHERE ? IS NULL OR r.status=? '
+                         'GROUP BY r.run ORDER BY r.started, r.run', (status, status)).fetchall()
+    return [Run(r[0], json.loads(r[1]), *r[2:]) for r in rows]
+
+@patch
+def get_run(self: MetricsStore,
+            run: str) -> Run:  # run id
+    """One run's row.
+
+    Parameters
+    ----------
+    run : str
+        run id
+    """
+    for r in self.runs():
+        if r.run == run: return r
+    raise NotFoundError(f"unknown run {run!r}; runs: {[r.run for r in self.runs()]}")
 
 # %% ../../nbs/53_storage_db.ipynb #db21-facade
 def _open_sqlite_url(rest: str):
@@ -914,6 +1117,7 @@ def _open_home(root: Path):
 # URL scheme -> opener(rest of the URL after '://') -> (database, root, tempdir or None); postgresql plugs in here
 _SCHEMES: dict[str, Callable] = {'sqlite': _open_sqlite_url}
 
+# %% ../../nbs/53_storage_db.ipynb #2c6decbd
 class Database:
     "Vector store, datasets, model registry and metrics behind one URL."
     def __init__(self, db: SQLiteDatabase,  # shared SQLite database
@@ -954,7 +1158,8 @@ class Database:
             raise ValueError(
                 f"unsupported database URL scheme {scheme!r}; supported: "
                 + ', '.join(f"{s}://" for s in _SCHEMES)
-                + " (e.g. sqlite:///relative/dir, sqlite:////absolute/dir, sqlite:///:memory:) or a plain directory path"
+                + " (e.g. sqlite:///relative/dir, sqlite:////absolute/dir, sqlite:///:memory:)"
+                " or a plain directory path"
             )
         return cls(*_SCHEMES[scheme.lower()](rest), url=str(url))
 
@@ -975,8 +1180,14 @@ QuantumDatabase = Database
 def _cli_version(v: str):
     return int(v) if v.isdigit() else v
 
-def models_cli(argv: list[str]) -> int:
-    "Entry point of `qstore models`; returns an exit code."
+def models_cli(argv: list[str]) -> int:  # command-line arguments after `qstore models`
+    """Entry point of `qstore models`; returns an exit code.
+
+    Parameters
+    ----------
+    argv : list[str]
+        command-line arguments after `qstore models`
+    """
     import argparse, sys
     p = argparse.ArgumentParser(prog='qstore models', description='List, inspect and promote registered models.')
     p.add_argument('--home', default=None, help='database URL or directory (default: $QSTORE_HOME or ./.qstore)')

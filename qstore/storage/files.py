@@ -64,8 +64,15 @@ def atomic_write_bytes(path: str | Path,  # final path
     """
     with atomic_writer(path) as f: f.write(data)
 
-def file_sha256(path: str | Path) -> str:
-    "Hex sha256 of a file, read in 1 MiB chunks."
+# %% ../../nbs/50_storage_files.ipynb #56f22823
+def file_sha256(path: str | Path) -> str:  # file to hash
+    """Hex sha256 of a file, read in 1 MiB chunks.
+
+    Parameters
+    ----------
+    path : str | Path
+        file to hash
+    """
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
@@ -77,8 +84,14 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError: return True  # exists, owned by someone else
     return True
 
-def remove_stale_temp_files(root: str | Path) -> list[Path]:
-    "Delete `.tmp-<pid>-*` files under `root` whose writing process no longer exists; returns what was removed."
+def remove_stale_temp_files(root: str | Path) -> list[Path]:  # directory searched recursively
+    """Delete `.tmp-<pid>-*` files under `root` whose writing process no longer exists; returns what was removed.
+
+    Parameters
+    ----------
+    root : str | Path
+        directory searched recursively
+    """
     removed = []
     for p in Path(root).rglob(f'{TEMP_PREFIX}*'):
         m = re.match(rf'{re.escape(TEMP_PREFIX)}(\d+)-', p.name)
@@ -95,8 +108,14 @@ _SECRET_KEY = re.compile(
 )  # not a bare 'key' (RNG states have one)
 REDACTED = '***redacted***'
 
-def redact_secrets(obj):
-    "Copy of `obj` (nested dicts/lists) with the values of credential-like keys replaced by `REDACTED`."
+def redact_secrets(obj):  # nested dicts, lists and tuples of any values
+    """Copy of `obj` (nested dicts/lists) with the values of credential-like keys replaced by `REDACTED`.
+
+    Parameters
+    ----------
+    obj
+        nested dicts, lists and tuples of any values
+    """
     if isinstance(obj, dict):
         return {
             k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact_secrets(v) for k, v in obj.items()
@@ -110,6 +129,12 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON-serialisable; store numbers, strings, bools, lists and dicts")
 
-def to_json(obj) -> str:
-    "Canonical JSON text (sorted keys; numpy values converted)."
+def to_json(obj) -> str:  # numbers, strings, bools, None, lists, dicts, numpy values and paths
+    """Canonical JSON text (sorted keys; numpy values converted).
+
+    Parameters
+    ----------
+    obj
+        numbers, strings, bools, None, lists, dicts, numpy values and paths
+    """
     return json.dumps(obj, sort_keys=True, default=_json_default, separators=(',', ':'))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import contextlib, sqlite3, threading
 from pathlib import Path
+from fastcore.basics import patch
 from .files import CorruptStoreError
 
 # %% auto #0
@@ -44,68 +45,12 @@ class SQLiteDatabase:
             raise self._wrap(e) from e
 
     def _wrap(self, e: Exception) -> Exception:
-        # sqlite reports corruption as the bare DatabaseError class; its subclasses (IntegrityError, ...) are ordinary errors
+        # sqlite reports corruption as the bare DatabaseError class;
+        # its subclasses (IntegrityError, ...) are ordinary errors
         if type(e) is sqlite3.DatabaseError:
             return CorruptStoreError(f"{self.path}: {e}. The file is not a readable SQLite database; "
                                      "restore it from a backup or move it aside to start a fresh store")
         return e
-
-    @contextlib.contextmanager
-    def transaction(self, write: bool = False):  # True: BEGIN IMMEDIATE (take the write lock now)
-        """Yield the connection inside a transaction; commit on success, roll back on error.
-
-        Parameters
-        ----------
-        write : bool, default False
-            True: BEGIN IMMEDIATE (take the write lock now)
-        """
-        with self.lock:
-            if self._depth:  # join the enclosing transaction
-                if write and not self._write_depth:
-                    raise RuntimeError(
-                        "cannot start a write inside a read transaction; open the outer one with write=True"
-                    )
-                yield self.conn
-                return
-            try: self.conn.execute('BEGIN IMMEDIATE' if write else 'BEGIN')
-            except sqlite3.DatabaseError as e: raise self._wrap(e) from e
-            self._depth, self._write_depth = 1, int(write)
-            try:
-                yield self.conn
-            except BaseException as e:
-                self.conn.execute('ROLLBACK')
-                wrapped = self._wrap(e)
-                if wrapped is e: raise
-                raise wrapped from e
-            else:
-                self.conn.execute('COMMIT')
-            finally:
-                self._depth = self._write_depth = 0
-
-    def ensure_schema(self, component: str,  # e.g. 'vectors', 'datasets'
-                      version: int,  # schema version this code reads and writes
-                      ddl: str):  # ';'-separated statements creating the component's tables
-        """Create a component's tables once; refuse a file whose tables have another schema version.
-
-        Parameters
-        ----------
-        component : str
-            e.g. 'vectors', 'datasets'
-        version : int
-            schema version this code reads and writes
-        ddl : str
-            ';'-separated statements creating the component's tables
-        """
-        with self.transaction(write=True) as c:
-            row = c.execute('SELECT version FROM qstore_schema WHERE component=?', (component,)).fetchone()
-            if row is None:
-                for stmt in filter(str.strip, ddl.split(';')): c.execute(stmt)
-                c.execute('INSERT INTO qstore_schema VALUES (?, ?)', (component, version))
-            elif row[0] != version:
-                raise RuntimeError(
-                    f"{self.path}: the '{component}' tables have schema version {row[0]}, but this qstore "
-                    f"reads version {version}; open the file with the qstore version that wrote it"
-                )
 
     def close(self): self.conn.close()
 
@@ -118,6 +63,75 @@ class SQLiteDatabase:
 
     def __repr__(self): return f"SQLiteDatabase({self.path!r})"
 
-def open_sqlite(db: SQLiteDatabase | str | Path) -> tuple[SQLiteDatabase, bool]:
-    "`(database, owned)`: pass an open `SQLiteDatabase` through (not owned), or open a path (owned, so close it)."
+# %% ../../nbs/51_storage_sqlite.ipynb #0326e0b5
+@patch
+@contextlib.contextmanager
+def transaction(self: SQLiteDatabase,
+                write: bool = False):  # True: BEGIN IMMEDIATE (take the write lock now)
+    """Yield the connection inside a transaction; commit on success, roll back on error.
+
+    Parameters
+    ----------
+    write : bool, default False
+        True: BEGIN IMMEDIATE (take the write lock now)
+    """
+    with self.lock:
+        if self._depth:  # join the enclosing transaction
+            if write and not self._write_depth:
+                raise RuntimeError(
+                    "cannot start a write inside a read transaction; open the outer one with write=True"
+                )
+            yield self.conn
+            return
+        try: self.conn.execute('BEGIN IMMEDIATE' if write else 'BEGIN')
+        except sqlite3.DatabaseError as e: raise self._wrap(e) from e
+        self._depth, self._write_depth = 1, int(write)
+        try:
+            yield self.conn
+        except BaseException as e:
+            self.conn.execute('ROLLBACK')
+            wrapped = self._wrap(e)
+            if wrapped is e: raise
+            raise wrapped from e
+        else:
+            self.conn.execute('COMMIT')
+        finally:
+            self._depth = self._write_depth = 0
+
+# %% ../../nbs/51_storage_sqlite.ipynb #6245ee8a
+@patch
+def ensure_schema(self: SQLiteDatabase,
+                  component: str,  # e.g. 'vectors', 'datasets'
+                  version: int,  # schema version this code reads and writes
+                  ddl: str):  # ';'-separated statements creating the component's tables
+    """Create a component's tables once; refuse a file whose tables have another schema version.
+
+    Parameters
+    ----------
+    component : str
+        e.g. 'vectors', 'datasets'
+    version : int
+        schema version this code reads and writes
+    ddl : str
+        ';'-separated statements creating the component's tables
+    """
+    with self.transaction(write=True) as c:
+        row = c.execute('SELECT version FROM qstore_schema WHERE component=?', (component,)).fetchone()
+        if row is None:
+            for stmt in filter(str.strip, ddl.split(';')): c.execute(stmt)
+            c.execute('INSERT INTO qstore_schema VALUES (?, ?)', (component, version))
+        elif row[0] != version:
+            raise RuntimeError(
+                f"{self.path}: the '{component}' tables have schema version {row[0]}, but this qstore "
+                f"reads version {version}; open the file with the qstore version that wrote it"
+            )
+
+def open_sqlite(db: SQLiteDatabase | str | Path) -> tuple[SQLiteDatabase, bool]:  # open database, file or ':memory:'
+    """`(database, owned)`: pass an open `SQLiteDatabase` through (not owned), or open a path (owned, so close it).
+
+    Parameters
+    ----------
+    db : SQLiteDatabase | str | Path
+        open database, file or ':memory:'
+    """
     return (db, False) if isinstance(db, SQLiteDatabase) else (SQLiteDatabase(db), True)
