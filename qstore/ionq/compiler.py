@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 import numpy as np
+from fastcore.basics import patch
 from ..simulator import StatevectorSimulator
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, SYSTEMS, ZZ_ANGLE_RANGE
 from ..utils import LRUCache
@@ -210,168 +211,183 @@ class _Lowering:
         self.target, self.split = target, split
         self.items = [[] for _ in range(n)]  # pending run per qubit (before its pending group)
         self.group = [None] * n  # pending group of commuting cores per qubit
-        self.post = [
-            [] for _ in range(n)
-        ]  # actions after the pending group, commuting with it (as given, so they can be re-checked)
+        # actions after the pending group, commuting with it (as given, so they can be re-checked)
+        self.post = [[] for _ in range(n)]
         self.gates = []  # (name, qubits, [float | ('col', j)])
         self.columns, self._column_index = [], {}  # (kind, main _Affine | None, t _Affine | None, factor)
 
-    # ---- runs
-    def _push(self, run, kind, val):
-        "Append an action to a run, keeping no two neighbouring Zs or matrices and no constant Z right after a matrix."
-        if kind == 'r':
-            for piece in _rotation_pieces(*val): self._push(run, *piece)
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-runs
+@patch
+def _push(self: _Lowering, run, kind, val):
+    "Append an action to a run, keeping no two neighbouring Zs or matrices and no constant Z right after a matrix."
+    if kind == 'r':
+        for piece in _rotation_pieces(*val): self._push(run, *piece)
+        return
+    if kind == 'z':
+        if run and run[-1][0] == 'z': val = run.pop()[1] + val
+        if val.is_zero(): return
+        if not (val.is_const and run and run[-1][0] == 'u'): return run.append(('z', val.wrapped()))
+        kind, val = 'u', _rz_turns(val.const)
+    if run and run[-1][0] == 'u': val = val @ run.pop()[1]
+    if not _is_scalar(val): run.append(('u', val))
+
+@patch
+def one(self: _Lowering, kind, q, val):
+    g = self.group[q]
+    if g is not None:
+        if all(_commutes(kind, val, k.axes[k.qubits.index(q)]) for k in g.cores):
+            return self.post[q].append((kind, val))
+        self._emit(g)
+    self._push(self.items[q], kind, val)
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-two
+@patch
+def two(self: _Lowering, core):
+    a, b = core.qubits
+    axes, t = [], core.t
+    for ax in core.axes:
+        ax, t = _canonical_axis(ax, t)
+        axes.append(ax)
+    g = self.group[a]
+    if g is not None and g is self.group[b]:
+        mine = axes if g.qubits == core.qubits else axes[::-1]
+        if all(_cores_commute(k.axes, mine) for k in g.cores) and all(
+                _commutes(kind, val, ax) for q, ax in zip(g.qubits, mine) for kind, val in self.post[q]):
+            same = next((k for k in g.cores if all(map(_same_axis, k.axes, mine))), None)
+            if same is not None: same.t = same.t + t
+            else: g.cores.append(_Core(g.qubits, mine, t))
             return
+    for q in (a, b):
+        if self.group[q] is not None: self._emit(self.group[q])
+    self.group[a] = self.group[b] = _Group(core.qubits, [_Core(core.qubits, axes, t)])
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-cols
+@patch
+def _col(self: _Lowering, kind, main=None, t=None, factor=1.0):
+    key = (kind, main.key() if main is not None else None, t.key() if t is not None else None, factor)
+    if key not in self._column_index:
+        self._column_index[key] = len(self.columns)
+        self.columns.append((kind, main, t, factor))
+    return ('col', self._column_index[key])
+
+@patch
+def _phase(self: _Lowering, form): return float(_wrap(form.const)) if form.is_const else self._col(_PHASE, form)
+
+@patch
+def _gate(self: _Lowering, name, qubits, *angles): self.gates.append((name, qubits, list(angles)))
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-flush
+@patch
+def _flush(self: _Lowering, q, exact_end=False):
+    "Emit qubit q's run as native gates; the frame left over stays in the run and is returned."
+    run, F = self.items[q], _Affine()
+    last = max((i for i, (k, _) in enumerate(run) if k == 'u'), default=None) if exact_end else None
+    for i, (kind, val) in enumerate(run):
         if kind == 'z':
-            if run and run[-1][0] == 'z': val = run.pop()[1] + val
-            if val.is_zero(): return
-            if not (val.is_const and run and run[-1][0] == 'u'): return run.append(('z', val.wrapped()))
-            kind, val = 'u', _rz_turns(val.const)
-        if run and run[-1][0] == 'u': val = val @ run.pop()[1]
-        if not _is_scalar(val): run.append(('u', val))
+            F = F + val
+            continue
+        A, B, C = _zyz(val)
+        if i == last:  # exact end: absorb the trailing frame instead of leaving it
+            A, C = sum((v for _, v in run[i + 1:]), _Affine(None, A)), F + C
+            if abs(B - 0.5) < _SNAP:
+                self._gate('gpi', (q,), self._phase((A - C) * 0.5 + 0.25))
+                F = _Affine()
+            elif B < _SNAP: F = A + C  # diagonal: only a Z rotation remains
+            else:
+                self._gate('gpi2', (q,), self._phase(0.5 - C))
+                self._gate('gpi', (q,), self._phase((A - C) * 0.5 + B / 2))
+                self._gate('gpi2', (q,), self._phase(A + 0.5))
+                F = _Affine()
+            break
+        F = F + C
+        if abs(B - 0.25) < _SNAP: self._gate('gpi2', (q,), self._phase(0.25 - F))
+        elif abs(B - 0.5) < _SNAP: self._gate('gpi', (q,), self._phase(0.25 - F))
+        elif B >= _SNAP:
+            self._gate('gpi2', (q,), self._phase(-F))
+            self._gate('gpi2', (q,), self._phase(0.5 - B - F))
+            F = F + B
+        F = F + A
+    if exact_end and not F.is_zero():  # RZ(F) = GPi(0) then GPi(F/2)
+        self._gate('gpi', (q,), 0.0)
+        self._gate('gpi', (q,), self._phase(F * 0.5))
+        F = _Affine()
+    F = F.wrapped()
+    self.items[q] = [] if F.is_zero() else [('z', F)]
+    return F
 
-    def one(self, kind, q, val):
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-lower
+@patch
+def _lower_ms(self: _Lowering, k, r, folded):
+    phases, after = [], {}
+    for ax, q in zip(k.axes, k.qubits):
+        after[q] = _pauli_actions(q, ax) if folded else []
+        if ax is None:  # Z = H X H
+            self._push(self.items[q], 'u', _H)
+            after[q] = [('u', q, _H)] + after[q]
+            ax = _XAX
+        phases.append(ax - self._flush(q))  # virtual Z: the frame shifts this qubit's MS phase and carries on
+    if r is not None:
+        if r < 0: phases[0], r = phases[0] + 0.5, -r  # MS(φ0, φ1, -t) = MS(φ0 + 1/2, φ1, t)
+        self._gate('ms', k.qubits, self._phase(phases[0]), self._phase(phases[1]), r)
+        return after
+    p0 = self._col(_MS_PHASE, phases[0], k.t)  # takes +1/2 for bindings where the angle is negative
+    angle = self._col(_MS_ANGLE, None, k.t, 0.5 if self.split else 1.0)
+    for _ in range(2 if self.split else 1): self._gate('ms', k.qubits, p0, self._phase(phases[1]), angle)
+    return after
+
+@patch
+def _lower_zz(self: _Lowering, k, r, folded):
+    after = {}
+    for ax, q in zip(k.axes, k.qubits):
+        after[q] = [('z', q, _HALF_TURN)] if folded else []  # the folded Pauli is Z in ZZ's frame: a virtual Z
+        if ax is not None:  # σ_φ = Rz(φ) H Z H Rz(-φ)
+            self._push(self.items[q], 'z', -ax)
+            self._push(self.items[q], 'u', _H)
+            after[q] += [('u', q, _H), ('z', q, ax)]
+        self._flush(q)  # ZZ commutes with the frame
+    if r is not None: self._gate('zz_native', k.qubits, r)
+    else:
+        angle = self._col(_ZZ_ANGLE, None, k.t, 0.5 if self.split else 1.0)
+        for _ in range(2 if self.split else 1): self._gate('zz_native', k.qubits, angle)
+    return after
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-emit
+@patch
+def _emit(self: _Lowering, g):
+    "Emit a pending group, then continue the runs with the actions queued after it."
+    for q in g.qubits: self.group[q] = None
+    for k in g.cores: self._emit_core(k)
+    for q in g.qubits:
+        for kind, val in self.post[q]: self._push(self.items[q], kind, val)
+        self.post[q] = []
+
+@patch
+def _emit_core(self: _Lowering, k):
+    r, folded = None, False
+    if k.t.is_const:
+        # exp(-iπ r P) = exp(-iπ (r ∓ 1/2) P) (∓i P); on Forte ZZ(-1/4) -> ZZ(1/4) for free
+        r = float(_wrap(k.t.const))
+        if abs(r) > 0.25 + _EPS or (self.target == 'forte' and abs(r + 0.25) < _EPS):
+            r, folded = r - math.copysign(0.5, r), True
+    if r is not None and abs(r) < _EPS:
+        after = {q: _pauli_actions(q, ax) if folded else [] for ax, q in zip(k.axes, k.qubits)}
+    elif self.target == 'aria':
+        after = self._lower_ms(k, r, folded)
+    else:
+        after = self._lower_zz(k, r, folded)
+    for q, acts in after.items():
+        for kind, _, val in acts: self._push(self.items[q], kind, val)
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-finish
+@patch
+def finish(self: _Lowering, drop_final_z: bool):
+    for q in range(len(self.group)):
         g = self.group[q]
-        if g is not None:
-            if all(_commutes(kind, val, k.axes[k.qubits.index(q)]) for k in g.cores):
-                return self.post[q].append((kind, val))
-            self._emit(g)
-        self._push(self.items[q], kind, val)
-
-    def two(self, core):
-        a, b = core.qubits
-        axes, t = [], core.t
-        for ax in core.axes:
-            ax, t = _canonical_axis(ax, t)
-            axes.append(ax)
-        g = self.group[a]
-        if g is not None and g is self.group[b]:
-            mine = axes if g.qubits == core.qubits else axes[::-1]
-            if all(_cores_commute(k.axes, mine) for k in g.cores) and all(
-                    _commutes(kind, val, ax) for q, ax in zip(g.qubits, mine) for kind, val in self.post[q]):
-                same = next((k for k in g.cores if all(map(_same_axis, k.axes, mine))), None)
-                if same is not None: same.t = same.t + t
-                else: g.cores.append(_Core(g.qubits, mine, t))
-                return
-        for q in (a, b):
-            if self.group[q] is not None: self._emit(self.group[q])
-        self.group[a] = self.group[b] = _Group(core.qubits, [_Core(core.qubits, axes, t)])
-
-    # ---- output
-    def _col(self, kind, main=None, t=None, factor=1.0):
-        key = (kind, main.key() if main is not None else None, t.key() if t is not None else None, factor)
-        if key not in self._column_index:
-            self._column_index[key] = len(self.columns)
-            self.columns.append((kind, main, t, factor))
-        return ('col', self._column_index[key])
-
-    def _phase(self, form): return float(_wrap(form.const)) if form.is_const else self._col(_PHASE, form)
-
-    def _gate(self, name, qubits, *angles): self.gates.append((name, qubits, list(angles)))
-
-    def _flush(self, q, exact_end=False):
-        "Emit qubit q's run as native gates; the frame left over stays in the run and is returned."
-        run, F = self.items[q], _Affine()
-        last = max((i for i, (k, _) in enumerate(run) if k == 'u'), default=None) if exact_end else None
-        for i, (kind, val) in enumerate(run):
-            if kind == 'z':
-                F = F + val
-                continue
-            A, B, C = _zyz(val)
-            if i == last:  # exact end: absorb the trailing frame instead of leaving it
-                A, C = sum((v for _, v in run[i + 1:]), _Affine(None, A)), F + C
-                if abs(B - 0.5) < _SNAP:
-                    self._gate('gpi', (q,), self._phase((A - C) * 0.5 + 0.25))
-                    F = _Affine()
-                elif B < _SNAP: F = A + C  # diagonal: only a Z rotation remains
-                else:
-                    self._gate('gpi2', (q,), self._phase(0.5 - C))
-                    self._gate('gpi', (q,), self._phase((A - C) * 0.5 + B / 2))
-                    self._gate('gpi2', (q,), self._phase(A + 0.5))
-                    F = _Affine()
-                break
-            F = F + C
-            if abs(B - 0.25) < _SNAP: self._gate('gpi2', (q,), self._phase(0.25 - F))
-            elif abs(B - 0.5) < _SNAP: self._gate('gpi', (q,), self._phase(0.25 - F))
-            elif B >= _SNAP:
-                self._gate('gpi2', (q,), self._phase(-F))
-                self._gate('gpi2', (q,), self._phase(0.5 - B - F))
-                F = F + B
-            F = F + A
-        if exact_end and not F.is_zero():  # RZ(F) = GPi(0) then GPi(F/2)
-            self._gate('gpi', (q,), 0.0)
-            self._gate('gpi', (q,), self._phase(F * 0.5))
-            F = _Affine()
-        F = F.wrapped()
-        self.items[q] = [] if F.is_zero() else [('z', F)]
-        return F
-
-    def _emit(self, g):
-        "Emit a pending group, then continue the runs with the actions queued after it."
-        for q in g.qubits: self.group[q] = None
-        for k in g.cores: self._emit_core(k)
-        for q in g.qubits:
-            for kind, val in self.post[q]: self._push(self.items[q], kind, val)
-            self.post[q] = []
-
-    def _emit_core(self, k):
-        r, folded = None, False
-        if k.t.is_const:
-            r = float(
-                _wrap(k.t.const)
-            )  # exp(-iπ r P) = exp(-iπ (r ∓ 1/2) P) (∓i P); on Forte ZZ(-1/4) -> ZZ(1/4) for free
-            if abs(r) > 0.25 + _EPS or (self.target == 'forte' and abs(r + 0.25) < _EPS):
-                r, folded = r - math.copysign(0.5, r), True
-        if r is not None and abs(r) < _EPS:
-            after = {q: _pauli_actions(q, ax) if folded else [] for ax, q in zip(k.axes, k.qubits)}
-        elif self.target == 'aria':
-            after = self._lower_ms(k, r, folded)
-        else:
-            after = self._lower_zz(k, r, folded)
-        for q, acts in after.items():
-            for kind, _, val in acts: self._push(self.items[q], kind, val)
-
-    def _lower_ms(self, k, r, folded):
-        phases, after = [], {}
-        for ax, q in zip(k.axes, k.qubits):
-            after[q] = _pauli_actions(q, ax) if folded else []
-            if ax is None:  # Z = H X H
-                self._push(self.items[q], 'u', _H)
-                after[q] = [('u', q, _H)] + after[q]
-                ax = _XAX
-            phases.append(ax - self._flush(q))  # virtual Z: the frame shifts this qubit's MS phase and carries on
-        if r is not None:
-            if r < 0: phases[0], r = phases[0] + 0.5, -r  # MS(φ0, φ1, -t) = MS(φ0 + 1/2, φ1, t)
-            self._gate('ms', k.qubits, self._phase(phases[0]), self._phase(phases[1]), r)
-            return after
-        p0 = self._col(_MS_PHASE, phases[0], k.t)  # takes +1/2 for bindings where the angle is negative
-        angle = self._col(_MS_ANGLE, None, k.t, 0.5 if self.split else 1.0)
-        for _ in range(2 if self.split else 1): self._gate('ms', k.qubits, p0, self._phase(phases[1]), angle)
-        return after
-
-    def _lower_zz(self, k, r, folded):
-        after = {}
-        for ax, q in zip(k.axes, k.qubits):
-            after[q] = [('z', q, _HALF_TURN)] if folded else []  # the folded Pauli is Z in ZZ's frame: a virtual Z
-            if ax is not None:  # σ_φ = Rz(φ) H Z H Rz(-φ)
-                self._push(self.items[q], 'z', -ax)
-                self._push(self.items[q], 'u', _H)
-                after[q] += [('u', q, _H), ('z', q, ax)]
-            self._flush(q)  # ZZ commutes with the frame
-        if r is not None: self._gate('zz_native', k.qubits, r)
-        else:
-            angle = self._col(_ZZ_ANGLE, None, k.t, 0.5 if self.split else 1.0)
-            for _ in range(2 if self.split else 1): self._gate('zz_native', k.qubits, angle)
-        return after
-
-    def finish(self, drop_final_z: bool):
-        for q in range(len(self.group)):
-            g = self.group[q]
-            if g is None: continue
-            if drop_final_z and all(ax is None for k in g.cores for ax in k.axes):
-                g.cores = []  # final diagonal: no effect on Z outcomes
-            self._emit(g)
-        for q in range(len(self.items)): self._flush(q, exact_end=not drop_final_z)
+        if g is None: continue
+        if drop_final_z and all(ax is None for k in g.cores for ax in k.axes):
+            g.cores = []  # final diagonal: no effect on Z outcomes
+        self._emit(g)
+    for q in range(len(self.items)): self._flush(q, exact_end=not drop_final_z)
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-stats
 COMPILER_TARGETS = ('aria', 'forte')  # the compiler's entangler: MS (Aria) or ZZ (Forte)
