@@ -436,7 +436,20 @@ class CompileStats:
     fidelity: float  # product of the system's one- and two-qubit gate fidelities over the native gates
 
     @classmethod
-    def from_circuits(cls, source: Circuit, native: Circuit, system: str) -> 'CompileStats':
+    def from_circuits(cls,
+                      source: Circuit,  # the circuit as written
+                      native: Circuit,  # its native compilation
+                      system: str,  # IonQ system whose gate fidelities are used, e.g. 'aria-1'
+                      ) -> 'CompileStats':
+        """Parameters
+        ----------
+        source : Circuit
+            the circuit as written
+        native : Circuit
+            its native compilation
+        system : str
+            IonQ system whose gate fidelities are used, e.g. 'aria-1'
+        """
         f1, f2, _ = SYSTEMS[system].fidelities
         n1, n2 = _count(native, 1), _count(native, 2)
         names = {g: sum(op.gate == g for op in native.ops) for g in dict.fromkeys(op.gate for op in native.ops)}
@@ -461,6 +474,8 @@ class CompiledCircuit:
         True: equal to `source` up to final diagonal gates (same Z-basis statistics)
     split_symbolic : bool
         symbolic MS/ZZ angles use two gates of half the angle
+    stats : CompileStats
+        gate counts before and after, and the implied fidelity
     kinds : np.ndarray
         (K,) kind of each native-parameter column
     lin : np.ndarray
@@ -479,7 +494,7 @@ class CompiledCircuit:
     target: str  # 'aria' or 'forte'
     measurement_equivalent: bool  # True: equal to `source` up to final diagonal gates (same Z-basis statistics)
     split_symbolic: bool  # symbolic MS/ZZ angles use two gates of half the angle
-    stats: CompileStats
+    stats: CompileStats  # gate counts before and after, and the implied fidelity
     kinds: np.ndarray  # (K,) kind of each native-parameter column
     lin: np.ndarray  # (P, K) linear part of each column (phases)
     const: np.ndarray  # (K,) constant part
@@ -489,9 +504,17 @@ class CompiledCircuit:
 
     def _angle_turns(self, v): return _wrap(v @ self.t_lin + self.t_const)
 
-    def native_values(self, values) -> np.ndarray:
+    def native_values(self,
+                      values,  # (B, P) source parameter values
+                      ) -> np.ndarray:
         """Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling
-        angles."""
+        angles.
+
+        Parameters
+        ----------
+        values
+            (B, P) source parameter values
+        """
         v = validate_values(self.source, values)
         main, t, k = v @ self.lin + self.const, self._angle_turns(v), self.kinds
         out = np.where(k == _MS_PHASE, _wrap(main + 0.5 * (t < 0)), _wrap(main))
@@ -507,17 +530,47 @@ class CompiledCircuit:
             )
         return out
 
-    def bind(self, values: dict | None = None, **groups) -> np.ndarray:
-        "`native_values` from a `{param: value}` dict and/or group arrays, as `Circuit.bind` takes them."
+    def bind(self,
+             values: dict | None = None,  # {param: value}
+             **groups,  # group name -> (B, n) array, as `Circuit.bind` takes them
+             ) -> np.ndarray:
+        """`native_values` from a `{param: value}` dict and/or group arrays, as `Circuit.bind` takes them.
+
+        Parameters
+        ----------
+        values : dict | None, default None
+            {param: value}
+        **groups
+            group name -> (B, n) array, as `Circuit.bind` takes them
+        """
         return self.native_values(self.source.bind(values, **groups))
 
-    def angles(self, values) -> np.ndarray:
-        "All native gate angles `(B, n_angles)` (turns) for source values: what is sent to IonQ."
+    def angles(self,
+               values,  # (B, P) source parameter values
+               ) -> np.ndarray:
+        """All native gate angles `(B, n_angles)` (turns) for source values: what is sent to IonQ.
+
+        Parameters
+        ----------
+        values
+            (B, P) source parameter values
+        """
         return self.circuit.angle_table(self.native_values(values))
 
-    def pullback(self, values, grad) -> np.ndarray:
+    def pullback(self,
+                 values,  # (B, P) source parameter values the gradient was taken at
+                 grad,  # (B, ..., K) gradient with respect to the native values
+                 ) -> np.ndarray:
         """Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source
-        values."""
+        values.
+
+        Parameters
+        ----------
+        values
+            (B, P) source parameter values the gradient was taken at
+        grad
+            (B, ..., K) gradient with respect to the native values
+        """
         t = self._angle_turns(validate_values(self.source, values))
         is_angle = np.isin(self.kinds, (_MS_ANGLE, _ZZ_ANGLE))
         slope = np.where(self.kinds == _MS_ANGLE, np.sign(t), 1.0) * np.where(is_angle, self.factor, 1.0)
@@ -553,55 +606,66 @@ def _column_arrays(circuit: Circuit, columns: list) -> tuple:
 COMPILE_CACHE_SIZE = 256  # compiled templates kept, shared by all compilers
 _COMPILED = LRUCache(COMPILE_CACHE_SIZE)
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-cls
 class IonQNativeGateCompiler:
     "Compile circuit templates to IonQ native gates: GPi, GPi2, MS (Aria) or GPi, GPi2, ZZ (Forte)."
     def __init__(
         self,
         target: str = 'aria',  # 'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
-        drop_final_z: bool = True,  # drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
-        split_symbolic: bool = True,
-    ):  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+        # True: drop final diagonal gates (same Z-basis statistics); False: same unitary up to global phase
+        drop_final_z: bool = True,
+        split_symbolic: bool = True,  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+    ):
         """Parameters
         ----------
         target : str, default 'aria'
             'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
         drop_final_z : bool, default True
-            drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
+            True: drop final diagonal gates (same Z-basis statistics); False: same unitary up to global phase
+        split_symbolic : bool, default True
+            symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
         """
         self.target, self.system = _target(target)
         self.drop_final_z, self.split_symbolic = bool(drop_final_z), bool(split_symbolic)
 
-    def compile(self, circuit: Circuit,  # the template
-                cache: bool = True) -> CompiledCircuit:  # False: compile afresh, neither reading nor filling the shared cache
-        """The native template for `circuit` (cached by structure and options).
-
-        Parameters
-        ----------
-        circuit : Circuit
-            the template
-        cache : bool, default True
-            False: compile afresh, neither reading nor filling the shared cache
-        """
-        if not isinstance(circuit, Circuit): raise TypeError(f"compile() takes a qstore Circuit, got {type(circuit).__name__}")
-        key = (circuit.structural_hash, self.system, self.drop_final_z, self.split_symbolic)
-        if cache and (hit := _COMPILED.get(key)) is not None: return hit
-        low = _Lowering(circuit.n_qubits, self.target, self.split_symbolic)
-        for op in circuit.ops:
-            for act in _gate_actions(op):
-                if act[0] == 'core': low.two(act[1])
-                else: low.one(*act)
-        low.finish(self.drop_final_z)
-        out = Circuit(circuit.n_qubits, f"{circuit.name}/{self.target}")
-        cols = [out.parameter(f"native[{j}]", 'native') for j in range(len(low.columns))]
-        for name, qubits, angles in low.gates: out.append(name, qubits, *[cols[a[1]] if isinstance(a, tuple) else a for a in angles])
-        res = CompiledCircuit(circuit, out, self.target, self.drop_final_z, self.split_symbolic,
-                              CompileStats.from_circuits(circuit, out, self.system), *_column_arrays(circuit, low.columns))
-        if cache: _COMPILED[key] = res
-        return res
-
     def __repr__(self):
-        return f"IonQNativeGateCompiler({self.system!r}, drop_final_z={self.drop_final_z}, split_symbolic={self.split_symbolic})"
+        return (f"IonQNativeGateCompiler({self.system!r}, drop_final_z={self.drop_final_z}, "
+                f"split_symbolic={self.split_symbolic})")
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-compile
+@patch
+def compile(self: IonQNativeGateCompiler,
+            circuit: Circuit,  # the template
+            cache: bool = True,  # False: compile afresh, neither reading nor filling the shared cache
+            ) -> CompiledCircuit:
+    """The native template for `circuit` (cached by structure and options).
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    cache : bool, default True
+        False: compile afresh, neither reading nor filling the shared cache
+    """
+    if not isinstance(circuit, Circuit):
+        raise TypeError(f"compile() takes a qstore Circuit, got {type(circuit).__name__}")
+    key = (circuit.structural_hash, self.system, self.drop_final_z, self.split_symbolic)
+    if cache and (hit := _COMPILED.get(key)) is not None: return hit
+    low = _Lowering(circuit.n_qubits, self.target, self.split_symbolic)
+    for op in circuit.ops:
+        for act in _gate_actions(op):
+            if act[0] == 'core': low.two(act[1])
+            else: low.one(*act)
+    low.finish(self.drop_final_z)
+    out = Circuit(circuit.n_qubits, f"{circuit.name}/{self.target}")
+    cols = [out.parameter(f"native[{j}]", 'native') for j in range(len(low.columns))]
+    for name, qubits, angles in low.gates:
+        out.append(name, qubits, *[cols[a[1]] if isinstance(a, tuple) else a for a in angles])
+    stats = CompileStats.from_circuits(circuit, out, self.system)
+    res = CompiledCircuit(circuit, out, self.target, self.drop_final_z, self.split_symbolic, stats,
+                          *_column_arrays(circuit, low.columns))
+    if cache: _COMPILED[key] = res
+    return res
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-ver
 def native_violations(circuit: Circuit,  # a native circuit
@@ -642,7 +706,7 @@ def native_violations(circuit: Circuit,  # a native circuit
                 )
     return out
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-verify
 @dataclass
 class Verification:
     """Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native
@@ -650,6 +714,8 @@ class Verification:
 
     Parameters
     ----------
+    ok : bool
+        the circuits agree within `atol` and the compiled one is legal native input
     max_error : float
         largest deviation found
     mode : str
@@ -661,7 +727,7 @@ class Verification:
     problems : list
         `native_violations` found
     """
-    ok: bool
+    ok: bool  # the circuits agree within `atol` and the compiled one is legal native input
     max_error: float  # largest deviation found
     mode: str  # 'exact' or 'measurement'
     method: str  # 'unitary' (<= 10 qubits) or 'states' (random input states)
@@ -674,11 +740,11 @@ def verify(
     original: Circuit,  # the source template
     compiled,  # a CompiledCircuit, or a Circuit with the same parameters
     values=None,  # (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
-    mode: str
-    | None = None,  # 'exact' (up to global phase) or 'measurement' (up to a final diagonal); default from `compiled`
+    # 'exact' (up to global phase) or 'measurement' (up to a final diagonal); None: from `compiled`
+    mode: str | None = None,
     bindings: int = 3,  # random bindings when `values` is None
     seed: int = 0,  # seeds the random bindings and input states
-    atol: float = 1e-8,
+    atol: float = 1e-8,  # largest deviation accepted
 ) -> Verification:
     """Check that `compiled` implements `original`: unitaries for up to 10 qubits, random input states beyond.
 
@@ -690,10 +756,14 @@ def verify(
         a CompiledCircuit, or a Circuit with the same parameters
     values : default None
         (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
+    mode : str | None, default None
+        'exact' (up to global phase) or 'measurement' (up to a final diagonal); None: from `compiled`
     bindings : int, default 3
         random bindings when `values` is None
     seed : int, default 0
         seeds the random bindings and input states
+    atol : float, default 1e-08
+        largest deviation accepted
     """
     is_compiled = isinstance(compiled, CompiledCircuit)
     native = compiled.circuit if is_compiled else compiled
@@ -732,7 +802,8 @@ def verify(
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-cs
 def compile_stats(circuit: Circuit,  # the template to compile
                   target: str = 'aria',  # 'aria', 'forte' or a system name
-                  **options) -> CompileStats:  # options of `IonQNativeGateCompiler`
+                  **options,  # options of `IonQNativeGateCompiler`
+                  ) -> CompileStats:
     """Compile `circuit` for `target` and return its `CompileStats`.
 
     Parameters
