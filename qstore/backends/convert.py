@@ -289,14 +289,8 @@ _CIRQ_NAMED = {
     'CZPowGate': {1: 'cz', -1: 'cz'},
     'SwapPowGate': {1: 'swap', -1: 'swap'},
 }
-_CIRQ_ROTATION = {
-    'XPowGate': 'rx',
-    'YPowGate': 'ry',
-    'ZPowGate': 'rz',
-    'XXPowGate': 'xx',
-    'YYPowGate': 'yy',
-    'ZZPowGate': 'zz',
-}
+_CIRQ_ROTATION = {'XPowGate': 'rx', 'YPowGate': 'ry', 'ZPowGate': 'rz', 'XXPowGate': 'xx', 'YYPowGate': 'yy',
+                  'ZZPowGate': 'zz'}
 _MID_MEASURE = (
     "{where} acts on a qubit after it was measured: qstore templates are unitary and every backend measures "
     "all qubits at the end, so only terminal measurements are allowed (they are ignored)"
@@ -315,7 +309,7 @@ CIRQ_SUPPORTED = (
     'terminal measurements',
 )
 
-
+# %% ../../nbs/11_convert.ipynb #cv-recs
 @functools.cache
 def _cirq_records(names: tuple) -> list:
     "(Cirq type, global shift, exponent at angle 1, name) of each one-angle record whose Cirq form is a power gate."
@@ -330,75 +324,59 @@ def _cirq_records(names: tuple) -> list:
 
 
 def _cirq_kind(gate):
+    "The Cirq power-gate class (a name in `_CIRQ_POW`) that `gate` is an instance of, or None."
     return next(
         (k.__name__ for k in type(gate).__mro__ if k.__name__ in _CIRQ_POW and k.__module__.startswith('cirq')), None
     )
 
+# %% ../../nbs/11_convert.ipynb #cv-pow
+def _cirq_angle_read(imp: _Importer, v, where: str, per_pi: bool = True) -> Angle:
+    "A Cirq exponent or angle as a qstore `Angle` (times pi unless `per_pi` is False), noted in order of appearance."
+    return imp.read(_cirq_angle(v, where, per_pi))
 
+
+def _import_cirq_pow(imp: _Importer, gate, kind: str, qs: tuple, where: str) -> bool:
+    "A Cirq power gate of class `kind`: a named gate, a record's own Cirq gate, a rotation or a controlled phase."
+    E = _cirq_angle_read(imp, gate.exponent, where)  # rotation angle pi * exponent
+    g = _real(gate.global_shift, where)
+    named = next(
+        (nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12),
+        None,
+    )
+    if named:
+        imp.gate(named, qs)
+        imp.phase(E * g)
+        return True
+    recs = _cirq_records(tuple(GATES))
+    rec = next(((nm, e1) for t, shift, e1, nm in recs if t is type(gate) and shift == g), None)
+    if rec:  # a record's own Cirq gate, whose exponent is e1 * angle
+        imp.gate(rec[0], qs, E * (1 / (np.pi * rec[1])))
+        return True
+    if kind in _CIRQ_ROTATION:
+        imp.gate(_CIRQ_ROTATION[kind], qs, E)
+        imp.phase(E * (g + 0.5))
+        return True
+    # diag(1,1,1,e^{iE}) = crz(E) . phase(E/2) on the control; CX^t = H_t CZ^t H_t
+    if kind in ('CZPowGate', 'CXPowGate'):
+        if kind == 'CXPowGate': imp.gate('h', qs[1:])
+        imp.gate('crz', qs, E)
+        imp.z_phase(qs[0], E * 0.5)
+        if kind == 'CXPowGate': imp.gate('h', qs[1:])
+        imp.phase(E * g)
+        return True
+    return False
+
+# %% ../../nbs/11_convert.ipynb #cv-disp
 def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
     "Append the qstore equivalent of one cirq gate on qstore qubits `qs`; False if it has none."
     import cirq, sympy
     import cirq_ionq as ci
-    def angle(v, per_pi=True): return imp.read(_cirq_angle(v, where, per_pi))
-    kind = _cirq_kind(gate)
-    if kind:
-        E = angle(gate.exponent)  # rotation angle pi * exponent
-        g = _real(gate.global_shift, where)
-        named = next(
-            (nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12),
-            None,
-        )
-        if named:
-            imp.gate(named, qs)
-            imp.phase(E * g)
-            return True
-        recs = _cirq_records(tuple(GATES))
-        rec = next(((nm, e1) for t, shift, e1, nm in recs if t is type(gate) and shift == g), None)
-        if rec:  # a record's own Cirq gate, whose exponent is e1 * angle
-            imp.gate(rec[0], qs, E * (1 / (np.pi * rec[1])))
-            return True
-        if kind in _CIRQ_ROTATION:
-            imp.gate(_CIRQ_ROTATION[kind], qs, E)
-            imp.phase(E * (g + 0.5))
-            return True
-        if kind in (
-            'CZPowGate',
-            'CXPowGate',
-        ):  # diag(1,1,1,e^{iE}) = crz(E) . phase(E/2) on the control; CX^t = H_t CZ^t H_t
-            if kind == 'CXPowGate': imp.gate('h', qs[1:])
-            imp.gate('crz', qs, E)
-            imp.z_phase(qs[0], E * 0.5)
-            if kind == 'CXPowGate': imp.gate('h', qs[1:])
-            imp.phase(E * g)
-            return True
-        return False
+    if kind := _cirq_kind(gate): return _import_cirq_pow(imp, gate, kind, qs, where)
     if isinstance(gate, cirq.IdentityGate):
         for q in qs: imp.gate('i', (q,))
         return True
-    if isinstance(gate, cirq.PhasedXPowGate):  # Z^p X^t Z^-p
-        p = angle(gate.phase_exponent)
-        imp.z_phase(qs[0], -p)
-        _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.exponent, global_shift=gate.global_shift), qs, where)
-        imp.z_phase(qs[0], p)
-        return True
-    if isinstance(gate, cirq.PhasedXZGate):  # Z^z Z^a X^x Z^-a
-        angle(gate.x_exponent)  # noted first: parameters keep the gate's argument order
-        z, a = angle(gate.z_exponent), angle(gate.axis_phase_exponent)
-        imp.z_phase(qs[0], -a)
-        _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.x_exponent), qs, where)
-        imp.z_phase(qs[0], a)
-        imp.z_phase(qs[0], z)
-        return True
-    if isinstance(gate, cirq.ControlledGate):
-        sub, skind = gate.sub_gate, _cirq_kind(gate.sub_gate)
-        if gate != cirq.ControlledGate(sub) or skind not in ('XPowGate', 'YPowGate', 'ZPowGate'): return False
-        if sub.global_shift == -0.5:
-            imp.gate('c' + _CIRQ_ROTATION[skind], qs, angle(sub.exponent))
-            return True
-        if sub.global_shift == 0 and skind != 'YPowGate':
-            pow_ = cirq.CXPowGate if skind == 'XPowGate' else cirq.CZPowGate
-            return _import_cirq_gate(imp, pow_(exponent=sub.exponent), qs, where)
-        return False
+    if isinstance(gate, (cirq.PhasedXPowGate, cirq.PhasedXZGate)): return _import_cirq_phased(imp, gate, qs, where)
+    if isinstance(gate, cirq.ControlledGate): return _import_cirq_controlled(imp, gate, qs, where)
     if isinstance(gate, cirq.GlobalPhaseGate):
         if isinstance(gate.coefficient, sympy.Basic) and gate.coefficient.free_symbols:
             raise ConversionError(
@@ -410,31 +388,46 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
                if g.cirq and g.cirq.startswith('cirq_ionq.')}
     if type(gate) in natives:  # cirq_ionq gates take the record's angle names as keywords, in turns
         g = natives[type(gate)]
-        imp.gate(g.name, qs, *(angle(getattr(gate, f), per_pi=False) for f in g.angle_names))
+        imp.gate(g.name, qs, *(_cirq_angle_read(imp, getattr(gate, f), where, per_pi=False) for f in g.angle_names))
         return True
     return False
 
-
-def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
-              qubits=None,  # explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
-              groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
-              global_phase: bool = True,  # keep Cirq's global phases (exact statevectors) or drop them
-              name: str = 'cirq') -> Circuit:
-    """qstore template equal to a Cirq circuit; sympy symbols become parameters.
-
-    Parameters
-    ----------
-    circuit
-        cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
-    qubits : default None
-        explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
-    groups : default None
-        parameter groups: None ('weights'), a group name, {param: group} or a callable
-    global_phase : bool, default True
-        keep Cirq's global phases (exact statevectors) or drop them
-    """
+# %% ../../nbs/11_convert.ipynb #cv-other
+def _import_cirq_phased(imp: _Importer, gate, qs: tuple, where: str) -> bool:
+    "A `PhasedXPowGate` (Z^p X^t Z^-p) or `PhasedXZGate` (Z^z Z^a X^x Z^-a) as X powers between Z phases."
     import cirq
-    circuit = cirq.unroll_circuit_op(circuit, deep=True, tags_to_check=None)
+    if isinstance(gate, cirq.PhasedXPowGate):  # Z^p X^t Z^-p
+        p = _cirq_angle_read(imp, gate.phase_exponent, where)
+        imp.z_phase(qs[0], -p)
+        _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.exponent, global_shift=gate.global_shift), qs, where)
+        imp.z_phase(qs[0], p)
+        return True
+    _cirq_angle_read(imp, gate.x_exponent, where)  # noted first: parameters keep the gate's argument order
+    z, a = _cirq_angle_read(imp, gate.z_exponent, where), _cirq_angle_read(imp, gate.axis_phase_exponent, where)
+    imp.z_phase(qs[0], -a)
+    _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.x_exponent), qs, where)
+    imp.z_phase(qs[0], a)
+    imp.z_phase(qs[0], z)
+    return True
+
+
+def _import_cirq_controlled(imp: _Importer, gate, qs: tuple, where: str) -> bool:
+    "A `ControlledGate` with one control of an X, Y or Z power; False for any other."
+    import cirq
+    sub, skind = gate.sub_gate, _cirq_kind(gate.sub_gate)
+    if gate != cirq.ControlledGate(sub) or skind not in ('XPowGate', 'YPowGate', 'ZPowGate'): return False
+    if sub.global_shift == -0.5:
+        imp.gate('c' + _CIRQ_ROTATION[skind], qs, _cirq_angle_read(imp, sub.exponent, where))
+        return True
+    if sub.global_shift == 0 and skind != 'YPowGate':
+        pow_ = cirq.CXPowGate if skind == 'XPowGate' else cirq.CZPowGate
+        return _import_cirq_gate(imp, pow_(exponent=sub.exponent), qs, where)
+    return False
+
+# %% ../../nbs/11_convert.ipynb #cv-qidx
+def _cirq_qubit_index(circuit, qubits) -> dict:
+    "Cirq qubit -> qstore index: by `qubits` when given, else LineQubit(k) -> k, else sorted order."
+    import cirq
     found = sorted(circuit.all_qubits())
     if qubits is not None:
         qubits = list(qubits)
@@ -447,6 +440,33 @@ def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are
             raise ConversionError(f"LineQubit indices must be >= 0, got {found[0]}; pass qubits=[...] to number them")
         index = {q: q.x for q in found}
     else: index = {q: i for i, q in enumerate(found)}
+    return index
+
+# %% ../../nbs/11_convert.ipynb #cv-from
+def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
+              qubits=None,  # explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
+              groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
+              global_phase: bool = True,  # keep Cirq's global phases (exact statevectors) or drop them
+              name: str = 'cirq',  # name of the returned circuit
+              ) -> Circuit:
+    """qstore template equal to a Cirq circuit; sympy symbols become parameters.
+
+    Parameters
+    ----------
+    circuit
+        cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
+    qubits : default None
+        explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
+    groups : default None
+        parameter groups: None ('weights'), a group name, {param: group} or a callable
+    global_phase : bool, default True
+        keep Cirq's global phases (exact statevectors) or drop them
+    name : str, default 'cirq'
+        name of the returned circuit
+    """
+    import cirq
+    circuit = cirq.unroll_circuit_op(circuit, deep=True, tags_to_check=None)
+    index = _cirq_qubit_index(circuit, qubits)
     n = max(index.values(), default=-1) + 1
     if n == 0: raise ConversionError("the cirq circuit acts on no qubits; pass qubits=[...] to say which")
     imp, measured = _Importer(), set()
@@ -512,7 +532,8 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
         standard, native = cls.__module__.startswith('qiskit.circuit.library'), cls.__module__.startswith('qiskit_ionq')
         key = nm if standard else f"{cls.__module__.split('.')[0]}.{cls.__name__}"
         if (standard or native) and key in names: imp.gate(names[key], qs, *(ang(k) for k in range(len(op.params))))
-        elif standard and nm in ('u', 'u3', 'u2'):  # U(theta, phi, lam) = P(phi) RY(theta) P(lam); U2(phi, lam) = U(pi/2, phi, lam)
+        # U(theta, phi, lam) = P(phi) RY(theta) P(lam); U2(phi, lam) = U(pi/2, phi, lam)
+        elif standard and nm in ('u', 'u3', 'u2'):
             theta, phi, lam = (as_angle(np.pi / 2), ang(0), ang(1)) if nm == 'u2' else (ang(0), ang(1), ang(2))
             imp.z_phase(qs[0], lam)
             imp.gate('ry', qs, theta)
