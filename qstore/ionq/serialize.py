@@ -439,8 +439,8 @@ def from_ionq_json(
     gateset: str | None = None,  # default gateset when `data` has none (e.g. the parent's in a multi-circuit job)
     qubits: int | None = None,  # default qubit count when `data` has none
     name: str = 'ionq',  # name of the returned circuit
-    max_phase: float | None = 1.0,
-) -> Circuit:  # largest |phase| in turns (IonQ documents [-1, 1]); None: any
+    max_phase: float | None = 1.0,  # largest |phase| in turns (IonQ documents [-1, 1]); None: any
+) -> Circuit:
     """An exactly equivalent qstore `Circuit` (no parameters) for one IonQ JSON circuit.
 
     Parameters
@@ -453,10 +453,7 @@ def from_ionq_json(
         default qubit count when `data` has none
     name : str, default 'ionq'
         name of the returned circuit
-
-    Returns
-    -------
-    Circuit
+    max_phase : float | None, default 1.0
         largest |phase| in turns (IonQ documents [-1, 1]); None: any
     """
     if not isinstance(data, dict):
@@ -505,18 +502,15 @@ def results_to_array(results: dict,  # {"<decimal state>": probability or count}
 
 def array_to_results(
     arr,  # (2^n,) probabilities or counts
-    drop_below: float = 1e-12,
-) -> dict:  # omit entries with |value| below this (IonQ lists non-zero states only)
+    drop_below: float = 1e-12,  # omit entries with |value| below this (IonQ lists non-zero states only)
+) -> dict:
     """IonQ result dictionary from a dense array: integer counts stay ints, probabilities become floats.
 
     Parameters
     ----------
     arr
         (2^n,) probabilities or counts
-
-    Returns
-    -------
-    dict
+    drop_below : float, default 1e-12
         omit entries with |value| below this (IonQ lists non-zero states only)
     """
     a = np.asarray(arr)
