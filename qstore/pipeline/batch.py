@@ -257,6 +257,7 @@ def _check_manager_args(backend, local_executor, cache_results, enable_smart_cac
         raise ValueError(f"the queue manager given has adaptive={queue.adaptive}, "
                          f"but adaptive_batch_sizing={adaptive_batch_sizing}")
 
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-wrap
 def _wrapped_backend(backend, backend_options, connection_pool_size, queue, adaptive_batch_sizing, fixed_chunk_size):
     "(backend, its observed transport or None, queue manager); an IonQ name gets a client with an `ObservedTransport`."
     if not isinstance(backend, str):
@@ -275,6 +276,7 @@ def _wrapped_backend(backend, backend_options, connection_pool_size, queue, adap
         opts.update(connection_pool_size=pool, transport=transport)
     return get_backend(backend, **opts), transport, queue
 
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-fits
 def _check_backend_fits(inner, ionq, use_batch_api, connection_pool_size, max_workers):
     "Reject switches that do not apply to the wrapped backend."
     if not ionq:
@@ -477,6 +479,7 @@ async def _refresh_queue_state(self: CircuitBatchManager):
             'queue', f"{target}: queue state unavailable ({type(e).__name__}); keeping the last estimate"
         )
 
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-execute
 @patch
 async def _execute(self: CircuitBatchManager, payload, shots, noise, settings, bytes_per_circuit):
     """Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every
