@@ -530,54 +530,6 @@ class CompiledCircuit:
             )
         return out
 
-    def bind(self,
-             values: dict | None = None,  # {param: value}
-             **groups,  # group name -> (B, n) array, as `Circuit.bind` takes them
-             ) -> np.ndarray:
-        """`native_values` from a `{param: value}` dict and/or group arrays, as `Circuit.bind` takes them.
-
-        Parameters
-        ----------
-        values : dict | None, default None
-            {param: value}
-        **groups
-            group name -> (B, n) array, as `Circuit.bind` takes them
-        """
-        return self.native_values(self.source.bind(values, **groups))
-
-    def angles(self,
-               values,  # (B, P) source parameter values
-               ) -> np.ndarray:
-        """All native gate angles `(B, n_angles)` (turns) for source values: what is sent to IonQ.
-
-        Parameters
-        ----------
-        values
-            (B, P) source parameter values
-        """
-        return self.circuit.angle_table(self.native_values(values))
-
-    def pullback(self,
-                 values,  # (B, P) source parameter values the gradient was taken at
-                 grad,  # (B, ..., K) gradient with respect to the native values
-                 ) -> np.ndarray:
-        """Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source
-        values.
-
-        Parameters
-        ----------
-        values
-            (B, P) source parameter values the gradient was taken at
-        grad
-            (B, ..., K) gradient with respect to the native values
-        """
-        t = self._angle_turns(validate_values(self.source, values))
-        is_angle = np.isin(self.kinds, (_MS_ANGLE, _ZZ_ANGLE))
-        slope = np.where(self.kinds == _MS_ANGLE, np.sign(t), 1.0) * np.where(is_angle, self.factor, 1.0)
-        return np.einsum(
-            'b...k,bk,pk->b...p', np.asarray(grad, dtype=float), slope, np.where(is_angle, self.t_lin, self.lin)
-        )
-
     def __repr__(self):
         s = self.stats
         return (
@@ -667,6 +619,59 @@ def compile(self: IonQNativeGateCompiler,
     if cache: _COMPILED[key] = res
     return res
 
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-bindang
+@patch
+def bind(self: CompiledCircuit,
+         values: dict | None = None,  # {param: value}
+         **groups,  # group name -> (B, n) array, as `Circuit.bind` takes them
+         ) -> np.ndarray:
+    """`native_values` from a `{param: value}` dict and/or group arrays, as `Circuit.bind` takes them.
+
+    Parameters
+    ----------
+    values : dict | None, default None
+        {param: value}
+    **groups
+        group name -> (B, n) array, as `Circuit.bind` takes them
+    """
+    return self.native_values(self.source.bind(values, **groups))
+
+@patch
+def angles(self: CompiledCircuit,
+           values,  # (B, P) source parameter values
+           ) -> np.ndarray:
+    """All native gate angles `(B, n_angles)` (turns) for source values: what is sent to IonQ.
+
+    Parameters
+    ----------
+    values
+        (B, P) source parameter values
+    """
+    return self.circuit.angle_table(self.native_values(values))
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-pull
+@patch
+def pullback(self: CompiledCircuit,
+             values,  # (B, P) source parameter values the gradient was taken at
+             grad,  # (B, ..., K) gradient with respect to the native values
+             ) -> np.ndarray:
+    """Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source
+    values.
+
+    Parameters
+    ----------
+    values
+        (B, P) source parameter values the gradient was taken at
+    grad
+        (B, ..., K) gradient with respect to the native values
+    """
+    t = self._angle_turns(validate_values(self.source, values))
+    is_angle = np.isin(self.kinds, (_MS_ANGLE, _ZZ_ANGLE))
+    slope = np.where(self.kinds == _MS_ANGLE, np.sign(t), 1.0) * np.where(is_angle, self.factor, 1.0)
+    return np.einsum(
+        'b...k,bk,pk->b...p', np.asarray(grad, dtype=float), slope, np.where(is_angle, self.t_lin, self.lin)
+    )
+
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-ver
 def native_violations(circuit: Circuit,  # a native circuit
                       angles: np.ndarray,  # (B, n_angles) its angle table for B bindings
@@ -705,6 +710,27 @@ def native_violations(circuit: Circuit,  # a native circuit
                     f"(binding {r})"
                 )
     return out
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-dev
+def _images(original: Circuit, native: Circuit, row, nrow, method: str, rng, sim) -> tuple:
+    "What both circuits do for one binding: their unitaries, or (as columns) their outputs for 4 random input states."
+    if method == 'unitary': return original.unitary(row[None]), native.unitary(nrow[None])
+    n = original.n_qubits
+    psi = rng.normal(size=(4, 2 ** n)) + 1j * rng.normal(size=(4, 2 ** n))
+    psi /= np.linalg.norm(psi, axis=1, keepdims=True)
+    uo = sim.statevector(original, np.repeat(row[None], 4, 0), initial_state=psi).T
+    uc = sim.statevector(native, np.repeat(nrow[None], 4, 0), initial_state=psi).T
+    return uo, uc
+
+
+def _deviation(uo, uc, mode: str, method: str) -> float:
+    "Largest deviation of `uc` from `uo`: up to a global phase ('exact'), or up to a final diagonal ('measurement')."
+    if mode == 'exact':
+        overlap = np.vdot(uo, uc)
+        phase = overlap / abs(overlap) if abs(overlap) > 0 else 1.0
+        return float(np.abs(uc - phase * uo).max())
+    if method == 'unitary': return float(np.abs(np.abs(uc @ uo.conj().T) - np.eye(len(uo))).max())
+    return float(np.abs(np.abs(uc) - np.abs(uo)).max())
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-verify
 @dataclass
@@ -784,18 +810,8 @@ def verify(
     n, err, sim = original.n_qubits, 0.0, StatevectorSimulator()
     method = 'unitary' if n <= 10 else 'states'
     for row, nrow in zip(v, nv):
-        if method == 'unitary': uo, uc = original.unitary(row[None]), native.unitary(nrow[None])
-        else:  # columns = output states for 4 random input states
-            psi = rng.normal(size=(4, 2 ** n)) + 1j * rng.normal(size=(4, 2 ** n))
-            psi /= np.linalg.norm(psi, axis=1, keepdims=True)
-            uo = sim.statevector(original, np.repeat(row[None], 4, 0), initial_state=psi).T
-            uc = sim.statevector(native, np.repeat(nrow[None], 4, 0), initial_state=psi).T
-        if mode == 'exact':
-            overlap = np.vdot(uo, uc)
-            phase = overlap / abs(overlap) if abs(overlap) > 0 else 1.0
-            err = max(err, float(np.abs(uc - phase * uo).max()))
-        elif method == 'unitary': err = max(err, float(np.abs(np.abs(uc @ uo.conj().T) - np.eye(2 ** n)).max()))
-        else: err = max(err, float(np.abs(np.abs(uc) - np.abs(uo)).max()))
+        uo, uc = _images(original, native, row, nrow, method, rng, sim)
+        err = max(err, _deviation(uo, uc, mode, method))
     problems = native_violations(native, native.angle_table(nv), compiled.target) if is_compiled else []
     return Verification(err <= atol and not problems, err, mode, method, len(v), problems)
 
