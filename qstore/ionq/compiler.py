@@ -115,7 +115,7 @@ def _one_qubit_actions(gate, q, angles):
     phi = _Affine.of(angles[0])  # gpi, gpi2 with a symbolic phase
     return [('z', q, -phi), ('u', q, _X if gate == 'gpi' else _RX90), ('z', q, phi)]
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-ga
 def _gate_actions(op):
     "The op as one-qubit actions and ('core', _Core) items, in circuit order."
     g, qs, ang = op.gate, op.qubits, op.angles
@@ -125,11 +125,8 @@ def _gate_actions(op):
     if g == 'cnot':
         return [('core', _Core(qs, [None, _XAX], _QUARTER)), ('z', a, _Affine(None, 0.25)), ('u', b, _RX90)]
     if g == 'cz':
-        return [
-            ('core', _Core(qs, [None, None], _QUARTER)),
-            ('z', a, _Affine(None, 0.25)),
-            ('z', b, _Affine(None, 0.25)),
-        ]
+        quarter = _Affine(None, 0.25)
+        return [('core', _Core(qs, [None, None], _QUARTER)), ('z', a, quarter), ('z', b, quarter)]
     if g == 'swap':
         return [('core', _Core(qs, list(axes), _QUARTER)) for axes in ((_XAX, _XAX), (_YAX, _YAX), (None, None))]
     rot = op.gatedef.control
@@ -177,7 +174,7 @@ def _cores_commute(axes1, axes2):
     flags = [_anticommute(x, y) for x, y in zip(axes1, axes2)]
     return None not in flags and sum(flags) % 2 == 0
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-local
 def _rotation_pieces(phi, theta):
     """A symbolic rotation by `theta` turns about σ_phi as W†, Rz(theta), W (W maps Z to σ_phi): two constant blocks
     and a virtual Z."""
