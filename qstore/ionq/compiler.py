@@ -125,8 +125,8 @@ def _gate_actions(op):
     if g == 'cnot':
         return [('core', _Core(qs, [None, _XAX], _QUARTER)), ('z', a, _Affine(None, 0.25)), ('u', b, _RX90)]
     if g == 'cz':
-        quarter = _Affine(None, 0.25)
-        return [('core', _Core(qs, [None, None], _QUARTER)), ('z', a, quarter), ('z', b, quarter)]
+        return [('core', _Core(qs, [None, None], _QUARTER)),
+                ('z', a, _Affine(None, 0.25)), ('z', b, _Affine(None, 0.25))]
     if g == 'swap':
         return [('core', _Core(qs, list(axes), _QUARTER)) for axes in ((_XAX, _XAX), (_YAX, _YAX), (None, None))]
     rot = op.gatedef.control
