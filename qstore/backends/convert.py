@@ -7,12 +7,13 @@ from __future__ import annotations
 import functools, importlib, math
 from typing import Callable
 import numpy as np
+from fastcore.basics import patch
 from ..circuits import Angle, Circuit, as_angle, validate_values
 from ..gates import GATES, GateDef
 from ..observables import as_observables
 
 # %% auto #0
-__all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'to_cirq', 'cirq_state_to_qstore', 'to_qiskit',
+__all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'cirq_state_to_qstore', 'to_cirq', 'to_qiskit',
            'qiskit_parameter_order', 'from_cirq', 'from_qiskit', 'observable_to_cirq', 'observable_to_qiskit']
 
 # %% ../../nbs/11_convert.ipynb #cv-err
@@ -64,7 +65,7 @@ def _qiskit_linear(value, where: str):
         scales[p.name] = _real(d, where)
     return scales, _real(value.bind({p: 0 for p in params}).numeric(), where)
 
-
+# %% ../../nbs/11_convert.ipynb #cv-one
 def _one_param_angle(linear, expr, where: str) -> Angle:
     "An `Angle` from a linear form, which must use at most one parameter."
     scales, offset = linear
@@ -106,7 +107,7 @@ def _group_of(groups, names: list) -> Callable:
         f"groups must be None, a group name, a {{parameter: group}} dict or a callable, got {type(groups).__name__}"
     )
 
-
+# %% ../../nbs/11_convert.ipynb #cv-imp2
 class _Importer:
     "Collects qstore gates and a linear global phase while reading a Cirq or Qiskit circuit."
     def __init__(self):
@@ -132,20 +133,22 @@ class _Importer:
         for p, s in scales.items(): self.phase_scales[p] = self.phase_scales.get(p, 0.0) + s
         self.phase_const += angle
 
-    def build(self, n: int, name: str, groups, global_phase: bool) -> Circuit:
-        ops = list(self.ops)
-        if global_phase:  # e^{ib} = phase(2b) rz(-2b) on any qubit; one pair per parameter, one for the constant
-            pairs = [Angle(p, s, 0.0) for p, s in self.phase_scales.items() if s != 0]
-            const = math.remainder(self.phase_const, 2 * np.pi)
-            if abs(const) > 1e-14: pairs.append(as_angle(const))
-            for b in pairs: ops += [('phase', (0,), (b * 2,)), ('rz', (0,), (b * -2,))]
-        used = [a.param for _, _, angs in ops for a in angs if a.param is not None]
-        names = [p for p in dict.fromkeys(self.seen + used) if p in set(used)]
-        group = _group_of(groups, names)
-        c = Circuit(n, name)
-        for p in names: c.parameter(p, group(p))
-        for g, qs, angs in ops: c.append(g, qs, *angs)
-        return c
+# %% ../../nbs/11_convert.ipynb #cv-build
+@patch
+def build(self: _Importer, n: int, name: str, groups, global_phase: bool) -> Circuit:
+    ops = list(self.ops)
+    if global_phase:  # e^{ib} = phase(2b) rz(-2b) on any qubit; one pair per parameter, one for the constant
+        pairs = [Angle(p, s, 0.0) for p, s in self.phase_scales.items() if s != 0]
+        const = math.remainder(self.phase_const, 2 * np.pi)
+        if abs(const) > 1e-14: pairs.append(as_angle(const))
+        for b in pairs: ops += [('phase', (0,), (b * 2,)), ('rz', (0,), (b * -2,))]
+    used = [a.param for _, _, angs in ops for a in angs if a.param is not None]
+    names = [p for p in dict.fromkeys(self.seen + used) if p in set(used)]
+    group = _group_of(groups, names)
+    c = Circuit(n, name)
+    for p in names: c.parameter(p, group(p))
+    for g, qs, angs in ops: c.append(g, qs, *angs)
+    return c
 
 # %% ../../nbs/11_convert.ipynb #cv-tocirq
 @functools.cache
@@ -163,7 +166,26 @@ def _cirq_gate(g: GateDef, args: list):
     names = {'cirq': cirq, 'cirq_ionq': cirq_ionq, 'pi': sympy.pi if sym else np.pi}
     return eval(_cirq_code(g.cirq), names, dict(zip(g.angle_names, args)))
 
+# %% ../../nbs/11_convert.ipynb #cv-order
+def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in one library's order
+                         n: int):  # number of qubits
+    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least
+    significant). Its own inverse.
 
+    Parameters
+    ----------
+    state
+        (..., 2^n) amplitudes (or probabilities) in one library's order
+    n : int
+        number of qubits
+    """
+    s = np.asarray(state)
+    if s.shape[-1] != 2 ** n: raise ValueError(f"expected a last axis of length 2^{n} = {2 ** n}, got shape {s.shape}")
+    lead = s.ndim - 1
+    t = s.reshape(s.shape[:-1] + (2,) * n)
+    return t.transpose(list(range(lead)) + [lead + n - 1 - k for k in range(n)]).reshape(s.shape)
+
+# %% ../../nbs/11_convert.ipynb #cv-tocirq2
 def _op_angles(circuit: Circuit, values) -> list:
     "Per operation its angles: floats for constants or bound values, `Angle`s for symbolic template angles."
     if values is None:
@@ -201,25 +223,6 @@ def to_cirq(circuit: Circuit,  # qstore template
         args = [a if isinstance(a, float) else _sympy_of(a) for a in angs]
         ops.append(_cirq_gate(op.gatedef, args).on(*(line[q] for q in op.qubits)))
     return cirq.Circuit(ops)
-
-
-def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in one library's order
-                         n: int):  # number of qubits
-    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least
-    significant). Its own inverse.
-
-    Parameters
-    ----------
-    state
-        (..., 2^n) amplitudes (or probabilities) in one library's order
-    n : int
-        number of qubits
-    """
-    s = np.asarray(state)
-    if s.shape[-1] != 2 ** n: raise ValueError(f"expected a last axis of length 2^{n} = {2 ** n}, got shape {s.shape}")
-    lead = s.ndim - 1
-    t = s.reshape(s.shape[:-1] + (2,) * n)
-    return t.transpose(list(range(lead)) + [lead + n - 1 - k for k in range(n)]).reshape(s.shape)
 
 # %% ../../nbs/11_convert.ipynb #cv-toqk
 @functools.cache
@@ -498,11 +501,33 @@ def _qiskit_names() -> dict:
 QISKIT_SUPPORTED = tuple(sorted(k for k in _qiskit_names() if '.' not in k) + ['u', 'u2', 'u3', 'cp', 'cu1'] +
                          sorted(k for k in _qiskit_names() if '.' in k) + ['barrier', 'delay', 'terminal measure'])
 
+# %% ../../nbs/11_convert.ipynb #cv-qkgate
+def _import_qiskit_gate(imp: _Importer, op, qs: tuple, where: str, names: dict) -> bool:
+    "Append the qstore equivalent of one Qiskit gate on qstore qubits `qs`; False if it has none."
+    nm = op.name
+    ang = lambda k: imp.read(_qiskit_angle(op.params[k], where))
+    cls = getattr(op, 'base_class', type(op))  # a user's Gate named like a library gate is not that gate
+    standard, native = cls.__module__.startswith('qiskit.circuit.library'), cls.__module__.startswith('qiskit_ionq')
+    key = nm if standard else f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+    if (standard or native) and key in names: imp.gate(names[key], qs, *(ang(k) for k in range(len(op.params))))
+    # U(theta, phi, lam) = P(phi) RY(theta) P(lam); U2(phi, lam) = U(pi/2, phi, lam)
+    elif standard and nm in ('u', 'u3', 'u2'):
+        theta, phi, lam = (as_angle(np.pi / 2), ang(0), ang(1)) if nm == 'u2' else (ang(0), ang(1), ang(2))
+        imp.z_phase(qs[0], lam)
+        imp.gate('ry', qs, theta)
+        imp.z_phase(qs[0], phi)
+    elif standard and nm in ('cp', 'cu1'):
+        imp.gate('crz', qs, ang(0))
+        imp.z_phase(qs[0], ang(0) * 0.5)
+    else: return False
+    return True
 
+# %% ../../nbs/11_convert.ipynb #cv-fromqk2
 def from_qiskit(qc,  # qiskit QuantumCircuit
                 groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
                 global_phase: bool = True,  # keep qc.global_phase (exact statevectors) or drop it
-                name: str | None = None) -> Circuit:  # default: qc.name
+                name: str | None = None,  # name of the returned circuit; default: qc.name
+                ) -> Circuit:
     """qstore template equal to a Qiskit circuit (same qubit indices); `Parameter`s become parameters.
 
     Parameters
@@ -514,7 +539,7 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
     global_phase : bool, default True
         keep qc.global_phase (exact statevectors) or drop it
     name : str | None, default None
-        default: qc.name
+        name of the returned circuit; default: qc.name
     """
     if qc.num_qubits < 1: raise ConversionError("the Qiskit circuit has no qubits")
     imp, measured, names = _Importer(), set(), _qiskit_names()
@@ -527,21 +552,8 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
         if nm == 'measure':
             measured.update(qs)
             continue
-        ang = lambda k: imp.read(_qiskit_angle(op.params[k], where))
-        cls = getattr(op, 'base_class', type(op))  # a user's Gate named like a library gate is not that gate
-        standard, native = cls.__module__.startswith('qiskit.circuit.library'), cls.__module__.startswith('qiskit_ionq')
-        key = nm if standard else f"{cls.__module__.split('.')[0]}.{cls.__name__}"
-        if (standard or native) and key in names: imp.gate(names[key], qs, *(ang(k) for k in range(len(op.params))))
-        # U(theta, phi, lam) = P(phi) RY(theta) P(lam); U2(phi, lam) = U(pi/2, phi, lam)
-        elif standard and nm in ('u', 'u3', 'u2'):
-            theta, phi, lam = (as_angle(np.pi / 2), ang(0), ang(1)) if nm == 'u2' else (ang(0), ang(1), ang(2))
-            imp.z_phase(qs[0], lam)
-            imp.gate('ry', qs, theta)
-            imp.z_phase(qs[0], phi)
-        elif standard and nm in ('cp', 'cu1'):
-            imp.gate('crz', qs, ang(0))
-            imp.z_phase(qs[0], ang(0) * 0.5)
-        else:
+        if not _import_qiskit_gate(imp, op, qs, where, names):
+            cls = getattr(op, 'base_class', type(op))
             raise ConversionError(
                 f"{where} ({cls.__name__}) is not supported. Supported: {', '.join(QISKIT_SUPPORTED)}. "
                 "Rewrite it first, e.g. qiskit.transpile(qc, basis_gates=['u', 'cx'])"
