@@ -122,6 +122,26 @@ class Backend:
         "Exact results for rows in blocks sharing a prefix (hint); backends without a faster path ignore the hint."
         return self._exact(circuit, values, observables)
 
+# %% ../../nbs/10_backends.ipynb #b03-result
+def _result(backend: Backend, circuit: Circuit, v: np.ndarray, obs, shots: int | None, rng, shared_prefix) -> Result:
+    "The primitives' output for validated values `v` as a `Result`: exact, sampled counts, or sampled estimates."
+    B = v.shape[0]
+    if shots is None:
+        out = (
+            backend._exact(circuit, v, obs)
+            if shared_prefix is None or obs is None
+            else backend._exact_shared(circuit, v, obs, shared_prefix)
+        )
+        return Result(backend.name, None, B,
+                      **({'expectations': out, 'stderr': np.zeros_like(out)} if obs else {'probabilities': out}))
+    if obs is None:
+        (counts,) = backend._sample([circuit], v, int(shots), rng)
+        return Result(backend.name, int(shots), B, counts=counts)
+    bases = measurement_groups(obs, circuit.n_qubits)
+    counts = backend._sample([basis_rotation(circuit, b) for b in bases], v, int(shots), rng)
+    mean, err = estimate_from_counts(counts, bases, obs, circuit.n_qubits)
+    return Result(backend.name, int(shots), B * len(bases), expectations=mean, stderr=err, metadata={'bases': bases})
+
 # %% ../../nbs/10_backends.ipynb #b03-run
 @patch
 def run(
@@ -165,29 +185,7 @@ def run(
         shots = caps.default_shots
     check_int('shots', shots, none_ok=True)
     rng = self.rng if seed is None else np.random.default_rng(seed)
-    B = v.shape[0]
-    if shots is None:
-        out = (
-            self._exact(circuit, v, obs)
-            if shared_prefix is None or obs is None
-            else self._exact_shared(circuit, v, obs, shared_prefix)
-        )
-        res = Result(
-            self.name,
-            None,
-            B,
-            **({'expectations': out, 'stderr': np.zeros_like(out)} if obs else {'probabilities': out}),
-        )
-    elif obs is None:
-        (counts,) = self._sample([circuit], v, int(shots), rng)
-        res = Result(self.name, int(shots), B, counts=counts)
-    else:
-        bases = measurement_groups(obs, circuit.n_qubits)
-        counts = self._sample([basis_rotation(circuit, b) for b in bases], v, int(shots), rng)
-        mean, err = estimate_from_counts(counts, bases, obs, circuit.n_qubits)
-        res = Result(
-            self.name, int(shots), B * len(bases), expectations=mean, stderr=err, metadata={'bases': bases}
-        )
+    res = _result(self, circuit, v, obs, shots, rng, shared_prefix)
     self.calls += 1
     self.circuits_executed += res.n_circuits
     res.wall_time = time.perf_counter() - t0
