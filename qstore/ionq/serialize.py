@@ -40,24 +40,26 @@ def _gate_source(op, cols):
     rot = f", 'rotation': {ang[0]}" if ang else ''
     return f"{{'gate': '{g.ionq}', {where}{rot}}}"
 
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-check
+def _check_gates(circuit: Circuit, gateset: str):
+    "Raise `IonQFormatError` unless every gate of `circuit` has an IonQ JSON form in `gateset`."
+    if gateset not in GATESETS: raise IonQFormatError(f"gateset must be 'qis' or 'native', got {gateset!r}")
+    if unknown := sorted({op.gate for op in circuit.ops if op.gate != 'i' and not op.gatedef.ionq}):
+        qis = sorted(n for n, g in GATES.items() if g.ionq and not g.native)
+        raise IonQFormatError(f"gate(s) {unknown} have no IonQ JSON form; decompose them into {qis}")
+    wrong = [op.gate for op in circuit.ops if op.gate != 'i' and op.gatedef.native != (gateset == 'native')]
+    if wrong:
+        hint = ("compile it to native gates first (IonQNativeGateCompiler) or use gateset='qis'" if gateset == 'native'
+                else "native gates need gateset='native', and a native circuit may not contain QIS gates")
+        raise IonQFormatError(
+            f"cannot write a {gateset!r} IonQ circuit containing gate(s) {sorted(set(wrong))}; {hint}"
+        )
 
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-sk
 class _Skeleton:
     "Per-structure JSON builder: which angle columns need which range fix, plus a compiled row -> gate-list function."
     def __init__(self, circuit: Circuit, gateset: str):
-        if gateset not in GATESETS: raise IonQFormatError(f"gateset must be 'qis' or 'native', got {gateset!r}")
-        if unknown := sorted({op.gate for op in circuit.ops if op.gate != 'i' and not op.gatedef.ionq}):
-            qis = sorted(n for n, g in GATES.items() if g.ionq and not g.native)
-            raise IonQFormatError(f"gate(s) {unknown} have no IonQ JSON form; decompose them into {qis}")
-        wrong = [op.gate for op in circuit.ops if op.gate != 'i' and op.gatedef.native != (gateset == 'native')]
-        if wrong:
-            hint = (
-                "compile it to native gates first (IonQNativeGateCompiler) or use gateset='qis'"
-                if gateset == 'native'
-                else "native gates need gateset='native', and a native circuit may not contain QIS gates"
-            )
-            raise IonQFormatError(
-                f"cannot write a {gateset!r} IonQ circuit containing gate(s) {sorted(set(wrong))}; {hint}"
-            )
+        _check_gates(circuit, gateset)
         _, _, _, slices = circuit.angle_index()
         self.phase_cols, self.zz_cols, ms, parts = [], [], [], []
         for op, (a, b) in zip(circuit.ops, slices):
@@ -220,6 +222,7 @@ def _add(c, gate, qubits, *angles):
     if angles and all(abs(a) < 1e-12 for a in angles): return
     c.append(gate, qubits, *angles)
 
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-ctl
 def _controlled_once(c, u, ctl, t):
     "Exact controlled-U with one control."
     if np.allclose(u, _X, atol=1e-12): return c.cnot(ctl, t)
