@@ -45,7 +45,7 @@ def _sympy_linear(expr, where: str):
         scales[str(s)] = _real(d, where)
     return scales, _real(expr.subs({s: 0 for s in syms}), where)
 
-
+# %% ../../nbs/11_convert.ipynb #cv-qlin
 def _qiskit_linear(value, where: str):
     "({parameter name: coefficient}, constant) of a number or Qiskit ParameterExpression affine in its parameters."
     from qiskit.circuit import ParameterExpression

@@ -758,7 +758,7 @@ class Verification:
     problems: list = field(default_factory=list)  # `native_violations` found
     def __bool__(self): return self.ok
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-verify2
 def verify(
     original: Circuit,  # the source template
     compiled,  # a CompiledCircuit, or a Circuit with the same parameters
