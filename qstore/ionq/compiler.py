@@ -399,7 +399,7 @@ def _target(target: str) -> tuple:
                          "or a system name such as 'aria-1' or 'forte-enterprise-1'")
     return family, (name if name in SYSTEMS and SYSTEMS[name].fidelities else f"{family}-1")
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-cstats
 def _count(c: Circuit, k: int): return sum(len(op.qubits) == k and op.gate != 'i' for op in c.ops)
 
 

@@ -277,6 +277,7 @@ def number(self: _Reader, g, key, lo=None, hi=None, default=None):
         )
     return float(v)
 
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-wires
 @patch
 def qubit(self: _Reader, q, what):
     n = self.c.n_qubits

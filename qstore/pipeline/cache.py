@@ -122,7 +122,7 @@ def _native_compile(circuit: Circuit, family: str, exact: bool, fresh: bool):
     from qstore.ionq import compiler
     return compiler.IonQNativeGateCompiler(family, drop_final_z=not exact).compile(circuit, cache=not fresh)
 
-
+# %% ../../nbs/30_pipeline_cache.ipynb #k31-ct
 def compile_template(
     circuit: Circuit,  # the template
     target: str = 'local',  # where it runs: a backend name such as 'local' or 'ionq.simulator'
