@@ -501,32 +501,6 @@ class CompiledCircuit:
 
     def _angle_turns(self, v): return _wrap(v @ self.t_lin + self.t_const)
 
-    def native_values(self,
-                      values,  # (B, P) source parameter values
-                      ) -> np.ndarray:
-        """Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling
-        angles.
-
-        Parameters
-        ----------
-        values
-            (B, P) source parameter values
-        """
-        v = validate_values(self.source, values)
-        main, t, k = v @ self.lin + self.const, self._angle_turns(v), self.kinds
-        out = np.where(k == _MS_PHASE, _wrap(main + 0.5 * (t < 0)), _wrap(main))
-        out = np.where(k == _MS_ANGLE, np.abs(t) * self.factor, out)
-        out = np.where(k == _ZZ_ANGLE, t * self.factor, out)
-        bad = np.isin(k, (_MS_ANGLE, _ZZ_ANGLE)) & (np.abs(out) > 0.25 + _EPS)
-        if bad.any():
-            r, j = np.argwhere(bad)[0]
-            raise ValueError(
-                f"row {r}: a symbolic two-qubit rotation needs a native angle of {out[r, j]:.4g} turns, outside "
-                "IonQ's quarter turn; compile with split_symbolic=True (two gates of half the angle) "
-                "or keep such rotation angles within ±π/2 (mod 2π)"
-            )
-        return out
-
     def __repr__(self):
         s = self.stats
         return (
@@ -617,6 +591,33 @@ def compile(self: IonQNativeGateCompiler,
     return res
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-bindang
+@patch
+def native_values(self: CompiledCircuit,
+                  values,  # (B, P) source parameter values
+                  ) -> np.ndarray:
+    """Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling
+    angles.
+
+    Parameters
+    ----------
+    values
+        (B, P) source parameter values
+    """
+    v = validate_values(self.source, values)
+    main, t, k = v @ self.lin + self.const, self._angle_turns(v), self.kinds
+    out = np.where(k == _MS_PHASE, _wrap(main + 0.5 * (t < 0)), _wrap(main))
+    out = np.where(k == _MS_ANGLE, np.abs(t) * self.factor, out)
+    out = np.where(k == _ZZ_ANGLE, t * self.factor, out)
+    bad = np.isin(k, (_MS_ANGLE, _ZZ_ANGLE)) & (np.abs(out) > 0.25 + _EPS)
+    if bad.any():
+        r, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"row {r}: a symbolic two-qubit rotation needs a native angle of {out[r, j]:.4g} turns, outside "
+            "IonQ's quarter turn; compile with split_symbolic=True (two gates of half the angle) "
+            "or keep such rotation angles within ±π/2 (mod 2π)"
+        )
+    return out
+
 @patch
 def bind(self: CompiledCircuit,
          values: dict | None = None,  # {param: value}
