@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Callable
 import numpy as np
+from fastcore.basics import patch
 from ..circuits import Circuit, validate_values
 from ..observables import as_observables, basis_rotation, estimate_from_counts, measurement_groups
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator, sample_counts
@@ -80,6 +81,8 @@ class Result:
         (B, 2^n) measurement counts
     wall_time : float, default 0.0
         seconds
+    metadata : dict
+        backend extras, e.g. the measurement bases of a sampled run
     """
     backend: str  # backend name
     shots: int | None  # shots per circuit, None for exact results
@@ -89,7 +92,7 @@ class Result:
     probabilities: np.ndarray | None = None  # (B, 2^n), exact
     counts: np.ndarray | None = None  # (B, 2^n) measurement counts
     wall_time: float = 0.0  # seconds
-    metadata: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # backend extras, e.g. the measurement bases of a sampled run
 
 # %% ../../nbs/10_backends.ipynb #b03-base
 class Backend:
@@ -119,88 +122,123 @@ class Backend:
         "Exact results for rows in blocks sharing a prefix (hint); backends without a faster path ignore the hint."
         return self._exact(circuit, values, observables)
 
-    def run(
-        self,
-        circuit: Circuit,  # template to execute
-        values=None,  # (B, P) parameter values
-        observables=None,  # observable(s) to estimate; None returns probabilities/counts
-        shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
-        seed: int | None = None,  # overrides the backend RNG for this call
-        shared_prefix: tuple | None = None,
-    ) -> Result:  # hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
-        """Execute a batch of bindings of one template.
+# %% ../../nbs/10_backends.ipynb #b03-result
+def _result(backend: Backend, circuit: Circuit, v: np.ndarray, obs, shots: int | None, rng, shared_prefix) -> Result:
+    "The primitives' output for validated values `v` as a `Result`: exact, sampled counts, or sampled estimates."
+    B = v.shape[0]
+    if shots is None:
+        out = (
+            backend._exact(circuit, v, obs)
+            if shared_prefix is None or obs is None
+            else backend._exact_shared(circuit, v, obs, shared_prefix)
+        )
+        return Result(backend.name, None, B,
+                      **({'expectations': out, 'stderr': np.zeros_like(out)} if obs else {'probabilities': out}))
+    if obs is None:
+        (counts,) = backend._sample([circuit], v, int(shots), rng)
+        return Result(backend.name, int(shots), B, counts=counts)
+    bases = measurement_groups(obs, circuit.n_qubits)
+    counts = backend._sample([basis_rotation(circuit, b) for b in bases], v, int(shots), rng)
+    mean, err = estimate_from_counts(counts, bases, obs, circuit.n_qubits)
+    return Result(backend.name, int(shots), B * len(bases), expectations=mean, stderr=err, metadata={'bases': bases})
 
-        Parameters
-        ----------
-        circuit : Circuit
-            template to execute
-        values : default None
-            (B, P) parameter values
-        observables : default None
-            observable(s) to estimate; None returns probabilities/counts
-        shots : int | None, default None
-            None: exact (analytic backends); int: shots per circuit
-        seed : int | None, default None
-            overrides the backend RNG for this call
+# %% ../../nbs/10_backends.ipynb #b03-run
+@patch
+def run(
+    self: Backend,
+    circuit: Circuit,  # template to execute
+    values=None,  # (B, P) parameter values
+    observables=None,  # observable(s) to estimate; None returns probabilities/counts
+    shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
+    seed: int | None = None,  # overrides the backend RNG for this call
+    # hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
+    shared_prefix: tuple | None = None,
+) -> Result:
+    """Execute a batch of bindings of one template.
 
-        Returns
-        -------
-        Result
-            hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
-        """
-        t0 = time.perf_counter()
-        caps = self.capabilities
-        if circuit.n_qubits > caps.max_qubits:
-            raise ValueError(
-                f"backend '{self.name}' accepts at most {caps.max_qubits} qubits; circuit has {circuit.n_qubits}"
-            )
-        if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
-        v = validate_values(circuit, values)
-        obs = None if observables is None else as_observables(observables, circuit.n_qubits)
-        if shots is None and not caps.analytic:
-            if caps.default_shots is None: raise ValueError(f"backend '{self.name}' is sampling-only; pass shots=")
-            shots = caps.default_shots
-        check_int('shots', shots, none_ok=True)
-        rng = self.rng if seed is None else np.random.default_rng(seed)
-        B = v.shape[0]
-        if shots is None:
-            out = (
-                self._exact(circuit, v, obs)
-                if shared_prefix is None or obs is None
-                else self._exact_shared(circuit, v, obs, shared_prefix)
-            )
-            res = Result(
-                self.name,
-                None,
-                B,
-                **({'expectations': out, 'stderr': np.zeros_like(out)} if obs else {'probabilities': out}),
-            )
-        elif obs is None:
-            (counts,) = self._sample([circuit], v, int(shots), rng)
-            res = Result(self.name, int(shots), B, counts=counts)
-        else:
-            bases = measurement_groups(obs, circuit.n_qubits)
-            counts = self._sample([basis_rotation(circuit, b) for b in bases], v, int(shots), rng)
-            mean, err = estimate_from_counts(counts, bases, obs, circuit.n_qubits)
-            res = Result(
-                self.name, int(shots), B * len(bases), expectations=mean, stderr=err, metadata={'bases': bases}
-            )
-        self.calls += 1
-        self.circuits_executed += res.n_circuits
-        res.wall_time = time.perf_counter() - t0
-        return res
+    Parameters
+    ----------
+    circuit : Circuit
+        template to execute
+    values : default None
+        (B, P) parameter values
+    observables : default None
+        observable(s) to estimate; None returns probabilities/counts
+    shots : int | None, default None
+        None: exact (analytic backends); int: shots per circuit
+    seed : int | None, default None
+        overrides the backend RNG for this call
+    shared_prefix : tuple | None, default None
+        hint (block, first_columns): rows form blocks equal to block 0 before those angle columns
+    """
+    t0 = time.perf_counter()
+    caps = self.capabilities
+    if circuit.n_qubits > caps.max_qubits:
+        raise ValueError(
+            f"backend '{self.name}' accepts at most {caps.max_qubits} qubits; circuit has {circuit.n_qubits}"
+        )
+    if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+    v = validate_values(circuit, values)
+    obs = None if observables is None else as_observables(observables, circuit.n_qubits)
+    if shots is None and not caps.analytic:
+        if caps.default_shots is None: raise ValueError(f"backend '{self.name}' is sampling-only; pass shots=")
+        shots = caps.default_shots
+    check_int('shots', shots, none_ok=True)
+    rng = self.rng if seed is None else np.random.default_rng(seed)
+    res = _result(self, circuit, v, obs, shots, rng, shared_prefix)
+    self.calls += 1
+    self.circuits_executed += res.n_circuits
+    res.wall_time = time.perf_counter() - t0
+    return res
 
-    async def arun(self, *args, **kwargs) -> Result:
-        "Async `run`; the base class runs it in a worker thread so the event loop stays free."
-        return await asyncio.to_thread(self.run, *args, **kwargs)
+# %% ../../nbs/10_backends.ipynb #b03-misc
+@patch
+async def arun(self: Backend,
+               *args,  # positional arguments of `run`
+               **kwargs,  # keyword arguments of `run`
+               ) -> Result:
+    """Async `run`; the base class runs it in a worker thread so the event loop stays free.
 
-    def expectation(self, circuit, values, observables, shots=None, seed=None) -> np.ndarray:
-        "Shortcut: `run(...).expectations`."
-        return self.run(circuit, values, observables, shots, seed).expectations
+    Parameters
+    ----------
+    *args
+        positional arguments of `run`
+    **kwargs
+        keyword arguments of `run`
+    """
+    return await asyncio.to_thread(self.run, *args, **kwargs)
 
-    def reset_counters(self): self.calls = self.circuits_executed = 0
+@patch
+def expectation(self: Backend,
+                circuit: Circuit,  # template to execute
+                values,  # (B, P) parameter values
+                observables,  # observable(s) to estimate
+                shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
+                seed: int | None = None,  # overrides the backend RNG for this call
+                ) -> np.ndarray:
+    """Shortcut: `run(...).expectations`.
 
-    def __repr__(self): return f"{type(self).__name__}(name={self.name!r}, analytic={self.capabilities.analytic})"
+    Parameters
+    ----------
+    circuit : Circuit
+        template to execute
+    values
+        (B, P) parameter values
+    observables
+        observable(s) to estimate
+    shots : int | None, default None
+        None: exact (analytic backends); int: shots per circuit
+    seed : int | None, default None
+        overrides the backend RNG for this call
+    """
+    return self.run(circuit, values, observables, shots, seed).expectations
+
+@patch
+def reset_counters(self: Backend): self.calls = self.circuits_executed = 0
+
+@patch
+def __repr__(self: Backend):
+    return f"{type(self).__name__}(name={self.name!r}, analytic={self.capabilities.analytic})"
 
 # %% ../../nbs/10_backends.ipynb #b03-local
 class LocalBackend(Backend):
@@ -228,7 +266,17 @@ class LocalBackend(Backend):
         self.capabilities = BackendCapabilities('local', analytic=True, max_qubits=12 if noisy else max_qubits,
                                                 noisy=noisy, adjoint=not noisy)
 
-    def statevector(self, circuit, values=None):
+    def statevector(self,
+                    circuit: Circuit,  # template to execute
+                    values=None,  # (B, P) parameter values
+                    ) -> np.ndarray:
+        """Parameters
+        ----------
+        circuit : Circuit
+            template to execute
+        values : default None
+            (B, P) parameter values
+        """
         if self.dm is not None:
             raise ValueError("a noisy LocalBackend has no statevector; use the density-matrix simulator")
         return self.sv.statevector(circuit, values)

@@ -67,8 +67,19 @@ class CirqBackend(Backend):
         self.simulator = cirq.Simulator(dtype=np.complex128)
         self.capabilities = BackendCapabilities('cirq', analytic=True, max_qubits=max_qubits, adjoint=True)
 
-    def statevector(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Final states `(B, 2^n)` in qstore's (little-endian) order."
+    def statevector(self,
+                    circuit: Circuit,  # template to execute
+                    values=None,  # (B, P) parameter values
+                    ) -> np.ndarray:
+        """Final states `(B, 2^n)` in qstore's (little-endian) order.
+
+        Parameters
+        ----------
+        circuit : Circuit
+            template to execute
+        values : default None
+            (B, P) parameter values
+        """
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         order = cirq.LineQubit.range(circuit.n_qubits)
         states = [self.simulator.simulate(p, r, qubit_order=order).final_state_vector

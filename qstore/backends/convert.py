@@ -7,12 +7,13 @@ from __future__ import annotations
 import functools, importlib, math
 from typing import Callable
 import numpy as np
+from fastcore.basics import patch
 from ..circuits import Angle, Circuit, as_angle, validate_values
 from ..gates import GATES, GateDef
 from ..observables import as_observables
 
 # %% auto #0
-__all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'to_cirq', 'cirq_state_to_qstore', 'to_qiskit',
+__all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'cirq_state_to_qstore', 'to_cirq', 'to_qiskit',
            'qiskit_parameter_order', 'from_cirq', 'from_qiskit', 'observable_to_cirq', 'observable_to_qiskit']
 
 # %% ../../nbs/11_convert.ipynb #cv-err
@@ -44,7 +45,7 @@ def _sympy_linear(expr, where: str):
         scales[str(s)] = _real(d, where)
     return scales, _real(expr.subs({s: 0 for s in syms}), where)
 
-
+# %% ../../nbs/11_convert.ipynb #cv-qlin
 def _qiskit_linear(value, where: str):
     "({parameter name: coefficient}, constant) of a number or Qiskit ParameterExpression affine in its parameters."
     from qiskit.circuit import ParameterExpression
@@ -64,7 +65,7 @@ def _qiskit_linear(value, where: str):
         scales[p.name] = _real(d, where)
     return scales, _real(value.bind({p: 0 for p in params}).numeric(), where)
 
-
+# %% ../../nbs/11_convert.ipynb #cv-one
 def _one_param_angle(linear, expr, where: str) -> Angle:
     "An `Angle` from a linear form, which must use at most one parameter."
     scales, offset = linear
@@ -106,7 +107,7 @@ def _group_of(groups, names: list) -> Callable:
         f"groups must be None, a group name, a {{parameter: group}} dict or a callable, got {type(groups).__name__}"
     )
 
-
+# %% ../../nbs/11_convert.ipynb #cv-imp2
 class _Importer:
     "Collects qstore gates and a linear global phase while reading a Cirq or Qiskit circuit."
     def __init__(self):
@@ -132,20 +133,22 @@ class _Importer:
         for p, s in scales.items(): self.phase_scales[p] = self.phase_scales.get(p, 0.0) + s
         self.phase_const += angle
 
-    def build(self, n: int, name: str, groups, global_phase: bool) -> Circuit:
-        ops = list(self.ops)
-        if global_phase:  # e^{ib} = phase(2b) rz(-2b) on any qubit; one pair per parameter, one for the constant
-            pairs = [Angle(p, s, 0.0) for p, s in self.phase_scales.items() if s != 0]
-            const = math.remainder(self.phase_const, 2 * np.pi)
-            if abs(const) > 1e-14: pairs.append(as_angle(const))
-            for b in pairs: ops += [('phase', (0,), (b * 2,)), ('rz', (0,), (b * -2,))]
-        used = [a.param for _, _, angs in ops for a in angs if a.param is not None]
-        names = [p for p in dict.fromkeys(self.seen + used) if p in set(used)]
-        group = _group_of(groups, names)
-        c = Circuit(n, name)
-        for p in names: c.parameter(p, group(p))
-        for g, qs, angs in ops: c.append(g, qs, *angs)
-        return c
+# %% ../../nbs/11_convert.ipynb #cv-build
+@patch
+def build(self: _Importer, n: int, name: str, groups, global_phase: bool) -> Circuit:
+    ops = list(self.ops)
+    if global_phase:  # e^{ib} = phase(2b) rz(-2b) on any qubit; one pair per parameter, one for the constant
+        pairs = [Angle(p, s, 0.0) for p, s in self.phase_scales.items() if s != 0]
+        const = math.remainder(self.phase_const, 2 * np.pi)
+        if abs(const) > 1e-14: pairs.append(as_angle(const))
+        for b in pairs: ops += [('phase', (0,), (b * 2,)), ('rz', (0,), (b * -2,))]
+    used = [a.param for _, _, angs in ops for a in angs if a.param is not None]
+    names = [p for p in dict.fromkeys(self.seen + used) if p in set(used)]
+    group = _group_of(groups, names)
+    c = Circuit(n, name)
+    for p in names: c.parameter(p, group(p))
+    for g, qs, angs in ops: c.append(g, qs, *angs)
+    return c
 
 # %% ../../nbs/11_convert.ipynb #cv-tocirq
 @functools.cache
@@ -163,7 +166,26 @@ def _cirq_gate(g: GateDef, args: list):
     names = {'cirq': cirq, 'cirq_ionq': cirq_ionq, 'pi': sympy.pi if sym else np.pi}
     return eval(_cirq_code(g.cirq), names, dict(zip(g.angle_names, args)))
 
+# %% ../../nbs/11_convert.ipynb #cv-order
+def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in one library's order
+                         n: int):  # number of qubits
+    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least
+    significant). Its own inverse.
 
+    Parameters
+    ----------
+    state
+        (..., 2^n) amplitudes (or probabilities) in one library's order
+    n : int
+        number of qubits
+    """
+    s = np.asarray(state)
+    if s.shape[-1] != 2 ** n: raise ValueError(f"expected a last axis of length 2^{n} = {2 ** n}, got shape {s.shape}")
+    lead = s.ndim - 1
+    t = s.reshape(s.shape[:-1] + (2,) * n)
+    return t.transpose(list(range(lead)) + [lead + n - 1 - k for k in range(n)]).reshape(s.shape)
+
+# %% ../../nbs/11_convert.ipynb #cv-tocirq2
 def _op_angles(circuit: Circuit, values) -> list:
     "Per operation its angles: floats for constants or bound values, `Angle`s for symbolic template angles."
     if values is None:
@@ -201,25 +223,6 @@ def to_cirq(circuit: Circuit,  # qstore template
         args = [a if isinstance(a, float) else _sympy_of(a) for a in angs]
         ops.append(_cirq_gate(op.gatedef, args).on(*(line[q] for q in op.qubits)))
     return cirq.Circuit(ops)
-
-
-def cirq_state_to_qstore(state,  # (..., 2^n) amplitudes (or probabilities) in one library's order
-                         n: int):  # number of qubits
-    """Reverse the qubit order of state vectors: Cirq (LineQubit(0) most significant) <-> qstore (qubit 0 least
-    significant). Its own inverse.
-
-    Parameters
-    ----------
-    state
-        (..., 2^n) amplitudes (or probabilities) in one library's order
-    n : int
-        number of qubits
-    """
-    s = np.asarray(state)
-    if s.shape[-1] != 2 ** n: raise ValueError(f"expected a last axis of length 2^{n} = {2 ** n}, got shape {s.shape}")
-    lead = s.ndim - 1
-    t = s.reshape(s.shape[:-1] + (2,) * n)
-    return t.transpose(list(range(lead)) + [lead + n - 1 - k for k in range(n)]).reshape(s.shape)
 
 # %% ../../nbs/11_convert.ipynb #cv-toqk
 @functools.cache
@@ -289,14 +292,8 @@ _CIRQ_NAMED = {
     'CZPowGate': {1: 'cz', -1: 'cz'},
     'SwapPowGate': {1: 'swap', -1: 'swap'},
 }
-_CIRQ_ROTATION = {
-    'XPowGate': 'rx',
-    'YPowGate': 'ry',
-    'ZPowGate': 'rz',
-    'XXPowGate': 'xx',
-    'YYPowGate': 'yy',
-    'ZZPowGate': 'zz',
-}
+_CIRQ_ROTATION = {'XPowGate': 'rx', 'YPowGate': 'ry', 'ZPowGate': 'rz', 'XXPowGate': 'xx', 'YYPowGate': 'yy',
+                  'ZZPowGate': 'zz'}
 _MID_MEASURE = (
     "{where} acts on a qubit after it was measured: qstore templates are unitary and every backend measures "
     "all qubits at the end, so only terminal measurements are allowed (they are ignored)"
@@ -315,7 +312,7 @@ CIRQ_SUPPORTED = (
     'terminal measurements',
 )
 
-
+# %% ../../nbs/11_convert.ipynb #cv-recs
 @functools.cache
 def _cirq_records(names: tuple) -> list:
     "(Cirq type, global shift, exponent at angle 1, name) of each one-angle record whose Cirq form is a power gate."
@@ -330,75 +327,59 @@ def _cirq_records(names: tuple) -> list:
 
 
 def _cirq_kind(gate):
+    "The Cirq power-gate class (a name in `_CIRQ_POW`) that `gate` is an instance of, or None."
     return next(
         (k.__name__ for k in type(gate).__mro__ if k.__name__ in _CIRQ_POW and k.__module__.startswith('cirq')), None
     )
 
+# %% ../../nbs/11_convert.ipynb #cv-pow
+def _cirq_angle_read(imp: _Importer, v, where: str, per_pi: bool = True) -> Angle:
+    "A Cirq exponent or angle as a qstore `Angle` (times pi unless `per_pi` is False), noted in order of appearance."
+    return imp.read(_cirq_angle(v, where, per_pi))
 
+
+def _import_cirq_pow(imp: _Importer, gate, kind: str, qs: tuple, where: str) -> bool:
+    "A Cirq power gate of class `kind`: a named gate, a record's own Cirq gate, a rotation or a controlled phase."
+    E = _cirq_angle_read(imp, gate.exponent, where)  # rotation angle pi * exponent
+    g = _real(gate.global_shift, where)
+    named = next(
+        (nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12),
+        None,
+    )
+    if named:
+        imp.gate(named, qs)
+        imp.phase(E * g)
+        return True
+    recs = _cirq_records(tuple(GATES))
+    rec = next(((nm, e1) for t, shift, e1, nm in recs if t is type(gate) and shift == g), None)
+    if rec:  # a record's own Cirq gate, whose exponent is e1 * angle
+        imp.gate(rec[0], qs, E * (1 / (np.pi * rec[1])))
+        return True
+    if kind in _CIRQ_ROTATION:
+        imp.gate(_CIRQ_ROTATION[kind], qs, E)
+        imp.phase(E * (g + 0.5))
+        return True
+    # diag(1,1,1,e^{iE}) = crz(E) . phase(E/2) on the control; CX^t = H_t CZ^t H_t
+    if kind in ('CZPowGate', 'CXPowGate'):
+        if kind == 'CXPowGate': imp.gate('h', qs[1:])
+        imp.gate('crz', qs, E)
+        imp.z_phase(qs[0], E * 0.5)
+        if kind == 'CXPowGate': imp.gate('h', qs[1:])
+        imp.phase(E * g)
+        return True
+    return False
+
+# %% ../../nbs/11_convert.ipynb #cv-disp
 def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
     "Append the qstore equivalent of one cirq gate on qstore qubits `qs`; False if it has none."
     import cirq, sympy
     import cirq_ionq as ci
-    def angle(v, per_pi=True): return imp.read(_cirq_angle(v, where, per_pi))
-    kind = _cirq_kind(gate)
-    if kind:
-        E = angle(gate.exponent)  # rotation angle pi * exponent
-        g = _real(gate.global_shift, where)
-        named = next(
-            (nm for e, nm in _CIRQ_NAMED.get(kind, {}).items() if E.is_constant and abs(E.offset - e * np.pi) < 1e-12),
-            None,
-        )
-        if named:
-            imp.gate(named, qs)
-            imp.phase(E * g)
-            return True
-        recs = _cirq_records(tuple(GATES))
-        rec = next(((nm, e1) for t, shift, e1, nm in recs if t is type(gate) and shift == g), None)
-        if rec:  # a record's own Cirq gate, whose exponent is e1 * angle
-            imp.gate(rec[0], qs, E * (1 / (np.pi * rec[1])))
-            return True
-        if kind in _CIRQ_ROTATION:
-            imp.gate(_CIRQ_ROTATION[kind], qs, E)
-            imp.phase(E * (g + 0.5))
-            return True
-        if kind in (
-            'CZPowGate',
-            'CXPowGate',
-        ):  # diag(1,1,1,e^{iE}) = crz(E) . phase(E/2) on the control; CX^t = H_t CZ^t H_t
-            if kind == 'CXPowGate': imp.gate('h', qs[1:])
-            imp.gate('crz', qs, E)
-            imp.z_phase(qs[0], E * 0.5)
-            if kind == 'CXPowGate': imp.gate('h', qs[1:])
-            imp.phase(E * g)
-            return True
-        return False
+    if kind := _cirq_kind(gate): return _import_cirq_pow(imp, gate, kind, qs, where)
     if isinstance(gate, cirq.IdentityGate):
         for q in qs: imp.gate('i', (q,))
         return True
-    if isinstance(gate, cirq.PhasedXPowGate):  # Z^p X^t Z^-p
-        p = angle(gate.phase_exponent)
-        imp.z_phase(qs[0], -p)
-        _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.exponent, global_shift=gate.global_shift), qs, where)
-        imp.z_phase(qs[0], p)
-        return True
-    if isinstance(gate, cirq.PhasedXZGate):  # Z^z Z^a X^x Z^-a
-        angle(gate.x_exponent)  # noted first: parameters keep the gate's argument order
-        z, a = angle(gate.z_exponent), angle(gate.axis_phase_exponent)
-        imp.z_phase(qs[0], -a)
-        _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.x_exponent), qs, where)
-        imp.z_phase(qs[0], a)
-        imp.z_phase(qs[0], z)
-        return True
-    if isinstance(gate, cirq.ControlledGate):
-        sub, skind = gate.sub_gate, _cirq_kind(gate.sub_gate)
-        if gate != cirq.ControlledGate(sub) or skind not in ('XPowGate', 'YPowGate', 'ZPowGate'): return False
-        if sub.global_shift == -0.5:
-            imp.gate('c' + _CIRQ_ROTATION[skind], qs, angle(sub.exponent))
-            return True
-        if sub.global_shift == 0 and skind != 'YPowGate':
-            pow_ = cirq.CXPowGate if skind == 'XPowGate' else cirq.CZPowGate
-            return _import_cirq_gate(imp, pow_(exponent=sub.exponent), qs, where)
-        return False
+    if isinstance(gate, (cirq.PhasedXPowGate, cirq.PhasedXZGate)): return _import_cirq_phased(imp, gate, qs, where)
+    if isinstance(gate, cirq.ControlledGate): return _import_cirq_controlled(imp, gate, qs, where)
     if isinstance(gate, cirq.GlobalPhaseGate):
         if isinstance(gate.coefficient, sympy.Basic) and gate.coefficient.free_symbols:
             raise ConversionError(
@@ -410,31 +391,46 @@ def _import_cirq_gate(imp: _Importer, gate, qs: tuple, where: str) -> bool:
                if g.cirq and g.cirq.startswith('cirq_ionq.')}
     if type(gate) in natives:  # cirq_ionq gates take the record's angle names as keywords, in turns
         g = natives[type(gate)]
-        imp.gate(g.name, qs, *(angle(getattr(gate, f), per_pi=False) for f in g.angle_names))
+        imp.gate(g.name, qs, *(_cirq_angle_read(imp, getattr(gate, f), where, per_pi=False) for f in g.angle_names))
         return True
     return False
 
-
-def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
-              qubits=None,  # explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
-              groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
-              global_phase: bool = True,  # keep Cirq's global phases (exact statevectors) or drop them
-              name: str = 'cirq') -> Circuit:
-    """qstore template equal to a Cirq circuit; sympy symbols become parameters.
-
-    Parameters
-    ----------
-    circuit
-        cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
-    qubits : default None
-        explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
-    groups : default None
-        parameter groups: None ('weights'), a group name, {param: group} or a callable
-    global_phase : bool, default True
-        keep Cirq's global phases (exact statevectors) or drop them
-    """
+# %% ../../nbs/11_convert.ipynb #cv-other
+def _import_cirq_phased(imp: _Importer, gate, qs: tuple, where: str) -> bool:
+    "A `PhasedXPowGate` (Z^p X^t Z^-p) or `PhasedXZGate` (Z^z Z^a X^x Z^-a) as X powers between Z phases."
     import cirq
-    circuit = cirq.unroll_circuit_op(circuit, deep=True, tags_to_check=None)
+    if isinstance(gate, cirq.PhasedXPowGate):  # Z^p X^t Z^-p
+        p = _cirq_angle_read(imp, gate.phase_exponent, where)
+        imp.z_phase(qs[0], -p)
+        _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.exponent, global_shift=gate.global_shift), qs, where)
+        imp.z_phase(qs[0], p)
+        return True
+    _cirq_angle_read(imp, gate.x_exponent, where)  # noted first: parameters keep the gate's argument order
+    z, a = _cirq_angle_read(imp, gate.z_exponent, where), _cirq_angle_read(imp, gate.axis_phase_exponent, where)
+    imp.z_phase(qs[0], -a)
+    _import_cirq_gate(imp, cirq.XPowGate(exponent=gate.x_exponent), qs, where)
+    imp.z_phase(qs[0], a)
+    imp.z_phase(qs[0], z)
+    return True
+
+
+def _import_cirq_controlled(imp: _Importer, gate, qs: tuple, where: str) -> bool:
+    "A `ControlledGate` with one control of an X, Y or Z power; False for any other."
+    import cirq
+    sub, skind = gate.sub_gate, _cirq_kind(gate.sub_gate)
+    if gate != cirq.ControlledGate(sub) or skind not in ('XPowGate', 'YPowGate', 'ZPowGate'): return False
+    if sub.global_shift == -0.5:
+        imp.gate('c' + _CIRQ_ROTATION[skind], qs, _cirq_angle_read(imp, sub.exponent, where))
+        return True
+    if sub.global_shift == 0 and skind != 'YPowGate':
+        pow_ = cirq.CXPowGate if skind == 'XPowGate' else cirq.CZPowGate
+        return _import_cirq_gate(imp, pow_(exponent=sub.exponent), qs, where)
+    return False
+
+# %% ../../nbs/11_convert.ipynb #cv-qidx
+def _cirq_qubit_index(circuit, qubits) -> dict:
+    "Cirq qubit -> qstore index: by `qubits` when given, else LineQubit(k) -> k, else sorted order."
+    import cirq
     found = sorted(circuit.all_qubits())
     if qubits is not None:
         qubits = list(qubits)
@@ -447,6 +443,33 @@ def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are
             raise ConversionError(f"LineQubit indices must be >= 0, got {found[0]}; pass qubits=[...] to number them")
         index = {q: q.x for q in found}
     else: index = {q: i for i, q in enumerate(found)}
+    return index
+
+# %% ../../nbs/11_convert.ipynb #cv-from
+def from_cirq(circuit,  # cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
+              qubits=None,  # explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
+              groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
+              global_phase: bool = True,  # keep Cirq's global phases (exact statevectors) or drop them
+              name: str = 'cirq',  # name of the returned circuit
+              ) -> Circuit:
+    """qstore template equal to a Cirq circuit; sympy symbols become parameters.
+
+    Parameters
+    ----------
+    circuit
+        cirq.Circuit (or FrozenCircuit); CircuitOperations are unrolled
+    qubits : default None
+        explicit qubit order (list of cirq qubits -> 0..n-1); default: see above
+    groups : default None
+        parameter groups: None ('weights'), a group name, {param: group} or a callable
+    global_phase : bool, default True
+        keep Cirq's global phases (exact statevectors) or drop them
+    name : str, default 'cirq'
+        name of the returned circuit
+    """
+    import cirq
+    circuit = cirq.unroll_circuit_op(circuit, deep=True, tags_to_check=None)
+    index = _cirq_qubit_index(circuit, qubits)
     n = max(index.values(), default=-1) + 1
     if n == 0: raise ConversionError("the cirq circuit acts on no qubits; pass qubits=[...] to say which")
     imp, measured = _Importer(), set()
@@ -478,11 +501,33 @@ def _qiskit_names() -> dict:
 QISKIT_SUPPORTED = tuple(sorted(k for k in _qiskit_names() if '.' not in k) + ['u', 'u2', 'u3', 'cp', 'cu1'] +
                          sorted(k for k in _qiskit_names() if '.' in k) + ['barrier', 'delay', 'terminal measure'])
 
+# %% ../../nbs/11_convert.ipynb #cv-qkgate
+def _import_qiskit_gate(imp: _Importer, op, qs: tuple, where: str, names: dict) -> bool:
+    "Append the qstore equivalent of one Qiskit gate on qstore qubits `qs`; False if it has none."
+    nm = op.name
+    ang = lambda k: imp.read(_qiskit_angle(op.params[k], where))
+    cls = getattr(op, 'base_class', type(op))  # a user's Gate named like a library gate is not that gate
+    standard, native = cls.__module__.startswith('qiskit.circuit.library'), cls.__module__.startswith('qiskit_ionq')
+    key = nm if standard else f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+    if (standard or native) and key in names: imp.gate(names[key], qs, *(ang(k) for k in range(len(op.params))))
+    # U(theta, phi, lam) = P(phi) RY(theta) P(lam); U2(phi, lam) = U(pi/2, phi, lam)
+    elif standard and nm in ('u', 'u3', 'u2'):
+        theta, phi, lam = (as_angle(np.pi / 2), ang(0), ang(1)) if nm == 'u2' else (ang(0), ang(1), ang(2))
+        imp.z_phase(qs[0], lam)
+        imp.gate('ry', qs, theta)
+        imp.z_phase(qs[0], phi)
+    elif standard and nm in ('cp', 'cu1'):
+        imp.gate('crz', qs, ang(0))
+        imp.z_phase(qs[0], ang(0) * 0.5)
+    else: return False
+    return True
 
+# %% ../../nbs/11_convert.ipynb #cv-fromqk2
 def from_qiskit(qc,  # qiskit QuantumCircuit
                 groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
                 global_phase: bool = True,  # keep qc.global_phase (exact statevectors) or drop it
-                name: str | None = None) -> Circuit:  # default: qc.name
+                name: str | None = None,  # name of the returned circuit; default: qc.name
+                ) -> Circuit:
     """qstore template equal to a Qiskit circuit (same qubit indices); `Parameter`s become parameters.
 
     Parameters
@@ -494,7 +539,7 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
     global_phase : bool, default True
         keep qc.global_phase (exact statevectors) or drop it
     name : str | None, default None
-        default: qc.name
+        name of the returned circuit; default: qc.name
     """
     if qc.num_qubits < 1: raise ConversionError("the Qiskit circuit has no qubits")
     imp, measured, names = _Importer(), set(), _qiskit_names()
@@ -507,20 +552,8 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
         if nm == 'measure':
             measured.update(qs)
             continue
-        ang = lambda k: imp.read(_qiskit_angle(op.params[k], where))
-        cls = getattr(op, 'base_class', type(op))  # a user's Gate named like a library gate is not that gate
-        standard, native = cls.__module__.startswith('qiskit.circuit.library'), cls.__module__.startswith('qiskit_ionq')
-        key = nm if standard else f"{cls.__module__.split('.')[0]}.{cls.__name__}"
-        if (standard or native) and key in names: imp.gate(names[key], qs, *(ang(k) for k in range(len(op.params))))
-        elif standard and nm in ('u', 'u3', 'u2'):  # U(theta, phi, lam) = P(phi) RY(theta) P(lam); U2(phi, lam) = U(pi/2, phi, lam)
-            theta, phi, lam = (as_angle(np.pi / 2), ang(0), ang(1)) if nm == 'u2' else (ang(0), ang(1), ang(2))
-            imp.z_phase(qs[0], lam)
-            imp.gate('ry', qs, theta)
-            imp.z_phase(qs[0], phi)
-        elif standard and nm in ('cp', 'cu1'):
-            imp.gate('crz', qs, ang(0))
-            imp.z_phase(qs[0], ang(0) * 0.5)
-        else:
+        if not _import_qiskit_gate(imp, op, qs, where, names):
+            cls = getattr(op, 'base_class', type(op))
             raise ConversionError(
                 f"{where} ({cls.__name__}) is not supported. Supported: {', '.join(QISKIT_SUPPORTED)}. "
                 "Rewrite it first, e.g. qiskit.transpile(qc, basis_gates=['u', 'cx'])"

@@ -58,8 +58,19 @@ class QiskitBackend(Backend):
         self.estimator = StatevectorEstimator()
         self.capabilities = BackendCapabilities('qiskit', analytic=True, max_qubits=max_qubits, adjoint=True)
 
-    def statevector(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Final states `(B, 2^n)` (little-endian, as qstore)."
+    def statevector(self,
+                    circuit: Circuit,  # template to execute
+                    values=None,  # (B, P) parameter values
+                    ) -> np.ndarray:
+        """Final states `(B, 2^n)` (little-endian, as qstore).
+
+        Parameters
+        ----------
+        circuit : Circuit
+            template to execute
+        values : default None
+            (B, P) parameter values
+        """
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         qc, binds = qiskit_bound_template(circuit, validate_values(circuit, values))
         return np.array([Statevector(qc.assign_parameters(row)).data for row in binds])

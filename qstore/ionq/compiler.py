@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 import numpy as np
+from fastcore.basics import patch
 from ..simulator import StatevectorSimulator
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, SYSTEMS, ZZ_ANGLE_RANGE
 from ..utils import LRUCache
@@ -114,7 +115,7 @@ def _one_qubit_actions(gate, q, angles):
     phi = _Affine.of(angles[0])  # gpi, gpi2 with a symbolic phase
     return [('z', q, -phi), ('u', q, _X if gate == 'gpi' else _RX90), ('z', q, phi)]
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-ga
 def _gate_actions(op):
     "The op as one-qubit actions and ('core', _Core) items, in circuit order."
     g, qs, ang = op.gate, op.qubits, op.angles
@@ -124,11 +125,8 @@ def _gate_actions(op):
     if g == 'cnot':
         return [('core', _Core(qs, [None, _XAX], _QUARTER)), ('z', a, _Affine(None, 0.25)), ('u', b, _RX90)]
     if g == 'cz':
-        return [
-            ('core', _Core(qs, [None, None], _QUARTER)),
-            ('z', a, _Affine(None, 0.25)),
-            ('z', b, _Affine(None, 0.25)),
-        ]
+        return [('core', _Core(qs, [None, None], _QUARTER)),
+                ('z', a, _Affine(None, 0.25)), ('z', b, _Affine(None, 0.25))]
     if g == 'swap':
         return [('core', _Core(qs, list(axes), _QUARTER)) for axes in ((_XAX, _XAX), (_YAX, _YAX), (None, None))]
     rot = op.gatedef.control
@@ -176,7 +174,7 @@ def _cores_commute(axes1, axes2):
     flags = [_anticommute(x, y) for x, y in zip(axes1, axes2)]
     return None not in flags and sum(flags) % 2 == 0
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-local
 def _rotation_pieces(phi, theta):
     """A symbolic rotation by `theta` turns about σ_phi as W†, Rz(theta), W (W maps Z to σ_phi): two constant blocks
     and a virtual Z."""
@@ -210,168 +208,183 @@ class _Lowering:
         self.target, self.split = target, split
         self.items = [[] for _ in range(n)]  # pending run per qubit (before its pending group)
         self.group = [None] * n  # pending group of commuting cores per qubit
-        self.post = [
-            [] for _ in range(n)
-        ]  # actions after the pending group, commuting with it (as given, so they can be re-checked)
+        # actions after the pending group, commuting with it (as given, so they can be re-checked)
+        self.post = [[] for _ in range(n)]
         self.gates = []  # (name, qubits, [float | ('col', j)])
         self.columns, self._column_index = [], {}  # (kind, main _Affine | None, t _Affine | None, factor)
 
-    # ---- runs
-    def _push(self, run, kind, val):
-        "Append an action to a run, keeping no two neighbouring Zs or matrices and no constant Z right after a matrix."
-        if kind == 'r':
-            for piece in _rotation_pieces(*val): self._push(run, *piece)
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-runs
+@patch
+def _push(self: _Lowering, run, kind, val):
+    "Append an action to a run, keeping no two neighbouring Zs or matrices and no constant Z right after a matrix."
+    if kind == 'r':
+        for piece in _rotation_pieces(*val): self._push(run, *piece)
+        return
+    if kind == 'z':
+        if run and run[-1][0] == 'z': val = run.pop()[1] + val
+        if val.is_zero(): return
+        if not (val.is_const and run and run[-1][0] == 'u'): return run.append(('z', val.wrapped()))
+        kind, val = 'u', _rz_turns(val.const)
+    if run and run[-1][0] == 'u': val = val @ run.pop()[1]
+    if not _is_scalar(val): run.append(('u', val))
+
+@patch
+def one(self: _Lowering, kind, q, val):
+    g = self.group[q]
+    if g is not None:
+        if all(_commutes(kind, val, k.axes[k.qubits.index(q)]) for k in g.cores):
+            return self.post[q].append((kind, val))
+        self._emit(g)
+    self._push(self.items[q], kind, val)
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-two
+@patch
+def two(self: _Lowering, core):
+    a, b = core.qubits
+    axes, t = [], core.t
+    for ax in core.axes:
+        ax, t = _canonical_axis(ax, t)
+        axes.append(ax)
+    g = self.group[a]
+    if g is not None and g is self.group[b]:
+        mine = axes if g.qubits == core.qubits else axes[::-1]
+        if all(_cores_commute(k.axes, mine) for k in g.cores) and all(
+                _commutes(kind, val, ax) for q, ax in zip(g.qubits, mine) for kind, val in self.post[q]):
+            same = next((k for k in g.cores if all(map(_same_axis, k.axes, mine))), None)
+            if same is not None: same.t = same.t + t
+            else: g.cores.append(_Core(g.qubits, mine, t))
             return
+    for q in (a, b):
+        if self.group[q] is not None: self._emit(self.group[q])
+    self.group[a] = self.group[b] = _Group(core.qubits, [_Core(core.qubits, axes, t)])
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-cols
+@patch
+def _col(self: _Lowering, kind, main=None, t=None, factor=1.0):
+    key = (kind, main.key() if main is not None else None, t.key() if t is not None else None, factor)
+    if key not in self._column_index:
+        self._column_index[key] = len(self.columns)
+        self.columns.append((kind, main, t, factor))
+    return ('col', self._column_index[key])
+
+@patch
+def _phase(self: _Lowering, form): return float(_wrap(form.const)) if form.is_const else self._col(_PHASE, form)
+
+@patch
+def _gate(self: _Lowering, name, qubits, *angles): self.gates.append((name, qubits, list(angles)))
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-flush
+@patch
+def _flush(self: _Lowering, q, exact_end=False):
+    "Emit qubit q's run as native gates; the frame left over stays in the run and is returned."
+    run, F = self.items[q], _Affine()
+    last = max((i for i, (k, _) in enumerate(run) if k == 'u'), default=None) if exact_end else None
+    for i, (kind, val) in enumerate(run):
         if kind == 'z':
-            if run and run[-1][0] == 'z': val = run.pop()[1] + val
-            if val.is_zero(): return
-            if not (val.is_const and run and run[-1][0] == 'u'): return run.append(('z', val.wrapped()))
-            kind, val = 'u', _rz_turns(val.const)
-        if run and run[-1][0] == 'u': val = val @ run.pop()[1]
-        if not _is_scalar(val): run.append(('u', val))
+            F = F + val
+            continue
+        A, B, C = _zyz(val)
+        if i == last:  # exact end: absorb the trailing frame instead of leaving it
+            A, C = sum((v for _, v in run[i + 1:]), _Affine(None, A)), F + C
+            if abs(B - 0.5) < _SNAP:
+                self._gate('gpi', (q,), self._phase((A - C) * 0.5 + 0.25))
+                F = _Affine()
+            elif B < _SNAP: F = A + C  # diagonal: only a Z rotation remains
+            else:
+                self._gate('gpi2', (q,), self._phase(0.5 - C))
+                self._gate('gpi', (q,), self._phase((A - C) * 0.5 + B / 2))
+                self._gate('gpi2', (q,), self._phase(A + 0.5))
+                F = _Affine()
+            break
+        F = F + C
+        if abs(B - 0.25) < _SNAP: self._gate('gpi2', (q,), self._phase(0.25 - F))
+        elif abs(B - 0.5) < _SNAP: self._gate('gpi', (q,), self._phase(0.25 - F))
+        elif B >= _SNAP:
+            self._gate('gpi2', (q,), self._phase(-F))
+            self._gate('gpi2', (q,), self._phase(0.5 - B - F))
+            F = F + B
+        F = F + A
+    if exact_end and not F.is_zero():  # RZ(F) = GPi(0) then GPi(F/2)
+        self._gate('gpi', (q,), 0.0)
+        self._gate('gpi', (q,), self._phase(F * 0.5))
+        F = _Affine()
+    F = F.wrapped()
+    self.items[q] = [] if F.is_zero() else [('z', F)]
+    return F
 
-    def one(self, kind, q, val):
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-lower
+@patch
+def _lower_ms(self: _Lowering, k, r, folded):
+    phases, after = [], {}
+    for ax, q in zip(k.axes, k.qubits):
+        after[q] = _pauli_actions(q, ax) if folded else []
+        if ax is None:  # Z = H X H
+            self._push(self.items[q], 'u', _H)
+            after[q] = [('u', q, _H)] + after[q]
+            ax = _XAX
+        phases.append(ax - self._flush(q))  # virtual Z: the frame shifts this qubit's MS phase and carries on
+    if r is not None:
+        if r < 0: phases[0], r = phases[0] + 0.5, -r  # MS(φ0, φ1, -t) = MS(φ0 + 1/2, φ1, t)
+        self._gate('ms', k.qubits, self._phase(phases[0]), self._phase(phases[1]), r)
+        return after
+    p0 = self._col(_MS_PHASE, phases[0], k.t)  # takes +1/2 for bindings where the angle is negative
+    angle = self._col(_MS_ANGLE, None, k.t, 0.5 if self.split else 1.0)
+    for _ in range(2 if self.split else 1): self._gate('ms', k.qubits, p0, self._phase(phases[1]), angle)
+    return after
+
+@patch
+def _lower_zz(self: _Lowering, k, r, folded):
+    after = {}
+    for ax, q in zip(k.axes, k.qubits):
+        after[q] = [('z', q, _HALF_TURN)] if folded else []  # the folded Pauli is Z in ZZ's frame: a virtual Z
+        if ax is not None:  # σ_φ = Rz(φ) H Z H Rz(-φ)
+            self._push(self.items[q], 'z', -ax)
+            self._push(self.items[q], 'u', _H)
+            after[q] += [('u', q, _H), ('z', q, ax)]
+        self._flush(q)  # ZZ commutes with the frame
+    if r is not None: self._gate('zz_native', k.qubits, r)
+    else:
+        angle = self._col(_ZZ_ANGLE, None, k.t, 0.5 if self.split else 1.0)
+        for _ in range(2 if self.split else 1): self._gate('zz_native', k.qubits, angle)
+    return after
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-emit
+@patch
+def _emit(self: _Lowering, g):
+    "Emit a pending group, then continue the runs with the actions queued after it."
+    for q in g.qubits: self.group[q] = None
+    for k in g.cores: self._emit_core(k)
+    for q in g.qubits:
+        for kind, val in self.post[q]: self._push(self.items[q], kind, val)
+        self.post[q] = []
+
+@patch
+def _emit_core(self: _Lowering, k):
+    r, folded = None, False
+    if k.t.is_const:
+        # exp(-iπ r P) = exp(-iπ (r ∓ 1/2) P) (∓i P); on Forte ZZ(-1/4) -> ZZ(1/4) for free
+        r = float(_wrap(k.t.const))
+        if abs(r) > 0.25 + _EPS or (self.target == 'forte' and abs(r + 0.25) < _EPS):
+            r, folded = r - math.copysign(0.5, r), True
+    if r is not None and abs(r) < _EPS:
+        after = {q: _pauli_actions(q, ax) if folded else [] for ax, q in zip(k.axes, k.qubits)}
+    elif self.target == 'aria':
+        after = self._lower_ms(k, r, folded)
+    else:
+        after = self._lower_zz(k, r, folded)
+    for q, acts in after.items():
+        for kind, _, val in acts: self._push(self.items[q], kind, val)
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-finish
+@patch
+def finish(self: _Lowering, drop_final_z: bool):
+    for q in range(len(self.group)):
         g = self.group[q]
-        if g is not None:
-            if all(_commutes(kind, val, k.axes[k.qubits.index(q)]) for k in g.cores):
-                return self.post[q].append((kind, val))
-            self._emit(g)
-        self._push(self.items[q], kind, val)
-
-    def two(self, core):
-        a, b = core.qubits
-        axes, t = [], core.t
-        for ax in core.axes:
-            ax, t = _canonical_axis(ax, t)
-            axes.append(ax)
-        g = self.group[a]
-        if g is not None and g is self.group[b]:
-            mine = axes if g.qubits == core.qubits else axes[::-1]
-            if all(_cores_commute(k.axes, mine) for k in g.cores) and all(
-                    _commutes(kind, val, ax) for q, ax in zip(g.qubits, mine) for kind, val in self.post[q]):
-                same = next((k for k in g.cores if all(map(_same_axis, k.axes, mine))), None)
-                if same is not None: same.t = same.t + t
-                else: g.cores.append(_Core(g.qubits, mine, t))
-                return
-        for q in (a, b):
-            if self.group[q] is not None: self._emit(self.group[q])
-        self.group[a] = self.group[b] = _Group(core.qubits, [_Core(core.qubits, axes, t)])
-
-    # ---- output
-    def _col(self, kind, main=None, t=None, factor=1.0):
-        key = (kind, main.key() if main is not None else None, t.key() if t is not None else None, factor)
-        if key not in self._column_index:
-            self._column_index[key] = len(self.columns)
-            self.columns.append((kind, main, t, factor))
-        return ('col', self._column_index[key])
-
-    def _phase(self, form): return float(_wrap(form.const)) if form.is_const else self._col(_PHASE, form)
-
-    def _gate(self, name, qubits, *angles): self.gates.append((name, qubits, list(angles)))
-
-    def _flush(self, q, exact_end=False):
-        "Emit qubit q's run as native gates; the frame left over stays in the run and is returned."
-        run, F = self.items[q], _Affine()
-        last = max((i for i, (k, _) in enumerate(run) if k == 'u'), default=None) if exact_end else None
-        for i, (kind, val) in enumerate(run):
-            if kind == 'z':
-                F = F + val
-                continue
-            A, B, C = _zyz(val)
-            if i == last:  # exact end: absorb the trailing frame instead of leaving it
-                A, C = sum((v for _, v in run[i + 1:]), _Affine(None, A)), F + C
-                if abs(B - 0.5) < _SNAP:
-                    self._gate('gpi', (q,), self._phase((A - C) * 0.5 + 0.25))
-                    F = _Affine()
-                elif B < _SNAP: F = A + C  # diagonal: only a Z rotation remains
-                else:
-                    self._gate('gpi2', (q,), self._phase(0.5 - C))
-                    self._gate('gpi', (q,), self._phase((A - C) * 0.5 + B / 2))
-                    self._gate('gpi2', (q,), self._phase(A + 0.5))
-                    F = _Affine()
-                break
-            F = F + C
-            if abs(B - 0.25) < _SNAP: self._gate('gpi2', (q,), self._phase(0.25 - F))
-            elif abs(B - 0.5) < _SNAP: self._gate('gpi', (q,), self._phase(0.25 - F))
-            elif B >= _SNAP:
-                self._gate('gpi2', (q,), self._phase(-F))
-                self._gate('gpi2', (q,), self._phase(0.5 - B - F))
-                F = F + B
-            F = F + A
-        if exact_end and not F.is_zero():  # RZ(F) = GPi(0) then GPi(F/2)
-            self._gate('gpi', (q,), 0.0)
-            self._gate('gpi', (q,), self._phase(F * 0.5))
-            F = _Affine()
-        F = F.wrapped()
-        self.items[q] = [] if F.is_zero() else [('z', F)]
-        return F
-
-    def _emit(self, g):
-        "Emit a pending group, then continue the runs with the actions queued after it."
-        for q in g.qubits: self.group[q] = None
-        for k in g.cores: self._emit_core(k)
-        for q in g.qubits:
-            for kind, val in self.post[q]: self._push(self.items[q], kind, val)
-            self.post[q] = []
-
-    def _emit_core(self, k):
-        r, folded = None, False
-        if k.t.is_const:
-            r = float(
-                _wrap(k.t.const)
-            )  # exp(-iπ r P) = exp(-iπ (r ∓ 1/2) P) (∓i P); on Forte ZZ(-1/4) -> ZZ(1/4) for free
-            if abs(r) > 0.25 + _EPS or (self.target == 'forte' and abs(r + 0.25) < _EPS):
-                r, folded = r - math.copysign(0.5, r), True
-        if r is not None and abs(r) < _EPS:
-            after = {q: _pauli_actions(q, ax) if folded else [] for ax, q in zip(k.axes, k.qubits)}
-        elif self.target == 'aria':
-            after = self._lower_ms(k, r, folded)
-        else:
-            after = self._lower_zz(k, r, folded)
-        for q, acts in after.items():
-            for kind, _, val in acts: self._push(self.items[q], kind, val)
-
-    def _lower_ms(self, k, r, folded):
-        phases, after = [], {}
-        for ax, q in zip(k.axes, k.qubits):
-            after[q] = _pauli_actions(q, ax) if folded else []
-            if ax is None:  # Z = H X H
-                self._push(self.items[q], 'u', _H)
-                after[q] = [('u', q, _H)] + after[q]
-                ax = _XAX
-            phases.append(ax - self._flush(q))  # virtual Z: the frame shifts this qubit's MS phase and carries on
-        if r is not None:
-            if r < 0: phases[0], r = phases[0] + 0.5, -r  # MS(φ0, φ1, -t) = MS(φ0 + 1/2, φ1, t)
-            self._gate('ms', k.qubits, self._phase(phases[0]), self._phase(phases[1]), r)
-            return after
-        p0 = self._col(_MS_PHASE, phases[0], k.t)  # takes +1/2 for bindings where the angle is negative
-        angle = self._col(_MS_ANGLE, None, k.t, 0.5 if self.split else 1.0)
-        for _ in range(2 if self.split else 1): self._gate('ms', k.qubits, p0, self._phase(phases[1]), angle)
-        return after
-
-    def _lower_zz(self, k, r, folded):
-        after = {}
-        for ax, q in zip(k.axes, k.qubits):
-            after[q] = [('z', q, _HALF_TURN)] if folded else []  # the folded Pauli is Z in ZZ's frame: a virtual Z
-            if ax is not None:  # σ_φ = Rz(φ) H Z H Rz(-φ)
-                self._push(self.items[q], 'z', -ax)
-                self._push(self.items[q], 'u', _H)
-                after[q] += [('u', q, _H), ('z', q, ax)]
-            self._flush(q)  # ZZ commutes with the frame
-        if r is not None: self._gate('zz_native', k.qubits, r)
-        else:
-            angle = self._col(_ZZ_ANGLE, None, k.t, 0.5 if self.split else 1.0)
-            for _ in range(2 if self.split else 1): self._gate('zz_native', k.qubits, angle)
-        return after
-
-    def finish(self, drop_final_z: bool):
-        for q in range(len(self.group)):
-            g = self.group[q]
-            if g is None: continue
-            if drop_final_z and all(ax is None for k in g.cores for ax in k.axes):
-                g.cores = []  # final diagonal: no effect on Z outcomes
-            self._emit(g)
-        for q in range(len(self.items)): self._flush(q, exact_end=not drop_final_z)
+        if g is None: continue
+        if drop_final_z and all(ax is None for k in g.cores for ax in k.axes):
+            g.cores = []  # final diagonal: no effect on Z outcomes
+        self._emit(g)
+    for q in range(len(self.items)): self._flush(q, exact_end=not drop_final_z)
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-stats
 COMPILER_TARGETS = ('aria', 'forte')  # the compiler's entangler: MS (Aria) or ZZ (Forte)
@@ -386,7 +399,7 @@ def _target(target: str) -> tuple:
                          "or a system name such as 'aria-1' or 'forte-enterprise-1'")
     return family, (name if name in SYSTEMS and SYSTEMS[name].fidelities else f"{family}-1")
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-cstats
 def _count(c: Circuit, k: int): return sum(len(op.qubits) == k and op.gate != 'i' for op in c.ops)
 
 
@@ -420,7 +433,20 @@ class CompileStats:
     fidelity: float  # product of the system's one- and two-qubit gate fidelities over the native gates
 
     @classmethod
-    def from_circuits(cls, source: Circuit, native: Circuit, system: str) -> 'CompileStats':
+    def from_circuits(cls,
+                      source: Circuit,  # the circuit as written
+                      native: Circuit,  # its native compilation
+                      system: str,  # IonQ system whose gate fidelities are used, e.g. 'aria-1'
+                      ) -> 'CompileStats':
+        """Parameters
+        ----------
+        source : Circuit
+            the circuit as written
+        native : Circuit
+            its native compilation
+        system : str
+            IonQ system whose gate fidelities are used, e.g. 'aria-1'
+        """
         f1, f2, _ = SYSTEMS[system].fidelities
         n1, n2 = _count(native, 1), _count(native, 2)
         names = {g: sum(op.gate == g for op in native.ops) for g in dict.fromkeys(op.gate for op in native.ops)}
@@ -445,6 +471,8 @@ class CompiledCircuit:
         True: equal to `source` up to final diagonal gates (same Z-basis statistics)
     split_symbolic : bool
         symbolic MS/ZZ angles use two gates of half the angle
+    stats : CompileStats
+        gate counts before and after, and the implied fidelity
     kinds : np.ndarray
         (K,) kind of each native-parameter column
     lin : np.ndarray
@@ -463,7 +491,7 @@ class CompiledCircuit:
     target: str  # 'aria' or 'forte'
     measurement_equivalent: bool  # True: equal to `source` up to final diagonal gates (same Z-basis statistics)
     split_symbolic: bool  # symbolic MS/ZZ angles use two gates of half the angle
-    stats: CompileStats
+    stats: CompileStats  # gate counts before and after, and the implied fidelity
     kinds: np.ndarray  # (K,) kind of each native-parameter column
     lin: np.ndarray  # (P, K) linear part of each column (phases)
     const: np.ndarray  # (K,) constant part
@@ -472,42 +500,6 @@ class CompiledCircuit:
     factor: np.ndarray  # (K,) 1/2 for split entangling angles, else 1
 
     def _angle_turns(self, v): return _wrap(v @ self.t_lin + self.t_const)
-
-    def native_values(self, values) -> np.ndarray:
-        """Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling
-        angles."""
-        v = validate_values(self.source, values)
-        main, t, k = v @ self.lin + self.const, self._angle_turns(v), self.kinds
-        out = np.where(k == _MS_PHASE, _wrap(main + 0.5 * (t < 0)), _wrap(main))
-        out = np.where(k == _MS_ANGLE, np.abs(t) * self.factor, out)
-        out = np.where(k == _ZZ_ANGLE, t * self.factor, out)
-        bad = np.isin(k, (_MS_ANGLE, _ZZ_ANGLE)) & (np.abs(out) > 0.25 + _EPS)
-        if bad.any():
-            r, j = np.argwhere(bad)[0]
-            raise ValueError(
-                f"row {r}: a symbolic two-qubit rotation needs a native angle of {out[r, j]:.4g} turns, outside "
-                "IonQ's quarter turn; compile with split_symbolic=True (two gates of half the angle) "
-                "or keep such rotation angles within ±π/2 (mod 2π)"
-            )
-        return out
-
-    def bind(self, values: dict | None = None, **groups) -> np.ndarray:
-        "`native_values` from a `{param: value}` dict and/or group arrays, as `Circuit.bind` takes them."
-        return self.native_values(self.source.bind(values, **groups))
-
-    def angles(self, values) -> np.ndarray:
-        "All native gate angles `(B, n_angles)` (turns) for source values: what is sent to IonQ."
-        return self.circuit.angle_table(self.native_values(values))
-
-    def pullback(self, values, grad) -> np.ndarray:
-        """Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source
-        values."""
-        t = self._angle_turns(validate_values(self.source, values))
-        is_angle = np.isin(self.kinds, (_MS_ANGLE, _ZZ_ANGLE))
-        slope = np.where(self.kinds == _MS_ANGLE, np.sign(t), 1.0) * np.where(is_angle, self.factor, 1.0)
-        return np.einsum(
-            'b...k,bk,pk->b...p', np.asarray(grad, dtype=float), slope, np.where(is_angle, self.t_lin, self.lin)
-        )
 
     def __repr__(self):
         s = self.stats
@@ -537,55 +529,146 @@ def _column_arrays(circuit: Circuit, columns: list) -> tuple:
 COMPILE_CACHE_SIZE = 256  # compiled templates kept, shared by all compilers
 _COMPILED = LRUCache(COMPILE_CACHE_SIZE)
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-cls
 class IonQNativeGateCompiler:
     "Compile circuit templates to IonQ native gates: GPi, GPi2, MS (Aria) or GPi, GPi2, ZZ (Forte)."
     def __init__(
         self,
         target: str = 'aria',  # 'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
-        drop_final_z: bool = True,  # drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
-        split_symbolic: bool = True,
-    ):  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+        # True: drop final diagonal gates (same Z-basis statistics); False: same unitary up to global phase
+        drop_final_z: bool = True,
+        split_symbolic: bool = True,  # symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
+    ):
         """Parameters
         ----------
         target : str, default 'aria'
             'aria', 'forte', or a system name such as 'aria-1', 'forte-1'
         drop_final_z : bool, default True
-            drop final diagonal gates: same Z-basis statistics; False: same unitary up to global phase
+            True: drop final diagonal gates (same Z-basis statistics); False: same unitary up to global phase
+        split_symbolic : bool, default True
+            symbolic MS/ZZ angles as two gates of half the angle, legal for every binding
         """
         self.target, self.system = _target(target)
         self.drop_final_z, self.split_symbolic = bool(drop_final_z), bool(split_symbolic)
 
-    def compile(self, circuit: Circuit,  # the template
-                cache: bool = True) -> CompiledCircuit:  # False: compile afresh, neither reading nor filling the shared cache
-        """The native template for `circuit` (cached by structure and options).
-
-        Parameters
-        ----------
-        circuit : Circuit
-            the template
-        cache : bool, default True
-            False: compile afresh, neither reading nor filling the shared cache
-        """
-        if not isinstance(circuit, Circuit): raise TypeError(f"compile() takes a qstore Circuit, got {type(circuit).__name__}")
-        key = (circuit.structural_hash, self.system, self.drop_final_z, self.split_symbolic)
-        if cache and (hit := _COMPILED.get(key)) is not None: return hit
-        low = _Lowering(circuit.n_qubits, self.target, self.split_symbolic)
-        for op in circuit.ops:
-            for act in _gate_actions(op):
-                if act[0] == 'core': low.two(act[1])
-                else: low.one(*act)
-        low.finish(self.drop_final_z)
-        out = Circuit(circuit.n_qubits, f"{circuit.name}/{self.target}")
-        cols = [out.parameter(f"native[{j}]", 'native') for j in range(len(low.columns))]
-        for name, qubits, angles in low.gates: out.append(name, qubits, *[cols[a[1]] if isinstance(a, tuple) else a for a in angles])
-        res = CompiledCircuit(circuit, out, self.target, self.drop_final_z, self.split_symbolic,
-                              CompileStats.from_circuits(circuit, out, self.system), *_column_arrays(circuit, low.columns))
-        if cache: _COMPILED[key] = res
-        return res
-
     def __repr__(self):
-        return f"IonQNativeGateCompiler({self.system!r}, drop_final_z={self.drop_final_z}, split_symbolic={self.split_symbolic})"
+        return (f"IonQNativeGateCompiler({self.system!r}, drop_final_z={self.drop_final_z}, "
+                f"split_symbolic={self.split_symbolic})")
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-compile
+@patch
+def compile(self: IonQNativeGateCompiler,
+            circuit: Circuit,  # the template
+            cache: bool = True,  # False: compile afresh, neither reading nor filling the shared cache
+            ) -> CompiledCircuit:
+    """The native template for `circuit` (cached by structure and options).
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    cache : bool, default True
+        False: compile afresh, neither reading nor filling the shared cache
+    """
+    if not isinstance(circuit, Circuit):
+        raise TypeError(f"compile() takes a qstore Circuit, got {type(circuit).__name__}")
+    key = (circuit.structural_hash, self.system, self.drop_final_z, self.split_symbolic)
+    if cache and (hit := _COMPILED.get(key)) is not None: return hit
+    low = _Lowering(circuit.n_qubits, self.target, self.split_symbolic)
+    for op in circuit.ops:
+        for act in _gate_actions(op):
+            if act[0] == 'core': low.two(act[1])
+            else: low.one(*act)
+    low.finish(self.drop_final_z)
+    out = Circuit(circuit.n_qubits, f"{circuit.name}/{self.target}")
+    cols = [out.parameter(f"native[{j}]", 'native') for j in range(len(low.columns))]
+    for name, qubits, angles in low.gates:
+        out.append(name, qubits, *[cols[a[1]] if isinstance(a, tuple) else a for a in angles])
+    stats = CompileStats.from_circuits(circuit, out, self.system)
+    res = CompiledCircuit(circuit, out, self.target, self.drop_final_z, self.split_symbolic, stats,
+                          *_column_arrays(circuit, low.columns))
+    if cache: _COMPILED[key] = res
+    return res
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-bindang
+@patch
+def native_values(self: CompiledCircuit,
+                  values,  # (B, P) source parameter values
+                  ) -> np.ndarray:
+    """Values `(B, K)` for `circuit` from source values `(B, P)`: affine maps, wrapped phases, folded entangling
+    angles.
+
+    Parameters
+    ----------
+    values
+        (B, P) source parameter values
+    """
+    v = validate_values(self.source, values)
+    main, t, k = v @ self.lin + self.const, self._angle_turns(v), self.kinds
+    out = np.where(k == _MS_PHASE, _wrap(main + 0.5 * (t < 0)), _wrap(main))
+    out = np.where(k == _MS_ANGLE, np.abs(t) * self.factor, out)
+    out = np.where(k == _ZZ_ANGLE, t * self.factor, out)
+    bad = np.isin(k, (_MS_ANGLE, _ZZ_ANGLE)) & (np.abs(out) > 0.25 + _EPS)
+    if bad.any():
+        r, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"row {r}: a symbolic two-qubit rotation needs a native angle of {out[r, j]:.4g} turns, outside "
+            "IonQ's quarter turn; compile with split_symbolic=True (two gates of half the angle) "
+            "or keep such rotation angles within ±π/2 (mod 2π)"
+        )
+    return out
+
+@patch
+def bind(self: CompiledCircuit,
+         values: dict | None = None,  # {param: value}
+         **groups,  # group name -> (B, n) array, as `Circuit.bind` takes them
+         ) -> np.ndarray:
+    """`native_values` from a `{param: value}` dict and/or group arrays, as `Circuit.bind` takes them.
+
+    Parameters
+    ----------
+    values : dict | None, default None
+        {param: value}
+    **groups
+        group name -> (B, n) array, as `Circuit.bind` takes them
+    """
+    return self.native_values(self.source.bind(values, **groups))
+
+@patch
+def angles(self: CompiledCircuit,
+           values,  # (B, P) source parameter values
+           ) -> np.ndarray:
+    """All native gate angles `(B, n_angles)` (turns) for source values: what is sent to IonQ.
+
+    Parameters
+    ----------
+    values
+        (B, P) source parameter values
+    """
+    return self.circuit.angle_table(self.native_values(values))
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-pull
+@patch
+def pullback(self: CompiledCircuit,
+             values,  # (B, P) source parameter values the gradient was taken at
+             grad,  # (B, ..., K) gradient with respect to the native values
+             ) -> np.ndarray:
+    """Chain rule: gradients `(B, ..., K)` with respect to native values -> `(B, ..., P)` with respect to source
+    values.
+
+    Parameters
+    ----------
+    values
+        (B, P) source parameter values the gradient was taken at
+    grad
+        (B, ..., K) gradient with respect to the native values
+    """
+    t = self._angle_turns(validate_values(self.source, values))
+    is_angle = np.isin(self.kinds, (_MS_ANGLE, _ZZ_ANGLE))
+    slope = np.where(self.kinds == _MS_ANGLE, np.sign(t), 1.0) * np.where(is_angle, self.factor, 1.0)
+    return np.einsum(
+        'b...k,bk,pk->b...p', np.asarray(grad, dtype=float), slope, np.where(is_angle, self.t_lin, self.lin)
+    )
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-ver
 def native_violations(circuit: Circuit,  # a native circuit
@@ -626,7 +709,28 @@ def native_violations(circuit: Circuit,  # a native circuit
                 )
     return out
 
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-dev
+def _images(original: Circuit, native: Circuit, row, nrow, method: str, rng, sim) -> tuple:
+    "What both circuits do for one binding: their unitaries, or (as columns) their outputs for 4 random input states."
+    if method == 'unitary': return original.unitary(row[None]), native.unitary(nrow[None])
+    n = original.n_qubits
+    psi = rng.normal(size=(4, 2 ** n)) + 1j * rng.normal(size=(4, 2 ** n))
+    psi /= np.linalg.norm(psi, axis=1, keepdims=True)
+    uo = sim.statevector(original, np.repeat(row[None], 4, 0), initial_state=psi).T
+    uc = sim.statevector(native, np.repeat(nrow[None], 4, 0), initial_state=psi).T
+    return uo, uc
 
+
+def _deviation(uo, uc, mode: str, method: str) -> float:
+    "Largest deviation of `uc` from `uo`: up to a global phase ('exact'), or up to a final diagonal ('measurement')."
+    if mode == 'exact':
+        overlap = np.vdot(uo, uc)
+        phase = overlap / abs(overlap) if abs(overlap) > 0 else 1.0
+        return float(np.abs(uc - phase * uo).max())
+    if method == 'unitary': return float(np.abs(np.abs(uc @ uo.conj().T) - np.eye(len(uo))).max())
+    return float(np.abs(np.abs(uc) - np.abs(uo)).max())
+
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-verify
 @dataclass
 class Verification:
     """Outcome of `verify`; truthy when the circuits agree within `atol` and (for compiled circuits) are legal native
@@ -634,6 +738,8 @@ class Verification:
 
     Parameters
     ----------
+    ok : bool
+        the circuits agree within `atol` and the compiled one is legal native input
     max_error : float
         largest deviation found
     mode : str
@@ -645,7 +751,7 @@ class Verification:
     problems : list
         `native_violations` found
     """
-    ok: bool
+    ok: bool  # the circuits agree within `atol` and the compiled one is legal native input
     max_error: float  # largest deviation found
     mode: str  # 'exact' or 'measurement'
     method: str  # 'unitary' (<= 10 qubits) or 'states' (random input states)
@@ -653,16 +759,16 @@ class Verification:
     problems: list = field(default_factory=list)  # `native_violations` found
     def __bool__(self): return self.ok
 
-
+# %% ../../nbs/22_ionq_compiler.ipynb #c30-verify2
 def verify(
     original: Circuit,  # the source template
     compiled,  # a CompiledCircuit, or a Circuit with the same parameters
     values=None,  # (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
-    mode: str
-    | None = None,  # 'exact' (up to global phase) or 'measurement' (up to a final diagonal); default from `compiled`
+    # 'exact' (up to global phase) or 'measurement' (up to a final diagonal); None: from `compiled`
+    mode: str | None = None,
     bindings: int = 3,  # random bindings when `values` is None
     seed: int = 0,  # seeds the random bindings and input states
-    atol: float = 1e-8,
+    atol: float = 1e-8,  # largest deviation accepted
 ) -> Verification:
     """Check that `compiled` implements `original`: unitaries for up to 10 qubits, random input states beyond.
 
@@ -674,10 +780,14 @@ def verify(
         a CompiledCircuit, or a Circuit with the same parameters
     values : default None
         (B, P) bindings to test; default: `bindings` random rows in [-2π, 2π)
+    mode : str | None, default None
+        'exact' (up to global phase) or 'measurement' (up to a final diagonal); None: from `compiled`
     bindings : int, default 3
         random bindings when `values` is None
     seed : int, default 0
         seeds the random bindings and input states
+    atol : float, default 1e-08
+        largest deviation accepted
     """
     is_compiled = isinstance(compiled, CompiledCircuit)
     native = compiled.circuit if is_compiled else compiled
@@ -698,25 +808,16 @@ def verify(
     n, err, sim = original.n_qubits, 0.0, StatevectorSimulator()
     method = 'unitary' if n <= 10 else 'states'
     for row, nrow in zip(v, nv):
-        if method == 'unitary': uo, uc = original.unitary(row[None]), native.unitary(nrow[None])
-        else:  # columns = output states for 4 random input states
-            psi = rng.normal(size=(4, 2 ** n)) + 1j * rng.normal(size=(4, 2 ** n))
-            psi /= np.linalg.norm(psi, axis=1, keepdims=True)
-            uo = sim.statevector(original, np.repeat(row[None], 4, 0), initial_state=psi).T
-            uc = sim.statevector(native, np.repeat(nrow[None], 4, 0), initial_state=psi).T
-        if mode == 'exact':
-            overlap = np.vdot(uo, uc)
-            phase = overlap / abs(overlap) if abs(overlap) > 0 else 1.0
-            err = max(err, float(np.abs(uc - phase * uo).max()))
-        elif method == 'unitary': err = max(err, float(np.abs(np.abs(uc @ uo.conj().T) - np.eye(2 ** n)).max()))
-        else: err = max(err, float(np.abs(np.abs(uc) - np.abs(uo)).max()))
+        uo, uc = _images(original, native, row, nrow, method, rng, sim)
+        err = max(err, _deviation(uo, uc, mode, method))
     problems = native_violations(native, native.angle_table(nv), compiled.target) if is_compiled else []
     return Verification(err <= atol and not problems, err, mode, method, len(v), problems)
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-cs
 def compile_stats(circuit: Circuit,  # the template to compile
                   target: str = 'aria',  # 'aria', 'forte' or a system name
-                  **options) -> CompileStats:  # options of `IonQNativeGateCompiler`
+                  **options,  # options of `IonQNativeGateCompiler`
+                  ) -> CompileStats:
     """Compile `circuit` for `target` and return its `CompileStats`.
 
     Parameters

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 import numpy as np
+from fastcore.basics import patch
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, ZZ_ANGLE_RANGE
 from ..utils import LRUCache, check_int
 from ..gates import GATES
@@ -39,24 +40,26 @@ def _gate_source(op, cols):
     rot = f", 'rotation': {ang[0]}" if ang else ''
     return f"{{'gate': '{g.ionq}', {where}{rot}}}"
 
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-check
+def _check_gates(circuit: Circuit, gateset: str):
+    "Raise `IonQFormatError` unless every gate of `circuit` has an IonQ JSON form in `gateset`."
+    if gateset not in GATESETS: raise IonQFormatError(f"gateset must be 'qis' or 'native', got {gateset!r}")
+    if unknown := sorted({op.gate for op in circuit.ops if op.gate != 'i' and not op.gatedef.ionq}):
+        qis = sorted(n for n, g in GATES.items() if g.ionq and not g.native)
+        raise IonQFormatError(f"gate(s) {unknown} have no IonQ JSON form; decompose them into {qis}")
+    wrong = [op.gate for op in circuit.ops if op.gate != 'i' and op.gatedef.native != (gateset == 'native')]
+    if wrong:
+        hint = ("compile it to native gates first (IonQNativeGateCompiler) or use gateset='qis'" if gateset == 'native'
+                else "native gates need gateset='native', and a native circuit may not contain QIS gates")
+        raise IonQFormatError(
+            f"cannot write a {gateset!r} IonQ circuit containing gate(s) {sorted(set(wrong))}; {hint}"
+        )
 
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-sk
 class _Skeleton:
     "Per-structure JSON builder: which angle columns need which range fix, plus a compiled row -> gate-list function."
     def __init__(self, circuit: Circuit, gateset: str):
-        if gateset not in GATESETS: raise IonQFormatError(f"gateset must be 'qis' or 'native', got {gateset!r}")
-        if unknown := sorted({op.gate for op in circuit.ops if op.gate != 'i' and not op.gatedef.ionq}):
-            qis = sorted(n for n, g in GATES.items() if g.ionq and not g.native)
-            raise IonQFormatError(f"gate(s) {unknown} have no IonQ JSON form; decompose them into {qis}")
-        wrong = [op.gate for op in circuit.ops if op.gate != 'i' and op.gatedef.native != (gateset == 'native')]
-        if wrong:
-            hint = (
-                "compile it to native gates first (IonQNativeGateCompiler) or use gateset='qis'"
-                if gateset == 'native'
-                else "native gates need gateset='native', and a native circuit may not contain QIS gates"
-            )
-            raise IonQFormatError(
-                f"cannot write a {gateset!r} IonQ circuit containing gate(s) {sorted(set(wrong))}; {hint}"
-            )
+        _check_gates(circuit, gateset)
         _, _, _, slices = circuit.angle_index()
         self.phase_cols, self.zz_cols, ms, parts = [], [], [], []
         for op, (a, b) in zip(circuit.ops, slices):
@@ -219,6 +222,7 @@ def _add(c, gate, qubits, *angles):
     if angles and all(abs(a) < 1e-12 for a in angles): return
     c.append(gate, qubits, *angles)
 
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-ctl
 def _controlled_once(c, u, ctl, t):
     "Exact controlled-U with one control."
     if np.allclose(u, _X, atol=1e-12): return c.cnot(ctl, t)
@@ -256,157 +260,172 @@ class _Reader:
     def __init__(self, gateset, n, name, max_phase):
         self.gateset, self.c, self.max_phase = gateset, Circuit(n, name), max_phase
 
-    def fail(self, msg): raise IonQFormatError(f"circuit[{self.i}] (gate {self.name!r}): {msg}")
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-fields
+@patch
+def fail(self: _Reader, msg): raise IonQFormatError(f"circuit[{self.i}] (gate {self.name!r}): {msg}")
 
-    def number(self, g, key, lo=None, hi=None, default=None):
-        v = g.get(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            self.fail(f"'{key}' must be a finite number, got {v!r}" if key in g else f"missing '{key}'")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            self.fail(
-                f"'{key}' = {v} is out of range [{lo:g}, {hi:g}]"
-                + (" (turns)" if self.gateset == 'native' else '')
-                + ("; phases are periodic, reduce them modulo 1" if key.startswith('phase') else '')
-            )
-        return float(v)
+@patch
+def number(self: _Reader, g, key, lo=None, hi=None, default=None):
+    v = g.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        self.fail(f"'{key}' must be a finite number, got {v!r}" if key in g else f"missing '{key}'")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        self.fail(
+            f"'{key}' = {v} is out of range [{lo:g}, {hi:g}]"
+            + (" (turns)" if self.gateset == 'native' else '')
+            + ("; phases are periodic, reduce them modulo 1" if key.startswith('phase') else '')
+        )
+    return float(v)
 
-    def qubit(self, q, what):
-        n = self.c.n_qubits
-        if isinstance(q, bool) or not isinstance(q, int): self.fail(f"{what} must be integer qubit indices, got {q!r}")
-        if not 0 <= q < n:
-            self.fail(f"qubit {q} out of range for a {n}-qubit circuit ('qubits': {n}; valid 0..{n - 1})")
-        return q
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-wires
+@patch
+def qubit(self: _Reader, q, what):
+    n = self.c.n_qubits
+    if isinstance(q, bool) or not isinstance(q, int): self.fail(f"{what} must be integer qubit indices, got {q!r}")
+    if not 0 <= q < n:
+        self.fail(f"qubit {q} out of range for a {n}-qubit circuit ('qubits': {n}; valid 0..{n - 1})")
+    return q
 
-    def wires(self, g, n_targets):
-        "(targets, controls) as validated lists."
-        ts = g['targets'] if 'targets' in g else [g['target']] if 'target' in g else None
-        cs = g['controls'] if 'controls' in g else [g['control']] if 'control' in g else []
-        if not isinstance(ts, list) or not ts: self.fail("needs 'target' (an integer) or 'targets' (a list)")
-        if not isinstance(cs, list): self.fail(f"'controls' must be a list of qubit indices, got {cs!r}")
-        ts, cs = [self.qubit(q, 'targets') for q in ts], [self.qubit(q, 'controls') for q in cs]
-        if n_targets is not None and len(ts) != n_targets:
-            self.fail(
-                f"acts on {n_targets} target qubit(s), got targets {ts}"
-                + ("; use one gate object per qubit" if n_targets == 1 else '')
-            )
-        if len(set(ts + cs)) != len(ts + cs): self.fail(f"targets {ts} and controls {cs} must all be different qubits")
-        if len(cs) > MAX_CONTROLS: self.fail(f"at most {MAX_CONTROLS} controls, got {len(cs)}")
-        return ts, cs
+@patch
+def wires(self: _Reader, g, n_targets):
+    "(targets, controls) as validated lists."
+    ts = g['targets'] if 'targets' in g else [g['target']] if 'target' in g else None
+    cs = g['controls'] if 'controls' in g else [g['control']] if 'control' in g else []
+    if not isinstance(ts, list) or not ts: self.fail("needs 'target' (an integer) or 'targets' (a list)")
+    if not isinstance(cs, list): self.fail(f"'controls' must be a list of qubit indices, got {cs!r}")
+    ts, cs = [self.qubit(q, 'targets') for q in ts], [self.qubit(q, 'controls') for q in cs]
+    if n_targets is not None and len(ts) != n_targets:
+        self.fail(
+            f"acts on {n_targets} target qubit(s), got targets {ts}"
+            + ("; use one gate object per qubit" if n_targets == 1 else '')
+        )
+    if len(set(ts + cs)) != len(ts + cs): self.fail(f"targets {ts} and controls {cs} must all be different qubits")
+    if len(cs) > MAX_CONTROLS: self.fail(f"at most {MAX_CONTROLS} controls, got {len(cs)}")
+    return ts, cs
 
-    def one_qubit(self, gate, angles, t, cs):
-        "Append a (possibly multi-controlled) qstore one-qubit gate."
-        if not cs:
-            return _add(self.c, gate, t, *angles) if gate in ('rx', 'ry', 'rz', 'phase') else self.c.append(gate, t)
-        if len(cs) == 1 and gate in _ONE_CONTROL: return self.c.append(_ONE_CONTROL[gate], (cs[0], t), *angles)
-        _controlled(self.c, GATES[gate].matrix(*angles)[0], cs, t)
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-rot
+@patch
+def one_qubit(self: _Reader, gate, angles, t, cs):
+    "Append a (possibly multi-controlled) qstore one-qubit gate."
+    if not cs:
+        return _add(self.c, gate, t, *angles) if gate in ('rx', 'ry', 'rz', 'phase') else self.c.append(gate, t)
+    if len(cs) == 1 and gate in _ONE_CONTROL: return self.c.append(_ONE_CONTROL[gate], (cs[0], t), *angles)
+    _controlled(self.c, GATES[gate].matrix(*angles)[0], cs, t)
 
-    def z_rotation(self, qubits, theta, cs):
-        "exp(-i θ/2 Z⊗...⊗Z) on `qubits` (CNOT ladder + rz), controlled by `cs`."
-        ladder = [(a, b) for a, b in zip(qubits, qubits[1:])]
-        for a, b in ladder: self.c.cnot(a, b)
-        self.one_qubit('rz', (theta,), qubits[-1], cs)
-        for a, b in reversed(ladder): self.c.cnot(a, b)
+@patch
+def z_rotation(self: _Reader, qubits, theta, cs):
+    "exp(-i θ/2 Z⊗...⊗Z) on `qubits` (CNOT ladder + rz), controlled by `cs`."
+    ladder = [(a, b) for a, b in zip(qubits, qubits[1:])]
+    for a, b in ladder: self.c.cnot(a, b)
+    self.one_qubit('rz', (theta,), qubits[-1], cs)
+    for a, b in reversed(ladder): self.c.cnot(a, b)
 
-    def pauli_rotation(self, paulis, theta, cs):
-        "exp(-i θ/2 P) for P = ⊗ paulis[q] (dict qubit -> 'X'|'Y'|'Z'), controlled by `cs`."
-        if not paulis:  # exp(-i θ/2) I: a global phase, which matters only under control
-            if cs: self.one_qubit('phase', (-theta / 2,), cs[-1], cs[:-1])
-            return
-        for q, p in paulis.items():
-            for g in _TO_Z_BASIS[p]: self.c.append(g, q)
-        self.z_rotation(list(paulis), theta, cs)
-        for q, p in paulis.items():
-            for g in _FROM_Z_BASIS[p]: self.c.append(g, q)
+@patch
+def pauli_rotation(self: _Reader, paulis, theta, cs):
+    "exp(-i θ/2 P) for P = ⊗ paulis[q] (dict qubit -> 'X'|'Y'|'Z'), controlled by `cs`."
+    if not paulis:  # exp(-i θ/2) I: a global phase, which matters only under control
+        if cs: self.one_qubit('phase', (-theta / 2,), cs[-1], cs[:-1])
+        return
+    for q, p in paulis.items():
+        for g in _TO_Z_BASIS[p]: self.c.append(g, q)
+    self.z_rotation(list(paulis), theta, cs)
+    for q, p in paulis.items():
+        for g in _FROM_Z_BASIS[p]: self.c.append(g, q)
 
-    def pauliexp(self, g, cs):
-        ts, _ = self.wires(g, None)
-        terms, coeffs = g.get('terms'), g.get('coefficients')
-        time = self.number(g, 'time')
-        if not isinstance(terms, list) or not isinstance(coeffs, list) or len(terms) != len(coeffs) or not terms:
-            self.fail(
-                "needs 'terms' (list of Pauli strings) and 'coefficients' (list of numbers) of equal, non-zero length"
-            )
-        ops = []
-        for k, (term, cf) in enumerate(zip(terms, coeffs)):
-            if not isinstance(term, str) or len(term) != len(ts) or set(term.upper()) - set('IXYZ'):
-                self.fail(f"term {term!r} must be a string over I, X, Y, Z with one character per target ({len(ts)})")
-            if isinstance(cf, bool) or not isinstance(cf, (int, float)) or not math.isfinite(cf):
-                self.fail(f"coefficient {cf!r} must be a finite real number")
-            # little-endian Pauli string: character len-1-j acts on targets[j]
-            ops.append(({ts[j]: p for j, p in enumerate(reversed(term.upper())) if p != 'I'}, float(cf)))
-        for a in range(len(ops)):
-            for b in range(a):
-                anti = sum(1 for q, p in ops[a][0].items() if q in ops[b][0] and ops[b][0][q] != p)
-                if anti % 2:
-                    self.fail(
-                        f"terms {terms[b]!r} and {terms[a]!r} do not commute; exact simulation needs commuting "
-                        "terms (Trotterize on the client)"
-                    )
-        for paulis, cf in ops: self.pauli_rotation(paulis, 2 * time * cf, cs)
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-pexp
+@patch
+def pauliexp(self: _Reader, g, cs):
+    ts, _ = self.wires(g, None)
+    terms, coeffs = g.get('terms'), g.get('coefficients')
+    time = self.number(g, 'time')
+    if not isinstance(terms, list) or not isinstance(coeffs, list) or len(terms) != len(coeffs) or not terms:
+        self.fail(
+            "needs 'terms' (list of Pauli strings) and 'coefficients' (list of numbers) of equal, non-zero length"
+        )
+    ops = []
+    for k, (term, cf) in enumerate(zip(terms, coeffs)):
+        if not isinstance(term, str) or len(term) != len(ts) or set(term.upper()) - set('IXYZ'):
+            self.fail(f"term {term!r} must be a string over I, X, Y, Z with one character per target ({len(ts)})")
+        if isinstance(cf, bool) or not isinstance(cf, (int, float)) or not math.isfinite(cf):
+            self.fail(f"coefficient {cf!r} must be a finite real number")
+        # little-endian Pauli string: character len-1-j acts on targets[j]
+        ops.append(({ts[j]: p for j, p in enumerate(reversed(term.upper())) if p != 'I'}, float(cf)))
+    for a in range(len(ops)):
+        for b in range(a):
+            anti = sum(1 for q, p in ops[a][0].items() if q in ops[b][0] and ops[b][0][q] != p)
+            if anti % 2:
+                self.fail(
+                    f"terms {terms[b]!r} and {terms[a]!r} do not commute; exact simulation needs commuting "
+                    "terms (Trotterize on the client)"
+                )
+    for paulis, cf in ops: self.pauli_rotation(paulis, 2 * time * cf, cs)
 
-    def qis(self, g):
-        name = self.name
-        if name in NATIVE_JSON_GATES and not (name == 'zz' and 'rotation' in g):
-            self.fail("is a native gate (or has native keys 'angle'/'phase'): set \"gateset\": \"native\"; "
-                      "QIS and native gates cannot be mixed in one circuit")
-        if name not in QIS_JSON_GATES: self.fail(f"unknown QIS gate; known: {', '.join(QIS_JSON_GATES)}")
-        if name == 'pauliexp':
-            cs = self.wires(g, None)[1]
-            return self.pauliexp(g, cs)
-        if name in ('swap', 'xx', 'yy', 'zz'):
-            (a, b), cs = self.wires(g, 2)
-            if name == 'swap':
-                if cs: self.fail("IonQ does not support controlled swap")
-                return self.c.swap(a, b)
-            theta = self.number(g, 'rotation')
-            if not cs: return self.c.append(name, (a, b), theta)
-            return self.pauli_rotation({a: name[0].upper(), b: name[0].upper()}, theta, cs)
-        (t,), cs = self.wires(g, 1)
-        if name == 'cnot':
-            if not cs: self.fail("needs 'control' or 'controls'")
-            return self.one_qubit('x', (), t, cs)
-        if name in ('rx', 'ry', 'rz'): return self.one_qubit(name, (self.number(g, 'rotation'),), t, cs)
-        if name == 'z' and 'rotation' in g: return self.one_qubit('phase', (self.number(g, 'rotation'),), t, cs)
-        if 'rotation' in g: self.fail(f"takes no 'rotation' (got {g['rotation']!r})")
-        self.one_qubit(_FIXED_1Q[name], (), t, cs)
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-qis
+@patch
+def qis(self: _Reader, g):
+    name = self.name
+    if name in NATIVE_JSON_GATES and not (name == 'zz' and 'rotation' in g):
+        self.fail("is a native gate (or has native keys 'angle'/'phase'): set \"gateset\": \"native\"; "
+                  "QIS and native gates cannot be mixed in one circuit")
+    if name not in QIS_JSON_GATES: self.fail(f"unknown QIS gate; known: {', '.join(QIS_JSON_GATES)}")
+    if name == 'pauliexp':
+        cs = self.wires(g, None)[1]
+        return self.pauliexp(g, cs)
+    if name in ('swap', 'xx', 'yy', 'zz'):
+        (a, b), cs = self.wires(g, 2)
+        if name == 'swap':
+            if cs: self.fail("IonQ does not support controlled swap")
+            return self.c.swap(a, b)
+        theta = self.number(g, 'rotation')
+        if not cs: return self.c.append(name, (a, b), theta)
+        return self.pauli_rotation({a: name[0].upper(), b: name[0].upper()}, theta, cs)
+    (t,), cs = self.wires(g, 1)
+    if name == 'cnot':
+        if not cs: self.fail("needs 'control' or 'controls'")
+        return self.one_qubit('x', (), t, cs)
+    if name in ('rx', 'ry', 'rz'): return self.one_qubit(name, (self.number(g, 'rotation'),), t, cs)
+    if name == 'z' and 'rotation' in g: return self.one_qubit('phase', (self.number(g, 'rotation'),), t, cs)
+    if 'rotation' in g: self.fail(f"takes no 'rotation' (got {g['rotation']!r})")
+    self.one_qubit(_FIXED_1Q[name], (), t, cs)
 
-    def native(self, g):
-        name = self.name
-        if name not in NATIVE_JSON_GATES:
-            hint = (
-                "is a QIS gate: QIS and native gates cannot be mixed in one circuit (set \"gateset\": \"qis\" or "
-                "compile "
-                "to native gates)"
-                if name in QIS_JSON_GATES
-                else f"unknown native gate; known: {', '.join(NATIVE_JSON_GATES)}"
-            )
-            self.fail(hint)
-        if name == 'nop': return
-        if 'control' in g or 'controls' in g: self.fail("native gates cannot be controlled")
-        if name in ('gpi', 'gpi2'):
-            (t,), _ = self.wires(g, 1)
-            return self.c.append(name, t, self.number(g, 'phase', *self.phase_range))
-        (a, b), _ = self.wires(g, 2)
-        if name == 'zz':
-            return self.c.zz_native(a, b, self.number(g, 'angle' if 'angle' in g else 'phase'))
-        ph = g.get('phases')
-        if not isinstance(ph, list) or len(ph) != 2:
-            self.fail(f"'phases' must be a list of two numbers (turns), got {ph!r}")
-        p0, p1 = (self.number({'phases': p}, 'phases', *self.phase_range) for p in ph)
-        self.c.ms(a, b, p0, p1, self.number(g, 'angle', 0, 0.25, default=0.25))
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-native
+@patch
+def native(self: _Reader, g):
+    name = self.name
+    if name not in NATIVE_JSON_GATES:
+        hint = ("is a QIS gate: QIS and native gates cannot be mixed in one circuit (set \"gateset\": \"qis\" or "
+                "compile to native gates)" if name in QIS_JSON_GATES
+                else f"unknown native gate; known: {', '.join(NATIVE_JSON_GATES)}")
+        self.fail(hint)
+    if name == 'nop': return
+    if 'control' in g or 'controls' in g: self.fail("native gates cannot be controlled")
+    if name in ('gpi', 'gpi2'):
+        (t,), _ = self.wires(g, 1)
+        return self.c.append(name, t, self.number(g, 'phase', *self.phase_range))
+    (a, b), _ = self.wires(g, 2)
+    if name == 'zz':
+        return self.c.zz_native(a, b, self.number(g, 'angle' if 'angle' in g else 'phase'))
+    ph = g.get('phases')
+    if not isinstance(ph, list) or len(ph) != 2:
+        self.fail(f"'phases' must be a list of two numbers (turns), got {ph!r}")
+    p0, p1 = (self.number({'phases': p}, 'phases', *self.phase_range) for p in ph)
+    self.c.ms(a, b, p0, p1, self.number(g, 'angle', 0, 0.25, default=0.25))
 
-    @property
-    def phase_range(self): return (None, None) if self.max_phase is None else (-self.max_phase, self.max_phase)
+@patch(as_prop=True)
+def phase_range(self: _Reader):
+    return (None, None) if self.max_phase is None else (-self.max_phase, self.max_phase)
 
-    def read(self, gates):
-        for self.i, g in enumerate(gates):
-            self.name = g.get('gate') if isinstance(g, dict) else None
-            if not isinstance(self.name, str): self.fail(f"each gate must be an object with a 'gate' name, got {g!r}")
-            self.name = self.name.lower()
-            (self.native if self.gateset == 'native' else self.qis)(g)
-        return self.c
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-read
+@patch
+def read(self: _Reader, gates):
+    for self.i, g in enumerate(gates):
+        self.name = g.get('gate') if isinstance(g, dict) else None
+        if not isinstance(self.name, str): self.fail(f"each gate must be an object with a 'gate' name, got {g!r}")
+        self.name = self.name.lower()
+        (self.native if self.gateset == 'native' else self.qis)(g)
+    return self.c
 
-
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-maxq
 def _max_qubit(gates):
     "Largest qubit index mentioned (for inferring `qubits`), ignoring malformed entries (the reader reports them)."
     qs = [-1]
@@ -424,8 +443,8 @@ def from_ionq_json(
     gateset: str | None = None,  # default gateset when `data` has none (e.g. the parent's in a multi-circuit job)
     qubits: int | None = None,  # default qubit count when `data` has none
     name: str = 'ionq',  # name of the returned circuit
-    max_phase: float | None = 1.0,
-) -> Circuit:  # largest |phase| in turns (IonQ documents [-1, 1]); None: any
+    max_phase: float | None = 1.0,  # largest |phase| in turns (IonQ documents [-1, 1]); None: any
+) -> Circuit:
     """An exactly equivalent qstore `Circuit` (no parameters) for one IonQ JSON circuit.
 
     Parameters
@@ -438,10 +457,7 @@ def from_ionq_json(
         default qubit count when `data` has none
     name : str, default 'ionq'
         name of the returned circuit
-
-    Returns
-    -------
-    Circuit
+    max_phase : float | None, default 1.0
         largest |phase| in turns (IonQ documents [-1, 1]); None: any
     """
     if not isinstance(data, dict):
@@ -490,18 +506,15 @@ def results_to_array(results: dict,  # {"<decimal state>": probability or count}
 
 def array_to_results(
     arr,  # (2^n,) probabilities or counts
-    drop_below: float = 1e-12,
-) -> dict:  # omit entries with |value| below this (IonQ lists non-zero states only)
+    drop_below: float = 1e-12,  # omit entries with |value| below this (IonQ lists non-zero states only)
+) -> dict:
     """IonQ result dictionary from a dense array: integer counts stay ints, probabilities become floats.
 
     Parameters
     ----------
     arr
         (2^n,) probabilities or counts
-
-    Returns
-    -------
-    dict
+    drop_below : float, default 1e-12
         omit entries with |value| below this (IonQ lists non-zero states only)
     """
     a = np.asarray(arr)

@@ -8,6 +8,7 @@ import asyncio, inspect, json, math, multiprocessing, os, threading, time, warni
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
+from fastcore.basics import patch
 import httpx
 import numpy as np
 from ..backends.base import Backend, LocalBackend, get_backend
@@ -91,52 +92,34 @@ class PipelineReport:
 
     def as_dict(self) -> dict: return {**self.__dict__, 'circuits_per_second': self.circuits_per_second}
 
-    def __str__(self):
-        on = [k for k, v in self.flags.items() if v is True]
-        rate = lambda d: '-' if not d or d.get('hit_rate') is None else f"{d['hit_rate']:.0%}"
-        usd = lambda x: '-' if x is None else f"${x:,.2f}"
-        rows = [
-            ('runs / circuits', f"{self.runs:,} / {self.circuits:,}"),
-            (
-                'wall time',
-                f"{self.wall_seconds:.3f} s"
-                + (f" ({self.circuits_per_second:,.0f} circuits/s)" if self.circuits_per_second else ''),
-            ),
-            (
-                'requests / jobs',
-                f"{'-' if self.requests is None else f'{self.requests:,}'} / "
-                f"{'-' if self.jobs is None else f'{self.jobs:,}'}",
-            ),
-            ('bytes sent', '-' if self.bytes_sent is None else f"{self.bytes_sent:,}"),
-            (
-                '429s / max in flight',
-                f"{'-' if self.rate_limited is None else self.rate_limited} / "
-                f"{'-' if self.max_in_flight is None else self.max_in_flight}",
-            ),
-            (
-                'template cache',
-                f"{self.template_cache['hits']} hits, {self.template_cache['misses']} misses "
-                f"({rate(self.template_cache)})",
-            ),
-            (
-                'result cache',
-                'off'
-                if self.result_cache is None
-                else f"{self.result_cache['hits']} hits, {self.result_cache['misses']} misses ({rate(self.result_cache)})",
-            ),
-            ('compile / bind', f"{1e3 * self.compile_seconds:.1f} ms / {1e3 * self.bind_seconds:.1f} ms"),
-            (
-                'estimated cost',
-                usd(self.estimated_cost_usd)
-                + (f" (on {self.qpu_equivalent}: {usd(self.qpu_equivalent_usd)})" if self.qpu_equivalent else ''),
-            ),
-        ]
-        w = max(len(k) for k, _ in rows)
-        out = [f"{self.backend} [{', '.join(on) or 'all switches off'}]"] + [f"  {k.ljust(w)}  {v}" for k, v in rows]
-        out += [f"  queue decisions ({len(self.queue_decisions)}):"] + [f"    {d}" for d in self.queue_decisions]
-        return '\n'.join(out)
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-rep-str
+@patch
+def __str__(self: PipelineReport):
+    on = [k for k, v in self.flags.items() if v is True]
+    rate = lambda d: '-' if not d or d.get('hit_rate') is None else f"{d['hit_rate']:.0%}"
+    usd = lambda x: '-' if x is None else f"${x:,.2f}"
+    per_second = f" ({self.circuits_per_second:,.0f} circuits/s)" if self.circuits_per_second else ''
+    on_qpu = f" (on {self.qpu_equivalent}: {usd(self.qpu_equivalent_usd)})" if self.qpu_equivalent else ''
+    tc, rc = self.template_cache, self.result_cache
+    rows = [
+        ('runs / circuits', f"{self.runs:,} / {self.circuits:,}"),
+        ('wall time', f"{self.wall_seconds:.3f} s" + per_second),
+        ('requests / jobs', f"{'-' if self.requests is None else f'{self.requests:,}'} / "
+                            f"{'-' if self.jobs is None else f'{self.jobs:,}'}"),
+        ('bytes sent', '-' if self.bytes_sent is None else f"{self.bytes_sent:,}"),
+        ('429s / max in flight', f"{'-' if self.rate_limited is None else self.rate_limited} / "
+                                 f"{'-' if self.max_in_flight is None else self.max_in_flight}"),
+        ('template cache', f"{tc['hits']} hits, {tc['misses']} misses ({rate(tc)})"),
+        ('result cache', 'off' if rc is None else f"{rc['hits']} hits, {rc['misses']} misses ({rate(rc)})"),
+        ('compile / bind', f"{1e3 * self.compile_seconds:.1f} ms / {1e3 * self.bind_seconds:.1f} ms"),
+        ('estimated cost', usd(self.estimated_cost_usd) + on_qpu),
+    ]
+    w = max(len(k) for k, _ in rows)
+    out = [f"{self.backend} [{', '.join(on) or 'all switches off'}]"] + [f"  {k.ljust(w)}  {v}" for k, v in rows]
+    out += [f"  queue decisions ({len(self.queue_decisions)}):"] + [f"    {d}" for d in self.queue_decisions]
+    return '\n'.join(out)
 
-# %% ../../nbs/31_pipeline_batch.ipynb #b33-mgr
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-pre
 class ResultCacheWarning(UserWarning):
     "The level-2 result cache was bypassed: results with shots are never cached."
 
@@ -165,7 +148,7 @@ class _Window:
             self.active -= 1
             self._cond.notify_all()
 
-
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-mgr
 class CircuitBatchManager(Backend):
     """A backend wrapper running cache -> compile -> bind -> chunk -> concurrent submit/execute -> ordered gather, with
     a performance report."""
@@ -248,264 +231,6 @@ class CircuitBatchManager(Backend):
         self._pool, self._lock, self._queue_read_at, self._warned = None, threading.RLock(), -math.inf, False
         self.reset_report()
 
-    # ---- plumbing
-    @property
-    def connection_pool_size(self) -> int | None: return self.inner.client.connection_pool_size if self._ionq else None
-
-    @property
-    def flags(self) -> dict:
-        "The switches, None where one does not apply to the wrapped backend."
-        local = isinstance(self.inner, LocalBackend)
-        return {'use_batch_api': self.use_batch_api if self._ionq else None, 'use_native_gates': self.use_native_gates,
-                'enable_smart_caching': self.enable_smart_caching,
-                'adaptive_batch_sizing': self.adaptive_batch_sizing if self._ionq or local else None,
-                'connection_pool_size': self.connection_pool_size, 'max_workers': self.max_workers if local else None}
-
-    def _executor(self):
-        with self._lock:
-            if self._pool is None:
-                self._pool = (
-                    ThreadPoolExecutor(self.max_workers, thread_name_prefix='qstore-sim')
-                    if self.local_executor == 'thread'
-                    else ProcessPoolExecutor(self.max_workers, mp_context=multiprocessing.get_context('spawn'))
-                )
-            return self._pool
-
-    def _add(self, **amounts):
-        with self._lock:
-            for k, v in amounts.items(): self._totals[k] += v
-
-    def _template(self, circuit: Circuit, exact: bool = False) -> CompiledTemplate:
-        "Level-1 entry (cached, or built afresh when caching is off)."
-        args = (circuit, self.inner.name, self._native, exact)
-        if self.enable_smart_caching: return self.cache.template(*args)
-        entry = compile_template(*args, fresh=True)
-        self._add(compile_seconds=entry.compile_seconds)
-        return entry
-
-    # ---- analytic execution
-    def _local_chunks(self, rows: int, n_qubits: int) -> list[tuple]:
-        "Row ranges simulated concurrently (one range: in one piece)."
-        if (
-            not isinstance(self.inner, LocalBackend)
-            or self.max_workers < 2
-            or rows < 2
-            or rows << n_qubits < self.parallel_min_amplitudes
-        ):
-            return [(0, rows)]
-        if self.adaptive_batch_sizing:
-            size = math.ceil(rows / min(self.max_workers, rows))
-            reason = (
-                f"local: {rows} rows x 2^{n_qubits} amplitudes >= {self.parallel_min_amplitudes:,}: one chunk of <= "
-                f"{size} rows "
-                f"per {self.local_executor} worker ({self.max_workers})"
-            )
-        else:
-            size = min(self.fixed_chunk_size, rows)
-            reason = f"local: {rows} rows in fixed chunks of <= {size} (adaptive sizing off) on {self.max_workers} {self.local_executor} workers"
-        bounds = [(a, min(rows, a + size)) for a in range(0, rows, size)]
-        self.queue.record('local', reason, chunk_size=size, chunks=len(bounds), concurrency=self.max_workers)
-        return bounds
-
-    def _simulate(self, entry: CompiledTemplate, values, observables) -> np.ndarray:
-        "Exact results of the entry's circuit for source values, chunked over a pool when the batch is large."
-        v, c = entry.values(values), entry.circuit
-        bounds = self._local_chunks(len(v), c.n_qubits)
-        if len(bounds) == 1: return self.inner._exact(c, v, observables)
-        return np.concatenate(
-            list(self._executor().map(partial(_exact_rows, self.inner, c, observables), [v[a:b] for a, b in bounds]))
-        )
-
-    def _exact(self, circuit, values, observables):
-        entry = self._template(circuit, exact=observables is not None)
-        compute = lambda v: self._simulate(entry, v, observables)
-        if not self.cache_results: return compute(values)
-        return self.cache.results(
-            circuit, values, observables, compute, f"{self.inner.name}/{self._native or 'as-written'}"
-        )
-
-    def _exact_shared(self, circuit, values, observables, shared_prefix):
-        # the hint names angle columns of the template as written; a compiled template has other columns
-        if self._native is not None: return self._exact(circuit, values, observables)
-        self._template(circuit, exact=True)
-        return self.inner._exact_shared(circuit, values, observables, shared_prefix)
-
-    def statevector(self, circuit: Circuit, values=None) -> np.ndarray:
-        "The wrapped backend's final states of the template as written (for adjoint gradients and the metric tensor)."
-        if not hasattr(self.inner, 'statevector'):
-            raise NotImplementedError(f"backend {self.inner.name!r} exposes no statevectors")
-        return self.inner.statevector(circuit, values)
-
-    # ---- sampling
-    def _sample(self, circuits, values, shots, rng):
-        if self._ionq: return self._ionq_sample(circuits, values, shots, rng)
-        entries = [self._template(c) for c in circuits]
-        if isinstance(self.inner, LocalBackend):  # exactly LocalBackend's sampling, after a possibly chunked simulation
-            return [sample_counts(self._simulate(e, values, None), shots, rng) for e in entries]
-        if self._native is None: return self.inner._sample(circuits, values, shots, rng)
-        return [self.inner._sample([e.circuit], e.values(values), shots, rng)[0] for e in entries]
-
-    def _ionq_sample(self, circuits, values, shots, rng):
-        be = self.inner
-        if be.error_mitigation and shots < 500:
-            raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
-        noise = (
-            {'model': be.noise, 'seed': int(rng.integers(2**31 - 1))} if be.noise else None
-        )  # as IonQBackend draws it
-        settings = {'error_mitigation': {'debiasing': True}} if be.error_mitigation else None
-        entries = [self._template(c) for c in circuits]
-        for e in entries:
-            if be.gateset(e.circuit) != e.gateset:
-                raise ValueError(f"{be.target} cannot run the {e.gateset} circuit {e.circuit!r}")
-        t0 = time.perf_counter()
-        payload = [row for e in entries for row in e.to_ionq_json(values)]
-        bind = time.perf_counter() - t0
-        B = len(values)
-        # an upper bound on one circuit's bytes: row 0 encoded, plus room for every angle to be a longer number
-        size = max(
-            len(json.dumps(payload[k * B], separators=(',', ':'))) + 24 * len(e.circuit.angle_index()[0])
-            for k, e in enumerate(entries)
-        )
-        results = be.client.bridge.run(self._execute, payload, shots, noise, settings, size)  # on the client's loop
-        qpu = be.target if be.target.startswith('qpu.') else 'qpu.forte-1' if self._native == 'forte' else 'qpu.aria-1'
-        cost = sum(B * formula_cost(*e.gate_counts, shots, be.target, be.error_mitigation) for e in entries)
-        qpu_cost = sum(B * formula_cost(*e.gate_counts, shots, qpu, be.error_mitigation) for e in entries)
-        self._add(bind_seconds=bind, cost=cost, qpu_cost=qpu_cost, sampled=1)
-        self._qpu_equivalent = qpu
-        return [np.stack([r.counts(rng) for r in results[k * B:(k + 1) * B]]) for k in range(len(entries))]
-
-    async def _refresh_queue_state(self):
-        "Read the target's average queue time (GET /backends/{target}, no auth) at most every `queue_refresh_seconds`."
-        if not self.adaptive_batch_sizing or time.monotonic() - self._queue_read_at < self.queue_refresh_seconds: return
-        self._queue_read_at, target = time.monotonic(), self.inner.target
-        try:
-            async with httpx.AsyncClient(timeout=5.0) as http:
-                self._add(requests=1)
-                r = await http.get(f"{self.inner.client.base_url}/backends/{target}")
-                r.raise_for_status()
-                info = r.json()
-            self.queue.observe_queue(info.get('average_queue_time'), target)
-        except (httpx.HTTPError, ValueError, AttributeError) as e:
-            self.queue.record(
-                'queue', f"{target}: queue state unavailable ({type(e).__name__}); keeping the last estimate"
-            )
-
-    async def _execute(self, payload, shots, noise, settings, bytes_per_circuit):
-        """Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every
-        unfinished job on failure."""
-        be, client, q = self.inner, self.inner.client, self.queue
-        await self._refresh_queue_state()
-        n = len(payload)
-        plan = q.plan(
-            n, max(len(c['circuit']) for c in payload), bytes_per_circuit, single_circuit_jobs=not self.use_batch_api
-        )
-        window = _Window(lambda: min(plan.concurrency, q.concurrency))
-        submitted, finished, requests0 = [], set(), client.requests
-        async def one(lo, hi):
-            async with window:
-                t0 = time.monotonic()
-                if self.use_batch_api:
-                    jobs = await client.submit_batch(payload[lo:hi], shots, be.target, noise=noise, settings=settings)
-                else:
-                    jobs = [await client.submit(payload[lo], shots, be.target, noise=noise, settings=settings)]
-                submitted.extend(jobs)
-                await client.wait(jobs, be.timeout)
-                finished.update(j.id for j in jobs)
-                res = await client.get_results_parallel(jobs)
-                q.observe_job(hi - lo, time.monotonic() - t0)
-                return res
-        q.start_run()
-        tasks = [asyncio.create_task(one(lo, hi)) for lo, hi in plan.bounds(n)]
-        try: parts = await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks: t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            unfinished = [j for j in submitted if j.id not in finished]
-            if unfinished: await asyncio.shield(client.cancel(unfinished, ignore_errors=True))
-            raise
-        finally: self._add(jobs=len(submitted), requests=client.requests - requests0)
-        q.end_run(window.peak)
-        return [r for part in parts for r in part]
-
-    # ---- the Backend entry point, plus bookkeeping
-    def run(self, circuit: Circuit, values=None, observables=None, shots: int | None = None, seed: int | None = None,
-            shared_prefix: tuple | None = None):
-        "`Backend.run` through the pipeline."
-        if self.cache_results and (shots is not None or not self.capabilities.analytic) and not self._warned:
-            self._warned = True
-            warnings.warn(
-                "the result cache holds analytic results only; runs with shots bypass it (each sample stays "
-                "independent)",
-                ResultCacheWarning,
-                stacklevel=2,
-            )
-        res = super().run(circuit, values, observables, shots, seed, shared_prefix)
-        self._add(runs=1, circuits=res.n_circuits, wall=res.wall_time)
-        return res
-
-    def reset_report(self):
-        "Start a new reporting period (counters, cache statistics, transport counters)."
-        with self._lock:
-            self._totals = dict.fromkeys(
-                (
-                    'runs',
-                    'circuits',
-                    'wall',
-                    'requests',
-                    'jobs',
-                    'compile_seconds',
-                    'bind_seconds',
-                    'cost',
-                    'qpu_cost',
-                    'sampled',
-                ),
-                0,
-            )
-            self._since, self._qpu_equivalent = time.time(), None
-        self.cache.reset_stats()
-        if self.transport is not None: self.transport.reset()
-        self._rate_limited0 = self.queue.rate_limited
-
-    def report(self) -> PipelineReport:
-        "Performance report since creation or the last `reset_report`."
-        with self._lock: t = dict(self._totals)
-        cs = self.cache.stats()
-        tr = self.transport.stats() if self.transport is not None else None
-        sampled = self._ionq and t['sampled'] > 0
-        return PipelineReport(
-            self.inner.name,
-            self.flags,
-            t['runs'],
-            t['circuits'],
-            t['wall'],
-            t['requests'] if self._ionq else None,
-            t['jobs'] if self._ionq else None,
-            tr['bytes_sent'] if tr else None,
-            (self.queue.rate_limited - self._rate_limited0) if tr else None,
-            tr['max_in_flight'] if tr else None,
-            cs['templates'],
-            cs['results'] if self.cache_results else None,
-            cs['templates']['build_seconds'] if self.enable_smart_caching else t['compile_seconds'],
-            t['bind_seconds'],
-            [str(d) for d in self.queue.decisions if d.last >= self._since],
-            t['cost'] if sampled else None,
-            t['qpu_cost'] if sampled else None,
-            self._qpu_equivalent if sampled else None,
-        )
-
-    def close(self):
-        "Shut down the local pool, and the wrapped backend if the manager created it."
-        with self._lock: pool, self._pool = self._pool, None
-        if pool is not None: pool.shutdown()
-        if self._owns_inner and hasattr(self.inner, 'close'): self.inner.close()
-
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-
-    def __repr__(self):
-        flags = ', '.join(f"{k}={v}" for k, v in self.flags.items() if v is not None)
-        return f"CircuitBatchManager({self.inner!r}, {flags})"
-
 
 CircuitBatchManagerV34 = CircuitBatchManager
 
@@ -532,6 +257,7 @@ def _check_manager_args(backend, local_executor, cache_results, enable_smart_cac
         raise ValueError(f"the queue manager given has adaptive={queue.adaptive}, "
                          f"but adaptive_batch_sizing={adaptive_batch_sizing}")
 
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-wrap
 def _wrapped_backend(backend, backend_options, connection_pool_size, queue, adaptive_batch_sizing, fixed_chunk_size):
     "(backend, its observed transport or None, queue manager); an IonQ name gets a client with an `ObservedTransport`."
     if not isinstance(backend, str):
@@ -550,6 +276,7 @@ def _wrapped_backend(backend, backend_options, connection_pool_size, queue, adap
         opts.update(connection_pool_size=pool, transport=transport)
     return get_backend(backend, **opts), transport, queue
 
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-fits
 def _check_backend_fits(inner, ionq, use_batch_api, connection_pool_size, max_workers):
     "Reject switches that do not apply to the wrapped backend."
     if not ionq:
@@ -569,3 +296,311 @@ def _check_backend_fits(inner, ionq, use_batch_api, connection_pool_size, max_wo
                          f"({pool}); pass the backend by name (e.g. 'ionq.{inner.target}', base_url=..., api_key=...) "
                          "so the manager builds the client, or build its IonQBatchClient with "
                          f"connection_pool_size={connection_pool_size}")
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-reset
+@patch
+def reset_report(self: CircuitBatchManager):
+    "Start a new reporting period (counters, cache statistics, transport counters)."
+    with self._lock:
+        counters = ('runs', 'circuits', 'wall', 'requests', 'jobs', 'compile_seconds', 'bind_seconds', 'cost',
+                    'qpu_cost', 'sampled')
+        self._totals = dict.fromkeys(counters, 0)
+        self._since, self._qpu_equivalent = time.time(), None
+    self.cache.reset_stats()
+    if self.transport is not None: self.transport.reset()
+    self._rate_limited0 = self.queue.rate_limited
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-props
+@patch(as_prop=True)
+def connection_pool_size(self: CircuitBatchManager) -> int | None:
+    return self.inner.client.connection_pool_size if self._ionq else None
+
+@patch(as_prop=True)
+def flags(self: CircuitBatchManager) -> dict:
+    "The switches, None where one does not apply to the wrapped backend."
+    local = isinstance(self.inner, LocalBackend)
+    return {'use_batch_api': self.use_batch_api if self._ionq else None, 'use_native_gates': self.use_native_gates,
+            'enable_smart_caching': self.enable_smart_caching,
+            'adaptive_batch_sizing': self.adaptive_batch_sizing if self._ionq or local else None,
+            'connection_pool_size': self.connection_pool_size, 'max_workers': self.max_workers if local else None}
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-tmpl
+@patch
+def _executor(self: CircuitBatchManager):
+    with self._lock:
+        if self._pool is None:
+            self._pool = (
+                ThreadPoolExecutor(self.max_workers, thread_name_prefix='qstore-sim')
+                if self.local_executor == 'thread'
+                else ProcessPoolExecutor(self.max_workers, mp_context=multiprocessing.get_context('spawn'))
+            )
+        return self._pool
+
+@patch
+def _add(self: CircuitBatchManager, **amounts):
+    with self._lock:
+        for k, v in amounts.items(): self._totals[k] += v
+
+@patch
+def _template(self: CircuitBatchManager, circuit: Circuit, exact: bool = False) -> CompiledTemplate:
+    "Level-1 entry (cached, or built afresh when caching is off)."
+    args = (circuit, self.inner.name, self._native, exact)
+    if self.enable_smart_caching: return self.cache.template(*args)
+    entry = compile_template(*args, fresh=True)
+    self._add(compile_seconds=entry.compile_seconds)
+    return entry
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-chunks
+@patch
+def _local_chunks(self: CircuitBatchManager, rows: int, n_qubits: int) -> list[tuple]:
+    "Row ranges simulated concurrently (one range: in one piece)."
+    if (
+        not isinstance(self.inner, LocalBackend)
+        or self.max_workers < 2
+        or rows < 2
+        or rows << n_qubits < self.parallel_min_amplitudes
+    ):
+        return [(0, rows)]
+    if self.adaptive_batch_sizing:
+        size = math.ceil(rows / min(self.max_workers, rows))
+        reason = (
+            f"local: {rows} rows x 2^{n_qubits} amplitudes >= {self.parallel_min_amplitudes:,}: one chunk of <= "
+            f"{size} rows "
+            f"per {self.local_executor} worker ({self.max_workers})"
+        )
+    else:
+        size = min(self.fixed_chunk_size, rows)
+        reason = (f"local: {rows} rows in fixed chunks of <= {size} (adaptive sizing off) on {self.max_workers} "
+                  f"{self.local_executor} workers")
+    bounds = [(a, min(rows, a + size)) for a in range(0, rows, size)]
+    self.queue.record('local', reason, chunk_size=size, chunks=len(bounds), concurrency=self.max_workers)
+    return bounds
+
+@patch
+def _simulate(self: CircuitBatchManager, entry: CompiledTemplate, values, observables) -> np.ndarray:
+    "Exact results of the entry's circuit for source values, chunked over a pool when the batch is large."
+    v, c = entry.values(values), entry.circuit
+    bounds = self._local_chunks(len(v), c.n_qubits)
+    if len(bounds) == 1: return self.inner._exact(c, v, observables)
+    return np.concatenate(
+        list(self._executor().map(partial(_exact_rows, self.inner, c, observables), [v[a:b] for a, b in bounds]))
+    )
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-exact
+@patch
+def _exact(self: CircuitBatchManager, circuit, values, observables):
+    entry = self._template(circuit, exact=observables is not None)
+    compute = lambda v: self._simulate(entry, v, observables)
+    if not self.cache_results: return compute(values)
+    return self.cache.results(
+        circuit, values, observables, compute, f"{self.inner.name}/{self._native or 'as-written'}"
+    )
+
+@patch
+def _exact_shared(self: CircuitBatchManager, circuit, values, observables, shared_prefix):
+    # the hint names angle columns of the template as written; a compiled template has other columns
+    if self._native is not None: return self._exact(circuit, values, observables)
+    self._template(circuit, exact=True)
+    return self.inner._exact_shared(circuit, values, observables, shared_prefix)
+
+@patch
+def statevector(self: CircuitBatchManager,
+                circuit: Circuit,  # the template, as written
+                values=None,  # (B, P) parameter values
+                ) -> np.ndarray:
+    """The wrapped backend's final states of the template as written (for adjoint gradients and the metric tensor).
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template, as written
+    values : default None
+        (B, P) parameter values
+    """
+    if not hasattr(self.inner, 'statevector'):
+        raise NotImplementedError(f"backend {self.inner.name!r} exposes no statevectors")
+    return self.inner.statevector(circuit, values)
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-sample
+@patch
+def _sample(self: CircuitBatchManager, circuits, values, shots, rng):
+    if self._ionq: return self._ionq_sample(circuits, values, shots, rng)
+    entries = [self._template(c) for c in circuits]
+    if isinstance(self.inner, LocalBackend):  # exactly LocalBackend's sampling, after a possibly chunked simulation
+        return [sample_counts(self._simulate(e, values, None), shots, rng) for e in entries]
+    if self._native is None: return self.inner._sample(circuits, values, shots, rng)
+    return [self.inner._sample([e.circuit], e.values(values), shots, rng)[0] for e in entries]
+
+@patch
+def _ionq_sample(self: CircuitBatchManager, circuits, values, shots, rng):
+    be = self.inner
+    if be.error_mitigation and shots < 500:
+        raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
+    noise = (
+        {'model': be.noise, 'seed': int(rng.integers(2**31 - 1))} if be.noise else None
+    )  # as IonQBackend draws it
+    settings = {'error_mitigation': {'debiasing': True}} if be.error_mitigation else None
+    entries = [self._template(c) for c in circuits]
+    for e in entries:
+        if be.gateset(e.circuit) != e.gateset:
+            raise ValueError(f"{be.target} cannot run the {e.gateset} circuit {e.circuit!r}")
+    t0 = time.perf_counter()
+    payload = [row for e in entries for row in e.to_ionq_json(values)]
+    bind = time.perf_counter() - t0
+    B = len(values)
+    # an upper bound on one circuit's bytes: row 0 encoded, plus room for every angle to be a longer number
+    size = max(
+        len(json.dumps(payload[k * B], separators=(',', ':'))) + 24 * len(e.circuit.angle_index()[0])
+        for k, e in enumerate(entries)
+    )
+    results = be.client.bridge.run(self._execute, payload, shots, noise, settings, size)  # on the client's loop
+    qpu = be.target if be.target.startswith('qpu.') else 'qpu.forte-1' if self._native == 'forte' else 'qpu.aria-1'
+    cost = sum(B * formula_cost(*e.gate_counts, shots, be.target, be.error_mitigation) for e in entries)
+    qpu_cost = sum(B * formula_cost(*e.gate_counts, shots, qpu, be.error_mitigation) for e in entries)
+    self._add(bind_seconds=bind, cost=cost, qpu_cost=qpu_cost, sampled=1)
+    self._qpu_equivalent = qpu
+    return [np.stack([r.counts(rng) for r in results[k * B:(k + 1) * B]]) for k in range(len(entries))]
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-exec
+@patch
+async def _refresh_queue_state(self: CircuitBatchManager):
+    "Read the target's average queue time (GET /backends/{target}, no auth) at most every `queue_refresh_seconds`."
+    if not self.adaptive_batch_sizing or time.monotonic() - self._queue_read_at < self.queue_refresh_seconds: return
+    self._queue_read_at, target = time.monotonic(), self.inner.target
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            self._add(requests=1)
+            r = await http.get(f"{self.inner.client.base_url}/backends/{target}")
+            r.raise_for_status()
+            info = r.json()
+        self.queue.observe_queue(info.get('average_queue_time'), target)
+    except (httpx.HTTPError, ValueError, AttributeError) as e:
+        self.queue.record(
+            'queue', f"{target}: queue state unavailable ({type(e).__name__}); keeping the last estimate"
+        )
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-execute
+@patch
+async def _execute(self: CircuitBatchManager, payload, shots, noise, settings, bytes_per_circuit):
+    """Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every
+    unfinished job on failure."""
+    be, client, q = self.inner, self.inner.client, self.queue
+    await self._refresh_queue_state()
+    n = len(payload)
+    plan = q.plan(
+        n, max(len(c['circuit']) for c in payload), bytes_per_circuit, single_circuit_jobs=not self.use_batch_api
+    )
+    window = _Window(lambda: min(plan.concurrency, q.concurrency))
+    submitted, finished, requests0 = [], set(), client.requests
+    async def one(lo, hi):
+        async with window:
+            t0 = time.monotonic()
+            if self.use_batch_api:
+                jobs = await client.submit_batch(payload[lo:hi], shots, be.target, noise=noise, settings=settings)
+            else:
+                jobs = [await client.submit(payload[lo], shots, be.target, noise=noise, settings=settings)]
+            submitted.extend(jobs)
+            await client.wait(jobs, be.timeout)
+            finished.update(j.id for j in jobs)
+            res = await client.get_results_parallel(jobs)
+            q.observe_job(hi - lo, time.monotonic() - t0)
+            return res
+    q.start_run()
+    tasks = [asyncio.create_task(one(lo, hi)) for lo, hi in plan.bounds(n)]
+    try: parts = await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks: t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        unfinished = [j for j in submitted if j.id not in finished]
+        if unfinished: await asyncio.shield(client.cancel(unfinished, ignore_errors=True))
+        raise
+    finally: self._add(jobs=len(submitted), requests=client.requests - requests0)
+    q.end_run(window.peak)
+    return [r for part in parts for r in part]
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-run
+@patch
+def run(self: CircuitBatchManager,
+        circuit: Circuit,  # template to execute
+        values=None,  # (B, P) parameter values
+        observables=None,  # observable(s) to estimate; None returns probabilities/counts
+        shots: int | None = None,  # None: exact (analytic backends); int: shots per circuit
+        seed: int | None = None,  # overrides the backend RNG for this call
+        shared_prefix: tuple | None = None,  # hint (block, first_columns): rows equal block 0 before those columns
+        ):
+    """`Backend.run` through the pipeline.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        template to execute
+    values : default None
+        (B, P) parameter values
+    observables : default None
+        observable(s) to estimate; None returns probabilities/counts
+    shots : int | None, default None
+        None: exact (analytic backends); int: shots per circuit
+    seed : int | None, default None
+        overrides the backend RNG for this call
+    shared_prefix : tuple | None, default None
+        hint (block, first_columns): rows equal block 0 before those columns
+    """
+    if self.cache_results and (shots is not None or not self.capabilities.analytic) and not self._warned:
+        self._warned = True
+        warnings.warn(
+            "the result cache holds analytic results only; runs with shots bypass it (each sample stays "
+            "independent)",
+            ResultCacheWarning,
+            stacklevel=2,
+        )
+    res = super(CircuitBatchManager, self).run(circuit, values, observables, shots, seed, shared_prefix)
+    self._add(runs=1, circuits=res.n_circuits, wall=res.wall_time)
+    return res
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-report
+@patch
+def report(self: CircuitBatchManager) -> PipelineReport:
+    "Performance report since creation or the last `reset_report`."
+    with self._lock: t = dict(self._totals)
+    cs = self.cache.stats()
+    tr = self.transport.stats() if self.transport is not None else None
+    sampled = self._ionq and t['sampled'] > 0
+    return PipelineReport(
+        self.inner.name,
+        self.flags,
+        t['runs'],
+        t['circuits'],
+        t['wall'],
+        t['requests'] if self._ionq else None,
+        t['jobs'] if self._ionq else None,
+        tr['bytes_sent'] if tr else None,
+        (self.queue.rate_limited - self._rate_limited0) if tr else None,
+        tr['max_in_flight'] if tr else None,
+        cs['templates'],
+        cs['results'] if self.cache_results else None,
+        cs['templates']['build_seconds'] if self.enable_smart_caching else t['compile_seconds'],
+        t['bind_seconds'],
+        [str(d) for d in self.queue.decisions if d.last >= self._since],
+        t['cost'] if sampled else None,
+        t['qpu_cost'] if sampled else None,
+        self._qpu_equivalent if sampled else None,
+    )
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-close
+@patch
+def close(self: CircuitBatchManager):
+    "Shut down the local pool, and the wrapped backend if the manager created it."
+    with self._lock: pool, self._pool = self._pool, None
+    if pool is not None: pool.shutdown()
+    if self._owns_inner and hasattr(self.inner, 'close'): self.inner.close()
+
+@patch
+def __enter__(self: CircuitBatchManager): return self
+
+@patch
+def __exit__(self: CircuitBatchManager, *exc): self.close()
+
+@patch
+def __repr__(self: CircuitBatchManager):
+    flags = ', '.join(f"{k}={v}" for k, v in self.flags.items() if v is not None)
+    return f"CircuitBatchManager({self.inner!r}, {flags})"

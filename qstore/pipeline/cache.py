@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc, hashlib, threading, time
 from dataclasses import dataclass
 from functools import partial
+from fastcore.basics import patch
 import numpy as np
 from ..circuits import Circuit, validate_values
 from ..gates import NATIVE_GATES
@@ -40,7 +41,7 @@ class _GCPause:
 
 _GC_PAUSE = _GCPause()
 
-
+# %% ../../nbs/30_pipeline_cache.ipynb #k31-tmpl
 @dataclass(eq=False)
 class CompiledTemplate:
     """Level-1 entry: everything a structure needs to turn `(B, P)` values into circuits for one target.
@@ -73,25 +74,40 @@ class CompiledTemplate:
     gate_counts: tuple  # (one-qubit, two-qubit) gates per circuit, as IonQ counts them
     compile_seconds: float  # time spent building this entry
 
-    def values(self, values) -> np.ndarray:
-        "Parameter values `(B, P')` for `circuit` from the source's `(B, P)` values."
+    def values(self,
+               values,  # (B, P) parameter values of the source
+               ) -> np.ndarray:
+        """Parameter values `(B, P')` for `circuit` from the source's `(B, P)` values.
+
+        Parameters
+        ----------
+        values
+            (B, P) parameter values of the source
+        """
         return validate_values(self.source, values) if self.compiled is None else self.compiled.native_values(values)
 
-    def to_ionq_json(self, values) -> list[dict]:
+    def to_ionq_json(self,
+                     values,  # (B, P) parameter values of the source
+                     ) -> list[dict]:
         """One ready-to-send IonQ circuit dict per row, all rows at once (no compiling, no per-gate Python work but the
-        fill)."""
-        # the fill makes B x gates small dicts of numbers and strings, which cannot form cycles; collections triggered by
-        # those allocations find nothing and would take most of the time for large batches
+        fill).
+
+        Parameters
+        ----------
+        values
+            (B, P) parameter values of the source
+        """
+        # the fill makes B x gates small dicts of numbers and strings, which cannot form cycles; collections
+        # triggered by those allocations find nothing and would take most of the time for large batches
         with _GC_PAUSE: return to_ionq_json_batch(self.circuit, self.values(values), self.gateset)
 
     def __repr__(self):
         return (
             f"CompiledTemplate({self.source.name!r} -> {self.gateset}, target={self.key[1]!r}, "
-            f"gates={self.gate_counts}, "
-            f"compile={1e3 * self.compile_seconds:.1f} ms)"
+            f"gates={self.gate_counts}, compile={1e3 * self.compile_seconds:.1f} ms)"
         )
 
-
+# %% ../../nbs/30_pipeline_cache.ipynb #k31-compile
 def _key(circuit: Circuit, target, native, exact) -> tuple:
     "Level-1 key; exactness only matters when compiling."
     return (circuit.structural_hash, str(target), native, bool(exact) and native is not None)
@@ -106,14 +122,14 @@ def _native_compile(circuit: Circuit, family: str, exact: bool, fresh: bool):
     from qstore.ionq import compiler
     return compiler.IonQNativeGateCompiler(family, drop_final_z=not exact).compile(circuit, cache=not fresh)
 
-
+# %% ../../nbs/30_pipeline_cache.ipynb #k31-ct
 def compile_template(
     circuit: Circuit,  # the template
     target: str = 'local',  # where it runs: a backend name such as 'local' or 'ionq.simulator'
     native: str | None = None,  # None (keep the gates), 'aria' or 'forte' (compile to IonQ native gates)
     exact: bool = False,  # compile up to a global phase (needed for exact X/Y expectations)
-    fresh: bool = False,
-) -> CompiledTemplate:  # compile even if the compiler has this structure cached
+    fresh: bool = False,  # compile even if the compiler has this structure cached
+) -> CompiledTemplate:
     """Build a level-1 entry from scratch (what the cache does on a miss).
 
     Parameters
@@ -126,10 +142,7 @@ def compile_template(
         None (keep the gates), 'aria' or 'forte' (compile to IonQ native gates)
     exact : bool, default False
         compile up to a global phase (needed for exact X/Y expectations)
-
-    Returns
-    -------
-    CompiledTemplate
+    fresh : bool, default False
         compile even if the compiler has this structure cached
     """
     if not isinstance(circuit, Circuit): raise TypeError(f"expected a qstore Circuit, got {type(circuit).__name__}")
@@ -157,15 +170,23 @@ class CacheStats:
 
     Parameters
     ----------
+    hits : int, default 0
+        lookups answered from the cache
+    misses : int, default 0
+        lookups that had to build (level 1) or compute (level 2)
+    evictions : int, default 0
+        entries dropped to stay within the size limit (least recently used first)
+    entries : int, default 0
+        entries held now
     bytes : int, default 0
         level 2: bytes of cached results
     build_seconds : float, default 0.0
         level 1: time spent compiling on misses
     """
-    hits: int = 0
-    misses: int = 0
-    evictions: int = 0
-    entries: int = 0
+    hits: int = 0  # lookups answered from the cache
+    misses: int = 0  # lookups that had to build (level 1) or compute (level 2)
+    evictions: int = 0  # entries dropped to stay within the size limit (least recently used first)
+    entries: int = 0  # entries held now
     bytes: int = 0  # level 2: bytes of cached results
     build_seconds: float = 0.0  # level 1: time spent compiling on misses
 
@@ -176,16 +197,12 @@ class CacheStats:
     def as_dict(self) -> dict: return {**self.__dict__, 'hit_rate': self.hit_rate}
 
 # %% ../../nbs/30_pipeline_cache.ipynb #k31-cache
-def _observables_key(obs) -> tuple | None:
-    "Exact identity of observables (coefficients at full precision), None for probabilities."
-    if obs is None: return None
-    return tuple(tuple((float(t.coeff), tuple(t.paulis)) for t in o.terms) for o in obs)
-
-
 class SmartCircuitCache:
     "Two-level LRU cache: compiled templates per (structure, target) and, optionally, analytic results per row."
-    def __init__(self, max_templates: int = 256,  # level-1 entries kept
-                 max_result_bytes: int = 0):  # level-2 budget in bytes; 0 turns result caching off
+    def __init__(self,
+                 max_templates: int = 256,  # level-1 entries kept
+                 max_result_bytes: int = 0,  # level-2 budget in bytes; 0 turns result caching off
+                 ):
         """Parameters
         ----------
         max_templates : int, default 256
@@ -212,111 +229,161 @@ class SmartCircuitCache:
     @property
     def caches_results(self) -> bool: return self.max_result_bytes > 0
 
-    # ---- level 1
-    def _build(self, args) -> CompiledTemplate:
-        entry = compile_template(*args)
-        with self._lock: self._build_seconds += entry.compile_seconds
-        return entry
-
     @staticmethod
     def _key(circuit, target, native, exact):
         if not isinstance(circuit, Circuit): raise TypeError(f"expected a qstore Circuit, got {type(circuit).__name__}")
         return _key(circuit, target, native, exact)
 
-    def template(self, circuit: Circuit,  # the template
-                 target: str = 'local',  # backend name it runs on
-                 native: str | None = None,  # None, 'aria' or 'forte'
-                 exact: bool = False) -> CompiledTemplate:  # exact up to global phase (see `compile_template`)
-        """The level-1 entry for this structure and target, compiled on a miss.
+# %% ../../nbs/30_pipeline_cache.ipynb #k31-house
+@patch
+def stats(self: SmartCircuitCache) -> dict:
+    "Hit/miss counters and sizes of both levels."
+    return {'templates': self.template_stats.as_dict(), 'results': self.result_stats.as_dict()}
 
-        Parameters
-        ----------
-        circuit : Circuit
-            the template
-        target : str, default 'local'
-            backend name it runs on
-        native : str | None, default None
-            None, 'aria' or 'forte'
-        exact : bool, default False
-            exact up to global phase (see `compile_template`)
-        """
-        key = self._key(circuit, target, native, exact)
-        return self._templates.get_or_create(key, partial(self._build, (circuit, target, native, exact)))
+@patch
+def reset_stats(self: SmartCircuitCache):
+    "Zero the counters (entries stay)."
+    self._templates.reset_counts()
+    self._results.reset_counts()
+    with self._lock: self._build_seconds = 0.0
 
-    async def atemplate(
-        self, circuit: Circuit, target: str = 'local', native: str | None = None, exact: bool = False
-    ) -> CompiledTemplate:
-        "`template` for coroutines: builds in a worker thread; concurrent callers share one build."
-        key = self._key(circuit, target, native, exact)
-        return await self._templates.aget_or_create(key, partial(self._build, (circuit, target, native, exact)))
+@patch
+def clear(self: SmartCircuitCache):
+    "Drop every entry of both levels."
+    self._templates.clear()
+    self._results.clear()
 
-    def bind(self, circuit: Circuit, values, target: str = 'ionq.simulator', native: str | None = None) -> list[dict]:
-        "B ready-to-send IonQ circuit dicts for a `(B, P)` array: cached entry + vectorised fill."
-        return self.template(circuit, target, native).to_ionq_json(values)
+@patch
+def __len__(self: SmartCircuitCache): return len(self._templates)
 
-    # ---- level 2
-    def results(self, circuit: Circuit,  # template the results belong to
-                values,  # (B, P) parameter values
-                observables,  # observables (None: probabilities)
-                compute,  # values (b, P) -> results (b, ...) for the rows not in the cache
-                target: str = 'local',  # backend name (results of different backends never mix)
-                shots: int | None = None) -> np.ndarray:  # must be None: sampled results are never cached
-        """Analytic results per row: cached rows from the cache, `compute` for the rest.
+@patch
+def __repr__(self: SmartCircuitCache):
+    t, r = self.template_stats, self.result_stats
+    rate = lambda s: '-' if s.hit_rate is None else f"{s.hit_rate:.0%}"
+    results = 'off' if not self.caches_results else f'{r.bytes}/{self.max_result_bytes} B hit rate {rate(r)}'
+    return f"SmartCircuitCache(templates={t.entries}/{self.max_templates} hit rate {rate(t)}, results={results})"
 
-        Parameters
-        ----------
-        circuit : Circuit
-            template the results belong to
-        values
-            (B, P) parameter values
-        observables
-            observables (None: probabilities)
-        compute
-            values (b, P) -> results (b, ...) for the rows not in the cache
-        target : str, default 'local'
-            backend name (results of different backends never mix)
-        shots : int | None, default None
-            must be None: sampled results are never cached
-        """
-        if shots is not None:
-            raise ValueError(
-                f"the result cache holds analytic (shots=None) results only; got shots={shots}. A cached sample would "
-                "be handed out again as if it were a fresh, independent one: run sampled circuits without it"
-            )
-        v = validate_values(circuit, values)
-        if not self.caches_results: return compute(v)
-        obs = None if observables is None else as_observables(observables, circuit.n_qubits)
-        base = (circuit.structural_hash, str(target), _observables_key(obs))
-        keys = [(base, hashlib.blake2b(row.tobytes(), digest_size=16).digest()) for row in v]
-        found = [self._results.get(k) for k in keys]
-        todo = [i for i, r in enumerate(found) if r is None]
-        if todo:
-            for i, r in zip(todo, np.asarray(compute(v[todo]))):
-                self._results[keys[i]] = found[i] = np.array(r)  # a copy: a view would keep the whole batch alive
-        return np.stack(found)
+# %% ../../nbs/30_pipeline_cache.ipynb #k31-lvl1
+@patch
+def _build(self: SmartCircuitCache, args) -> CompiledTemplate:
+    entry = compile_template(*args)
+    with self._lock: self._build_seconds += entry.compile_seconds
+    return entry
 
-    # ---- housekeeping
-    def stats(self) -> dict:
-        "Hit/miss counters and sizes of both levels."
-        return {'templates': self.template_stats.as_dict(), 'results': self.result_stats.as_dict()}
+@patch
+def template(self: SmartCircuitCache,
+             circuit: Circuit,  # the template
+             target: str = 'local',  # backend name it runs on
+             native: str | None = None,  # None, 'aria' or 'forte'
+             exact: bool = False,  # exact up to global phase (see `compile_template`)
+             ) -> CompiledTemplate:
+    """The level-1 entry for this structure and target, compiled on a miss.
 
-    def reset_stats(self):
-        "Zero the counters (entries stay)."
-        self._templates.reset_counts()
-        self._results.reset_counts()
-        with self._lock: self._build_seconds = 0.0
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    target : str, default 'local'
+        backend name it runs on
+    native : str | None, default None
+        None, 'aria' or 'forte'
+    exact : bool, default False
+        exact up to global phase (see `compile_template`)
+    """
+    key = self._key(circuit, target, native, exact)
+    return self._templates.get_or_create(key, partial(self._build, (circuit, target, native, exact)))
 
-    def clear(self):
-        "Drop every entry of both levels."
-        self._templates.clear()
-        self._results.clear()
+@patch
+async def atemplate(self: SmartCircuitCache,
+                    circuit: Circuit,  # the template
+                    target: str = 'local',  # backend name it runs on
+                    native: str | None = None,  # None, 'aria' or 'forte'
+                    exact: bool = False,  # exact up to global phase (see `compile_template`)
+                    ) -> CompiledTemplate:
+    """`template` for coroutines: builds in a worker thread; concurrent callers share one build.
 
-    def __len__(self): return len(self._templates)
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    target : str, default 'local'
+        backend name it runs on
+    native : str | None, default None
+        None, 'aria' or 'forte'
+    exact : bool, default False
+        exact up to global phase (see `compile_template`)
+    """
+    key = self._key(circuit, target, native, exact)
+    return await self._templates.aget_or_create(key, partial(self._build, (circuit, target, native, exact)))
 
-    def __repr__(self):
-        t, r = self.template_stats, self.result_stats
-        rate = lambda s: '-' if s.hit_rate is None else f"{s.hit_rate:.0%}"
-        return (
-            f"SmartCircuitCache(templates={t.entries}/{self.max_templates} hit rate {rate(t)}, "
-            f"results={'off' if not self.caches_results else f'{r.bytes}/{self.max_result_bytes} B hit rate {rate(r)}'})"
+@patch
+def bind(self: SmartCircuitCache,
+         circuit: Circuit,  # the template
+         values,  # (B, P) parameter values
+         target: str = 'ionq.simulator',  # IonQ backend name
+         native: str | None = None,  # None (send as written), 'aria' or 'forte'
+         ) -> list[dict]:
+    """B ready-to-send IonQ circuit dicts for a `(B, P)` array: cached entry + vectorised fill.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values
+    target : str, default 'ionq.simulator'
+        IonQ backend name
+    native : str | None, default None
+        None (send as written), 'aria' or 'forte'
+    """
+    return self.template(circuit, target, native).to_ionq_json(values)
+
+# %% ../../nbs/30_pipeline_cache.ipynb #k31-lvl2
+def _observables_key(obs) -> tuple | None:
+    "Exact identity of observables (coefficients at full precision), None for probabilities."
+    if obs is None: return None
+    return tuple(tuple((float(t.coeff), tuple(t.paulis)) for t in o.terms) for o in obs)
+
+
+@patch
+def results(self: SmartCircuitCache,
+            circuit: Circuit,  # template the results belong to
+            values,  # (B, P) parameter values
+            observables,  # observables (None: probabilities)
+            compute,  # values (b, P) -> results (b, ...) for the rows not in the cache
+            target: str = 'local',  # backend name (results of different backends never mix)
+            shots: int | None = None,  # must be None: sampled results are never cached
+            ) -> np.ndarray:
+    """Analytic results per row: cached rows from the cache, `compute` for the rest.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        template the results belong to
+    values
+        (B, P) parameter values
+    observables
+        observables (None: probabilities)
+    compute
+        values (b, P) -> results (b, ...) for the rows not in the cache
+    target : str, default 'local'
+        backend name (results of different backends never mix)
+    shots : int | None, default None
+        must be None: sampled results are never cached
+    """
+    if shots is not None:
+        raise ValueError(
+            f"the result cache holds analytic (shots=None) results only; got shots={shots}. A cached sample would "
+            "be handed out again as if it were a fresh, independent one: run sampled circuits without it"
         )
+    v = validate_values(circuit, values)
+    if not self.caches_results: return compute(v)
+    obs = None if observables is None else as_observables(observables, circuit.n_qubits)
+    base = (circuit.structural_hash, str(target), _observables_key(obs))
+    keys = [(base, hashlib.blake2b(row.tobytes(), digest_size=16).digest()) for row in v]
+    found = [self._results.get(k) for k in keys]
+    todo = [i for i, r in enumerate(found) if r is None]
+    if todo:
+        for i, r in zip(todo, np.asarray(compute(v[todo]))):
+            self._results[keys[i]] = found[i] = np.array(r)  # a copy: a view would keep the whole batch alive
+    return np.stack(found)
