@@ -11,7 +11,6 @@ from .core import GradientMethod, GradientResult, angle_occurrences, register_gr
 from .core import run_gradient, select_params
 from .shift import shift_rule
 from .spsa import SPSAGradientEstimator
-import qstore.gradients.adjoint  # noqa: F401 (registers 'adjoint', which `choose` may pick)
 
 # %% auto #0
 __all__ = ['AdaptiveGradient']
