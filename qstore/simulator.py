@@ -5,6 +5,7 @@
 # %% ../nbs/04_simulator.ipynb #s01-imp
 from __future__ import annotations
 from dataclasses import dataclass
+from fastcore.basics import patch
 import numpy as np
 from .ionq.systems import NOISE_MODELS, noise_fidelities
 from .circuits import Circuit, apply_matrix, validate_values
@@ -32,128 +33,80 @@ def _const_matrix(op):
     if any(not a.is_constant for a in op.angles): return None
     return op.gatedef.matrix_fn([np.array([a.offset]) for a in op.angles]).reshape((1,) + (2 ** len(op.qubits),) * 2)
 
+# %% ../nbs/04_simulator.ipynb #s01-plan-idx
+def _one_qubit_index(circuit: Circuit, slices):
+    "One-qubit gate positions, their slots, and per gate kind (slots, [angle-table columns per angle])."
+    one_q = [k for k, op in enumerate(circuit.ops) if op.gatedef.num_qubits == 1 and op.gate != 'i']
+    slot = {k: i for i, k in enumerate(one_q)}
+    by_gate = {}  # gate -> (slots, [angle-table columns per angle])
+    for k in one_q:
+        slots, cols = by_gate.setdefault(circuit.ops[k].gate, ([], [[] for _ in circuit.ops[k].angles]))
+        slots.append(slot[k])
+        for j, col in enumerate(range(*slices[k])): cols[j].append(col)
+    return one_q, slot, by_gate
 
+# %% ../nbs/04_simulator.ipynb #s01-plan-steps
+def _flush_blocks(steps, pending, slot, n1, n):
+    "Append the pending one-qubit chains as Kronecker block steps of at most `_BLOCK` qubits, then clear them."
+    if not pending: return
+    for start in range(0, n, _BLOCK):
+        qs = sorted(q for q in pending if start <= q < start + _BLOCK)
+        if not qs: continue
+        chains = [[slot[k] for k in pending.get(q, [])] for q in range(qs[0], qs[-1] + 1)]
+        L = max(len(ch) for ch in chains)
+        idx = np.array([ch + [n1] * (L - len(ch)) for ch in chains])
+        steps.append(('block', qs[0], len(chains), idx))
+    pending.clear()
+
+def _plan_steps(circuit: Circuit, slot, n1):
+    "The steps: fused one-qubit blocks, merged permutations, diagonal and dense multi-qubit gates, in circuit order."
+    n, steps, pending = circuit.n_qubits, [], {}
+    for k, op in enumerate(circuit.ops):
+        g = op.gatedef
+        if g.num_qubits == 1:
+            if op.gate != 'i': pending.setdefault(op.qubits[0], []).append(k)
+            continue
+        _flush_blocks(steps, pending, slot, n1, n)
+        if g.kind == 'perm':
+            p = _perm_of(op, n)
+            if steps and steps[-1][0] == 'perm': steps[-1] = ('perm', steps[-1][1][p])
+            else: steps.append(('perm', p))
+        elif g.kind == 'diag': steps.append(('diag', k, _local_index(op.qubits, n)))
+        else: steps.append(('dense', k))
+    _flush_blocks(steps, pending, slot, n1, n)
+    return steps
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-cols
+def _step_columns(steps, one_q, n1, slices):
+    "Angle-table column -> index of the step that consumes it (for shared-prefix simulation), and step -> columns."
+    col_step = np.zeros(int(sum(b - a for a, b in slices)), dtype=int)
+    step_cols = []
+    for i, st in enumerate(steps):
+        ks = (
+            [one_q[j] for j in st[3].ravel() if j < n1]
+            if st[0] == 'block'
+            else [st[1]]
+            if st[0] != 'perm'
+            else []
+        )
+        cols = [c for k in ks for c in range(*slices[k])]
+        col_step[cols] = i
+        step_cols.append(np.array(cols, dtype=int))
+    return col_step, step_cols
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-cls
 class _Plan:
     "Execution plan of one circuit structure: fused 1q blocks, merged permutations, diagonal and dense 2q steps."
     def __init__(self, circuit: Circuit):
-        n = self.n = circuit.n_qubits
+        self.n = circuit.n_qubits
         self.slices = circuit.angle_index()[3]
         self.const = [_const_matrix(op) for op in circuit.ops]
         self.ops = circuit.ops
-        one_q = self.one_q = [k for k, op in enumerate(circuit.ops) if op.gatedef.num_qubits == 1 and op.gate != 'i']
-        self.slot = {k: i for i, k in enumerate(one_q)}
-        self.n1 = len(one_q)  # slot n1 holds the identity
-        self.by_gate = {}  # gate -> (slots, [angle-table columns per angle])
-        for k in one_q:
-            slots, cols = self.by_gate.setdefault(circuit.ops[k].gate, ([], [[] for _ in circuit.ops[k].angles]))
-            slots.append(self.slot[k])
-            for j, col in enumerate(range(*self.slices[k])): cols[j].append(col)
-        self.steps, pending = [], {}
-        def flush():
-            if not pending: return
-            for start in range(0, n, _BLOCK):
-                qs = sorted(q for q in pending if start <= q < start + _BLOCK)
-                if not qs: continue
-                chains = [[self.slot[k] for k in pending.get(q, [])] for q in range(qs[0], qs[-1] + 1)]
-                L = max(len(ch) for ch in chains)
-                idx = np.array([ch + [self.n1] * (L - len(ch)) for ch in chains])
-                self.steps.append(('block', qs[0], len(chains), idx))
-            pending.clear()
-        for k, op in enumerate(circuit.ops):
-            g = op.gatedef
-            if g.num_qubits == 1:
-                if op.gate != 'i': pending.setdefault(op.qubits[0], []).append(k)
-                continue
-            flush()
-            if g.kind == 'perm':
-                p = _perm_of(op, n)
-                if self.steps and self.steps[-1][0] == 'perm': self.steps[-1] = ('perm', self.steps[-1][1][p])
-                else: self.steps.append(('perm', p))
-            elif g.kind == 'diag': self.steps.append(('diag', k, _local_index(op.qubits, n)))
-            else: self.steps.append(('dense', k))
-        flush()
+        self.one_q, self.slot, self.by_gate = _one_qubit_index(circuit, self.slices)
+        self.n1 = len(self.one_q)  # slot n1 holds the identity
+        self.steps = _plan_steps(circuit, self.slot, self.n1)
         self.inverse_perm = {i: np.argsort(st[1]) for i, st in enumerate(self.steps) if st[0] == 'perm'}
-        # angle-table column -> index of the step that consumes it (for shared-prefix simulation), and step -> columns
-        self.col_step = np.zeros(int(sum(b - a for a, b in self.slices)), dtype=int)
-        self.step_cols = []
-        for i, st in enumerate(self.steps):
-            ks = (
-                [one_q[j] for j in st[3].ravel() if j < self.n1]
-                if st[0] == 'block'
-                else [st[1]]
-                if st[0] != 'perm'
-                else []
-            )
-            cols = [c for k in ks for c in range(*self.slices[k])]
-            self.col_step[cols] = i
-            self.step_cols.append(np.array(cols, dtype=int))
-
-    def uniform(self, i, A) -> bool:
-        """True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed
-        once."""
-        c = self.step_cols[i]
-        return len(A) == 1 or not len(c) or bool((A[:, c] == A[:1, c]).all())
-
-    def step_matrix(self, i, A, mats1, dtype):
-        "The matrix of step i: (B, d, d), or (1, d, d) when its angles are shared by all rows (None for permutations)."
-        st = self.steps[i]
-        if st[0] == 'perm': return None
-        if self.uniform(i, A): A, mats1 = A[:1], mats1[:1]
-        return (
-            self.block_matrix(mats1, st[3], dtype)
-            if st[0] == 'block'
-            else self.matrix(st[1], A).astype(dtype, copy=False)
-        )
-
-    def apply(self, s, i, A, mats1, dtype, adjoint=False, M=None):
-        "Apply step i (or its inverse) to states `s` (K, B, 2^n); matrices are per row (B) or per (K, B) row."
-        st, (K, B) = self.steps[i], s.shape[:2]
-        kind = st[0]
-        if kind == 'perm': return np.take(s, self.inverse_perm[i] if adjoint else st[1], axis=-1)
-        if M is None: M = self.step_matrix(i, A, mats1, dtype)
-        if M.shape[0] not in (1, B): M = M.reshape((K, B) + M.shape[1:])
-        if kind == 'diag':
-            d = np.diagonal(M, axis1=-2, axis2=-1)
-            return s * np.take(d.conj() if adjoint else d, st[2], axis=-1)
-        if adjoint: M = np.conj(np.swapaxes(M, -1, -2))
-        if kind == 'dense': return apply_matrix(s, M, self.ops[st[1]].qubits, self.n)
-        q, k = st[1], st[2]
-        if M.ndim == 3 and M.shape[0] == 1:
-            M = np.repeat(M, B, axis=0)  # batched matmul is much slower on a stride-0 broadcast
-        if q == 0: return (s.reshape(K, B, -1, 2 ** k) @ np.swapaxes(M, -1, -2)).reshape(K, B, -1)
-        return (M[..., None, :, :] @ s.reshape(K, B, -1, 2 ** k, 2 ** q)).reshape(K, B, -1)
-
-    def matrix(self, k, A):
-        "Batched matrix of op k from the angle table A (constant matrices are precomputed)."
-        if self.const[k] is not None: return self.const[k]
-        a, b = self.slices[k]
-        return self.ops[k].gatedef.matrix_fn([A[:, j] for j in range(a, b)])
-
-    def one_qubit_matrices(self, A, step: int | None = None):
-        """All one-qubit gate matrices `(B, n1 + 1, 2, 2)`, one vectorised call per gate kind; the last slot is I.
-        With `step`, only that block step's slots are filled (the others are left unset)."""
-        B = A.shape[0]
-        out = np.empty((B, self.n1 + 1, 2, 2), dtype=complex)
-        out[:, self.n1] = np.eye(2)
-        need = (
-            None
-            if step is None
-            else set(self.steps[step][3].ravel().tolist())
-            if self.steps[step][0] == 'block'
-            else set()
-        )
-        for gate, (slots, cols) in self.by_gate.items():
-            if need is not None:
-                keep = [j for j, sl in enumerate(slots) if sl in need]
-                if not keep: continue
-                slots, cols = [slots[j] for j in keep], [[c[j] for j in keep] for c in cols]
-            g = GATES[gate]
-            if not cols:
-                out[:, slots] = g.matrix_fn([])
-                continue
-            m = g.matrix_fn([A[:, c].reshape(-1) for c in cols])
-            out[:, slots] = m.reshape(B, len(slots), 2, 2)
-        return out
+        self.col_step, self.step_cols = _step_columns(self.steps, self.one_q, self.n1, self.slices)
 
     @staticmethod
     def block_matrix(mats1, idx, dtype):
@@ -167,7 +120,82 @@ class _Plan:
             out = (out[:, :, None, :, None] * m[:, j, None, :, None, :]).reshape(-1, 2 * d, 2 * d)
         return out.astype(dtype, copy=False)
 
+# %% ../nbs/04_simulator.ipynb #s01-plan-mat
+@patch
+def matrix(self: _Plan, k, A):
+    "Batched matrix of op k from the angle table A (constant matrices are precomputed)."
+    if self.const[k] is not None: return self.const[k]
+    a, b = self.slices[k]
+    return self.ops[k].gatedef.matrix_fn([A[:, j] for j in range(a, b)])
 
+@patch
+def one_qubit_matrices(self: _Plan, A, step: int | None = None):
+    """All one-qubit gate matrices `(B, n1 + 1, 2, 2)`, one vectorised call per gate kind; the last slot is I.
+    With `step`, only that block step's slots are filled (the others are left unset)."""
+    B = A.shape[0]
+    out = np.empty((B, self.n1 + 1, 2, 2), dtype=complex)
+    out[:, self.n1] = np.eye(2)
+    need = (
+        None
+        if step is None
+        else set(self.steps[step][3].ravel().tolist())
+        if self.steps[step][0] == 'block'
+        else set()
+    )
+    for gate, (slots, cols) in self.by_gate.items():
+        if need is not None:
+            keep = [j for j, sl in enumerate(slots) if sl in need]
+            if not keep: continue
+            slots, cols = [slots[j] for j in keep], [[c[j] for j in keep] for c in cols]
+        g = GATES[gate]
+        if not cols:
+            out[:, slots] = g.matrix_fn([])
+            continue
+        m = g.matrix_fn([A[:, c].reshape(-1) for c in cols])
+        out[:, slots] = m.reshape(B, len(slots), 2, 2)
+    return out
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-uni
+@patch
+def uniform(self: _Plan, i, A) -> bool:
+    """True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed
+    once."""
+    c = self.step_cols[i]
+    return len(A) == 1 or not len(c) or bool((A[:, c] == A[:1, c]).all())
+
+@patch
+def step_matrix(self: _Plan, i, A, mats1, dtype):
+    "The matrix of step i: (B, d, d), or (1, d, d) when its angles are shared by all rows (None for permutations)."
+    st = self.steps[i]
+    if st[0] == 'perm': return None
+    if self.uniform(i, A): A, mats1 = A[:1], mats1[:1]
+    return (
+        self.block_matrix(mats1, st[3], dtype)
+        if st[0] == 'block'
+        else self.matrix(st[1], A).astype(dtype, copy=False)
+    )
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-apply
+@patch
+def apply(self: _Plan, s, i, A, mats1, dtype, adjoint=False, M=None):
+    "Apply step i (or its inverse) to states `s` (K, B, 2^n); matrices are per row (B) or per (K, B) row."
+    st, (K, B) = self.steps[i], s.shape[:2]
+    kind = st[0]
+    if kind == 'perm': return np.take(s, self.inverse_perm[i] if adjoint else st[1], axis=-1)
+    if M is None: M = self.step_matrix(i, A, mats1, dtype)
+    if M.shape[0] not in (1, B): M = M.reshape((K, B) + M.shape[1:])
+    if kind == 'diag':
+        d = np.diagonal(M, axis1=-2, axis2=-1)
+        return s * np.take(d.conj() if adjoint else d, st[2], axis=-1)
+    if adjoint: M = np.conj(np.swapaxes(M, -1, -2))
+    if kind == 'dense': return apply_matrix(s, M, self.ops[st[1]].qubits, self.n)
+    q, k = st[1], st[2]
+    if M.ndim == 3 and M.shape[0] == 1:
+        M = np.repeat(M, B, axis=0)  # batched matmul is much slower on a stride-0 broadcast
+    if q == 0: return (s.reshape(K, B, -1, 2 ** k) @ np.swapaxes(M, -1, -2)).reshape(K, B, -1)
+    return (M[..., None, :, :] @ s.reshape(K, B, -1, 2 ** k, 2 ** q)).reshape(K, B, -1)
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-for
 _PLANS = LRUCache(256)  # execution plans by circuit structure
 
 def plan_for(circuit: Circuit) -> _Plan:
