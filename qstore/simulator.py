@@ -256,85 +256,147 @@ class StatevectorSimulator:
             s = plan.apply(s, i, A, mats1, self.dtype)
         return s, saved
 
-    def expectation_shared_prefix(
-        self,
-        circuit: Circuit,
-        values,
-        observables,
-        block: int,  # rows come in blocks of this size
-        first_columns,
-    ) -> np.ndarray:  # per block j>0: the angle column where it differs from block 0
-        """Expectations for stacked blocks of rows that equal block 0 except in one gate (e.g. shifted copies).
-        Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices.
+# %% ../nbs/04_simulator.ipynb #s01-sv-read
+@patch
+def _chunks(self: StatevectorSimulator, circuit, values):
+    "Split a large batch so that one chunk of states stays within `chunk_amplitudes` (bounded memory)."
+    if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+    v = validate_values(circuit, values)
+    rows = max(1, self.chunk_amplitudes >> circuit.n_qubits)
+    return [v[i:i + rows] for i in range(0, len(v), rows)]
 
-        Parameters
-        ----------
-        block : int
-            rows come in blocks of this size
+@patch
+def probabilities(self: StatevectorSimulator,
+                  circuit: Circuit,  # the template
+                  values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
+    """Basis-state probabilities `(B, 2^n)`.
 
-        Returns
-        -------
-        np.ndarray
-            per block j>0: the angle column where it differs from block 0
-        """
-        v = validate_values(circuit, values)
-        n = circuit.n_qubits
-        obs = as_observables(observables, n)
-        plan, A = plan_for(circuit), circuit.angle_table(v)
-        nblk = len(v) // block
-        if nblk * block != len(v) or len(first_columns) != nblk - 1:
-            raise ValueError("rows must form len(first_columns) + 1 blocks")
-        starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
-        A0 = A[:block]
-        mats0 = plan.one_qubit_matrices(A0)
-        base, saved = self._run(plan, self._initial(n, block), A0, 0, snapshots=set(starts.tolist()), mats1=mats0)
-        out = np.empty((nblk, block, len(obs)))
-        out[0] = expectation_from_states(base[0], obs, n)
-        per_chunk = max(1, self.chunk_amplitudes // (block << n))
-        for st in np.unique(starts):
-            group = 1 + np.flatnonzero(starts == st)
-            for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
-                Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
-                s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
-                s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak, step=st), self.dtype)
-                s, _ = self._run(plan, s, A0, st + 1, mats1=mats0)
-                out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
-        return out.reshape(-1, len(obs))
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values : default None
+        (B, P) parameter values (or (P,) for one row)
+    """
+    out = []
+    for v in self._chunks(circuit, values):
+        s = self.statevector(circuit, v)
+        out.append((s.real ** 2 + s.imag ** 2).astype(float))
+    return np.concatenate(out)
 
-    def _chunks(self, circuit, values):
-        "Split a large batch so that one chunk of states stays within `chunk_amplitudes` (bounded memory)."
-        if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
-        v = validate_values(circuit, values)
-        rows = max(1, self.chunk_amplitudes >> circuit.n_qubits)
-        return [v[i:i + rows] for i in range(0, len(v), rows)]
+@patch
+def expectation(self: StatevectorSimulator,
+                circuit: Circuit,  # the template
+                values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+                observables) -> np.ndarray:  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """Exact expectations `(B, n_obs)` of Pauli-sum observables (large batches run in memory-bounded chunks).
 
-    def probabilities(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Basis-state probabilities `(B, 2^n)`."
-        out = []
-        for v in self._chunks(circuit, values):
-            s = self.statevector(circuit, v)
-            out.append((s.real ** 2 + s.imag ** 2).astype(float))
-        return np.concatenate(out)
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    observables
+        one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """
+    obs = as_observables(observables, circuit.n_qubits)
+    return np.concatenate([expectation_from_states(self.statevector(circuit, v), obs, circuit.n_qubits)
+                           for v in self._chunks(circuit, values)])
 
-    def expectation(self, circuit: Circuit, values, observables) -> np.ndarray:
-        "Exact expectations `(B, n_obs)` of Pauli-sum observables (large batches run in memory-bounded chunks)."
-        obs = as_observables(observables, circuit.n_qubits)
-        return np.concatenate([expectation_from_states(self.statevector(circuit, v), obs, circuit.n_qubits)
-                               for v in self._chunks(circuit, values)])
+# %% ../nbs/04_simulator.ipynb #s01-sv-sample
+@patch
+def sample(self: StatevectorSimulator,
+           circuit: Circuit,  # the template
+           values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+           shots: int,  # measurements per row
+           seed: int | None = None) -> np.ndarray:  # seed for this call; None uses the simulator's generator
+    """Seeded measurement counts `(B, 2^n)` (integer array; column i counts outcome i).
 
-    def sample(self, circuit: Circuit, values, shots: int, seed: int | None = None) -> np.ndarray:
-        "Seeded measurement counts `(B, 2^n)` (integer array; column i counts outcome i)."
-        return sample_counts(
-            self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
-        )
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    shots : int
+        measurements per row
+    seed : int | None, default None
+        seed for this call; None uses the simulator's generator
+    """
+    return sample_counts(
+        self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
+    )
 
 
-def sample_counts(probs: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
-    "Multinomial counts `(B, 2^n)` for each row of a probability array."
+def sample_counts(probs: np.ndarray,  # (B, 2^n) probabilities (renormalised; tiny negatives clipped)
+                  shots: int,  # measurements per row
+                  rng: np.random.Generator) -> np.ndarray:  # the random generator to draw from
+    """Multinomial counts `(B, 2^n)` for each row of a probability array.
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        (B, 2^n) probabilities (renormalised; tiny negatives clipped)
+    shots : int
+        measurements per row
+    rng : np.random.Generator
+        the random generator to draw from
+    """
     check_int('shots', shots)
     p = np.clip(probs, 0, None)
     p = p / p.sum(axis=1, keepdims=True)
     return rng.multinomial(int(shots), p)
+
+# %% ../nbs/04_simulator.ipynb #s01-sv-shared
+@patch
+def expectation_shared_prefix(
+    self: StatevectorSimulator,
+    circuit: Circuit,  # the template
+    values,  # (B, P) parameter values: `len(first_columns) + 1` stacked blocks of `block` rows
+    observables,  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    block: int,  # rows come in blocks of this size
+    first_columns,  # per block j>0: the angle column where it differs from block 0
+) -> np.ndarray:
+    """Expectations for stacked blocks of rows that equal block 0 except in one gate (e.g. shifted copies).
+    Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values: `len(first_columns) + 1` stacked blocks of `block` rows
+    observables
+        one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    block : int
+        rows come in blocks of this size
+    first_columns
+        per block j>0: the angle column where it differs from block 0
+    """
+    v = validate_values(circuit, values)
+    n = circuit.n_qubits
+    obs = as_observables(observables, n)
+    plan, A = plan_for(circuit), circuit.angle_table(v)
+    nblk = len(v) // block
+    if nblk * block != len(v) or len(first_columns) != nblk - 1:
+        raise ValueError("rows must form len(first_columns) + 1 blocks")
+    starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
+    A0 = A[:block]
+    mats0 = plan.one_qubit_matrices(A0)
+    base, saved = self._run(plan, self._initial(n, block), A0, 0, snapshots=set(starts.tolist()), mats1=mats0)
+    out = np.empty((nblk, block, len(obs)))
+    out[0] = expectation_from_states(base[0], obs, n)
+    per_chunk = max(1, self.chunk_amplitudes // (block << n))
+    for st in np.unique(starts):
+        group = 1 + np.flatnonzero(starts == st)
+        for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
+            Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
+            s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
+            s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak, step=st), self.dtype)
+            s, _ = self._run(plan, s, A0, st + 1, mats1=mats0)
+            out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
+    return out.reshape(-1, len(obs))
 
 # %% ../nbs/04_simulator.ipynb #s01-noise
 @dataclass(frozen=True)
@@ -351,12 +413,14 @@ class NoiseModel:
         readout: probability to read 1 when the qubit is 0
     p10 : float, default 0.0
         readout: probability to read 0 when the qubit is 1
+    name : str, default 'custom'
+        a label: the preset's name, or 'custom'
     """
     p1: float = 0.0  # depolarizing probability after one-qubit gates
     p2: float = 0.0  # depolarizing probability after two-qubit gates (on both qubits)
     p01: float = 0.0  # readout: probability to read 1 when the qubit is 0
     p10: float = 0.0  # readout: probability to read 0 when the qubit is 1
-    name: str = 'custom'
+    name: str = 'custom'  # a label: the preset's name, or 'custom'
 
     def __post_init__(self):
         for k in ('p1', 'p2', 'p01', 'p10'):
@@ -369,13 +433,37 @@ class NoiseModel:
     def is_ideal(self): return self.p1 == self.p2 == self.p01 == self.p10 == 0
 
     @classmethod
-    def from_fidelities(cls, f1: float, f2: float, spam: float, name='custom'):
-        "Build from average 1q/2q gate fidelities and SPAM fidelity."
+    def from_fidelities(cls,
+                        f1: float,  # average one-qubit gate fidelity
+                        f2: float,  # average two-qubit gate fidelity
+                        spam: float,  # state-preparation-and-measurement fidelity
+                        name='custom'):  # a label for the model
+        """Build from average 1q/2q gate fidelities and SPAM fidelity.
+
+        Parameters
+        ----------
+        f1 : float
+            average one-qubit gate fidelity
+        f2 : float
+            average two-qubit gate fidelity
+        spam : float
+            state-preparation-and-measurement fidelity
+        name : default 'custom'
+            a label for the model
+        """
         return cls(1.5 * (1 - f1), 1.25 * (1 - f2), 1 - spam, 1 - spam, name)
 
     @classmethod
-    def preset(cls, name: str) -> 'NoiseModel':
-        "Noise model named after an IonQ system: " + ', '.join(NOISE_MODELS)
+    def preset(cls,
+               name: str) -> 'NoiseModel':  # an IonQ system (any case): a key of `qstore.ionq.systems.NOISE_MODELS`
+        """Noise model named after an IonQ system: 'ideal', 'harmony', 'harmony-1', 'harmony-2', 'aria-1', 'aria-2',
+        'forte-1' or 'forte-enterprise-1'.
+
+        Parameters
+        ----------
+        name : str
+            an IonQ system (any case): a key of `qstore.ionq.systems.NOISE_MODELS`
+        """
         key = name.lower()
         if key not in NOISE_MODELS: raise ValueError(f"unknown noise preset {name!r}; known: {', '.join(NOISE_MODELS)}")
         return cls.from_fidelities(*noise_fidelities(key), key)
@@ -411,7 +499,7 @@ def _readout(probs, n, p01, p10):
         t = np.moveaxis(np.tensordot(t, C, axes=([ax], [1])), -1, ax)
     return t.reshape(probs.shape[0], -1)
 
-
+# %% ../nbs/04_simulator.ipynb #s01-dm-core
 class DensityMatrixSimulator:
     "Exact noisy simulation with density matrices (batched over rows)."
     def __init__(self, noise: NoiseModel | str | None = None,  # NoiseModel, preset name, or None for ideal
@@ -429,8 +517,18 @@ class DensityMatrixSimulator:
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else (noise or NoiseModel())
         self.rng, self.max_qubits = np.random.default_rng(seed), max_qubits
 
-    def density_matrix(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Final density matrices `(B, 2^n, 2^n)` (little-endian basis)."
+    def density_matrix(self,
+                       circuit: Circuit,  # the template
+                       values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
+        """Final density matrices `(B, 2^n, 2^n)` (little-endian basis).
+
+        Parameters
+        ----------
+        circuit : Circuit
+            the template
+        values : default None
+            (B, P) parameter values (or (P,) for one row)
+        """
         n = circuit.n_qubits
         if n > self.max_qubits:
             raise ValueError(
@@ -451,31 +549,75 @@ class DensityMatrixSimulator:
             rho = _depolarize(rho, op.qubits, self.noise.p1 if len(op.qubits) == 1 else self.noise.p2, n)
         return rho.reshape(B, D, D)
 
-    def _basis_probs(self, circuit, values, basis):
-        rho = self.density_matrix(basis_rotation(circuit, basis), values)
-        p = np.real(np.diagonal(rho, axis1=1, axis2=2)).clip(0, None)
-        return _readout(p, circuit.n_qubits, self.noise.p01, self.noise.p10)
+# %% ../nbs/04_simulator.ipynb #s01-dm-read
+@patch
+def _basis_probs(self: DensityMatrixSimulator, circuit, values, basis):
+    rho = self.density_matrix(basis_rotation(circuit, basis), values)
+    p = np.real(np.diagonal(rho, axis1=1, axis2=2)).clip(0, None)
+    return _readout(p, circuit.n_qubits, self.noise.p01, self.noise.p10)
 
-    def probabilities(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Measured Z-basis probabilities, including readout error."
-        return self._basis_probs(circuit, values, {})
+@patch
+def probabilities(self: DensityMatrixSimulator,
+                  circuit: Circuit,  # the template
+                  values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
+    """Measured Z-basis probabilities, including readout error.
 
-    def expectation(self, circuit: Circuit, values, observables) -> np.ndarray:
-        "Expectations `(B, n_obs)` as measured: per-basis probabilities including readout error."
-        n = circuit.n_qubits
-        obs = as_observables(observables, n)
-        bases = measurement_groups(obs, n)
-        probs = [self._basis_probs(circuit, values, b) for b in bases]
-        out = np.zeros((probs[0].shape[0], len(obs)))
-        for k, o in enumerate(obs):
-            for t in o.terms:
-                i = next(i for i, b in enumerate(bases) if all(b.get(q) == p for q, p in t.paulis))
-                x, z, _ = t.masks()
-                out[:, k] += t.coeff * (probs[i] @ term_signs(n, x | z))
-        return out
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values : default None
+        (B, P) parameter values (or (P,) for one row)
+    """
+    return self._basis_probs(circuit, values, {})
 
-    def sample(self, circuit: Circuit, values, shots: int, seed: int | None = None) -> np.ndarray:
-        "Seeded counts `(B, 2^n)` including readout error."
-        return sample_counts(
-            self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
-        )
+@patch
+def expectation(self: DensityMatrixSimulator,
+                circuit: Circuit,  # the template
+                values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+                observables) -> np.ndarray:  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """Expectations `(B, n_obs)` as measured: per-basis probabilities including readout error.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    observables
+        one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """
+    n = circuit.n_qubits
+    obs = as_observables(observables, n)
+    bases = measurement_groups(obs, n)
+    probs = [self._basis_probs(circuit, values, b) for b in bases]
+    out = np.zeros((probs[0].shape[0], len(obs)))
+    for k, o in enumerate(obs):
+        for t in o.terms:
+            i = next(i for i, b in enumerate(bases) if all(b.get(q) == p for q, p in t.paulis))
+            x, z, _ = t.masks()
+            out[:, k] += t.coeff * (probs[i] @ term_signs(n, x | z))
+    return out
+
+@patch
+def sample(self: DensityMatrixSimulator,
+           circuit: Circuit,  # the template
+           values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+           shots: int,  # measurements per row
+           seed: int | None = None) -> np.ndarray:  # seed for this call; None uses the simulator's generator
+    """Seeded counts `(B, 2^n)` including readout error.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    shots : int
+        measurements per row
+    seed : int | None, default None
+        seed for this call; None uses the simulator's generator
+    """
+    return sample_counts(
+        self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
+    )
