@@ -128,7 +128,7 @@ class Circuit:
             label shown in drawings and reports
         """
         self.n_qubits, self.name = check_int('n_qubits', n_qubits), name
-        self._ops: tuple = ()  # immutable, so every change goes through `append` or the `ops` setter (which reset the hash)
+        self._ops: tuple = ()  # immutable: every change goes through `append` or the `ops` setter (they reset the hash)
         self._params: dict[str, str] = {}  # name -> group, in column order
 
     @property
@@ -143,117 +143,203 @@ class Circuit:
         if bad: raise TypeError(f"ops must be Operation objects, got {type(bad[0]).__name__}")
         self._ops, self._hash = ops, None
 
-    # ---- parameters
-    @property
-    def parameters(self) -> list[str]: return list(self._params)
-    @property
-    def num_parameters(self): return len(self._params)
-    @property
-    def groups(self) -> dict:
-        "Group name -> list of parameter names, in column order."
-        out = {}
-        for p, g in self._params.items(): out.setdefault(g, []).append(p)
-        return out
+# %% ../nbs/02_circuits.ipynb #c00-circ-params
+@patch(as_prop=True)
+def parameters(self: Circuit) -> list[str]:
+    "Parameter names, in column order of a values array."
+    return list(self._params)
 
-    def parameter(self, name: str, group: str = 'weights') -> Param:
-        "Declare (or fetch) one parameter."
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"parameter name must be a non-empty string, got {name!r}")
-        if name in self._params and self._params[name] != group:
-            raise ValueError(f"parameter '{name}' already belongs to group '{self._params[name]}', not '{group}'")
-        self._params.setdefault(name, group)
-        return Param(name)
+@patch(as_prop=True)
+def num_parameters(self: Circuit):
+    "Number of parameters (columns of a values array)."
+    return len(self._params)
 
-    def parameters_vector(self, prefix: str, n: int, group: str = 'weights') -> list[Param]:
-        "Declare `n` parameters `prefix[0]` ... `prefix[n-1]`."
-        return [self.parameter(f"{prefix}[{i}]", group) for i in range(n)]
+@patch(as_prop=True)
+def groups(self: Circuit) -> dict:
+    "Group name -> list of parameter names, in column order."
+    out = {}
+    for p, g in self._params.items(): out.setdefault(g, []).append(p)
+    return out
 
-    def group_indices(self, group: str) -> np.ndarray:
-        "Column indices of a group's parameters in the values array."
-        idx = [i for i, g in enumerate(self._params.values()) if g == group]
-        if not idx and group not in self._params.values():
-            raise KeyError(f"circuit has no parameter group '{group}'; groups: {sorted(set(self._params.values()))}")
-        return np.array(idx, dtype=int)
+@patch
+def parameter(self: Circuit,
+              name: str,  # the parameter's name, unique within the circuit
+              group: str = 'weights') -> Param:  # its group, e.g. 'inputs' or 'weights'
+    """Declare (or fetch) one parameter.
 
-    # ---- building
-    def append(self, gate: str, qubits, *angles) -> 'Circuit':
-        "Append `gate` on `qubits` with `angles` (numbers, `Param`s or `Angle`s); returns self."
-        name = gate.lower()
-        if name not in GATES: raise ValueError(f"unknown gate '{gate}'. Known gates: {', '.join(sorted(GATES))}")
-        g = GATES[name]
-        qs = (qubits,) if isinstance(qubits, (int, np.integer)) else tuple(qubits)
-        if len(qs) != g.num_qubits:
-            raise ValueError(f"gate '{name}' acts on {g.num_qubits} qubit(s), got qubits {list(qs)}")
-        for q in qs:
-            if not isinstance(q, (int, np.integer)) or not 0 <= q < self.n_qubits:
-                raise ValueError(
-                    f"qubit {q!r} out of range for a {self.n_qubits}-qubit circuit (valid: 0..{self.n_qubits - 1})"
-                )
-        if len(set(qs)) != len(qs): raise ValueError(f"gate '{name}' needs distinct qubits, got {list(qs)}")
-        angs = list(angles)
-        n_missing = g.num_angles - len(angs)
-        if 0 < n_missing <= len(g.defaults): angs += list(g.defaults[len(g.defaults) - n_missing:])
-        if len(angs) != g.num_angles:
-            raise ValueError(f"gate '{name}' takes {g.num_angles} angle(s) {g.angle_names}, got {len(angles)}")
-        angs = tuple(as_angle(a) for a in angs)
-        for a in angs:
-            if a.param is not None and a.param not in self._params: self._params[a.param] = 'weights'
-        self._ops = self._ops + (Operation(name, tuple(int(q) for q in qs), angs),)
-        return self
+    Parameters
+    ----------
+    name : str
+        the parameter's name, unique within the circuit
+    group : str, default 'weights'
+        its group, e.g. 'inputs' or 'weights'
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"parameter name must be a non-empty string, got {name!r}")
+    if name in self._params and self._params[name] != group:
+        raise ValueError(f"parameter '{name}' already belongs to group '{self._params[name]}', not '{group}'")
+    self._params.setdefault(name, group)
+    return Param(name)
 
-    def __len__(self): return len(self.ops)
-    def __iter__(self): return iter(self.ops)
+# %% ../nbs/02_circuits.ipynb #c00-circ-params2
+@patch
+def parameters_vector(self: Circuit,
+                      prefix: str,  # names are `prefix[0]` ... `prefix[n-1]`
+                      n: int,  # how many parameters
+                      group: str = 'weights') -> list[Param]:  # their group, e.g. 'inputs' or 'weights'
+    """Declare `n` parameters `prefix[0]` ... `prefix[n-1]`.
 
-    def copy(self, name=None) -> 'Circuit':
-        c = Circuit(self.n_qubits, name or self.name)
-        c._ops = self._ops
-        c._params = dict(self._params)
-        return c
+    Parameters
+    ----------
+    prefix : str
+        names are `prefix[0]` ... `prefix[n-1]`
+    n : int
+        how many parameters
+    group : str, default 'weights'
+        their group, e.g. 'inputs' or 'weights'
+    """
+    return [self.parameter(f"{prefix}[{i}]", group) for i in range(n)]
 
-    def compose(self, other: 'Circuit', qubits: Sequence[int] | None = None) -> 'Circuit':
-        """New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names
-        are shared."""
-        qmap = list(range(other.n_qubits)) if qubits is None else list(qubits)
-        if len(qmap) != other.n_qubits:
-            raise ValueError(f"compose: need {other.n_qubits} target qubits, got {len(qmap)}")
-        out = self.copy()
-        for p, g in other._params.items(): out.parameter(p, g)
-        for op in other.ops: out.append(op.gate, [qmap[q] for q in op.qubits], *op.angles)
-        return out
+@patch
+def group_indices(self: Circuit,
+                  group: str) -> np.ndarray:  # a group name, e.g. 'inputs' or 'weights'
+    """Column indices of a group's parameters in the values array.
 
-    def __add__(self, other): return self.compose(other)
+    Parameters
+    ----------
+    group : str
+        a group name, e.g. 'inputs' or 'weights'
+    """
+    idx = [i for i, g in enumerate(self._params.values()) if g == group]
+    if not idx and group not in self._params.values():
+        raise KeyError(f"circuit has no parameter group '{group}'; groups: {sorted(set(self._params.values()))}")
+    return np.array(idx, dtype=int)
 
-    def inverse(self) -> 'Circuit':
-        "The adjoint circuit: reversed order, each gate inverted (same parameters)."
-        out = Circuit(self.n_qubits, f"{self.name}^-1")
-        out._params = dict(self._params)
-        for op in reversed(self.ops):
-            name, angs = inverse_of(op.gatedef, op.angles)
-            out.append(name, op.qubits, *angs)
-        return out
+# %% ../nbs/02_circuits.ipynb #c00-circ-append
+@patch
+def append(self: Circuit,
+           gate: str,  # a gate name in `GATES` (any case)
+           qubits,  # one qubit index, or a sequence of them (one per gate qubit)
+           *angles) -> 'Circuit':  # the gate's angles (numbers, `Param`s or `Angle`s); trailing defaults may be omitted
+    """Append `gate` on `qubits` with `angles` (numbers, `Param`s or `Angle`s); returns self.
 
-    # ---- identity
-    def structure_key(self) -> list:
-        return [self.n_qubits, [[p, g] for p, g in self._params.items()], [op.key() for op in self.ops]]
-
-    @property
-    def structural_hash(self) -> str:
-        "Hash of the gate structure and angle expressions, independent of bound values."
-        key = (len(self._ops), len(self._params))  # ops only change by append (grows) or the setter (resets the hash)
-        if getattr(self, '_hash', None) is None or self._hash[0] != key:
-            self._hash = (
-                key,
-                hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16],
+    Parameters
+    ----------
+    gate : str
+        a gate name in `GATES` (any case)
+    qubits
+        one qubit index, or a sequence of them (one per gate qubit)
+    *angles
+        the gate's angles (numbers, `Param`s or `Angle`s); trailing defaults may be omitted
+    """
+    name = gate.lower()
+    if name not in GATES: raise ValueError(f"unknown gate '{gate}'. Known gates: {', '.join(sorted(GATES))}")
+    g = GATES[name]
+    qs = (qubits,) if isinstance(qubits, (int, np.integer)) else tuple(qubits)
+    if len(qs) != g.num_qubits:
+        raise ValueError(f"gate '{name}' acts on {g.num_qubits} qubit(s), got qubits {list(qs)}")
+    for q in qs:
+        if not isinstance(q, (int, np.integer)) or not 0 <= q < self.n_qubits:
+            raise ValueError(
+                f"qubit {q!r} out of range for a {self.n_qubits}-qubit circuit (valid: 0..{self.n_qubits - 1})"
             )
-        return self._hash[1]
+    if len(set(qs)) != len(qs): raise ValueError(f"gate '{name}' needs distinct qubits, got {list(qs)}")
+    angs = list(angles)
+    n_missing = g.num_angles - len(angs)
+    if 0 < n_missing <= len(g.defaults): angs += list(g.defaults[len(g.defaults) - n_missing:])
+    if len(angs) != g.num_angles:
+        raise ValueError(f"gate '{name}' takes {g.num_angles} angle(s) {g.angle_names}, got {len(angles)}")
+    angs = tuple(as_angle(a) for a in angs)
+    for a in angs:
+        if a.param is not None and a.param not in self._params: self._params[a.param] = 'weights'
+    self._ops = self._ops + (Operation(name, tuple(int(q) for q in qs), angs),)
+    return self
 
-    def __eq__(self, other): return isinstance(other, Circuit) and self.structure_key() == other.structure_key()
-    def __hash__(self): return hash(self.structural_hash)
+@patch
+def __len__(self: Circuit): return len(self.ops)
 
-    def __repr__(self):
-        n2 = sum(op.gatedef.num_qubits == 2 for op in self.ops)
-        return (f"Circuit('{self.name}', n_qubits={self.n_qubits}, ops={len(self.ops)} ({n2} two-qubit), "
-                f"params={self.num_parameters} {dict((g, len(v)) for g, v in self.groups.items())})")
+@patch
+def __iter__(self: Circuit): return iter(self.ops)
+
+# %% ../nbs/02_circuits.ipynb #c00-circ-compose
+@patch
+def copy(self: Circuit,
+         name=None) -> 'Circuit':  # the copy's name (default: the same)
+    """A copy with the same operations and parameters (templates are immutable, so the operations are shared).
+
+    Parameters
+    ----------
+    name : default None
+        the copy's name (default: the same)
+    """
+    c = Circuit(self.n_qubits, name or self.name)
+    c._ops = self._ops
+    c._params = dict(self._params)
+    return c
+
+@patch
+def compose(self: Circuit,
+            other: 'Circuit',  # the circuit to append
+            qubits: Sequence[int] | None = None) -> 'Circuit':  # where other's qubit i goes (default: the same indices)
+    """New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names
+    are shared.
+
+    Parameters
+    ----------
+    other : 'Circuit'
+        the circuit to append
+    qubits : Sequence[int] | None, default None
+        where other's qubit i goes (default: the same indices)
+    """
+    qmap = list(range(other.n_qubits)) if qubits is None else list(qubits)
+    if len(qmap) != other.n_qubits:
+        raise ValueError(f"compose: need {other.n_qubits} target qubits, got {len(qmap)}")
+    out = self.copy()
+    for p, g in other._params.items(): out.parameter(p, g)
+    for op in other.ops: out.append(op.gate, [qmap[q] for q in op.qubits], *op.angles)
+    return out
+
+@patch
+def __add__(self: Circuit, other): return self.compose(other)
+
+@patch
+def inverse(self: Circuit) -> 'Circuit':
+    "The adjoint circuit: reversed order, each gate inverted (same parameters)."
+    out = Circuit(self.n_qubits, f"{self.name}^-1")
+    out._params = dict(self._params)
+    for op in reversed(self.ops):
+        name, angs = inverse_of(op.gatedef, op.angles)
+        out.append(name, op.qubits, *angs)
+    return out
+
+# %% ../nbs/02_circuits.ipynb #c00-circ-ident
+@patch
+def structure_key(self: Circuit) -> list:
+    "Qubit count, parameters with their groups, and every operation's key: what makes two templates the same."
+    return [self.n_qubits, [[p, g] for p, g in self._params.items()], [op.key() for op in self.ops]]
+
+@patch(as_prop=True)
+def structural_hash(self: Circuit) -> str:
+    "Hash of the gate structure and angle expressions, independent of bound values."
+    key = (len(self._ops), len(self._params))  # ops only change by append (grows) or the setter (resets the hash)
+    if getattr(self, '_hash', None) is None or self._hash[0] != key:
+        self._hash = (
+            key,
+            hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16],
+        )
+    return self._hash[1]
+
+@patch
+def __eq__(self: Circuit, other): return isinstance(other, Circuit) and self.structure_key() == other.structure_key()
+
+@patch
+def __hash__(self: Circuit): return hash(self.structural_hash)
+
+@patch
+def __repr__(self: Circuit):
+    n2 = sum(op.gatedef.num_qubits == 2 for op in self.ops)
+    return (f"Circuit('{self.name}', n_qubits={self.n_qubits}, ops={len(self.ops)} ({n2} two-qubit), "
+            f"params={self.num_parameters} {dict((g, len(v)) for g, v in self.groups.items())})")
 
 # %% ../nbs/02_circuits.ipynb #c00-sugar
 def _gate_method(g: GateDef):
