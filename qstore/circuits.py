@@ -76,8 +76,14 @@ class Param(Angle):
     def __repr__(self): return self.param
 
 
-def as_angle(x) -> Angle:
-    "Coerce a number, `Param` or `Angle` to an `Angle`, rejecting NaN and inf."
+def as_angle(x) -> Angle:  # a number, `Param` or `Angle`
+    """Coerce a number, `Param` or `Angle` to an `Angle`, rejecting NaN and inf.
+
+    Parameters
+    ----------
+    x
+        a number, `Param` or `Angle`
+    """
     if isinstance(x, Angle): return Angle(x.param, x.scale, x.offset)
     try:
         v = float(x)
@@ -344,10 +350,13 @@ def __repr__(self: Circuit):
 # %% ../nbs/02_circuits.ipynb #c00-sugar
 def _gate_method(g: GateDef):
     "The `Circuit` method appending gate `g`: qubits first, then angles."
-    def method(self, *args): return self.append(g.name, args[:g.num_qubits], *args[g.num_qubits:])
+    def method(self,
+               *args):  # the gate's qubits, then its angles
+        return self.append(g.name, args[:g.num_qubits], *args[g.num_qubits:])
     method.__name__ = g.name
     unit = f", in {g.unit}s" if g.unit else ''
-    method.__doc__ = f"Append `{g.name}` ({g.num_qubits} qubit(s), angles {g.angle_names or 'none'}{unit})."
+    method.__doc__ = (f"Append `{g.name}` ({g.num_qubits} qubit(s), angles {g.angle_names or 'none'}{unit}).\n\n"
+                      f"Parameters\n----------\n*args\n    the gate's {g.num_qubits} qubit(s), then its angles")
     return method
 
 for _g in GATES.values(): setattr(Circuit, _g.name, _gate_method(_g))
@@ -363,8 +372,17 @@ def _check_finite(arr, what, names=None):
             f"{what} contains NaN or inf at row {r}, column {col}{who}; {int(bad.sum())} bad value(s) in all"
         )
 
-def validate_values(circuit: Circuit, values) -> np.ndarray:
-    "Check and normalise a values array to float `(B, P)`."
+def validate_values(circuit: Circuit,  # the template the values are for
+                    values) -> np.ndarray:  # (B, P) or (P,) numbers; with one parameter, (B,) too
+    """Check and normalise a values array to float `(B, P)`.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template the values are for
+    values
+        (B, P) or (P,) numbers; with one parameter, (B,) too
+    """
     try: v = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as e: raise TypeError(f"parameter values must be numeric: {e}") from None
     P = circuit.num_parameters
@@ -378,8 +396,18 @@ def validate_values(circuit: Circuit, values) -> np.ndarray:
 
 
 @patch
-def bind(self: Circuit, values: dict | None = None, **groups) -> np.ndarray:
-    "Build the `(B, P)` values array from a `{param: value}` dict and/or group arrays (`inputs=X, weights=w`)."
+def bind(self: Circuit,
+         values: dict | None = None,  # {parameter name: value or (B,) values}
+         **groups) -> np.ndarray:  # group name -> (B, k) array, or (k,) shared by every row
+    """Build the `(B, P)` values array from a `{param: value}` dict and/or group arrays (`inputs=X, weights=w`).
+
+    Parameters
+    ----------
+    values : dict | None, default None
+        {parameter name: value or (B,) values}
+    **groups
+        group name -> (B, k) array, or (k,) shared by every row
+    """
     P, cols = self.num_parameters, {}
     if values:
         unknown = set(values) - set(self._params)
@@ -424,8 +452,15 @@ def angle_index(self: Circuit):
     return res
 
 @patch
-def angle_table(self: Circuit, values) -> np.ndarray:
-    "All gate angles for a batch: `(B, n_angles)`, in op order."
+def angle_table(self: Circuit,
+                values) -> np.ndarray:  # (B, P) parameter values (see `validate_values`)
+    """All gate angles for a batch: `(B, n_angles)`, in op order.
+
+    Parameters
+    ----------
+    values
+        (B, P) parameter values (see `validate_values`)
+    """
     v = validate_values(self, values)
     cols, scales, offsets, _ = self.angle_index()
     if not len(cols): return np.zeros((len(v), 0))
@@ -437,8 +472,8 @@ def apply_matrix(
     states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n) or (K, B, 2^n)
     mats: np.ndarray,  # (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
     qubits: Sequence[int],  # the k target qubits
-    n: int,
-) -> np.ndarray:  # total number of qubits
+    n: int,  # total number of qubits
+) -> np.ndarray:
     """Apply a (batched) k-qubit matrix to a batch of states; returns a new array.
 
     Parameters
@@ -449,10 +484,7 @@ def apply_matrix(
         (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
     qubits : Sequence[int]
         the k target qubits
-
-    Returns
-    -------
-    np.ndarray
+    n : int
         total number of qubits
     """
     lead, k, nl = states.shape[:-1], len(qubits), states.ndim - 1
@@ -465,8 +497,15 @@ def apply_matrix(
 
 # %% ../nbs/02_circuits.ipynb #c00-unitary
 @patch
-def unitary(self: Circuit, values=None) -> np.ndarray:
-    "Full unitary for one binding (`values` of shape `(P,)` or `(1, P)`). Little-endian basis."
+def unitary(self: Circuit,
+            values=None) -> np.ndarray:  # one row of parameter values, (P,) or (1, P); None without parameters
+    """Full unitary for one binding (`values` of shape `(P,)` or `(1, P)`). Little-endian basis.
+
+    Parameters
+    ----------
+    values : default None
+        one row of parameter values, (P,) or (1, P); None without parameters
+    """
     if self.n_qubits > 12:
         raise ValueError(f"unitary() builds a dense 2^n matrix; {self.n_qubits} qubits is too many (max 12)")
     v = validate_values(self, np.zeros((1, 0)) if values is None and self.num_parameters == 0 else values)
@@ -513,8 +552,15 @@ def _cells(op) -> list:
     return [lab] if g.num_qubits == 1 else [lab + '₀', lab + '₁']
 
 @patch
-def draw(self: Circuit, max_width: int = 120) -> str:
-    "Text drawing of the circuit (qubit 0 on top)."
+def draw(self: Circuit,
+         max_width: int = 120) -> str:  # wrap the drawing into sections at most this many characters wide
+    """Text drawing of the circuit (qubit 0 on top).
+
+    Parameters
+    ----------
+    max_width : int, default 120
+        wrap the drawing into sections at most this many characters wide
+    """
     n = self.n_qubits
     moments, depth = [], [0] * n
     for op in self.ops:
