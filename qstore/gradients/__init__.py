@@ -6,9 +6,4 @@
 __all__ = []
 
 # %% ../../nbs/47_gradients_package.ipynb #g47-imp
-import qstore.gradients.core
-import qstore.gradients.shift
-import qstore.gradients.finite_diff
-import qstore.gradients.adjoint
-import qstore.gradients.spsa
-import qstore.gradients.adaptive
+from . import core, shift, finite_diff, adjoint, spsa, adaptive  # noqa: F401 (importing registers)
