@@ -353,7 +353,14 @@ def on_bridge(fn):  # an async method of a class with a `bridge` (`AsyncBridge`)
 
 class BlockingFacade:
     "Blocking forms of an object's `on_bridge` methods, run on the object's `bridge`."
-    def __init__(self, obj): self._obj = obj  # an object with a `bridge` attribute
+    def __init__(self,
+                 obj):  # an object with a `bridge` attribute and `on_bridge` methods
+        """Parameters
+        ----------
+        obj
+            an object with a `bridge` attribute and `on_bridge` methods
+        """
+        self._obj = obj
 
     def __getattr__(self, name):
         fn = getattr(getattr(type(self._obj), name, None), 'blocking_form', None)

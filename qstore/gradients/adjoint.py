@@ -20,8 +20,20 @@ from ..utils import LRUCache
 __all__ = ['apply_observable', 'adjoint']
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g04-adj
-def apply_observable(states: np.ndarray, obs: Observable, n: int) -> np.ndarray:
-    "`O psi` for a Pauli-sum observable on a batch of states `(..., 2^n)`."
+def apply_observable(states: np.ndarray,  # a batch of states `(..., 2^n)`
+                     obs: Observable,  # a Pauli-sum observable
+                     n: int) -> np.ndarray:  # number of qubits
+    """`O psi` for a Pauli-sum observable on a batch of states `(..., 2^n)`.
+
+    Parameters
+    ----------
+    states : np.ndarray
+        a batch of states `(..., 2^n)`
+    obs : Observable
+        a Pauli-sum observable
+    n : int
+        number of qubits
+    """
     idx = np.arange(2 ** n)
     out = np.zeros_like(states)
     for t in obs.terms:
