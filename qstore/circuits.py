@@ -356,7 +356,7 @@ def _gate_method(g: GateDef):
     method.__name__ = g.name
     unit = f", in {g.unit}s" if g.unit else ''
     method.__doc__ = (f"Append `{g.name}` ({g.num_qubits} qubit(s), angles {g.angle_names or 'none'}{unit}).\n\n"
-                      f"Parameters\n----------\n*args\n    the gate's {g.num_qubits} qubit(s), then its angles")
+                      "Parameters\n----------\n*args\n    the gate's qubits, then its angles")
     return method
 
 for _g in GATES.values(): setattr(Circuit, _g.name, _gate_method(_g))

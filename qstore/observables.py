@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 import numpy as np
+from fastcore.basics import patch
 from .circuits import Circuit
 
 # %% auto #0
@@ -98,25 +99,8 @@ class Observable:
         bad = [q for q in self.qubits if q >= n_qubits]
         if bad: raise ValueError(f"observable {self} acts on qubit(s) {bad}, but the circuit has {n_qubits} qubits")
         return self
-    def __add__(self, o): return Observable(self.terms + as_observable(o).terms)
-    def __mul__(self, o):
-        if isinstance(o, (int, float, np.floating)):
-            return Observable(PauliTerm(t.paulis, t.coeff * float(o)) for t in self.terms)
-        o = as_observable(o)
-        out = []
-        for a in self.terms:
-            for b in o.terms:
-                if set(a.qubits) & set(b.qubits):
-                    raise ValueError("products of Paulis on the same qubit are not supported; write the product out")
-                out.append(PauliTerm(tuple(sorted(a.paulis + b.paulis)), a.coeff * b.coeff))
-        return Observable(out)
-    __rmul__ = lambda self, o: self * o
-    def __neg__(self): return self * -1.0
-    def __eq__(self, o): return isinstance(o, Observable) and set(self.terms) == set(o.terms)
-    def __hash__(self): return hash(frozenset(self.terms))
-    def __repr__(self): return ' + '.join(map(repr, self.terms))
 
-
+# %% ../nbs/03_observables.ipynb #o00-obs-helpers
 def as_observable(o) -> Observable:  # a Pauli string, `PauliTerm` or `Observable`
     """Coerce a string, `PauliTerm` or `Observable` to an `Observable`.
 
@@ -179,6 +163,38 @@ def Z(q: int,  # the qubit it acts on
     """
     return Observable([PauliTerm(((q, 'Z'),))])
 
+# %% ../nbs/03_observables.ipynb #o00-obs-arith
+@patch
+def __add__(self: Observable, o): return Observable(self.terms + as_observable(o).terms)
+
+@patch
+def __mul__(self: Observable, o):
+    if isinstance(o, (int, float, np.floating)):
+        return Observable(PauliTerm(t.paulis, t.coeff * float(o)) for t in self.terms)
+    o = as_observable(o)
+    out = []
+    for a in self.terms:
+        for b in o.terms:
+            if set(a.qubits) & set(b.qubits):
+                raise ValueError("products of Paulis on the same qubit are not supported; write the product out")
+            out.append(PauliTerm(tuple(sorted(a.paulis + b.paulis)), a.coeff * b.coeff))
+    return Observable(out)
+
+@patch
+def __rmul__(self: Observable, o): return self * o
+
+@patch
+def __neg__(self: Observable): return self * -1.0
+
+@patch
+def __eq__(self: Observable, o): return isinstance(o, Observable) and set(self.terms) == set(o.terms)
+
+@patch
+def __hash__(self: Observable): return hash(frozenset(self.terms))
+
+@patch
+def __repr__(self: Observable): return ' + '.join(map(repr, self.terms))
+
 # %% ../nbs/03_observables.ipynb #o00-exact
 def _popcount_parity(idx, mask):
     v = idx & mask
@@ -207,7 +223,7 @@ def term_signs(n: int,  # number of qubits
         _SIGN_CACHE[key] = 1.0 - 2.0 * _popcount_parity(np.arange(2 ** n), zmask)
     return _SIGN_CACHE[key]
 
-
+# %% ../nbs/03_observables.ipynb #o00-exact-states
 def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
                             observables,  # observable(s), see `as_observables`
                             n: int) -> np.ndarray:  # number of qubits
@@ -237,7 +253,7 @@ def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
                 out[:, k] += t.coeff * (val * (1j ** ny)).real
     return out
 
-
+# %% ../nbs/03_observables.ipynb #o00-exact-probs
 def expectation_from_probs(probs: np.ndarray,  # (B, 2^n) Z-basis probabilities
                            observables,  # Z-only observable(s), see `as_observables`
                            n: int) -> np.ndarray:  # number of qubits
@@ -305,7 +321,7 @@ def basis_rotation(circuit: Circuit,  # the circuit to measure
         elif p == 'Y': c.gpi2(q, 0.0) if native else c.sdg(q).h(q)
     return c
 
-
+# %% ../nbs/03_observables.ipynb #o00-group-est
 def estimate_from_counts(counts: list,  # per basis: (B, 2^n) counts array
                          bases: list,  # bases from `measurement_groups`, same order
                          observables,  # observable(s), see `as_observables`
