@@ -44,22 +44,12 @@ class Angle:
             raise TypeError(f"angles must be affine in ONE parameter; cannot {op} two symbolic angles. "
                             "Compute nonlinear or multi-parameter angles classically and bind them as a parameter.")
         return float(x.offset if isinstance(x, Angle) else x)
-    def __add__(self, x): return Angle(self.param, self.scale, self.offset + self._num(x, 'add'))
-    __radd__ = __add__
-    def __sub__(self, x): return Angle(self.param, self.scale, self.offset - self._num(x, 'subtract'))
-    def __rsub__(self, x): return Angle(self.param, -self.scale, self._num(x, 'subtract') - self.offset)
-    def __mul__(self, x):
-        k = self._num(x, 'multiply')
-        return Angle(self.param, self.scale * k, self.offset * k)
-    __rmul__ = __mul__
-    def __truediv__(self, x): return self * (1 / self._num(x, 'divide'))
-    def __neg__(self): return Angle(self.param, -self.scale, -self.offset)
     def __repr__(self):
         if self.is_constant: return f"{self.offset:.6g}"
         s = self.param if self.scale == 1 else f"{self.scale:.6g}*{self.param}"
         return s if self.offset == 0 else f"{s}{'+' if self.offset > 0 else '-'}{abs(self.offset):.6g}"
 
-
+# %% ../nbs/02_circuits.ipynb #c00-param2
 class Param(Angle):
     "A named circuit parameter; arithmetic with numbers gives an `Angle`."
     def __init__(self, name: str):  # the parameter's name, unique within a circuit
@@ -91,6 +81,35 @@ def as_angle(x) -> Angle:  # a number, `Param` or `Angle`
         raise TypeError(f"an angle must be a number, Param or Angle, got {type(x).__name__}: {x!r}") from None
     if not math.isfinite(v): raise ValueError(f"angle must be finite, got {v}")
     return Angle(None, 1.0, v)
+
+# %% ../nbs/02_circuits.ipynb #c00-angle-arith
+@patch
+def __add__(self: Angle, x): return Angle(self.param, self.scale, self.offset + self._num(x, 'add'))
+
+@patch
+def __radd__(self: Angle, x): return Angle(self.param, self.scale, self.offset + self._num(x, 'add'))
+
+@patch
+def __sub__(self: Angle, x): return Angle(self.param, self.scale, self.offset - self._num(x, 'subtract'))
+
+@patch
+def __rsub__(self: Angle, x): return Angle(self.param, -self.scale, self._num(x, 'subtract') - self.offset)
+
+@patch
+def __mul__(self: Angle, x):
+    k = self._num(x, 'multiply')
+    return Angle(self.param, self.scale * k, self.offset * k)
+
+@patch
+def __rmul__(self: Angle, x):
+    k = self._num(x, 'multiply')
+    return Angle(self.param, self.scale * k, self.offset * k)
+
+@patch
+def __truediv__(self: Angle, x): return self * (1 / self._num(x, 'divide'))
+
+@patch
+def __neg__(self: Angle): return Angle(self.param, -self.scale, -self.offset)
 
 # %% ../nbs/02_circuits.ipynb #c00-op
 @dataclass(frozen=True)
@@ -394,7 +413,7 @@ def validate_values(circuit: Circuit,  # the template the values are for
     _check_finite(v, 'parameter values', circuit.parameters)
     return v
 
-
+# %% ../nbs/02_circuits.ipynb #c00-bind2
 @patch
 def bind(self: Circuit,
          values: dict | None = None,  # {parameter name: value or (B,) values}
@@ -551,19 +570,11 @@ def _cells(op) -> list:
     lab = _label(op.gate, op.angles)
     return [lab] if g.num_qubits == 1 else [lab + '₀', lab + '₁']
 
-@patch
-def draw(self: Circuit,
-         max_width: int = 120) -> str:  # wrap the drawing into sections at most this many characters wide
-    """Text drawing of the circuit (qubit 0 on top).
-
-    Parameters
-    ----------
-    max_width : int, default 120
-        wrap the drawing into sections at most this many characters wide
-    """
-    n = self.n_qubits
+def _draw_columns(circuit: Circuit) -> list:
+    "Gates packed into moments; per moment, one equal-width cell string per qubit."
+    n = circuit.n_qubits
     moments, depth = [], [0] * n
-    for op in self.ops:
+    for op in circuit.ops:
         span = range(min(op.qubits), max(op.qubits) + 1)
         m = max(depth[q] for q in span)
         while len(moments) <= m: moments.append([])
@@ -579,6 +590,21 @@ def draw(self: Circuit,
                 if q not in op.qubits: cells[q] = '│'
         w = max(len(s) for s in cells)
         cols.append([s.center(w, '─') for s in cells])
+    return cols
+
+# %% ../nbs/02_circuits.ipynb #c00-draw2
+@patch
+def draw(self: Circuit,
+         max_width: int = 120) -> str:  # wrap the drawing into sections at most this many characters wide
+    """Text drawing of the circuit (qubit 0 on top).
+
+    Parameters
+    ----------
+    max_width : int, default 120
+        wrap the drawing into sections at most this many characters wide
+    """
+    n = self.n_qubits
+    cols = _draw_columns(self)
     lines = [f"q{q}: " for q in range(n)]
     width = max(len(l) for l in lines)
     lines = [l.ljust(width) for l in lines]
