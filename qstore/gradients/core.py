@@ -46,7 +46,7 @@ class GradientResult:
     stderr: np.ndarray | None = None  # (B, n_obs, n_wrt) statistical error, for shot-based estimates
     reason: str = ''  # why this method (set by `AdaptiveGradient`)
 
-
+# %% ../../nbs/40_gradients_core.ipynb #g40-sel
 def select_params(circuit: Circuit,  # the parametrised circuit
                   wrt) -> np.ndarray:  # parameters to differentiate: a group name, names or indices, or None (all)
     """Column indices for `wrt`: a group name, a list of parameter names or indices, or None (all).
@@ -139,7 +139,7 @@ class GradientMethod:
     stochastic: bool = False  # may return a random SPSA estimate, shaped by SPSA's gains and directions
     stateful: bool = False  # keeps state across steps (counter, RNG, history): callers pass an instance of `fn`
 
-GRADIENT_METHODS: dict = {}  # name -> GradientMethod; each method's module registers itself when imported
+GRADIENT_METHODS: dict = {}  # name -> GradientMethod; complete once any gradients module is imported
 
 def register_gradient(method: GradientMethod) -> GradientMethod:  # the method record to add
     """Add `method` to `GRADIENT_METHODS` (registering a name again replaces it).
@@ -164,6 +164,7 @@ def gradient_method(name: str) -> GradientMethod:  # a registered name, e.g. 'pa
         raise ValueError(f"unknown gradient method {name!r}; choose one of {', '.join(sorted(GRADIENT_METHODS))}")
     return GRADIENT_METHODS[name]
 
+# %% ../../nbs/40_gradients_core.ipynb #g40-run
 def run_gradient(method,  # a registered stateless method's name, or an estimator (anything with `.jacobian`)
                  circuit: Circuit,  # the parametrised circuit
                  values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
