@@ -571,6 +571,7 @@ def probabilities(self: DensityMatrixSimulator,
     """
     return self._basis_probs(circuit, values, {})
 
+# %% ../nbs/04_simulator.ipynb #s01-dm-read2
 @patch
 def expectation(self: DensityMatrixSimulator,
                 circuit: Circuit,  # the template

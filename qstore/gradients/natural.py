@@ -76,6 +76,7 @@ def _layer_generators(circuit: Circuit, layer: list) -> list:
         gens.append((k, PauliTerm(tuple(sorted((q, p) for q, p in zip(op.qubits, op.gatedef.pauli))))))
     return gens
 
+# %% ../../nbs/45_gradients_natural.ipynb #g45-meas2
 def _generator_covariance(circuit: Circuit, be, v: np.ndarray, gens: list, first_op: int, shots, seed) -> np.ndarray:
     "`(<K_a K_b> - <K_a><K_b>) / 4` `(B, n, n)` of a layer's generators, measured in the state before the layer."
     prefix = circuit.copy()
