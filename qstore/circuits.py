@@ -325,7 +325,15 @@ def compose(self: Circuit,
     return out
 
 @patch
-def __add__(self: Circuit, other): return self.compose(other)
+def __add__(  # noqa: F811 (Angle has a patched method of the same name)
+        self: Circuit,
+        other):  # the circuit to append, on the same qubit indices
+    """Parameters
+    ----------
+    other
+        the circuit to append, on the same qubit indices
+    """
+    return self.compose(other)
 
 @patch
 def inverse(self: Circuit) -> 'Circuit':

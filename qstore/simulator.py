@@ -557,9 +557,10 @@ def _basis_probs(self: DensityMatrixSimulator, circuit, values, basis):
     return _readout(p, circuit.n_qubits, self.noise.p01, self.noise.p10)
 
 @patch
-def probabilities(self: DensityMatrixSimulator,
-                  circuit: Circuit,  # the template
-                  values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
+def probabilities(  # noqa: F811 (StatevectorSimulator has a method of the same name)
+        self: DensityMatrixSimulator,
+        circuit: Circuit,  # the template
+        values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
     """Measured Z-basis probabilities, including readout error.
 
     Parameters
@@ -573,10 +574,11 @@ def probabilities(self: DensityMatrixSimulator,
 
 # %% ../nbs/04_simulator.ipynb #s01-dm-read2
 @patch
-def expectation(self: DensityMatrixSimulator,
-                circuit: Circuit,  # the template
-                values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
-                observables) -> np.ndarray:  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+def expectation(  # noqa: F811 (StatevectorSimulator has a method of the same name)
+        self: DensityMatrixSimulator,
+        circuit: Circuit,  # the template
+        values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+        observables) -> np.ndarray:  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
     """Expectations `(B, n_obs)` as measured: per-basis probabilities including readout error.
 
     Parameters
@@ -601,11 +603,12 @@ def expectation(self: DensityMatrixSimulator,
     return out
 
 @patch
-def sample(self: DensityMatrixSimulator,
-           circuit: Circuit,  # the template
-           values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
-           shots: int,  # measurements per row
-           seed: int | None = None) -> np.ndarray:  # seed for this call; None uses the simulator's generator
+def sample(  # noqa: F811 (StatevectorSimulator has a method of the same name)
+        self: DensityMatrixSimulator,
+        circuit: Circuit,  # the template
+        values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+        shots: int,  # measurements per row
+        seed: int | None = None) -> np.ndarray:  # seed for this call; None uses the simulator's generator
     """Seeded counts `(B, 2^n)` including readout error.
 
     Parameters
