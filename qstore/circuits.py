@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 import numpy as np
 from .utils import check_int
-from fastcore.basics import patch
+from fastcore.basics import patch, patch_to
 from .gates import GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
 
 # %% auto #0
@@ -386,8 +386,8 @@ def _gate_method(g: GateDef):
                       "Parameters\n----------\n*args\n    the gate's qubits, then its angles")
     return method
 
-for _g in GATES.values(): setattr(Circuit, _g.name, _gate_method(_g))
-setattr(Circuit, 'cx', Circuit.cnot)
+for _g in GATES.values(): patch_to(Circuit)(_gate_method(_g))
+patch_to(Circuit, nm='cx')(_gate_method(GATES['cnot']))  # the common alias
 
 # %% ../nbs/02_circuits.ipynb #c00-bind
 def _check_finite(arr, what, names=None):
