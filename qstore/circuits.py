@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 import numpy as np
 from .utils import check_int
-from fastcore.basics import patch
+from fastcore.basics import patch, patch_to
 from .gates import GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
 
 # %% auto #0
@@ -44,22 +44,12 @@ class Angle:
             raise TypeError(f"angles must be affine in ONE parameter; cannot {op} two symbolic angles. "
                             "Compute nonlinear or multi-parameter angles classically and bind them as a parameter.")
         return float(x.offset if isinstance(x, Angle) else x)
-    def __add__(self, x): return Angle(self.param, self.scale, self.offset + self._num(x, 'add'))
-    __radd__ = __add__
-    def __sub__(self, x): return Angle(self.param, self.scale, self.offset - self._num(x, 'subtract'))
-    def __rsub__(self, x): return Angle(self.param, -self.scale, self._num(x, 'subtract') - self.offset)
-    def __mul__(self, x):
-        k = self._num(x, 'multiply')
-        return Angle(self.param, self.scale * k, self.offset * k)
-    __rmul__ = __mul__
-    def __truediv__(self, x): return self * (1 / self._num(x, 'divide'))
-    def __neg__(self): return Angle(self.param, -self.scale, -self.offset)
     def __repr__(self):
         if self.is_constant: return f"{self.offset:.6g}"
         s = self.param if self.scale == 1 else f"{self.scale:.6g}*{self.param}"
         return s if self.offset == 0 else f"{s}{'+' if self.offset > 0 else '-'}{abs(self.offset):.6g}"
 
-
+# %% ../nbs/02_circuits.ipynb #c00-param2
 class Param(Angle):
     "A named circuit parameter; arithmetic with numbers gives an `Angle`."
     def __init__(self, name: str):  # the parameter's name, unique within a circuit
@@ -76,8 +66,14 @@ class Param(Angle):
     def __repr__(self): return self.param
 
 
-def as_angle(x) -> Angle:
-    "Coerce a number, `Param` or `Angle` to an `Angle`, rejecting NaN and inf."
+def as_angle(x) -> Angle:  # a number, `Param` or `Angle`
+    """Coerce a number, `Param` or `Angle` to an `Angle`, rejecting NaN and inf.
+
+    Parameters
+    ----------
+    x
+        a number, `Param` or `Angle`
+    """
     if isinstance(x, Angle): return Angle(x.param, x.scale, x.offset)
     try:
         v = float(x)
@@ -85,6 +81,35 @@ def as_angle(x) -> Angle:
         raise TypeError(f"an angle must be a number, Param or Angle, got {type(x).__name__}: {x!r}") from None
     if not math.isfinite(v): raise ValueError(f"angle must be finite, got {v}")
     return Angle(None, 1.0, v)
+
+# %% ../nbs/02_circuits.ipynb #c00-angle-arith
+@patch
+def __add__(self: Angle, x): return Angle(self.param, self.scale, self.offset + self._num(x, 'add'))
+
+@patch
+def __radd__(self: Angle, x): return Angle(self.param, self.scale, self.offset + self._num(x, 'add'))
+
+@patch
+def __sub__(self: Angle, x): return Angle(self.param, self.scale, self.offset - self._num(x, 'subtract'))
+
+@patch
+def __rsub__(self: Angle, x): return Angle(self.param, -self.scale, self._num(x, 'subtract') - self.offset)
+
+@patch
+def __mul__(self: Angle, x):
+    k = self._num(x, 'multiply')
+    return Angle(self.param, self.scale * k, self.offset * k)
+
+@patch
+def __rmul__(self: Angle, x):
+    k = self._num(x, 'multiply')
+    return Angle(self.param, self.scale * k, self.offset * k)
+
+@patch
+def __truediv__(self: Angle, x): return self * (1 / self._num(x, 'divide'))
+
+@patch
+def __neg__(self: Angle): return Angle(self.param, -self.scale, -self.offset)
 
 # %% ../nbs/02_circuits.ipynb #c00-op
 @dataclass(frozen=True)
@@ -128,7 +153,7 @@ class Circuit:
             label shown in drawings and reports
         """
         self.n_qubits, self.name = check_int('n_qubits', n_qubits), name
-        self._ops: tuple = ()  # immutable, so every change goes through `append` or the `ops` setter (which reset the hash)
+        self._ops: tuple = ()  # immutable: every change goes through `append` or the `ops` setter (they reset the hash)
         self._params: dict[str, str] = {}  # name -> group, in column order
 
     @property
@@ -143,129 +168,226 @@ class Circuit:
         if bad: raise TypeError(f"ops must be Operation objects, got {type(bad[0]).__name__}")
         self._ops, self._hash = ops, None
 
-    # ---- parameters
-    @property
-    def parameters(self) -> list[str]: return list(self._params)
-    @property
-    def num_parameters(self): return len(self._params)
-    @property
-    def groups(self) -> dict:
-        "Group name -> list of parameter names, in column order."
-        out = {}
-        for p, g in self._params.items(): out.setdefault(g, []).append(p)
-        return out
+# %% ../nbs/02_circuits.ipynb #c00-circ-params
+@patch(as_prop=True)
+def parameters(self: Circuit) -> list[str]:
+    "Parameter names, in column order of a values array."
+    return list(self._params)
 
-    def parameter(self, name: str, group: str = 'weights') -> Param:
-        "Declare (or fetch) one parameter."
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"parameter name must be a non-empty string, got {name!r}")
-        if name in self._params and self._params[name] != group:
-            raise ValueError(f"parameter '{name}' already belongs to group '{self._params[name]}', not '{group}'")
-        self._params.setdefault(name, group)
-        return Param(name)
+@patch(as_prop=True)
+def num_parameters(self: Circuit):
+    "Number of parameters (columns of a values array)."
+    return len(self._params)
 
-    def parameters_vector(self, prefix: str, n: int, group: str = 'weights') -> list[Param]:
-        "Declare `n` parameters `prefix[0]` ... `prefix[n-1]`."
-        return [self.parameter(f"{prefix}[{i}]", group) for i in range(n)]
+@patch(as_prop=True)
+def groups(self: Circuit) -> dict:
+    "Group name -> list of parameter names, in column order."
+    out = {}
+    for p, g in self._params.items(): out.setdefault(g, []).append(p)
+    return out
 
-    def group_indices(self, group: str) -> np.ndarray:
-        "Column indices of a group's parameters in the values array."
-        idx = [i for i, g in enumerate(self._params.values()) if g == group]
-        if not idx and group not in self._params.values():
-            raise KeyError(f"circuit has no parameter group '{group}'; groups: {sorted(set(self._params.values()))}")
-        return np.array(idx, dtype=int)
+@patch
+def parameter(self: Circuit,
+              name: str,  # the parameter's name, unique within the circuit
+              group: str = 'weights') -> Param:  # its group, e.g. 'inputs' or 'weights'
+    """Declare (or fetch) one parameter.
 
-    # ---- building
-    def append(self, gate: str, qubits, *angles) -> 'Circuit':
-        "Append `gate` on `qubits` with `angles` (numbers, `Param`s or `Angle`s); returns self."
-        name = gate.lower()
-        if name not in GATES: raise ValueError(f"unknown gate '{gate}'. Known gates: {', '.join(sorted(GATES))}")
-        g = GATES[name]
-        qs = (qubits,) if isinstance(qubits, (int, np.integer)) else tuple(qubits)
-        if len(qs) != g.num_qubits:
-            raise ValueError(f"gate '{name}' acts on {g.num_qubits} qubit(s), got qubits {list(qs)}")
-        for q in qs:
-            if not isinstance(q, (int, np.integer)) or not 0 <= q < self.n_qubits:
-                raise ValueError(
-                    f"qubit {q!r} out of range for a {self.n_qubits}-qubit circuit (valid: 0..{self.n_qubits - 1})"
-                )
-        if len(set(qs)) != len(qs): raise ValueError(f"gate '{name}' needs distinct qubits, got {list(qs)}")
-        angs = list(angles)
-        n_missing = g.num_angles - len(angs)
-        if 0 < n_missing <= len(g.defaults): angs += list(g.defaults[len(g.defaults) - n_missing:])
-        if len(angs) != g.num_angles:
-            raise ValueError(f"gate '{name}' takes {g.num_angles} angle(s) {g.angle_names}, got {len(angles)}")
-        angs = tuple(as_angle(a) for a in angs)
-        for a in angs:
-            if a.param is not None and a.param not in self._params: self._params[a.param] = 'weights'
-        self._ops = self._ops + (Operation(name, tuple(int(q) for q in qs), angs),)
-        return self
+    Parameters
+    ----------
+    name : str
+        the parameter's name, unique within the circuit
+    group : str, default 'weights'
+        its group, e.g. 'inputs' or 'weights'
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"parameter name must be a non-empty string, got {name!r}")
+    if name in self._params and self._params[name] != group:
+        raise ValueError(f"parameter '{name}' already belongs to group '{self._params[name]}', not '{group}'")
+    self._params.setdefault(name, group)
+    return Param(name)
 
-    def __len__(self): return len(self.ops)
-    def __iter__(self): return iter(self.ops)
+# %% ../nbs/02_circuits.ipynb #c00-circ-params2
+@patch
+def parameters_vector(self: Circuit,
+                      prefix: str,  # names are `prefix[0]` ... `prefix[n-1]`
+                      n: int,  # how many parameters
+                      group: str = 'weights') -> list[Param]:  # their group, e.g. 'inputs' or 'weights'
+    """Declare `n` parameters `prefix[0]` ... `prefix[n-1]`.
 
-    def copy(self, name=None) -> 'Circuit':
-        c = Circuit(self.n_qubits, name or self.name)
-        c._ops = self._ops
-        c._params = dict(self._params)
-        return c
+    Parameters
+    ----------
+    prefix : str
+        names are `prefix[0]` ... `prefix[n-1]`
+    n : int
+        how many parameters
+    group : str, default 'weights'
+        their group, e.g. 'inputs' or 'weights'
+    """
+    return [self.parameter(f"{prefix}[{i}]", group) for i in range(n)]
 
-    def compose(self, other: 'Circuit', qubits: Sequence[int] | None = None) -> 'Circuit':
-        """New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names
-        are shared."""
-        qmap = list(range(other.n_qubits)) if qubits is None else list(qubits)
-        if len(qmap) != other.n_qubits:
-            raise ValueError(f"compose: need {other.n_qubits} target qubits, got {len(qmap)}")
-        out = self.copy()
-        for p, g in other._params.items(): out.parameter(p, g)
-        for op in other.ops: out.append(op.gate, [qmap[q] for q in op.qubits], *op.angles)
-        return out
+@patch
+def group_indices(self: Circuit,
+                  group: str) -> np.ndarray:  # a group name, e.g. 'inputs' or 'weights'
+    """Column indices of a group's parameters in the values array.
 
-    def __add__(self, other): return self.compose(other)
+    Parameters
+    ----------
+    group : str
+        a group name, e.g. 'inputs' or 'weights'
+    """
+    idx = [i for i, g in enumerate(self._params.values()) if g == group]
+    if not idx and group not in self._params.values():
+        raise KeyError(f"circuit has no parameter group '{group}'; groups: {sorted(set(self._params.values()))}")
+    return np.array(idx, dtype=int)
 
-    def inverse(self) -> 'Circuit':
-        "The adjoint circuit: reversed order, each gate inverted (same parameters)."
-        out = Circuit(self.n_qubits, f"{self.name}^-1")
-        out._params = dict(self._params)
-        for op in reversed(self.ops):
-            name, angs = inverse_of(op.gatedef, op.angles)
-            out.append(name, op.qubits, *angs)
-        return out
+# %% ../nbs/02_circuits.ipynb #c00-circ-append
+@patch
+def append(self: Circuit,
+           gate: str,  # a gate name in `GATES` (any case)
+           qubits,  # one qubit index, or a sequence of them (one per gate qubit)
+           *angles) -> 'Circuit':  # the gate's angles (numbers, `Param`s or `Angle`s); trailing defaults may be omitted
+    """Append `gate` on `qubits` with `angles` (numbers, `Param`s or `Angle`s); returns self.
 
-    # ---- identity
-    def structure_key(self) -> list:
-        return [self.n_qubits, [[p, g] for p, g in self._params.items()], [op.key() for op in self.ops]]
-
-    @property
-    def structural_hash(self) -> str:
-        "Hash of the gate structure and angle expressions, independent of bound values."
-        key = (len(self._ops), len(self._params))  # ops only change by append (grows) or the setter (resets the hash)
-        if getattr(self, '_hash', None) is None or self._hash[0] != key:
-            self._hash = (
-                key,
-                hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16],
+    Parameters
+    ----------
+    gate : str
+        a gate name in `GATES` (any case)
+    qubits
+        one qubit index, or a sequence of them (one per gate qubit)
+    *angles
+        the gate's angles (numbers, `Param`s or `Angle`s); trailing defaults may be omitted
+    """
+    name = gate.lower()
+    if name not in GATES: raise ValueError(f"unknown gate '{gate}'. Known gates: {', '.join(sorted(GATES))}")
+    g = GATES[name]
+    qs = (qubits,) if isinstance(qubits, (int, np.integer)) else tuple(qubits)
+    if len(qs) != g.num_qubits:
+        raise ValueError(f"gate '{name}' acts on {g.num_qubits} qubit(s), got qubits {list(qs)}")
+    for q in qs:
+        if not isinstance(q, (int, np.integer)) or not 0 <= q < self.n_qubits:
+            raise ValueError(
+                f"qubit {q!r} out of range for a {self.n_qubits}-qubit circuit (valid: 0..{self.n_qubits - 1})"
             )
-        return self._hash[1]
+    if len(set(qs)) != len(qs): raise ValueError(f"gate '{name}' needs distinct qubits, got {list(qs)}")
+    angs = list(angles)
+    n_missing = g.num_angles - len(angs)
+    if 0 < n_missing <= len(g.defaults): angs += list(g.defaults[len(g.defaults) - n_missing:])
+    if len(angs) != g.num_angles:
+        raise ValueError(f"gate '{name}' takes {g.num_angles} angle(s) {g.angle_names}, got {len(angles)}")
+    angs = tuple(as_angle(a) for a in angs)
+    for a in angs:
+        if a.param is not None and a.param not in self._params: self._params[a.param] = 'weights'
+    self._ops = self._ops + (Operation(name, tuple(int(q) for q in qs), angs),)
+    return self
 
-    def __eq__(self, other): return isinstance(other, Circuit) and self.structure_key() == other.structure_key()
-    def __hash__(self): return hash(self.structural_hash)
+@patch
+def __len__(self: Circuit): return len(self.ops)
 
-    def __repr__(self):
-        n2 = sum(op.gatedef.num_qubits == 2 for op in self.ops)
-        return (f"Circuit('{self.name}', n_qubits={self.n_qubits}, ops={len(self.ops)} ({n2} two-qubit), "
-                f"params={self.num_parameters} {dict((g, len(v)) for g, v in self.groups.items())})")
+@patch
+def __iter__(self: Circuit): return iter(self.ops)
+
+# %% ../nbs/02_circuits.ipynb #c00-circ-compose
+@patch
+def copy(self: Circuit,
+         name=None) -> 'Circuit':  # the copy's name (default: the same)
+    """A copy with the same operations and parameters (templates are immutable, so the operations are shared).
+
+    Parameters
+    ----------
+    name : default None
+        the copy's name (default: the same)
+    """
+    c = Circuit(self.n_qubits, name or self.name)
+    c._ops = self._ops
+    c._params = dict(self._params)
+    return c
+
+@patch
+def compose(self: Circuit,
+            other: 'Circuit',  # the circuit to append
+            qubits: Sequence[int] | None = None) -> 'Circuit':  # where other's qubit i goes (default: the same indices)
+    """New circuit: self followed by `other` placed on `qubits` (default: the same indices). Shared parameter names
+    are shared.
+
+    Parameters
+    ----------
+    other : 'Circuit'
+        the circuit to append
+    qubits : Sequence[int] | None, default None
+        where other's qubit i goes (default: the same indices)
+    """
+    qmap = list(range(other.n_qubits)) if qubits is None else list(qubits)
+    if len(qmap) != other.n_qubits:
+        raise ValueError(f"compose: need {other.n_qubits} target qubits, got {len(qmap)}")
+    out = self.copy()
+    for p, g in other._params.items(): out.parameter(p, g)
+    for op in other.ops: out.append(op.gate, [qmap[q] for q in op.qubits], *op.angles)
+    return out
+
+@patch
+def __add__(  # noqa: F811 (Angle has a patched method of the same name)
+        self: Circuit,
+        other):  # the circuit to append, on the same qubit indices
+    """Parameters
+    ----------
+    other
+        the circuit to append, on the same qubit indices
+    """
+    return self.compose(other)
+
+@patch
+def inverse(self: Circuit) -> 'Circuit':
+    "The adjoint circuit: reversed order, each gate inverted (same parameters)."
+    out = Circuit(self.n_qubits, f"{self.name}^-1")
+    out._params = dict(self._params)
+    for op in reversed(self.ops):
+        name, angs = inverse_of(op.gatedef, op.angles)
+        out.append(name, op.qubits, *angs)
+    return out
+
+# %% ../nbs/02_circuits.ipynb #c00-circ-ident
+@patch
+def structure_key(self: Circuit) -> list:
+    "Qubit count, parameters with their groups, and every operation's key: what makes two templates the same."
+    return [self.n_qubits, [[p, g] for p, g in self._params.items()], [op.key() for op in self.ops]]
+
+@patch(as_prop=True)
+def structural_hash(self: Circuit) -> str:
+    "Hash of the gate structure and angle expressions, independent of bound values."
+    key = (len(self._ops), len(self._params))  # ops only change by append (grows) or the setter (resets the hash)
+    if getattr(self, '_hash', None) is None or self._hash[0] != key:
+        self._hash = (
+            key,
+            hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16],
+        )
+    return self._hash[1]
+
+@patch
+def __eq__(self: Circuit, other): return isinstance(other, Circuit) and self.structure_key() == other.structure_key()
+
+@patch
+def __hash__(self: Circuit): return hash(self.structural_hash)
+
+@patch
+def __repr__(self: Circuit):
+    n2 = sum(op.gatedef.num_qubits == 2 for op in self.ops)
+    return (f"Circuit('{self.name}', n_qubits={self.n_qubits}, ops={len(self.ops)} ({n2} two-qubit), "
+            f"params={self.num_parameters} {dict((g, len(v)) for g, v in self.groups.items())})")
 
 # %% ../nbs/02_circuits.ipynb #c00-sugar
 def _gate_method(g: GateDef):
     "The `Circuit` method appending gate `g`: qubits first, then angles."
-    def method(self, *args): return self.append(g.name, args[:g.num_qubits], *args[g.num_qubits:])
+    def method(self,
+               *args):  # the gate's qubits, then its angles
+        return self.append(g.name, args[:g.num_qubits], *args[g.num_qubits:])
     method.__name__ = g.name
     unit = f", in {g.unit}s" if g.unit else ''
-    method.__doc__ = f"Append `{g.name}` ({g.num_qubits} qubit(s), angles {g.angle_names or 'none'}{unit})."
+    method.__doc__ = (f"Append `{g.name}` ({g.num_qubits} qubit(s), angles {g.angle_names or 'none'}{unit}).\n\n"
+                      "Parameters\n----------\n*args\n    the gate's qubits, then its angles")
     return method
 
-for _g in GATES.values(): setattr(Circuit, _g.name, _gate_method(_g))
-setattr(Circuit, 'cx', Circuit.cnot)
+for _g in GATES.values(): patch_to(Circuit)(_gate_method(_g))
+patch_to(Circuit, nm='cx')(_gate_method(GATES['cnot']))  # the common alias
 
 # %% ../nbs/02_circuits.ipynb #c00-bind
 def _check_finite(arr, what, names=None):
@@ -277,8 +399,17 @@ def _check_finite(arr, what, names=None):
             f"{what} contains NaN or inf at row {r}, column {col}{who}; {int(bad.sum())} bad value(s) in all"
         )
 
-def validate_values(circuit: Circuit, values) -> np.ndarray:
-    "Check and normalise a values array to float `(B, P)`."
+def validate_values(circuit: Circuit,  # the template the values are for
+                    values) -> np.ndarray:  # (B, P) or (P,) numbers; with one parameter, (B,) too
+    """Check and normalise a values array to float `(B, P)`.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template the values are for
+    values
+        (B, P) or (P,) numbers; with one parameter, (B,) too
+    """
     try: v = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as e: raise TypeError(f"parameter values must be numeric: {e}") from None
     P = circuit.num_parameters
@@ -290,10 +421,20 @@ def validate_values(circuit: Circuit, values) -> np.ndarray:
     _check_finite(v, 'parameter values', circuit.parameters)
     return v
 
-
+# %% ../nbs/02_circuits.ipynb #c00-bind2
 @patch
-def bind(self: Circuit, values: dict | None = None, **groups) -> np.ndarray:
-    "Build the `(B, P)` values array from a `{param: value}` dict and/or group arrays (`inputs=X, weights=w`)."
+def bind(self: Circuit,
+         values: dict | None = None,  # {parameter name: value or (B,) values}
+         **groups) -> np.ndarray:  # group name -> (B, k) array, or (k,) shared by every row
+    """Build the `(B, P)` values array from a `{param: value}` dict and/or group arrays (`inputs=X, weights=w`).
+
+    Parameters
+    ----------
+    values : dict | None, default None
+        {parameter name: value or (B,) values}
+    **groups
+        group name -> (B, k) array, or (k,) shared by every row
+    """
     P, cols = self.num_parameters, {}
     if values:
         unknown = set(values) - set(self._params)
@@ -338,8 +479,15 @@ def angle_index(self: Circuit):
     return res
 
 @patch
-def angle_table(self: Circuit, values) -> np.ndarray:
-    "All gate angles for a batch: `(B, n_angles)`, in op order."
+def angle_table(self: Circuit,
+                values) -> np.ndarray:  # (B, P) parameter values (see `validate_values`)
+    """All gate angles for a batch: `(B, n_angles)`, in op order.
+
+    Parameters
+    ----------
+    values
+        (B, P) parameter values (see `validate_values`)
+    """
     v = validate_values(self, values)
     cols, scales, offsets, _ = self.angle_index()
     if not len(cols): return np.zeros((len(v), 0))
@@ -351,8 +499,8 @@ def apply_matrix(
     states: np.ndarray,  # (..., 2^n) complex states, e.g. (B, 2^n) or (K, B, 2^n)
     mats: np.ndarray,  # (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
     qubits: Sequence[int],  # the k target qubits
-    n: int,
-) -> np.ndarray:  # total number of qubits
+    n: int,  # total number of qubits
+) -> np.ndarray:
     """Apply a (batched) k-qubit matrix to a batch of states; returns a new array.
 
     Parameters
@@ -363,10 +511,7 @@ def apply_matrix(
         (B or 1, 2^k, 2^k) per-row matrices (broadcast over leading dims), qubits[0] most significant
     qubits : Sequence[int]
         the k target qubits
-
-    Returns
-    -------
-    np.ndarray
+    n : int
         total number of qubits
     """
     lead, k, nl = states.shape[:-1], len(qubits), states.ndim - 1
@@ -379,8 +524,15 @@ def apply_matrix(
 
 # %% ../nbs/02_circuits.ipynb #c00-unitary
 @patch
-def unitary(self: Circuit, values=None) -> np.ndarray:
-    "Full unitary for one binding (`values` of shape `(P,)` or `(1, P)`). Little-endian basis."
+def unitary(self: Circuit,
+            values=None) -> np.ndarray:  # one row of parameter values, (P,) or (1, P); None without parameters
+    """Full unitary for one binding (`values` of shape `(P,)` or `(1, P)`). Little-endian basis.
+
+    Parameters
+    ----------
+    values : default None
+        one row of parameter values, (P,) or (1, P); None without parameters
+    """
     if self.n_qubits > 12:
         raise ValueError(f"unitary() builds a dense 2^n matrix; {self.n_qubits} qubits is too many (max 12)")
     v = validate_values(self, np.zeros((1, 0)) if values is None and self.num_parameters == 0 else values)
@@ -426,12 +578,11 @@ def _cells(op) -> list:
     lab = _label(op.gate, op.angles)
     return [lab] if g.num_qubits == 1 else [lab + '₀', lab + '₁']
 
-@patch
-def draw(self: Circuit, max_width: int = 120) -> str:
-    "Text drawing of the circuit (qubit 0 on top)."
-    n = self.n_qubits
+def _draw_columns(circuit: Circuit) -> list:
+    "Gates packed into moments; per moment, one equal-width cell string per qubit."
+    n = circuit.n_qubits
     moments, depth = [], [0] * n
-    for op in self.ops:
+    for op in circuit.ops:
         span = range(min(op.qubits), max(op.qubits) + 1)
         m = max(depth[q] for q in span)
         while len(moments) <= m: moments.append([])
@@ -447,6 +598,21 @@ def draw(self: Circuit, max_width: int = 120) -> str:
                 if q not in op.qubits: cells[q] = '│'
         w = max(len(s) for s in cells)
         cols.append([s.center(w, '─') for s in cells])
+    return cols
+
+# %% ../nbs/02_circuits.ipynb #c00-draw2
+@patch
+def draw(self: Circuit,
+         max_width: int = 120) -> str:  # wrap the drawing into sections at most this many characters wide
+    """Text drawing of the circuit (qubit 0 on top).
+
+    Parameters
+    ----------
+    max_width : int, default 120
+        wrap the drawing into sections at most this many characters wide
+    """
+    n = self.n_qubits
+    cols = _draw_columns(self)
     lines = [f"q{q}: " for q in range(n)]
     width = max(len(l) for l in lines)
     lines = [l.ljust(width) for l in lines]

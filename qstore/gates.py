@@ -78,8 +78,15 @@ class GateDef:
     @property
     def num_angles(self): return len(self.angle_names)
 
-    def matrix(self, *angles) -> np.ndarray:
-        "Batched matrices `(B, 2^k, 2^k)`; scalars give `B=1`."
+    def matrix(self,
+               *angles) -> np.ndarray:  # one number or (B,) array per angle, in `angle_names` order
+        """Batched matrices `(B, 2^k, 2^k)`; scalars give `B=1`.
+
+        Parameters
+        ----------
+        *angles
+            one number or (B,) array per angle, in `angle_names` order
+        """
         arrs = [np.atleast_1d(np.asarray(a, dtype=float)) for a in angles]
         if len(arrs) != self.num_angles:
             raise ValueError(f"gate '{self.name}' takes {self.num_angles} angle(s) {self.angle_names}, got {len(arrs)}")
@@ -150,7 +157,8 @@ def register(name: str,  # lower-case gate name; also the `Circuit` method that 
              num_qubits: int,  # 1 or 2
              matrix_fn: Callable,  # list of (B,) angle arrays -> (B, 2^k, 2^k)
              angle_names: tuple = (),  # names of the angles
-             **facts) -> GateDef:  # the other `GateDef` fields
+             **facts  # the other `GateDef` fields
+             ) -> GateDef:
     """Add (or replace) the record of one gate in `GATES`.
 
     Parameters

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 import numpy as np
+from fastcore.basics import patch
 from .circuits import Circuit
 
 # %% auto #0
@@ -31,8 +32,15 @@ class PauliTerm:
     coeff: float = 1.0  # real weight
 
     @classmethod
-    def parse(cls, s: str) -> 'PauliTerm':
-        "Parse `'Z0 Z1'`, `'X0Y2'`, `'0.5*Z0'`, `'-Z3'` or `'I'`."
+    def parse(cls,
+              s: str) -> 'PauliTerm':  # a Pauli string: qubit-indexed X/Y/Z factors, optional coefficient
+        """Parse `'Z0 Z1'`, `'X0Y2'`, `'0.5*Z0'`, `'-Z3'` or `'I'`.
+
+        Parameters
+        ----------
+        s : str
+            a Pauli string: qubit-indexed X/Y/Z factors, optional coefficient
+        """
         s0 = s.strip()
         coeff = 1.0
         m = re.match(r"^([+-]?\s*[\d.]+(?:[eE][+-]?\d+)?)\s*\*?\s*(.*)$", s0)
@@ -79,49 +87,113 @@ class Observable:
 
     @property
     def qubits(self): return tuple(sorted({q for t in self.terms for q in t.qubits}))
-    def check(self, n_qubits: int):
-        "Raise if the observable acts on a qubit the circuit does not have."
+    def check(self,
+              n_qubits: int):  # the circuit's number of qubits
+        """Raise if the observable acts on a qubit the circuit does not have.
+
+        Parameters
+        ----------
+        n_qubits : int
+            the circuit's number of qubits
+        """
         bad = [q for q in self.qubits if q >= n_qubits]
         if bad: raise ValueError(f"observable {self} acts on qubit(s) {bad}, but the circuit has {n_qubits} qubits")
         return self
-    def __add__(self, o): return Observable(self.terms + as_observable(o).terms)
-    def __mul__(self, o):
-        if isinstance(o, (int, float, np.floating)):
-            return Observable(PauliTerm(t.paulis, t.coeff * float(o)) for t in self.terms)
-        o = as_observable(o)
-        out = []
-        for a in self.terms:
-            for b in o.terms:
-                if set(a.qubits) & set(b.qubits):
-                    raise ValueError("products of Paulis on the same qubit are not supported; write the product out")
-                out.append(PauliTerm(tuple(sorted(a.paulis + b.paulis)), a.coeff * b.coeff))
-        return Observable(out)
-    __rmul__ = lambda self, o: self * o
-    def __neg__(self): return self * -1.0
-    def __eq__(self, o): return isinstance(o, Observable) and set(self.terms) == set(o.terms)
-    def __hash__(self): return hash(frozenset(self.terms))
-    def __repr__(self): return ' + '.join(map(repr, self.terms))
 
+# %% ../nbs/03_observables.ipynb #o00-obs-helpers
+def as_observable(o) -> Observable:  # a Pauli string, `PauliTerm` or `Observable`
+    """Coerce a string, `PauliTerm` or `Observable` to an `Observable`.
 
-def as_observable(o) -> Observable:
-    "Coerce a string, `PauliTerm` or `Observable` to an `Observable`."
+    Parameters
+    ----------
+    o
+        a Pauli string, `PauliTerm` or `Observable`
+    """
     if isinstance(o, Observable): return o
     if isinstance(o, PauliTerm): return Observable([o])
     if isinstance(o, str): return Observable(o)
     raise TypeError(f"cannot interpret {o!r} as an observable; use a string like 'Z0 Z1' or Z(0) * Z(1)")
 
 
-def as_observables(obs, n_qubits: int | None = None) -> list:
-    "Normalise one observable or a list of them; checks qubit range when `n_qubits` is given."
+def as_observables(obs,  # one observable (string, `PauliTerm`, `Observable`) or a list of them
+                   n_qubits: int | None = None) -> list:  # when given, check every qubit is below it
+    """Normalise one observable or a list of them; checks qubit range when `n_qubits` is given.
+
+    Parameters
+    ----------
+    obs
+        one observable (string, `PauliTerm`, `Observable`) or a list of them
+    n_qubits : int | None, default None
+        when given, check every qubit is below it
+    """
     if isinstance(obs, (str, PauliTerm, Observable)): obs = [obs]
     out = [as_observable(o) for o in obs]
     if not out: raise ValueError("need at least one observable")
     if n_qubits is not None: [o.check(n_qubits) for o in out]
     return out
 
-def X(q: int) -> Observable: return Observable([PauliTerm(((q, 'X'),))])
-def Y(q: int) -> Observable: return Observable([PauliTerm(((q, 'Y'),))])
-def Z(q: int) -> Observable: return Observable([PauliTerm(((q, 'Z'),))])
+def X(q: int,  # the qubit it acts on
+      ) -> Observable:
+    """Pauli X on qubit `q`.
+
+    Parameters
+    ----------
+    q : int
+        the qubit it acts on
+    """
+    return Observable([PauliTerm(((q, 'X'),))])
+def Y(q: int,  # the qubit it acts on
+      ) -> Observable:
+    """Pauli Y on qubit `q`.
+
+    Parameters
+    ----------
+    q : int
+        the qubit it acts on
+    """
+    return Observable([PauliTerm(((q, 'Y'),))])
+def Z(q: int,  # the qubit it acts on
+      ) -> Observable:
+    """Pauli Z on qubit `q`.
+
+    Parameters
+    ----------
+    q : int
+        the qubit it acts on
+    """
+    return Observable([PauliTerm(((q, 'Z'),))])
+
+# %% ../nbs/03_observables.ipynb #o00-obs-arith
+@patch
+def __add__(self: Observable, o): return Observable(self.terms + as_observable(o).terms)
+
+@patch
+def __mul__(self: Observable, o):
+    if isinstance(o, (int, float, np.floating)):
+        return Observable(PauliTerm(t.paulis, t.coeff * float(o)) for t in self.terms)
+    o = as_observable(o)
+    out = []
+    for a in self.terms:
+        for b in o.terms:
+            if set(a.qubits) & set(b.qubits):
+                raise ValueError("products of Paulis on the same qubit are not supported; write the product out")
+            out.append(PauliTerm(tuple(sorted(a.paulis + b.paulis)), a.coeff * b.coeff))
+    return Observable(out)
+
+@patch
+def __rmul__(self: Observable, o): return self * o
+
+@patch
+def __neg__(self: Observable): return self * -1.0
+
+@patch
+def __eq__(self: Observable, o): return isinstance(o, Observable) and set(self.terms) == set(o.terms)
+
+@patch
+def __hash__(self: Observable): return hash(frozenset(self.terms))
+
+@patch
+def __repr__(self: Observable): return ' + '.join(map(repr, self.terms))
 
 # %% ../nbs/03_observables.ipynb #o00-exact
 def _popcount_parity(idx, mask):
@@ -134,15 +206,24 @@ def _popcount_parity(idx, mask):
     return p
 
 _SIGN_CACHE = {}
-def term_signs(n: int, zmask: int) -> np.ndarray:
-    "(-1)^popcount(i & zmask) for all 2^n basis states (cached)."
+def term_signs(n: int,  # number of qubits
+               zmask: int) -> np.ndarray:  # bit q set: the term has Z (or Y) on qubit q
+    """(-1)^popcount(i & zmask) for all 2^n basis states (cached).
+
+    Parameters
+    ----------
+    n : int
+        number of qubits
+    zmask : int
+        bit q set: the term has Z (or Y) on qubit q
+    """
     key = (n, zmask)
     if key not in _SIGN_CACHE:
         if len(_SIGN_CACHE) > 4096: _SIGN_CACHE.clear()
         _SIGN_CACHE[key] = 1.0 - 2.0 * _popcount_parity(np.arange(2 ** n), zmask)
     return _SIGN_CACHE[key]
 
-
+# %% ../nbs/03_observables.ipynb #o00-exact-states
 def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
                             observables,  # observable(s), see `as_observables`
                             n: int) -> np.ndarray:  # number of qubits
@@ -172,15 +253,20 @@ def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
                 out[:, k] += t.coeff * (val * (1j ** ny)).real
     return out
 
-
+# %% ../nbs/03_observables.ipynb #o00-exact-probs
 def expectation_from_probs(probs: np.ndarray,  # (B, 2^n) Z-basis probabilities
-                           observables, n: int) -> np.ndarray:
+                           observables,  # Z-only observable(s), see `as_observables`
+                           n: int) -> np.ndarray:  # number of qubits
     """Expectations of diagonal (Z-only) observables from probabilities.
 
     Parameters
     ----------
     probs : np.ndarray
         (B, 2^n) Z-basis probabilities
+    observables
+        Z-only observable(s), see `as_observables`
+    n : int
+        number of qubits
     """
     obs = as_observables(observables, n)
     out = np.zeros((probs.shape[0], len(obs)))
@@ -193,8 +279,17 @@ def expectation_from_probs(probs: np.ndarray,  # (B, 2^n) Z-basis probabilities
     return out
 
 # %% ../nbs/03_observables.ipynb #o00-group
-def measurement_groups(observables, n: int) -> list[dict]:
-    "Greedy qubit-wise-commuting grouping: list of bases `{qubit: 'X'|'Y'|'Z'}` covering every term."
+def measurement_groups(observables,  # observable(s), see `as_observables`
+                       n: int) -> list[dict]:  # number of qubits
+    """Greedy qubit-wise-commuting grouping: list of bases `{qubit: 'X'|'Y'|'Z'}` covering every term.
+
+    Parameters
+    ----------
+    observables
+        observable(s), see `as_observables`
+    n : int
+        number of qubits
+    """
     bases = []
     for o in as_observables(observables, n):
         for t in o.terms:
@@ -206,9 +301,19 @@ def measurement_groups(observables, n: int) -> list[dict]:
     return bases or [{}]
 
 
-def basis_rotation(circuit: Circuit, basis: dict) -> Circuit:
+def basis_rotation(circuit: Circuit,  # the circuit to measure
+                   basis: dict) -> Circuit:  # {qubit: 'X', 'Y' or 'Z'}, e.g. from `measurement_groups`
     """Copy of `circuit` followed by the rotations that measure `basis` in the Z basis.
-    Circuits made only of IonQ native gates get native rotations (GPi2(-1/4) for X, GPi2(0) for Y), so they stay native."""
+    Circuits made only of IonQ native gates get native rotations (GPi2(-1/4) for X, GPi2(0) for Y), so they stay
+    native.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the circuit to measure
+    basis : dict
+        {qubit: 'X', 'Y' or 'Z'}, e.g. from `measurement_groups`
+    """
     c = circuit.copy()
     native = bool(circuit.ops) and all(op.gatedef.native for op in circuit.ops)
     for q, p in sorted(basis.items()):
@@ -216,10 +321,11 @@ def basis_rotation(circuit: Circuit, basis: dict) -> Circuit:
         elif p == 'Y': c.gpi2(q, 0.0) if native else c.sdg(q).h(q)
     return c
 
-
+# %% ../nbs/03_observables.ipynb #o00-group-est
 def estimate_from_counts(counts: list,  # per basis: (B, 2^n) counts array
                          bases: list,  # bases from `measurement_groups`, same order
-                         observables, n: int):
+                         observables,  # observable(s), see `as_observables`
+                         n: int):  # number of qubits
     """Expectations and standard errors `(B, n_obs)` each, from Z-basis counts of every basis.
 
     Parameters
@@ -228,6 +334,10 @@ def estimate_from_counts(counts: list,  # per basis: (B, 2^n) counts array
         per basis: (B, 2^n) counts array
     bases : list
         bases from `measurement_groups`, same order
+    observables
+        observable(s), see `as_observables`
+    n : int
+        number of qubits
     """
     obs = as_observables(observables, n)
     B = counts[0].shape[0]

@@ -5,6 +5,7 @@
 # %% ../nbs/04_simulator.ipynb #s01-imp
 from __future__ import annotations
 from dataclasses import dataclass
+from fastcore.basics import patch
 import numpy as np
 from .ionq.systems import NOISE_MODELS, noise_fidelities
 from .circuits import Circuit, apply_matrix, validate_values
@@ -32,128 +33,80 @@ def _const_matrix(op):
     if any(not a.is_constant for a in op.angles): return None
     return op.gatedef.matrix_fn([np.array([a.offset]) for a in op.angles]).reshape((1,) + (2 ** len(op.qubits),) * 2)
 
+# %% ../nbs/04_simulator.ipynb #s01-plan-idx
+def _one_qubit_index(circuit: Circuit, slices):
+    "One-qubit gate positions, their slots, and per gate kind (slots, [angle-table columns per angle])."
+    one_q = [k for k, op in enumerate(circuit.ops) if op.gatedef.num_qubits == 1 and op.gate != 'i']
+    slot = {k: i for i, k in enumerate(one_q)}
+    by_gate = {}  # gate -> (slots, [angle-table columns per angle])
+    for k in one_q:
+        slots, cols = by_gate.setdefault(circuit.ops[k].gate, ([], [[] for _ in circuit.ops[k].angles]))
+        slots.append(slot[k])
+        for j, col in enumerate(range(*slices[k])): cols[j].append(col)
+    return one_q, slot, by_gate
 
+# %% ../nbs/04_simulator.ipynb #s01-plan-steps
+def _flush_blocks(steps, pending, slot, n1, n):
+    "Append the pending one-qubit chains as Kronecker block steps of at most `_BLOCK` qubits, then clear them."
+    if not pending: return
+    for start in range(0, n, _BLOCK):
+        qs = sorted(q for q in pending if start <= q < start + _BLOCK)
+        if not qs: continue
+        chains = [[slot[k] for k in pending.get(q, [])] for q in range(qs[0], qs[-1] + 1)]
+        L = max(len(ch) for ch in chains)
+        idx = np.array([ch + [n1] * (L - len(ch)) for ch in chains])
+        steps.append(('block', qs[0], len(chains), idx))
+    pending.clear()
+
+def _plan_steps(circuit: Circuit, slot, n1):
+    "The steps: fused one-qubit blocks, merged permutations, diagonal and dense multi-qubit gates, in circuit order."
+    n, steps, pending = circuit.n_qubits, [], {}
+    for k, op in enumerate(circuit.ops):
+        g = op.gatedef
+        if g.num_qubits == 1:
+            if op.gate != 'i': pending.setdefault(op.qubits[0], []).append(k)
+            continue
+        _flush_blocks(steps, pending, slot, n1, n)
+        if g.kind == 'perm':
+            p = _perm_of(op, n)
+            if steps and steps[-1][0] == 'perm': steps[-1] = ('perm', steps[-1][1][p])
+            else: steps.append(('perm', p))
+        elif g.kind == 'diag': steps.append(('diag', k, _local_index(op.qubits, n)))
+        else: steps.append(('dense', k))
+    _flush_blocks(steps, pending, slot, n1, n)
+    return steps
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-cols
+def _step_columns(steps, one_q, n1, slices):
+    "Angle-table column -> index of the step that consumes it (for shared-prefix simulation), and step -> columns."
+    col_step = np.zeros(int(sum(b - a for a, b in slices)), dtype=int)
+    step_cols = []
+    for i, st in enumerate(steps):
+        ks = (
+            [one_q[j] for j in st[3].ravel() if j < n1]
+            if st[0] == 'block'
+            else [st[1]]
+            if st[0] != 'perm'
+            else []
+        )
+        cols = [c for k in ks for c in range(*slices[k])]
+        col_step[cols] = i
+        step_cols.append(np.array(cols, dtype=int))
+    return col_step, step_cols
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-cls
 class _Plan:
     "Execution plan of one circuit structure: fused 1q blocks, merged permutations, diagonal and dense 2q steps."
     def __init__(self, circuit: Circuit):
-        n = self.n = circuit.n_qubits
+        self.n = circuit.n_qubits
         self.slices = circuit.angle_index()[3]
         self.const = [_const_matrix(op) for op in circuit.ops]
         self.ops = circuit.ops
-        one_q = self.one_q = [k for k, op in enumerate(circuit.ops) if op.gatedef.num_qubits == 1 and op.gate != 'i']
-        self.slot = {k: i for i, k in enumerate(one_q)}
-        self.n1 = len(one_q)  # slot n1 holds the identity
-        self.by_gate = {}  # gate -> (slots, [angle-table columns per angle])
-        for k in one_q:
-            slots, cols = self.by_gate.setdefault(circuit.ops[k].gate, ([], [[] for _ in circuit.ops[k].angles]))
-            slots.append(self.slot[k])
-            for j, col in enumerate(range(*self.slices[k])): cols[j].append(col)
-        self.steps, pending = [], {}
-        def flush():
-            if not pending: return
-            for start in range(0, n, _BLOCK):
-                qs = sorted(q for q in pending if start <= q < start + _BLOCK)
-                if not qs: continue
-                chains = [[self.slot[k] for k in pending.get(q, [])] for q in range(qs[0], qs[-1] + 1)]
-                L = max(len(ch) for ch in chains)
-                idx = np.array([ch + [self.n1] * (L - len(ch)) for ch in chains])
-                self.steps.append(('block', qs[0], len(chains), idx))
-            pending.clear()
-        for k, op in enumerate(circuit.ops):
-            g = op.gatedef
-            if g.num_qubits == 1:
-                if op.gate != 'i': pending.setdefault(op.qubits[0], []).append(k)
-                continue
-            flush()
-            if g.kind == 'perm':
-                p = _perm_of(op, n)
-                if self.steps and self.steps[-1][0] == 'perm': self.steps[-1] = ('perm', self.steps[-1][1][p])
-                else: self.steps.append(('perm', p))
-            elif g.kind == 'diag': self.steps.append(('diag', k, _local_index(op.qubits, n)))
-            else: self.steps.append(('dense', k))
-        flush()
+        self.one_q, self.slot, self.by_gate = _one_qubit_index(circuit, self.slices)
+        self.n1 = len(self.one_q)  # slot n1 holds the identity
+        self.steps = _plan_steps(circuit, self.slot, self.n1)
         self.inverse_perm = {i: np.argsort(st[1]) for i, st in enumerate(self.steps) if st[0] == 'perm'}
-        # angle-table column -> index of the step that consumes it (for shared-prefix simulation), and step -> columns
-        self.col_step = np.zeros(int(sum(b - a for a, b in self.slices)), dtype=int)
-        self.step_cols = []
-        for i, st in enumerate(self.steps):
-            ks = (
-                [one_q[j] for j in st[3].ravel() if j < self.n1]
-                if st[0] == 'block'
-                else [st[1]]
-                if st[0] != 'perm'
-                else []
-            )
-            cols = [c for k in ks for c in range(*self.slices[k])]
-            self.col_step[cols] = i
-            self.step_cols.append(np.array(cols, dtype=int))
-
-    def uniform(self, i, A) -> bool:
-        """True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed
-        once."""
-        c = self.step_cols[i]
-        return len(A) == 1 or not len(c) or bool((A[:, c] == A[:1, c]).all())
-
-    def step_matrix(self, i, A, mats1, dtype):
-        "The matrix of step i: (B, d, d), or (1, d, d) when its angles are shared by all rows (None for permutations)."
-        st = self.steps[i]
-        if st[0] == 'perm': return None
-        if self.uniform(i, A): A, mats1 = A[:1], mats1[:1]
-        return (
-            self.block_matrix(mats1, st[3], dtype)
-            if st[0] == 'block'
-            else self.matrix(st[1], A).astype(dtype, copy=False)
-        )
-
-    def apply(self, s, i, A, mats1, dtype, adjoint=False, M=None):
-        "Apply step i (or its inverse) to states `s` (K, B, 2^n); matrices are per row (B) or per (K, B) row."
-        st, (K, B) = self.steps[i], s.shape[:2]
-        kind = st[0]
-        if kind == 'perm': return np.take(s, self.inverse_perm[i] if adjoint else st[1], axis=-1)
-        if M is None: M = self.step_matrix(i, A, mats1, dtype)
-        if M.shape[0] not in (1, B): M = M.reshape((K, B) + M.shape[1:])
-        if kind == 'diag':
-            d = np.diagonal(M, axis1=-2, axis2=-1)
-            return s * np.take(d.conj() if adjoint else d, st[2], axis=-1)
-        if adjoint: M = np.conj(np.swapaxes(M, -1, -2))
-        if kind == 'dense': return apply_matrix(s, M, self.ops[st[1]].qubits, self.n)
-        q, k = st[1], st[2]
-        if M.ndim == 3 and M.shape[0] == 1:
-            M = np.repeat(M, B, axis=0)  # batched matmul is much slower on a stride-0 broadcast
-        if q == 0: return (s.reshape(K, B, -1, 2 ** k) @ np.swapaxes(M, -1, -2)).reshape(K, B, -1)
-        return (M[..., None, :, :] @ s.reshape(K, B, -1, 2 ** k, 2 ** q)).reshape(K, B, -1)
-
-    def matrix(self, k, A):
-        "Batched matrix of op k from the angle table A (constant matrices are precomputed)."
-        if self.const[k] is not None: return self.const[k]
-        a, b = self.slices[k]
-        return self.ops[k].gatedef.matrix_fn([A[:, j] for j in range(a, b)])
-
-    def one_qubit_matrices(self, A, step: int | None = None):
-        """All one-qubit gate matrices `(B, n1 + 1, 2, 2)`, one vectorised call per gate kind; the last slot is I.
-        With `step`, only that block step's slots are filled (the others are left unset)."""
-        B = A.shape[0]
-        out = np.empty((B, self.n1 + 1, 2, 2), dtype=complex)
-        out[:, self.n1] = np.eye(2)
-        need = (
-            None
-            if step is None
-            else set(self.steps[step][3].ravel().tolist())
-            if self.steps[step][0] == 'block'
-            else set()
-        )
-        for gate, (slots, cols) in self.by_gate.items():
-            if need is not None:
-                keep = [j for j, sl in enumerate(slots) if sl in need]
-                if not keep: continue
-                slots, cols = [slots[j] for j in keep], [[c[j] for j in keep] for c in cols]
-            g = GATES[gate]
-            if not cols:
-                out[:, slots] = g.matrix_fn([])
-                continue
-            m = g.matrix_fn([A[:, c].reshape(-1) for c in cols])
-            out[:, slots] = m.reshape(B, len(slots), 2, 2)
-        return out
+        self.col_step, self.step_cols = _step_columns(self.steps, self.one_q, self.n1, self.slices)
 
     @staticmethod
     def block_matrix(mats1, idx, dtype):
@@ -167,7 +120,82 @@ class _Plan:
             out = (out[:, :, None, :, None] * m[:, j, None, :, None, :]).reshape(-1, 2 * d, 2 * d)
         return out.astype(dtype, copy=False)
 
+# %% ../nbs/04_simulator.ipynb #s01-plan-mat
+@patch
+def matrix(self: _Plan, k, A):
+    "Batched matrix of op k from the angle table A (constant matrices are precomputed)."
+    if self.const[k] is not None: return self.const[k]
+    a, b = self.slices[k]
+    return self.ops[k].gatedef.matrix_fn([A[:, j] for j in range(a, b)])
 
+@patch
+def one_qubit_matrices(self: _Plan, A, step: int | None = None):
+    """All one-qubit gate matrices `(B, n1 + 1, 2, 2)`, one vectorised call per gate kind; the last slot is I.
+    With `step`, only that block step's slots are filled (the others are left unset)."""
+    B = A.shape[0]
+    out = np.empty((B, self.n1 + 1, 2, 2), dtype=complex)
+    out[:, self.n1] = np.eye(2)
+    need = (
+        None
+        if step is None
+        else set(self.steps[step][3].ravel().tolist())
+        if self.steps[step][0] == 'block'
+        else set()
+    )
+    for gate, (slots, cols) in self.by_gate.items():
+        if need is not None:
+            keep = [j for j, sl in enumerate(slots) if sl in need]
+            if not keep: continue
+            slots, cols = [slots[j] for j in keep], [[c[j] for j in keep] for c in cols]
+        g = GATES[gate]
+        if not cols:
+            out[:, slots] = g.matrix_fn([])
+            continue
+        m = g.matrix_fn([A[:, c].reshape(-1) for c in cols])
+        out[:, slots] = m.reshape(B, len(slots), 2, 2)
+    return out
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-uni
+@patch
+def uniform(self: _Plan, i, A) -> bool:
+    """True when step i's angles are the same in every row (e.g. a layer of shared weights): its matrix is computed
+    once."""
+    c = self.step_cols[i]
+    return len(A) == 1 or not len(c) or bool((A[:, c] == A[:1, c]).all())
+
+@patch
+def step_matrix(self: _Plan, i, A, mats1, dtype):
+    "The matrix of step i: (B, d, d), or (1, d, d) when its angles are shared by all rows (None for permutations)."
+    st = self.steps[i]
+    if st[0] == 'perm': return None
+    if self.uniform(i, A): A, mats1 = A[:1], mats1[:1]
+    return (
+        self.block_matrix(mats1, st[3], dtype)
+        if st[0] == 'block'
+        else self.matrix(st[1], A).astype(dtype, copy=False)
+    )
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-apply
+@patch
+def apply(self: _Plan, s, i, A, mats1, dtype, adjoint=False, M=None):
+    "Apply step i (or its inverse) to states `s` (K, B, 2^n); matrices are per row (B) or per (K, B) row."
+    st, (K, B) = self.steps[i], s.shape[:2]
+    kind = st[0]
+    if kind == 'perm': return np.take(s, self.inverse_perm[i] if adjoint else st[1], axis=-1)
+    if M is None: M = self.step_matrix(i, A, mats1, dtype)
+    if M.shape[0] not in (1, B): M = M.reshape((K, B) + M.shape[1:])
+    if kind == 'diag':
+        d = np.diagonal(M, axis1=-2, axis2=-1)
+        return s * np.take(d.conj() if adjoint else d, st[2], axis=-1)
+    if adjoint: M = np.conj(np.swapaxes(M, -1, -2))
+    if kind == 'dense': return apply_matrix(s, M, self.ops[st[1]].qubits, self.n)
+    q, k = st[1], st[2]
+    if M.ndim == 3 and M.shape[0] == 1:
+        M = np.repeat(M, B, axis=0)  # batched matmul is much slower on a stride-0 broadcast
+    if q == 0: return (s.reshape(K, B, -1, 2 ** k) @ np.swapaxes(M, -1, -2)).reshape(K, B, -1)
+    return (M[..., None, :, :] @ s.reshape(K, B, -1, 2 ** k, 2 ** q)).reshape(K, B, -1)
+
+# %% ../nbs/04_simulator.ipynb #s01-plan-for
 _PLANS = LRUCache(256)  # execution plans by circuit structure
 
 def plan_for(circuit: Circuit) -> _Plan:
@@ -228,85 +256,147 @@ class StatevectorSimulator:
             s = plan.apply(s, i, A, mats1, self.dtype)
         return s, saved
 
-    def expectation_shared_prefix(
-        self,
-        circuit: Circuit,
-        values,
-        observables,
-        block: int,  # rows come in blocks of this size
-        first_columns,
-    ) -> np.ndarray:  # per block j>0: the angle column where it differs from block 0
-        """Expectations for stacked blocks of rows that equal block 0 except in one gate (e.g. shifted copies).
-        Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices.
+# %% ../nbs/04_simulator.ipynb #s01-sv-read
+@patch
+def _chunks(self: StatevectorSimulator, circuit, values):
+    "Split a large batch so that one chunk of states stays within `chunk_amplitudes` (bounded memory)."
+    if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+    v = validate_values(circuit, values)
+    rows = max(1, self.chunk_amplitudes >> circuit.n_qubits)
+    return [v[i:i + rows] for i in range(0, len(v), rows)]
 
-        Parameters
-        ----------
-        block : int
-            rows come in blocks of this size
+@patch
+def probabilities(self: StatevectorSimulator,
+                  circuit: Circuit,  # the template
+                  values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
+    """Basis-state probabilities `(B, 2^n)`.
 
-        Returns
-        -------
-        np.ndarray
-            per block j>0: the angle column where it differs from block 0
-        """
-        v = validate_values(circuit, values)
-        n = circuit.n_qubits
-        obs = as_observables(observables, n)
-        plan, A = plan_for(circuit), circuit.angle_table(v)
-        nblk = len(v) // block
-        if nblk * block != len(v) or len(first_columns) != nblk - 1:
-            raise ValueError("rows must form len(first_columns) + 1 blocks")
-        starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
-        A0 = A[:block]
-        mats0 = plan.one_qubit_matrices(A0)
-        base, saved = self._run(plan, self._initial(n, block), A0, 0, snapshots=set(starts.tolist()), mats1=mats0)
-        out = np.empty((nblk, block, len(obs)))
-        out[0] = expectation_from_states(base[0], obs, n)
-        per_chunk = max(1, self.chunk_amplitudes // (block << n))
-        for st in np.unique(starts):
-            group = 1 + np.flatnonzero(starts == st)
-            for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
-                Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
-                s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
-                s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak, step=st), self.dtype)
-                s, _ = self._run(plan, s, A0, st + 1, mats1=mats0)
-                out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
-        return out.reshape(-1, len(obs))
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values : default None
+        (B, P) parameter values (or (P,) for one row)
+    """
+    out = []
+    for v in self._chunks(circuit, values):
+        s = self.statevector(circuit, v)
+        out.append((s.real ** 2 + s.imag ** 2).astype(float))
+    return np.concatenate(out)
 
-    def _chunks(self, circuit, values):
-        "Split a large batch so that one chunk of states stays within `chunk_amplitudes` (bounded memory)."
-        if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
-        v = validate_values(circuit, values)
-        rows = max(1, self.chunk_amplitudes >> circuit.n_qubits)
-        return [v[i:i + rows] for i in range(0, len(v), rows)]
+@patch
+def expectation(self: StatevectorSimulator,
+                circuit: Circuit,  # the template
+                values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+                observables) -> np.ndarray:  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """Exact expectations `(B, n_obs)` of Pauli-sum observables (large batches run in memory-bounded chunks).
 
-    def probabilities(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Basis-state probabilities `(B, 2^n)`."
-        out = []
-        for v in self._chunks(circuit, values):
-            s = self.statevector(circuit, v)
-            out.append((s.real ** 2 + s.imag ** 2).astype(float))
-        return np.concatenate(out)
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    observables
+        one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """
+    obs = as_observables(observables, circuit.n_qubits)
+    return np.concatenate([expectation_from_states(self.statevector(circuit, v), obs, circuit.n_qubits)
+                           for v in self._chunks(circuit, values)])
 
-    def expectation(self, circuit: Circuit, values, observables) -> np.ndarray:
-        "Exact expectations `(B, n_obs)` of Pauli-sum observables (large batches run in memory-bounded chunks)."
-        obs = as_observables(observables, circuit.n_qubits)
-        return np.concatenate([expectation_from_states(self.statevector(circuit, v), obs, circuit.n_qubits)
-                               for v in self._chunks(circuit, values)])
+# %% ../nbs/04_simulator.ipynb #s01-sv-sample
+@patch
+def sample(self: StatevectorSimulator,
+           circuit: Circuit,  # the template
+           values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+           shots: int,  # measurements per row
+           seed: int | None = None) -> np.ndarray:  # seed for this call; None uses the simulator's generator
+    """Seeded measurement counts `(B, 2^n)` (integer array; column i counts outcome i).
 
-    def sample(self, circuit: Circuit, values, shots: int, seed: int | None = None) -> np.ndarray:
-        "Seeded measurement counts `(B, 2^n)` (integer array; column i counts outcome i)."
-        return sample_counts(
-            self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
-        )
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    shots : int
+        measurements per row
+    seed : int | None, default None
+        seed for this call; None uses the simulator's generator
+    """
+    return sample_counts(
+        self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
+    )
 
 
-def sample_counts(probs: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
-    "Multinomial counts `(B, 2^n)` for each row of a probability array."
+def sample_counts(probs: np.ndarray,  # (B, 2^n) probabilities (renormalised; tiny negatives clipped)
+                  shots: int,  # measurements per row
+                  rng: np.random.Generator) -> np.ndarray:  # the random generator to draw from
+    """Multinomial counts `(B, 2^n)` for each row of a probability array.
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        (B, 2^n) probabilities (renormalised; tiny negatives clipped)
+    shots : int
+        measurements per row
+    rng : np.random.Generator
+        the random generator to draw from
+    """
     check_int('shots', shots)
     p = np.clip(probs, 0, None)
     p = p / p.sum(axis=1, keepdims=True)
     return rng.multinomial(int(shots), p)
+
+# %% ../nbs/04_simulator.ipynb #s01-sv-shared
+@patch
+def expectation_shared_prefix(
+    self: StatevectorSimulator,
+    circuit: Circuit,  # the template
+    values,  # (B, P) parameter values: `len(first_columns) + 1` stacked blocks of `block` rows
+    observables,  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    block: int,  # rows come in blocks of this size
+    first_columns,  # per block j>0: the angle column where it differs from block 0
+) -> np.ndarray:
+    """Expectations for stacked blocks of rows that equal block 0 except in one gate (e.g. shifted copies).
+    Each block starts from block 0's state before that gate, and the steps after it reuse block 0's matrices.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values: `len(first_columns) + 1` stacked blocks of `block` rows
+    observables
+        one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    block : int
+        rows come in blocks of this size
+    first_columns
+        per block j>0: the angle column where it differs from block 0
+    """
+    v = validate_values(circuit, values)
+    n = circuit.n_qubits
+    obs = as_observables(observables, n)
+    plan, A = plan_for(circuit), circuit.angle_table(v)
+    nblk = len(v) // block
+    if nblk * block != len(v) or len(first_columns) != nblk - 1:
+        raise ValueError("rows must form len(first_columns) + 1 blocks")
+    starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
+    A0 = A[:block]
+    mats0 = plan.one_qubit_matrices(A0)
+    base, saved = self._run(plan, self._initial(n, block), A0, 0, snapshots=set(starts.tolist()), mats1=mats0)
+    out = np.empty((nblk, block, len(obs)))
+    out[0] = expectation_from_states(base[0], obs, n)
+    per_chunk = max(1, self.chunk_amplitudes // (block << n))
+    for st in np.unique(starts):
+        group = 1 + np.flatnonzero(starts == st)
+        for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
+            Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
+            s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
+            s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak, step=st), self.dtype)
+            s, _ = self._run(plan, s, A0, st + 1, mats1=mats0)
+            out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
+    return out.reshape(-1, len(obs))
 
 # %% ../nbs/04_simulator.ipynb #s01-noise
 @dataclass(frozen=True)
@@ -323,12 +413,14 @@ class NoiseModel:
         readout: probability to read 1 when the qubit is 0
     p10 : float, default 0.0
         readout: probability to read 0 when the qubit is 1
+    name : str, default 'custom'
+        a label: the preset's name, or 'custom'
     """
     p1: float = 0.0  # depolarizing probability after one-qubit gates
     p2: float = 0.0  # depolarizing probability after two-qubit gates (on both qubits)
     p01: float = 0.0  # readout: probability to read 1 when the qubit is 0
     p10: float = 0.0  # readout: probability to read 0 when the qubit is 1
-    name: str = 'custom'
+    name: str = 'custom'  # a label: the preset's name, or 'custom'
 
     def __post_init__(self):
         for k in ('p1', 'p2', 'p01', 'p10'):
@@ -341,13 +433,37 @@ class NoiseModel:
     def is_ideal(self): return self.p1 == self.p2 == self.p01 == self.p10 == 0
 
     @classmethod
-    def from_fidelities(cls, f1: float, f2: float, spam: float, name='custom'):
-        "Build from average 1q/2q gate fidelities and SPAM fidelity."
+    def from_fidelities(cls,
+                        f1: float,  # average one-qubit gate fidelity
+                        f2: float,  # average two-qubit gate fidelity
+                        spam: float,  # state-preparation-and-measurement fidelity
+                        name='custom'):  # a label for the model
+        """Build from average 1q/2q gate fidelities and SPAM fidelity.
+
+        Parameters
+        ----------
+        f1 : float
+            average one-qubit gate fidelity
+        f2 : float
+            average two-qubit gate fidelity
+        spam : float
+            state-preparation-and-measurement fidelity
+        name : default 'custom'
+            a label for the model
+        """
         return cls(1.5 * (1 - f1), 1.25 * (1 - f2), 1 - spam, 1 - spam, name)
 
     @classmethod
-    def preset(cls, name: str) -> 'NoiseModel':
-        "Noise model named after an IonQ system: " + ', '.join(NOISE_MODELS)
+    def preset(cls,
+               name: str) -> 'NoiseModel':  # an IonQ system (any case): a key of `qstore.ionq.systems.NOISE_MODELS`
+        """Noise model named after an IonQ system: 'ideal', 'harmony', 'harmony-1', 'harmony-2', 'aria-1', 'aria-2',
+        'forte-1' or 'forte-enterprise-1'.
+
+        Parameters
+        ----------
+        name : str
+            an IonQ system (any case): a key of `qstore.ionq.systems.NOISE_MODELS`
+        """
         key = name.lower()
         if key not in NOISE_MODELS: raise ValueError(f"unknown noise preset {name!r}; known: {', '.join(NOISE_MODELS)}")
         return cls.from_fidelities(*noise_fidelities(key), key)
@@ -383,7 +499,7 @@ def _readout(probs, n, p01, p10):
         t = np.moveaxis(np.tensordot(t, C, axes=([ax], [1])), -1, ax)
     return t.reshape(probs.shape[0], -1)
 
-
+# %% ../nbs/04_simulator.ipynb #s01-dm-core
 class DensityMatrixSimulator:
     "Exact noisy simulation with density matrices (batched over rows)."
     def __init__(self, noise: NoiseModel | str | None = None,  # NoiseModel, preset name, or None for ideal
@@ -401,8 +517,18 @@ class DensityMatrixSimulator:
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else (noise or NoiseModel())
         self.rng, self.max_qubits = np.random.default_rng(seed), max_qubits
 
-    def density_matrix(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Final density matrices `(B, 2^n, 2^n)` (little-endian basis)."
+    def density_matrix(self,
+                       circuit: Circuit,  # the template
+                       values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
+        """Final density matrices `(B, 2^n, 2^n)` (little-endian basis).
+
+        Parameters
+        ----------
+        circuit : Circuit
+            the template
+        values : default None
+            (B, P) parameter values (or (P,) for one row)
+        """
         n = circuit.n_qubits
         if n > self.max_qubits:
             raise ValueError(
@@ -423,31 +549,79 @@ class DensityMatrixSimulator:
             rho = _depolarize(rho, op.qubits, self.noise.p1 if len(op.qubits) == 1 else self.noise.p2, n)
         return rho.reshape(B, D, D)
 
-    def _basis_probs(self, circuit, values, basis):
-        rho = self.density_matrix(basis_rotation(circuit, basis), values)
-        p = np.real(np.diagonal(rho, axis1=1, axis2=2)).clip(0, None)
-        return _readout(p, circuit.n_qubits, self.noise.p01, self.noise.p10)
+# %% ../nbs/04_simulator.ipynb #s01-dm-read
+@patch
+def _basis_probs(self: DensityMatrixSimulator, circuit, values, basis):
+    rho = self.density_matrix(basis_rotation(circuit, basis), values)
+    p = np.real(np.diagonal(rho, axis1=1, axis2=2)).clip(0, None)
+    return _readout(p, circuit.n_qubits, self.noise.p01, self.noise.p10)
 
-    def probabilities(self, circuit: Circuit, values=None) -> np.ndarray:
-        "Measured Z-basis probabilities, including readout error."
-        return self._basis_probs(circuit, values, {})
+@patch
+def probabilities(  # noqa: F811 (StatevectorSimulator has a method of the same name)
+        self: DensityMatrixSimulator,
+        circuit: Circuit,  # the template
+        values=None) -> np.ndarray:  # (B, P) parameter values (or (P,) for one row)
+    """Measured Z-basis probabilities, including readout error.
 
-    def expectation(self, circuit: Circuit, values, observables) -> np.ndarray:
-        "Expectations `(B, n_obs)` as measured: per-basis probabilities including readout error."
-        n = circuit.n_qubits
-        obs = as_observables(observables, n)
-        bases = measurement_groups(obs, n)
-        probs = [self._basis_probs(circuit, values, b) for b in bases]
-        out = np.zeros((probs[0].shape[0], len(obs)))
-        for k, o in enumerate(obs):
-            for t in o.terms:
-                i = next(i for i, b in enumerate(bases) if all(b.get(q) == p for q, p in t.paulis))
-                x, z, _ = t.masks()
-                out[:, k] += t.coeff * (probs[i] @ term_signs(n, x | z))
-        return out
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values : default None
+        (B, P) parameter values (or (P,) for one row)
+    """
+    return self._basis_probs(circuit, values, {})
 
-    def sample(self, circuit: Circuit, values, shots: int, seed: int | None = None) -> np.ndarray:
-        "Seeded counts `(B, 2^n)` including readout error."
-        return sample_counts(
-            self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
-        )
+# %% ../nbs/04_simulator.ipynb #s01-dm-read2
+@patch
+def expectation(  # noqa: F811 (StatevectorSimulator has a method of the same name)
+        self: DensityMatrixSimulator,
+        circuit: Circuit,  # the template
+        values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+        observables) -> np.ndarray:  # one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """Expectations `(B, n_obs)` as measured: per-basis probabilities including readout error.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    observables
+        one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
+    """
+    n = circuit.n_qubits
+    obs = as_observables(observables, n)
+    bases = measurement_groups(obs, n)
+    probs = [self._basis_probs(circuit, values, b) for b in bases]
+    out = np.zeros((probs[0].shape[0], len(obs)))
+    for k, o in enumerate(obs):
+        for t in o.terms:
+            i = next(i for i, b in enumerate(bases) if all(b.get(q) == p for q, p in t.paulis))
+            x, z, _ = t.masks()
+            out[:, k] += t.coeff * (probs[i] @ term_signs(n, x | z))
+    return out
+
+@patch
+def sample(  # noqa: F811 (StatevectorSimulator has a method of the same name)
+        self: DensityMatrixSimulator,
+        circuit: Circuit,  # the template
+        values,  # (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+        shots: int,  # measurements per row
+        seed: int | None = None) -> np.ndarray:  # seed for this call; None uses the simulator's generator
+    """Seeded counts `(B, 2^n)` including readout error.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the template
+    values
+        (B, P) parameter values (or (P,) for one row); None for a circuit without parameters
+    shots : int
+        measurements per row
+    seed : int | None, default None
+        seed for this call; None uses the simulator's generator
+    """
+    return sample_counts(
+        self.probabilities(circuit, values), shots, self.rng if seed is None else np.random.default_rng(seed)
+    )

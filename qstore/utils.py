@@ -133,8 +133,18 @@ class LRUCache:
     def __repr__(self): return f"LRUCache({len(self)} entries, weight {self.weight}/{self.maxsize}, hits={self.hits})"
     def _weight(self, value) -> int: return 1 if self.weigh is None else self.weigh(value)
 
-    def get(self, key, default=None):
-        "The entry for `key` (marking it recently used and counting a hit), or `default` (counting a miss)."
+    def get(self,
+            key,  # any hashable key
+            default=None):  # returned (and counted as a miss) when `key` is absent
+        """The entry for `key` (marking it recently used and counting a hit), or `default` (counting a miss).
+
+        Parameters
+        ----------
+        key
+            any hashable key
+        default : default None
+            returned (and counted as a miss) when `key` is absent
+        """
         with self._lock:
             if key not in self._data:
                 self.misses += 1
@@ -183,15 +193,35 @@ def _build(self: LRUCache, key, fut: Future, factory):
 
 # %% ../nbs/00_utils.ipynb #u00-lru3
 @patch
-def get_or_create(self: LRUCache, key, factory):
-    "The entry for `key`; when missing, built once by `factory()` while other callers for `key` wait."
+def get_or_create(self: LRUCache,
+                  key,  # any hashable key
+                  factory):  # () -> value, called once when `key` is missing
+    """The entry for `key`; when missing, built once by `factory()` while other callers for `key` wait.
+
+    Parameters
+    ----------
+    key
+        any hashable key
+    factory
+        () -> value, called once when `key` is missing
+    """
     value, fut, mine = self._claim(key)
     if fut is None: return value
     return self._build(key, fut, factory) if mine else fut.result()
 
 @patch
-async def aget_or_create(self: LRUCache, key, factory):
-    "`get_or_create` for coroutines: a missing entry is built in a worker thread; concurrent callers share the build."
+async def aget_or_create(self: LRUCache,
+                         key,  # any hashable key
+                         factory):  # () -> value (blocking), run in a worker thread when `key` is missing
+    """`get_or_create` for coroutines: a missing entry is built in a worker thread; concurrent callers share the build.
+
+    Parameters
+    ----------
+    key
+        any hashable key
+    factory
+        () -> value (blocking), run in a worker thread when `key` is missing
+    """
     value, fut, mine = self._claim(key)
     if fut is None: return value
     if not mine: return await asyncio.wrap_future(fut)
@@ -250,14 +280,40 @@ class AsyncBridge:
 
 # %% ../nbs/00_utils.ipynb #u00-bridge2
 @patch
-def run(self: AsyncBridge, fn, *args, **kwargs):
-    "Await `fn(*args, **kwargs)` on the bridge's loop and return its result, blocking the calling thread."
+def run(self: AsyncBridge,
+        fn,  # a coroutine function
+        *args,  # positional arguments for `fn`
+        **kwargs):  # keyword arguments for `fn`
+    """Await `fn(*args, **kwargs)` on the bridge's loop and return its result, blocking the calling thread.
+
+    Parameters
+    ----------
+    fn
+        a coroutine function
+    *args
+        positional arguments for `fn`
+    **kwargs
+        keyword arguments for `fn`
+    """
     if self.in_loop(): raise RuntimeError("blocking call from inside the bridge's own event loop; await it instead")
     return self._started().call(functools.partial(fn, *args, **kwargs))
 
 @patch
-async def arun(self: AsyncBridge, fn, *args, **kwargs):
-    "Await `fn(*args, **kwargs)` on the bridge's loop from any asyncio loop (directly when already on it)."
+async def arun(self: AsyncBridge,
+               fn,  # a coroutine function
+               *args,  # positional arguments for `fn`
+               **kwargs):  # keyword arguments for `fn`
+    """Await `fn(*args, **kwargs)` on the bridge's loop from any asyncio loop (directly when already on it).
+
+    Parameters
+    ----------
+    fn
+        a coroutine function
+    *args
+        positional arguments for `fn`
+    **kwargs
+        keyword arguments for `fn`
+    """
     if self.in_loop(): return await fn(*args, **kwargs)
     return await asyncio.wrap_future(self._started().start_task_soon(functools.partial(fn, *args, **kwargs)))
 
@@ -282,8 +338,14 @@ def _close_open_bridges():
     for bridge in list(_OPEN_BRIDGES): bridge.close()
 
 # %% ../nbs/00_utils.ipynb #u00-facade
-def on_bridge(fn):
-    "Make the async method `fn` run on `self.bridge`'s loop, whichever loop awaits it (blocking: `BlockingFacade`)."
+def on_bridge(fn):  # an async method of a class with a `bridge` (`AsyncBridge`) attribute
+    """Make the async method `fn` run on `self.bridge`'s loop, whichever loop awaits it (blocking: `BlockingFacade`).
+
+    Parameters
+    ----------
+    fn
+        an async method of a class with a `bridge` (`AsyncBridge`) attribute
+    """
     @functools.wraps(fn)
     async def wrapper(self, *args, **kwargs): return await self.bridge.arun(fn, self, *args, **kwargs)
     wrapper.blocking_form = fn
@@ -291,7 +353,14 @@ def on_bridge(fn):
 
 class BlockingFacade:
     "Blocking forms of an object's `on_bridge` methods, run on the object's `bridge`."
-    def __init__(self, obj): self._obj = obj  # an object with a `bridge` attribute
+    def __init__(self,
+                 obj):  # an object with a `bridge` attribute and `on_bridge` methods
+        """Parameters
+        ----------
+        obj
+            an object with a `bridge` attribute and `on_bridge` methods
+        """
+        self._obj = obj
 
     def __getattr__(self, name):
         fn = getattr(getattr(type(self._obj), name, None), 'blocking_form', None)

@@ -5,13 +5,13 @@
 # %% ../../nbs/46_gradients_adaptive.ipynb #g46-imp
 from __future__ import annotations
 from collections import deque
+from fastcore.basics import patch
 from ..circuits import Circuit
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient
 from .core import run_gradient, select_params
 from .shift import shift_rule
 from .spsa import SPSAGradientEstimator
-import qstore.gradients.adjoint  # noqa: F401 (registers 'adjoint', which `choose` may pick)
 
 # %% auto #0
 __all__ = ['AdaptiveGradient']
@@ -35,53 +35,115 @@ class AdaptiveGradient:
         self.spsa = spsa or SPSAGradientEstimator()
         self.history = deque(maxlen=1000)  # the most recent choices, with their reasons
 
-    def choose(self, backend, circuit: Circuit, wrt='weights', shots: int | None = None) -> tuple:
-        "(method, reason) for this backend, circuit and shots."
-        be = get_backend(backend)
-        caps = be.capabilities
-        cols = select_params(circuit, wrt)
-        P = len(cols)
-        native = bool(caps.native_gates)
-        occ = angle_occurrences(circuit, cols)
-        shift = 1 + sum(sum(s != 0 for s, _ in shift_rule(g, j, native)) for _, g, j, _, _ in occ)
-        spsa = 1 + 2 * self.spsa.num_directions
-        analytic = shots is None and caps.analytic
-        if analytic and caps.adjoint:
-            return (
-                'adjoint',
-                f"adjoint: exact in one forward and one backward sweep vs {shift} circuits per row for parameter "
-                f"shift on analytic '{be.name}'",
-            )
-        if analytic:
-            return (
-                'parameter_shift',
-                f"parameter_shift: exact on analytic '{be.name}' without statevector access ({shift} circuits per row)",
-            )
-        if self.budget is not None and shift > self.budget:
-            return (
-                'spsa',
-                f"spsa: {spsa} circuits vs {shift} for parameter shift, over the budget of {self.budget} per row",
-            )
-        if shift > self.max_shift_circuits or caps.cost_per_circuit * shift > 1.0:
-            what = f"2P={shift - 1}" if shift - 1 == 2 * P else f"{shift - 1} shifted circuits"
-            return (
-                'spsa',
-                f"spsa: {spsa} circuits vs {what} for parameter shift on a sampled backend ('{be.name}', P={P})",
-            )
+# %% ../../nbs/46_gradients_adaptive.ipynb #g46-cost
+@patch
+def _circuits_per_row(self: AdaptiveGradient,
+                      circuit: Circuit,  # the parametrised circuit
+                      cols,  # selected parameter indices (from `select_params`)
+                      native: bool) -> tuple:  # whether the backend runs IonQ native gates (shift rules differ)
+    """Circuits per row for (parameter shift, SPSA): 1 + the nonzero terms of every shift rule, 1 + 2 per direction.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    cols
+        selected parameter indices (from `select_params`)
+    native : bool
+        whether the backend runs IonQ native gates (shift rules differ)
+    """
+    occ = angle_occurrences(circuit, cols)
+    shift = 1 + sum(sum(s != 0 for s, _ in shift_rule(g, j, native)) for _, g, j, _, _ in occ)
+    return shift, 1 + 2 * self.spsa.num_directions
+
+# %% ../../nbs/46_gradients_adaptive.ipynb #g46-choose
+@patch
+def choose(self: AdaptiveGradient,
+           backend,  # a backend name (see `available_backends`) or instance
+           circuit: Circuit,  # the parametrised circuit
+           wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
+           shots: int | None = None) -> tuple:  # shots per circuit; None for exact expectations
+    """(method, reason) for this backend, circuit and shots.
+
+    Parameters
+    ----------
+    backend
+        a backend name (see `available_backends`) or instance
+    circuit : Circuit
+        the parametrised circuit
+    wrt : default 'weights'
+        parameters to differentiate: a group name, names or indices, or None (all)
+    shots : int | None, default None
+        shots per circuit; None for exact expectations
+    """
+    be = get_backend(backend)
+    caps = be.capabilities
+    cols = select_params(circuit, wrt)
+    P = len(cols)
+    shift, spsa = self._circuits_per_row(circuit, cols, bool(caps.native_gates))
+    analytic = shots is None and caps.analytic
+    if analytic and caps.adjoint:
+        return (
+            'adjoint',
+            f"adjoint: exact in one forward and one backward sweep vs {shift} circuits per row for parameter "
+            f"shift on analytic '{be.name}'",
+        )
+    if analytic:
         return (
             'parameter_shift',
-            f"parameter_shift: unbiased, {shift} circuits per row is affordable on sampled '{be.name}' (P={P})",
+            f"parameter_shift: exact on analytic '{be.name}' without statevector access ({shift} circuits per row)",
         )
+    if self.budget is not None and shift > self.budget:
+        return (
+            'spsa',
+            f"spsa: {spsa} circuits vs {shift} for parameter shift, over the budget of {self.budget} per row",
+        )
+    if shift > self.max_shift_circuits or caps.cost_per_circuit * shift > 1.0:
+        what = f"2P={shift - 1}" if shift - 1 == 2 * P else f"{shift - 1} shifted circuits"
+        return (
+            'spsa',
+            f"spsa: {spsa} circuits vs {what} for parameter shift on a sampled backend ('{be.name}', P={P})",
+        )
+    return (
+        'parameter_shift',
+        f"parameter_shift: unbiased, {shift} circuits per row is affordable on sampled '{be.name}' (P={P})",
+    )
 
-    def jacobian(self, circuit: Circuit, values, observables, backend='local', wrt='weights',
-                 shots: int | None = None, seed: int | None = None) -> GradientResult:
-        "Jacobian by the method `choose` picks (SPSA through this object's estimator), its reason in `reason`."
-        method, reason = self.choose(backend, circuit, wrt, shots)
-        self.history.append(reason)
-        how = self.spsa if method == 'spsa' else method
-        res = run_gradient(how, circuit, values, observables, backend, wrt, shots, seed)
-        res.reason = reason
-        return res
+# %% ../../nbs/46_gradients_adaptive.ipynb #g46-jac
+@patch
+def jacobian(self: AdaptiveGradient,
+             circuit: Circuit,  # the parametrised circuit
+             values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
+             observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+             backend='local',  # a backend name (see `available_backends`) or instance
+             wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
+             shots: int | None = None,  # shots per circuit; None for exact expectations
+             seed: int | None = None) -> GradientResult:  # seed for the shot sampling (None: the backend's own)
+    """Jacobian by the method `choose` picks (SPSA through this object's estimator), its reason in `reason`.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values, one row per batch entry (see `validate_values`)
+    observables
+        one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+    backend : default 'local'
+        a backend name (see `available_backends`) or instance
+    wrt : default 'weights'
+        parameters to differentiate: a group name, names or indices, or None (all)
+    shots : int | None, default None
+        shots per circuit; None for exact expectations
+    seed : int | None, default None
+        seed for the shot sampling (None: the backend's own)
+    """
+    method, reason = self.choose(backend, circuit, wrt, shots)
+    self.history.append(reason)
+    how = self.spsa if method == 'spsa' else method
+    res = run_gradient(how, circuit, values, observables, backend, wrt, shots, seed)
+    res.reason = reason
+    return res
 
 # %% ../../nbs/46_gradients_adaptive.ipynb #g46-reg
 register_gradient(GradientMethod('adaptive', AdaptiveGradient, stochastic=True, stateful=True))

@@ -5,6 +5,7 @@
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-imp
 from __future__ import annotations
 import math
+from types import SimpleNamespace
 import numpy as np
 from ..circuits import Circuit, validate_values
 from ..gates import GATES
@@ -19,8 +20,20 @@ from ..utils import LRUCache
 __all__ = ['apply_observable', 'adjoint']
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g04-adj
-def apply_observable(states: np.ndarray, obs: Observable, n: int) -> np.ndarray:
-    "`O psi` for a Pauli-sum observable on a batch of states `(..., 2^n)`."
+def apply_observable(states: np.ndarray,  # a batch of states `(..., 2^n)`
+                     obs: Observable,  # a Pauli-sum observable
+                     n: int) -> np.ndarray:  # number of qubits
+    """`O psi` for a Pauli-sum observable on a batch of states `(..., 2^n)`.
+
+    Parameters
+    ----------
+    states : np.ndarray
+        a batch of states `(..., 2^n)`
+    obs : Observable
+        a Pauli-sum observable
+    n : int
+        number of qubits
+    """
     idx = np.arange(2 ** n)
     out = np.zeros_like(states)
     for t in obs.terms:
@@ -29,6 +42,7 @@ def apply_observable(states: np.ndarray, obs: Observable, n: int) -> np.ndarray:
         out += (t.coeff * (1j ** ny)) * term_signs(n, z)[j] * states[..., j]
     return out
 
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-cross
 def _cross(lam, psi, qubits, n):
     "R[k,b,i,j] = sum over the other qubits of conj(lam[k,b,(i,..)]) psi[0,b,(j,..)], for a gate's qubits."
     K, B = lam.shape[:2]
@@ -48,6 +62,7 @@ def _block_cross(lam, psi, q, k):
     p = np.swapaxes(psi.reshape(1, B, -1, d, 2 ** q), 2, 3).reshape(1, B, d, -1)
     return l.conj() @ np.swapaxes(p, -1, -2)
 
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-trace
 _TRACE_MAPS = {}
 
 def _trace_map(k):
@@ -68,6 +83,7 @@ def _partial_cross(R, k):
     K, B = R.shape[:2]
     return (R.reshape(K, B, -1) @ _trace_map(k)).reshape(K, B, k, 2, 2)
 
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-dmat
 def _dmatrix(op, ang, j):
     "Exact derivative of a gate matrix in its j-th angle: r/2 [U(t + pi/2r) - U(t - pi/2r)]."
     r = matrix_rate(op.gatedef, j)
@@ -78,7 +94,7 @@ def _dmatrix(op, ang, j):
     dn[j] = ang[j] - s
     return (r / 2) * (op.gatedef.matrix_fn(up) - op.gatedef.matrix_fn(dn))
 
-
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-plan
 class _AdjointPlan:
     "Per (structure, wrt): which gate angles are differentiated, and the matrices mapping them onto parameters."
     def __init__(self, circuit, plan, cols):
@@ -98,6 +114,7 @@ class _AdjointPlan:
 
 _ADJ_PLANS = LRUCache(128)  # adjoint plans by (circuit structure, differentiated columns)
 
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-d1
 def _one_qubit_derivatives(plan, A):
     "d/dtheta of every one-qubit gate matrix `(B, n1 + 1, 2, 2)`, vectorised per gate kind (zeros for fixed gates)."
     B = A.shape[0]
@@ -111,17 +128,92 @@ def _one_qubit_derivatives(plan, A):
         out[:, slots] = ((r / 2) * (f([a + sh]) - f([a - sh]))).reshape(B, len(slots), 2, 2)
     return out
 
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-fwd
+def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator):
+    "Forward sweep: plan, angle table, gate matrices and derivatives, step matrices and the final state `psi`."
+    plan, A = plan_for(circuit), circuit.angle_table(v)
+    mats1, dmats1 = plan.one_qubit_matrices(A), _one_qubit_derivatives(plan, A)
+    uniform = [plan.uniform(i, A) for i in range(len(plan.steps))]
+    Ms = [plan.step_matrix(i, A, mats1, sim.dtype) for i in range(len(plan.steps))]
+    psi = sim._initial(circuit.n_qubits, v.shape[0])
+    for i in range(len(plan.steps)): psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
+    return SimpleNamespace(plan=plan, A=A, mats1=mats1, dmats1=dmats1, uniform=uniform, Ms=Ms, psi=psi,
+                           dtype=sim.dtype)
 
-def adjoint(circuit: Circuit, values, observables,
+def _adjoint_seed(psi, obs, n, cotangent):
+    "Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`."
+    B = psi.shape[1]
+    Opsi = [apply_observable(psi[0], o, n) for o in obs]
+    value = np.stack([np.einsum('bi,bi->b', psi[0].conj(), x).real for x in Opsi], axis=1)
+    if cotangent is None: return value, np.stack(Opsi)  # (n_obs, B, D): the whole Jacobian in one sweep
+    cot = np.asarray(cotangent, dtype=float)
+    if cot.shape != (B, len(obs)): raise ValueError(f"cotangent must have shape {(B, len(obs))}, got {cot.shape}")
+    return value, sum(cot[:, k, None] * x for k, x in enumerate(Opsi))[None]
+
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-block
+def _block_gradient(lam, psi, st, Gs, Ds):
+    "Derivatives `(K, B, k*L)` of every gate of a fused one-qubit block `st`, from one block cross term."
+    _, q, k, idx = st
+    K, B, L = lam.shape[0], lam.shape[1], idx.shape[1]
+    post = np.empty(Gs.shape, dtype=complex)
+    post[:, :, L - 1] = np.eye(2)  # (B, k, L, 2, 2): gates after each chain position
+    for m in range(L - 2, -1, -1): post[:, :, m] = post[:, :, m + 1] @ Gs[:, :, m + 1]
+    # <lam_out| Post dG G^-1 Post^-1 |psi_out> on qubit r: only the block's output cross term is needed
+    C = _partial_cross(_block_cross(lam, psi, q, k), k)  # (K, B, k, 2, 2)
+    postd = np.conj(np.swapaxes(post, -1, -2))
+    X = post @ Ds @ np.conj(np.swapaxes(Gs, -1, -2)) @ postd  # (B, k, L, 2, 2)
+    Cf = np.broadcast_to(C[:, :, :, None], (K, B, k, L, 2, 2)).reshape(K, B, -1, 2, 2)
+    Xf = X.reshape(X.shape[0], -1, 2, 2)
+    return (
+        2
+        * (
+            np.einsum('fij,kbfij->kbf', Xf[0], Cf) if len(Xf) == 1 else np.einsum('bfij,kbfij->kbf', Xf, Cf)
+        ).real
+    )
+
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-sweep
+def _adjoint_sweep(circuit: Circuit, ap: _AdjointPlan, fw: SimpleNamespace, lam: np.ndarray, n_wrt: int):
+    "Backward sweep: un-apply each step to `psi` and `lambda` together, summing derivatives into `G (K, B, n_wrt)`."
+    plan, A, mats1, Ms = fw.plan, fw.A, fw.mats1, fw.Ms
+    K, B, slices = lam.shape[0], lam.shape[1], circuit.angle_index()[3]
+    G = np.zeros((K, B, n_wrt))
+    S = np.concatenate([fw.psi, lam])  # psi and lambda travel backwards together: one matmul per step
+    for i in range(len(plan.steps) - 1, -1, -1):
+        st = plan.steps[i]
+        psi, lam = S[:1], S[1:]
+        if i in ap.W:  # fused one-qubit block: every gate's derivative from one block cross term
+            rows = slice(0, 1) if fw.uniform[i] else slice(None)  # shared angles: per-gate algebra once, not per row
+            G += _block_gradient(lam, psi, st, mats1[rows][:, st[3]], fw.dmats1[rows][:, st[3]]) @ ap.W[i]
+        elif st[0] in ('diag', 'dense') and ap.selected[st[1]]:
+            op = circuit.ops[st[1]]
+            ang = [A[:, c] for c in range(*slices[st[1]])]
+            R = _cross(lam, plan.apply(psi, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i]), op.qubits, circuit.n_qubits)
+            for j, p, scale in ap.selected[st[1]]:
+                G[:, :, p] += scale * 2 * np.einsum('bij,kbij->kb', _dmatrix(op, ang, j), R).real
+        S = plan.apply(S, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i])
+    return G
+
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-main
+def adjoint(circuit: Circuit,  # the parametrised circuit
+            values,  # parameter values, one row per batch entry (see `validate_values`)
+            observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
             backend='local',  # must expose statevectors (capabilities.adjoint)
-            wrt='weights',
+            wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
             cotangent: np.ndarray | None = None) -> GradientResult:  # (B, n_obs): return the loss gradient via vjp only
     """Exact Jacobian (or loss gradient, with `cotangent`) by the adjoint method; simulators only.
 
     Parameters
     ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        parameter values, one row per batch entry (see `validate_values`)
+    observables
+        one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
     backend : default 'local'
         must expose statevectors (capabilities.adjoint)
+    wrt : default 'weights'
+        parameters to differentiate: a group name, names or indices, or None (all)
     cotangent : np.ndarray | None, default None
         (B, n_obs): return the loss gradient via vjp only
     """
@@ -135,55 +227,11 @@ def adjoint(circuit: Circuit, values, observables,
     B, n = v.shape[0], circuit.n_qubits
     cols = select_params(circuit, wrt)
     obs = as_observables(observables, n)
-    sim = StatevectorSimulator()
-    plan, A = plan_for(circuit), circuit.angle_table(v)
+    fw = _adjoint_forward(circuit, v, StatevectorSimulator())
     key = (circuit.structural_hash, tuple(cols.tolist()))
-    ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, plan, cols))
-    mats1, dmats1 = plan.one_qubit_matrices(A), _one_qubit_derivatives(plan, A)
-    uniform = [plan.uniform(i, A) for i in range(len(plan.steps))]
-    Ms = [plan.step_matrix(i, A, mats1, sim.dtype) for i in range(len(plan.steps))]
-    psi = sim._initial(n, B)
-    for i in range(len(plan.steps)): psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
-    Opsi = [apply_observable(psi[0], o, n) for o in obs]
-    value = np.stack([np.einsum('bi,bi->b', psi[0].conj(), x).real for x in Opsi], axis=1)
-    if cotangent is None: lam = np.stack(Opsi)  # (n_obs, B, D): the whole Jacobian in one sweep
-    else:
-        cot = np.asarray(cotangent, dtype=float)
-        if cot.shape != (B, len(obs)): raise ValueError(f"cotangent must have shape {(B, len(obs))}, got {cot.shape}")
-        lam = sum(cot[:, k, None] * x for k, x in enumerate(Opsi))[None]
-    K, slices, eye = lam.shape[0], circuit.angle_index()[3], np.eye(2)
-    G = np.zeros((K, B, len(cols)))
-    S = np.concatenate([psi, lam])  # psi and lambda travel backwards together: one matmul per step
-    for i in range(len(plan.steps) - 1, -1, -1):
-        st = plan.steps[i]
-        psi, lam = S[:1], S[1:]
-        if i in ap.W:  # fused one-qubit block: every gate's derivative from one block cross term
-            _, q, k, idx = st
-            rows = slice(0, 1) if uniform[i] else slice(None)  # shared angles: per-gate algebra once, not per row
-            Gs, Ds, L = mats1[rows][:, idx], dmats1[rows][:, idx], idx.shape[1]
-            post = np.empty(Gs.shape, dtype=complex)
-            post[:, :, L - 1] = eye  # (B, k, L, 2, 2): gates after each chain position
-            for m in range(L - 2, -1, -1): post[:, :, m] = post[:, :, m + 1] @ Gs[:, :, m + 1]
-            # <lam_out| Post dG G^-1 Post^-1 |psi_out> on qubit r: only the block's output cross term is needed
-            C = _partial_cross(_block_cross(lam, psi, q, k), k)  # (K, B, k, 2, 2)
-            postd = np.conj(np.swapaxes(post, -1, -2))
-            X = post @ Ds @ np.conj(np.swapaxes(Gs, -1, -2)) @ postd  # (B, k, L, 2, 2)
-            Cf = np.broadcast_to(C[:, :, :, None], (K, B, k, L, 2, 2)).reshape(K, B, -1, 2, 2)
-            Xf = X.reshape(X.shape[0], -1, 2, 2)
-            g = (
-                2
-                * (
-                    np.einsum('fij,kbfij->kbf', Xf[0], Cf) if len(Xf) == 1 else np.einsum('bfij,kbfij->kbf', Xf, Cf)
-                ).real
-            )
-            G += g @ ap.W[i]
-        elif st[0] in ('diag', 'dense') and ap.selected[st[1]]:
-            op = circuit.ops[st[1]]
-            ang = [A[:, c] for c in range(*slices[st[1]])]
-            R = _cross(lam, plan.apply(psi, i, A, mats1, sim.dtype, adjoint=True, M=Ms[i]), op.qubits, n)
-            for j, p, scale in ap.selected[st[1]]:
-                G[:, :, p] += scale * 2 * np.einsum('bij,kbij->kb', _dmatrix(op, ang, j), R).real
-        S = plan.apply(S, i, A, mats1, sim.dtype, adjoint=True, M=Ms[i])
+    ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, fw.plan, cols))
+    value, lam = _adjoint_seed(fw.psi, obs, n, cotangent)
+    G = _adjoint_sweep(circuit, ap, fw, lam, len(cols))
     names = [circuit.parameters[i] for i in cols]
     if cotangent is None: return GradientResult(np.moveaxis(G, 0, 1), names, 'adjoint', B, 1, value)
     return GradientResult(G[0][:, None, :], names, 'adjoint_vjp', B, 1, value)

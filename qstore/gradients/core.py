@@ -46,9 +46,18 @@ class GradientResult:
     stderr: np.ndarray | None = None  # (B, n_obs, n_wrt) statistical error, for shot-based estimates
     reason: str = ''  # why this method (set by `AdaptiveGradient`)
 
+# %% ../../nbs/40_gradients_core.ipynb #g40-sel
+def select_params(circuit: Circuit,  # the parametrised circuit
+                  wrt) -> np.ndarray:  # parameters to differentiate: a group name, names or indices, or None (all)
+    """Column indices for `wrt`: a group name, a list of parameter names or indices, or None (all).
 
-def select_params(circuit: Circuit, wrt) -> np.ndarray:
-    "Column indices for `wrt`: a group name, a list of parameter names or indices, or None (all)."
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    wrt
+        parameters to differentiate: a group name, names or indices, or None (all)
+    """
     if wrt is None: return np.arange(circuit.num_parameters)
     if isinstance(wrt, str):
         if wrt in circuit.groups: return circuit.group_indices(wrt)
@@ -66,20 +75,31 @@ def select_params(circuit: Circuit, wrt) -> np.ndarray:
     return np.array(out, dtype=int)
 
 
-def vjp(result: GradientResult, cotangent: np.ndarray) -> np.ndarray:
-    "Gradient `(n_wrt,)` of a scalar loss, given `cotangent = dLoss/dExpectations` of shape `(B, n_obs)`."
+def vjp(result: GradientResult,  # a Jacobian `(B, n_obs, n_wrt)`
+        cotangent: np.ndarray) -> np.ndarray:  # dLoss/dExpectations, `(B, n_obs)`
+    """Gradient `(n_wrt,)` of a scalar loss, given `cotangent = dLoss/dExpectations` of shape `(B, n_obs)`.
+
+    Parameters
+    ----------
+    result : GradientResult
+        a Jacobian `(B, n_obs, n_wrt)`
+    cotangent : np.ndarray
+        dLoss/dExpectations, `(B, n_obs)`
+    """
     c = np.asarray(cotangent, dtype=float)
     if c.shape != result.jacobian.shape[:2]:
         raise ValueError(f"cotangent must have shape {result.jacobian.shape[:2]}, got {c.shape}")
     return np.einsum('bk,bkp->p', c, result.jacobian)
 
 # %% ../../nbs/40_gradients_core.ipynb #g40-occ
-def angle_occurrences(circuit: Circuit,
+def angle_occurrences(circuit: Circuit,  # the parametrised circuit
                       cols) -> list:  # selected parameter indices (from `select_params`)
     """(angle-table column, gate, angle index, position in `cols`, scale) per gate angle fed by a selected parameter.
 
     Parameters
     ----------
+    circuit : Circuit
+        the parametrised circuit
     cols
         selected parameter indices (from `select_params`)
     """
@@ -119,31 +139,60 @@ class GradientMethod:
     stochastic: bool = False  # may return a random SPSA estimate, shaped by SPSA's gains and directions
     stateful: bool = False  # keeps state across steps (counter, RNG, history): callers pass an instance of `fn`
 
-GRADIENT_METHODS: dict = {}  # name -> GradientMethod; each method's module registers itself when imported
+GRADIENT_METHODS: dict = {}  # name -> GradientMethod; complete once any gradients module is imported
 
-def register_gradient(method: GradientMethod) -> GradientMethod:
-    "Add `method` to `GRADIENT_METHODS` (registering a name again replaces it)."
+def register_gradient(method: GradientMethod) -> GradientMethod:  # the method record to add
+    """Add `method` to `GRADIENT_METHODS` (registering a name again replaces it).
+
+    Parameters
+    ----------
+    method : GradientMethod
+        the method record to add
+    """
     GRADIENT_METHODS[method.name] = method
     return method
 
-def gradient_method(name: str) -> GradientMethod:
-    "The registered method called `name`; a ValueError naming the choices otherwise."
+def gradient_method(name: str) -> GradientMethod:  # a registered name, e.g. 'parameter_shift'
+    """The registered method called `name`; a ValueError naming the choices otherwise.
+
+    Parameters
+    ----------
+    name : str
+        a registered name, e.g. 'parameter_shift'
+    """
     if not isinstance(name, str) or name not in GRADIENT_METHODS:
         raise ValueError(f"unknown gradient method {name!r}; choose one of {', '.join(sorted(GRADIENT_METHODS))}")
     return GRADIENT_METHODS[name]
 
+# %% ../../nbs/40_gradients_core.ipynb #g40-run
 def run_gradient(method,  # a registered stateless method's name, or an estimator (anything with `.jacobian`)
-                 circuit: Circuit, values, observables, backend='local', wrt='weights',
+                 circuit: Circuit,  # the parametrised circuit
+                 values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
+                 observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+                 backend='local',  # a backend name (see `available_backends`) or instance
+                 wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
                  shots: int | None = None,  # passed on to methods that take shots (exact methods ignore it)
-                 seed: int | None = None) -> GradientResult:
+                 seed: int | None = None) -> GradientResult:  # seed for the shot sampling (None: the backend's own)
     """Jacobian by `method`: the one dispatch that models, optimizers and `AdaptiveGradient` go through.
 
     Parameters
     ----------
     method
         a registered stateless method's name, or an estimator (anything with `.jacobian`)
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values, one row per batch entry (see `validate_values`)
+    observables
+        one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+    backend : default 'local'
+        a backend name (see `available_backends`) or instance
+    wrt : default 'weights'
+        parameters to differentiate: a group name, names or indices, or None (all)
     shots : int | None, default None
         passed on to methods that take shots (exact methods ignore it)
+    seed : int | None, default None
+        seed for the shot sampling (None: the backend's own)
     """
     if hasattr(method, 'jacobian'):
         return method.jacobian(circuit, values, observables, backend, wrt, shots=shots, seed=seed)

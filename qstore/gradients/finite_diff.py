@@ -14,18 +14,37 @@ from .core import GradientMethod, GradientResult, register_gradient, select_para
 __all__ = ['finite_diff']
 
 # %% ../../nbs/42_gradients_finite_diff.ipynb #g04-fd
-def finite_diff(circuit: Circuit, values, observables, backend='local', wrt='weights',
+def finite_diff(circuit: Circuit,  # the parametrised circuit
+                values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
+                observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+                backend='local',  # a backend name (see `available_backends`) or instance
+                wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
                 h: float = 1e-6,  # step size
                 mode: str = 'central',  # 'central' or 'forward'
-                shots: int | None = None, seed: int | None = None) -> GradientResult:
+                shots: int | None = None,  # shots per circuit; None for exact expectations on analytic backends
+                seed: int | None = None) -> GradientResult:  # seed for the shot sampling (None: the backend's own)
     """Jacobian by finite differences of the parameters, in one backend call.
 
     Parameters
     ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values, one row per batch entry (see `validate_values`)
+    observables
+        one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+    backend : default 'local'
+        a backend name (see `available_backends`) or instance
+    wrt : default 'weights'
+        parameters to differentiate: a group name, names or indices, or None (all)
     h : float, default 1e-06
         step size
     mode : str, default 'central'
         'central' or 'forward'
+    shots : int | None, default None
+        shots per circuit; None for exact expectations on analytic backends
+    seed : int | None, default None
+        seed for the shot sampling (None: the backend's own)
     """
     if mode not in ('central', 'forward'): raise ValueError(f"mode must be 'central' or 'forward', got {mode!r}")
     if not h > 0: raise ValueError(f"step h must be positive, got {h}")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 import numpy as np
+from fastcore.basics import patch
 from ..circuits import Angle, Circuit, validate_values
 from ..gates import GATES
 from ..observables import Observable, PauliTerm
@@ -35,24 +36,110 @@ def _layers(circuit: Circuit, cols) -> list:
     if cur: layers.append(cur)
     return layers
 
-def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
+# %% ../../nbs/45_gradients_natural.ipynb #g45-exact
+def _exact_metric(circuit: Circuit, be, v: np.ndarray, P: int, occ: list) -> np.ndarray:
+    "The full metric `(B, P, P)` from derivative states `r/2 [psi(t + pi/2r) - psi(t - pi/2r)]`, in one simulation."
+    B = v.shape[0]
+    A = circuit.angle_table(v)
+    rows = [A]
+    for col, gate, j, ppos, scale in occ:
+        s = math.pi / (2 * matrix_rate(GATES[gate], j))
+        for sh in (s, -s):
+            r = A.copy()
+            r[:, col] += sh
+            rows.append(r)
+    S = be.statevector(angle_template(circuit), np.concatenate(rows)).reshape(len(rows), B, -1)
+    psi = S[0]
+    D = np.zeros((P, B, S.shape[-1]), dtype=complex)
+    for i, (col, gate, j, ppos, scale) in enumerate(occ):
+        D[ppos] += scale * (matrix_rate(GATES[gate], j) / 2) * (S[1 + 2 * i] - S[2 + 2 * i])
+    ov = np.einsum('pbi,bi->bp', D.conj(), psi)
+    return (np.einsum('pbi,qbi->bpq', D.conj(), D) - ov[:, :, None] * ov.conj()[:, None, :]).real
+
+def _block_mask(occ: list, op_layer: dict, col_op: dict, P: int, approx: str) -> np.ndarray:
+    "Entries `approx` keeps: the diagonal, and with 'block-diag' every pair of parameters sharing a layer."
+    lay = [{op_layer[col_op[col]] for col, _, _, pp, _ in occ if pp == p} for p in range(P)]
+    return np.array(
+        [[p == q or (approx == 'block-diag' and bool(lay[p] & lay[q])) for q in range(P)] for p in range(P)]
+    )
+
+# %% ../../nbs/45_gradients_natural.ipynb #g45-meas
+def _layer_generators(circuit: Circuit, layer: list) -> list:
+    "(op index, Pauli generator) per gate of a layer; only Pauli-rotation gates have one."
+    gens = []
+    for k in layer:
+        op = circuit.ops[k]
+        if not op.gatedef.pauli:
+            paulis = sorted(n for n, g in GATES.items() if g.pauli)
+            raise NotImplementedError(f"metric_tensor by circuits supports Pauli-rotation gates {paulis}; gate "
+                                      f"'{op.gate}' needs the exact simulator metric or QN-SPSA")
+        gens.append((k, PauliTerm(tuple(sorted((q, p) for q, p in zip(op.qubits, op.gatedef.pauli))))))
+    return gens
+
+# %% ../../nbs/45_gradients_natural.ipynb #g45-meas2
+def _generator_covariance(circuit: Circuit, be, v: np.ndarray, gens: list, first_op: int, shots, seed) -> np.ndarray:
+    "`(<K_a K_b> - <K_a><K_b>) / 4` `(B, n, n)` of a layer's generators, measured in the state before the layer."
+    prefix = circuit.copy()
+    prefix.ops = circuit.ops[:first_op]
+    singles = [Observable([t]) for _, t in gens]
+    pairs = [(a, b) for a in range(len(gens)) for b in range(a + 1, len(gens))]
+    obs = singles + [
+        Observable([PauliTerm(tuple(sorted(gens[a][1].paulis + gens[b][1].paulis)))]) for a, b in pairs
+    ]
+    E = be.run(prefix, v, obs, shots=shots, seed=seed).expectations
+    cov = np.zeros((v.shape[0], len(gens), len(gens)))
+    for a in range(len(gens)): cov[:, a, a] = 0.25 * (1 - E[:, a] ** 2)
+    for m, (a, b) in enumerate(pairs):
+        cov[:, a, b] = cov[:, b, a] = 0.25 * (E[:, len(gens) + m] - E[:, a] * E[:, b])
+    return cov
+
+def _measured_metric(circuit: Circuit, be, v, P: int, occ: list, layers: list, col_op: dict, shots, seed):
+    "Block-diagonal metric `(B, P, P)` by circuits: each layer's generator covariance, mapped onto the parameters."
+    g = np.zeros((v.shape[0], P, P))
+    for ly in layers:
+        gens = _layer_generators(circuit, ly)
+        cov = _generator_covariance(circuit, be, v, gens, ly[0], shots, seed)
+        for a, (ka, _) in enumerate(gens):
+            for b, (kb, _) in enumerate(gens):
+                for ja, pa, sa in [(j, pp, sc) for c, _, j, pp, sc in occ if col_op[c] == ka]:
+                    for jb, pb, sb in [(j, pp, sc) for c, _, j, pp, sc in occ if col_op[c] == kb]:
+                        g[:, pa, pb] += sa * sb * cov[:, a, b]
+    return g
+
+# %% ../../nbs/45_gradients_natural.ipynb #g45-main
+def metric_tensor(circuit: Circuit,  # the parametrised circuit
+                  values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
+                  backend='local',  # a backend name (see `available_backends`) or instance
+                  wrt='weights',  # parameters the metric is over: a group name, names or indices, or None (all)
                   approx: str | None = 'block-diag',  # 'block-diag', 'diag' or None (full, simulators only)
                   lam: float = 0.0,  # regularisation added to the diagonal
-                  shots: int | None = None, seed: int | None = None) -> np.ndarray:
+                  shots: int | None = None,  # shots per circuit; None for the exact metric on statevector backends
+                  seed: int | None = None) -> np.ndarray:  # seed for the shot sampling (None: the backend's own)
     """Fubini-Study metric `(B, P_wrt, P_wrt)`: exact on statevector backends, block-diagonal by circuits otherwise.
 
     Parameters
     ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values, one row per batch entry (see `validate_values`)
+    backend : default 'local'
+        a backend name (see `available_backends`) or instance
+    wrt : default 'weights'
+        parameters the metric is over: a group name, names or indices, or None (all)
     approx : str | None, default 'block-diag'
         'block-diag', 'diag' or None (full, simulators only)
     lam : float, default 0.0
         regularisation added to the diagonal
+    shots : int | None, default None
+        shots per circuit; None for the exact metric on statevector backends
+    seed : int | None, default None
+        seed for the shot sampling (None: the backend's own)
     """
     if approx not in ('block-diag', 'diag', None):
         raise ValueError(f"approx must be 'block-diag', 'diag' or None, got {approx!r}")
     be = get_backend(backend)
     v = validate_values(circuit, values)
-    B = v.shape[0]
     cols = select_params(circuit, wrt)
     P = len(cols)
     layers = _layers(circuit, cols)
@@ -60,64 +147,28 @@ def metric_tensor(circuit: Circuit, values, backend='local', wrt='weights',
     occ = angle_occurrences(circuit, cols)
     col_op = {c: k for k, (a, b) in enumerate(circuit.angle_index()[3]) for c in range(a, b)}
     if be.capabilities.adjoint and shots is None:
-        A = circuit.angle_table(v)
-        rows = [A]
-        for col, gate, j, ppos, scale in occ:
-            s = math.pi / (2 * matrix_rate(GATES[gate], j))
-            for sh in (s, -s):
-                r = A.copy()
-                r[:, col] += sh
-                rows.append(r)
-        S = be.statevector(angle_template(circuit), np.concatenate(rows)).reshape(len(rows), B, -1)
-        psi = S[0]
-        D = np.zeros((P, B, S.shape[-1]), dtype=complex)
-        for i, (col, gate, j, ppos, scale) in enumerate(occ):
-            D[ppos] += scale * (matrix_rate(GATES[gate], j) / 2) * (S[1 + 2 * i] - S[2 + 2 * i])
-        ov = np.einsum('pbi,bi->bp', D.conj(), psi)
-        g = (np.einsum('pbi,qbi->bpq', D.conj(), D) - ov[:, :, None] * ov.conj()[:, None, :]).real
-        if approx is not None:
-            lay = [{op_layer[col_op[col]] for col, _, _, pp, _ in occ if pp == p} for p in range(P)]
-            mask = np.array(
-                [[p == q or (approx == 'block-diag' and bool(lay[p] & lay[q])) for q in range(P)] for p in range(P)]
-            )
-            g = g * mask
+        g = _exact_metric(circuit, be, v, P, occ)
+        if approx is not None: g = g * _block_mask(occ, op_layer, col_op, P, approx)
     else:
         if approx is None:
             raise ValueError("the full metric tensor needs a statevector backend; use approx='block-diag'")
-        g = np.zeros((B, P, P))
-        for ly in layers:
-            gens = []
-            for k in ly:
-                op = circuit.ops[k]
-                if not op.gatedef.pauli:
-                    paulis = sorted(n for n, g in GATES.items() if g.pauli)
-                    raise NotImplementedError(f"metric_tensor by circuits supports Pauli-rotation gates {paulis}; gate "
-                                              f"'{op.gate}' needs the exact simulator metric or QN-SPSA")
-                gens.append((k, PauliTerm(tuple(sorted((q, p) for q, p in zip(op.qubits, op.gatedef.pauli))))))
-            prefix = circuit.copy()
-            prefix.ops = circuit.ops[:ly[0]]
-            singles = [Observable([t]) for _, t in gens]
-            pairs = [(a, b) for a in range(len(gens)) for b in range(a + 1, len(gens))]
-            obs = singles + [
-                Observable([PauliTerm(tuple(sorted(gens[a][1].paulis + gens[b][1].paulis)))]) for a, b in pairs
-            ]
-            E = be.run(prefix, v, obs, shots=shots, seed=seed).expectations
-            cov = np.zeros((B, len(gens), len(gens)))
-            for a in range(len(gens)): cov[:, a, a] = 0.25 * (1 - E[:, a] ** 2)
-            for m, (a, b) in enumerate(pairs):
-                cov[:, a, b] = cov[:, b, a] = 0.25 * (E[:, len(gens) + m] - E[:, a] * E[:, b])
-            for a, (ka, _) in enumerate(gens):
-                for b, (kb, _) in enumerate(gens):
-                    for ja, pa, sa in [(j, pp, sc) for c, _, j, pp, sc in occ if col_op[c] == ka]:
-                        for jb, pb, sb in [(j, pp, sc) for c, _, j, pp, sc in occ if col_op[c] == kb]:
-                            g[:, pa, pb] += sa * sb * cov[:, a, b]
+        g = _measured_metric(circuit, be, v, P, occ, layers, col_op, shots, seed)
         if approx == 'diag': g = g * np.eye(P)
     return g + lam * np.eye(P)
 
 # %% ../../nbs/45_gradients_natural.ipynb #g04-qnspsa
-def overlap_circuit(circuit: Circuit, wrt='weights') -> Circuit:
+def overlap_circuit(circuit: Circuit,  # the parametrised circuit
+                    wrt='weights') -> Circuit:  # parameters copied as `p@b`: a group, names, indices or None
     """Compute-uncompute template `U(theta')^dagger... `: the circuit with `wrt` parameters renamed `p@b`, then the
-    inverse with the originals. P(0...0) = |<psi(theta)|psi(theta')>|^2."""
+    inverse with the originals. P(0...0) = |<psi(theta)|psi(theta')>|^2.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    wrt : default 'weights'
+        parameters copied as `p@b`: a group, names, indices or None
+    """
     names = {circuit.parameters[i] for i in select_params(circuit, wrt)}
     first = Circuit(circuit.n_qubits, f"{circuit.name}/overlap")
     for p, g in circuit._params.items(): first.parameter(p, g)
@@ -131,65 +182,131 @@ def overlap_circuit(circuit: Circuit, wrt='weights') -> Circuit:
         )
     return first.compose(circuit.inverse())
 
-
+# %% ../../nbs/45_gradients_natural.ipynb #g45-qn
 class QNSPSA:
     "QN-SPSA metric estimates with smoothing and regularisation (Gacon et al. 2021; Qiskit's conventions)."
     def __init__(self, eps: float = 0.01,  # fidelity perturbation size
                  regularization: float = 0.01,  # beta added to |g| (Qiskit convention)
-                 seed: int | None = None):
+                 seed: int | None = None):  # RNG seed for the random directions
         """Parameters
         ----------
         eps : float, default 0.01
             fidelity perturbation size
         regularization : float, default 0.01
             beta added to |g| (Qiskit convention)
+        seed : int | None, default None
+            RNG seed for the random directions
         """
         self.eps, self.beta = float(eps), float(regularization)
         self.rng, self.k, self.metric = np.random.default_rng(seed), 0, None
-
-    def estimate(self, circuit: Circuit, values, backend='local', wrt='weights', shots=None, seed=None) -> tuple:
-        "One raw metric estimate `(P, P)` and the circuits it used."
-        be = get_backend(backend)
-        v = validate_values(circuit, values)
-        B = v.shape[0]
-        cols = select_params(circuit, wrt)
-        P = len(cols)
-        D1, D2 = self.rng.choice([-1.0, 1.0], size=(2, P))
-        ov = overlap_circuit(circuit, wrt)
-        base = np.concatenate([v, v[:, cols]], axis=1)  # columns: original parameters, then the p@b copies
-        rows = []
-        for shift in (D1 + D2, D1, -D1 + D2, -D1):
-            r = base.copy()
-            r[:, v.shape[1]:] += self.eps * shift
-            rows.append(r)
-        res = be.run(ov, np.concatenate(rows), shots=shots, seed=seed)
-        F = (res.probabilities if res.probabilities is not None else res.counts / res.counts.sum(1, keepdims=True))[
-            :, 0
-        ]
-        F = F.reshape(4, B).mean(1)
-        dF = F[0] - F[1] - F[2] + F[3]
-        return -dF / (8 * self.eps ** 2) * (np.outer(D1, D2) + np.outer(D2, D1)), res.n_circuits
-
-    def update(self, circuit, values, backend='local', wrt='weights', shots=None, seed=None) -> np.ndarray:
-        "Draw an estimate, fold it into the running average, return the regularised metric."
-        g_hat, _ = self.estimate(circuit, values, backend, wrt, shots, seed)
-        if self.metric is None: self.metric = np.eye(len(g_hat))
-        self.metric = self.k / (self.k + 1) * self.metric + g_hat / (self.k + 1)
-        self.k += 1
-        return self.regularized()
 
     def regularized(self) -> np.ndarray:
         "`sqrtm(g g) + beta I`: absolute eigenvalues plus beta."
         w, V = np.linalg.eigh((self.metric + self.metric.T) / 2)
         return (V * (np.abs(w) + self.beta)) @ V.T
 
-    def state_dict(self) -> dict:
-        return {'eps': self.eps, 'beta': self.beta, 'k': self.k, 'rng': self.rng.bit_generator.state,
-                'metric': None if self.metric is None else self.metric.tolist()}
+# %% ../../nbs/45_gradients_natural.ipynb #g45-qn-est
+@patch
+def estimate(
+    self: QNSPSA,
+    circuit: Circuit,  # the parametrised circuit
+    values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
+    backend='local',  # a backend name (see `available_backends`) or instance
+    wrt='weights',  # parameters the metric is over: a group name, names or indices, or None (all)
+    shots=None,  # shots per circuit; None for exact fidelities on analytic backends
+    seed=None,  # seed for the shot sampling (None: the backend's own)
+) -> tuple:
+    """One raw metric estimate `(P, P)` and the circuits it used.
 
-    def load_state_dict(self, state):
-        self.eps, self.beta, self.k = state['eps'], state['beta'], state['k']
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state['rng']
-        self.metric = None if state['metric'] is None else np.array(state['metric'])
-        return self
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values, one row per batch entry (see `validate_values`)
+    backend : default 'local'
+        a backend name (see `available_backends`) or instance
+    wrt : default 'weights'
+        parameters the metric is over: a group name, names or indices, or None (all)
+    shots : default None
+        shots per circuit; None for exact fidelities on analytic backends
+    seed : default None
+        seed for the shot sampling (None: the backend's own)
+    """
+    be = get_backend(backend)
+    v = validate_values(circuit, values)
+    B = v.shape[0]
+    cols = select_params(circuit, wrt)
+    P = len(cols)
+    D1, D2 = self.rng.choice([-1.0, 1.0], size=(2, P))
+    ov = overlap_circuit(circuit, wrt)
+    base = np.concatenate([v, v[:, cols]], axis=1)  # columns: original parameters, then the p@b copies
+    rows = []
+    for shift in (D1 + D2, D1, -D1 + D2, -D1):
+        r = base.copy()
+        r[:, v.shape[1]:] += self.eps * shift
+        rows.append(r)
+    res = be.run(ov, np.concatenate(rows), shots=shots, seed=seed)
+    F = (res.probabilities if res.probabilities is not None else res.counts / res.counts.sum(1, keepdims=True))[
+        :, 0
+    ]
+    F = F.reshape(4, B).mean(1)
+    dF = F[0] - F[1] - F[2] + F[3]
+    return -dF / (8 * self.eps ** 2) * (np.outer(D1, D2) + np.outer(D2, D1)), res.n_circuits
+
+# %% ../../nbs/45_gradients_natural.ipynb #g45-qn-upd
+@patch
+def update(
+    self: QNSPSA,
+    circuit: Circuit,  # the parametrised circuit
+    values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
+    backend='local',  # a backend name (see `available_backends`) or instance
+    wrt='weights',  # parameters the metric is over: a group name, names or indices, or None (all)
+    shots=None,  # shots per circuit; None for exact fidelities on analytic backends
+    seed=None,  # seed for the shot sampling (None: the backend's own)
+) -> np.ndarray:
+    """Draw an estimate, fold it into the running average, return the regularised metric.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values, one row per batch entry (see `validate_values`)
+    backend : default 'local'
+        a backend name (see `available_backends`) or instance
+    wrt : default 'weights'
+        parameters the metric is over: a group name, names or indices, or None (all)
+    shots : default None
+        shots per circuit; None for exact fidelities on analytic backends
+    seed : default None
+        seed for the shot sampling (None: the backend's own)
+    """
+    g_hat, _ = self.estimate(circuit, values, backend, wrt, shots, seed)
+    if self.metric is None: self.metric = np.eye(len(g_hat))
+    self.metric = self.k / (self.k + 1) * self.metric + g_hat / (self.k + 1)
+    self.k += 1
+    return self.regularized()
+
+# %% ../../nbs/45_gradients_natural.ipynb #g45-qn-state
+@patch
+def state_dict(self: QNSPSA) -> dict:
+    "JSON-serialisable state: eps, beta, iteration counter, RNG state and the running metric."
+    return {'eps': self.eps, 'beta': self.beta, 'k': self.k, 'rng': self.rng.bit_generator.state,
+            'metric': None if self.metric is None else self.metric.tolist()}
+
+@patch
+def load_state_dict(self: QNSPSA,
+                    state: dict):  # a `state_dict()`
+    """Restore the estimator from `state_dict()`; returns self.
+
+    Parameters
+    ----------
+    state : dict
+        a `state_dict()`
+    """
+    self.eps, self.beta, self.k = state['eps'], state['beta'], state['k']
+    self.rng = np.random.default_rng()
+    self.rng.bit_generator.state = state['rng']
+    self.metric = None if state['metric'] is None else np.array(state['metric'])
+    return self

@@ -64,8 +64,14 @@ def shift_rule(gate: str,  # gate name in `GATES`
 # %% ../../nbs/41_gradients_shift.ipynb #g04-angle-template
 _ANGLE_TEMPLATES = LRUCache(128)
 
-def angle_template(circuit: Circuit) -> Circuit:
-    "The circuit with every gate angle as its own parameter `a[k]` (k = angle-table column); cached by structure."
+def angle_template(circuit: Circuit) -> Circuit:  # the parametrised circuit
+    """The circuit with every gate angle as its own parameter `a[k]` (k = angle-table column); cached by structure.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    """
     return _ANGLE_TEMPLATES.get_or_create(circuit.structural_hash, lambda: _angle_template(circuit))
 
 def _angle_template(circuit: Circuit) -> Circuit:
@@ -76,9 +82,24 @@ def _angle_template(circuit: Circuit) -> Circuit:
     return t
 
 # %% ../../nbs/41_gradients_shift.ipynb #g04-shift-table
-def shift_table(circuit: Circuit, A: np.ndarray, cols, native_ranges: bool = False):
+def shift_table(circuit: Circuit,  # the parametrised circuit
+                A: np.ndarray,  # its angle table `(B, n_angles)` (`Circuit.angle_table`)
+                cols,  # selected parameter indices (from `select_params`)
+                native_ranges: bool = False):  # keep shifted IonQ native angles in their ranges
     """Stacked angle tables `(B * blocks, n_angles)` (block 0 unshifted), the plan combining them, and each block's
-    shifted column."""
+    shifted column.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    A : np.ndarray
+        its angle table `(B, n_angles)` (`Circuit.angle_table`)
+    cols
+        selected parameter indices (from `select_params`)
+    native_ranges : bool, default False
+        keep shifted IonQ native angles in their ranges
+    """
     rows, plan, shifted_cols = [A], [], []  # plan: (param position, scale, [(block index, coeff)])
     for col, gate, j, ppos, scale in angle_occurrences(circuit, cols):
         terms = []
@@ -103,9 +124,8 @@ def parameter_shift(
     backend='local',  # backend name or instance
     wrt='weights',  # group, names, indices or None (all)
     shots: int | None = None,  # shots per circuit (None: exact on analytic backends)
-    native_ranges: bool
-    | None = None,  # keep shifted angles in IonQ's ranges (default: if the backend takes native gates)
-    seed: int | None = None,
+    native_ranges: bool | None = None,  # keep shifted angles in IonQ's ranges (default: if the backend is native)
+    seed: int | None = None,  # seed for the shot sampling (None: the backend's generator)
 ) -> GradientResult:
     """Exact Jacobian by shift rules; all shifted circuits go to the backend in one call.
 
@@ -123,8 +143,10 @@ def parameter_shift(
         group, names, indices or None (all)
     shots : int | None, default None
         shots per circuit (None: exact on analytic backends)
+    native_ranges : bool | None, default None
+        keep shifted angles in IonQ's ranges (default: if the backend is native)
     seed : int | None, default None
-        keep shifted angles in IonQ's ranges (default: if the backend takes native gates)
+        seed for the shot sampling (None: the backend's generator)
     """
     be = get_backend(backend)
     v = validate_values(circuit, values)

@@ -5,6 +5,7 @@
 # %% ../../nbs/44_gradients_spsa.ipynb #g44-imp
 from __future__ import annotations
 import numpy as np
+from fastcore.basics import patch
 from ..circuits import Circuit, validate_values
 from ..observables import as_observables
 from ..backends.base import get_backend
@@ -47,76 +48,148 @@ class SPSAGradientEstimator:
         self.num_directions, self.k = int(num_directions), 0
         self.rng = np.random.default_rng(seed)
 
-    def gains(self, k: int | None = None) -> tuple:
-        "(a_k, c_k) at iteration k (default: the current one)."
-        k = self.k if k is None else k
-        return self.a / (self.A + k + 1) ** self.alpha, self.c / (k + 1) ** self.gamma
-
-    def directions(self, n: int) -> np.ndarray:
-        "Rademacher directions `(num_directions, n)` from the estimator's RNG."
-        return self.rng.choice([-1.0, 1.0], size=(self.num_directions, n))
-
-    def jacobian(self, circuit: Circuit, values, observables, backend='local', wrt='weights',
-                 shots: int | None = None, seed: int | None = None) -> GradientResult:
-        "SPSA estimate of the Jacobian (same perturbation for every row, as the selected parameters are shared)."
-        be = get_backend(backend)
-        v = validate_values(circuit, values)
-        B = v.shape[0]
-        cols = select_params(circuit, wrt)
-        obs = as_observables(observables, circuit.n_qubits)
-        _, ck = self.gains()
-        D = self.directions(len(cols))
-        rows = [v]
-        for d in D:
-            for sgn in (1, -1):
-                r = v.copy()
-                r[:, cols] += sgn * ck * d
-                rows.append(r)
-        res = be.run(circuit, np.concatenate(rows), obs, shots=shots, seed=seed)
-        E = res.expectations.reshape(len(rows), B, len(obs))
-        J = sum(((E[1 + 2 * i] - E[2 + 2 * i]) / (2 * ck))[:, :, None] * d for i, d in enumerate(D)) / len(D)
-        return GradientResult(J, [circuit.parameters[i] for i in cols], 'spsa', res.n_circuits, 1, E[0])
-
-    def loss_gradient(self, loss_fn,  # maps a (M, n) array of parameter vectors to (M,) losses in one batch
-                      theta: np.ndarray) -> tuple:  # (n,) current parameters
-        """SPSA gradient of a scalar loss: returns (gradient, loss evaluations used).
+    def gains(self,
+              k: int | None = None) -> tuple:  # iteration (default: the current one)
+        """(a_k, c_k) at iteration k (default: the current one).
 
         Parameters
         ----------
-        loss_fn
-            maps a (M, n) array of parameter vectors to (M,) losses in one batch
-        theta : np.ndarray
-            (n,) current parameters
+        k : int | None, default None
+            iteration (default: the current one)
         """
-        theta = np.asarray(theta, dtype=float)
-        _, ck = self.gains()
-        D = self.directions(theta.size)
-        pts = np.concatenate([theta + ck * D, theta - ck * D])
-        L = np.asarray(loss_fn(pts), dtype=float)
-        m = len(D)
-        return (((L[:m] - L[m:]) / (2 * ck))[:, None] * D).mean(0), 2 * m
+        k = self.k if k is None else k
+        return self.a / (self.A + k + 1) ** self.alpha, self.c / (k + 1) ** self.gamma
 
-    def step(self):
-        "Advance the iteration counter (call once per optimisation step)."
-        self.k += 1
+    def directions(self,
+                   n: int) -> np.ndarray:  # number of parameters perturbed
+        """Rademacher directions `(num_directions, n)` from the estimator's RNG.
 
-    def calibrate(self, loss_fn, theta, target_step: float = 0.2, samples: int = 10):
-        "Set `a` so the first update moves parameters by about `target_step` (mean |g| over `samples` estimates)."
-        mags = [np.abs(self.loss_gradient(loss_fn, theta)[0]).mean() for _ in range(samples)]
-        self.a = target_step * (self.A + 1) ** self.alpha / max(float(np.mean(mags)), 1e-12)
-        return self.a
+        Parameters
+        ----------
+        n : int
+            number of parameters perturbed
+        """
+        return self.rng.choice([-1.0, 1.0], size=(self.num_directions, n))
 
-    def state_dict(self) -> dict:
-        "JSON-serialisable state: gains, iteration counter and RNG state."
-        return {'a': self.a, 'c': self.c, 'A': self.A, 'alpha': self.alpha, 'gamma': self.gamma,
-                'num_directions': self.num_directions, 'k': self.k, 'rng': self.rng.bit_generator.state}
+# %% ../../nbs/44_gradients_spsa.ipynb #g44-jac
+@patch
+def jacobian(self: SPSAGradientEstimator,
+             circuit: Circuit,  # the parametrised circuit
+             values,  # (B, P) parameter values, one row per batch entry (see `validate_values`)
+             observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+             backend='local',  # a backend name (see `available_backends`) or instance
+             wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
+             shots: int | None = None,  # shots per circuit; None for exact expectations on analytic backends
+             seed: int | None = None) -> GradientResult:  # seed for the shot sampling (None: the backend's own)
+    """SPSA estimate of the Jacobian (same perturbation for every row, as the selected parameters are shared).
 
-    def load_state_dict(self, state: dict):
-        for key in ('a', 'c', 'A', 'alpha', 'gamma', 'num_directions', 'k'):
-            setattr(self, key, type(getattr(self, key))(state[key]))
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state['rng']
-        return self
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values, one row per batch entry (see `validate_values`)
+    observables
+        one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+    backend : default 'local'
+        a backend name (see `available_backends`) or instance
+    wrt : default 'weights'
+        parameters to differentiate: a group name, names or indices, or None (all)
+    shots : int | None, default None
+        shots per circuit; None for exact expectations on analytic backends
+    seed : int | None, default None
+        seed for the shot sampling (None: the backend's own)
+    """
+    be = get_backend(backend)
+    v = validate_values(circuit, values)
+    B = v.shape[0]
+    cols = select_params(circuit, wrt)
+    obs = as_observables(observables, circuit.n_qubits)
+    _, ck = self.gains()
+    D = self.directions(len(cols))
+    rows = [v]
+    for d in D:
+        for sgn in (1, -1):
+            r = v.copy()
+            r[:, cols] += sgn * ck * d
+            rows.append(r)
+    res = be.run(circuit, np.concatenate(rows), obs, shots=shots, seed=seed)
+    E = res.expectations.reshape(len(rows), B, len(obs))
+    J = sum(((E[1 + 2 * i] - E[2 + 2 * i]) / (2 * ck))[:, :, None] * d for i, d in enumerate(D)) / len(D)
+    return GradientResult(J, [circuit.parameters[i] for i in cols], 'spsa', res.n_circuits, 1, E[0])
+
+# %% ../../nbs/44_gradients_spsa.ipynb #g44-loss
+@patch
+def loss_gradient(self: SPSAGradientEstimator,
+                  loss_fn,  # maps a (M, n) array of parameter vectors to (M,) losses in one batch
+                  theta: np.ndarray) -> tuple:  # (n,) current parameters
+    """SPSA gradient of a scalar loss: returns (gradient, loss evaluations used).
+
+    Parameters
+    ----------
+    loss_fn
+        maps a (M, n) array of parameter vectors to (M,) losses in one batch
+    theta : np.ndarray
+        (n,) current parameters
+    """
+    theta = np.asarray(theta, dtype=float)
+    _, ck = self.gains()
+    D = self.directions(theta.size)
+    pts = np.concatenate([theta + ck * D, theta - ck * D])
+    L = np.asarray(loss_fn(pts), dtype=float)
+    m = len(D)
+    return (((L[:m] - L[m:]) / (2 * ck))[:, None] * D).mean(0), 2 * m
+
+@patch
+def step(self: SPSAGradientEstimator):
+    "Advance the iteration counter (call once per optimisation step)."
+    self.k += 1
+
+@patch
+def calibrate(self: SPSAGradientEstimator,
+              loss_fn,  # maps a (M, n) array of parameter vectors to (M,) losses in one batch
+              theta,  # (n,) starting parameters
+              target_step: float = 0.2,  # wanted size of the first update, per parameter
+              samples: int = 10):  # gradient estimates averaged
+    """Set `a` so the first update moves parameters by about `target_step` (mean |g| over `samples` estimates).
+
+    Parameters
+    ----------
+    loss_fn
+        maps a (M, n) array of parameter vectors to (M,) losses in one batch
+    theta
+        (n,) starting parameters
+    target_step : float, default 0.2
+        wanted size of the first update, per parameter
+    samples : int, default 10
+        gradient estimates averaged
+    """
+    mags = [np.abs(self.loss_gradient(loss_fn, theta)[0]).mean() for _ in range(samples)]
+    self.a = target_step * (self.A + 1) ** self.alpha / max(float(np.mean(mags)), 1e-12)
+    return self.a
+
+# %% ../../nbs/44_gradients_spsa.ipynb #g44-state
+@patch
+def state_dict(self: SPSAGradientEstimator) -> dict:
+    "JSON-serialisable state: gains, iteration counter and RNG state."
+    return {'a': self.a, 'c': self.c, 'A': self.A, 'alpha': self.alpha, 'gamma': self.gamma,
+            'num_directions': self.num_directions, 'k': self.k, 'rng': self.rng.bit_generator.state}
+
+@patch
+def load_state_dict(self: SPSAGradientEstimator,
+                    state: dict):  # a `state_dict()`
+    """Restore gains, iteration counter and RNG state from `state_dict()`; returns self.
+
+    Parameters
+    ----------
+    state : dict
+        a `state_dict()`
+    """
+    for key in ('a', 'c', 'A', 'alpha', 'gamma', 'num_directions', 'k'):
+        setattr(self, key, type(getattr(self, key))(state[key]))
+    self.rng = np.random.default_rng()
+    self.rng.bit_generator.state = state['rng']
+    return self
 
 # %% ../../nbs/44_gradients_spsa.ipynb #g44-reg
 register_gradient(GradientMethod('spsa', SPSAGradientEstimator, stochastic=True, stateful=True))
