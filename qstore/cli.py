@@ -8,7 +8,7 @@ import argparse, importlib, subprocess, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMANDS', 'main', 'bench_cli', 'docs_cli']
+__all__ = ['COMMANDS', 'main', 'run_checkout_script', 'bench_cli', 'docs_cli']
 
 # %% ../nbs/95_cli.ipynb #cli-cmds
 COMMANDS = {
@@ -56,6 +56,34 @@ def main(argv: list[str] | None = None,  # command-line arguments (None: sys.arg
     return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
 
 # %% ../nbs/95_cli.ipynb #cli-bench
+def run_checkout_script(path: str,  # script path from the repository root, e.g. 'bench/simulator.py'
+                        missing: str,  # the one line printed to stderr when there is no source checkout
+                        argv: list[str] | None = None,  # the script's arguments
+                        ) -> int:  # the script's exit code, or 1 without a checkout
+    """Run a script of the source checkout this package was installed from (`pip install -e .`).
+
+    Parameters
+    ----------
+    path : str
+        script path from the repository root, e.g. 'bench/simulator.py'
+    missing : str
+        the one line printed to stderr when there is no source checkout
+    argv : list[str] | None, default None
+        the script's arguments
+
+    Returns
+    -------
+    int
+        the script's exit code, or 1 without a checkout
+    """
+    import qstore
+    script = Path(qstore.__file__).resolve().parent.parent / path
+    if not script.exists():
+        print(missing, file=sys.stderr)
+        return 1
+    return subprocess.call([sys.executable, str(script), *(argv or [])])
+
+
 def bench_cli(argv: list[str] | None = None,  # arguments of `bench/simulator.py`
              ) -> int:  # exit code
     """`qstore bench`: run the simulator benchmark of the source checkout (`bench/simulator.py`).
@@ -70,12 +98,8 @@ def bench_cli(argv: list[str] | None = None,  # arguments of `bench/simulator.py
     int
         exit code
     """
-    import qstore
-    script = Path(qstore.__file__).resolve().parent.parent / 'bench' / 'simulator.py'
-    if not script.exists():
-        print("qstore bench: benchmarks live in the repository's bench/ directory; run it from a source checkout")
-        return 1
-    return subprocess.call([sys.executable, str(script), *(argv or [])])
+    where = "qstore bench: benchmarks live in the repository's bench/ directory; run it from a source checkout"
+    return run_checkout_script('bench/simulator.py', where, argv)
 
 # %% ../nbs/95_cli.ipynb #cli-docs
 def docs_cli(argv: list[str] | None = None,  # arguments of `tools/docs.py`
@@ -92,9 +116,5 @@ def docs_cli(argv: list[str] | None = None,  # arguments of `tools/docs.py`
     int
         exit code
     """
-    import qstore
-    script = Path(qstore.__file__).resolve().parent.parent / 'tools' / 'docs.py'
-    if not script.exists():
-        print("qstore docs: the site is built from the notebooks of a source checkout; run it from one")
-        return 1
-    return subprocess.call([sys.executable, str(script), *(argv or [])])
+    where = "qstore docs: the site is built from the notebooks of a source checkout; run it from one"
+    return run_checkout_script('tools/docs.py', where, argv)

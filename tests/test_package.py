@@ -115,3 +115,24 @@ def test_help_documents_every_training_config_field():
     docs = _source_docments(TrainingConfig)
     assert [f.name for f in fields(TrainingConfig)] == list(docs)
     assert all(f"{name} :" in page and _flat(meaning) in page for name, meaning in docs.items())
+
+
+def _own_names(obj) -> list:
+    "Parameters `obj` itself declares (dataclass fields from its own annotations), without self, cls, *args, **kwargs"
+    if inspect.isclass(obj) and is_dataclass(obj): return list(obj.__dict__.get('__annotations__', {}))
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    if not inspect.isfunction(fn): return []
+    a = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0].args
+    return [p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs] if p.arg not in ('self', 'cls')]
+
+
+def test_every_public_parameter_has_a_meaning():
+    "help() can only show what the source says: every named parameter of the public API carries a docments comment"
+    missing, checked = [], 0
+    for obj in _public_objects():
+        docs = _source_docments(obj)
+        for name in _own_names(obj):
+            checked += 1
+            if name not in docs: missing.append(f"{obj.__module__}.{obj.__qualname__}({name})")
+    assert not missing, '\n'.join(missing)
+    assert checked > 1000

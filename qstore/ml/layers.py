@@ -12,8 +12,6 @@ from ..backends.base import get_backend
 from .encoding import DataEncoder
 from ..gradients.core import run_gradient
 from ..gradients.adjoint import adjoint
-import qstore.gradients.adaptive  # noqa: F401 (registers adaptive, shift, adjoint and spsa for `loss_and_grad`)
-import qstore.gradients.finite_diff  # noqa: F401 (registers 'finite_diff')
 from ..utils import check_int
 
 # %% auto #0
