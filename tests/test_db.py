@@ -314,6 +314,7 @@ def tiny_loader_returning_new(model, path):
 
 
 SPEC = {'factory': f'{__name__}:TinyModel.from_spec', 'loader': f'{__name__}:TinyModel.load_weights', 'n': 3}
+TRUSTED = {SPEC['factory']: TinyModel.from_spec, SPEC['loader']: TinyModel.load_weights}  # load's allow-list
 
 
 @pytest.fixture
@@ -334,10 +335,11 @@ def test_registry_versions_stages_and_load(registry, tmp_path):
     assert registry.register('m', SPEC, write_ckpt(ck, [4, 5, 6]), {'acc': 0.7}, {'data': 'wine'}, stage='staging') == 2
     assert registry.register('m', SPEC, write_ckpt(ck, [7, 8, 9]), {'acc': 0.9}, stage='production') == 3
     assert registry.register('other', {'factory': SPEC['factory'], 'n': 2}) == 1
-    np.testing.assert_array_equal(registry.load('m', 1).weights, [1, 2, 3])  # its own copy, though ckpt.npy changed
-    np.testing.assert_array_equal(registry.load('m').weights, [7, 8, 9])
-    np.testing.assert_array_equal(registry.load('m', 'staging').weights, [4, 5, 6])
-    np.testing.assert_array_equal(registry.load('other').weights, [0, 0])  # spec only, no checkpoint
+    # its own copy, though ckpt.npy changed
+    np.testing.assert_array_equal(registry.load('m', 1, factories=TRUSTED).weights, [1, 2, 3])
+    np.testing.assert_array_equal(registry.load('m', factories=TRUSTED).weights, [7, 8, 9])
+    np.testing.assert_array_equal(registry.load('m', 'staging', factories=TRUSTED).weights, [4, 5, 6])
+    np.testing.assert_array_equal(registry.load('other', factories=TRUSTED).weights, [0, 0])  # spec only, no checkpoint
     assert registry.get('m', 'production').version == 3
     registry.promote('m', 2, 'production')
     assert [(v.version, v.stage) for v in registry.list('m')] == [(1, 'none'), (2, 'production'), (3, 'archived')]
@@ -348,7 +350,8 @@ def test_registry_versions_stages_and_load(registry, tmp_path):
     mv = registry.get('m', 1)
     assert mv.metrics == {'acc': 0.5} and mv.tags == {'data': 'iris'} and mv.sha256 == file_sha256(mv.checkpoint)
     assert mv.checkpoint.is_relative_to(registry.root)
-    override = registry.load('m', 1, loader=tiny_loader_returning_new)  # a loader may return a new object
+    # a loader may return a new object
+    override = registry.load('m', 1, loader=tiny_loader_returning_new, factories=TRUSTED)
     np.testing.assert_array_equal(override.weights, [10, 20, 30])
     reopened = ModelRegistry(registry.root)
     assert reopened.get('m', 'production').version == 2
@@ -360,14 +363,14 @@ def test_registry_reference_in_place_detects_modification(registry, tmp_path):
     ck = write_ckpt(tmp_path / 'w.npy', [1, 2, 3])
     v = registry.register('ref', SPEC, ck, copy=False)
     assert registry.get('ref', v).checkpoint == ck.resolve()
-    np.testing.assert_array_equal(registry.load('ref').weights, [1, 2, 3])
+    np.testing.assert_array_equal(registry.load('ref', factories=TRUSTED).weights, [1, 2, 3])
     write_ckpt(ck, [0, 0, 0])
     with pytest.raises(CorruptStoreError, match=f"{ck.resolve()}: sha256 differs"):
-        registry.load('ref')
-    np.testing.assert_array_equal(registry.load('ref', verify=False).weights, [0, 0, 0])
+        registry.load('ref', factories=TRUSTED)
+    np.testing.assert_array_equal(registry.load('ref', verify=False, factories=TRUSTED).weights, [0, 0, 0])
     ck.unlink()
     with pytest.raises(CorruptStoreError, match='is missing'):
-        registry.load('ref')
+        registry.load('ref', factories=TRUSTED)
 
 
 def test_registry_errors_and_redaction(registry, tmp_path):
@@ -492,7 +495,7 @@ def test_metrics_buffer_is_flushed_at_interpreter_exit(tmp_path):
 
 def test_database_urls_and_persistence(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with Database.open('sqlite:///rel/home') as db:  # three slashes: relative
+    with Database.open('sqlite:///rel/home/qstore.db') as db:  # three slashes: relative; the URL names the file
         assert db.root == tmp_path / 'rel' / 'home'
         db.vectors.upsert(['a'], [[1.0, 2.0]])
         db.datasets.put_dataset('d', np.ones((2, 2)), [0, 1])
@@ -503,7 +506,7 @@ def test_database_urls_and_persistence(tmp_path, monkeypatch):
     con = sqlite3.connect(tmp_path / 'rel' / 'home' / 'qstore.db')
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {'vectors', 'datasets', 'models', 'runs', 'metrics'} <= tables  # one file for everything
-    with Database.open(f'sqlite:///{tmp_path}/rel/home') as db:  # four slashes: absolute
+    with Database.open(f'sqlite:///{tmp_path}/rel/home/qstore.db') as db:  # four slashes: absolute
         assert db.vectors.count() == 1 and db.datasets.versions('d') == [1] and db.models.get('m').version == 1
         assert db.metrics.history('r')['loss'].tolist() == [0.1]
     monkeypatch.delenv('QSTORE_HOME', raising=False)

@@ -10,6 +10,7 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
+from qstore.storage.files import NotFoundError
 from qstore.storage.vectors import METRICS, Match, NamespaceInfo, Record, SQLiteVectorStore, match_filter
 
 STORE_FACTORIES = {
@@ -183,7 +184,8 @@ def test_namespaces_are_isolated(store):
     assert store.fetch(['other']) == {}
     assert set(store.namespaces()) == {'', 'b'}
     assert store.namespaces()['b'].count == 2
-    assert store.query(X[0], namespace='never-written') == []
+    with pytest.raises(NotFoundError, match=r"namespace 'never-written' does not exist; namespaces: \['', 'b'\]"):
+        store.query(X[0], namespace='never-written')  # issue 11: a misspelt namespace is an error, not []
     assert store.describe('never-written') is None
 
 

@@ -778,10 +778,15 @@ def fit(self: QuantumTrainer,
         run id (default: new); with resume, the run to continue
     """
     r = self._start_fit(train, val, resume, run)
-    while r.epoch < self.config.epochs and not r.stop:
-        self._train_epoch(r)
-        if not r.stop: self._end_epoch(r)
-    return self._finish_fit(r)
+    try:
+        while r.epoch < self.config.epochs and not r.stop:
+            self._train_epoch(r)
+            if not r.stop: self._end_epoch(r)
+        return self._finish_fit(r)
+    except BaseException as e:  # the run records why it ended (a SIGKILL is caught when the store is next opened)
+        status = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'
+        self._db().metrics.end_run(self.run, status, reason=f"{type(e).__name__}: {e}")
+        raise
 
 # %% ../../nbs/66_trainer.ipynb #8b60599b
 @patch

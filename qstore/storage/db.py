@@ -4,7 +4,7 @@
 
 # %% ../../nbs/53_storage_db.ipynb #db21-imp
 from __future__ import annotations
-import hashlib, importlib, json, os, re, shutil, tempfile, time, uuid, weakref
+import hashlib, importlib, json, os, re, shutil, socket, tempfile, time, uuid, weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -12,6 +12,7 @@ from copy import deepcopy
 import numpy as np
 from fastcore.basics import patch
 from qstore.storage.files import (
+    _pid_alive,
     CorruptStoreError,
     NotFoundError,
     atomic_writer,
@@ -25,9 +26,10 @@ from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
 from ..utils import check_int
 
 # %% auto #0
-__all__ = ['STAGES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader',
-           'IndexedFileStore', 'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable', 'ModelVersion',
-           'ModelRegistry', 'Run', 'MetricsStore', 'Database', 'models_cli']
+__all__ = ['STAGES', 'QSTORE_FACTORIES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split',
+           'DataLoader', 'IndexedFileStore', 'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable',
+           'UntrustedCallableError', 'trusted_callable', 'ModelVersion', 'ModelRegistry', 'Run', 'MetricsStore',
+           'Database', 'models_cli']
 
 # %% ../../nbs/53_storage_db.ipynb #db21-names
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
@@ -567,6 +569,35 @@ def resolve_callable(path: str) -> Callable:  # 'package.module:Name' or 'packag
     if not callable(obj): raise TypeError(f"{path!r} resolves to a {type(obj).__name__}, which is not callable")
     return obj
 
+# The model layer's factory and weight loader: the only import paths `load` resolves without an allow-list
+QSTORE_FACTORIES = ('qstore.ml.layers:QuantumModel.from_spec', 'qstore.ml.trainer:load_trained_weights')
+
+class UntrustedCallableError(ValueError):
+    "A registry row names a callable that is neither qstore's own nor in the caller's allow-list."
+
+def trusted_callable(path,  # import path read from a registry row
+                     factories: dict | None = None,  # the caller's allow-list: import path -> callable
+                     what: str = 'factory') -> Callable:  # the spec key, for the message
+    """The callable `path` names if qstore ships it or the caller allowed it; anything else is refused unimported.
+
+    Parameters
+    ----------
+    path
+        import path read from a registry row
+    factories : dict | None, default None
+        the caller's allow-list: import path -> callable
+    what : str, default 'factory'
+        the spec key, for the message
+    """
+    if factories and isinstance(path, str) and path in factories:
+        if not callable(factories[path]): raise TypeError(f"factories[{path!r}] is not callable")
+        return factories[path]
+    if path in QSTORE_FACTORIES: return resolve_callable(QSTORE_FACTORIES[QSTORE_FACTORIES.index(path)])
+    raise UntrustedCallableError(
+        f"the registry names {what} {path!r}, which is not one of qstore's ({', '.join(QSTORE_FACTORIES)}); "
+        f"refusing to import it. If you trust it, pass load(..., factories={{{path!r}: the_callable}})"
+    )
+
 @dataclass
 class ModelVersion:
     """One registered model version.
@@ -792,7 +823,8 @@ def load(self: ModelRegistry,
          name: str,  # model name
          version: int | str = 'latest',  # an int, 'latest' or a stage
          loader: Callable | str | None = None,  # overrides spec['loader']: loader(model, checkpoint_path)
-         verify: bool = True):  # check the checkpoint's sha256 first
+         verify: bool = True,  # check the checkpoint's sha256 first
+         factories: dict | None = None):  # allow-list beyond qstore's own: import path in the spec -> callable
     """A ready model: `factory(spec)`, then `loader(model, checkpoint)` when there is a checkpoint.
 
     Parameters
@@ -805,10 +837,12 @@ def load(self: ModelRegistry,
         overrides spec['loader']: loader(model, checkpoint_path)
     verify : bool, default True
         check the checkpoint's sha256 first
+    factories : dict | None, default None
+        allow-list beyond qstore's own: import path in the spec -> callable
     """
     mv = self.get(name, version)
-    model = resolve_callable(mv.spec['factory'])(deepcopy(mv.spec))
-    if mv.checkpoint is None: return model
+    factory = trusted_callable(mv.spec.get('factory'), factories)
+    if mv.checkpoint is None: return factory(deepcopy(mv.spec))
     if not mv.checkpoint.is_file():
         raise CorruptStoreError(f"{mv.checkpoint}: checkpoint of model {name!r} v{mv.version} is missing")
     if verify and file_sha256(mv.checkpoint) != mv.sha256:
@@ -816,7 +850,10 @@ def load(self: ModelRegistry,
             f"{mv.checkpoint}: sha256 differs from the one registered for model {name!r} v{mv.version}; the file "
             "was modified or damaged"
         )
-    load_fn = loader if callable(loader) else resolve_callable(loader or mv.spec['loader'])
+    if callable(loader): load_fn = loader
+    elif loader is not None: load_fn = resolve_callable(loader)  # the caller's own string, not the file's
+    else: load_fn = trusted_callable(mv.spec.get('loader'), factories, 'loader')
+    model = factory(deepcopy(mv.spec))
     out = load_fn(model, mv.checkpoint)
     return model if out is None else out
 
@@ -830,6 +867,8 @@ CREATE TABLE metrics(seq INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, s
                      time REAL NOT NULL, metrics TEXT NOT NULL);
 CREATE INDEX metrics_by_run ON metrics(run, seq)
 """
+# Which process runs a run, and why it ended badly; a table of its own, so stores written before it still open
+_RUN_OWNER_DDL = "CREATE TABLE run_owners(run TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, reason TEXT)"
 
 @dataclass
 class Run:
@@ -849,6 +888,8 @@ class Run:
         unix time; None while running
     n_records : int
         logged rows
+    reason : str | None, default None
+        why it failed or was interrupted, e.g. 'ValueError: ...' or 'process 123 ... gone'
     """
     run: str  # run id
     config: dict  # settings of the run (credentials redacted)
@@ -856,6 +897,7 @@ class Run:
     started: float  # unix time
     ended: float | None  # unix time; None while running
     n_records: int  # logged rows
+    reason: str | None = None  # why it failed or was interrupted, e.g. 'ValueError: ...' or 'process 123 ... gone'
 
 def _flatten(metrics: dict, prefix: str = '') -> dict:
     out = {}
@@ -913,16 +955,35 @@ class MetricsStore:
         check_int('flush_every', flush_every)
         self.db, self._owned = open_sqlite(db)
         self.db.ensure_schema('metrics', 1, _METRICS_DDL)
+        self.db.ensure_schema('run_owners', 1, _RUN_OWNER_DDL)
         self.flush_every, self.flush_interval = int(flush_every), float(flush_interval)
         self._buffer: list = []
         self._oldest = None  # monotonic time of the oldest buffered row
         self._known_runs: set = set()
         self._finalizer = weakref.finalize(self, _write_metric_rows, self.db, self._buffer)
+        self.close_orphaned_runs()
 
+    def close_orphaned_runs(self) -> list[str]:
+        "Mark `interrupted` each running run whose process on this host is gone (killed, crashed); returns their ids."
+        host = socket.gethostname()
+        with self.db.transaction() as c:
+            rows = c.execute("SELECT r.run, o.pid FROM runs r JOIN run_owners o ON o.run = r.run "
+                             "WHERE r.status = 'running' AND o.host = ?", (host,)).fetchall()
+        gone = [(run, pid) for run, pid in rows if not _pid_alive(pid)]  # other hosts' runs cannot be checked here
+        if not gone: return []
+        with self.db.transaction(write=True) as c:
+            for run, pid in gone:
+                c.execute("UPDATE runs SET status='interrupted', ended=? WHERE run=? AND status='running'",
+                          (time.time(), run))
+                c.execute('UPDATE run_owners SET reason=? WHERE run=?',
+                          (f"process {pid} on {host} ended without closing the run (killed or crashed)", run))
+        return [run for run, _ in gone]
 
     def close(self):
-        self.flush()
-        if self._owned: self.db.close()
+        try: self.flush()
+        finally:  # a failed flush is reported (not retried at exit), and the file is still closed
+            self._finalizer.detach()
+            if self._owned: self.db.close()
 
 # %% ../../nbs/53_storage_db.ipynb #e99b8e99
 @patch
@@ -951,6 +1012,8 @@ def start_run(self: MetricsStore,
         elif config is not None and row[0] != cfg:
             raise ValueError(f"run {run!r} was started with a different config; a resumed run must keep its config")
         else: c.execute("UPDATE runs SET status='running', ended=NULL WHERE run=?", (run,))
+        c.execute('INSERT INTO run_owners VALUES (?, ?, ?, NULL) ON CONFLICT (run) DO UPDATE SET host=excluded.host, '
+                  'pid=excluded.pid, reason=NULL', (run, socket.gethostname(), os.getpid()))
     self._known_runs.add(run)
     return run
 
@@ -1001,8 +1064,9 @@ def flush(self: MetricsStore):
 @patch
 def end_run(self: MetricsStore,
             run: str,  # run id
-            status: str = 'finished'):  # 'finished', 'failed' or 'interrupted'
-    """Flush, then mark a run finished (or failed/interrupted) with its end time.
+            status: str = 'finished',  # 'finished', 'failed' or 'interrupted'
+            reason: str | None = None):  # why it failed or was interrupted, e.g. the exception
+    """Flush, then mark a run finished (or failed/interrupted) with its end time and the reason.
 
     Parameters
     ----------
@@ -1010,6 +1074,8 @@ def end_run(self: MetricsStore,
         run id
     status : str, default 'finished'
         'finished', 'failed' or 'interrupted'
+    reason : str | None, default None
+        why it failed or was interrupted, e.g. the exception
     """
     if status not in RUN_STATUSES[1:]:
         raise ValueError(f"status must be one of {', '.join(RUN_STATUSES[1:])}, got {status!r}")
@@ -1017,6 +1083,8 @@ def end_run(self: MetricsStore,
     self.flush()
     with self.db.transaction(write=True) as c:
         c.execute('UPDATE runs SET status=?, ended=? WHERE run=?', (status, time.time(), run))
+        c.execute('INSERT INTO run_owners VALUES (?, ?, ?, ?) ON CONFLICT (run) DO UPDATE SET reason=excluded.reason',
+                  (run, socket.gethostname(), os.getpid(), reason))
 
 # %% ../../nbs/53_storage_db.ipynb #066df056
 @patch
@@ -1077,9 +1145,10 @@ def runs(self: MetricsStore,
     """
     self.flush()
     with self.db.transaction() as c:
-        rows = c.execute('SELECT r.run, r.config, r.status, r.started, r.ended, COUNT(m.seq) FROM runs r '
-                         'LEFT JOIN metrics m ON m.run = r.run WHERE ? IS NULL OR r.status=? '
-                         'GROUP BY r.run ORDER BY r.started, r.run', (status, status)).fetchall()
+        rows = c.execute('SELECT r.run, r.config, r.status, r.started, r.ended, COUNT(m.seq), o.reason FROM runs r '
+                         'LEFT JOIN metrics m ON m.run = r.run LEFT JOIN run_owners o ON o.run = r.run '
+                         'WHERE ? IS NULL OR r.status=? GROUP BY r.run ORDER BY r.started, r.run',
+                         (status, status)).fetchall()
     return [Run(r[0], json.loads(r[1]), *r[2:]) for r in rows]
 
 @patch
@@ -1097,14 +1166,27 @@ def get_run(self: MetricsStore,
     raise NotFoundError(f"unknown run {run!r}; runs: {[r.run for r in self.runs()]}")
 
 # %% ../../nbs/53_storage_db.ipynb #db21-facade
+def _open_memory():
+    tmp = tempfile.TemporaryDirectory(prefix='qstore-')
+    return SQLiteDatabase(':memory:'), Path(tmp.name), tmp
+
 def _open_sqlite_url(rest: str):
     "`sqlite://<rest>` -> (SQLiteDatabase, root directory, TemporaryDirectory or None)."
-    if rest in ('', '/:memory:'):
-        tmp = tempfile.TemporaryDirectory(prefix='qstore-')
-        return SQLiteDatabase(':memory:'), Path(tmp.name), tmp
+    if rest in ('', '/:memory:'): return _open_memory()
     if not rest.startswith('/'):
-        raise ValueError("sqlite URLs have no host: write sqlite:///relative/dir or sqlite:////absolute/dir")
-    return _open_home(Path(rest[1:]))
+        raise ValueError("sqlite URLs have no host: write sqlite:///relative/file.db or sqlite:////absolute/file.db")
+    return _open_db_file(Path(rest[1:]))
+
+_STORE_DIRS = ('datasets', 'models')  # where the stores write files under their home
+
+def _open_db_file(path: Path):
+    "A database file named by a URL; its files live in the file's directory."
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; a sqlite:// URL names the database file, e.g. "
+                                f"sqlite:///{path}/qstore.db (a plain path names a home directory)")
+    for d in _STORE_DIRS: remove_stale_temp_files(path.parent / d)  # not the whole parent: it may be $HOME
+    return SQLiteDatabase(path), path.parent, None
 
 def _open_home(root: Path):
     root = root.expanduser().resolve()
@@ -1151,6 +1233,7 @@ class Database:
             see the table above; None: $QSTORE_HOME or ./.qstore
         """
         if url is None: url = qstore_home()
+        if url == ':memory:': return cls(*_open_memory(), url=url)
         if isinstance(url, Path) or '://' not in str(url):
             return cls(*_open_home(Path(url)), url=str(url))
         scheme, rest = str(url).split('://', 1)
@@ -1158,16 +1241,17 @@ class Database:
             raise ValueError(
                 f"unsupported database URL scheme {scheme!r}; supported: "
                 + ', '.join(f"{s}://" for s in _SCHEMES)
-                + " (e.g. sqlite:///relative/dir, sqlite:////absolute/dir, sqlite:///:memory:)"
-                " or a plain directory path"
+                + " (e.g. sqlite:///relative/file.db, sqlite:////absolute/file.db, sqlite:///:memory:)"
+                " or a plain directory path, or ':memory:'"
             )
         return cls(*_SCHEMES[scheme.lower()](rest), url=str(url))
 
     def close(self):
         "Flush metrics, close the database and remove the temporary home of an in-memory database."
-        self.metrics.close()
-        self.sql.close()
-        if self._tempdir is not None: self._tempdir.cleanup()
+        try: self.metrics.close()
+        finally:  # a failed final flush is reported, and the file and temporary home are still released
+            self.sql.close()
+            if self._tempdir is not None: self._tempdir.cleanup()
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/51_storage_sqlite.ipynb #st51-imp
 from __future__ import annotations
-import contextlib, sqlite3, threading
+import contextlib, os, sqlite3, threading
 from pathlib import Path
 from fastcore.basics import patch
 from .files import CorruptStoreError
@@ -43,6 +43,20 @@ class SQLiteDatabase:
         except sqlite3.DatabaseError as e:
             self.conn.close()
             raise self._wrap(e) from e
+        self._identity = self._file_identity()
+
+    def _file_identity(self):
+        "(device, inode) of the database file; None in memory or when the file is gone."
+        if self.in_memory: return None
+        try: st = os.stat(self.path)
+        except FileNotFoundError: return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self):
+        "Refuse to commit to a file that was deleted or replaced while open: the write would silently vanish."
+        if self._file_identity() != self._identity:
+            raise CorruptStoreError(f"{self.path}: the database file was deleted or replaced while open, so this "
+                                    "write would be lost; nothing was written. Reopen the store")
 
     def _wrap(self, e: Exception) -> Exception:
         # sqlite reports corruption as the bare DatabaseError class;
@@ -88,6 +102,7 @@ def transaction(self: SQLiteDatabase,
         self._depth, self._write_depth = 1, int(write)
         try:
             yield self.conn
+            if write: self._check_file()
         except BaseException as e:
             self.conn.execute('ROLLBACK')
             wrapped = self._wrap(e)

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Callable
 import numpy as np
 from fastcore.basics import patch
-from .files import CorruptStoreError, to_json
+from .files import CorruptStoreError, NotFoundError, to_json
 from .sqlite import SQLiteDatabase, open_sqlite
 from ..utils import check_int
 
 # %% auto #0
-__all__ = ['FILTER_OPERATORS', 'METRICS', 'validate_metadata', 'normalize_filter', 'compile_filter', 'match_filter',
-           'filter_mask', 'check_metric', 'Match', 'Record', 'NamespaceInfo', 'VectorStore', 'SQLiteVectorStore']
+__all__ = ['FILTER_OPERATORS', 'MAX_FILTER_DEPTH', 'METRICS', 'validate_metadata', 'normalize_filter', 'compile_filter',
+           'match_filter', 'filter_mask', 'check_metric', 'Match', 'Record', 'NamespaceInfo', 'VectorStore',
+           'SQLiteVectorStore']
 
 # %% ../../nbs/52_storage_vectors.ipynb #st20-filter
 FILTER_OPERATORS = ('$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$nin', '$exists', '$and', '$or')
@@ -79,7 +80,7 @@ def _logical_clause(key, val) -> dict | None:
     subs = []
     for v in val:
         if not isinstance(v, dict): raise TypeError(f"{key} items must be filter dicts, got {v!r}")
-        subs.append(normalize_filter(v))
+        subs.append(_normalize(v))
     if key == '$or' and None in subs: return None  # one branch matches everything
     subs = [s for s in subs if s is not None]
     if not subs: return None
@@ -100,6 +101,21 @@ def _field_clauses(key, val) -> list[dict]:
     return clauses
 
 # %% ../../nbs/52_storage_vectors.ipynb #93adfad0
+MAX_FILTER_DEPTH = 100  # nested $and/$or levels (MongoDB's document limit); deeper filters are refused, not recursed
+
+def _check_depth(filter):
+    "Refuse $and/$or nested deeper than `MAX_FILTER_DEPTH`, walking the filter without recursion."
+    stack = [(filter, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict): continue
+        for key, val in node.items():
+            if key not in ('$and', '$or') or not isinstance(val, (list, tuple)): continue
+            if depth > MAX_FILTER_DEPTH:
+                raise ValueError(f"filter nests $and/$or more than {MAX_FILTER_DEPTH} levels deep; flatten it "
+                                 "(one $and list can hold any number of conditions)")
+            stack.extend((v, depth + 1) for v in val)
+
 def normalize_filter(filter: dict | None) -> dict | None:  # Pinecone/Mongo-style filter; None or {} match everything
     """Validate a metadata filter and return its canonical form (None means match everything).
 
@@ -108,6 +124,10 @@ def normalize_filter(filter: dict | None) -> dict | None:  # Pinecone/Mongo-styl
     filter : dict | None
         Pinecone/Mongo-style filter; None or {} match everything
     """
+    _check_depth(filter)
+    return _normalize(filter)
+
+def _normalize(filter):
     if filter is None: return None
     if not isinstance(filter, dict):
         raise TypeError(f"a filter must be a dict like {{'label': 3}}, got {type(filter).__name__}")
@@ -451,12 +471,13 @@ def query(self: VectorStore,
     q = _as_float32_rows(arr[None] if single else arr, 'query vector' if single else 'query vectors')
     f = normalize_filter(filter)
     info = self._describe(namespace)
-    if info is None: res = [[] for _ in q]
-    else:
-        if info.dimension != q.shape[1]: raise _dimension_error(namespace, info.dimension, q.shape[1])
-        if info.metric == 'cosine' and not np.any(q, axis=1).all():
-            raise ValueError("a query vector is all zeros, which has no cosine similarity")
-        res = self._query(namespace, q, int(top_k), f, include_values, include_metadata)
+    if info is None:  # most likely a misspelt name: say so rather than answer "no matches"
+        raise NotFoundError(f"namespace {namespace!r} does not exist; namespaces: {sorted(self._namespaces())} "
+                            "(a namespace is created by its first upsert or by create_namespace)")
+    if info.dimension != q.shape[1]: raise _dimension_error(namespace, info.dimension, q.shape[1])
+    if info.metric == 'cosine' and not np.any(q, axis=1).all():
+        raise ValueError("a query vector is all zeros, which has no cosine similarity")
+    res = self._query(namespace, q, int(top_k), f, include_values, include_metadata)
     return res[0] if single else res
 
 # %% ../../nbs/52_storage_vectors.ipynb #ae4b3656
@@ -531,20 +552,26 @@ class _Snapshot:
     matrix : np.ndarray
         (n, d) float32
     norms : np.ndarray
-        cosine: 1/|v|; euclidean: |v|^2; dot: unused
+        cosine: 1/|v|; euclidean: |v - centre|^2 (float64); dot: unused
     raw_metadata : list
         JSON text per row; parsed only when a filter needs all of it
     masks : dict
         canonical filter JSON -> row indices
+    centred : np.ndarray | None, default None
+        euclidean: (n, d) float64 rows minus `centre`
+    centre : np.ndarray | None, default None
+        euclidean: (d,) float64 mean row
     """
     where: str  # file and namespace, for error messages
     version: int
     metric: str
     ids: list
     matrix: np.ndarray  # (n, d) float32
-    norms: np.ndarray  # cosine: 1/|v|; euclidean: |v|^2; dot: unused
+    norms: np.ndarray  # cosine: 1/|v|; euclidean: |v - centre|^2 (float64); dot: unused
     raw_metadata: list  # JSON text per row; parsed only when a filter needs all of it
     masks: dict = field(default_factory=dict)  # canonical filter JSON -> row indices
+    centred: np.ndarray | None = None  # euclidean: (n, d) float64 rows minus `centre`
+    centre: np.ndarray | None = None  # euclidean: (d,) float64 mean row
     _parsed: list | None = None
 
     def metadata(self, row: int) -> dict:
@@ -566,10 +593,11 @@ class _Snapshot:
         return self.masks[key]
 
 # %% ../../nbs/52_storage_vectors.ipynb #e0745316
-_SCORE_BLOCK = 1 << 24  # score-matrix entries computed at once (64 MB of float32); larger query batches go in blocks
+_SCORE_BLOCK = 1 << 24  # score entries computed at once (64 MB float32, 128 MB float64); larger batches go in blocks
 
 def _scores(metric, matrix, norms, q) -> np.ndarray:
-    "(B, n) scores of queries q against matrix rows (computed in place to keep memory traffic down)."
+    """(B, n) scores of queries q against matrix rows (computed in place to keep memory traffic down).
+    Euclidean: `matrix` and `q` are float64 and centred on the same point, so |q|^2 + |v|^2 - 2 q.v does not cancel."""
     if metric == 'cosine': q = q / np.linalg.norm(q, axis=1, keepdims=True)
     s = q @ matrix.T
     if metric == 'cosine': s *= norms
@@ -658,10 +686,15 @@ def _snapshot(self: SQLiteVectorStore, c, namespace) -> _Snapshot | None:
     if len(blob) != 4 * dimension * len(rows):  # find and name the damaged row
         for id_, b, _ in rows: self._decode(namespace, id_, b, dimension)
     matrix = np.frombuffer(blob, np.float32).reshape(len(rows), dimension)
-    sq = np.einsum('ij,ij->i', matrix, matrix)
+    centre = centred = None
+    if metric == 'euclidean':  # distances do not change under a shift; centring keeps far-off data exact
+        centre = matrix.mean(0, dtype=np.float64) if len(matrix) else np.zeros(dimension)
+        centred = matrix - centre
+    work = matrix if centred is None else centred
+    sq = np.einsum('ij,ij->i', work, work)
     norms = 1 / np.sqrt(sq) if metric == 'cosine' else sq
     snap = _Snapshot(f"{self.db.path}, namespace {namespace!r}", version, metric, [r[0] for r in rows], matrix,
-                     norms, [r[2] for r in rows])
+                     norms, [r[2] for r in rows], centred=centred, centre=centre)
     self._cache[namespace] = snap
     return snap
 
@@ -736,15 +769,20 @@ def _query(self: SQLiteVectorStore, namespace, queries, top_k, filter, include_v
         snap = self._snapshot(c, namespace)
         if snap is None: return [[] for _ in queries]
         rows = snap.rows(filter)
-    matrix, norms = (snap.matrix, snap.norms) if rows is None else (snap.matrix[rows], snap.norms[rows])
+    euclid = snap.metric == 'euclidean'
+    matrix = snap.centred if euclid else snap.matrix
+    matrix, norms = (matrix, snap.norms) if rows is None else (matrix[rows], snap.norms[rows])
     if len(matrix) == 0: return [[] for _ in queries]
     k, block, out = min(top_k, len(matrix)), max(1, _SCORE_BLOCK // len(matrix)), []
     for start in range(0, len(queries), block):
-        scores = _scores(snap.metric, matrix, norms, queries[start:start + block])
-        for cols, row_scores in zip(_top_k(scores, k, snap.metric != 'euclidean'), scores):
+        q = queries[start:start + block]
+        scores = _scores(snap.metric, matrix, norms, q - snap.centre if euclid else q)
+        for qi, cols, row_scores in zip(q, _top_k(scores, k, not euclid), scores):
             src = cols if rows is None else rows[cols]
-            out.append([Match(snap.ids[r], float(row_scores[j]), snap.metadata(r) if include_metadata else None,
-                              snap.matrix[r].copy() if include_values else None) for j, r in zip(cols, src)])
+            # euclidean reports the float64 distance of the stored float32 values, summed term by term
+            vals = ((snap.matrix[src] - qi.astype(np.float64)) ** 2).sum(1) if euclid else row_scores[cols]
+            out.append([Match(snap.ids[r], float(v), snap.metadata(r) if include_metadata else None,
+                              snap.matrix[r].copy() if include_values else None) for v, r in zip(vals, src)])
     return out
 
 # %% ../../nbs/52_storage_vectors.ipynb #a1dfac88
