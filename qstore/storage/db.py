@@ -868,7 +868,18 @@ CREATE TABLE metrics(seq INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL, s
 CREATE INDEX metrics_by_run ON metrics(run, seq)
 """
 # Which process runs a run, and why it ended badly; a table of its own, so stores written before it still open
-_RUN_OWNER_DDL = "CREATE TABLE run_owners(run TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, reason TEXT)"
+_RUN_OWNER_DDL = """
+CREATE TABLE run_owners(run TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, pid_start TEXT, reason TEXT)
+"""
+
+def _process_start(pid: int) -> str | None:
+    "When process `pid` started (Linux: clock ticks since boot), which tells it from a later process with its id."
+    try: stat = Path(f'/proc/{pid}/stat').read_text()
+    except OSError: return None
+    return stat.rsplit(')', 1)[1].split()[19]  # field 22, counted after 'pid (name)'
+
+def _owner_alive(pid: int, pid_start: str | None) -> bool:
+    return _pid_alive(pid) and (pid_start is None or _process_start(pid) == pid_start)
 
 @dataclass
 class Run:
@@ -967,9 +978,9 @@ class MetricsStore:
         "Mark `interrupted` each running run whose process on this host is gone (killed, crashed); returns their ids."
         host = socket.gethostname()
         with self.db.transaction() as c:
-            rows = c.execute("SELECT r.run, o.pid FROM runs r JOIN run_owners o ON o.run = r.run "
+            rows = c.execute("SELECT r.run, o.pid, o.pid_start FROM runs r JOIN run_owners o ON o.run = r.run "
                              "WHERE r.status = 'running' AND o.host = ?", (host,)).fetchall()
-        gone = [(run, pid) for run, pid in rows if not _pid_alive(pid)]  # other hosts' runs cannot be checked here
+        gone = [(run, pid) for run, pid, start in rows if not _owner_alive(pid, start)]  # other hosts': unknowable
         if not gone: return []
         with self.db.transaction(write=True) as c:
             for run, pid in gone:
@@ -1012,8 +1023,9 @@ def start_run(self: MetricsStore,
         elif config is not None and row[0] != cfg:
             raise ValueError(f"run {run!r} was started with a different config; a resumed run must keep its config")
         else: c.execute("UPDATE runs SET status='running', ended=NULL WHERE run=?", (run,))
-        c.execute('INSERT INTO run_owners VALUES (?, ?, ?, NULL) ON CONFLICT (run) DO UPDATE SET host=excluded.host, '
-                  'pid=excluded.pid, reason=NULL', (run, socket.gethostname(), os.getpid()))
+        c.execute('INSERT INTO run_owners VALUES (?, ?, ?, ?, NULL) ON CONFLICT (run) DO UPDATE SET '
+                  'host=excluded.host, pid=excluded.pid, pid_start=excluded.pid_start, reason=NULL',
+                  (run, socket.gethostname(), os.getpid(), _process_start(os.getpid())))
     self._known_runs.add(run)
     return run
 
@@ -1083,8 +1095,9 @@ def end_run(self: MetricsStore,
     self.flush()
     with self.db.transaction(write=True) as c:
         c.execute('UPDATE runs SET status=?, ended=? WHERE run=?', (status, time.time(), run))
-        c.execute('INSERT INTO run_owners VALUES (?, ?, ?, ?) ON CONFLICT (run) DO UPDATE SET reason=excluded.reason',
-                  (run, socket.gethostname(), os.getpid(), reason))
+        c.execute('INSERT INTO run_owners VALUES (?, ?, ?, ?, ?) ON CONFLICT (run) '
+                  'DO UPDATE SET reason=excluded.reason',
+                  (run, socket.gethostname(), os.getpid(), _process_start(os.getpid()), reason))
 
 # %% ../../nbs/53_storage_db.ipynb #066df056
 @patch
