@@ -1,9 +1,11 @@
-"Resume hardening (issue 11): metrics after SIGKILLs, one resume definition, no stray files without a db."
+"Resume hardening (issue 11): metrics after SIGKILLs, demo resume, one resume definition, no stray files without a db."
 import signal, subprocess, sys, textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qstore.ml.checkpoint import CheckpointManager
 from qstore.storage.db import Database
 from qstore.ml.encoding import DataEncoder
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
@@ -67,6 +69,37 @@ def test_metrics_equal_an_uninterrupted_run_after_sigkills(tmp_path):
     assert np.load(full / 'final.npy').tobytes() == np.load(crashed / 'final.npy').tobytes()
 
 
+DEMO_KILL = textwrap.dedent('''
+    import os, signal, sys
+    from qstore.ml import checkpoint
+    save = checkpoint.CheckpointManager.save
+
+    def save_then_die(self, step, state):  # SIGKILL right after the second checkpoint is on disk
+        path = save(self, step, state)
+        if step >= 10: os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+    checkpoint.CheckpointManager.save = save_then_die
+    from qstore.jobs import demo
+    demo(sys.argv[1], progress=False)
+''')
+
+
+def test_qstore_demo_resumes_an_interrupted_run(tmp_path):
+    script, home = tmp_path / 'demo_kill.py', tmp_path / 'home'
+    script.write_text(DEMO_KILL)
+    r = subprocess.run([sys.executable, str(script), str(home)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    killed_run = CheckpointManager(home / 'checkpoints' / 'iris-demo').latest()[1]['run']
+    qstore = 'import sys; from qstore.cli import main; sys.exit(main())'  # the `qstore` console script
+    r = subprocess.run([sys.executable, '-c', qstore, 'demo', '--home', str(home), '--no-progress'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f'(resuming run {killed_run})' in r.stdout
+    steps = Database.open(home).metrics.records(killed_run, 'step')
+    assert [s['step'] for s in steps] == list(range(1, 85))  # 12 epochs x 7 batches, each step once
+
+
 def small(tmp_path, **kw):
     rng = np.random.default_rng(0)
     X = rng.uniform(0, np.pi, (16, 2))
@@ -97,3 +130,20 @@ def test_fit_without_a_database_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     QuantumTrainer(model, TrainingConfig(**base, checkpoint_dir='ck')).fit((X, y))  # asked for: only that folder
     assert [p.name for p in tmp_path.iterdir()] == ['ck']
+
+
+def test_configs_with_the_same_stem_keep_their_own_checkpoints(tmp_path):
+    from qstore.jobs import train_from_config
+    text = ("training: {epochs: 1, batch_size: 10, loss: cross_entropy, keep_checkpoints: 1, progress: false, "
+            "checkpoint_interval: 1, seed: %d}\nmodel: {n_outputs: 1, head: affine, observables: [Z0]}\n")
+    paths = []
+    for i, sub in enumerate(('a', 'b')):
+        (tmp_path / sub).mkdir()
+        paths.append(tmp_path / sub / 'train.yaml')
+        paths[-1].write_text(text % i)
+    first = train_from_config(paths[0], home=tmp_path / 'home', log=lambda *a: None)
+    second = train_from_config(paths[1], home=tmp_path / 'home', log=lambda *a: None)
+    assert Path(first['checkpoint']).parent != Path(second['checkpoint']).parent
+    assert Path(first['checkpoint']).exists() and Path(second['checkpoint']).exists()
+    again = train_from_config(paths[0], resume=True, home=tmp_path / 'home', log=lambda *a: None)
+    assert again['run'] == first['run']  # --resume finds the same file's folder
