@@ -12,7 +12,7 @@ from .ml.trainer import QuantumTrainer, TrainingConfig, accuracy, plot_history, 
 from .ml.datasets import build_model, load_data, minmax_to_angles
 
 # %% auto #0
-__all__ = ['DEMO_MODEL', 'demo', 'train_from_config', 'train_cli']
+__all__ = ['DEMO_MODEL', 'demo', 'demo_cli', 'train_from_config', 'train_cli']
 
 # %% ../nbs/90_jobs.ipynb #d45-demo
 DEMO_MODEL = {'encoder': {'method': 'angle'}, 'layers': [{'type': 'HardwareEfficientQuantumLayer', 'depth': 2}],
@@ -38,6 +38,11 @@ def _registered_demo(db: Database, cfg: TrainingConfig, model):
     return reused
 
 # %% ../nbs/90_jobs.ipynb #4bfc6ef3
+def _same_run_settings(saved, cfg: TrainingConfig) -> bool:
+    "Whether a checkpoint's (redacted) config has `cfg`'s run settings: the one test `fit(resume=True)` applies."
+    try: return TrainingConfig.from_dict(saved).fingerprint == cfg.fingerprint
+    except (TypeError, ValueError): return False  # not a config this qstore can read: train anew
+
 def _train_demo(trainer: QuantumTrainer, ckdir: Path, retrain: bool, train: tuple, val: tuple, what: str, log) -> tuple:
     "Resume an interrupted run with the same settings, or train anew; returns (history, status, checkpoint)."
     cfg = trainer.config
@@ -46,7 +51,7 @@ def _train_demo(trainer: QuantumTrainer, ckdir: Path, retrain: bool, train: tupl
     if resume:
         from qstore.ml.checkpoint import CheckpointManager
         found = CheckpointManager(ckdir).latest()
-        if found and found[1].get('config') == cfg.to_dict(): run = found[1]['run']
+        if found and _same_run_settings(found[1].get('config'), cfg): run = found[1]['run']
         else: resume = False
     if retrain and ckdir.exists(): shutil.rmtree(ckdir)
     log(f"training on {len(train[0])} rows of {what} ({'resuming run ' + run if resume else 'new run'}) ...")
@@ -117,7 +122,35 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
     else: history, status, ckpt = _train_demo(trainer, ckdir, retrain, (Xtr, ytr), (Xte, yte), what, log)
     return _demo_report(db, trainer, history, status, ckpt, Xte, yte, t0, log)
 
+# %% ../nbs/90_jobs.ipynb #d90-democli
+def demo_cli(argv: list[str] | None = None,  # command-line arguments after `qstore demo` (None: none)
+            ) -> int:
+    """`qstore demo`: train (or reuse) the Iris classifier on the embedded defaults.
+
+    Parameters
+    ----------
+    argv : list[str] | None, default None
+        command-line arguments after `qstore demo` (None: none)
+    """
+    p = argparse.ArgumentParser(
+        prog='qstore demo', description='Train a quantum classifier on Iris with the embedded defaults.'
+    )
+    p.add_argument('--home', help='database directory (default: $QSTORE_HOME or ./.qstore)')
+    p.add_argument('--epochs', type=int, default=12)
+    p.add_argument(
+        '--retrain', action='store_true', help='ignore a registered model and checkpoints; train from scratch'
+    )
+    p.add_argument('--no-progress', action='store_true')
+    a = p.parse_args(argv or [])
+    s = demo(a.home, a.epochs, a.retrain, not a.no_progress)
+    return 0 if s['test_accuracy'] is not None else 1
+
 # %% ../nbs/90_jobs.ipynb #d45-train
+def _config_key(path) -> str:
+    "Checkpoint folder name of a config file: its stem and a hash of its full path (same-named files don't collide)."
+    import hashlib
+    return f"{Path(path).stem}-{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]}"
+
 def train_from_config(path,  # YAML or TOML file with `training`, `model` and `data` sections
                       resume: bool = False,  # continue the newest checkpoint of this configuration
                       home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
@@ -149,7 +182,7 @@ def train_from_config(path,  # YAML or TOML file with `training`, `model` and `d
     tr, te = train_val_split(y, test_fraction, 0, stratify=True) if test_fraction else (np.arange(len(y)), np.arange(0))
     Xtr, Xte = (minmax_to_angles(X[tr], X[te]) if scale == 'minmax' else (X[tr], X[te]))
     tcfg = dict(raw.get('training', {}))
-    tcfg.setdefault('checkpoint_dir', str(db.root / 'checkpoints' / Path(path).stem))
+    tcfg.setdefault('checkpoint_dir', str(db.root / 'checkpoints' / _config_key(path)))
     cfg = TrainingConfig.from_dict(tcfg)
     model = build_model(raw.get('model', {}), X.shape[1])
     trainer = QuantumTrainer(model, cfg, db=db)

@@ -99,7 +99,9 @@ def _decode(node, tensors: dict):
 # %% ../../nbs/64_checkpoint.ipynb #ck41-file
 def _digest_entry(hexdigest: str) -> bytes: return f'"{_DIGEST_FIELD}":"{hexdigest}"'.encode()
 
-_SECRET_ENV_NAME = re.compile(r'(KEY|TOKEN|SECRET|PASSWORD)', re.I)
+# a credential word as a `_`-separated part or the end of the name: IONQ_API_KEY, HF_TOKEN, MYKEY, not KEYBOARD_LAYOUT
+_SECRET_ENV_NAME = re.compile(r'(^|_)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)|(KEY|TOKEN|SECRET|PASSWORD)$',
+                              re.I)
 
 def _secret_env_values() -> list[tuple[str, str]]:
     "(name, value) of environment variables that hold credentials, e.g. IONQ_API_KEY or a custom `api_key_env`."
@@ -291,9 +293,22 @@ def step_of(self: CheckpointManager,
 @patch
 def list(self: CheckpointManager) -> list[Path]:
     "Existing checkpoint files, oldest (lowest step) first."
-    return sorted((p for p in self.directory.iterdir() if self._name.fullmatch(p.name)), key=self.step_of)
+    files = (p for p in self.directory.iterdir() if self._name.fullmatch(p.name) and p.is_file())  # not a folder
+    return sorted(files, key=self.step_of)
 
 # %% ../../nbs/64_checkpoint.ipynb #71341cb3
+@patch
+def _readable(self: CheckpointManager, path: Path) -> bool:
+    try: self.load(path)
+    except (CheckpointError, FileNotFoundError): return False
+    return True
+
+@patch
+def _set_aside(self: CheckpointManager, path: Path):
+    "Rename a damaged checkpoint above the step being saved to `<name>.corrupt`, so it holds no keep-last slot."
+    os.replace(path, path.with_name(path.name + '.corrupt'))
+    warnings.warn(f"{path} is damaged and ahead of the step being saved; moved it to {path.name}.corrupt", stacklevel=3)
+
 @patch
 def save(self: CheckpointManager,
          step: int,  # training step (orders the checkpoints)
@@ -308,10 +323,13 @@ def save(self: CheckpointManager,
         nested dict: arrays, numbers, str, None, lists, tuples, dicts
     """
     path, data = self.path_for(step), encode_checkpoint(step, state)
-    higher = [p.name for p in self.list() if self.step_of(p) > step]
-    if higher:
+    higher = [p for p in self.list() if self.step_of(p) > step]
+    damaged = [p for p in higher if not self._readable(p)]
+    if len(damaged) < len(higher):
+        names = ', '.join(p.name for p in higher if p not in damaged)
         warnings.warn(f"saving step {step} in {self.directory}, which already has later checkpoints "
-                      f"({', '.join(higher)}); latest() returns the highest step", stacklevel=2)
+                      f"({names}); latest() returns the highest step", stacklevel=2)
+    for p in damaged: self._set_aside(p)
     atomic_write_bytes(path, data)
     if self.keep_last is not None:
         for old in self.list()[:-self.keep_last]:

@@ -384,6 +384,15 @@ def __repr__(self: QuantumModel):
     )
 
 # %% ../../nbs/61_layers.ipynb #07453ad3
+def _loss_and_cotangent(loss_fn, out) -> tuple:
+    "(loss, dloss/doutputs) from `loss_fn`; a derivative not of the outputs' shape is refused (broadcasting hides it)."
+    loss, dy = loss_fn(out)
+    dy = np.asarray(dy, dtype=float)
+    if dy.shape != out.shape:
+        raise ValueError(f"the loss returned a derivative of shape {dy.shape} for outputs of shape {out.shape}; "
+                         "dloss/doutputs must have the outputs' shape")
+    return loss, dy
+
 @patch
 def loss_and_grad(self: QuantumModel,
                   X,  # features (B, n_features)
@@ -420,14 +429,14 @@ def loss_and_grad(self: QuantumModel,
     if gradient == 'adjoint' and len(obs) > 2:  # forward, then one adjoint sweep with the loss cotangent
         res0 = be.run(self.circuit, v, obs, shots=shots, seed=seed)
         E, circuits = res0.expectations, res0.n_circuits
-        loss, dy = loss_fn(self.outputs_from_expectations(E, weights))
+        loss, dy = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
         dE = dy if W is None else dy @ W.T
         r = adjoint(self.circuit, v, obs, be, 'weights', cotangent=dE)
         gc, circuits, method, reason = r.jacobian[:, 0].sum(0), circuits + r.circuits, 'adjoint', ''
     else:
         r = run_gradient(gradient, self.circuit, v, obs, be, 'weights', shots, seed)
         E = r.value
-        loss, dy = loss_fn(self.outputs_from_expectations(E, weights))
+        loss, dy = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
         dE = dy if W is None else dy @ W.T
         gc, circuits, method, reason = np.einsum('bk,bkp->p', dE, r.jacobian), r.circuits, r.method, r.reason
     grad = [gc]

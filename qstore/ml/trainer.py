@@ -308,15 +308,17 @@ def api_key(self: TrainingConfig) -> str | None:
     "The API key from the environment (never stored)."
     return os.environ.get(self.api_key_env)
 
+_COSMETIC_FIELDS = ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')
+
+@patch(as_prop=True)
+def run_settings(self: TrainingConfig) -> dict:
+    "The settings that affect the trained result: what `fingerprint` hashes and what a resumed run must keep."
+    return {k: v for k, v in self.to_dict().items() if k not in _COSMETIC_FIELDS}
+
 @patch(as_prop=True)
 def fingerprint(self: TrainingConfig) -> str:
-    "Hash of the settings that affect the trained result (for reuse checks)."
-    d = {
-        k: v
-        for k, v in self.to_dict().items()
-        if k not in ('progress', 'checkpoint_dir', 'keep_checkpoints', 'register_model', 'api_key_env')
-    }
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    "Hash of `run_settings` (for reuse and resume checks)."
+    return hashlib.sha256(json.dumps(self.run_settings, sort_keys=True).encode()).hexdigest()[:12]
 
 @patch
 def __repr__(self: TrainingConfig):
@@ -440,7 +442,7 @@ class QuantumTrainer:
                  model: QuantumModel,  # the model to train; its encoder fixes the number of features
                  config: TrainingConfig | None = None,  # training settings (default: `TrainingConfig()`)
                  backend: Backend | str | None = None,  # default: config.backend (with config.noise_model)
-                 db: Database | None = None,  # where datasets, metrics and models live (default: Database.open())
+                 db: Database | None = None,  # datasets, metrics, models (None: in memory, unless fit needs files)
                  callbacks=()):  # callables(trainer, event, logs) -> True to stop
         """Parameters
         ----------
@@ -451,7 +453,7 @@ class QuantumTrainer:
         backend : Backend | str | None, default None
             default: config.backend (with config.noise_model)
         db : Database | None, default None
-            where datasets, metrics and models live (default: Database.open())
+            datasets, metrics, models (None: in memory, unless fit needs files)
         callbacks : default ()
             callables(trainer, event, logs) -> True to stop
         """
@@ -616,6 +618,7 @@ def _checkpoint_manager(self: QuantumTrainer) -> CheckpointManager:
 @patch
 def _save_checkpoint(self: QuantumTrainer, r: _FitRun) -> Path:
     "Checkpoint everything a resumed run needs: weights, optimizer, loader, counters, history, config and model."
+    self._db().metrics.flush()  # every row up to this step is on disk before a checkpoint that claims it
     state = {'weights': self.weights, 'optimizer': r.opt.state_dict(), 'loader': r.loader.state_dict(),
              'step': self.step_count, 'epoch': r.epoch, 'history': self.history, 'early': r.early, 'run': self.run,
              'config': self.config.to_dict(), 'model_spec': self.model.spec()}
@@ -637,11 +640,21 @@ def _fit_data(self: QuantumTrainer, train, val) -> tuple:
     return X, y, Xv, yv
 
 @patch
+def _asks_for_files(self: QuantumTrainer, train, val, resume: bool) -> bool:
+    "Whether a fit needs a database on disk: periodic checkpoints, registration, resuming, or data by name."
+    cfg = self.config
+    by_name = isinstance(train, str) or isinstance(val, str)
+    return bool(cfg.checkpoint_interval or cfg.register_model or resume or by_name)
+
+@patch
 def _start_fit(self: QuantumTrainer, train, val, resume: bool, run: str | None) -> _FitRun:
     "Open the metrics run and build optimizer, loader and initial weights, or restore them from the newest checkpoint."
     cfg = self.config
+    if self.db is None and not self._asks_for_files(train, val, resume):
+        self.db = Database.open('sqlite://')  # no database given: metrics in memory, nothing in the working directory
     X, y, Xv, yv = self._fit_data(train, val)
-    self.run = self._db().metrics.start_run(run, config={**cfg.to_dict(), 'model': self.model.spec()}, resume=resume)
+    settings = {**cfg.run_settings, 'model': self.model.spec()}  # a resumed run must keep these, and only these
+    self.run = self._db().metrics.start_run(run, config=settings, resume=resume)
     ckpts = self._checkpoint_manager()
     opt = AdaptiveGradientOptimizer(cfg.optimizer, cfg.learning_rate, cfg.gradient_method, cfg.momentum,
                                     spsa_c=cfg.spsa_c, spsa_A=cfg.spsa_A, num_directions=cfg.num_directions,
@@ -652,6 +665,7 @@ def _start_fit(self: QuantumTrainer, train, val, resume: bool, run: str | None) 
     digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
     r = _FitRun(X, y, Xv, yv, opt, loader, ckpts, early, digest)
     if resume and (found := ckpts.latest()) is not None: self._restore(r, found[1])
+    if resume: self._db().metrics.discard_after(self.run, self.step_count, r.epoch)  # logged again from here, once
     return r
 
 # %% ../../nbs/66_trainer.ipynb #t42-fit-restore

@@ -1144,6 +1144,29 @@ def history(self: MetricsStore,
     cols = list(_RESERVED) + [n for n in (names or dict.fromkeys(k for r in recs for k in r)) if n not in _RESERVED]
     return {c: _column([r.get(c) for r in recs]) for c in cols}
 
+# %% ../../nbs/53_storage_db.ipynb #ms-discard
+@patch
+def discard_after(self: MetricsStore,
+                  run: str,  # run id
+                  step: int,  # keep step rows up to this step
+                  epoch: int):  # keep epoch rows (no step) up to this epoch
+    """Delete a run's rows logged after `step` and `epoch`: a run resumed from a checkpoint logs them again, once.
+
+    Parameters
+    ----------
+    run : str
+        run id
+    step : int
+        keep step rows up to this step
+    epoch : int
+        keep epoch rows (no step) up to this epoch
+    """
+    self._check_run(run)
+    self.flush()
+    with self.db.transaction(write=True) as c:
+        c.execute('DELETE FROM metrics WHERE run=? AND (step > ? OR (step IS NULL AND epoch > ?))',
+                  (run, _index(step, 'step'), _index(epoch, 'epoch')))
+
 # %% ../../nbs/53_storage_db.ipynb #c84ad1d4
 @patch
 def runs(self: MetricsStore,
