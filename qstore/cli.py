@@ -8,7 +8,7 @@ import argparse, importlib, subprocess, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMANDS', 'main', 'run_checkout_script', 'bench_cli', 'docs_cli']
+__all__ = ['COMMANDS', 'error_line', 'main', 'run_checkout_script', 'bench_cli', 'docs_cli']
 
 # %% ../nbs/95_cli.ipynb #cli-cmds
 COMMANDS = {
@@ -24,6 +24,28 @@ COMMANDS = {
 }
 
 # %% ../nbs/95_cli.ipynb #cli-main
+_EXPECTED = (ValueError, OSError, LookupError, ImportError)  # user mistakes and missing files/extras: message only
+
+def error_line(e: BaseException,  # the exception that ended a subcommand
+              ) -> str:  # its message on one line
+    """One line for the user: the message (a multi-line one joined with '; '), named by type when it is unexpected.
+
+    Parameters
+    ----------
+    e : BaseException
+        the exception that ended a subcommand
+
+    Returns
+    -------
+    str
+        its message on one line
+    """
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    lines = [l.strip().removeprefix('- ') for l in msg.splitlines() if l.strip()]
+    text = lines[0] + (' ' + '; '.join(lines[1:]) if lines[1:] else '') if lines else type(e).__name__
+    if isinstance(e, _EXPECTED): return text
+    return f"{type(e).__name__}: {text} (--debug shows the traceback)"
+
 def main(argv: list[str] | None = None,  # command-line arguments (None: sys.argv[1:])
         ) -> int:  # exit code
     """Entry point of the `qstore` console script.
@@ -39,8 +61,11 @@ def main(argv: list[str] | None = None,  # command-line arguments (None: sys.arg
         exit code
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv
+    argv = [a for a in argv if a != '--debug']
     p = argparse.ArgumentParser(prog='qstore', description='Q-Store: hybrid quantum-classical machine learning.')
     p.add_argument('--version', action='store_true', help='print the version and exit')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error (anywhere on the line)')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     for name, (_, help_) in COMMANDS.items(): sub.add_parser(name, help=help_, add_help=False)
     args, rest = p.parse_known_args(argv)
@@ -53,7 +78,14 @@ def main(argv: list[str] | None = None,  # command-line arguments (None: sys.arg
         return 0
     target, _ = COMMANDS[args.command]
     mod, fn = target.split(':')
-    return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
+    try: return int(getattr(importlib.import_module(mod), fn)(rest) or 0)
+    except KeyboardInterrupt:
+        print(f"qstore {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug: raise
+        print(f"qstore {args.command}: {error_line(e)}", file=sys.stderr)
+        return 1
 
 # %% ../nbs/95_cli.ipynb #cli-bench
 def run_checkout_script(path: str,  # script path from the repository root, e.g. 'bench/simulator.py'

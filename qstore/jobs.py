@@ -122,7 +122,7 @@ def demo(home=None,  # database directory (default $QSTORE_HOME or ./.qstore)
     else: history, status, ckpt = _train_demo(trainer, ckdir, retrain, (Xtr, ytr), (Xte, yte), what, log)
     return _demo_report(db, trainer, history, status, ckpt, Xte, yte, t0, log)
 
-# %% ../nbs/90_jobs.ipynb #d90-democli
+# %% ../nbs/90_jobs.ipynb #d90-demo-cli
 def demo_cli(argv: list[str] | None = None,  # command-line arguments after `qstore demo` (None: none)
             ) -> int:
     """`qstore demo`: train (or reuse) the Iris classifier on the embedded defaults.
@@ -144,6 +144,26 @@ def demo_cli(argv: list[str] | None = None,  # command-line arguments after `qst
     a = p.parse_args(argv or [])
     s = demo(a.home, a.epochs, a.retrain, not a.no_progress)
     return 0 if s['test_accuracy'] is not None else 1
+
+# %% ../nbs/90_jobs.ipynb #d90-sections
+def _config_sections(path) -> tuple[dict, dict, dict]:
+    "The training, model and data sections of a config file, each a mapping (a missing or empty one is `{}`)."
+    raw = read_config_file(path)
+    unknown = set(raw) - {'training', 'model', 'data'}
+    if unknown: raise ValueError(f"unknown section(s) {sorted(unknown)} in {path}; expected training, model, data")
+    sections = {k: raw.get(k) or {} for k in ('training', 'model', 'data')}
+    for k, v in sections.items():
+        if not isinstance(v, dict): raise ValueError(f"section {k!r} of {path} must be a mapping, got {v!r}")
+    return dict(sections['training']), dict(sections['model']), dict(sections['data'])
+
+def _fit_labels(model: dict, training: dict, y) -> tuple[dict, dict]:
+    """A readout and loss that fit the labels when the config names none: class labels get an affine head with one
+    output per class (one for two classes) and cross_entropy; other targets get one output (and mse)."""
+    if {'observables', 'head', 'n_outputs'} & set(model): return model, training
+    classes = np.unique(y) if np.issubdtype(np.asarray(y).dtype, np.integer) else None
+    model = {**model, 'head': 'affine', 'n_outputs': 1 if classes is None or len(classes) <= 2 else len(classes)}
+    if classes is not None: training = {'loss': 'cross_entropy', **training}
+    return model, training
 
 # %% ../nbs/90_jobs.ipynb #d45-train
 def _config_key(path) -> str:
@@ -169,22 +189,22 @@ def train_from_config(path,  # YAML or TOML file with `training`, `model` and `d
     log : default print
         called with each message for the user
     """
-    raw = read_config_file(path)
-    unknown = set(raw) - {'training', 'model', 'data'}
-    if unknown: raise ValueError(f"unknown section(s) {sorted(unknown)} in {path}; expected training, model, data")
-    db = Database.open(home)
-    data = dict(raw.get('data', {}))
-    X, y, what = load_data(data.pop('name', 'iris'), db, seed=raw.get('training', {}).get('seed', 0))
-    test_fraction, scale = data.pop('test_fraction', 0.3), data.pop('scale', 'minmax')
-    if scale not in ('minmax', 'none'): raise ValueError(f"data.scale must be 'minmax' or 'none', got {scale!r}")
+    training, model_spec, data = _config_sections(path)
+    name, test_fraction, scale = data.pop('name', 'iris'), data.pop('test_fraction', 0.3), data.pop('scale', 'minmax')
     if data: raise ValueError(f"unknown data key(s) {sorted(data)}; allowed: name, test_fraction, scale")
+    if not isinstance(name, str): raise ValueError(f"data.name must be a string, got {name!r}")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 <= test_fraction < 1:
+        raise ValueError(f"data.test_fraction must be a number in [0, 1), got {test_fraction!r}")
+    if scale not in ('minmax', 'none'): raise ValueError(f"data.scale must be 'minmax' or 'none', got {scale!r}")
+    db = Database.open(home)
+    X, y, what = load_data(name, db, seed=training.get('seed', 0))
+    model_spec, training = _fit_labels(model_spec, training, y)
     from qstore.storage.db import train_val_split
     tr, te = train_val_split(y, test_fraction, 0, stratify=True) if test_fraction else (np.arange(len(y)), np.arange(0))
     Xtr, Xte = (minmax_to_angles(X[tr], X[te]) if scale == 'minmax' else (X[tr], X[te]))
-    tcfg = dict(raw.get('training', {}))
-    tcfg.setdefault('checkpoint_dir', str(db.root / 'checkpoints' / _config_key(path)))
-    cfg = TrainingConfig.from_dict(tcfg)
-    model = build_model(raw.get('model', {}), X.shape[1])
+    training.setdefault('checkpoint_dir', str(db.root / 'checkpoints' / _config_key(path)))
+    cfg = TrainingConfig.from_dict(training)
+    model = build_model(model_spec, X.shape[1])
     trainer = QuantumTrainer(model, cfg, db=db)
     run = None
     if resume:
@@ -199,6 +219,25 @@ def train_from_config(path,  # YAML or TOML file with `training`, `model` and `d
     return res
 
 # %% ../nbs/90_jobs.ipynb #1e3c5f54
+def _train_schema() -> str:
+    "The config-file schema for `qstore train --help`; the training fields are read off `TrainingConfig`."
+    import textwrap
+    from dataclasses import fields
+    names = textwrap.fill(', '.join(f.name for f in fields(TrainingConfig)), 100, initial_indent='    ',
+                          subsequent_indent='    ')
+    return f"""CONFIG is a YAML (.yaml, .yml) or TOML (.toml) file with these sections (example: examples/train.yaml):
+
+  training:  TrainingConfig fields (help(qstore.ml.trainer.TrainingConfig) says what each does); all optional:
+{names}
+  model:     (optional) encoder: {{method: angle}}, layers: [{{type: HardwareEfficientQuantumLayer, depth: 2}}],
+             observables: [Z0], head: affine, n_outputs: 1, name: NAME. Without observables, head or n_outputs,
+             class labels get an affine head with one output per class (one for two classes) and loss cross_entropy.
+  data:      name: iris | iris3 | moons | parity | a dataset stored in the home | a .npz file with X and y;
+             test_fraction: 0.3 (held out, stratified; 0 trains on everything); scale: minmax (to [0, pi]) | none
+
+Only training and data are needed. Checkpoints go to <home>/checkpoints/<config file stem> unless
+training.checkpoint_dir says otherwise; a new home is created if needed."""
+
 def train_cli(argv: list[str] | None = None,  # command-line arguments after `qstore train`
              ) -> int:
     """`qstore train CONFIG`: train from a YAML or TOML config file.
@@ -208,10 +247,11 @@ def train_cli(argv: list[str] | None = None,  # command-line arguments after `qs
     argv : list[str] | None, default None
         command-line arguments after `qstore train`
     """
-    p = argparse.ArgumentParser(prog='qstore train', description='Train a model from a YAML/TOML config file.')
-    p.add_argument('config')
-    p.add_argument('--resume', action='store_true')
-    p.add_argument('--home')
+    p = argparse.ArgumentParser(prog='qstore train', description='Train a model from a YAML/TOML config file.',
+                                epilog=_train_schema(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('config', help='the YAML or TOML config file (schema below)')
+    p.add_argument('--resume', action='store_true', help='continue the newest checkpoint of this configuration')
+    p.add_argument('--home', help='database URL or directory (default: $QSTORE_HOME or ./.qstore)')
     a = p.parse_args(argv or [])
     train_from_config(a.config, a.resume, a.home)
     return 0

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/66_trainer.ipynb #t42-imp
 from __future__ import annotations
-import asyncio, dataclasses, hashlib, json, math, os, tomllib
+import asyncio, dataclasses, functools, hashlib, json, math, numbers, os, tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 import numpy as np
-from fastcore.basics import patch
+from fastcore.basics import patch, patch_to
 from tqdm.auto import tqdm
-from ..backends.base import Backend, get_backend
+from ..backends.base import Backend, available_backends, get_backend
 from ..pipeline.batch import CircuitBatchManager
 from .checkpoint import CheckpointManager
 from ..storage.db import Database, DataLoader, train_val_split
@@ -131,11 +131,55 @@ class TrainingConfig:
     def __post_init__(self): self.validate()
 
     def validate(self):
-        "Reject bad values and contradictory combinations."
+        "Reject values of the wrong type, bad values and contradictory combinations."
+        if (errs := self._type_errors()): raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
         method = GRADIENT_METHODS.get(self.gradient_method) if isinstance(self.gradient_method, str) else None
         errs = self._value_errors(method) + self._contradiction_errors(method) + self._inert_setting_errors(method)
+        errs.append(self._backend_error())
         errs = [e for e in errs if e is not None]  # int_error gives None for a valid value
         if errs: raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
+
+# %% ../../nbs/66_trainer.ipynb #h11d-types
+_TYPES = {'float': numbers.Real, 'int': numbers.Integral, 'str': str, 'bool': bool}
+
+def _yaml_number_hint(v) -> str:
+    "YAML 1.1 (PyYAML) reads `1e-3` as a string: say how to write a number in exponent form."
+    if not isinstance(v, str) or 'e' not in v.lower(): return ''
+    try: float(v)
+    except ValueError: return ''
+    return f" (YAML reads {v} as a string; write a decimal point and a signed exponent, e.g. 1.0e-3)"
+
+@patch
+def _type_errors(self: TrainingConfig) -> list:
+    "Messages for values of the wrong type (as a config file may give them) and for infinite numbers."
+    errs = []
+    for f in fields(self):
+        v, kind = getattr(self, f.name), f.type.removesuffix(' | None')
+        if v is None and f.type.endswith('| None'): continue
+        if not isinstance(v, _TYPES[kind]) or (isinstance(v, bool) and kind != 'bool'):
+            errs.append(f"{f.name} must be {'a ' + kind if kind != 'int' else 'an int'}"
+                        f"{' or None' if f.type.endswith('| None') else ''}, got {v!r}"
+                        + (_yaml_number_hint(v) if kind == 'float' else ''))
+        elif kind == 'float' and not math.isfinite(v): errs.append(f"{f.name} must be finite, got {v!r}")
+    return errs
+
+@functools.cache
+def _known_backends() -> tuple:
+    "The backend names when first asked (reading the installed entry points takes milliseconds)."
+    return tuple(available_backends())
+
+@patch
+def _backend_error(self: TrainingConfig) -> str | None:
+    "Why `backend` names no registered backend (None if it does); backends register by name, nothing is imported."
+    import difflib
+    family, _, target = self.backend.lower().partition('.')
+    def known(names): return self.backend.lower() in names or bool(target) and f"{family}.*" in names
+    if known(_known_backends()): return None
+    names = available_backends()  # one registered since the first look
+    if known(names): return None
+    hint = difflib.get_close_matches(self.backend.lower(), names, 1)
+    return (f"unknown backend {self.backend!r}" + (f" (did you mean {hint[0]!r}?)" if hint else '')
+            + f"; available: {', '.join(names)}")
 
 # %% ../../nbs/66_trainer.ipynb #1542e3a0
 @patch
@@ -216,6 +260,26 @@ def _inert_setting_errors(self: TrainingConfig, method) -> list:
     return errs
 
 # %% ../../nbs/66_trainer.ipynb #96192073
+def _unknown_keys_message(cls, keys) -> str | None:
+    "The error for keys that are not fields of `cls`, each with the closest field name (None if all are fields)."
+    import difflib
+    known = [f.name for f in fields(cls)]
+    unknown = [k for k in keys if k not in known]
+    if not unknown: return None
+    initials = {''.join(w[0] for w in name.split('_')): name for name in known}  # lr -> learning_rate
+    hints = {k: difflib.get_close_matches(str(k), known, 1) or [initials.get(k)] for k in unknown}
+    return "unknown TrainingConfig key(s): " + ', '.join(
+        f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h[0] else '') for k, h in hints.items())
+
+_dataclass_init = TrainingConfig.__init__
+
+@patch_to(TrainingConfig)  # not @patch: the wrapper carries the dataclass signature and its annotations
+@functools.wraps(_dataclass_init)
+def __init__(self, *args, **kwargs):
+    "The dataclass constructor, with the closest field name for a misspelt keyword."
+    if (msg := _unknown_keys_message(type(self), kwargs)): raise TypeError(msg)
+    _dataclass_init(self, *args, **kwargs)
+
 @patch(cls_method=True)
 def from_dict(cls: TrainingConfig,
               d: dict,  # field names to values; an unknown name is an error that suggests the closest field
@@ -227,15 +291,8 @@ def from_dict(cls: TrainingConfig,
     d : dict
         field names to values; an unknown name is an error that suggests the closest field
     """
-    import difflib
-    known = {f.name for f in fields(cls)}
-    unknown = [k for k in d if k not in known]
-    if unknown:
-        hints = {k: difflib.get_close_matches(k, known, 1) for k in unknown}
-        raise ValueError(
-            "unknown TrainingConfig key(s): "
-            + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hints.items())
-        )
+    if not isinstance(d, dict): raise ValueError(f"TrainingConfig settings must be a mapping, got {d!r}")
+    if (msg := _unknown_keys_message(cls, d)): raise ValueError(msg)
     return cls(**d)
 
 @patch
@@ -253,13 +310,17 @@ def read_config_file(path,  # a .yaml, .yml or .toml file
     """
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix not in ('.toml', '.yaml', '.yml'):
+        raise ValueError(f"config files are .yaml, .yml or .toml; got {path.name!r}")
     try:
         if path.suffix == '.toml': return tomllib.loads(path.read_text())
-        if path.suffix in ('.yaml', '.yml'):
-            import yaml
-            return yaml.safe_load(path.read_text()) or {}
-    except Exception as e: raise ValueError(f"cannot parse {path}: {e}") from None
-    raise ValueError(f"config files are .yaml, .yml or .toml; got {path.name!r}")
+        import yaml
+        d = yaml.safe_load(path.read_text())
+    except Exception as e: raise ValueError(f"cannot parse {path}: {' '.join(str(e).split())}") from None
+    if d is None: return {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, got {type(d).__name__} {d!r}")
+    return d
 
 def _section(d, section):
     return d[section] if section and isinstance(d, dict) and section in d else d

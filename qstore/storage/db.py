@@ -1300,6 +1300,49 @@ QuantumDatabase = Database
 def _cli_version(v: str):
     return int(v) if v.isdigit() else v
 
+def _missing_store(url) -> str | None:
+    "Why `url` names no existing store (None if it does): reading commands never create one."
+    url = str(qstore_home() if url is None else url)
+    if '://' not in url:
+        db = Path(url).expanduser().resolve() / 'qstore.db'
+        return None if db.exists() else f"no qstore database at {db} (check --home; qstore demo or train creates one)"
+    rest = url.split('://', 1)[1]
+    path = Path(rest[1:] if rest.startswith('/') else rest).resolve()
+    if rest.endswith(':memory:') or path.exists(): return None
+    return f"no qstore database at {path} (check --home; qstore demo or train creates one)"
+
+def _models_parser():
+    "`qstore models` arguments; `--home` is accepted before or after the action."
+    import argparse
+    home_help = 'database URL or directory (default: $QSTORE_HOME or ./.qstore)'
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument('--home', default=argparse.SUPPRESS, help=home_help)
+    p = argparse.ArgumentParser(prog='qstore models', description='List, inspect and promote registered models.')
+    p.add_argument('--home', default=None, help=home_help)
+    sub = p.add_subparsers(dest='action', required=True)
+    ls = sub.add_parser('list', parents=[home], help='registered versions')
+    ls.add_argument('name', nargs='?')
+    ls.add_argument('--stage', choices=STAGES)
+    sh = sub.add_parser('show', parents=[home], help='one version as JSON')
+    sh.add_argument('name')
+    sh.add_argument('version', nargs='?', default='latest', help="number, 'latest' or a stage")
+    pr = sub.add_parser('promote', parents=[home],
+                        help="move a version to a stage ('production' archives the previous one)")
+    pr.add_argument('name')
+    pr.add_argument('version')
+    pr.add_argument('stage', choices=STAGES)
+    return p
+
+def _models_list(db: Database, name: str | None, stage: str | None):
+    "Print one line per registered version, or one line saying there is none."
+    found = db.models.list(name, stage)
+    for m in found:
+        when = time.strftime('%Y-%m-%d %H:%M', time.localtime(m.created))
+        print(f"{m.name:<24} v{m.version:<4} {m.stage:<10} {when}  {json.dumps(m.metrics)}")
+    if not found:
+        which = (f" named {name!r}" if name else '') + (f" in stage {stage!r}" if stage else '')
+        print(f"no registered models{which} in {db.root}")
+
 def models_cli(argv: list[str]) -> int:  # command-line arguments after `qstore models`
     """Entry point of `qstore models`; returns an exit code.
 
@@ -1308,27 +1351,14 @@ def models_cli(argv: list[str]) -> int:  # command-line arguments after `qstore 
     argv : list[str]
         command-line arguments after `qstore models`
     """
-    import argparse, sys
-    p = argparse.ArgumentParser(prog='qstore models', description='List, inspect and promote registered models.')
-    p.add_argument('--home', default=None, help='database URL or directory (default: $QSTORE_HOME or ./.qstore)')
-    sub = p.add_subparsers(dest='action', required=True)
-    ls = sub.add_parser('list', help='registered versions')
-    ls.add_argument('name', nargs='?')
-    ls.add_argument('--stage', choices=STAGES)
-    sh = sub.add_parser('show', help='one version as JSON')
-    sh.add_argument('name')
-    sh.add_argument('version', nargs='?', default='latest', help="number, 'latest' or a stage")
-    pr = sub.add_parser('promote', help="move a version to a stage ('production' archives the previous one)")
-    pr.add_argument('name')
-    pr.add_argument('version')
-    pr.add_argument('stage', choices=STAGES)
-    args = p.parse_args(argv)
+    import sys
+    args = _models_parser().parse_args(argv)
+    if (why := _missing_store(args.home)):
+        print(f"qstore models: {why}", file=sys.stderr)
+        return 1
     try:
         with Database.open(args.home) as db:
-            if args.action == 'list':
-                for m in db.models.list(args.name, args.stage):
-                    when = time.strftime('%Y-%m-%d %H:%M', time.localtime(m.created))
-                    print(f"{m.name:<24} v{m.version:<4} {m.stage:<10} {when}  {json.dumps(m.metrics)}")
+            if args.action == 'list': _models_list(db, args.name, args.stage)
             elif args.action == 'show':
                 m = db.models.get(args.name, _cli_version(args.version))
                 print(
