@@ -8,6 +8,7 @@ import hashlib, json, math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 import numpy as np
+import qstore.gates
 from .utils import check_int
 from fastcore.basics import patch, patch_to
 from .gates import GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
@@ -362,6 +363,11 @@ def structural_hash(self: Circuit) -> str:
             hashlib.sha256(json.dumps(self.structure_key(), separators=(',', ':')).encode()).hexdigest()[:16],
         )
     return self._hash[1]
+
+@patch
+def gate_counts(self: Circuit) -> tuple[int, int]:
+    "(one-qubit, two-qubit) gates as IonQ bills them (`qstore.gates.gate_counts`); identities are not gates."
+    return qstore.gates.gate_counts(0 if op.gate == 'i' else len(op.qubits) for op in self.ops)
 
 @patch
 def __eq__(self: Circuit, other): return isinstance(other, Circuit) and self.structure_key() == other.structure_key()

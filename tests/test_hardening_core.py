@@ -9,6 +9,7 @@ from qstore.circuits import Circuit, Param, validate_values
 from qstore.gradients.adjoint import adjoint
 from qstore.gradients.finite_diff import finite_diff
 from qstore.gradients.shift import parameter_shift
+from qstore.ionq.serialize import to_ionq_json
 from qstore.ml.encoding import DataEncoder
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 from qstore.observables import Observable, PauliTerm, Z
@@ -154,3 +155,17 @@ def test_density_matrix_chunked_equals_unchunked():
     np.testing.assert_array_equal(chunked.probabilities(c, vals), whole.probabilities(c, vals))
     np.testing.assert_array_equal(chunked.density_matrix(c, vals), whole.density_matrix(c, vals))
     np.testing.assert_array_equal(chunked.sample(c, vals, 50, seed=2), whole.sample(c, vals, 50, seed=2))
+
+
+@pytest.mark.parametrize('family', ['aria', 'forte'])
+def test_one_gate_count_for_billing_compiler_and_cache(family):
+    from qstore.ionq.client import ionq_gate_counts
+    from qstore.ionq.compiler import IonQNativeGateCompiler
+    from qstore.pipeline.cache import compile_template
+    from qstore.testing import reference_circuit, reference_values
+    c = reference_circuit(4, 2).i(3)
+    native = IonQNativeGateCompiler(family).compile(c)
+    entry = compile_template(c, 'ionq.simulator', family)
+    billed = ionq_gate_counts(entry.to_ionq_json(reference_values(c, 1))[0])
+    assert entry.gate_counts == billed == (native.stats.after_1q, native.stats.after_2q)
+    assert (native.stats.before_1q, native.stats.before_2q) == ionq_gate_counts(to_ionq_json(c, reference_values(c, 1)))
