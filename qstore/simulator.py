@@ -579,8 +579,9 @@ class DensityMatrixSimulator:
 def _basis_probs(self: DensityMatrixSimulator, circuit, values, basis):
     "Measured probabilities `(B, 2^n)` in a rotated basis; only one chunk's density matrices exist at a time."
     rot, D = basis_rotation(circuit, basis), 2 ** circuit.n_qubits
-    p = np.concatenate([self._evolve(rot, v)[:, ::D + 1].real for v in self._chunks(rot, values)]).clip(0, None)
-    return _readout(p, circuit.n_qubits, self.noise.p01, self.noise.p10)
+    # the diagonal is copied out, so that no chunk's density matrices outlive their loop step
+    p = np.concatenate([self._evolve(rot, v)[:, ::D + 1].real.copy() for v in self._chunks(rot, values)])
+    return _readout(p.clip(0, None), circuit.n_qubits, self.noise.p01, self.noise.p10)
 
 @patch
 def probabilities(  # noqa: F811 (StatevectorSimulator has a method of the same name)

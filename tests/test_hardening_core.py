@@ -169,3 +169,23 @@ def test_one_gate_count_for_billing_compiler_and_cache(family):
     billed = ionq_gate_counts(entry.to_ionq_json(reference_values(c, 1))[0])
     assert entry.gate_counts == billed == (native.stats.after_1q, native.stats.after_2q)
     assert (native.stats.before_1q, native.stats.before_2q) == ionq_gate_counts(to_ionq_json(c, reference_values(c, 1)))
+
+
+def test_density_matrix_memory_does_not_grow_with_the_batch():
+    import tracemalloc
+    c = Circuit(4)
+    ps = c.parameters_vector('p', 4)
+    for q in range(4): c.ry(q, ps[q])
+    c.cnot(0, 1).cnot(2, 3).ms(1, 2, 0.1, 0.3, 0.2)
+    dm = DensityMatrixSimulator('aria-1', chunk_entries=16 * 256)  # 16 rows of 16x16 per chunk
+
+    def peak(rows):
+        vals = np.random.default_rng(rows).uniform(-3, 3, (rows, 4))
+        tracemalloc.start()
+        dm.expectation(c, vals, ['Z0', 'X1 X2'])
+        size = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return size
+
+    small, large = peak(64), peak(1024)  # 16 x the rows: one chunk's matrices (64 KiB) still bound the peak
+    assert large < small + 1024 * 64 * 8, (small, large)  # plus the (B, 16) probabilities of each basis
