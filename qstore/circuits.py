@@ -8,6 +8,7 @@ import hashlib, json, math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 import numpy as np
+import qstore.gates
 from .utils import check_int
 from fastcore.basics import patch, patch_to
 from .gates import GATES, GateDef, inverse_of  # GATES, NATIVE_GATES also importable from here
@@ -264,6 +265,7 @@ def append(self: Circuit,
     if len(qs) != g.num_qubits:
         raise ValueError(f"gate '{name}' acts on {g.num_qubits} qubit(s), got qubits {list(qs)}")
     for q in qs:
+        if isinstance(q, bool): raise ValueError(f"qubit {q!r} is a bool; give the qubit's integer index")
         if not isinstance(q, (int, np.integer)) or not 0 <= q < self.n_qubits:
             raise ValueError(
                 f"qubit {q!r} out of range for a {self.n_qubits}-qubit circuit (valid: 0..{self.n_qubits - 1})"
@@ -363,6 +365,11 @@ def structural_hash(self: Circuit) -> str:
     return self._hash[1]
 
 @patch
+def gate_counts(self: Circuit) -> tuple[int, int]:
+    "(one-qubit, two-qubit) gates as IonQ bills them (`qstore.gates.gate_counts`); identities are not gates."
+    return qstore.gates.gate_counts(0 if op.gate == 'i' else len(op.qubits) for op in self.ops)
+
+@patch
 def __eq__(self: Circuit, other): return isinstance(other, Circuit) and self.structure_key() == other.structure_key()
 
 @patch
@@ -399,6 +406,14 @@ def _check_finite(arr, what, names=None):
             f"{what} contains NaN or inf at row {r}, column {col}{who}; {int(bad.sum())} bad value(s) in all"
         )
 
+def _as_real(x, what: str) -> np.ndarray:
+    "`x` as a float array; complex numbers are refused rather than silently losing their imaginary part."
+    try: a = np.asarray(x)
+    except (TypeError, ValueError) as e: raise TypeError(f"{what} must be numeric: {e}") from None
+    if np.iscomplexobj(a): raise TypeError(f"{what} must be real numbers, got complex values ({a.dtype})")
+    try: return np.asarray(a, dtype=float)
+    except (TypeError, ValueError) as e: raise TypeError(f"{what} must be numeric: {e}") from None
+
 def validate_values(circuit: Circuit,  # the template the values are for
                     values) -> np.ndarray:  # (B, P) or (P,) numbers; with one parameter, (B,) too
     """Check and normalise a values array to float `(B, P)`.
@@ -410,8 +425,7 @@ def validate_values(circuit: Circuit,  # the template the values are for
     values
         (B, P) or (P,) numbers; with one parameter, (B,) too
     """
-    try: v = np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as e: raise TypeError(f"parameter values must be numeric: {e}") from None
+    v = _as_real(values, 'parameter values')
     P = circuit.num_parameters
     if v.ndim == 0 and P == 0: v = np.zeros((1, 0))
     if v.ndim == 1: v = v.reshape(1, -1) if v.size == P else v.reshape(-1, 1) if P == 1 else v
@@ -439,10 +453,10 @@ def bind(self: Circuit,
     if values:
         unknown = set(values) - set(self._params)
         if unknown: raise KeyError(f"unknown parameter(s) {sorted(unknown)}; circuit parameters: {self.parameters}")
-        for k, v in values.items(): cols[self.parameters.index(k)] = np.atleast_1d(np.asarray(v, dtype=float))
+        for k, v in values.items(): cols[self.parameters.index(k)] = np.atleast_1d(_as_real(v, f"parameter '{k}'"))
     for g, arr in groups.items():
         idx = self.group_indices(g)
-        a = np.asarray(arr, dtype=float)
+        a = _as_real(arr, f"group '{g}'")
         if a.ndim == 1: a = a[None]
         if a.ndim != 2 or a.shape[1] != len(idx):
             raise ValueError(f"group '{g}' has {len(idx)} parameter(s); got an array of shape {np.shape(arr)} "
@@ -450,7 +464,8 @@ def bind(self: Circuit,
         for j, i in enumerate(idx): cols[i] = a[:, j]
     missing = [p for i, p in enumerate(self.parameters) if i not in cols]
     if missing: raise ValueError(f"no value for parameter(s) {missing[:8]}{'...' if len(missing) > 8 else ''}")
-    B = max((len(c) for c in cols.values()), default=1)
+    lens = [len(c) for c in cols.values()]
+    B = 0 if 0 in lens else max(lens, default=1)  # one row is shared by every row, even by none
     for i, c in cols.items():
         if len(c) not in (1, B):
             raise ValueError(f"parameter '{self.parameters[i]}' has {len(c)} rows; other parameters have {B}")

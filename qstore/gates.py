@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 # %% auto #0
-__all__ = ['GATES', 'NATIVE_GATES', 'GateDef', 'gate_freqs', 'matrix_rate', 'inverse_of', 'register']
+__all__ = ['GATES', 'NATIVE_GATES', 'GateDef', 'gate_freqs', 'matrix_rate', 'inverse_of', 'register', 'gate_counts']
 
 # %% ../nbs/01_gates.ipynb #g01-def
 @dataclass(frozen=True)
@@ -339,6 +339,23 @@ register('ms', 2, _ms, ('phi0', 'phi1', 'theta'), unit='turn', spectrum=_TURN_PH
 register('zz_native', 2, _zz_turns, ('theta',), unit='turn', spectrum=((-np.pi, np.pi),), kind='diag',
          cirq='cirq_ionq.ZZGate(theta=theta)', qiskit='qiskit_ionq.ZZGate', ionq='zz', native=True)
 NATIVE_GATES = tuple(n for n, g in GATES.items() if g.native)
+
+# %% ../nbs/01_gates.ipynb #g01-counts
+def gate_counts(arities) -> tuple[int, int]:  # per gate record: the qubits it acts on (0: an identity or no-op)
+    """(one-qubit, two-qubit) gate counts as IonQ bills them: arity 1 is a one-qubit gate, 2 a two-qubit gate, and
+    k > 2 (a multi-controlled gate) counts as the 6 (k - 2) two-qubit gates of its decomposition.
+
+    Parameters
+    ----------
+    arities
+        per gate record: the qubits it acts on (0: an identity or no-op)
+    """
+    n1 = n2 = 0
+    for k in arities:
+        if k == 1: n1 += 1
+        elif k == 2: n2 += 1
+        elif k > 2: n2 += 6 * (k - 2)
+    return n1, n2
 
 # %% ../nbs/01_gates.ipynb #g01-cphase
 def _cphase(a):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_observables.ipynb #o00-imp
 from __future__ import annotations
-import re
+import math, re
 from dataclasses import dataclass
 import numpy as np
 from fastcore.basics import patch
@@ -31,6 +31,15 @@ class PauliTerm:
     paulis: tuple  # sorted tuple of (qubit, 'X'|'Y'|'Z')
     coeff: float = 1.0  # real weight
 
+    def __post_init__(self):
+        "Refuse what would silently be wrong: a bool or negative qubit, a complex or non-finite weight."
+        for q, _ in self.paulis:
+            if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or q < 0:
+                raise ValueError(f"a Pauli's qubit must be a non-negative integer, got {q!r}")
+        if isinstance(self.coeff, (complex, np.complexfloating)):
+            raise TypeError(f"a Pauli term's weight must be real, got {self.coeff!r}")
+        if not math.isfinite(self.coeff): raise ValueError(f"a Pauli term's weight must be finite, got {self.coeff!r}")
+
     @classmethod
     def parse(cls,
               s: str) -> 'PauliTerm':  # a Pauli string: qubit-indexed X/Y/Z factors, optional coefficient
@@ -46,6 +55,8 @@ class PauliTerm:
         m = re.match(r"^([+-]?\s*[\d.]+(?:[eE][+-]?\d+)?)\s*\*?\s*(.*)$", s0)
         if m and (not m.group(2) or m.group(2)[0] in 'XYZI'): coeff, s0 = float(m.group(1).replace(' ', '')), m.group(2)
         elif s0.startswith('-'): coeff, s0 = -1.0, s0[1:].strip()
+        if not math.isfinite(coeff): raise ValueError(f"coefficient {m.group(1)!r} in Pauli string {s!r} is not finite")
+        if not s0 and s.strip() in ('-', '+'): raise ValueError(f"cannot parse Pauli string {s!r}: a sign with no term")
         if s0 in ('', 'I'): return cls((), coeff)
         toks = _TOK.findall(s0)
         if not toks or re.sub(r"\s", "", s0) != ''.join(p + q for p, q in toks):
@@ -79,6 +90,7 @@ class Observable:
         """
         if isinstance(terms, str):
             parts = re.split(r"\s*\+\s*|\s+(?=-)", terms.strip().replace('- ', '-'))
+            if not all(parts[1:]): raise ValueError(f"cannot parse observable {terms!r}: a '+' or '-' with no term")
             terms = [PauliTerm.parse(p) for p in parts if p]
         merged = {}
         for t in terms: merged[t.paulis] = merged.get(t.paulis, 0.0) + t.coeff

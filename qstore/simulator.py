@@ -207,7 +207,8 @@ class StatevectorSimulator:
     "Exact, batched statevector simulation of circuit templates."
     def __init__(self, dtype=np.complex128,  # complex128 (default) or complex64
                  seed: int | None = None,  # seed for `sample`
-                 chunk_amplitudes: int = 2 ** 21):  # rows are simulated in chunks of at most this many amplitudes
+                 chunk_amplitudes: int = 2 ** 21,  # rows are simulated in chunks of at most this many amplitudes
+                 max_qubits: int = 24):  # refuse wider circuits (one state takes 16 * 2^n bytes at complex128)
         """Parameters
         ----------
         dtype : default np.complex128
@@ -216,8 +217,11 @@ class StatevectorSimulator:
             seed for `sample`
         chunk_amplitudes : int, default 2 ** 21
             rows are simulated in chunks of at most this many amplitudes
+        max_qubits : int, default 24
+            refuse wider circuits (one state takes 16 * 2^n bytes at complex128)
         """
         self.dtype, self.chunk_amplitudes = np.dtype(dtype), int(chunk_amplitudes)
+        self.max_qubits = check_int('max_qubits', max_qubits)
         if self.dtype not in (np.complex64, np.complex128):
             raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
         self.rng = np.random.default_rng(seed)
@@ -238,10 +242,16 @@ class StatevectorSimulator:
         """
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
+        s = self._initial(circuit.n_qubits, v.shape[0], initial_state)
+        if not len(v): return s[0]  # an empty batch: no gate to apply
         plan, A = plan_for(circuit), circuit.angle_table(v)
-        return self._run(plan, self._initial(circuit.n_qubits, v.shape[0], initial_state), A, 0)[0][0]
+        return self._run(plan, s, A, 0)[0][0]
 
     def _initial(self, n, B, initial_state=None):
+        "Start states `(1, B, 2^n)`; a circuit wider than `max_qubits` is refused before anything is allocated."
+        if n > self.max_qubits:
+            raise ValueError(f"statevector simulation of {n} qubits needs {self.dtype.itemsize << n:,} bytes per row "
+                             f"(one state, before intermediates); max_qubits={self.max_qubits}")
         if initial_state is None:
             s = np.zeros((1, B, 2 ** n), dtype=self.dtype)
             s[..., 0] = 1
@@ -263,7 +273,7 @@ def _chunks(self: StatevectorSimulator, circuit, values):
     if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
     v = validate_values(circuit, values)
     rows = max(1, self.chunk_amplitudes >> circuit.n_qubits)
-    return [v[i:i + rows] for i in range(0, len(v), rows)]
+    return [v[i:i + rows] for i in range(0, max(len(v), 1), rows)]  # an empty batch is one empty chunk
 
 @patch
 def probabilities(self: StatevectorSimulator,
@@ -377,6 +387,7 @@ def expectation_shared_prefix(
     v = validate_values(circuit, values)
     n = circuit.n_qubits
     obs = as_observables(observables, n)
+    if not len(v): return np.zeros((0, len(obs)))
     plan, A = plan_for(circuit), circuit.angle_table(v)
     nblk = len(v) // block
     if nblk * block != len(v) or len(first_columns) != nblk - 1:
@@ -497,14 +508,15 @@ def _readout(probs, n, p01, p10):
     t = probs.reshape((-1,) + (2,) * n)
     for ax in range(1, n + 1):
         t = np.moveaxis(np.tensordot(t, C, axes=([ax], [1])), -1, ax)
-    return t.reshape(probs.shape[0], -1)
+    return t.reshape(probs.shape)
 
 # %% ../nbs/04_simulator.ipynb #s01-dm-core
 class DensityMatrixSimulator:
     "Exact noisy simulation with density matrices (batched over rows)."
     def __init__(self, noise: NoiseModel | str | None = None,  # NoiseModel, preset name, or None for ideal
                  seed: int | None = None,  # seed for `sample`
-                 max_qubits: int = 12):  # refuse larger circuits (memory is 16 * 4^n bytes per row)
+                 max_qubits: int = 12,  # refuse larger circuits (memory is 16 * 4^n bytes per row)
+                 chunk_entries: int = 2 ** 21):  # rows are simulated in chunks of at most this many matrix entries
         """Parameters
         ----------
         noise : NoiseModel | str | None, default None
@@ -513,9 +525,39 @@ class DensityMatrixSimulator:
             seed for `sample`
         max_qubits : int, default 12
             refuse larger circuits (memory is 16 * 4^n bytes per row)
+        chunk_entries : int, default 2 ** 21
+            rows are simulated in chunks of at most this many matrix entries
         """
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else (noise or NoiseModel())
         self.rng, self.max_qubits = np.random.default_rng(seed), max_qubits
+        self.chunk_entries = check_int('chunk_entries', chunk_entries)
+
+    def _chunks(self, circuit, values):
+        "Checked rows, split so that one chunk of density matrices stays within `chunk_entries` (bounded memory)."
+        n = circuit.n_qubits
+        if n > self.max_qubits:
+            raise ValueError(
+                f"density-matrix simulation of {n} qubits needs {16 * 4**n / 2**30:.1f} GiB per row; "
+                f"max_qubits={self.max_qubits}"
+            )
+        if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
+        v = validate_values(circuit, values)
+        rows = max(1, self.chunk_entries >> 2 * n)
+        return [v[i:i + rows] for i in range(0, max(len(v), 1), rows)]  # an empty batch is one empty chunk
+
+    def _evolve(self, circuit, v):
+        "Flattened final density matrices `(B, 4^n)` of one chunk of checked rows."
+        n, B = circuit.n_qubits, v.shape[0]
+        rho = np.zeros((B, 4 ** n), dtype=complex)
+        if not B: return rho
+        rho[:, 0] = 1
+        A = circuit.angle_table(v)
+        for op, (a, b) in zip(circuit.ops, circuit.angle_index()[3]):
+            U = op.gatedef.matrix_fn([A[:, j] for j in range(a, b)])
+            rho = apply_matrix(rho, U, [q + n for q in op.qubits], 2 * n)
+            rho = apply_matrix(rho, np.conj(U), op.qubits, 2 * n)
+            rho = _depolarize(rho, op.qubits, self.noise.p1 if len(op.qubits) == 1 else self.noise.p2, n)
+        return rho
 
     def density_matrix(self,
                        circuit: Circuit,  # the template
@@ -529,32 +571,17 @@ class DensityMatrixSimulator:
         values : default None
             (B, P) parameter values (or (P,) for one row)
         """
-        n = circuit.n_qubits
-        if n > self.max_qubits:
-            raise ValueError(
-                f"density-matrix simulation of {n} qubits needs {16 * 4**n / 2**30:.1f} GiB per row; "
-                f"max_qubits={self.max_qubits}"
-            )
-        if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
-        v = validate_values(circuit, values)
-        B, D = v.shape[0], 2 ** n
-        rho = np.zeros((B, D * D), dtype=complex)
-        rho[:, 0] = 1
-        A = circuit.angle_table(v)
-        slices = circuit.angle_index()[3]
-        for op, (a, b) in zip(circuit.ops, slices):
-            U = op.gatedef.matrix_fn([A[:, j] for j in range(a, b)])
-            rho = apply_matrix(rho, U, [q + n for q in op.qubits], 2 * n)
-            rho = apply_matrix(rho, np.conj(U), op.qubits, 2 * n)
-            rho = _depolarize(rho, op.qubits, self.noise.p1 if len(op.qubits) == 1 else self.noise.p2, n)
-        return rho.reshape(B, D, D)
+        D = 2 ** circuit.n_qubits
+        return np.concatenate([self._evolve(circuit, v) for v in self._chunks(circuit, values)]).reshape(-1, D, D)
 
 # %% ../nbs/04_simulator.ipynb #s01-dm-read
 @patch
 def _basis_probs(self: DensityMatrixSimulator, circuit, values, basis):
-    rho = self.density_matrix(basis_rotation(circuit, basis), values)
-    p = np.real(np.diagonal(rho, axis1=1, axis2=2)).clip(0, None)
-    return _readout(p, circuit.n_qubits, self.noise.p01, self.noise.p10)
+    "Measured probabilities `(B, 2^n)` in a rotated basis; only one chunk's density matrices exist at a time."
+    rot, D = basis_rotation(circuit, basis), 2 ** circuit.n_qubits
+    # the diagonal is copied out, so that no chunk's density matrices outlive their loop step
+    p = np.concatenate([self._evolve(rot, v)[:, ::D + 1].real.copy() for v in self._chunks(rot, values)])
+    return _readout(p.clip(0, None), circuit.n_qubits, self.noise.p01, self.noise.p10)
 
 @patch
 def probabilities(  # noqa: F811 (StatevectorSimulator has a method of the same name)

@@ -261,7 +261,7 @@ class LocalBackend(Backend):
         super().__init__(seed)
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else noise
         noisy = self.noise is not None and not self.noise.is_ideal
-        self.sv = StatevectorSimulator(dtype)
+        self.sv = StatevectorSimulator(dtype, max_qubits=max_qubits)
         self.dm = DensityMatrixSimulator(self.noise) if noisy else None
         self.capabilities = BackendCapabilities('local', analytic=True, max_qubits=12 if noisy else max_qubits,
                                                 noisy=noisy, adjoint=not noisy)

@@ -227,12 +227,15 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
     B, n = v.shape[0], circuit.n_qubits
     cols = select_params(circuit, wrt)
     obs = as_observables(observables, n)
-    fw = _adjoint_forward(circuit, v, StatevectorSimulator())
+    names = [circuit.parameters[i] for i in cols]
+    if not B:  # an empty batch: empty results, nothing to simulate
+        kind, width = ('adjoint', len(obs)) if cotangent is None else ('adjoint_vjp', 1)
+        return GradientResult(np.zeros((0, width, len(cols))), names, kind, 0, 1, np.zeros((0, len(obs))))
+    fw = _adjoint_forward(circuit, v, StatevectorSimulator(max_qubits=be.capabilities.max_qubits))
     key = (circuit.structural_hash, tuple(cols.tolist()))
     ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, fw.plan, cols))
     value, lam = _adjoint_seed(fw.psi, obs, n, cotangent)
     G = _adjoint_sweep(circuit, ap, fw, lam, len(cols))
-    names = [circuit.parameters[i] for i in cols]
     if cotangent is None: return GradientResult(np.moveaxis(G, 0, 1), names, 'adjoint', B, 1, value)
     return GradientResult(G[0][:, None, :], names, 'adjoint_vjp', B, 1, value)
 

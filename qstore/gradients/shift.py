@@ -157,7 +157,7 @@ def parameter_shift(
     table, plan, shifted_cols = shift_table(circuit, circuit.angle_table(v), cols, native_ranges)
     # each shifted block differs from block 0 only in one gate: a simulator may reuse the common prefix
     res = be.run(angle_template(circuit), table, obs, shots=shots, seed=seed, shared_prefix=(B, shifted_cols))
-    nblk = len(table) // B
+    nblk = len(shifted_cols) + 1  # block 0 and one block per shifted column (B may be 0)
     E = res.expectations.reshape(nblk, B, len(obs))
     S = None if res.shots is None else res.stderr.reshape(nblk, B, len(obs))
     J = np.zeros((B, len(obs), len(cols)))

@@ -400,9 +400,6 @@ def _target(target: str) -> tuple:
     return family, (name if name in SYSTEMS and SYSTEMS[name].fidelities else f"{family}-1")
 
 # %% ../../nbs/22_ionq_compiler.ipynb #c30-cstats
-def _count(c: Circuit, k: int): return sum(len(op.qubits) == k and op.gate != 'i' for op in c.ops)
-
-
 @dataclass
 class CompileStats:
     """Gate counts before and after native compilation, and the fidelity they imply on the target system.
@@ -448,9 +445,9 @@ class CompileStats:
             IonQ system whose gate fidelities are used, e.g. 'aria-1'
         """
         f1, f2, _ = SYSTEMS[system].fidelities
-        n1, n2 = _count(native, 1), _count(native, 2)
+        n1, n2 = native.gate_counts()
         names = {g: sum(op.gate == g for op in native.ops) for g in dict.fromkeys(op.gate for op in native.ops)}
-        return cls(system, _count(source, 1), _count(source, 2), n1, n2, names, f1 ** n1 * f2 ** n2)
+        return cls(system, *source.gate_counts(), n1, n2, names, f1 ** n1 * f2 ** n2)
 
     def as_dict(self) -> dict: return dict(self.__dict__)
 

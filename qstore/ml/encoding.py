@@ -150,6 +150,7 @@ def circuit(self: DataEncoder) -> Circuit:
 def _amplitude_angles(X: np.ndarray, n: int) -> np.ndarray:
     "Tree angles of the uniformly controlled RY cascade preparing real amplitudes X/|X| (rows)."
     B = len(X)
+    if not B: return np.zeros((0, 2 ** n - 1))  # an empty batch: one angle per tree node, no rows
     amp = np.zeros((B, 2 ** n))
     amp[:, :X.shape[1]] = X
     amp /= np.linalg.norm(amp, axis=1, keepdims=True)

@@ -113,10 +113,6 @@ def _key(circuit: Circuit, target, native, exact) -> tuple:
     return (circuit.structural_hash, str(target), native, bool(exact) and native is not None)
 
 
-def _gate_counts(c: Circuit) -> tuple:
-    return (sum(len(op.qubits) == 1 and op.gate != 'i' for op in c.ops), sum(len(op.qubits) == 2 for op in c.ops))
-
-
 def _native_compile(circuit: Circuit, family: str, exact: bool, fresh: bool):
     "The compiler's result; `fresh` compiles again even if the compiler's own structure cache has it."
     from qstore.ionq import compiler
@@ -159,7 +155,7 @@ def compile_template(
     ionq = str(target).lower().startswith('ionq')
     if ionq: to_ionq_json_batch(run, np.zeros((1, run.num_parameters)), gateset)  # builds and checks the JSON skeleton
     entry = CompiledTemplate(_key(circuit, target, native, exact), circuit, run, gateset, compiled,
-                             None if ionq else plan_for(run), _gate_counts(run), 0.0)
+                             None if ionq else plan_for(run), run.gate_counts(), 0.0)
     entry.compile_seconds = time.perf_counter() - t0
     return entry
 
