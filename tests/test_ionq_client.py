@@ -5,8 +5,9 @@ import pytest
 from qstore.backends.base import LocalBackend, get_backend
 from qstore.testing import reference_circuit, reference_values
 from qstore.circuits import Circuit
-from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQLimits, IonQRequestError, IonQTimeoutError)
-from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
+from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQLimits, IonQRequestError, IonQServerError,
+                                IonQTimeoutError)
+from qstore.ionq.emulator import EmulatorConfig, EmulatorServer, _HTTPError
 from qstore.ionq.serialize import to_ionq_json_batch
 from qstore.simulator import StatevectorSimulator
 
@@ -61,6 +62,36 @@ def test_dropped_post_is_adopted_not_resubmitted(emulator):
     st = emulator.stats()
     assert st['faults'] == {'drop': 1} and posts(emulator) == 2 and st['jobs_created'] == 2
     np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)
+
+
+def every_post_answer_dropped(srv):
+    srv.config.drop_rate, srv.config.fault_routes = 1.0, ('create_job',)
+
+
+@pytest.mark.parametrize('n_jobs, n_circuits', [(1, 2_050), (1, 5_000), (10, 5_000)])
+def test_lost_post_answers_never_run_a_circuit_twice(emulator, n_jobs, n_circuits):
+    """Every POST /jobs loses its answer; whatever the job size, and with 10 jobs submitted at once, each job is
+    found (its children, listed ahead of it, lead to it) and every circuit is executed exactly once."""
+    every_post_answer_dropped(emulator)
+    payload, exact = circuits_and_probs(n_circuits, n=2)
+    with client_for(emulator, limits=IonQLimits(max_circuits=n_circuits // n_jobs)) as client:
+        res = client.sync.run_batch(payload, shots=10)
+    st = emulator.stats()
+    assert st['faults'] == {'drop': n_jobs} and posts(emulator) == n_jobs and st['jobs_created'] == n_jobs
+    assert st['circuits_submitted'] == n_circuits == len(st['circuits_executed'])
+    assert set(st['circuits_executed'].values()) == {1}
+    np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)
+
+
+def test_unknown_post_outcome_fails_naming_the_tag_instead_of_resubmitting(emulator):
+    every_post_answer_dropped(emulator)
+    async def listing_unavailable(request): raise _HTTPError(503, 'Service Unavailable')
+    emulator.app._list_jobs = listing_unavailable
+    payload, _ = circuits_and_probs(3)
+    with client_for(emulator, max_retries=2) as client:
+        with pytest.raises(IonQServerError, match=r"job tag 'qstore-[0-9a-f]{32}' was created cannot be est"):
+            client.sync.submit_batch(payload)
+    assert posts(emulator) == 1 and emulator.stats()['jobs_created'] == 1
 
 
 def test_chunking_respects_limits_one_post_per_chunk(emulator):

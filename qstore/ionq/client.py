@@ -279,7 +279,7 @@ class IonQBatchClient:
         poll_interval: float = 0.5,  # first delay between status polls, seconds
         poll_max_interval: float = 5.0,  # cap on the poll delay, which grows x1.5 per poll
         use_predictions: bool = True,  # first sleep until IonQ's predicted completion (predicted_* fields)
-        list_pages: int = 20,  # pages of GET /jobs searched for a job whose POST response was lost
+        list_pages: int | None = None,  # cap on GET /jobs pages searched after a lost POST answer; None: all
         limits: IonQLimits = IonQLimits(),  # per-job limits used to chunk batches
         transport: httpx.AsyncBaseTransport | None = None,  # custom httpx transport (emulator in-process, tests)
     ):
@@ -309,8 +309,8 @@ class IonQBatchClient:
             cap on the poll delay, which grows x1.5 per poll
         use_predictions : bool, default True
             first sleep until IonQ's predicted completion (predicted_* fields)
-        list_pages : int, default 20
-            pages of GET /jobs searched for a job whose POST response was lost
+        list_pages : int | None, default None
+            cap on GET /jobs pages searched after a lost POST answer; None: all
         limits : IonQLimits
             per-job limits used to chunk batches
         transport : httpx.AsyncBaseTransport | None, default None
@@ -319,8 +319,9 @@ class IonQBatchClient:
         for k, v in dict(timeout=timeout, backoff_base=backoff_base, backoff_max=backoff_max, rate_limit=rate_limit,
                          poll_interval=poll_interval, poll_max_interval=poll_max_interval).items():
             check_range(k, v, 0, lo_open=True, what='a number of seconds (or per second)')
-        for k, v in dict(connection_pool_size=connection_pool_size, burst=burst, list_pages=list_pages).items():
+        for k, v in dict(connection_pool_size=connection_pool_size, burst=burst).items():
             check_int(k, v)
+        check_int('list_pages', list_pages, none_ok=True)
         check_int('max_retries', max_retries, lo=0)
         if not isinstance(limits, IonQLimits):
             raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
@@ -508,21 +509,31 @@ async def _request(self: IonQBatchClient,
     )
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-adopt
+def _tagged(job: dict, tag: str) -> bool:
+    return (job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag
+
 @patch
 async def _find_job(self: IonQBatchClient,
                     tag: str) -> dict | None:
-    "The top-level job carrying `tag`, searched in the job listing."
-    params = {'limit': 100}
-    for _ in range(self.list_pages):
-        page = await self._request('GET', '/jobs', params=params)
+    """The top-level job carrying `tag`, or None once the whole listing has been read without it. A child job leads
+    to its parent (children are listed ahead of it); a cap on pages reached first is an error naming the tag."""
+    params, parents_seen, pages = {'limit': 100}, set(), 0
+    while self.list_pages is None or pages < self.list_pages:
+        page, pages = await self._request('GET', '/jobs', params=params), pages + 1
         for job in page.get('jobs') or []:
-            if not job.get('parent_job_id') and (
-                (job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag
-            ):
-                return job
+            parent = job.get('parent_job_id')
+            if not parent and _tagged(job, tag): return job
+            if not parent: parents_seen.add(job['id'])
+            if parent and parent not in parents_seen:
+                parents_seen.add(parent)
+                try: top = await self._request('GET', f'/jobs/{parent}')
+                except IonQRequestError as e:
+                    if e.status == 404: continue  # deleted since it was listed: not the job just created
+                    raise
+                if _tagged(top, tag): return top
         if not page.get('next'): return None
         params = {'limit': 100, 'next': page['next']}
-    return None
+    raise IonQServerError(f"job tag {tag!r} not among the first {pages} pages of GET /jobs (list_pages)")
 
 @patch
 async def _create(self: IonQBatchClient,
@@ -531,7 +542,13 @@ async def _create(self: IonQBatchClient,
     (id, ack time)."""
     tag = body['metadata'][TAG_KEY]
     async def recover():
-        job = await self._find_job(tag)
+        try: job = await self._find_job(tag)
+        except IonQError as e:
+            raise IonQServerError(
+                f"IonQ POST /jobs lost its answer and whether job tag {tag!r} was created cannot be established "
+                f"({e}); not resubmitting, so nothing is paid twice: look for a job named or tagged {tag!r} "
+                "(metadata qstore_tag) before submitting again"
+            ) from None
         if job is not None:
             _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
         return job
