@@ -3,7 +3,7 @@
 Covers the emulator test vectors of the IonQ reference notes (section 2.4), the official cirq-ionq and
 qiskit-ionq clients used unchanged, auth, validation, pagination, cancel/delete, estimates and fault injection.
 """
-import asyncio, json, os, subprocess, sys, time, warnings
+import asyncio, json, logging, os, socket, subprocess, sys, time, warnings
 
 import httpx
 import numpy as np
@@ -346,6 +346,22 @@ def test_limits(srv, http):
     too_many = http.post('/jobs', json=multi(2, BELL['circuit'] + [BELL['circuit'][0]]))
     assert '6 gates in one job; the limit is 5' in too_many.json()['message']
     assert srv.stats()['jobs_created'] == 0
+
+
+def test_deep_json_is_a_400_and_a_disconnect_mid_body_logs_no_traceback(srv, http, caplog):
+    deep = '{"type": "ionq.circuit.v1", "metadata": ' + '[' * 100_000 + ']' * 100_000 + '}'
+    r = http.post('/jobs', content=deep)
+    assert r.status_code == 400 and 'nested too deeply' in r.json()['message']
+    caplog.set_level(logging.DEBUG)
+    with socket.create_connection((srv.host, srv.port)) as s:
+        s.sendall(b'POST /v0.4/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: apiKey k\r\n'
+                  b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"type":')
+        while srv.stats()['requests'].get('POST /v0.4/jobs') != 2: time.sleep(0.01)  # the handler is reading
+    assert http.get('/jobs').status_code == 200  # served after the disconnect was handled
+    for _ in range(100):  # let the abandoned handler finish
+        if any(rec.exc_info for rec in caplog.records): break
+        time.sleep(0.01)
+    assert not [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR]
 
 
 def test_pagination(http):

@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ..circuits import Circuit
@@ -414,6 +414,10 @@ def _endpoint(self: IonQEmulator, method, path, handler, route, auth):
             if auth: self._authenticate(request)
             return await getattr(self, handler)(request)
         except _HTTPError as e: return e.response()
+        except RecursionError:  # json.loads, or a later walk of the body: no IonQ job nests this deep
+            return _bad("the request body is nested too deeply to be an IonQ job").response()
+        except ClientDisconnect:  # nobody is left to answer; not a server error
+            return _bad("the client disconnected before sending the whole request body").response()
     return endpoint
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-pipe
