@@ -523,12 +523,16 @@ def test_latency_and_stats_endpoint(srv, http):
 def test_cli_serves(tmp_path):
     code = "from qstore.ionq.emulator import emulator_cli; emulator_cli(['--port', '0', '--latency', '0.05'])"
     proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OPENBLAS_NUM_THREADS='1'))
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS='1', IONQ_API_KEY='key-from-env-4c1'))
     try:
-        line = proc.stdout.readline()
-        url = line.split(' at ')[1].split()[0]
+        lines = [proc.stdout.readline()]
+        while 'stats:' not in lines[-1]: lines.append(proc.stdout.readline())
+        url = lines[0].split(' at ')[1].split()[0]
         assert url.startswith('http://127.0.0.1:') and url.endswith('/v0.4')
         assert httpx.get(url + '/backends/simulator').json()['qubits'] == 20
+        assert 'API key: only the one in IONQ_API_KEY' in ''.join(lines) and 'key-from-env-4c1' not in ''.join(lines)
+        assert httpx.get(url + '/jobs', headers={'Authorization': 'apiKey other'}).status_code == 401
+        assert httpx.get(url + '/jobs', headers={'Authorization': 'apiKey key-from-env-4c1'}).status_code == 200
     finally:
         proc.terminate()
         proc.wait(timeout=10)
