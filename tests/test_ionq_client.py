@@ -5,8 +5,8 @@ import pytest
 from qstore.backends.base import LocalBackend, get_backend
 from qstore.testing import reference_circuit, reference_values
 from qstore.circuits import Circuit
-from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQLimits, IonQRequestError, IonQServerError,
-                                IonQTimeoutError)
+from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQBatchError, IonQJobFailedError, IonQLimits,
+                                IonQRequestError, IonQServerError, IonQTimeoutError)
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer, _HTTPError
 from qstore.ionq.serialize import to_ionq_json_batch
 from qstore.simulator import StatevectorSimulator
@@ -92,6 +92,26 @@ def test_unknown_post_outcome_fails_naming_the_tag_instead_of_resubmitting(emula
         with pytest.raises(IonQServerError, match=r"job tag 'qstore-[0-9a-f]{32}' was created cannot be est"):
             client.sync.submit_batch(payload)
     assert posts(emulator) == 1 and emulator.stats()['jobs_created'] == 1
+
+
+def test_one_failed_job_keeps_the_others_results(emulator):
+    """10 jobs of 30 circuits, some failing on the server: the completed jobs' circuits come back (in their places in
+    the batch), each failed job is reported by id; a 500 on a results GET is retried rather than fatal."""
+    payload, exact = circuits_and_probs(300)
+    emulator.config.fail_rate = 0.3
+    with client_for(emulator, limits=IonQLimits(max_circuits=30)) as client:
+        with pytest.raises(IonQBatchError) as e:
+            client.sync.run_batch(payload, shots=10)
+    failed, kept = e.value.errors, e.value.results
+    assert 0 < len(failed) < 10 and all(isinstance(x, IonQJobFailedError) for x in failed.values())
+    assert len(kept) == 300 - 30 * len(failed) and not {r.job_id for r in kept} & set(failed)
+    idx = [r.index for r in kept]
+    np.testing.assert_allclose(np.stack([r.probabilities for r in kept]), exact[idx], atol=1e-9)
+    emulator.config.fail_rate, emulator.config.error_rate, emulator.config.error_codes = 0.0, 1.0, (500,)
+    emulator.config.fault_routes, emulator.config.max_faults = ('results',), 1
+    with client_for(emulator, limits=IonQLimits(max_circuits=30)) as client:
+        res = client.sync.run_batch(payload[:60], shots=10)
+    assert emulator.stats()['faults'] == {'500': 1} and [r.index for r in res] == list(range(60))
 
 
 def test_chunking_respects_limits_one_post_per_chunk(emulator):

@@ -18,8 +18,8 @@ from ..utils import AsyncBridge, BlockingFacade, LRUCache, check_int, check_rang
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'TAG_KEY', 'IonQError', 'IonQAuthError', 'IonQRequestError',
-           'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError', 'IonQLimits', 'ionq_gate_counts',
-           'formula_cost', 'IonQJob', 'CircuitResult', 'IonQBatchClient']
+           'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError', 'IonQBatchError', 'IonQLimits',
+           'ionq_gate_counts', 'formula_cost', 'IonQJob', 'CircuitResult', 'IonQBatchClient']
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-err
 _log = logging.getLogger('qstore.ionq')
@@ -58,6 +58,22 @@ class IonQJobFailedError(IonQError):
 
 class IonQTimeoutError(IonQError, TimeoutError):
     "Jobs did not finish in time; they were canceled on the server."
+
+class IonQBatchError(IonQError):
+    "Some jobs of a batch failed: `results` keeps the circuits of those that completed, `errors` the rest by job id."
+    def __init__(self, results: list,  # CircuitResults of the completed jobs (indexed within the whole batch)
+                 errors: dict):  # failed job id -> its IonQError
+        """Parameters
+        ----------
+        results : list
+            CircuitResults of the completed jobs (indexed within the whole batch)
+        errors : dict
+            failed job id -> its IonQError
+        """
+        shown = '; '.join(str(e) for e in list(errors.values())[:3])
+        super().__init__(f"{len(errors)} IonQ job(s) failed; the {len(results)} circuit results of the others are "
+                         f"kept in .results: {shown}", job_id=next(iter(errors)))
+        self.results, self.errors = results, errors
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-limits
 @dataclass(frozen=True)
@@ -452,7 +468,9 @@ def _http_error(self: IonQBatchClient,
     if isinstance(body.get('validation'), dict): msg = f"{msg} (fields: {body['validation'].get('keys')})"
     code = err.get('type') if isinstance(err, dict) else body.get('code')
     s = r.status_code
-    if s in (401, 403): cls, hint = IonQAuthError, "check the API key (api_key= or IONQ_API_KEY) and its permissions"
+    if s < 400:
+        cls, hint = IonQRequestError, f"IonQ redirected to {r.headers.get('location')!r}: check base_url (IONQ_API_URL)"
+    elif s in (401, 403): cls, hint = IonQAuthError, "check the API key (api_key= or IONQ_API_KEY) and its permissions"
     elif s == 413: cls, hint = IonQRequestError, "the request body is too large; lower limits.max_request_bytes"
     elif s < 500: cls, hint = IonQRequestError, "the request was rejected as sent; fix it rather than retrying"
     else: cls, hint = IonQServerError, "IonQ failed to process the request"
@@ -484,14 +502,15 @@ async def _request(self: IonQBatchClient,
         else:
             _log.debug("%s %s -> %d (attempt %d)", method, path, r.status_code, attempt + 1)
             self._min_rtt = min(self._min_rtt, time.monotonic() - sent)
-            if r.status_code < 400:
+            if r.status_code < 300:
                 try:
                     return r.json() if r.content else {}
                 except ValueError:
                     raise IonQServerError(
                         f"IonQ {method} {path} returned invalid JSON (HTTP {r.status_code})"
                     ) from None
-            if r.status_code not in RETRY_STATUSES: raise self._http_error(r, method, path)
+            if r.status_code not in RETRY_STATUSES and not (r.status_code == 500 and method == 'GET'):
+                raise self._http_error(r, method, path)
             problem, retry_after = f"HTTP {r.status_code}", _retry_after(r)
             if recover is not None and r.status_code not in (429, 503) and (found := await recover()) is not None:
                 return found
@@ -857,12 +876,19 @@ async def get_results_parallel(
         completed IonQJob(s) or job id(s), in submission order
     """
     jobs = _as_list(jobs)
-    per_job = await asyncio.gather(*map(self._job_results, jobs))
-    out = []
-    for job_id, exact, shots, dists in per_job:
-        out += [
-            CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=len(out))
-        ]
+    per_job = await asyncio.gather(*map(self._job_results, jobs), return_exceptions=True)
+    out, errors, start = [], {}, 0
+    for job, o in zip(jobs, per_job):
+        if isinstance(o, IonQError):
+            errors[_job_id(job)] = o
+            start += getattr(job, 'n_circuits', 0)
+            continue
+        if isinstance(o, BaseException): raise o
+        job_id, exact, shots, dists = o
+        out += [CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=start)]
+        start += len(dists)
+    if errors and not out: raise next(iter(errors.values()))  # nothing to keep
+    if errors: raise IonQBatchError(out, errors)
     return out
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-job-results
@@ -931,7 +957,9 @@ async def run_batch(self: IonQBatchClient,
     """
     jobs = await self.submit_batch(circuits, shots, backend, **options)
     try:
-        await self.wait(jobs, timeout)
+        try: await self.wait(jobs, timeout)
+        except IonQTimeoutError: raise
+        except IonQError: pass  # every job is settled: each one's outcome is reported below, with the others' results
         return await self.get_results_parallel(jobs)
     except BaseException:
         unfinished = [j for j in jobs if j.id not in self._finished]
