@@ -207,7 +207,7 @@ def test_backend_matches_local_within_shot_error(emulator):
 def test_noisy_simulator_and_qpu_targets(emulator):
     c = Circuit(2).h(0).cnot(0, 1)
     noisy_local = LocalBackend(noise='aria-1').run(c, None, ['Z0 Z1']).expectations
-    for name, opts in (('ionq.simulator', {'noise': 'aria-1'}), ('ionq.qpu.aria-1', {})):
+    for name, opts in (('ionq.simulator', {'noise': 'aria-1'}), ('ionq.qpu.aria-1', {}), ('ionq.qpu', {})):
         be = get_backend(name, api_key=KEY, base_url=emulator.base_url, seed=3, **opts, **FAST)
         res = be.run(c, None, ['Z0 Z1'], shots=3000)
         assert abs(res.expectations[0, 0] - noisy_local[0, 0]) < 5 * res.stderr[0, 0]

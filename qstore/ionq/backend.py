@@ -88,6 +88,7 @@ class IonQBackend(Backend):
         """
         super().__init__(seed)
         target = str(target).lower()
+        if target == 'qpu': target = system(target).backend  # the default system, as IonQ's clients allow
         qubits, native = _target_qubits_and_gates(target, noise)
         check_int('default_shots', default_shots)
         if client is not None and client_options:

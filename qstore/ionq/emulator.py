@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ..circuits import Circuit
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
-from .systems import JOB_LIMITS, NOISE_MODELS, SYSTEMS
+from .systems import DEFAULT_QPU, JOB_LIMITS, NOISE_MODELS, SYSTEMS
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
 from ..utils import LRUCache, check_int, check_range
 
@@ -29,7 +29,7 @@ __all__ = ['EMULATED_SYSTEMS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'F
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-back
 # backend id -> system: the listed systems whose noise is known (a QPU is emulated by sampling with its noise model)
 EMULATED_SYSTEMS = {s.backend: s for s in SYSTEMS.values() if s.listed and (s.name == 'simulator' or s.fidelities)}
-BACKEND_ALIASES = {'qpu': 'qpu.aria-1', 'qpu.qpu': 'qpu.aria-1'}
+BACKEND_ALIASES = {'qpu': f'qpu.{DEFAULT_QPU}', 'qpu.qpu': f'qpu.{DEFAULT_QPU}'}
 JOB_TYPES = ('ionq.circuit.v1', 'ionq.multi-circuit.v1')
 ROUTE_NAMES = ('backends', 'backend', 'characterizations', 'create_job', 'list_jobs', 'estimate', 'get_job',
                'cancel_job', 'delete_job', 'results')
