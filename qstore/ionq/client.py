@@ -355,6 +355,7 @@ class IonQBatchClient:
         self._http: httpx.AsyncClient | None = None
         self._finished = LRUCache(4096)  # recent job bodies in a terminal state (they no longer change)
         self.requests = 0  # HTTP requests sent, including retries
+        self.response_listeners = []  # called with (seconds, HTTP status) per answer, e.g. adaptive sizing
         self._min_rtt = math.inf  # fastest round trip seen: an estimate of network latency without server work
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-close
@@ -502,6 +503,7 @@ async def _request(self: IonQBatchClient,
         else:
             _log.debug("%s %s -> %d (attempt %d)", method, path, r.status_code, attempt + 1)
             self._min_rtt = min(self._min_rtt, time.monotonic() - sent)
+            for listen in self.response_listeners: listen(time.monotonic() - sent, r.status_code)
             if r.status_code < 300:
                 try:
                     return r.json() if r.content else {}
