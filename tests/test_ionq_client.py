@@ -5,8 +5,9 @@ import pytest
 from qstore.backends.base import LocalBackend, get_backend
 from qstore.testing import reference_circuit, reference_values
 from qstore.circuits import Circuit
-from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQLimits, IonQRequestError, IonQTimeoutError)
-from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
+from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQBatchError, IonQJobFailedError, IonQLimits,
+                                IonQRequestError, IonQServerError, IonQTimeoutError)
+from qstore.ionq.emulator import EmulatorConfig, EmulatorServer, _HTTPError
 from qstore.ionq.serialize import to_ionq_json_batch
 from qstore.simulator import StatevectorSimulator
 
@@ -61,6 +62,56 @@ def test_dropped_post_is_adopted_not_resubmitted(emulator):
     st = emulator.stats()
     assert st['faults'] == {'drop': 1} and posts(emulator) == 2 and st['jobs_created'] == 2
     np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)
+
+
+def every_post_answer_dropped(srv):
+    srv.config.drop_rate, srv.config.fault_routes = 1.0, ('create_job',)
+
+
+@pytest.mark.parametrize('n_jobs, n_circuits', [(1, 2_050), (1, 5_000), (10, 5_000)])
+def test_lost_post_answers_never_run_a_circuit_twice(emulator, n_jobs, n_circuits):
+    """Every POST /jobs loses its answer; whatever the job size, and with 10 jobs submitted at once, each job is
+    found (its children, listed ahead of it, lead to it) and every circuit is executed exactly once."""
+    every_post_answer_dropped(emulator)
+    payload, exact = circuits_and_probs(n_circuits, n=2)
+    with client_for(emulator, limits=IonQLimits(max_circuits=n_circuits // n_jobs)) as client:
+        res = client.sync.run_batch(payload, shots=10)
+    st = emulator.stats()
+    assert st['faults'] == {'drop': n_jobs} and posts(emulator) == n_jobs and st['jobs_created'] == n_jobs
+    assert st['circuits_submitted'] == n_circuits == len(st['circuits_executed'])
+    assert set(st['circuits_executed'].values()) == {1}
+    np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)
+
+
+def test_unknown_post_outcome_fails_naming_the_tag_instead_of_resubmitting(emulator):
+    every_post_answer_dropped(emulator)
+    async def listing_unavailable(request): raise _HTTPError(503, 'Service Unavailable')
+    emulator.app._list_jobs = listing_unavailable
+    payload, _ = circuits_and_probs(3)
+    with client_for(emulator, max_retries=2) as client:
+        with pytest.raises(IonQServerError, match=r"job tag 'qstore-[0-9a-f]{32}' was created cannot be est"):
+            client.sync.submit_batch(payload)
+    assert posts(emulator) == 1 and emulator.stats()['jobs_created'] == 1
+
+
+def test_one_failed_job_keeps_the_others_results(emulator):
+    """10 jobs of 30 circuits, some failing on the server: the completed jobs' circuits come back (in their places in
+    the batch), each failed job is reported by id; a 500 on a results GET is retried rather than fatal."""
+    payload, exact = circuits_and_probs(300)
+    emulator.config.fail_rate = 0.3
+    with client_for(emulator, limits=IonQLimits(max_circuits=30)) as client:
+        with pytest.raises(IonQBatchError) as e:
+            client.sync.run_batch(payload, shots=10)
+    failed, kept = e.value.errors, e.value.results
+    assert 0 < len(failed) < 10 and all(isinstance(x, IonQJobFailedError) for x in failed.values())
+    assert len(kept) == 300 - 30 * len(failed) and not {r.job_id for r in kept} & set(failed)
+    idx = [r.index for r in kept]
+    np.testing.assert_allclose(np.stack([r.probabilities for r in kept]), exact[idx], atol=1e-9)
+    emulator.config.fail_rate, emulator.config.error_rate, emulator.config.error_codes = 0.0, 1.0, (500,)
+    emulator.config.fault_routes, emulator.config.max_faults = ('results',), 1
+    with client_for(emulator, limits=IonQLimits(max_circuits=30)) as client:
+        res = client.sync.run_batch(payload[:60], shots=10)
+    assert emulator.stats()['faults'] == {'500': 1} and [r.index for r in res] == list(range(60))
 
 
 def test_chunking_respects_limits_one_post_per_chunk(emulator):
@@ -156,7 +207,7 @@ def test_backend_matches_local_within_shot_error(emulator):
 def test_noisy_simulator_and_qpu_targets(emulator):
     c = Circuit(2).h(0).cnot(0, 1)
     noisy_local = LocalBackend(noise='aria-1').run(c, None, ['Z0 Z1']).expectations
-    for name, opts in (('ionq.simulator', {'noise': 'aria-1'}), ('ionq.qpu.aria-1', {})):
+    for name, opts in (('ionq.simulator', {'noise': 'aria-1'}), ('ionq.qpu.aria-1', {}), ('ionq.qpu', {})):
         be = get_backend(name, api_key=KEY, base_url=emulator.base_url, seed=3, **opts, **FAST)
         res = be.run(c, None, ['Z0 Z1'], shots=3000)
         assert abs(res.expectations[0, 0] - noisy_local[0, 0]) < 5 * res.stderr[0, 0]

@@ -3,7 +3,7 @@
 Covers the emulator test vectors of the IonQ reference notes (section 2.4), the official cirq-ionq and
 qiskit-ionq clients used unchanged, auth, validation, pagination, cancel/delete, estimates and fault injection.
 """
-import asyncio, json, os, subprocess, sys, time, warnings
+import asyncio, json, logging, os, socket, subprocess, sys, time, warnings
 
 import httpx
 import numpy as np
@@ -348,6 +348,22 @@ def test_limits(srv, http):
     assert srv.stats()['jobs_created'] == 0
 
 
+def test_deep_json_is_a_400_and_a_disconnect_mid_body_logs_no_traceback(srv, http, caplog):
+    deep = '{"type": "ionq.circuit.v1", "metadata": ' + '[' * 100_000 + ']' * 100_000 + '}'
+    r = http.post('/jobs', content=deep)
+    assert r.status_code == 400 and 'nested too deeply' in r.json()['message']
+    caplog.set_level(logging.DEBUG)
+    with socket.create_connection((srv.host, srv.port)) as s:
+        s.sendall(b'POST /v0.4/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: apiKey k\r\n'
+                  b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"type":')
+        while srv.stats()['requests'].get('POST /v0.4/jobs') != 2: time.sleep(0.01)  # the handler is reading
+    assert http.get('/jobs').status_code == 200  # served after the disconnect was handled
+    for _ in range(100):  # let the abandoned handler finish
+        if any(rec.exc_info for rec in caplog.records): break
+        time.sleep(0.01)
+    assert not [rec for rec in caplog.records if rec.exc_info or rec.levelno >= logging.ERROR]
+
+
 def test_pagination(http):
     ids = [http.post('/jobs', json=job_body()).json()['id'] for _ in range(7)]
     pages, params = [], {'limit': 3}
@@ -507,12 +523,16 @@ def test_latency_and_stats_endpoint(srv, http):
 def test_cli_serves(tmp_path):
     code = "from qstore.ionq.emulator import emulator_cli; emulator_cli(['--port', '0', '--latency', '0.05'])"
     proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OPENBLAS_NUM_THREADS='1'))
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS='1', IONQ_API_KEY='key-from-env-4c1'))
     try:
-        line = proc.stdout.readline()
-        url = line.split(' at ')[1].split()[0]
+        lines = [proc.stdout.readline()]
+        while 'stats:' not in lines[-1]: lines.append(proc.stdout.readline())
+        url = lines[0].split(' at ')[1].split()[0]
         assert url.startswith('http://127.0.0.1:') and url.endswith('/v0.4')
         assert httpx.get(url + '/backends/simulator').json()['qubits'] == 20
+        assert 'API key: only the one in IONQ_API_KEY' in ''.join(lines) and 'key-from-env-4c1' not in ''.join(lines)
+        assert httpx.get(url + '/jobs', headers={'Authorization': 'apiKey other'}).status_code == 401
+        assert httpx.get(url + '/jobs', headers={'Authorization': 'apiKey key-from-env-4c1'}).status_code == 200
     finally:
         proc.terminate()
         proc.wait(timeout=10)

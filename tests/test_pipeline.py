@@ -386,6 +386,27 @@ def test_rate_limits_back_off_and_results_stay_right(emu):
     assert (np.abs(r.expectations - exact) <= 5 * r.stderr + 1e-9).all()
 
 
+
+def test_a_ready_ionq_backend_feeds_adaptive_sizing_too(emu):
+    "A ready IonQBackend (its own client): the queue manager still sees the 429s and backs off."
+    server, rec, opts = emu
+    cfg = server.config
+    cfg.error_rate, cfg.error_codes, cfg.fault_routes, cfg.max_faults = 0.5, (429,), ('create_job',), 6
+    c = reference_circuit(3, 1)
+    v = reference_values(c, 40)
+    q = AdaptiveQueueManager(initial_concurrency=8, min_chunk=5, backoff_cooldown=30)
+    be = IonQBackend('simulator', backoff_base=0.01, **opts)
+    with CircuitBatchManager(be, queue=q) as m:
+        r = m.run(c, v, ['Z0'], shots=2000)
+        rep = m.report()
+    assert rep.rate_limited > 0 and q.concurrency == 4 and rep.bytes_sent is None
+    assert not any('queue state unavailable' in d for d in rep.queue_decisions)
+    assert be.client.response_listeners == []  # closing the manager detached it from the client it does not own
+    be.close()
+    assert server.stats()['circuits_submitted'] == 40
+    exact = LocalBackend().run(c, v, ['Z0']).expectations
+    assert (np.abs(r.expectations - exact) <= 5 * r.stderr + 1e-9).all()
+
 def test_failed_job_raises(emu):
     server, rec, opts = emu
     server.config.fail_rate = 1.0

@@ -88,6 +88,7 @@ class IonQBackend(Backend):
         """
         super().__init__(seed)
         target = str(target).lower()
+        if target == 'qpu': target = system(target).backend  # the default system, as IonQ's clients allow
         qubits, native = _target_qubits_and_gates(target, noise)
         check_int('default_shots', default_shots)
         if client is not None and client_options:
@@ -154,13 +155,29 @@ def _payload(self: IonQBackend, circuits, values) -> list[dict]:
     return [row for c in circuits for row in to_ionq_json_batch(c, values, self.gateset(c))]
 
 @patch
-def _sample(self: IonQBackend, circuits, values, shots, rng):
+def job_options(self: IonQBackend,
+                shots: int,  # shots per circuit
+                rng: np.random.Generator,  # draws the noisy simulator's seed
+               ) -> dict:
+    """The `noise` and `settings` of this backend's jobs (the one place they are built; the batch manager uses it).
+
+    Parameters
+    ----------
+    shots : int
+        shots per circuit
+    rng : np.random.Generator
+        draws the noisy simulator's seed
+    """
     if self.error_mitigation and shots < 500:
         raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
-    noise = {'model': self.noise, 'seed': int(rng.integers(2 ** 31 - 1))} if self.noise else None
-    settings = {'error_mitigation': {'debiasing': True}} if self.error_mitigation else None
-    results = self.client.sync.run_batch(self._payload(circuits, values), shots, self.target, noise=noise,
-                                         settings=settings, timeout=self.timeout)
+    return {'noise': {'model': self.noise, 'seed': int(rng.integers(2 ** 31 - 1))} if self.noise else None,
+            'settings': {'error_mitigation': {'debiasing': True}} if self.error_mitigation else None}
+
+@patch
+def _sample(self: IonQBackend, circuits, values, shots, rng):
+    options = self.job_options(shots, rng)
+    results = self.client.sync.run_batch(self._payload(circuits, values), shots, self.target, timeout=self.timeout,
+                                         **options)
     B = values.shape[0]
     return [np.stack([r.counts(rng) for r in results[k * B:(k + 1) * B]]) for k in range(len(circuits))]
 

@@ -18,8 +18,8 @@ from ..utils import AsyncBridge, BlockingFacade, LRUCache, check_int, check_rang
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'TAG_KEY', 'IonQError', 'IonQAuthError', 'IonQRequestError',
-           'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError', 'IonQLimits', 'ionq_gate_counts',
-           'formula_cost', 'IonQJob', 'CircuitResult', 'IonQBatchClient']
+           'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError', 'IonQBatchError', 'IonQLimits',
+           'ionq_gate_counts', 'formula_cost', 'IonQJob', 'CircuitResult', 'IonQBatchClient']
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-err
 _log = logging.getLogger('qstore.ionq')
@@ -58,6 +58,22 @@ class IonQJobFailedError(IonQError):
 
 class IonQTimeoutError(IonQError, TimeoutError):
     "Jobs did not finish in time; they were canceled on the server."
+
+class IonQBatchError(IonQError):
+    "Some jobs of a batch failed: `results` keeps the circuits of those that completed, `errors` the rest by job id."
+    def __init__(self, results: list,  # CircuitResults of the completed jobs (indexed within the whole batch)
+                 errors: dict):  # failed job id -> its IonQError
+        """Parameters
+        ----------
+        results : list
+            CircuitResults of the completed jobs (indexed within the whole batch)
+        errors : dict
+            failed job id -> its IonQError
+        """
+        shown = '; '.join(str(e) for e in list(errors.values())[:3])
+        super().__init__(f"{len(errors)} IonQ job(s) failed; the {len(results)} circuit results of the others are "
+                         f"kept in .results: {shown}", job_id=next(iter(errors)))
+        self.results, self.errors = results, errors
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-limits
 @dataclass(frozen=True)
@@ -279,7 +295,7 @@ class IonQBatchClient:
         poll_interval: float = 0.5,  # first delay between status polls, seconds
         poll_max_interval: float = 5.0,  # cap on the poll delay, which grows x1.5 per poll
         use_predictions: bool = True,  # first sleep until IonQ's predicted completion (predicted_* fields)
-        list_pages: int = 20,  # pages of GET /jobs searched for a job whose POST response was lost
+        list_pages: int | None = None,  # cap on GET /jobs pages searched after a lost POST answer; None: all
         limits: IonQLimits = IonQLimits(),  # per-job limits used to chunk batches
         transport: httpx.AsyncBaseTransport | None = None,  # custom httpx transport (emulator in-process, tests)
     ):
@@ -309,8 +325,8 @@ class IonQBatchClient:
             cap on the poll delay, which grows x1.5 per poll
         use_predictions : bool, default True
             first sleep until IonQ's predicted completion (predicted_* fields)
-        list_pages : int, default 20
-            pages of GET /jobs searched for a job whose POST response was lost
+        list_pages : int | None, default None
+            cap on GET /jobs pages searched after a lost POST answer; None: all
         limits : IonQLimits
             per-job limits used to chunk batches
         transport : httpx.AsyncBaseTransport | None, default None
@@ -319,8 +335,9 @@ class IonQBatchClient:
         for k, v in dict(timeout=timeout, backoff_base=backoff_base, backoff_max=backoff_max, rate_limit=rate_limit,
                          poll_interval=poll_interval, poll_max_interval=poll_max_interval).items():
             check_range(k, v, 0, lo_open=True, what='a number of seconds (or per second)')
-        for k, v in dict(connection_pool_size=connection_pool_size, burst=burst, list_pages=list_pages).items():
+        for k, v in dict(connection_pool_size=connection_pool_size, burst=burst).items():
             check_int(k, v)
+        check_int('list_pages', list_pages, none_ok=True)
         check_int('max_retries', max_retries, lo=0)
         if not isinstance(limits, IonQLimits):
             raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
@@ -338,6 +355,7 @@ class IonQBatchClient:
         self._http: httpx.AsyncClient | None = None
         self._finished = LRUCache(4096)  # recent job bodies in a terminal state (they no longer change)
         self.requests = 0  # HTTP requests sent, including retries
+        self.response_listeners = []  # called with (seconds, HTTP status) per answer, e.g. adaptive sizing
         self._min_rtt = math.inf  # fastest round trip seen: an estimate of network latency without server work
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-close
@@ -451,7 +469,9 @@ def _http_error(self: IonQBatchClient,
     if isinstance(body.get('validation'), dict): msg = f"{msg} (fields: {body['validation'].get('keys')})"
     code = err.get('type') if isinstance(err, dict) else body.get('code')
     s = r.status_code
-    if s in (401, 403): cls, hint = IonQAuthError, "check the API key (api_key= or IONQ_API_KEY) and its permissions"
+    if s < 400:
+        cls, hint = IonQRequestError, f"IonQ redirected to {r.headers.get('location')!r}: check base_url (IONQ_API_URL)"
+    elif s in (401, 403): cls, hint = IonQAuthError, "check the API key (api_key= or IONQ_API_KEY) and its permissions"
     elif s == 413: cls, hint = IonQRequestError, "the request body is too large; lower limits.max_request_bytes"
     elif s < 500: cls, hint = IonQRequestError, "the request was rejected as sent; fix it rather than retrying"
     else: cls, hint = IonQServerError, "IonQ failed to process the request"
@@ -483,14 +503,16 @@ async def _request(self: IonQBatchClient,
         else:
             _log.debug("%s %s -> %d (attempt %d)", method, path, r.status_code, attempt + 1)
             self._min_rtt = min(self._min_rtt, time.monotonic() - sent)
-            if r.status_code < 400:
+            for listen in self.response_listeners: listen(time.monotonic() - sent, r.status_code)
+            if r.status_code < 300:
                 try:
                     return r.json() if r.content else {}
                 except ValueError:
                     raise IonQServerError(
                         f"IonQ {method} {path} returned invalid JSON (HTTP {r.status_code})"
                     ) from None
-            if r.status_code not in RETRY_STATUSES: raise self._http_error(r, method, path)
+            if r.status_code not in RETRY_STATUSES and not (r.status_code == 500 and method == 'GET'):
+                raise self._http_error(r, method, path)
             problem, retry_after = f"HTTP {r.status_code}", _retry_after(r)
             if recover is not None and r.status_code not in (429, 503) and (found := await recover()) is not None:
                 return found
@@ -508,21 +530,31 @@ async def _request(self: IonQBatchClient,
     )
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-adopt
+def _tagged(job: dict, tag: str) -> bool:
+    return (job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag
+
 @patch
 async def _find_job(self: IonQBatchClient,
                     tag: str) -> dict | None:
-    "The top-level job carrying `tag`, searched in the job listing."
-    params = {'limit': 100}
-    for _ in range(self.list_pages):
-        page = await self._request('GET', '/jobs', params=params)
+    """The top-level job carrying `tag`, or None once the whole listing has been read without it. A child job leads
+    to its parent (children are listed ahead of it); a cap on pages reached first is an error naming the tag."""
+    params, parents_seen, pages = {'limit': 100}, set(), 0
+    while self.list_pages is None or pages < self.list_pages:
+        page, pages = await self._request('GET', '/jobs', params=params), pages + 1
         for job in page.get('jobs') or []:
-            if not job.get('parent_job_id') and (
-                (job.get('metadata') or {}).get(TAG_KEY) == tag or job.get('name') == tag
-            ):
-                return job
+            parent = job.get('parent_job_id')
+            if not parent and _tagged(job, tag): return job
+            if not parent: parents_seen.add(job['id'])
+            if parent and parent not in parents_seen:
+                parents_seen.add(parent)
+                try: top = await self._request('GET', f'/jobs/{parent}')
+                except IonQRequestError as e:
+                    if e.status == 404: continue  # deleted since it was listed: not the job just created
+                    raise
+                if _tagged(top, tag): return top
         if not page.get('next'): return None
         params = {'limit': 100, 'next': page['next']}
-    return None
+    raise IonQServerError(f"job tag {tag!r} not among the first {pages} pages of GET /jobs (list_pages)")
 
 @patch
 async def _create(self: IonQBatchClient,
@@ -531,7 +563,13 @@ async def _create(self: IonQBatchClient,
     (id, ack time)."""
     tag = body['metadata'][TAG_KEY]
     async def recover():
-        job = await self._find_job(tag)
+        try: job = await self._find_job(tag)
+        except IonQError as e:
+            raise IonQServerError(
+                f"IonQ POST /jobs lost its answer and whether job tag {tag!r} was created cannot be established "
+                f"({e}); not resubmitting, so nothing is paid twice: look for a job named or tagged {tag!r} "
+                "(metadata qstore_tag) before submitting again"
+            ) from None
         if job is not None:
             _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
         return job
@@ -840,12 +878,19 @@ async def get_results_parallel(
         completed IonQJob(s) or job id(s), in submission order
     """
     jobs = _as_list(jobs)
-    per_job = await asyncio.gather(*map(self._job_results, jobs))
-    out = []
-    for job_id, exact, shots, dists in per_job:
-        out += [
-            CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=len(out))
-        ]
+    per_job = await asyncio.gather(*map(self._job_results, jobs), return_exceptions=True)
+    out, errors, start = [], {}, 0
+    for job, o in zip(jobs, per_job):
+        if isinstance(o, IonQError):
+            errors[_job_id(job)] = o
+            start += getattr(job, 'n_circuits', 0)
+            continue
+        if isinstance(o, BaseException): raise o
+        job_id, exact, shots, dists = o
+        out += [CircuitResult(i, job_id, child, p, shots, exact) for i, (child, p) in enumerate(dists, start=start)]
+        start += len(dists)
+    if errors and not out: raise next(iter(errors.values()))  # nothing to keep
+    if errors: raise IonQBatchError(out, errors)
     return out
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-job-results
@@ -914,7 +959,9 @@ async def run_batch(self: IonQBatchClient,
     """
     jobs = await self.submit_batch(circuits, shots, backend, **options)
     try:
-        await self.wait(jobs, timeout)
+        try: await self.wait(jobs, timeout)
+        except IonQTimeoutError: raise
+        except IonQError: pass  # every job is settled: each one's outcome is reported below, with the others' results
         return await self.get_results_parallel(jobs)
     except BaseException:
         unfinished = [j for j in jobs if j.id not in self._finished]

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-imp
 from __future__ import annotations
-import argparse, asyncio, json, math, re, socket, threading, time, uuid
+import argparse, asyncio, json, math, os, re, socket, threading, time, uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -13,12 +13,12 @@ from fastcore.basics import patch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ..circuits import Circuit
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
-from .systems import JOB_LIMITS, NOISE_MODELS, SYSTEMS
+from .systems import DEFAULT_QPU, JOB_LIMITS, NOISE_MODELS, SYSTEMS
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
 from ..utils import LRUCache, check_int, check_range
 
@@ -29,7 +29,7 @@ __all__ = ['EMULATED_SYSTEMS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'F
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-back
 # backend id -> system: the listed systems whose noise is known (a QPU is emulated by sampling with its noise model)
 EMULATED_SYSTEMS = {s.backend: s for s in SYSTEMS.values() if s.listed and (s.name == 'simulator' or s.fidelities)}
-BACKEND_ALIASES = {'qpu': 'qpu.aria-1', 'qpu.qpu': 'qpu.aria-1'}
+BACKEND_ALIASES = {'qpu': f'qpu.{DEFAULT_QPU}', 'qpu.qpu': f'qpu.{DEFAULT_QPU}'}
 JOB_TYPES = ('ionq.circuit.v1', 'ionq.multi-circuit.v1')
 ROUTE_NAMES = ('backends', 'backend', 'characterizations', 'create_job', 'list_jobs', 'estimate', 'get_job',
                'cancel_job', 'delete_job', 'results')
@@ -414,6 +414,10 @@ def _endpoint(self: IonQEmulator, method, path, handler, route, auth):
             if auth: self._authenticate(request)
             return await getattr(self, handler)(request)
         except _HTTPError as e: return e.response()
+        except RecursionError:  # json.loads, or a later walk of the body: no IonQ job nests this deep
+            return _bad("the request body is nested too deeply to be an IonQ job").response()
+        except ClientDisconnect:  # nobody is left to answer; not a server error
+            return _bad("the client disconnected before sending the whole request body").response()
     return endpoint
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-pipe
@@ -958,16 +962,11 @@ def _cli_parser():
     p = argparse.ArgumentParser(
         prog='qstore ionq-emulator',
         description='Serve the IonQ API v0.4 emulator (backed by qstore simulators) until Ctrl-C.',
+        epilog='API key: only the one in the environment variable IONQ_API_KEY (the variable clients read) is '
+               'accepted; if it is unset, any non-empty key is.',
     )
     p.add_argument('--host', default='127.0.0.1', help='interface to listen on (default 127.0.0.1)')
     p.add_argument('--port', type=int, default=8765, help='TCP port; 0 picks a free one (default 8765)')
-    p.add_argument(
-        '--api-key',
-        dest='api_keys',
-        action='append',
-        metavar='KEY',
-        help='accepted API key (repeatable; default: any key)',
-    )
     for f in fields(EmulatorConfig):
         if f.name == 'api_keys': continue
         flag, kind = '--' + f.name.replace('_', '-'), type(f.default)
@@ -978,6 +977,30 @@ def _cli_parser():
                 flag, type=float if kind is float or f.name == 'retry_after' else int, help=f"default: {f.default}"
             )
     return p
+
+def _env_api_keys(environ) -> tuple | None:  # the environment, e.g. os.environ
+    """The accepted API keys: the one in IONQ_API_KEY, or None (any key) when it is unset or blank.
+
+    Parameters
+    ----------
+    environ
+        the environment, e.g. os.environ
+    """
+    key = environ.get('IONQ_API_KEY', '').strip()
+    return (key,) if key else None
+
+def _key_note(keys: tuple | None) -> str:  # accepted keys (None: any)
+    """The start-up line on API keys, telling clients what to set.
+
+    Parameters
+    ----------
+    keys : tuple | None
+        accepted keys (None: any)
+    """
+    if keys is not None: return "API key: only the one in IONQ_API_KEY; clients read the same variable"
+    return ("API key: any non-empty key (IONQ_API_KEY is unset); clients still need one, "
+            "e.g. export IONQ_API_KEY=emulator")
+
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-cli-run
 def emulator_cli(argv: list[str] | None = None) -> int:  # command-line arguments (after `ionq-emulator`)
@@ -990,14 +1013,15 @@ def emulator_cli(argv: list[str] | None = None) -> int:  # command-line argument
     """
     args = vars(_cli_parser().parse_args(argv))
     host, port = args.pop('host'), args.pop('port')
-    try: config = EmulatorConfig(**{k: v for k, v in args.items() if v is not None})
+    settings = {k: v for k, v in args.items() if v is not None}
+    try: config = EmulatorConfig(**settings, api_keys=_env_api_keys(os.environ))
     except (ValueError, AttributeError) as e:
         print(f"qstore ionq-emulator: {e}")
         return 2
     with EmulatorServer(config, port=port, host=host) as srv:
         print(f"IonQ API v0.4 emulator at {srv.base_url}  ({config})\n"
               f"  qiskit-ionq / qstore: IONQ_API_URL={srv.base_url}\n  cirq-ionq: remote_host={srv.url}\n"
-              f"  stats: {srv.url}/_emulator/stats   (Ctrl-C to stop)", flush=True)
+              f"  {_key_note(config.api_keys)}\n  stats: {srv.url}/_emulator/stats   (Ctrl-C to stop)", flush=True)
         try:
             while True: time.sleep(3600)
         except KeyboardInterrupt: print("stopped")

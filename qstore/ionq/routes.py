@@ -151,6 +151,7 @@ class IonQRouteBackend(Backend):
         """
         super().__init__(seed)
         t = str(target).lower()
+        if t == 'qpu': t = system(t).backend  # the default system, as the official clients allow
         qpus = [n for n in SYSTEMS if n != 'simulator']
         if t != 'simulator' and not (t.startswith('qpu.') and t[4:] in qpus):
             raise ValueError(f"IonQ target must be 'simulator' or 'qpu.<system>' with a system in "

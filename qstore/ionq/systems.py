@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 # %% auto #0
 __all__ = ['QPU_PRICING', 'FREE', 'SYSTEMS', 'NOISE_MODELS', 'PHASE_RANGE', 'MS_ANGLE_RANGE', 'ZZ_ANGLE_RANGE', 'JOB_LIMITS',
-           'GatePricing', 'IonQSystem', 'system', 'noise_fidelities']
+           'DEFAULT_QPU', 'GatePricing', 'IonQSystem', 'system', 'noise_fidelities']
 
 # %% ../../nbs/20_ionq_systems.ipynb #sy-price
 @dataclass(frozen=True)
@@ -133,18 +133,20 @@ JOB_LIMITS = {'circuits': 5_000,  # circuits in one multi-circuit job
               'request_bytes': 10_000_000,  # encoded JSON body of one request
               'shots': 1_000_000,  # shots per circuit
               'debiasing_min_shots': 500}  # error mitigation needs at least this many shots
+DEFAULT_QPU = 'aria-1'  # the system a bare 'qpu' target means, as in IonQ's clients and the emulator
 
 # %% ../../nbs/20_ionq_systems.ipynb #sy-look
-def system(name: str  # 'simulator', a QPU name such as 'aria-1', or its backend id 'qpu.aria-1'
+def system(name: str  # 'simulator', a QPU name such as 'aria-1', its backend id 'qpu.aria-1', or 'qpu' (default)
           ) -> IonQSystem:
     """The record of an IonQ system.
 
     Parameters
     ----------
     name : str
-        'simulator', a QPU name such as 'aria-1', or its backend id 'qpu.aria-1'
+        'simulator', a QPU name such as 'aria-1', its backend id 'qpu.aria-1', or 'qpu' (default)
     """
-    key = str(name).lower().removeprefix('qpu.')
+    key = str(name).lower()
+    key = DEFAULT_QPU if key == 'qpu' else key.removeprefix('qpu.')
     if key not in SYSTEMS: raise ValueError(f"unknown IonQ system {name!r}; known: {', '.join(SYSTEMS)}")
     return SYSTEMS[key]
 

@@ -9,7 +9,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from fastcore.basics import patch
-import httpx
 import numpy as np
 from ..backends.base import Backend, LocalBackend, get_backend
 from ..circuits import Circuit
@@ -17,7 +16,7 @@ from ..simulator import sample_counts
 from .cache import CompiledTemplate, SmartCircuitCache, compile_template
 from ..ionq.jobs import AdaptiveQueueManager, ObservedTransport
 from ..ionq.backend import IonQBackend
-from ..ionq.client import IonQBatchClient, formula_cost
+from ..ionq.client import IonQBatchClient, IonQError, formula_cost
 from ..utils import check_int
 
 # %% auto #0
@@ -229,6 +228,8 @@ class CircuitBatchManager(Backend):
             None if not use_native_gates else 'forte' if 'zz_native' in inner.capabilities.native_gates else 'aria'
         )
         self._pool, self._lock, self._queue_read_at, self._warned = None, threading.RLock(), -math.inf, False
+        if self._ionq and self.transport is None:  # a ready client: the queue manager listens to it instead
+            inner.client.response_listeners.append(self.queue.observe_request)
         self.reset_report()
 
 
@@ -434,12 +435,7 @@ def _sample(self: CircuitBatchManager, circuits, values, shots, rng):
 @patch
 def _ionq_sample(self: CircuitBatchManager, circuits, values, shots, rng):
     be = self.inner
-    if be.error_mitigation and shots < 500:
-        raise ValueError(f"IonQ error mitigation (debiasing) needs at least 500 shots, got {shots}")
-    noise = (
-        {'model': be.noise, 'seed': int(rng.integers(2**31 - 1))} if be.noise else None
-    )  # as IonQBackend draws it
-    settings = {'error_mitigation': {'debiasing': True}} if be.error_mitigation else None
+    options = be.job_options(shots, rng)  # exactly as IonQBackend builds them
     entries = [self._template(c) for c in circuits]
     for e in entries:
         if be.gateset(e.circuit) != e.gateset:
@@ -454,7 +450,7 @@ def _ionq_sample(self: CircuitBatchManager, circuits, values, shots, rng):
         len(json.dumps(payload[k * B], separators=(',', ':'))) + 24 * len(e.circuit.angle_index()[0])
         for k, e in enumerate(entries)
     )
-    results = be.client.bridge.run(self._execute, payload, shots, noise, settings, size)  # on the client's loop
+    results = be.client.bridge.run(self._execute, payload, shots, options['noise'], options['settings'], size)
     qpu = be.target if be.target.startswith('qpu.') else 'qpu.forte-1' if self._native == 'forte' else 'qpu.aria-1'
     cost = sum(B * formula_cost(*e.gate_counts, shots, be.target, be.error_mitigation) for e in entries)
     qpu_cost = sum(B * formula_cost(*e.gate_counts, shots, qpu, be.error_mitigation) for e in entries)
@@ -465,20 +461,19 @@ def _ionq_sample(self: CircuitBatchManager, circuits, values, shots, rng):
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-exec
 @patch
 async def _refresh_queue_state(self: CircuitBatchManager):
-    "Read the target's average queue time (GET /backends/{target}, no auth) at most every `queue_refresh_seconds`."
+    """Read the target's average queue time (GET /backends/{target}, through the client: authenticated, rate-limited,
+    retried) at most every `queue_refresh_seconds`."""
     if not self.adaptive_batch_sizing or time.monotonic() - self._queue_read_at < self.queue_refresh_seconds: return
-    self._queue_read_at, target = time.monotonic(), self.inner.target
+    self._queue_read_at, target, client = time.monotonic(), self.inner.target, self.inner.client
+    requests0 = client.requests
     try:
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            self._add(requests=1)
-            r = await http.get(f"{self.inner.client.base_url}/backends/{target}")
-            r.raise_for_status()
-            info = r.json()
+        info = await client._request('GET', f'/backends/{target}')
         self.queue.observe_queue(info.get('average_queue_time'), target)
-    except (httpx.HTTPError, ValueError, AttributeError) as e:
+    except (IonQError, AttributeError) as e:
         self.queue.record(
             'queue', f"{target}: queue state unavailable ({type(e).__name__}); keeping the last estimate"
         )
+    finally: self._add(requests=client.requests - requests0)
 
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-execute
 @patch
@@ -575,7 +570,7 @@ def report(self: CircuitBatchManager) -> PipelineReport:
         t['requests'] if self._ionq else None,
         t['jobs'] if self._ionq else None,
         tr['bytes_sent'] if tr else None,
-        (self.queue.rate_limited - self._rate_limited0) if tr else None,
+        (self.queue.rate_limited - self._rate_limited0) if self._ionq else None,
         tr['max_in_flight'] if tr else None,
         cs['templates'],
         cs['results'] if self.cache_results else None,
@@ -593,6 +588,8 @@ def close(self: CircuitBatchManager):
     "Shut down the local pool, and the wrapped backend if the manager created it."
     with self._lock: pool, self._pool = self._pool, None
     if pool is not None: pool.shutdown()
+    listeners = self.inner.client.response_listeners if self._ionq else []
+    if self.queue.observe_request in listeners: listeners.remove(self.queue.observe_request)
     if self._owns_inner and hasattr(self.inner, 'close'): self.inner.close()
 
 @patch
