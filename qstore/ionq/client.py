@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 from fastcore.basics import patch
 from .. import __version__
+from ..gates import gate_counts
 from ..simulator import sample_counts
 from .systems import JOB_LIMITS, NOISE_MODELS, QPU_PRICING, SYSTEMS
 from .serialize import results_to_array
@@ -114,20 +115,14 @@ def _gate_width(gate: dict) -> int:
 
 def ionq_gate_counts(circuit_json: dict  # one circuit in IonQ JSON (`{"circuit": [...], ...}`)
                     ) -> tuple[int, int]:
-    """(one-qubit, two-qubit) gate counts as IonQ bills them.
+    """(one-qubit, two-qubit) gate counts as IonQ bills them (the billing rule is `qstore.gates.gate_counts`).
 
     Parameters
     ----------
     circuit_json : dict
         one circuit in IonQ JSON (`{"circuit": [...], ...}`)
     """
-    n1 = n2 = 0
-    for g in circuit_json['circuit']:
-        w = _gate_width(g)
-        if w <= 1: n1 += 1
-        elif w == 2: n2 += 1
-        else: n2 += 6 * (w - 2)
-    return n1, n2
+    return gate_counts(_gate_width(g) for g in circuit_json['circuit'])
 
 def formula_cost(n_1q: int,  # one-qubit gates in the circuit
                  n_2q: int,  # two-qubit gates in the circuit
