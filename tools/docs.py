@@ -106,7 +106,7 @@ def param_table(obj) -> str:
     "Markdown table of the parameters: type, default and docment (empty for a callable without parameters)."
     from fastcore.docments import docments
     try: ds = docments(obj, full=True)
-    except (TypeError, ValueError): return ''
+    except (TypeError, ValueError, OSError): return ''  # OSError: generated code (a dataclass __init__) has no source
     ds = {k: v for k, v in ds.items() if k not in ('self', 'cls')
           and not (k == 'return' and v['anno'] is inspect._empty and not v['docment'])}
     if not ds: return ''
