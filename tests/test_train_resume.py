@@ -39,26 +39,21 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def run_script(tmp_path, *args):
-    script = tmp_path / 'train.py'
-    script.write_text(SCRIPT)
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=300)
-
 
 def comparable(rows):
     "Logged rows without their wall-clock time and the per-process pipeline counters."
     return [{k: v for k, v in r.items() if k != 'time' and not k.startswith('pipeline_')} for r in rows]
 
 
-def test_metrics_equal_an_uninterrupted_run_after_sigkills(tmp_path):
+def test_metrics_equal_an_uninterrupted_run_after_sigkills(tmp_path, run_python):
     full, crashed = tmp_path / 'full', tmp_path / 'crashed'
-    assert run_script(tmp_path, full, -1, 0, 0).returncode == 0
+    assert run_python(SCRIPT, full, -1, 0, 0).returncode == 0
     # 4 steps per epoch, checkpoints every 2 steps; each kill lands one step after a checkpoint. Step 3: rows 1-3 on
     # disk (step 3 would be logged twice); step 7: rows 5-7 buffered (lost); step 9: just after an epoch's end.
     for i, (kill_at, flush) in enumerate([(3, 1), (7, 0), (9, 1)]):
-        r = run_script(tmp_path, crashed, kill_at, flush, int(i > 0))
+        r = run_python(SCRIPT, crashed, kill_at, flush, int(i > 0))
         assert r.returncode == -signal.SIGKILL, r.stderr
-    r = run_script(tmp_path, crashed, -1, 0, 1)
+    r = run_python(SCRIPT, crashed, -1, 0, 1)
     assert r.returncode == 0, r.stderr
     want, got = Database.open(full).metrics, Database.open(crashed).metrics
     steps = got.records('run-1', 'step')

@@ -35,21 +35,16 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def run_script(tmp_path, *args):
-    script = tmp_path / 'train.py'
-    script.write_text(SCRIPT)
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, timeout=300)
-
 
 @pytest.mark.parametrize('mode', ['adam', 'spsa'])
-def test_resume_after_sigkill_is_bit_exact(tmp_path, mode):
+def test_resume_after_sigkill_is_bit_exact(tmp_path, mode, run_python):
     full, crashed = tmp_path / 'full', tmp_path / 'crashed'
-    r = run_script(tmp_path, mode, full, -1, 0)
+    r = run_python(SCRIPT, mode, full, -1, 0)
     assert r.returncode == 0, r.stderr
-    r = run_script(tmp_path, mode, crashed, 5, 0)  # killed right after step 5's checkpoint
+    r = run_python(SCRIPT, mode, crashed, 5, 0)  # killed right after step 5's checkpoint
     assert r.returncode == -signal.SIGKILL and not (crashed / 'final.npy').exists()
     assert max(CheckpointManager(crashed / 'ck').list()).name.endswith('00000005.safetensors')
-    r = run_script(tmp_path, mode, crashed, -1, 1)  # resume and finish: 3 epochs x 4 steps
+    r = run_python(SCRIPT, mode, crashed, -1, 1)  # resume and finish: 3 epochs x 4 steps
     assert r.returncode == 0, r.stderr
     a, b = np.load(full / 'final.npy'), np.load(crashed / 'final.npy')
     assert a.tobytes() == b.tobytes()
