@@ -4,8 +4,9 @@
 
 # %% ../nbs/95_cli.ipynb #cli-imp
 from __future__ import annotations
-import argparse, importlib, subprocess, sys
+import importlib, subprocess, sys
 from pathlib import Path
+from .utils import CommandParser
 
 # %% auto #0
 __all__ = ['COMMANDS', 'error_line', 'main', 'run_checkout_script', 'bench_cli', 'docs_cli']
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None,  # command-line arguments (None: sys.arg
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = '--debug' in argv
     argv = [a for a in argv if a != '--debug']
-    p = argparse.ArgumentParser(prog='qstore', description='Q-Store: hybrid quantum-classical machine learning.')
+    p = CommandParser(prog='qstore', description='Q-Store: hybrid quantum-classical machine learning.')
     p.add_argument('--version', action='store_true', help='print the version and exit')
     p.add_argument('--debug', action='store_true', help='show the traceback of an error (anywhere on the line)')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None,  # command-line arguments (None: sys.arg
         from qstore import __version__
         print(__version__)
         return 0
+    if args.command is None and rest: p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command is None:
         p.print_help()
         return 0

@@ -8,6 +8,7 @@ import argparse, json, shutil, time
 from pathlib import Path
 import numpy as np
 from .storage.db import Database
+from .utils import CommandParser
 from .ml.trainer import QuantumTrainer, TrainingConfig, accuracy, plot_history, read_config_file
 from .ml.datasets import build_model, load_data, minmax_to_angles
 
@@ -132,7 +133,7 @@ def demo_cli(argv: list[str] | None = None,  # command-line arguments after `qst
     argv : list[str] | None, default None
         command-line arguments after `qstore demo` (None: none)
     """
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog='qstore demo', description='Train a quantum classifier on Iris with the embedded defaults.'
     )
     p.add_argument('--home', help='database directory (default: $QSTORE_HOME or ./.qstore)')
@@ -247,7 +248,7 @@ def train_cli(argv: list[str] | None = None,  # command-line arguments after `qs
     argv : list[str] | None, default None
         command-line arguments after `qstore train`
     """
-    p = argparse.ArgumentParser(prog='qstore train', description='Train a model from a YAML/TOML config file.',
+    p = CommandParser(prog='qstore train', description='Train a model from a YAML/TOML config file.',
                                 epilog=_train_schema(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='the YAML or TOML config file (schema below)')
     p.add_argument('--resume', action='store_true', help='continue the newest checkpoint of this configuration')

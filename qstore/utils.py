@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_utils.ipynb #u00-imp
 from __future__ import annotations
-import asyncio, atexit, functools, math, threading
+import argparse, asyncio, atexit, functools, math, sys, threading
 from collections import OrderedDict
 from concurrent.futures import Future
 import numpy as np
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['int_error', 'check_int', 'check_range', 'LRUCache', 'AsyncBridge', 'on_bridge', 'BlockingFacade']
+__all__ = ['int_error', 'check_int', 'check_range', 'LRUCache', 'AsyncBridge', 'on_bridge', 'BlockingFacade', 'CommandParser']
 
 # %% ../nbs/00_utils.ipynb #u00-int
 def _int_kind(lo: int, hi: int | None) -> str:
@@ -369,3 +369,15 @@ class BlockingFacade:
         return functools.wraps(fn)(functools.partial(self._obj.bridge.run, fn, self._obj))
 
     def __dir__(self): return [n for n in dir(type(self._obj)) if hasattr(getattr(type(self._obj), n), 'blocking_form')]
+
+# %% ../nbs/00_utils.ipynb #u00-cli
+class CommandParser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose usage errors are one line on stderr (exit status 2, as argparse)."
+    def error(self, message: str):  # argparse's description of the mistake
+        """Parameters
+        ----------
+        message : str
+            argparse's description of the mistake
+        """
+        print(f"{self.prog}: {message} ({self.prog} --help shows usage)", file=sys.stderr)
+        sys.exit(2)

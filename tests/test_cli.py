@@ -51,6 +51,24 @@ def test_a_user_mistake_is_one_line_on_stderr(tmp_path, case):
     assert r.stderr.startswith(f"qstore {args[0]}: ") and 'Traceback' not in r.stderr
 
 
+USAGE_MISTAKES = {  # arguments after `qstore`: words the one line must hold (argparse's own usage errors)
+    ('--nope',): "qstore: unrecognized arguments: --nope",
+    ('bogus',): "qstore: argument COMMAND: invalid choice: 'bogus'",
+    ('train',): "qstore train: the following arguments are required: config",
+    ('train', 'c.yaml', '--bogus'): "qstore train: unrecognized arguments: --bogus",
+    ('models', 'show'): "qstore models show: the following arguments are required: name",
+    ('ionq-emulator', '--port', 'x'): "qstore ionq-emulator: argument --port: invalid int value: 'x'",
+}
+
+
+@pytest.mark.parametrize('args', list(USAGE_MISTAKES))
+def test_a_usage_mistake_is_one_line_on_stderr(tmp_path, args):
+    r = qstore(*args, cwd=tmp_path)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(USAGE_MISTAKES[args]), r.stderr
+    assert lines[0].endswith('--help shows usage)')
+
+
 def test_debug_shows_the_traceback(tmp_path):
     r = qstore('train', 'nope.yaml', '--debug', cwd=tmp_path)
     assert r.returncode != 0 and 'Traceback (most recent call last)' in r.stderr

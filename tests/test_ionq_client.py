@@ -13,7 +13,7 @@ from qstore.simulator import StatevectorSimulator
 
 KEY = 'ionq-test-key-7f3a9c2e5b'
 FAST = dict(backoff_base=0.002, backoff_max=0.05, poll_interval=0.005, poll_max_interval=0.05, rate_limit=2000,
-            burst=200)
+            burst=200, lost_post_settle=0.2)
 
 
 @pytest.fixture
@@ -80,6 +80,21 @@ def test_lost_post_answers_never_run_a_circuit_twice(emulator, n_jobs, n_circuit
     assert st['faults'] == {'drop': n_jobs} and posts(emulator) == n_jobs and st['jobs_created'] == n_jobs
     assert st['circuits_submitted'] == n_circuits == len(st['circuits_executed'])
     assert set(st['circuits_executed'].values()) == {1}
+    np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)
+
+
+@pytest.mark.parametrize('settle, jobs', [(2.0, 1), (0.05, 2)])
+def test_a_slow_listing_is_waited_for_lost_post_settle_seconds(emulator, settle, jobs):
+    """The server creates the job but lists it only 0.3 s later: within `lost_post_settle` the client finds it and
+    runs every circuit once; a settle window shorter than the lag resubmits (the knob is real)."""
+    every_post_answer_dropped(emulator)
+    emulator.config.list_lag, emulator.config.max_faults = 0.3, 1
+    payload, exact = circuits_and_probs(40, n=2)
+    with client_for(emulator, lost_post_settle=settle) as client:
+        res = client.sync.run_batch(payload, shots=10)
+    st = emulator.stats()
+    assert st['jobs_created'] == jobs == posts(emulator)
+    assert sum(st['circuits_executed'].values()) == 40 * jobs
     np.testing.assert_allclose(np.stack([r.probabilities for r in res]), exact, atol=1e-9)
 
 

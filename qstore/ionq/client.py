@@ -4,7 +4,7 @@
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-imp
 from __future__ import annotations
-import asyncio, json, logging, math, os, random, threading, time, uuid
+import asyncio, itertools, json, logging, math, os, random, threading, time, uuid
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 import httpx
@@ -291,6 +291,7 @@ class IonQBatchClient:
         poll_max_interval: float = 5.0,  # cap on the poll delay, which grows x1.5 per poll
         use_predictions: bool = True,  # first sleep until IonQ's predicted completion (predicted_* fields)
         list_pages: int | None = None,  # cap on GET /jobs pages searched after a lost POST answer; None: all
+        lost_post_settle: float = 5.0,  # seconds to keep re-reading GET /jobs for a lost POST's job before resubmitting
         limits: IonQLimits = IonQLimits(),  # per-job limits used to chunk batches
         transport: httpx.AsyncBaseTransport | None = None,  # custom httpx transport (emulator in-process, tests)
     ):
@@ -322,6 +323,8 @@ class IonQBatchClient:
             first sleep until IonQ's predicted completion (predicted_* fields)
         list_pages : int | None, default None
             cap on GET /jobs pages searched after a lost POST answer; None: all
+        lost_post_settle : float, default 5.0
+            seconds to keep re-reading GET /jobs for a lost POST's job before resubmitting
         limits : IonQLimits
             per-job limits used to chunk batches
         transport : httpx.AsyncBaseTransport | None, default None
@@ -333,6 +336,7 @@ class IonQBatchClient:
         for k, v in dict(connection_pool_size=connection_pool_size, burst=burst).items():
             check_int(k, v)
         check_int('list_pages', list_pages, none_ok=True)
+        check_range('lost_post_settle', lost_post_settle, 0, what='a number of seconds')
         check_int('max_retries', max_retries, lo=0)
         if not isinstance(limits, IonQLimits):
             raise TypeError(f"limits must be an IonQLimits, got {type(limits).__name__}")
@@ -341,7 +345,7 @@ class IonQBatchClient:
         self.timeout, self.connection_pool_size, self.max_retries = timeout, connection_pool_size, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.poll_interval, self.poll_max_interval, self.list_pages = poll_interval, poll_max_interval, list_pages
-        self.use_predictions = bool(use_predictions)
+        self.use_predictions, self.lost_post_settle = bool(use_predictions), lost_post_settle
         self.limits, self._transport = limits, transport
         self._limiter = _RateLimiter(rate_limit, burst)
         self._jitter = random.Random()
@@ -558,16 +562,24 @@ async def _create(self: IonQBatchClient,
     (id, ack time)."""
     tag = body['metadata'][TAG_KEY]
     async def recover():
-        try: job = await self._find_job(tag)
-        except IonQError as e:
-            raise IonQServerError(
-                f"IonQ POST /jobs lost its answer and whether job tag {tag!r} was created cannot be established "
-                f"({e}); not resubmitting, so nothing is paid twice: look for a job named or tagged {tag!r} "
-                "(metadata qstore_tag) before submitting again"
-            ) from None
-        if job is not None:
-            _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
-        return job
+        deadline = time.monotonic() + self.lost_post_settle
+        for attempt in itertools.count():
+            try: job = await self._find_job(tag)
+            except IonQError as e:
+                raise IonQServerError(
+                    f"IonQ POST /jobs lost its answer and whether job tag {tag!r} was created cannot be established "
+                    f"({e}); not resubmitting, so nothing is paid twice: look for a job named or tagged {tag!r} "
+                    "(metadata qstore_tag) before submitting again"
+                ) from None
+            if job is not None:
+                _log.info("IonQ job %s was created before the connection dropped; not resubmitting", job['id'])
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0: break
+            await asyncio.sleep(min(left, self._backoff(attempt, None)))  # a slow server may still be creating it
+        _log.warning("IonQ job tag %s is not listed %.1f s after its POST lost its answer: it was not created; "
+                     "resubmitting", tag, self.lost_post_settle)
+        return None
     job = await self._request('POST', '/jobs', body=body, recover=recover)
     if not isinstance(job.get('id'), str):
         raise IonQServerError(f"IonQ POST /jobs answered without a job id: {sorted(job)}")

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-imp
 from __future__ import annotations
-import argparse, asyncio, json, math, os, re, socket, threading, time, uuid
+import asyncio, json, math, os, re, socket, threading, time, uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -20,7 +20,7 @@ from ..circuits import Circuit
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
 from .systems import DEFAULT_QPU, JOB_LIMITS, NOISE_MODELS, SYSTEMS
 from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
-from ..utils import LRUCache, check_int, check_range
+from ..utils import CommandParser, LRUCache, check_int, check_range
 
 # %% auto #0
 __all__ = ['EMULATED_SYSTEMS', 'BACKEND_ALIASES', 'JOB_TYPES', 'ROUTE_NAMES', 'FAULT_CODES', 'EmulatorConfig', 'IonQEmulator',
@@ -36,7 +36,7 @@ ROUTE_NAMES = ('backends', 'backend', 'characterizations', 'create_job', 'list_j
 FAULT_CODES = (429, 500, 502, 503, 504)
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-cfg
-_SECONDS = ('latency', 'submit_time', 'queue_time', 'qpu_queue_time', 'execution_time')
+_SECONDS = ('latency', 'list_lag', 'submit_time', 'queue_time', 'qpu_queue_time', 'execution_time')
 _RATES = ('error_rate', 'drop_rate', 'fail_rate')
 
 def _checked(name, v):
@@ -77,6 +77,8 @@ class EmulatorConfig:
         seeds injected faults, job ids and sampling of jobs without noise.seed
     latency : float, default 0.0
         seconds added to every API request
+    list_lag : float, default 0.0
+        seconds before a new job shows in GET /jobs (a slow or eventually consistent listing)
     submit_time : float, default 0.0
         seconds a new job stays 'submitted'
     queue_time : float, default 0.0
@@ -115,6 +117,7 @@ class EmulatorConfig:
     api_keys: tuple | None = None  # accepted API keys; None accepts any non-empty key
     seed: int = 0  # seeds injected faults, job ids and sampling of jobs without noise.seed
     latency: float = 0.0  # seconds added to every API request
+    list_lag: float = 0.0  # seconds before a new job shows in GET /jobs (a slow or eventually consistent listing)
     submit_time: float = 0.0  # seconds a new job stays 'submitted'
     queue_time: float = 0.0  # seconds a simulator job then stays 'ready'
     qpu_queue_time: float = 0.0  # seconds a qpu.* job then stays 'ready'
@@ -789,7 +792,7 @@ async def _list_jobs(self: IonQEmulator, request):
     statuses, backends, ids = split('status'), split('backend') or split('target'), split('ids')
     with self._lock:
         now = time.monotonic()
-        sel = [j for j in jobs if j.id in self._jobs and (statuses is None or j.status(now) in statuses)
+        sel = [j for j in jobs if j.id in self._jobs and now - j.t0 >= self.config.list_lag and (statuses is None or j.status(now) in statuses)
                and (backends is None or j.fields['backend'] in backends) and (ids is None or j.id in ids)
                and all(q.get(k) is None or q[k] == v for k, v in (('parent_job_id', j.parent and j.parent.id),
                                                                   ('session_id', j.fields['session_id'])))]
@@ -959,7 +962,7 @@ def __repr__(self: EmulatorServer): return f"EmulatorServer({self.url}, running=
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-cli
 def _cli_parser():
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog='qstore ionq-emulator',
         description='Serve the IonQ API v0.4 emulator (backed by qstore simulators) until Ctrl-C.',
         epilog='API key: only the one in the environment variable IONQ_API_KEY (the variable clients read) is '

@@ -23,7 +23,7 @@ from qstore.storage.files import (
 )
 from .sqlite import SQLiteDatabase, open_sqlite
 from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
-from ..utils import check_int
+from ..utils import CommandParser, check_int
 
 # %% auto #0
 __all__ = ['STAGES', 'QSTORE_FACTORIES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split',
@@ -1317,7 +1317,7 @@ def _models_parser():
     home_help = 'database URL or directory (default: $QSTORE_HOME or ./.qstore)'
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument('--home', default=argparse.SUPPRESS, help=home_help)
-    p = argparse.ArgumentParser(prog='qstore models', description='List, inspect and promote registered models.')
+    p = CommandParser(prog='qstore models', description='List, inspect and promote registered models.')
     p.add_argument('--home', default=None, help=home_help)
     sub = p.add_subparsers(dest='action', required=True)
     ls = sub.add_parser('list', parents=[home], help='registered versions')
