@@ -73,6 +73,15 @@ def test_batch_manager_empty_batch(circ, empty, target):
             assert m.statevector(circ, empty).shape == (0, 8)
 
 
+def test_ionq_backend_empty_batch_sends_no_job(circ, empty):
+    "Called directly (not through the batch manager), an IonQ backend answers 0 rows without a request."
+    be = get_backend('ionq.simulator', api_key='k', base_url='http://127.0.0.1:9/v0.4')  # nothing listens there
+    assert be.run(circ, empty, OBS, shots=100, seed=0).expectations.shape == (0, 2)
+    assert be.run(circ, empty, shots=100, seed=0).counts.shape == (0, 8)
+    assert be.client.requests == 0
+    be.close()
+
+
 @pytest.mark.parametrize('encoding', ['angle', 'amplitude', 'iqp'])
 @pytest.mark.parametrize('gradient', ['adjoint', 'parameter_shift'])
 def test_model_empty_batch(encoding, gradient):
@@ -159,7 +168,7 @@ def test_density_matrix_chunked_equals_unchunked():
 
 @pytest.mark.parametrize('family', ['aria', 'forte'])
 def test_one_gate_count_for_billing_compiler_and_cache(family):
-    from qstore.ionq.client import ionq_gate_counts
+    from qstore.ionq.serialize import ionq_gate_counts
     from qstore.ionq.compiler import IonQNativeGateCompiler
     from qstore.pipeline.cache import compile_template
     from qstore.testing import reference_circuit, reference_values

@@ -10,6 +10,7 @@ from qstore.ionq.client import (IonQAuthError, IonQBatchClient, IonQBatchError, 
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer, _HTTPError
 from qstore.ionq.serialize import to_ionq_json_batch
 from qstore.simulator import StatevectorSimulator
+from qstore.pipeline.batch import CircuitBatchManager
 
 KEY = 'ionq-test-key-7f3a9c2e5b'
 FAST = dict(backoff_base=0.002, backoff_max=0.05, poll_interval=0.005, poll_max_interval=0.05, rate_limit=2000,
@@ -107,6 +108,24 @@ def test_unknown_post_outcome_fails_naming_the_tag_instead_of_resubmitting(emula
         with pytest.raises(IonQServerError, match=r"job tag 'qstore-[0-9a-f]{32}' was created cannot be est"):
             client.sync.submit_batch(payload)
     assert posts(emulator) == 1 and emulator.stats()['jobs_created'] == 1
+
+
+def test_batch_manager_keeps_the_results_of_jobs_that_did_not_fail(emulator):
+    """Through CircuitBatchManager: 10 jobs of 30 circuits, some failing on the server. Every other job runs to the
+    end (none is canceled), its circuits come back with their places in the batch, and no circuit runs twice."""
+    emulator.config.fail_rate = 0.3
+    c = reference_circuit(3, 1)
+    v = reference_values(c, 300, 4)
+    m = CircuitBatchManager('ionq.simulator', adaptive_batch_sizing=False, fixed_chunk_size=30,
+                            base_url=emulator.base_url, api_key=KEY, seed=1, **FAST)
+    with m, pytest.raises(IonQBatchError) as e: m.run(c, v, shots=10)
+    failed, kept = e.value.errors, e.value.results
+    st = emulator.stats()
+    assert 0 < len(failed) < 10 and len(kept) == 300 - 30 * len(failed) and st['jobs_created'] == 10
+    assert set(st['circuits_executed'].values()) == {1} and len(st['circuits_executed']) == len(kept)
+    idx = [r.index for r in kept]
+    exact = StatevectorSimulator().probabilities(c, v)
+    np.testing.assert_allclose(np.stack([r.probabilities for r in kept]), exact[idx], atol=1e-9)
 
 
 def test_one_failed_job_keeps_the_others_results(emulator):

@@ -176,8 +176,9 @@ def job_options(self: IonQBackend,
 @patch
 def _sample(self: IonQBackend, circuits, values, shots, rng):
     options = self.job_options(shots, rng)
-    results = self.client.sync.run_batch(self._payload(circuits, values), shots, self.target, timeout=self.timeout,
-                                         **options)
+    payload = self._payload(circuits, values)
+    if not payload: return [np.zeros((0, 2 ** c.n_qubits), dtype=int) for c in circuits]  # 0 rows: no job to pay for
+    results = self.client.sync.run_batch(payload, shots, self.target, timeout=self.timeout, **options)
     B = values.shape[0]
     return [np.stack([r.counts(rng) for r in results[k * B:(k + 1) * B]]) for k in range(len(circuits))]
 

@@ -11,16 +11,15 @@ import httpx
 import numpy as np
 from fastcore.basics import patch
 from .. import __version__
-from ..gates import gate_counts
 from ..simulator import sample_counts
 from .systems import JOB_LIMITS, NOISE_MODELS, QPU_PRICING, SYSTEMS
-from .serialize import results_to_array
+from .serialize import ionq_gate_counts, results_to_array
 from ..utils import AsyncBridge, BlockingFacade, LRUCache, check_int, check_range, on_bridge
 
 # %% auto #0
 __all__ = ['DEFAULT_URL', 'RETRY_STATUSES', 'TERMINAL_STATUSES', 'TAG_KEY', 'IonQError', 'IonQAuthError', 'IonQRequestError',
-           'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError', 'IonQBatchError', 'IonQLimits',
-           'ionq_gate_counts', 'formula_cost', 'IonQJob', 'CircuitResult', 'IonQBatchClient']
+           'IonQServerError', 'IonQJobFailedError', 'IonQTimeoutError', 'IonQBatchError', 'IonQLimits', 'formula_cost',
+           'IonQJob', 'CircuitResult', 'IonQBatchClient']
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-err
 _log = logging.getLogger('qstore.ionq')
@@ -108,22 +107,6 @@ _MAYBE_SENT = (httpx.ReadError, httpx.WriteError, httpx.ReadTimeout, httpx.Write
                httpx.RemoteProtocolError, httpx.CloseError)
 
 # %% ../../nbs/24_ionq_client.ipynb #ic-gates
-def _gate_width(gate: dict) -> int:
-    targets = gate['targets'] if 'targets' in gate else [gate['target']] if 'target' in gate else []
-    controls = gate['controls'] if 'controls' in gate else [gate['control']] if 'control' in gate else []
-    return len(targets) + len(controls)
-
-def ionq_gate_counts(circuit_json: dict  # one circuit in IonQ JSON (`{"circuit": [...], ...}`)
-                    ) -> tuple[int, int]:
-    """(one-qubit, two-qubit) gate counts as IonQ bills them (the billing rule is `qstore.gates.gate_counts`).
-
-    Parameters
-    ----------
-    circuit_json : dict
-        one circuit in IonQ JSON (`{"circuit": [...], ...}`)
-    """
-    return gate_counts(_gate_width(g) for g in circuit_json['circuit'])
-
 def formula_cost(n_1q: int,  # one-qubit gates in the circuit
                  n_2q: int,  # two-qubit gates in the circuit
                  shots: int,  # shots per circuit

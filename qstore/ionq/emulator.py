@@ -19,7 +19,7 @@ from starlette.routing import Route
 from ..circuits import Circuit
 from ..simulator import DensityMatrixSimulator, NoiseModel, StatevectorSimulator
 from .systems import DEFAULT_QPU, JOB_LIMITS, NOISE_MODELS, SYSTEMS
-from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json
+from .serialize import QIS_JSON_GATES, IonQFormatError, array_to_results, from_ionq_json, ionq_gate_counts
 from ..utils import CommandParser, LRUCache, check_int, check_range
 
 # %% auto #0
@@ -178,16 +178,9 @@ def _bad(message): return _HTTPError(400, message)
 def _iso(t): return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-counts
-def _gate_counts(gates, gateset):
-    "IonQ's stats.gate_counts: gates on one qubit vs on two or more (targets + controls)."
-    one = two = 0
-    for g in gates:
-        name = g.get('gate')
-        if name == 'nop': continue
-        width = (len(g.get('targets') or [0]) + len(g.get('controls') or ([0] if 'control' in g else []))
-                 if gateset == 'qis' else 2 if name in ('ms', 'zz') else 1)
-        one, two = (one + 1, two) if width == 1 else (one, two + 1)
-    return {'1q': one, '2q': two}
+def _gate_counts(circuit_json: dict) -> dict:
+    "IonQ's stats.gate_counts of one circuit."
+    return dict(zip(('1q', '2q'), ionq_gate_counts(circuit_json)))
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-job
 class _Job:
@@ -608,7 +601,7 @@ def _parse_entry(self: IonQEmulator, req: _JobRequest, entry, i: int) -> tuple:
     if gateset == 'native' and (wrong := {g['gate'] for g in entry['circuit']} & {'ms', 'zz'} - set(native_2q)):
         raise _bad(f"{where}: gate types {sorted(wrong)} are not supported by backend {req.requested!r} "
                    f"(its native two-qubit gate is {native_2q[0]!r})")
-    return c, _gate_counts(entry['circuit'], gateset), entry.get('name')
+    return c, _gate_counts(entry), entry.get('name')
 
 # %% ../../nbs/23_ionq_emulator.ipynb #i11-timeline
 def _timeline(cfg: EmulatorConfig, req: _JobRequest) -> tuple:
@@ -792,7 +785,8 @@ async def _list_jobs(self: IonQEmulator, request):
     statuses, backends, ids = split('status'), split('backend') or split('target'), split('ids')
     with self._lock:
         now = time.monotonic()
-        sel = [j for j in jobs if j.id in self._jobs and now - j.t0 >= self.config.list_lag and (statuses is None or j.status(now) in statuses)
+        listed = [j for j in jobs if now - j.t0 >= self.config.list_lag]  # a lagging listing hides new jobs
+        sel = [j for j in listed if j.id in self._jobs and (statuses is None or j.status(now) in statuses)
                and (backends is None or j.fields['backend'] in backends) and (ids is None or j.id in ids)
                and all(q.get(k) is None or q[k] == v for k, v in (('parent_job_id', j.parent and j.parent.id),
                                                                   ('session_id', j.fields['session_id'])))]

@@ -9,13 +9,13 @@ import numpy as np
 from fastcore.basics import patch
 from .systems import MS_ANGLE_RANGE, PHASE_RANGE, ZZ_ANGLE_RANGE
 from ..utils import LRUCache, check_int
-from ..gates import GATES
+from ..gates import GATES, gate_counts
 from ..circuits import Circuit, validate_values
 
 # %% auto #0
 __all__ = ['QIS_JSON_GATES', 'NATIVE_JSON_GATES', 'GATESETS', 'MAX_CONTROLS', 'IonQFormatError', 'native_angle_columns',
            'legalize_native', 'to_ionq_json_batch', 'to_ionq_json', 'from_ionq_json', 'results_to_array',
-           'array_to_results']
+           'array_to_results', 'ionq_gate_counts']
 
 # %% ../../nbs/21_ionq_serialize.ipynb #i10-err
 class IonQFormatError(ValueError):
@@ -522,3 +522,21 @@ def array_to_results(
     idx = np.flatnonzero(np.abs(a) >= drop_below) if drop_below > 0 else np.flatnonzero(a)
     cast = int if np.issubdtype(a.dtype, np.integer) else float
     return {str(i): cast(a[i]) for i in idx}
+
+# %% ../../nbs/21_ionq_serialize.ipynb #i10-count
+def _gate_width(gate: dict) -> int:
+    if gate.get('gate') == 'nop': return 0
+    targets = gate['targets'] if 'targets' in gate else [gate['target']] if 'target' in gate else []
+    controls = gate['controls'] if 'controls' in gate else [gate['control']] if 'control' in gate else []
+    return len(targets) + len(controls)
+
+def ionq_gate_counts(circuit_json: dict  # one circuit in IonQ JSON (`{"circuit": [...], ...}`)
+                    ) -> tuple[int, int]:
+    """(one-qubit, two-qubit) gate counts as IonQ bills them (the billing rule is `qstore.gates.gate_counts`).
+
+    Parameters
+    ----------
+    circuit_json : dict
+        one circuit in IonQ JSON (`{"circuit": [...], ...}`)
+    """
+    return gate_counts(_gate_width(g) for g in circuit_json['circuit'])

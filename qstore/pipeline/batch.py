@@ -16,7 +16,7 @@ from ..simulator import sample_counts
 from .cache import CompiledTemplate, SmartCircuitCache, compile_template
 from ..ionq.jobs import AdaptiveQueueManager, ObservedTransport
 from ..ionq.backend import IonQBackend
-from ..ionq.client import IonQBatchClient, IonQError, formula_cost
+from ..ionq.client import IonQBatchClient, IonQBatchError, IonQError, IonQTimeoutError, formula_cost
 from ..utils import check_int
 
 # %% auto #0
@@ -475,11 +475,30 @@ async def _refresh_queue_state(self: CircuitBatchManager):
         )
     finally: self._add(requests=client.requests - requests0)
 
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-merge
+def _at(results: list, offset: int) -> list:
+    "CircuitResults of one chunk, indexed within the whole batch."
+    return [replace(r, index=r.index + offset) for r in results]
+
+def _merge_chunks(parts: list, bounds: list) -> list:
+    "All chunks' results in order, or an `IonQBatchError` keeping the completed circuits when any chunk failed."
+    kept, errors = [], {}
+    for part, (lo, hi) in zip(parts, bounds):
+        if isinstance(part, IonQBatchError):
+            kept += part.results
+            errors.update(part.errors)
+        elif isinstance(part, IonQError): errors[part.job_id or f"circuits {lo}..{hi - 1}"] = part
+        else: kept += part
+    if errors and not kept and len(errors) == 1: raise next(iter(errors.values()))
+    if errors: raise IonQBatchError(kept, errors)
+    return kept
+
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-execute
 @patch
 async def _execute(self: CircuitBatchManager, payload, shots, noise, settings, bytes_per_circuit):
-    """Chunk, submit concurrently within the window, wait, fetch; results in payload order. Cancels every
-    unfinished job on failure."""
+    """Chunk, submit concurrently within the window, wait, fetch; results in payload order. A failed IonQ job does
+    not stop the others: their results come back in `IonQBatchError.results`. Any other failure cancels every
+    unfinished job."""
     be, client, q = self.inner, self.inner.client, self.queue
     await self._refresh_queue_state()
     n = len(payload)
@@ -496,13 +515,20 @@ async def _execute(self: CircuitBatchManager, payload, shots, noise, settings, b
             else:
                 jobs = [await client.submit(payload[lo], shots, be.target, noise=noise, settings=settings)]
             submitted.extend(jobs)
-            await client.wait(jobs, be.timeout)
+            try: await client.wait(jobs, be.timeout)
+            except IonQTimeoutError: raise
+            except IonQError: pass  # every job is settled: each one's outcome is reported below
             finished.update(j.id for j in jobs)
             res = await client.get_results_parallel(jobs)
             q.observe_job(hi - lo, time.monotonic() - t0)
             return res
+    async def settled(lo, hi):  # an IonQ failure is this chunk's outcome; other chunks go on
+        try: return _at(await one(lo, hi), lo)
+        except IonQBatchError as e: return IonQBatchError(_at(e.results, lo), e.errors)
+        except IonQError as e: return e
     q.start_run()
-    tasks = [asyncio.create_task(one(lo, hi)) for lo, hi in plan.bounds(n)]
+    bounds = plan.bounds(n)
+    tasks = [asyncio.create_task(settled(lo, hi)) for lo, hi in bounds]
     try: parts = await asyncio.gather(*tasks)
     except BaseException:
         for t in tasks: t.cancel()
@@ -512,7 +538,7 @@ async def _execute(self: CircuitBatchManager, payload, shots, noise, settings, b
         raise
     finally: self._add(jobs=len(submitted), requests=client.requests - requests0)
     q.end_run(window.peak)
-    return [r for part in parts for r in part]
+    return _merge_chunks(parts, bounds)
 
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-run
 @patch
