@@ -92,7 +92,7 @@ def _source_docments(obj):
     "Parameter meanings from the definition's comments as fastcore reads them, without `self`, `cls` and body comments"
     dms = {k: v for k, v in docments(obj, returns=False).items() if v and k not in ('self', 'cls')}
     if inspect.isclass(obj) and is_dataclass(obj): return dms
-    fn = obj.__init__ if inspect.isclass(obj) else obj
+    fn = obj.__dict__.get('__init__') if inspect.isclass(obj) else obj  # its own __init__, not an inherited one
     if not inspect.isfunction(fn): return {}
     names, body_comment = _own_params(fn)
     return {k: v for k, v in dms.items() if k in names and v != body_comment}
@@ -120,7 +120,7 @@ def test_help_documents_every_training_config_field():
 def _own_names(obj) -> list:
     "Parameters `obj` itself declares (dataclass fields from its own annotations), without self, cls, *args, **kwargs"
     if inspect.isclass(obj) and is_dataclass(obj): return list(obj.__dict__.get('__annotations__', {}))
-    fn = obj.__init__ if inspect.isclass(obj) else obj
+    fn = obj.__dict__.get('__init__') if inspect.isclass(obj) else obj  # its own __init__, not an inherited one
     if not inspect.isfunction(fn): return []
     a = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0].args
     return [p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs] if p.arg not in ('self', 'cls')]
