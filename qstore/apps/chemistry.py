@@ -362,7 +362,7 @@ class VQEResult:
     Parameters
     ----------
     energy : float
-        the lowest energy reached
+        energy at the optimised parameters (an estimate when sampled)
     parameters : np.ndarray
         where
     trace : list
@@ -372,7 +372,7 @@ class VQEResult:
     gradient_evaluations : int
         gradient calls
     """
-    energy: float  # the lowest energy reached
+    energy: float  # energy at the optimised parameters (an estimate when sampled)
     parameters: np.ndarray  # where
     trace: list  # energy at every evaluation, in order
     circuit: Circuit  # the ansatz
@@ -453,7 +453,7 @@ def vqe(hamiltonian,  # an Observable, or the (H, info) pair from `molecular_ham
     uses_gradient = optimizer.upper() not in ('COBYLA', 'NELDER-MEAD', 'POWELL')
     res = _scipy('optimize').minimize(energy, x0, jac=grad if uses_gradient else None, method=optimizer,
                                       options={'maxiter': maxiter})
-    return VQEResult(float(min(trace)), res.x, trace, circuit, calls[0])
+    return VQEResult(float(res.fun), res.x, trace, circuit, calls[0])
 
 # %% ../../nbs/87_apps_chemistry.ipynb #chem-27
 def _bonds(n_spins: int, periodic: bool) -> list:
