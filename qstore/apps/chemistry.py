@@ -13,7 +13,7 @@ from ..circuits import Circuit, Param
 from ..observables import Observable, PauliTerm
 from ..backends.base import Backend, get_backend
 from ..gradients.core import run_gradient
-from .finance import _scipy
+from .core import scipy_module
 from ..utils import check_int
 import qstore.gradients  # noqa: F401 (registers every gradient method)
 
@@ -122,7 +122,7 @@ def pauli_matrix(observable: Observable,  # a Pauli sum
     n_qubits : int
         width
     """
-    sparse = _scipy('sparse')
+    sparse = scipy_module('sparse')
     idx = np.arange(2 ** n_qubits)
     rows, data = [], []
     for t in observable.terms:
@@ -451,8 +451,8 @@ def vqe(hamiltonian,  # an Observable, or the (H, info) pair from `molecular_ham
         seed_ = int(rng.integers(2 ** 31))
         return run_gradient(gradient, circuit, theta[None], [H], be, wrt=None, shots=shots, seed=seed_).jacobian[0, 0]
     uses_gradient = optimizer.upper() not in ('COBYLA', 'NELDER-MEAD', 'POWELL')
-    res = _scipy('optimize').minimize(energy, x0, jac=grad if uses_gradient else None, method=optimizer,
-                                      options={'maxiter': maxiter})
+    minimize = scipy_module('optimize').minimize
+    res = minimize(energy, x0, jac=grad if uses_gradient else None, method=optimizer, options={'maxiter': maxiter})
     return VQEResult(float(res.fun), res.x, trace, circuit, calls[0])
 
 # %% ../../nbs/87_apps_chemistry.ipynb #chem-27

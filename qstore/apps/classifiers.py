@@ -14,7 +14,7 @@ from ..backends.base import Backend
 from ..simulator import StatevectorSimulator
 from ..gradients.adjoint import adjoint
 from ..pipeline.batch import CircuitBatchManager
-from .finance import _scipy
+from .core import scipy_module
 from ..utils import check_int, check_range
 
 # %% auto #0
@@ -149,8 +149,9 @@ def fit(self: ReuploadingClassifier,
     """
     y = np.asarray(y)
     if not np.isin(y, (0, 1)).all() or len(y) != len(X): raise ValueError("y must hold one label 0 or 1 per row of X")
-    res = _scipy('optimize').minimize(self.loss_and_grad, np.concatenate([self.theta, self.w]), args=(X, y), jac=True,
-                                      method='L-BFGS-B', options={'maxiter': maxiter})
+    start = np.concatenate([self.theta, self.w])
+    res = scipy_module('optimize').minimize(self.loss_and_grad, start, args=(X, y), jac=True, method='L-BFGS-B',
+                                            options={'maxiter': maxiter})
     self.theta, self.w = np.split(res.x, 2)
     self.loss_ = float(res.fun)
     return self

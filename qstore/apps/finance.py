@@ -4,7 +4,7 @@
 
 # %% ../../nbs/86_apps_finance.ipynb #fin-01
 from __future__ import annotations
-import importlib, itertools, math
+import itertools, math
 from dataclasses import dataclass, field
 import numpy as np
 from fastcore.basics import patch
@@ -12,12 +12,13 @@ from ..circuits import Circuit, Param
 from ..observables import Observable, PauliTerm
 from ..backends.base import Backend
 from ..pipeline.batch import CircuitBatchManager
+from .core import prepare_real_amplitudes, scipy_module, uniformly_controlled_ry
 from ..utils import check_int, check_range
 
 # %% auto #0
 __all__ = ['QISKIT_FINANCE_MU', 'QISKIT_FINANCE_SIGMA', 'PortfolioOptimization', 'qaoa_circuit', 'ry_ansatz', 'PortfolioResult',
-           'uniformly_controlled_ry', 'prepare_real_amplitudes', 'reflect_zero', 'grover_power', 'AmplitudeEstimate',
-           'iterative_amplitude_estimation', 'EuropeanCallPricing', 'OptionEstimate']
+           'reflect_zero', 'grover_power', 'AmplitudeEstimate', 'iterative_amplitude_estimation', 'EuropeanCallPricing',
+           'OptionEstimate']
 
 # %% ../../nbs/86_apps_finance.ipynb #fin-05
 QISKIT_FINANCE_MU = np.array([0.01528438665171934, -0.00078095214514924, 0.00051792054670232, 0.00087000583721268])
@@ -221,15 +222,6 @@ class PortfolioResult:
 
 def _selection_string(index: int, n: int) -> str: return ''.join(str(index >> q & 1) for q in range(n))
 
-def _scipy(module: str):  # e.g. 'optimize'
-    """Parameters
-    ----------
-    module : str
-        e.g. 'optimize'
-    """
-    try: return importlib.import_module(f'scipy.{module}')
-    except ImportError: raise ImportError("qstore.apps needs scipy: pip install 'qstore[apps]'") from None
-
 # %% ../../nbs/86_apps_finance.ipynb #fin-18
 @patch
 def solve(self: PortfolioOptimization,
@@ -274,8 +266,8 @@ def solve(self: PortfolioOptimization,
             r = manager.run(circuit, theta[None], [H], shots=shots, seed=int(rng.integers(2 ** 31)))
             trace.append(float(r.expectations[0, 0]) + const)
             return trace[-1]
-        opt = _scipy('optimize').minimize(energy, rng.uniform(0, np.pi, circuit.num_parameters), method='COBYLA',
-                                options={'maxiter': maxiter})
+        start = rng.uniform(0, np.pi, circuit.num_parameters)
+        opt = scipy_module('optimize').minimize(energy, start, method='COBYLA', options={'maxiter': maxiter})
         counts = manager.run(circuit, opt.x[None], shots=final_shots, seed=int(rng.integers(2 ** 31))).counts[0]
         report = manager.report()
     seen = np.flatnonzero(counts)
@@ -288,61 +280,6 @@ def solve(self: PortfolioOptimization,
         distribution={_selection_string(i, self.n): counts[i] / final_shots for i in seen},
         best_sampled=best, best_value=None if best is None else self.objective(best),
         energy=float(opt.fun), trace=trace, parameters=opt.x, report=report)
-
-# %% ../../nbs/86_apps_finance.ipynb #fin-22
-def uniformly_controlled_ry(c: Circuit,  # circuit to append to
-                            controls: list,  # control qubits; controls[j] is bit j of the control state k
-                            target: int,  # the rotated qubit
-                            thetas,  # (2^len(controls),) angle for each control state
-                            ) -> Circuit:
-    """Append RY(thetas[k]) on `target` conditioned on the controls being in state k (2ᵐ RY and 2ᵐ CNOT gates).
-
-    Parameters
-    ----------
-    c : Circuit
-        circuit to append to
-    controls : list
-        control qubits; controls[j] is bit j of the control state k
-    target : int
-        the rotated qubit
-    thetas
-        (2^len(controls),) angle for each control state
-    """
-    thetas, m = np.asarray(thetas, dtype=float), len(controls)
-    if thetas.shape != (2 ** m,): raise ValueError(f"{m} controls need {2 ** m} angles, got shape {thetas.shape}")
-    if not m: return c.ry(target, float(thetas[0]))
-    gray = [k ^ (k >> 1) for k in range(2 ** m)]
-    signs = np.array([[(-1) ** bin(k & g).count('1') for k in range(2 ** m)] for g in gray])
-    for i, alpha in enumerate(signs @ thetas / 2 ** m):  # the CNOTs flip the sign of later angles by control parity
-        c.ry(target, float(alpha))
-        c.cnot(controls[(gray[i] ^ gray[(i + 1) % 2 ** m]).bit_length() - 1], target)
-    return c
-
-def prepare_real_amplitudes(c: Circuit,  # circuit to append to
-                            qubits: list,  # qubits[j] is bit j of the basis index
-                            amplitudes,  # (2^len(qubits),) non-negative, unit norm
-                            ) -> Circuit:
-    """Append the preparation of Σᵢ amplitudes[i] |i⟩ from |0…0⟩ on `qubits`.
-
-    Parameters
-    ----------
-    c : Circuit
-        circuit to append to
-    qubits : list
-        qubits[j] is bit j of the basis index
-    amplitudes
-        (2^len(qubits),) non-negative, unit norm
-    """
-    a = np.asarray(amplitudes, dtype=float)
-    if a.shape != (2 ** len(qubits),) or (a < 0).any() or not np.isclose(a @ a, 1.0):
-        raise ValueError(f"need {2 ** len(qubits)} non-negative amplitudes of unit norm")
-    p = a ** 2
-    for t in range(len(qubits)):
-        marg = p.reshape(-1, 2, 2 ** t).sum(axis=0)  # marg[b, k]: qubit t = b and lower qubits = k
-        total = marg.sum(axis=0)
-        ones = np.divide(marg[1], total, out=np.zeros_like(total), where=total > 0)
-        uniformly_controlled_ry(c, qubits[:t], qubits[t], 2 * np.arcsin(np.sqrt(np.clip(ones, 0, 1))))
-    return c
 
 # %% ../../nbs/86_apps_finance.ipynb #fin-25
 def _parity_rotation(c: Circuit, qubits: list, phi: float):
@@ -425,7 +362,7 @@ def _next_power(k: int, upper: bool, interval: tuple, min_ratio: float) -> tuple
     return k, upper
 
 def _clopper_pearson(good: int, shots: int, alpha: float) -> tuple[float, float]:
-    beta = _scipy('stats').beta
+    beta = scipy_module('stats').beta
     low = beta.ppf(alpha / 2, good, shots - good + 1) if good else 0.0
     high = beta.ppf(1 - alpha / 2, good + 1, shots - good) if good < shots else 1.0
     return float(low), float(high)
