@@ -185,8 +185,15 @@ def __call__(self: QuantumUserSimilarity,
     return 2 * math.sqrt(F) - 1
 
 # %% ../../nbs/88_apps_recsys.ipynb #rec-13
-def films_of(ratings: dict) -> list[str]:
-    "Every film anyone rated, sorted."
+def films_of(ratings: dict,  # person -> {film: rating}
+             ) -> list[str]:
+    """Every film anyone rated, sorted.
+
+    Parameters
+    ----------
+    ratings : dict
+        person -> {film: rating}
+    """
     return sorted({f for r in ratings.values() for f in r})
 
 def index_people(ratings: dict,  # person -> {film: rating}
