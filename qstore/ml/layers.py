@@ -238,7 +238,7 @@ class QuantumModel:
 def split(self: QuantumModel,
           weights,  # a weight vector of length n_weights (None: the model's trained weights)
          ):
-    """(circuit weights, head W, head b) from a weight vector (W is None for a bias head; None: the model's own trained weights).
+    """(circuit weights, head W, head b) from a weight vector (None: the model's trained weights); W is None for 'bias'.
 
     Parameters
     ----------
@@ -414,7 +414,7 @@ def loss_and_grad(self: QuantumModel,
                   backend='local',  # backend name or instance
                   shots=None,  # None: exact expectations; int: sampled
                   seed=None,  # sampling seed
-                  trainable=None,  # bool mask over the weights (None: all); frozen ones get no gradient, 0 in the result
+                  trainable=None,  # bool mask over the weights (None: all); frozen ones are not differentiated (0)
                  ) -> tuple:
     """(loss, gradient over all weights, info) with one vector-Jacobian product through head and circuit.
 
@@ -435,7 +435,7 @@ def loss_and_grad(self: QuantumModel,
     seed : default None
         sampling seed
     trainable : default None
-        bool mask over the weights (None: all); frozen ones get no gradient, 0 in the result
+        bool mask over the weights (None: all); frozen ones are not differentiated (0)
     """
     be = get_backend(backend)
     cw, W, b = self.split(weights)

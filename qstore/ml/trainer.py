@@ -766,8 +766,8 @@ def _initial_weights(self: QuantumTrainer, init_from, init_weights) -> tuple:
         raise ValueError(f"registered model {name}:{mv.version} is not a trained QuantumModel")
     readout = [repr(o) for o in self.model.observables]
     if src.circuit != self.model.circuit or [repr(o) for o in src.observables] != readout:
-        raise ValueError(f"{name}:{mv.version} has another circuit or readout than this model; init_from needs the same "
-                         "encoder, layers and observables (only the head may differ)")
+        raise ValueError(f"{name}:{mv.version} has another circuit or readout than this model; init_from needs the "
+                         "same encoder, layers and observables (only the head may differ)")
     nc = self.model.n_circuit_weights
     w[:nc] = src.weights[:nc]
     if (src.head, src.n_outputs) == (self.model.head, self.model.n_outputs): w[nc:] = src.weights[nc:]
