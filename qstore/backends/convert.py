@@ -549,7 +549,7 @@ def _import_qiskit_gate(imp: _Importer, op, qs: tuple, where: str, names: dict) 
 
 # %% ../../nbs/11_convert.ipynb #cv-fromqk2
 def _composite(op) -> bool:
-    "A gate made of other gates that is no standard gate: a library circuit (RealAmplitudes, ...) or a `to_gate()` block."
+    "A gate made of others that is no standard gate: a library circuit (RealAmplitudes, ...) or a `to_gate()` block."
     from qiskit.circuit import Gate
     cls = getattr(op, 'base_class', type(op))
     own = cls.__module__.startswith(('qiskit.circuit.library.standard_gates', 'qiskit_ionq'))
