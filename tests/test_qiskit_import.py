@@ -144,3 +144,50 @@ def test_qiskit_ionq_native_transpile_does_not_hang(run_python):
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     version, gates = r.stdout.split(' ', 1)
     assert set(eval(gates)) <= {'gpi', 'gpi2', 'ms', 'measure', 'barrier'}, gates
+
+
+@pytest.mark.parametrize('blocks', [False, True])
+def test_qiskit_model_matches_estimator_qnn(blocks):
+    qml = pytest.importorskip('qiskit_machine_learning.neural_networks')
+    from qstore.ml.qiskit import QiskitModel
+    qc, fm, ansatz = feature_model(blocks)
+    qnn = qml.EstimatorQNN(circuit=qc, input_params=fm.parameters, weight_params=ansatz.parameters,
+                           observables=QK_OBS, input_gradients=True)
+    rng = np.random.default_rng(4)
+    X, w = rng.uniform(0, np.pi, (5, 3)), rng.uniform(-np.pi, np.pi, ansatz.num_parameters)
+    model = QiskitModel(fm, ansatz, QS_OBS)
+    assert np.abs(model(X, w) - qnn.forward(X, w)).max() < 1e-8
+    gx, gw = qnn.backward(X, w)
+    for method in ('adjoint', 'parameter_shift'):
+        dx, dw = model.readout_jacobians(X, w, method)
+        assert np.abs(dx - gx).max() < 1e-8 and np.abs(dw - gw).max() < 1e-8, method
+
+
+RESUME = textwrap.dedent('''
+    import os, signal, sys
+    import numpy as np
+    from qiskit.circuit.library import real_amplitudes, zz_feature_map
+    from qstore.ml.qiskit import QiskitModel
+    from qstore.ml.trainer import QuantumTrainer, TrainingConfig
+    from qstore.storage.db import Database
+    home, kill_at, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1'
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, np.pi, (16, 2))
+    y = (X[:, 0] > X[:, 1]).astype(int)
+    model = QiskitModel(zz_feature_map(2), real_amplitudes(2, reps=1), ['Z0 Z1'], head='bias')
+    cfg = TrainingConfig(epochs=2, batch_size=4, loss='cross_entropy', checkpoint_interval=1, progress=False,
+                         gradient_method='parameter_shift', checkpoint_dir=home + '/ck')
+    kill = lambda tr, event, logs: event == 'step' and logs['step'] == kill_at and os.kill(os.getpid(), signal.SIGKILL)
+    tr = QuantumTrainer(model, cfg, db=Database.open(home), callbacks=[kill])
+    tr.fit((X, y), resume=resume, run='r')
+    np.save(home + '/final.npy', tr.weights)
+''')
+
+
+def test_qiskit_model_resumes_bit_exactly_in_a_new_process(tmp_path, run_python):
+    full, crashed = tmp_path / 'full', tmp_path / 'crashed'
+    assert run_python(RESUME, full, -1, 0).returncode == 0
+    assert run_python(RESUME, crashed, 3, 0).returncode == -9
+    r = run_python(RESUME, crashed, -1, 1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert np.load(full / 'final.npy').tobytes() == np.load(crashed / 'final.npy').tobytes()

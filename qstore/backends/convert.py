@@ -14,8 +14,8 @@ from ..observables import as_observables
 
 # %% auto #0
 __all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'cirq_state_to_qstore', 'to_cirq', 'to_qiskit',
-           'qiskit_parameter_order', 'from_cirq', 'from_qiskit', 'MappedCircuit', 'from_qiskit_mapped',
-           'observable_to_cirq', 'observable_to_qiskit']
+           'qiskit_parameter_order', 'from_cirq', 'expression_tree', 'tree_expression', 'from_qiskit', 'MappedCircuit',
+           'from_qiskit_mapped', 'circuit_from_structure', 'observable_to_cirq', 'observable_to_qiskit']
 
 # %% ../../nbs/11_convert.ipynb #cv-err
 class ConversionError(ValueError):
@@ -509,12 +509,48 @@ QISKIT_SUPPORTED = tuple(sorted(k for k in _qiskit_names() if '.' not in k) + ['
                          sorted(k for k in _qiskit_names() if '.' in k) + ['barrier', 'delay', 'terminal measure'])
 
 # %% ../../nbs/11_convert.ipynb #cv-derive
+_TREE_FUNCTIONS = ('Add', 'Mul', 'Pow', 'sin', 'cos', 'tan', 'exp', 'log', 'asin', 'acos', 'atan', 'sqrt', 'Abs')
+
+def expression_tree(e) -> list | float:  # a sympy expression (Qiskit: `ParameterExpression.sympify()`)
+    """JSON form of an angle expression: numbers as floats, ['p', name] for a parameter, [function, *arguments].
+
+    Parameters
+    ----------
+    e
+        a sympy expression (Qiskit: `ParameterExpression.sympify()`)
+    """
+    if e.is_Symbol: return ['p', str(e)]
+    if e.is_number:
+        z = complex(e)
+        if z.imag: raise ConversionError(f"angle expression has a complex constant {e}; qstore angles are real")
+        return z.real
+    kind = type(e).__name__
+    if kind not in _TREE_FUNCTIONS:
+        raise ConversionError(f"angle expression {e} uses {kind}; parameter maps support {', '.join(_TREE_FUNCTIONS)}")
+    return [kind, *[expression_tree(a) for a in e.args]]
+
+
+def tree_expression(t):  # `expression_tree` output
+    """The sympy expression of a tree; only the functions of `_TREE_FUNCTIONS` are built, so a stored tree runs no code.
+
+    Parameters
+    ----------
+    t
+        `expression_tree` output
+    """
+    import sympy
+    if isinstance(t, (int, float)) and not isinstance(t, bool): return sympy.Float(t)
+    if not isinstance(t, list) or not t: raise ValueError(f"not an expression tree: {t!r}")
+    if t[0] == 'p' and len(t) == 2 and isinstance(t[1], str): return sympy.Symbol(t[1])
+    if t[0] not in _TREE_FUNCTIONS: raise ValueError(f"expression tree uses {t[0]!r}; allowed: {_TREE_FUNCTIONS}")
+    return getattr(sympy, t[0])(*[tree_expression(a) for a in t[1:]])
+
 @patch
 def derive(self: _Importer, value) -> Angle:
     "A derived parameter for a Qiskit angle expression (one per distinct expression)."
-    key = str(value)
-    name = next((n for n, (e, _) in self.derived.items() if str(e) == key), f"map[{len(self.derived)}]")
-    self.derived.setdefault(name, (value, sorted(p.name for p in value.parameters)))
+    tree = expression_tree(value.sympify())
+    name = next((n for n, (t, _) in self.derived.items() if t == tree), f"map[{len(self.derived)}]")
+    self.derived.setdefault(name, (tree, sorted(p.name for p in value.parameters)))
     return Angle(name, 1.0, 0.0)
 
 
@@ -613,10 +649,10 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
     return imp.build(qc.num_qubits, name or qc.name, groups, global_phase)
 
 # %% ../../nbs/11_convert.ipynb #cv-map
-def _lambdify(expr, names: list) -> tuple:
-    "(value function, [derivative functions]) of a Qiskit ParameterExpression, each taking one array per name."
+def _lambdify(tree, names: list) -> tuple:
+    "(value function, [derivative functions]) of an expression tree, each taking one array per name."
     import sympy
-    e = expr.sympify()
+    e = tree_expression(tree)
     syms = {str(s): s for s in e.free_symbols}
     args = [syms.get(n, sympy.Symbol(n)) for n in names]
     f = sympy.lambdify(args, e, 'numpy', dummify=True)
@@ -629,7 +665,7 @@ class MappedCircuit:
                  circuit: Circuit,  # affine template: source parameters used directly and derived ones `map[k]`
                  parameters: list,  # the source parameters, in the order of the columns of `values`' input
                  groups: dict,  # source parameter -> group name
-                 derived: dict):  # derived parameter -> (Qiskit expression, its source parameter names)
+                 derived: dict):  # derived parameter -> (expression tree, its source parameter names)
         """Parameters
         ----------
         circuit : Circuit
@@ -639,12 +675,12 @@ class MappedCircuit:
         groups : dict
             source parameter -> group name
         derived : dict
-            derived parameter -> (Qiskit expression, its source parameter names)
+            derived parameter -> (expression tree, its source parameter names)
         """
         self.circuit, self.parameters, self.derived = circuit, list(parameters), dict(derived)
         self.sources = Circuit(circuit.n_qubits, circuit.name)  # holds the source parameters and groups, for `bind`
         for p in self.parameters: self.sources.parameter(p, groups[p])
-        self._fns = {d: (srcs, *_lambdify(e, srcs)) for d, (e, srcs) in self.derived.items()}
+        self._fns = {d: (list(srcs), *_lambdify(t, srcs)) for d, (t, srcs) in self.derived.items()}
 
     @property
     def groups(self) -> dict: return self.sources.groups
@@ -752,6 +788,44 @@ def from_qiskit_mapped(qc,  # qiskit QuantumCircuit, e.g. a ZZFeatureMap compose
     c = imp.build(qc.num_qubits, name or qc.name, circuit_group, global_phase)
     return MappedCircuit(c, sources, {p: group(p) for p in sources},
                          {p: imp.derived[p] for p in c.parameters if p in imp.derived})
+
+# %% ../../nbs/11_convert.ipynb #cv-map-dict
+@patch
+def to_dict(self: MappedCircuit) -> dict:
+    "JSON-serialisable form: the circuit's structure, the source parameters with groups, the expression trees."
+    group = {p: g for g, ps in self.groups.items() for p in ps}
+    return {'name': self.circuit.name, 'circuit': self.circuit.structure_key(), 'parameters': self.parameters,
+            'groups': [group[p] for p in self.parameters], 'derived': {k: list(v) for k, v in self.derived.items()}}
+
+def circuit_from_structure(key: list,  # `Circuit.structure_key()` output, possibly through JSON
+                           name: str = 'circuit') -> Circuit:  # the circuit's name
+    """Rebuild a template from its structure key (qubits, parameters with groups, operations).
+
+    Parameters
+    ----------
+    key : list
+        `Circuit.structure_key()` output, possibly through JSON
+    name : str, default 'circuit'
+        the circuit's name
+    """
+    n, params, ops = key
+    c = Circuit(int(n), name)
+    for p, g in params: c.parameter(p, g)
+    for gate, qubits, angles in ops: c.append(gate, tuple(qubits), *[Angle(p, s, o) for p, s, o in angles])
+    return c
+
+@patch(cls_method=True)
+def from_dict(cls: MappedCircuit,
+              d: dict) -> MappedCircuit:  # `to_dict()` output, possibly through JSON
+    """Rebuild from `to_dict()` output (no Qiskit needed; expression trees only build whitelisted functions).
+
+    Parameters
+    ----------
+    d : dict
+        `to_dict()` output, possibly through JSON
+    """
+    return cls(circuit_from_structure(d['circuit'], d['name']), d['parameters'],
+               dict(zip(d['parameters'], d['groups'])), {k: tuple(v) for k, v in d['derived'].items()})
 
 # %% ../../nbs/11_convert.ipynb #cv-obs
 def observable_to_cirq(observable):  # string, PauliTerm or Observable
