@@ -41,7 +41,8 @@ def test_readme_is_generated_from_index():
 
 
 FRONT_DOOR = ['Circuit', 'CircuitBatchManager', 'DataEncoder', 'Database', 'HardwareEfficientQuantumLayer',
-              'NoiseModel', 'Observable', 'QuantumDatabase', 'QuantumModel', 'QuantumTrainer', 'TrainingConfig',
+              'NoiseModel', 'Observable', 'QuantumClassifier', 'QuantumDatabase', 'QuantumModel', 'QuantumRegressor',
+              'QuantumTrainer', 'TrainingConfig',
               'X', 'Y', 'Z', 'available_backends', 'get_backend', 'load_data', 'minmax_to_angles']
 
 

@@ -14,7 +14,8 @@ from ..observables import as_observables
 
 # %% auto #0
 __all__ = ['CIRQ_SUPPORTED', 'QISKIT_SUPPORTED', 'ConversionError', 'cirq_state_to_qstore', 'to_cirq', 'to_qiskit',
-           'qiskit_parameter_order', 'from_cirq', 'from_qiskit', 'observable_to_cirq', 'observable_to_qiskit']
+           'qiskit_parameter_order', 'from_cirq', 'expression_tree', 'tree_expression', 'from_qiskit', 'MappedCircuit',
+           'from_qiskit_mapped', 'circuit_from_structure', 'observable_to_cirq', 'observable_to_qiskit']
 
 # %% ../../nbs/11_convert.ipynb #cv-err
 class ConversionError(ValueError):
@@ -110,8 +111,14 @@ def _group_of(groups, names: list) -> Callable:
 # %% ../../nbs/11_convert.ipynb #cv-imp2
 class _Importer:
     "Collects qstore gates and a linear global phase while reading a Cirq or Qiskit circuit."
-    def __init__(self):
+    def __init__(self, derive: bool = False):  # derive: angles not affine in one parameter become derived inputs
+        """Parameters
+        ----------
+        derive : bool, default False
+            derive: angles not affine in one parameter become derived inputs
+        """
         self.ops, self.seen, self.phase_scales, self.phase_const = [], [], {}, 0.0
+        self.derived = {} if derive else None  # derived parameter name -> (expression, source parameter names)
 
     def read(self, angle: Angle) -> Angle:
         "Note an angle as it is read from the source, so parameters keep the source's order of first appearance."
@@ -501,11 +508,65 @@ def _qiskit_names() -> dict:
 QISKIT_SUPPORTED = tuple(sorted(k for k in _qiskit_names() if '.' not in k) + ['u', 'u2', 'u3', 'cp', 'cu1'] +
                          sorted(k for k in _qiskit_names() if '.' in k) + ['barrier', 'delay', 'terminal measure'])
 
+# %% ../../nbs/11_convert.ipynb #cv-derive
+_TREE_FUNCTIONS = ('Add', 'Mul', 'Pow', 'sin', 'cos', 'tan', 'exp', 'log', 'asin', 'acos', 'atan', 'sqrt', 'Abs')
+
+def expression_tree(e) -> list | float:  # a sympy expression (Qiskit: `ParameterExpression.sympify()`)
+    """JSON form of an angle expression: numbers as floats, ['p', name] for a parameter, [function, *arguments].
+
+    Parameters
+    ----------
+    e
+        a sympy expression (Qiskit: `ParameterExpression.sympify()`)
+    """
+    if e.is_Symbol: return ['p', str(e)]
+    if e.is_number:
+        z = complex(e)
+        if z.imag: raise ConversionError(f"angle expression has a complex constant {e}; qstore angles are real")
+        return z.real
+    kind = type(e).__name__
+    if kind not in _TREE_FUNCTIONS:
+        raise ConversionError(f"angle expression {e} uses {kind}; parameter maps support {', '.join(_TREE_FUNCTIONS)}")
+    return [kind, *[expression_tree(a) for a in e.args]]
+
+
+def tree_expression(t):  # `expression_tree` output
+    """The sympy expression of a tree; only the functions of `_TREE_FUNCTIONS` are built, so a stored tree runs no code.
+
+    Parameters
+    ----------
+    t
+        `expression_tree` output
+    """
+    import sympy
+    if isinstance(t, (int, float)) and not isinstance(t, bool): return sympy.Float(t)
+    if not isinstance(t, list) or not t: raise ValueError(f"not an expression tree: {t!r}")
+    if t[0] == 'p' and len(t) == 2 and isinstance(t[1], str): return sympy.Symbol(t[1])
+    if t[0] not in _TREE_FUNCTIONS: raise ValueError(f"expression tree uses {t[0]!r}; allowed: {_TREE_FUNCTIONS}")
+    return getattr(sympy, t[0])(*[tree_expression(a) for a in t[1:]])
+
+@patch
+def derive(self: _Importer, value) -> Angle:
+    "A derived parameter for a Qiskit angle expression (one per distinct expression)."
+    tree = expression_tree(value.sympify())
+    name = next((n for n, (t, _) in self.derived.items() if t == tree), f"map[{len(self.derived)}]")
+    self.derived.setdefault(name, (tree, sorted(p.name for p in value.parameters)))
+    return Angle(name, 1.0, 0.0)
+
+
+def _qiskit_angle_or_derived(imp: _Importer, value, where: str) -> Angle:
+    "The angle of a Qiskit gate argument; a derived parameter if it is not affine in one parameter and `imp` derives."
+    from qiskit.circuit import ParameterExpression
+    try: return _qiskit_angle(value, where)
+    except ConversionError:
+        if imp.derived is None or not isinstance(value, ParameterExpression) or not value.parameters: raise
+        return imp.derive(value)
+
 # %% ../../nbs/11_convert.ipynb #cv-qkgate
 def _import_qiskit_gate(imp: _Importer, op, qs: tuple, where: str, names: dict) -> bool:
     "Append the qstore equivalent of one Qiskit gate on qstore qubits `qs`; False if it has none."
     nm = op.name
-    ang = lambda k: imp.read(_qiskit_angle(op.params[k], where))
+    ang = lambda k: imp.read(_qiskit_angle_or_derived(imp, op.params[k], where))
     cls = getattr(op, 'base_class', type(op))  # a user's Gate named like a library gate is not that gate
     standard, native = cls.__module__.startswith('qiskit.circuit.library'), cls.__module__.startswith('qiskit_ionq')
     key = nm if standard else f"{cls.__module__.split('.')[0]}.{cls.__name__}"
@@ -523,6 +584,47 @@ def _import_qiskit_gate(imp: _Importer, op, qs: tuple, where: str, names: dict) 
     return True
 
 # %% ../../nbs/11_convert.ipynb #cv-fromqk2
+def _composite(op) -> bool:
+    "A gate made of others that is no standard gate: a library circuit (RealAmplitudes, ...) or a `to_gate()` block."
+    from qiskit.circuit import Gate
+    cls = getattr(op, 'base_class', type(op))
+    own = cls.__module__.startswith(('qiskit.circuit.library.standard_gates', 'qiskit_ionq'))
+    return isinstance(op, Gate) and not own and op.definition is not None
+
+
+def _read_qiskit_phase(imp: _Importer, phase):
+    "Add a Qiskit global phase: linear in the parameters, or (with a parameter map) a derived parameter."
+    from qiskit.circuit import ParameterExpression
+    try: scales, const = _qiskit_linear(phase, 'global_phase')
+    except ConversionError:
+        if imp.derived is None or not isinstance(phase, ParameterExpression): raise
+        imp.phase(imp.read(imp.derive(phase)))
+        return
+    imp.phase(const, scales)
+
+
+def _read_qiskit(imp: _Importer, qc, qubits, measured: set, names: dict, global_phase: bool):
+    "Read `qc`'s instructions onto `qubits`; composite gates are read through their definitions."
+    for inst in qc.data:
+        op, nm = inst.operation, inst.operation.name
+        qs = tuple(qubits[qc.find_bit(q).index] for q in inst.qubits)
+        where = f"qiskit instruction '{nm}' on qubits {list(qs)}"
+        if nm in ('barrier', 'delay'): continue
+        if measured.intersection(qs): raise ConversionError(_MID_MEASURE.format(where=where))
+        if nm == 'measure':
+            measured.update(qs)
+            continue
+        if _import_qiskit_gate(imp, op, qs, where, names): continue
+        if not _composite(op):
+            cls = getattr(op, 'base_class', type(op))
+            raise ConversionError(
+                f"{where} ({cls.__name__}) is not supported. Supported: {', '.join(QISKIT_SUPPORTED)}, and gates "
+                "defined by other gates. Rewrite it first, e.g. qiskit.transpile(qc, basis_gates=['u', 'cx'])"
+            )
+        _read_qiskit(imp, op.definition, qs, measured, names, global_phase)
+    if global_phase: _read_qiskit_phase(imp, qc.global_phase)
+
+
 def from_qiskit(qc,  # qiskit QuantumCircuit
                 groups=None,  # parameter groups: None ('weights'), a group name, {param: group} or a callable
                 global_phase: bool = True,  # keep qc.global_phase (exact statevectors) or drop it
@@ -542,26 +644,188 @@ def from_qiskit(qc,  # qiskit QuantumCircuit
         name of the returned circuit; default: qc.name
     """
     if qc.num_qubits < 1: raise ConversionError("the Qiskit circuit has no qubits")
-    imp, measured, names = _Importer(), set(), _qiskit_names()
-    for inst in qc.data:
-        op, nm = inst.operation, inst.operation.name
-        qs = tuple(qc.find_bit(q).index for q in inst.qubits)
-        where = f"qiskit instruction '{nm}' on qubits {list(qs)}"
-        if nm in ('barrier', 'delay'): continue
-        if measured.intersection(qs): raise ConversionError(_MID_MEASURE.format(where=where))
-        if nm == 'measure':
-            measured.update(qs)
-            continue
-        if not _import_qiskit_gate(imp, op, qs, where, names):
-            cls = getattr(op, 'base_class', type(op))
-            raise ConversionError(
-                f"{where} ({cls.__name__}) is not supported. Supported: {', '.join(QISKIT_SUPPORTED)}. "
-                "Rewrite it first, e.g. qiskit.transpile(qc, basis_gates=['u', 'cx'])"
-            )
-    if global_phase:
-        scales, const = _qiskit_linear(qc.global_phase, 'global_phase')
-        imp.phase(const, scales)
+    imp = _Importer()
+    _read_qiskit(imp, qc, range(qc.num_qubits), set(), _qiskit_names(), global_phase)
     return imp.build(qc.num_qubits, name or qc.name, groups, global_phase)
+
+# %% ../../nbs/11_convert.ipynb #cv-map
+def _lambdify(tree, names: list) -> tuple:
+    "(value function, [derivative functions]) of an expression tree, each taking one array per name."
+    import sympy
+    e = tree_expression(tree)
+    syms = {str(s): s for s in e.free_symbols}
+    args = [syms.get(n, sympy.Symbol(n)) for n in names]
+    f = sympy.lambdify(args, e, 'numpy', dummify=True)
+    return f, [sympy.lambdify(args, sympy.diff(e, a), 'numpy', dummify=True) for a in args]
+
+
+class MappedCircuit:
+    "An affine `circuit` and the classical map from a source circuit's parameters to the circuit's parameters."
+    def __init__(self,
+                 circuit: Circuit,  # affine template: source parameters used directly and derived ones `map[k]`
+                 parameters: list,  # the source parameters, in the order of the columns of `values`' input
+                 groups: dict,  # source parameter -> group name
+                 derived: dict):  # derived parameter -> (expression tree, its source parameter names)
+        """Parameters
+        ----------
+        circuit : Circuit
+            affine template: source parameters used directly and derived ones `map[k]`
+        parameters : list
+            the source parameters, in the order of the columns of `values`' input
+        groups : dict
+            source parameter -> group name
+        derived : dict
+            derived parameter -> (expression tree, its source parameter names)
+        """
+        self.circuit, self.parameters, self.derived = circuit, list(parameters), dict(derived)
+        self.sources = Circuit(circuit.n_qubits, circuit.name)  # holds the source parameters and groups, for `bind`
+        for p in self.parameters: self.sources.parameter(p, groups[p])
+        self._fns = {d: (list(srcs), *_lambdify(t, srcs)) for d, (t, srcs) in self.derived.items()}
+
+    @property
+    def groups(self) -> dict: return self.sources.groups
+
+    def __repr__(self):
+        return (f"MappedCircuit({self.circuit.name!r}: {len(self.parameters)} source parameters -> "
+                f"{self.circuit.num_parameters} circuit parameters, {len(self.derived)} derived)")
+
+# %% ../../nbs/11_convert.ipynb #cv-map2
+@patch
+def bind(self: MappedCircuit,
+         values: dict | None = None,  # {source parameter: value or (B,) values}
+         **groups) -> np.ndarray:  # group name -> (B, k) array, or (k,) shared by every row
+    """Source values `(B, n_src)` from a dict and/or group arrays (`inputs=X, weights=w`), like `Circuit.bind`.
+
+    Parameters
+    ----------
+    values : dict | None, default None
+        {source parameter: value or (B,) values}
+    **groups
+        group name -> (B, k) array, or (k,) shared by every row
+    """
+    return self.sources.bind(values, **groups)
+
+@patch
+def _source_array(self: MappedCircuit, U) -> np.ndarray:
+    U = np.asarray(U, dtype=float)
+    if U.ndim == 1: U = U[None]
+    if U.ndim != 2 or U.shape[1] != len(self.parameters):
+        raise ValueError(f"source values must have shape (B, {len(self.parameters)}) (columns: {self.parameters}), "
+                         f"got {U.shape}")
+    if not np.isfinite(U).all(): raise ValueError("source values contain NaN or inf")
+    return U
+
+@patch
+def values(self: MappedCircuit,
+           U) -> np.ndarray:  # source values (B, n_src), columns in `parameters` order
+    """The circuit's parameter values `(B, P)`: source values copied, derived ones computed.
+
+    Parameters
+    ----------
+    U
+        source values (B, n_src), columns in `parameters` order
+    """
+    U = self._source_array(U)
+    col = {p: i for i, p in enumerate(self.parameters)}
+    out = np.empty((len(U), self.circuit.num_parameters))
+    for j, p in enumerate(self.circuit.parameters):
+        if p not in self._fns:
+            out[:, j] = U[:, col[p]]
+            continue
+        srcs, f, _ = self._fns[p]
+        out[:, j] = np.real_if_close(f(*(U[:, col[s]] for s in srcs)))
+    return out
+
+@patch
+def jacobian(self: MappedCircuit,
+             U) -> np.ndarray:  # source values (B, n_src)
+    """d(circuit values)/d(source values), `(B, P, n_src)`, exact (symbolic derivatives).
+
+    Parameters
+    ----------
+    U
+        source values (B, n_src)
+    """
+    U = self._source_array(U)
+    col = {p: i for i, p in enumerate(self.parameters)}
+    J = np.zeros((len(U), self.circuit.num_parameters, len(self.parameters)))
+    for j, p in enumerate(self.circuit.parameters):
+        if p not in self._fns:
+            J[:, j, col[p]] = 1.0
+            continue
+        srcs, _, grads = self._fns[p]
+        for s, g in zip(srcs, grads): J[:, j, col[s]] = g(*(U[:, col[t]] for t in srcs))
+    return J
+
+# %% ../../nbs/11_convert.ipynb #cv-map3
+def from_qiskit_mapped(qc,  # qiskit QuantumCircuit, e.g. a ZZFeatureMap composed with an ansatz
+                       groups=None,  # source parameter groups: None ('weights'), a group name, {param: group}, callable
+                       global_phase: bool = True,  # keep qc.global_phase (exact statevectors) or drop it
+                       name: str | None = None,  # name of the circuit; default: qc.name
+                       ) -> MappedCircuit:
+    """Import any Qiskit circuit with parametrised angles: non-affine angles become derived parameters of a map.
+
+    Parameters
+    ----------
+    qc
+        qiskit QuantumCircuit, e.g. a ZZFeatureMap composed with an ansatz
+    groups : default None
+        source parameter groups: None ('weights'), a group name, {param: group}, callable
+    global_phase : bool, default True
+        keep qc.global_phase (exact statevectors) or drop it
+    name : str | None, default None
+        name of the circuit; default: qc.name
+    """
+    if qc.num_qubits < 1: raise ConversionError("the Qiskit circuit has no qubits")
+    imp = _Importer(derive=True)
+    _read_qiskit(imp, qc, range(qc.num_qubits), set(), _qiskit_names(), global_phase)
+    sources = [p.name for p in qc.parameters]
+    group = _group_of(groups, sources)
+    def circuit_group(p):
+        if p not in imp.derived: return group(p)
+        gs = {group(s) for s in imp.derived[p][1]}
+        return gs.pop() if len(gs) == 1 else 'derived'
+    c = imp.build(qc.num_qubits, name or qc.name, circuit_group, global_phase)
+    return MappedCircuit(c, sources, {p: group(p) for p in sources},
+                         {p: imp.derived[p] for p in c.parameters if p in imp.derived})
+
+# %% ../../nbs/11_convert.ipynb #cv-map-dict
+@patch
+def to_dict(self: MappedCircuit) -> dict:
+    "JSON-serialisable form: the circuit's structure, the source parameters with groups, the expression trees."
+    group = {p: g for g, ps in self.groups.items() for p in ps}
+    return {'name': self.circuit.name, 'circuit': self.circuit.structure_key(), 'parameters': self.parameters,
+            'groups': [group[p] for p in self.parameters], 'derived': {k: list(v) for k, v in self.derived.items()}}
+
+def circuit_from_structure(key: list,  # `Circuit.structure_key()` output, possibly through JSON
+                           name: str = 'circuit') -> Circuit:  # the circuit's name
+    """Rebuild a template from its structure key (qubits, parameters with groups, operations).
+
+    Parameters
+    ----------
+    key : list
+        `Circuit.structure_key()` output, possibly through JSON
+    name : str, default 'circuit'
+        the circuit's name
+    """
+    n, params, ops = key
+    c = Circuit(int(n), name)
+    for p, g in params: c.parameter(p, g)
+    for gate, qubits, angles in ops: c.append(gate, tuple(qubits), *[Angle(p, s, o) for p, s, o in angles])
+    return c
+
+@patch(cls_method=True)
+def from_dict(cls: MappedCircuit,
+              d: dict) -> MappedCircuit:  # `to_dict()` output, possibly through JSON
+    """Rebuild from `to_dict()` output (no Qiskit needed; expression trees only build whitelisted functions).
+
+    Parameters
+    ----------
+    d : dict
+        `to_dict()` output, possibly through JSON
+    """
+    return cls(circuit_from_structure(d['circuit'], d['name']), d['parameters'],
+               dict(zip(d['parameters'], d['groups'])), {k: tuple(v) for k, v in d['derived'].items()})
 
 # %% ../../nbs/11_convert.ipynb #cv-obs
 def observable_to_cirq(observable):  # string, PauliTerm or Observable

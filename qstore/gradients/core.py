@@ -11,7 +11,7 @@ from ..circuits import Circuit
 
 # %% auto #0
 __all__ = ['GRADIENT_METHODS', 'GradientResult', 'select_params', 'vjp', 'angle_occurrences', 'GradientMethod',
-           'register_gradient', 'gradient_method', 'run_gradient']
+           'register_gradient', 'gradient_method', 'run_gradient', 'mapped_gradient']
 
 # %% ../../nbs/40_gradients_core.ipynb #g04-result
 @dataclass
@@ -201,3 +201,55 @@ def run_gradient(method,  # a registered stateless method's name, or an estimato
         raise ValueError(f"gradient method {method!r} keeps state between steps: pass an instance of {m.fn.__name__}")
     kw = {'shots': shots, 'seed': seed} if m.shots else {}
     return m.fn(circuit, values, observables, backend, wrt, **kw)
+
+# %% ../../nbs/40_gradients_core.ipynb #g40-map
+def _source_columns(mapped, wrt) -> np.ndarray:
+    "Positions in `mapped.parameters` for `wrt`: None (all), a group name, or source parameter names."
+    if wrt is None: return np.arange(len(mapped.parameters))
+    if isinstance(wrt, str): wrt = mapped.groups.get(wrt, [wrt])
+    unknown = [w for w in wrt if w not in mapped.parameters]
+    if unknown:
+        raise ValueError(f"unknown source parameter(s) {unknown}; groups: {list(mapped.groups)}, "
+                         f"parameters: {mapped.parameters}")
+    return np.array([mapped.parameters.index(w) for w in wrt], dtype=int)
+
+
+def mapped_gradient(method,  # a registered stateless method's name, or an estimator (anything with `.jacobian`)
+                    mapped,  # a `MappedCircuit`: affine circuit + classical map from the source parameters
+                    source_values,  # (B, n_src) source parameter values, columns in `mapped.parameters` order
+                    observables,  # one observable or a list
+                    backend='local',  # a backend name or instance
+                    wrt=None,  # source parameters to differentiate: a group name, names, or None (all)
+                    shots: int | None = None,  # passed on to methods that take shots
+                    seed: int | None = None) -> GradientResult:  # seed for the shot sampling
+    """Jacobian `(B, n_obs, n_wrt)` with respect to source parameters: `method` on the circuit, then the chain rule.
+
+    Parameters
+    ----------
+    method
+        a registered stateless method's name, or an estimator (anything with `.jacobian`)
+    mapped
+        a `MappedCircuit`: affine circuit + classical map from the source parameters
+    source_values
+        (B, n_src) source parameter values, columns in `mapped.parameters` order
+    observables
+        one observable or a list
+    backend : default 'local'
+        a backend name or instance
+    wrt : default None
+        source parameters to differentiate: a group name, names, or None (all)
+    shots : int | None, default None
+        passed on to methods that take shots
+    seed : int | None, default None
+        seed for the shot sampling
+    """
+    sel = _source_columns(mapped, wrt)
+    names = {mapped.parameters[i] for i in sel}
+    cols = [j for j, p in enumerate(mapped.circuit.parameters)
+            if p in names or (p in mapped.derived and names & set(mapped.derived[p][1]))]
+    if not cols: raise ValueError(f"the circuit does not depend on {sorted(names)}")
+    M = mapped.jacobian(source_values)[:, cols][:, :, sel]  # (B, n_cols, n_wrt)
+    r = run_gradient(method, mapped.circuit, mapped.values(source_values), observables, backend, cols, shots, seed)
+    J = np.einsum('bkc,bcs->bks', r.jacobian, M)
+    return GradientResult(J, [mapped.parameters[i] for i in sel], r.method, r.circuits, r.calls, r.value,
+                          reason=r.reason)

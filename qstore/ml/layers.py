@@ -162,6 +162,7 @@ class QuantumLayer(HardwareEfficientQuantumLayer):
         return {'type': 'QuantumLayer', 'n_qubits': self.n_qubits, 'depth': self.depth, 'entangler': self.entangler}
 
 # %% ../../nbs/61_layers.ipynb #l06-model
+_HEADS = (None, 'affine', 'bias')
 _LAYER_TYPES = {'HardwareEfficientQuantumLayer': HardwareEfficientQuantumLayer, 'QuantumLayer': QuantumLayer}
 
 class QuantumModel:
@@ -170,7 +171,7 @@ class QuantumModel:
                  encoder: DataEncoder,  # turns features into circuit inputs
                  layers,  # a layer or list of layers (same qubit count as the encoder)
                  observables=None,  # readout observables; default Z on every qubit
-                 head: str | None = None,  # None or 'affine'
+                 head: str | None = None,  # None, 'affine' (E W + b) or 'bias' (E + b, one bias per observable)
                  n_outputs: int | None = None,  # outputs of the affine head (default: number of observables)
                  name: str = 'model'):  # the model's name, also the circuit's
         """Parameters
@@ -182,7 +183,7 @@ class QuantumModel:
         observables : default None
             readout observables; default Z on every qubit
         head : str | None, default None
-            None or 'affine'
+            None, 'affine' (E W + b) or 'bias' (E + b, one bias per observable)
         n_outputs : int | None, default None
             outputs of the affine head (default: number of observables)
         name : str, default 'model'
@@ -193,11 +194,11 @@ class QuantumModel:
         for l in self.layers:
             if l.n_qubits != n: raise ValueError(f"layer {l} has {l.n_qubits} qubits; the encoder has {n}")
         self.observables = as_observables(observables if observables is not None else [Z(q) for q in range(n)], n)
-        if head not in (None, 'affine'): raise ValueError(f"head must be None or 'affine', got {head!r}")
-        if head is None and n_outputs not in (None, len(self.observables)):
+        if head not in _HEADS: raise ValueError(f"head must be one of {_HEADS}, got {head!r}")
+        if head != 'affine' and n_outputs not in (None, len(self.observables)):
             raise ValueError(
-                f"without a head the model has {len(self.observables)} outputs (one per observable); use "
-                f"head='affine' for {n_outputs}"
+                f"{'with a bias head' if head else 'without a head'} the model has {len(self.observables)} outputs "
+                f"(one per observable); use head='affine' for {n_outputs}"
             )
         self.head, self.name = head, name
         self.n_outputs = n_outputs or len(self.observables)
@@ -205,7 +206,7 @@ class QuantumModel:
         for i, l in enumerate(self.layers): c = c.compose(l.circuit(prefix=f"l{i}."))
         self.circuit = c
         self.n_circuit_weights = len(c.group_indices('weights'))
-        self.n_head_weights = (len(self.observables) + 1) * self.n_outputs if head else 0
+        self.n_head_weights = {None: 0, 'bias': 1, 'affine': len(self.observables) + 1}[head] * self.n_outputs
         self.weights = None  # trained weights, when the model comes from training or the registry
 
     @property
@@ -225,7 +226,8 @@ class QuantumModel:
             layers: 'small', 'uniform', 'normal' or 'zeros'
         """
         ws = [l.init_weights(None if seed is None else seed + i, strategy) for i, l in enumerate(self.layers)]
-        if self.head:
+        if self.head == 'bias': ws.append(np.zeros(self.n_outputs))
+        if self.head == 'affine':
             rng = np.random.default_rng(None if seed is None else seed + 1000)
             k = len(self.observables)
             ws += [rng.normal(0, 1 / np.sqrt(k), k * self.n_outputs), np.zeros(self.n_outputs)]
@@ -236,7 +238,7 @@ class QuantumModel:
 def split(self: QuantumModel,
           weights,  # a weight vector of length n_weights (None: the model's trained weights)
          ):
-    """(circuit weights, head W, head b) from a weight vector (None: the model's own trained weights).
+    """(circuit weights, head W, head b) from a weight vector (None: the model's trained weights); W is None for 'bias'.
 
     Parameters
     ----------
@@ -257,9 +259,10 @@ def split(self: QuantumModel,
         )
     if not np.isfinite(w).all(): raise ValueError("weights contain NaN or inf")
     cw = w[:self.n_circuit_weights]
-    if not self.head: return cw, None, None
-    k = len(self.observables)
     h = w[self.n_circuit_weights:]
+    if not self.head: return cw, None, None
+    if self.head == 'bias': return cw, None, h
+    k = len(self.observables)
     return cw, h[:k * self.n_outputs].reshape(k, self.n_outputs), h[k * self.n_outputs:]
 
 # %% ../../nbs/61_layers.ipynb #4106f227
@@ -322,7 +325,8 @@ def outputs_from_expectations(self: QuantumModel,
         weight vector; only its head part is used
     """
     _, W, b = self.split(weights)
-    return E if W is None else E @ W + b
+    out = E if W is None else E @ W
+    return out if b is None else out + b
 
 # %% ../../nbs/61_layers.ipynb #198e23bc
 @patch
@@ -380,7 +384,7 @@ def __repr__(self: QuantumModel):
     return (
         f"QuantumModel({self.name!r}: {self.encoder} -> {len(self.layers)} layer(s) -> {len(self.observables)} "
         "observables"
-        f"{' -> affine head' if self.head else ''}; {self.n_weights} weights, {self.circuit.n_qubits} qubits)"
+        f"{f' -> {self.head} head' if self.head else ''}; {self.n_weights} weights, {self.circuit.n_qubits} qubits)"
     )
 
 # %% ../../nbs/61_layers.ipynb #07453ad3
@@ -394,6 +398,14 @@ def _loss_and_cotangent(loss_fn, out) -> tuple:
     return loss, dy
 
 @patch
+def _check_trainable(self: QuantumModel, trainable) -> np.ndarray:
+    if trainable is None: return np.ones(self.n_weights, bool)
+    t = np.asarray(trainable)
+    if t.dtype != bool or t.shape != (self.n_weights,):
+        raise ValueError(f"trainable must be a bool mask of shape ({self.n_weights},), got {t.dtype} {t.shape}")
+    return t
+
+@patch
 def loss_and_grad(self: QuantumModel,
                   X,  # features (B, n_features)
                   weights,  # weight vector (None: the model's trained weights)
@@ -402,6 +414,7 @@ def loss_and_grad(self: QuantumModel,
                   backend='local',  # backend name or instance
                   shots=None,  # None: exact expectations; int: sampled
                   seed=None,  # sampling seed
+                  trainable=None,  # bool mask over the weights (None: all); frozen ones are not differentiated (0)
                  ) -> tuple:
     """(loss, gradient over all weights, info) with one vector-Jacobian product through head and circuit.
 
@@ -421,31 +434,76 @@ def loss_and_grad(self: QuantumModel,
         None: exact expectations; int: sampled
     seed : default None
         sampling seed
+    trainable : default None
+        bool mask over the weights (None: all); frozen ones are not differentiated (0)
     """
     be = get_backend(backend)
     cw, W, b = self.split(weights)
     v = self.values(X, weights)
     obs = self.observables
-    if gradient == 'adjoint' and len(obs) > 2:  # forward, then one adjoint sweep with the loss cotangent
+    keep = self._check_trainable(trainable)
+    kc = keep[:self.n_circuit_weights]
+    wrt = self.circuit.group_indices('weights')[kc]  # frozen circuit weights are not differentiated at all
+    if not kc.any():  # only the head trains: one forward pass
+        res0 = be.run(self.circuit, v, obs, shots=shots, seed=seed)
+        E, circuits = res0.expectations, res0.n_circuits
+        loss, dy = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
+        gc, method, reason = np.zeros(0), 'none', 'circuit weights frozen'
+    elif gradient == 'adjoint' and len(obs) > 2:  # forward, then one adjoint sweep with the loss cotangent
         res0 = be.run(self.circuit, v, obs, shots=shots, seed=seed)
         E, circuits = res0.expectations, res0.n_circuits
         loss, dy = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
         dE = dy if W is None else dy @ W.T
-        r = adjoint(self.circuit, v, obs, be, 'weights', cotangent=dE)
+        r = adjoint(self.circuit, v, obs, be, wrt, cotangent=dE)
         gc, circuits, method, reason = r.jacobian[:, 0].sum(0), circuits + r.circuits, 'adjoint', ''
     else:
-        r = run_gradient(gradient, self.circuit, v, obs, be, 'weights', shots, seed)
+        r = run_gradient(gradient, self.circuit, v, obs, be, wrt, shots, seed)
         E = r.value
         loss, dy = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
         dE = dy if W is None else dy @ W.T
         gc, circuits, method, reason = np.einsum('bk,bkp->p', dE, r.jacobian), r.circuits, r.method, r.reason
-    grad = [gc]
-    if W is not None: grad += [(E.T @ dy).ravel(), dy.sum(0)]
+    grad = [np.zeros(self.n_circuit_weights)]
+    grad[0][kc] = gc
+    if W is not None: grad.append((E.T @ dy).ravel())
+    if b is not None: grad.append(dy.sum(0))
     return (
         float(loss),
-        np.concatenate(grad),
+        np.where(keep, np.concatenate(grad), 0.0),
         {'circuits': circuits, 'method': method, 'reason': reason, 'expectations': E},
     )
+
+# %% ../../nbs/61_layers.ipynb #sk-groups
+@patch
+def weight_groups(self: QuantumModel) -> dict:
+    "Positions in the weight vector of each group: 'layer0', 'layer1', ..., 'layers' (all of them) and 'head'."
+    groups, k = {}, 0
+    for i, l in enumerate(self.layers):
+        groups[f'layer{i}'] = np.arange(k, k + l.n_weights)
+        k += l.n_weights
+    groups['layers'] = np.arange(self.n_circuit_weights)
+    if self.head: groups['head'] = np.arange(self.n_circuit_weights, self.n_weights)
+    return groups
+
+@patch
+def trainable_mask(self: QuantumModel,
+                   freeze=(),  # weight groups to keep fixed: 'layers', 'layer<i>', 'head'
+                  ) -> np.ndarray:
+    """Boolean mask over the weight vector: False for the weights of the frozen groups.
+
+    Parameters
+    ----------
+    freeze : default ()
+        weight groups to keep fixed: 'layers', 'layer<i>', 'head'
+    """
+    groups, keep = self.weight_groups(), np.ones(self.n_weights, bool)
+    for g in [freeze] if isinstance(freeze, str) else freeze:
+        if g == 'encoder':
+            raise ValueError("the encoder has no trainable weights (its feature map is fixed); freeze "
+                             f"one of {list(groups)}")
+        if g not in groups: raise ValueError(f"unknown weight group {g!r}; this model has {list(groups)}")
+        keep[groups[g]] = False
+    if not keep.any(): raise ValueError(f"freezing {list(freeze)} leaves no weight to train")
+    return keep
 
 # %% ../../nbs/61_layers.ipynb #l06-spec
 def _encoder_spec(e: DataEncoder) -> dict:

@@ -50,7 +50,8 @@ class AdaptiveGradientOptimizer:
                  num_directions: int = 1,  # SPSA directions per step
                  qng_lambda: float = 0.01,  # metric regularisation for qng
                  budget: int | None = None,  # adaptive gradient: max circuits per row
-                 seed: int | None = 0):  # RNG seed for SPSA / QN-SPSA perturbations
+                 seed: int | None = 0,  # RNG seed for SPSA / QN-SPSA perturbations
+                 trainable=None):  # bool mask of the weights it may change (None: all); the rest stay fixed
         """Parameters
         ----------
         optimizer : str, default 'adam'
@@ -77,6 +78,8 @@ class AdaptiveGradientOptimizer:
             adaptive gradient: max circuits per row
         seed : int | None, default 0
             RNG seed for SPSA / QN-SPSA perturbations
+        trainable : default None
+            bool mask of the weights it may change (None: all); the rest stay fixed
         """
         if optimizer not in OPTIMIZERS: raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
         gradient_method(gradient)  # an unknown name raises, listing the registered methods
@@ -95,6 +98,7 @@ class AdaptiveGradientOptimizer:
         self.qnspsa = QNSPSA(eps=spsa_c, seed=None if seed is None else seed + 1) if optimizer == 'qnspsa' else None
         self.t, self.m, self.v = 0, None, None  # step count and moments
         self.last_info: dict = {}
+        self.trainable = None if trainable is None else np.asarray(trainable, dtype=bool)
 
     def _method(self):
         "What `loss_and_grad` gets: a stateless method's name, or this run's instance of a stateful one."
@@ -105,23 +109,27 @@ class AdaptiveGradientOptimizer:
 @patch
 def _spsa_step(self: AdaptiveGradientOptimizer, model, w, X, loss_fn, be, shots, seed, lr_scale) -> tuple:
     "SPSA of the whole loss (QN-SPSA: preconditioned by its metric), all perturbed models in one backend call."
-    def losses(Ws):
-        vals = np.concatenate([model.values(X, wi) for wi in Ws])
+    keep = np.ones(len(w), bool) if self.trainable is None else self.trainable
+    def losses(Ws):  # rows of trainable weights; frozen weights keep their values and are never perturbed
+        full = np.repeat(w[None], len(Ws), 0)
+        full[:, keep] = Ws
+        vals = np.concatenate([model.values(X, wi) for wi in full])
         E = be.run(model.circuit, vals, model.observables, shots=shots, seed=seed).expectations.reshape(
             len(Ws), len(X), -1
         )
-        return [loss_fn(model.outputs_from_expectations(e, wi))[0] for e, wi in zip(E, Ws)]
+        return [loss_fn(model.outputs_from_expectations(e, wi))[0] for e, wi in zip(E, full)]
     ak, _ = self.spsa.gains()
-    g, n_eval = self.spsa.loss_gradient(losses, w)
-    loss = float(losses(w[None])[0])
+    g, n_eval = self.spsa.loss_gradient(losses, w[keep])
+    loss = float(losses(w[keep][None])[0])
     circuits = (n_eval + 1) * len(X)
     info = {'method': 'spsa', 'reason': f"{self.optimizer}: SPSA loss gradient, {n_eval} loss evaluations"}
-    if self.optimizer == 'qnspsa':
-        nc = model.n_circuit_weights
-        G = self.qnspsa.update(model.circuit, model.values(X, w), be, 'weights', shots, seed)
-        g = np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
+    kc = keep[:model.n_circuit_weights]
+    if self.optimizer == 'qnspsa' and kc.any():
+        G = self.qnspsa.update(model.circuit, model.values(X, w), be, 'weights', shots, seed)[np.ix_(kc, kc)]
+        g = np.concatenate([np.linalg.solve(G, g[:kc.sum()]), g[kc.sum():]])
         circuits += 4 * len(X)
-    w = w - lr_scale * ak * g
+    w = w.copy()
+    w[keep] = w[keep] - lr_scale * ak * g
     self.spsa.step()
     return w, loss, circuits, info
 
@@ -129,7 +137,7 @@ def _spsa_step(self: AdaptiveGradientOptimizer, model, w, X, loss_fn, be, shots,
 @patch
 def _gradient_step(self: AdaptiveGradientOptimizer, model, w, X, loss_fn, be, shots, seed, lr_scale) -> tuple:
     "Loss gradient by the configured method, then the sgd, adam or qng update."
-    loss, g, info = model.loss_and_grad(X, w, loss_fn, self._method(), be, shots, seed)
+    loss, g, info = model.loss_and_grad(X, w, loss_fn, self._method(), be, shots, seed, self.trainable)
     circuits = info['circuits']
     lr = self.lr * lr_scale
     if self.optimizer == 'sgd':
@@ -141,12 +149,15 @@ def _gradient_step(self: AdaptiveGradientOptimizer, model, w, X, loss_fn, be, sh
         self.v = (1 - b2) * g * g if self.v is None else b2 * self.v + (1 - b2) * g * g
         t = self.t + 1
         w = w - lr * (self.m / (1 - b1 ** t)) / (np.sqrt(self.v / (1 - b2 ** t)) + self.eps)
-    else:  # qng
+    else:  # qng, with the metric of the trainable circuit weights
         nc = model.n_circuit_weights
-        G = metric_tensor(
-            model.circuit, model.values(X, w), be, 'weights', lam=self.qng_lambda, shots=shots, seed=seed
-        ).mean(0)
-        w = w - lr * np.concatenate([np.linalg.solve(G, g[:nc]), g[nc:]])
+        kc = np.ones(nc, bool) if self.trainable is None else self.trainable[:nc]
+        d = g.copy()
+        if kc.any():
+            G = metric_tensor(model.circuit, model.values(X, w), be, model.circuit.group_indices('weights')[kc],
+                              lam=self.qng_lambda, shots=shots, seed=seed).mean(0)
+            d[:nc][kc] = np.linalg.solve(G, g[:nc][kc])
+        w = w - lr * d
     if info.get('method') == 'spsa': self.spsa.step()  # also when the adaptive choice picked SPSA
     return w, loss, circuits, info
 

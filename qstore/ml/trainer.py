@@ -95,6 +95,8 @@ class TrainingConfig:
         show a progress bar per epoch
     api_key_env : str, default 'IONQ_API_KEY'
         environment variable holding the IonQ API key
+    freeze : list | None, default None
+        weight groups kept fixed (fine-tuning): 'layers', 'layer<i>', 'head'
     """
     learning_rate: float = 0.05  # optimizer step size (SPSA: gain numerator a)
     epochs: int = 10  # passes over the training data
@@ -127,6 +129,7 @@ class TrainingConfig:
     connection_pool_size: int | None = None  # IonQ backends: concurrent HTTP connections (None: the client's default)
     progress: bool = True  # show a progress bar per epoch
     api_key_env: str = 'IONQ_API_KEY'  # environment variable holding the IonQ API key
+    freeze: list | None = None  # weight groups kept fixed (fine-tuning): 'layers', 'layer<i>', 'head'
 
     def __post_init__(self): self.validate()
 
@@ -140,7 +143,7 @@ class TrainingConfig:
         if errs: raise ValueError("invalid TrainingConfig:\n  - " + "\n  - ".join(errs))
 
 # %% ../../nbs/66_trainer.ipynb #h11d-types
-_TYPES = {'float': numbers.Real, 'int': numbers.Integral, 'str': str, 'bool': bool}
+_TYPES = {'float': numbers.Real, 'int': numbers.Integral, 'str': str, 'bool': bool, 'list': (list, tuple)}
 
 def _yaml_number_hint(v) -> str:
     "YAML 1.1 (PyYAML) reads `1e-3` as a string: say how to write a number in exponent form."
@@ -203,6 +206,8 @@ def _value_errors(self: TrainingConfig, method) -> list:
     if not 0 <= self.validation_split < 1:
         errs.append(f"validation_split must be in [0, 1), got {self.validation_split}")
     errs.append(int_error('shots_per_circuit', self.shots_per_circuit, none_ok=True))
+    if self.freeze is not None and not all(isinstance(g, str) for g in self.freeze):
+        errs.append(f"freeze must list weight group names such as 'layer0' or 'head', got {self.freeze!r}")
     return errs
 
 # %% ../../nbs/66_trainer.ipynb #ccac4ea7
@@ -655,6 +660,8 @@ class _FitRun:
         early stopping or a callback ended training
     interrupted : bool, default False
         a callback ended training
+    parent : str | None, default None
+        the registered model ('name:version') training started from
     """
     X: np.ndarray  # training features (after any validation split)
     y: np.ndarray  # training targets
@@ -669,6 +676,7 @@ class _FitRun:
     scale: float = 1.0  # the current epoch's learning-rate factor
     stop: bool = False  # early stopping or a callback ended training
     interrupted: bool = False  # a callback ended training
+    parent: str | None = None  # the registered model ('name:version') training started from
 
 @patch
 def _checkpoint_manager(self: QuantumTrainer) -> CheckpointManager:
@@ -708,26 +716,62 @@ def _asks_for_files(self: QuantumTrainer, train, val, resume: bool) -> bool:
     return bool(cfg.checkpoint_interval or cfg.register_model or resume or by_name)
 
 @patch
-def _start_fit(self: QuantumTrainer, train, val, resume: bool, run: str | None) -> _FitRun:
+def _start_fit(self: QuantumTrainer, train, val, resume: bool, run: str | None, init_from=None,
+               init_weights=None) -> _FitRun:
     "Open the metrics run and build optimizer, loader and initial weights, or restore them from the newest checkpoint."
     cfg = self.config
-    if self.db is None and not self._asks_for_files(train, val, resume):
+    if self.db is None and not (self._asks_for_files(train, val, resume) or init_from is not None):
         self.db = Database.open('sqlite://')  # no database given: metrics in memory, nothing in the working directory
     X, y, Xv, yv = self._fit_data(train, val)
+    trainable = self.model.trainable_mask(cfg.freeze) if cfg.freeze else None
+    w0, parent = self._initial_weights(init_from, init_weights)
     settings = {**cfg.run_settings, 'model': self.model.spec()}  # a resumed run must keep these, and only these
+    if parent or init_weights is not None: settings['init'] = parent or hashlib.sha256(w0.tobytes()).hexdigest()
     self.run = self._db().metrics.start_run(run, config=settings, resume=resume)
     ckpts = self._checkpoint_manager()
     opt = AdaptiveGradientOptimizer(cfg.optimizer, cfg.learning_rate, cfg.gradient_method, cfg.momentum,
                                     spsa_c=cfg.spsa_c, spsa_A=cfg.spsa_A, num_directions=cfg.num_directions,
-                                    qng_lambda=cfg.qng_lambda, budget=cfg.gradient_budget, seed=cfg.seed)
+                                    qng_lambda=cfg.qng_lambda, budget=cfg.gradient_budget, seed=cfg.seed,
+                                    trainable=trainable)
     loader = DataLoader(X, y, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    self.weights, self.history, self.step_count = self.model.init_weights(cfg.seed, cfg.init_strategy), [], 0
+    self.weights, self.history, self.step_count = w0, [], 0
     early = {'best': None, 'bad_epochs': 0, 'best_weights': None, 'best_logs': None}
     digest = hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
-    r = _FitRun(X, y, Xv, yv, opt, loader, ckpts, early, digest)
+    r = _FitRun(X, y, Xv, yv, opt, loader, ckpts, early, digest, parent=parent)
     if resume and (found := ckpts.latest()) is not None: self._restore(r, found[1])
     if resume: self._db().metrics.discard_after(self.run, self.step_count, r.epoch)  # logged again from here, once
     return r
+
+# %% ../../nbs/66_trainer.ipynb #sk-init
+def _model_ref(ref) -> tuple:
+    "'name', 'name:3', 'name:latest' or 'name:<stage>' -> (name, version)."
+    if not isinstance(ref, str) or not ref or ref.count(':') > 1 or ref.startswith(':'):
+        raise ValueError(f"init_from must be 'name' or 'name:version' (a number, 'latest' or a stage), got {ref!r}")
+    name, _, v = ref.partition(':')
+    return name, int(v) if v.isdigit() else (v or 'latest')
+
+@patch
+def _initial_weights(self: QuantumTrainer, init_from, init_weights) -> tuple:
+    "(weights, parent 'name:version' or None) a fit starts from."
+    if init_from is not None and init_weights is not None: raise ValueError("give init_from or init_weights, not both")
+    w = self.model.init_weights(self.config.seed, self.config.init_strategy)
+    if init_weights is not None:
+        self.model.split(init_weights)  # refuses a wrong length, NaN or inf
+        return np.array(init_weights, dtype=float), None
+    if init_from is None: return w, None
+    name, version = _model_ref(init_from)
+    mv = self._db().models.get(name, version)
+    src = self._db().models.load(name, mv.version)
+    if not isinstance(src, QuantumModel) or src.weights is None:
+        raise ValueError(f"registered model {name}:{mv.version} is not a trained QuantumModel")
+    readout = [repr(o) for o in self.model.observables]
+    if src.circuit != self.model.circuit or [repr(o) for o in src.observables] != readout:
+        raise ValueError(f"{name}:{mv.version} has another circuit or readout than this model; init_from needs the "
+                         "same encoder, layers and observables (only the head may differ)")
+    nc = self.model.n_circuit_weights
+    w[:nc] = src.weights[:nc]
+    if (src.head, src.n_outputs) == (self.model.head, self.model.n_outputs): w[nc:] = src.weights[nc:]
+    return w, f"{name}:{mv.version}"
 
 # %% ../../nbs/66_trainer.ipynb #t42-fit-restore
 @patch
@@ -817,6 +861,7 @@ def _register(self: QuantumTrainer, r: _FitRun):
     early_stopped = r.stop and not r.interrupted and r.early['best_logs']
     final = r.early['best_logs'] if early_stopped else (self.history[-1] if self.history else {})
     spec = {**self.model.spec(), 'loader': 'qstore.ml.trainer:load_trained_weights'}
+    if r.parent: spec['parent'] = r.parent  # fine-tuned from this registered version
     metrics = {k: v for k, v in final.items() if v is not None}
     tags = {'run': self.run, 'config': self.config.fingerprint}
     self.registered_version = self._db().models.register(self.config.register_model, spec,
@@ -838,7 +883,9 @@ def fit(self: QuantumTrainer,
         train,  # (X, y), a `Dataset` view or a dataset name in the database
         val=None,  # validation data like `train` (None: hold out `config.validation_split` of train, if any)
         resume: bool = False,  # continue from the newest readable checkpoint of this run
-        run: str | None = None) -> list:  # run id (default: new); with resume, the run to continue
+        run: str | None = None,  # run id (default: new); with resume, the run to continue
+        init_from: str | None = None,  # start from a registered model: 'name' or 'name:version'
+        init_weights=None) -> list:  # start from this weight vector (None: the seeded initialisation)
     """Train; returns the epoch history (list of dicts).
 
     Parameters
@@ -851,8 +898,12 @@ def fit(self: QuantumTrainer,
         continue from the newest readable checkpoint of this run
     run : str | None, default None
         run id (default: new); with resume, the run to continue
+    init_from : str | None, default None
+        start from a registered model: 'name' or 'name:version'
+    init_weights : default None
+        start from this weight vector (None: the seeded initialisation)
     """
-    r = self._start_fit(train, val, resume, run)
+    r = self._start_fit(train, val, resume, run, init_from, init_weights)
     try:
         while r.epoch < self.config.epochs and not r.stop:
             self._train_epoch(r)
@@ -867,7 +918,7 @@ def fit(self: QuantumTrainer,
 @patch
 async def train(self: QuantumTrainer,
                 *args,  # passed to `fit`: train, val
-                **kwargs,  # passed to `fit`: resume, run
+                **kwargs,  # passed to `fit`: resume, run, init_from, init_weights
                ):
     """Async `fit`, run in a worker thread.
 
@@ -876,7 +927,7 @@ async def train(self: QuantumTrainer,
     *args
         passed to `fit`: train, val
     **kwargs
-        passed to `fit`: resume, run
+        passed to `fit`: resume, run, init_from, init_weights
     """
     return await asyncio.to_thread(self.fit, *args, **kwargs)
 

@@ -570,7 +570,8 @@ def resolve_callable(path: str) -> Callable:  # 'package.module:Name' or 'packag
     return obj
 
 # The model layer's factory and weight loader: the only import paths `load` resolves without an allow-list
-QSTORE_FACTORIES = ('qstore.ml.layers:QuantumModel.from_spec', 'qstore.ml.trainer:load_trained_weights')
+QSTORE_FACTORIES = ('qstore.ml.layers:QuantumModel.from_spec', 'qstore.ml.trainer:load_trained_weights',
+                    'qstore.ml.qiskit:QiskitModel.from_spec')
 
 class UntrustedCallableError(ValueError):
     "A registry row names a callable that is neither qstore's own nor in the caller's allow-list."
