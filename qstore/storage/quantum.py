@@ -4,18 +4,19 @@
 
 # %% ../../nbs/58_storage_quantum.ipynb #q58-imp
 from __future__ import annotations
-import json, math, time, uuid
+import functools, json, math, time, uuid
 from dataclasses import asdict, dataclass
 import numpy as np
 from fastcore.basics import patch
-from ..backends.base import Backend
+from ..backends.base import Backend, LocalBackend
 from ..circuits import Circuit
 from ..pipeline.batch import CircuitBatchManager
 from ..utils import check_int
 from .vectors import SQLiteVectorStore, VectorStore
 
 # %% auto #0
-__all__ = ['ENCODINGS', 'StateEncoding', 'measure_fidelity']
+__all__ = ['ENCODINGS', 'MODES', 'StateEncoding', 'measure_fidelity', 'StateRecord', 'StateManager', 'StateMatch',
+           'QuantumDatabase']
 
 # %% ../../nbs/58_storage_quantum.ipynb #q58-mux
 def _multiplexed_ry(c: Circuit, target: int, controls: list, names: list):
@@ -110,9 +111,13 @@ def circuit(self: StateEncoding,
     prefix : str, default 'x'
         parameter names are prefix[0], prefix[1], ...
     """
-    n, m = self.n_qubits, _context_qubits(check_int('n_contexts', n_contexts))
-    c = Circuit(n + m, f"{self.method}-state" + (f"x{n_contexts}" if m else ''))
-    if self.method == 'amplitude':
+    return _state_template(self, check_int('n_contexts', n_contexts), prefix).copy()
+
+@functools.lru_cache(maxsize=64)  # queries reuse a handful of structures; building one takes milliseconds
+def _state_template(enc: StateEncoding, n_contexts: int, prefix: str) -> Circuit:
+    n, m = enc.n_qubits, _context_qubits(n_contexts)
+    c = Circuit(n + m, f"{enc.method}-state" + (f"x{n_contexts}" if m else ''))
+    if enc.method == 'amplitude':
         _amplitude_circuit(c, list(range(n + m)), prefix)
         return c
     start = _amplitude_circuit(c, list(range(n, n + m)), prefix)
@@ -176,15 +181,18 @@ def fidelity_circuit(self: StateEncoding,
     n_contexts : int, default 1
         contexts of the records it compares with
     """
-    record = self.circuit(n_contexts, 'x')
-    return record.compose(self.circuit(1, 'q').inverse(), list(range(self.n_qubits)))
+    return _fidelity_template(self, check_int('n_contexts', n_contexts)).copy()
+
+@functools.lru_cache(maxsize=64)
+def _fidelity_template(enc: StateEncoding, n_contexts: int) -> Circuit:
+    return enc.circuit(n_contexts, 'x').compose(enc.circuit(1, 'q').inverse(), list(range(enc.n_qubits)))
 
 def measure_fidelity(backend: Backend,  # where the circuits run (a `CircuitBatchManager` batches them)
                      encoding: StateEncoding,  # how vectors become states
                      query,  # (d,) the query vector
                      vectors,  # (B, d) or (B, C, d) the records' vectors
                      weights=None,  # (B, C) context weights (default: equal)
-                     context: int | None = None,  # condition on this context index (None: all contexts)
+                     context=None,  # condition on this context index, one for all or (B,) per record (None: all)
                      shots: int | None = None,  # None: exact probabilities; int: shots per record
                      seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # sampling seed for this run
     """Fidelities `(B,)` of the query state with each record's state, and their standard errors (0 when exact).
@@ -201,8 +209,8 @@ def measure_fidelity(backend: Backend,  # where the circuits run (a `CircuitBatc
         (B, d) or (B, C, d) the records' vectors
     weights : default None
         (B, C) context weights (default: equal)
-    context : int | None, default None
-        condition on this context index (None: all contexts)
+    context : default None
+        condition on this context index, one for all or (B,) per record (None: all)
     shots : int | None, default None
         None: exact probabilities; int: shots per record
     seed : int | None, default None
@@ -211,14 +219,420 @@ def measure_fidelity(backend: Backend,  # where the circuits run (a `CircuitBatc
     x = encoding.values(vectors, weights)
     v = _check_vectors(vectors, encoding.n_features)
     C = 1 if v.ndim == 2 else v.shape[1]
-    if context is not None and not 0 <= context < C: raise ValueError(f"context index {context} out of range 0..{C - 1}")
+    if context is not None:
+        context = np.broadcast_to(np.asarray(context, dtype=int), (len(x),))
+        if ((context < 0) | (context >= C)).any(): raise ValueError(f"context index out of range 0..{C - 1}")
     q = encoding.values(_check_vectors(query, encoding.n_features, 'the query')[None])
     circuit = encoding.fidelity_circuit(C)
     res = backend.run(circuit, np.concatenate([x, np.repeat(q, len(x), 0)], axis=1), shots=shots, seed=seed)
     p = res.probabilities if shots is None else res.counts
     p = p.reshape(len(x), -1, 2 ** encoding.n_qubits)  # (B, context slots, data register)
     if context is None: kept, hits = p.sum((1, 2)), p[:, :, 0].sum(1)
-    else: kept, hits = p[:, context].sum(1), p[:, context, 0]
+    else: kept, hits = p[np.arange(len(x)), context].sum(1), p[np.arange(len(x)), context, 0]
     F = np.clip(hits / np.where(kept == 0, 1, kept), 0, 1)
     err = np.zeros_like(F) if shots is None else np.sqrt(F * (1 - F) / np.maximum(kept, 1))
     return F, err
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-rec
+_RESERVED = ('record', 'context', 'context_index', 'n_contexts', 'weight', 'encoding', 'written', 'expires_at')
+
+@dataclass
+class StateRecord:
+    """One record: its context vectors and weights, as stored.
+
+    Parameters
+    ----------
+    id : str
+        the record's id
+    contexts : list
+        context names, in register order (a one-vector record has one context, '')
+    vectors : np.ndarray
+        (C, d) float32 vectors, one per context
+    weights : np.ndarray
+        (C,) weights, summing to 1
+    metadata : dict
+        the caller's metadata
+    """
+    id: str  # the record's id
+    contexts: list  # context names, in register order (a one-vector record has one context, '')
+    vectors: np.ndarray  # (C, d) float32 vectors, one per context
+    weights: np.ndarray  # (C,) weights, summing to 1
+    metadata: dict  # the caller's metadata
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-sm
+class StateManager:
+    "Records kept as quantum states: vectors, context weights and their encoding, in a `VectorStore`."
+    def __init__(self, encoding: StateEncoding,  # how every record's vectors become states
+                 store: VectorStore | None = None,  # where rows live (default: an in-memory SQLite store)
+                 namespace: str = 'states',  # the store namespace holding the rows
+                 backend: Backend | None = None):  # simulator for `state` (default: the local statevector one)
+        """Parameters
+        ----------
+        encoding : StateEncoding
+            how every record's vectors become states
+        store : VectorStore | None, default None
+            where rows live (default: an in-memory SQLite store)
+        namespace : str, default 'states'
+            the store namespace holding the rows
+        backend : Backend | None, default None
+            simulator for `state` (default: the local statevector one)
+        """
+        if not isinstance(encoding, StateEncoding):
+            raise TypeError(f"encoding must be a StateEncoding, got {type(encoding).__name__}")
+        metric = 'cosine' if encoding.method == 'amplitude' else 'euclidean'
+        self.encoding, self.namespace = encoding, namespace
+        self.store = store if store is not None else SQLiteVectorStore(':memory:', metric=metric)
+        self._owns_store = store is None
+        self.backend = backend or LocalBackend()
+
+    def __repr__(self): return f"StateManager({self.encoding}, {self.count()} records, store={self.store!r})"
+    def close(self):
+        if self._owns_store: self.store.close()
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-write
+def _check_record_ids(ids) -> list[str]:
+    if isinstance(ids, str) or not isinstance(ids, (list, tuple, np.ndarray)):
+        raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}; for one record pass [id]")
+    ids = [str(i) if isinstance(i, np.str_) else i for i in ids]
+    bad = [i for i in ids if not isinstance(i, str) or not i]
+    if bad: raise TypeError(f"record ids must be non-empty strings, got {bad[0]!r}")
+    seen = set()
+    for i in ids:
+        if i in seen: raise ValueError(f"duplicate record id {i!r} in one insert; each id may appear once per call")
+        seen.add(i)
+    return ids
+
+@patch
+def _write(self: StateManager, ids, vectors, weights, contexts, metadata, ttl):
+    "Write records (vectors (n, C, d)); then remove the rows their previous versions left behind."
+    ids = _check_record_ids(ids)
+    v = _check_vectors(vectors, self.encoding.n_features)
+    if len(v) != len(ids): raise ValueError(f"got {len(ids)} ids but {len(v)} records of vectors")
+    self.encoding.values(v, weights)  # rejects bad weights and vectors the encoding cannot prepare
+    C = v.shape[1]
+    w = np.ones((len(v), C)) if weights is None else np.asarray(weights, dtype=float).reshape(len(v), C)
+    w = w / w.sum(1, keepdims=True)
+    metadata = [None] * len(ids) if metadata is None else list(metadata)
+    if len(metadata) != len(ids): raise ValueError(f"metadata must be a list with one dict per record ({len(ids)})")
+    clash = {k for m in metadata if m for k in m} & set(_RESERVED)
+    if clash: raise ValueError(f"metadata keys {sorted(clash)} are reserved by the state manager: {_RESERVED}")
+    base = {'encoding': self.encoding.to_json(), 'written': uuid.uuid4().hex, 'n_contexts': C}
+    if ttl is not None:
+        if not (isinstance(ttl, (int, float)) and ttl > 0): raise ValueError(f"ttl must be positive seconds, got {ttl!r}")
+        base['expires_at'] = time.time() + ttl
+    rows = [(f"{i}#{c}", v[r, c], {**(metadata[r] or {}), **base, 'record': i, 'context': contexts[c],
+                                   'context_index': c, 'weight': float(w[r, c])})
+            for r, i in enumerate(ids) for c in range(C)]
+    self.store.upsert([r[0] for r in rows], np.stack([r[1] for r in rows]), [r[2] for r in rows], self.namespace)
+    self.store.delete(filter={'record': {'$in': ids}, 'written': {'$ne': base['written']}}, namespace=self.namespace)
+    return len(ids)
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-insert
+@patch
+def insert(self: StateManager,
+           ids: list,  # unique record ids (strings)
+           vectors,  # (n, d): one vector per record
+           metadata: list | None = None,  # one flat dict (or None) per record
+           ttl: float | None = None) -> int:  # seconds until the records expire (None: never)
+    """Insert or replace one-vector records; returns how many were written.
+
+    Parameters
+    ----------
+    ids : list
+        unique record ids (strings)
+    vectors
+        (n, d): one vector per record
+    metadata : list | None, default None
+        one flat dict (or None) per record
+    ttl : float | None, default None
+        seconds until the records expire (None: never)
+    """
+    v = _check_vectors(vectors, self.encoding.n_features)
+    if v.ndim != 2: raise ValueError(f"vectors must be (n, {self.encoding.n_features}), got shape {v.shape}")
+    return self._write(ids, v[:, None], None, [''], metadata, ttl)
+
+@patch
+def insert_contexts(self: StateManager,
+                    id: str,  # the record's id
+                    contexts: dict,  # context name -> vector; the state is their superposition
+                    weights: dict | None = None,  # context name -> non-negative weight (default: equal)
+                    metadata: dict | None = None,  # the record's flat metadata
+                    ttl: float | None = None) -> int:  # seconds until the record expires (None: never)
+    """Insert or replace one record whose state is Σ_c √w_c |c⟩|ψ(v_c)⟩ over its named contexts.
+
+    Parameters
+    ----------
+    id : str
+        the record's id
+    contexts : dict
+        context name -> vector; the state is their superposition
+    weights : dict | None, default None
+        context name -> non-negative weight (default: equal)
+    metadata : dict | None, default None
+        the record's flat metadata
+    ttl : float | None, default None
+        seconds until the record expires (None: never)
+    """
+    if not isinstance(contexts, dict) or not contexts:
+        raise ValueError("contexts must be a non-empty dict of name -> vector")
+    names = list(contexts)
+    if not all(isinstance(n, str) and n for n in names): raise TypeError("context names must be non-empty strings")
+    weights = weights or dict.fromkeys(names, 1.0)
+    if set(weights) != set(names): raise ValueError(f"weights must name the same contexts as contexts: {names}")
+    vecs = np.stack([_check_vectors(contexts[n], self.encoding.n_features, f"context {n!r}") for n in names])
+    return self._write([id], vecs[None], [[weights[n] for n in names]], names, [metadata], ttl)
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-fetch
+@patch
+def _records(self: StateManager, rows: dict) -> list[StateRecord]:
+    "Group fetched rows (row id -> `Record`) into `StateRecord`s, in first-seen order."
+    spec, out = self.encoding.to_json(), {}
+    for r in rows.values():
+        md = r.metadata
+        if md['encoding'] != spec:
+            raise ValueError(f"record {md['record']!r} was stored with encoding {md['encoding']}, this manager "
+                             f"uses {spec}")
+        out.setdefault(md['record'], {})[md['context_index']] = r
+    recs = []
+    for rid, parts in out.items():
+        parts = [parts[c] for c in sorted(parts)]
+        user = {k: v for k, v in parts[0].metadata.items() if k not in _RESERVED}
+        recs.append(StateRecord(rid, [p.metadata['context'] for p in parts], np.stack([p.values for p in parts]),
+                                np.array([p.metadata['weight'] for p in parts]), user))
+    return recs
+
+@patch
+def fetch(self: StateManager,
+          ids: list) -> list[StateRecord]:  # record ids
+    """The records, in the order asked; a missing id raises `KeyError`.
+
+    Parameters
+    ----------
+    ids : list
+        record ids
+    """
+    ids = list(_check_record_ids(ids))
+    first = self.store.fetch([f"{i}#0" for i in ids], namespace=self.namespace)
+    missing = [i for i in ids if f"{i}#0" not in first]
+    if missing: raise KeyError(f"no record {missing[0]!r} in namespace {self.namespace!r}")
+    rest = [f"{i}#{c}" for i in ids for c in range(1, first[f"{i}#0"].metadata['n_contexts'])]
+    rows = {**first, **(self.store.fetch(rest, namespace=self.namespace) if rest else {})}
+    by_id = {r.id: r for r in self._records(rows)}
+    return [by_id[i] for i in ids]
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-state
+@patch
+def state(self: StateManager,
+          id: str) -> np.ndarray:  # the record's id
+    """The record's statevector (context register included), simulated from its preparation circuit.
+
+    Parameters
+    ----------
+    id : str
+        the record's id
+    """
+    (rec,) = self.fetch([id])
+    enc = self.encoding
+    sv = self.backend.statevector(enc.circuit(len(rec.contexts)), enc.values(rec.vectors[None], rec.weights[None]))
+    return sv[0].real  # both encodings prepare real states
+
+@patch
+def count(self: StateManager) -> int:
+    "Number of records (expired ones included until `purge_expired`)."
+    return self.store.count(self.namespace, filter={'context_index': 0})
+
+@patch
+def delete(self: StateManager,
+           ids: list) -> int:  # record ids
+    """Delete records (all their contexts); returns the number of rows removed.
+
+    Parameters
+    ----------
+    ids : list
+        record ids
+    """
+    return self.store.delete(filter={'record': {'$in': _check_record_ids(ids)}}, namespace=self.namespace)
+
+@patch
+def purge_expired(self: StateManager) -> int:
+    "Delete the rows of records whose `ttl` has run out; returns how many rows went."
+    return self.store.delete(filter={'expires_at': {'$lte': time.time()}}, namespace=self.namespace)
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-qdb
+MODES = ('precise', 'balanced', 'exploratory')
+
+@dataclass
+class StateMatch:
+    """One query result.
+
+    Parameters
+    ----------
+    id : str
+        the record's id
+    fidelity : float
+        |<psi(q)|psi(x)>|^2 (weighted over contexts, or conditioned on one), exact or estimated
+    stderr : float
+        standard error of the estimate (0 when exact)
+    metadata : dict
+        the record's metadata
+    """
+    id: str  # the record's id
+    fidelity: float  # |<psi(q)|psi(x)>|^2 (weighted over contexts, or conditioned on one), exact or estimated
+    stderr: float  # standard error of the estimate (0 when exact)
+    metadata: dict  # the record's metadata
+
+class QuantumDatabase:
+    "Similarity search over quantum states: a vector index proposes candidates, the fidelity ranks them."
+    def __init__(self, states: StateManager | StateEncoding,  # the records (a StateEncoding opens an in-memory store)
+                 backend: Backend | str = 'local',  # where fidelity circuits run (wrapped in a CircuitBatchManager)
+                 n_candidates: int = 100,  # candidates the index proposes per query (balanced, exploratory)
+                 shots: int | None = None,  # None: exact on analytic backends, the backend's default otherwise
+                 precise_factor: int = 4,  # precise mode multiplies candidates and shots by this
+                 **backend_options):  # options for `CircuitBatchManager` / `get_backend` when backend is a name
+        """Parameters
+        ----------
+        states : StateManager | StateEncoding
+            the records (a StateEncoding opens an in-memory store)
+        backend : Backend | str, default 'local'
+            where fidelity circuits run (wrapped in a CircuitBatchManager)
+        n_candidates : int, default 100
+            candidates the index proposes per query (balanced, exploratory)
+        shots : int | None, default None
+            None: exact on analytic backends, the backend's default otherwise
+        precise_factor : int, default 4
+            precise mode multiplies candidates and shots by this
+        **backend_options
+            options for `CircuitBatchManager` / `get_backend` when backend is a name
+        """
+        self.states = states if isinstance(states, StateManager) else StateManager(states)
+        self.backend = (backend if isinstance(backend, CircuitBatchManager)
+                        else CircuitBatchManager(backend, **backend_options))
+        self.n_candidates, self.precise_factor = check_int('n_candidates', n_candidates), check_int(
+            'precise_factor', precise_factor)
+        self.shots = check_int('shots', shots, none_ok=True)
+        self.last_query: dict = {}
+
+    def __repr__(self):
+        return f"QuantumDatabase({self.states.encoding}, backend={self.backend.name!r}, n={self.states.count()})"
+
+    def close(self):
+        self.backend.close()
+        self.states.close()
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-cand
+@patch
+def _shots(self: QuantumDatabase, mode: str) -> int | None:
+    caps = self.backend.capabilities
+    base = self.shots if self.shots is not None else (None if caps.analytic else caps.default_shots or 1000)
+    return base * self.precise_factor if base is not None and mode == 'precise' else base
+
+@patch
+def _candidates(self: QuantumDatabase, q, n, filter, context) -> list[StateRecord]:
+    "The records behind the index's n nearest rows (amplitude encoding also asks for -q: the same state)."
+    sm, now = self.states, time.time()
+    clauses = [f for f in (filter, None if context is None else {'context': context}) if f]
+    if sm.store.count(sm.namespace, filter={'expires_at': {'$exists': True}}):
+        clauses.append({'$or': [{'expires_at': {'$exists': False}}, {'expires_at': {'$gt': now}}]})
+    flt = None if not clauses else clauses[0] if len(clauses) == 1 else {'$and': clauses}
+    amplitude = sm.encoding.method == 'amplitude'
+    hits = sm.store.query(np.stack([q, -q]) if amplitude else q[None], top_k=n, filter=flt, namespace=sm.namespace,
+                          include_values=True)
+    lower_better = sm.store.describe(sm.namespace).metric == 'euclidean'
+    key = (lambda m: m.score) if lower_better else (lambda m: -m.score)
+    best = {}
+    for m in (x for h in hits for x in h):  # a row found for q and for -q keeps its better score
+        if m.id not in best or key(m) < key(best[m.id]): best[m.id] = m
+    rows = sorted(best.values(), key=key)
+    rows = {m.id: m for m in rows[:n]}
+    recs = {m.metadata['record']: m.metadata['n_contexts'] for m in rows.values()}
+    more = [f"{r}#{c}" for r, C in recs.items() for c in range(C) if f"{r}#{c}" not in rows]
+    rows.update(sm.store.fetch(more, namespace=sm.namespace) if more else {})
+    return sm._records(rows)
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-score
+@patch
+def _score(self: QuantumDatabase, q, recs, context, shots, seed) -> tuple[np.ndarray, np.ndarray]:
+    "Fidelity and standard error per record: one batched circuit run per context count."
+    F, err = np.zeros(len(recs)), np.zeros(len(recs))
+    groups = {}
+    for i, r in enumerate(recs): groups.setdefault(len(r.contexts), []).append(i)
+    for C, idx in groups.items():
+        vecs = np.stack([recs[i].vectors for i in idx])
+        w = np.stack([recs[i].weights for i in idx])
+        ctx = None if context is None else [recs[i].contexts.index(context) for i in idx]
+        F[idx], err[idx] = measure_fidelity(self.backend, self.states.encoding, q, vecs, w, ctx, shots, seed)
+    return F, err
+
+@patch
+def fidelities(self: QuantumDatabase,
+               vector,  # (d,) the query
+               ids: list,  # record ids
+               context: str | None = None,  # condition on this context (every record must have it)
+               mode: str = 'balanced') -> tuple[np.ndarray, np.ndarray]:  # sets the shots, as in `query`
+    """Fidelity (and standard error) of the query state with each listed record, no index involved.
+
+    Parameters
+    ----------
+    vector
+        (d,) the query
+    ids : list
+        record ids
+    context : str | None, default None
+        condition on this context (every record must have it)
+    mode : str, default 'balanced'
+        sets the shots, as in `query`
+    """
+    if mode not in MODES: raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    q = _check_vectors(vector, self.states.encoding.n_features, 'the query')
+    recs = self.states.fetch(ids)
+    lacking = [r.id for r in recs if context is not None and context not in r.contexts]
+    if lacking: raise KeyError(f"record {lacking[0]!r} has no context {context!r}")
+    return self._score(q, recs, context, self._shots(mode), None)
+
+# %% ../../nbs/58_storage_quantum.ipynb #q58-query
+@patch
+def query(self: QuantumDatabase,
+          vector,  # (d,) the query vector
+          k: int = 10,  # results to return
+          mode: str = 'balanced',  # 'precise', 'balanced' or 'exploratory' (see the table)
+          context: str | None = None,  # condition the fidelity on this context (None: the whole state)
+          filter: dict | None = None,  # metadata filter for the candidate stage
+          seed: int | None = None) -> list[StateMatch]:  # seeds the exploratory draw and shot sampling
+    """The k best (or, exploratory, Born-rule sampled) records for a query, by fidelity.
+
+    Parameters
+    ----------
+    vector
+        (d,) the query vector
+    k : int, default 10
+        results to return
+    mode : str, default 'balanced'
+        'precise', 'balanced' or 'exploratory' (see the table)
+    context : str | None, default None
+        condition the fidelity on this context (None: the whole state)
+    filter : dict | None, default None
+        metadata filter for the candidate stage
+    seed : int | None, default None
+        seeds the exploratory draw and shot sampling
+    """
+    if mode not in MODES: raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    check_int('k', k)
+    sm = self.states
+    q = _check_vectors(vector, sm.encoding.n_features, 'the query')
+    if q.ndim != 1: raise ValueError(f"query one vector of shape ({sm.encoding.n_features},), got {q.shape}")
+    info = sm.store.describe(sm.namespace)
+    if info is None or info.count == 0:
+        raise LookupError(f"the quantum database is empty (namespace {sm.namespace!r}): insert records first")
+    t0, shots = time.perf_counter(), self._shots(mode)
+    n = self.n_candidates * (self.precise_factor if mode == 'precise' else 1)
+    recs = self._candidates(q, n, filter, context)
+    t1, before = time.perf_counter(), self.backend.circuits_executed
+    F, err = self._score(q, recs, context, shots, seed) if recs else (np.zeros(0), np.zeros(0))
+    if mode == 'exploratory':
+        p = F / F.sum() if F.sum() > 0 else np.full(len(F), 1 / max(len(F), 1))
+        pick = np.random.default_rng(seed).choice(len(F), size=min(k, int((p > 0).sum())), replace=False, p=p)
+    else: pick = np.lexsort(([r.id for r in recs], -F))[:k]
+    self.last_query = {'mode': mode, 'candidates': len(recs), 'shots': shots,
+                       'circuits': self.backend.circuits_executed - before, 'index_seconds': t1 - t0,
+                       'kernel_seconds': time.perf_counter() - t1}
+    return [StateMatch(recs[i].id, float(F[i]), float(err[i]), recs[i].metadata) for i in pick]
