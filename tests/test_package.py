@@ -41,8 +41,8 @@ def test_readme_is_generated_from_index():
 
 
 FRONT_DOOR = ['Circuit', 'CircuitBatchManager', 'DataEncoder', 'Database', 'HardwareEfficientQuantumLayer',
-              'NoiseModel', 'Observable', 'QuantumDatabase', 'QuantumModel', 'QuantumTrainer', 'TrainingConfig',
-              'X', 'Y', 'Z', 'available_backends', 'get_backend', 'load_data', 'minmax_to_angles']
+              'NoiseModel', 'Observable', 'QuantumDatabase', 'QuantumModel', 'QuantumTrainer', 'StateManager',
+              'TrainingConfig', 'X', 'Y', 'Z', 'available_backends', 'get_backend', 'load_data', 'minmax_to_angles']
 
 
 def test_front_door_names():

@@ -90,10 +90,20 @@ class StateEncoding:
         "Qubits of the data register."
         return max(1, math.ceil(math.log2(self.n_features))) if self.method == 'amplitude' else self.n_features
 
-    def to_json(self) -> str: return json.dumps(asdict(self), sort_keys=True)
+    def to_json(self) -> str:
+        "The spec as canonical JSON (what every record stores)."
+        return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> StateEncoding: return cls(**json.loads(text))  # what `to_json` wrote
+    def from_json(cls, text: str) -> StateEncoding:  # what `to_json` wrote
+        """The encoding a stored spec describes.
+
+        Parameters
+        ----------
+        text : str
+            what `to_json` wrote
+        """
+        return cls(**json.loads(text))
 
 # %% ../../nbs/58_storage_quantum.ipynb #q58-circ
 def _context_qubits(n_contexts: int) -> int: return math.ceil(math.log2(n_contexts)) if n_contexts > 1 else 0
@@ -287,6 +297,7 @@ class StateManager:
 
     def __repr__(self): return f"StateManager({self.encoding}, {self.count()} records, store={self.store!r})"
     def close(self):
+        "Close the store if this manager opened it."
         if self._owns_store: self.store.close()
 
 # %% ../../nbs/58_storage_quantum.ipynb #q58-write
@@ -318,7 +329,8 @@ def _write(self: StateManager, ids, vectors, weights, contexts, metadata, ttl):
     if clash: raise ValueError(f"metadata keys {sorted(clash)} are reserved by the state manager: {_RESERVED}")
     base = {'encoding': self.encoding.to_json(), 'written': uuid.uuid4().hex, 'n_contexts': C}
     if ttl is not None:
-        if not (isinstance(ttl, (int, float)) and ttl > 0): raise ValueError(f"ttl must be positive seconds, got {ttl!r}")
+        if not (isinstance(ttl, (int, float)) and ttl > 0):
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         base['expires_at'] = time.time() + ttl
     rows = [(f"{i}#{c}", v[r, c], {**(metadata[r] or {}), **base, 'record': i, 'context': contexts[c],
                                    'context_index': c, 'weight': float(w[r, c])})
@@ -505,6 +517,7 @@ class QuantumDatabase:
             options for `CircuitBatchManager` / `get_backend` when backend is a name
         """
         self.states = states if isinstance(states, StateManager) else StateManager(states)
+        self._owns_states = self.states is not states
         self.backend = (backend if isinstance(backend, CircuitBatchManager)
                         else CircuitBatchManager(backend, **backend_options))
         self.n_candidates, self.precise_factor = check_int('n_candidates', n_candidates), check_int(
@@ -516,8 +529,9 @@ class QuantumDatabase:
         return f"QuantumDatabase({self.states.encoding}, backend={self.backend.name!r}, n={self.states.count()})"
 
     def close(self):
+        "Close the circuit pipeline, and the state manager if this database opened it."
         self.backend.close()
-        self.states.close()
+        if self._owns_states: self.states.close()
 
 # %% ../../nbs/58_storage_quantum.ipynb #q58-cand
 @patch
@@ -590,6 +604,13 @@ def fidelities(self: QuantumDatabase,
     return self._score(q, recs, context, self._shots(mode), None)
 
 # %% ../../nbs/58_storage_quantum.ipynb #q58-query
+def _spent(before, after) -> dict:
+    "What one query cost, from two pipeline reports (None where the backend does not count it)."
+    keys = {'circuits': 'circuits', 'requests': 'requests', 'jobs': 'jobs', 'cost_usd': 'estimated_cost_usd',
+            'qpu_equivalent_usd': 'qpu_equivalent_usd'}
+    delta = lambda a, b: None if b is None else b - (a or 0)
+    return {k: delta(getattr(before, f), getattr(after, f)) for k, f in keys.items()}
+
 @patch
 def query(self: QuantumDatabase,
           vector,  # (d,) the query vector
@@ -626,13 +647,12 @@ def query(self: QuantumDatabase,
     t0, shots = time.perf_counter(), self._shots(mode)
     n = self.n_candidates * (self.precise_factor if mode == 'precise' else 1)
     recs = self._candidates(q, n, filter, context)
-    t1, before = time.perf_counter(), self.backend.circuits_executed
+    t1, before = time.perf_counter(), self.backend.report()
     F, err = self._score(q, recs, context, shots, seed) if recs else (np.zeros(0), np.zeros(0))
     if mode == 'exploratory':
         p = F / F.sum() if F.sum() > 0 else np.full(len(F), 1 / max(len(F), 1))
         pick = np.random.default_rng(seed).choice(len(F), size=min(k, int((p > 0).sum())), replace=False, p=p)
     else: pick = np.lexsort(([r.id for r in recs], -F))[:k]
-    self.last_query = {'mode': mode, 'candidates': len(recs), 'shots': shots,
-                       'circuits': self.backend.circuits_executed - before, 'index_seconds': t1 - t0,
-                       'kernel_seconds': time.perf_counter() - t1}
+    self.last_query = {'mode': mode, 'candidates': len(recs), 'shots': shots, 'index_seconds': t1 - t0,
+                       'kernel_seconds': time.perf_counter() - t1, **_spent(before, self.backend.report())}
     return [StateMatch(recs[i].id, float(F[i]), float(err[i]), recs[i].metadata) for i in pick]
