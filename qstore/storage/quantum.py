@@ -518,8 +518,8 @@ class QuantumDatabase:
         """
         self.states = states if isinstance(states, StateManager) else StateManager(states)
         self._owns_states = self.states is not states
-        self.backend = (backend if isinstance(backend, CircuitBatchManager)
-                        else CircuitBatchManager(backend, **backend_options))
+        self._owns_backend = not isinstance(backend, CircuitBatchManager)
+        self.backend = CircuitBatchManager(backend, **backend_options) if self._owns_backend else backend
         self.n_candidates, self.precise_factor = check_int('n_candidates', n_candidates), check_int(
             'precise_factor', precise_factor)
         self.shots = check_int('shots', shots, none_ok=True)
@@ -529,8 +529,8 @@ class QuantumDatabase:
         return f"QuantumDatabase({self.states.encoding}, backend={self.backend.name!r}, n={self.states.count()})"
 
     def close(self):
-        "Close the circuit pipeline, and the state manager if this database opened it."
-        self.backend.close()
+        "Close the circuit pipeline and the state manager, if this database created them."
+        if self._owns_backend: self.backend.close()
         if self._owns_states: self.states.close()
 
 # %% ../../nbs/58_storage_quantum.ipynb #q58-cand
