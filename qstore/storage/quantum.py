@@ -233,12 +233,18 @@ def measure_fidelity(backend: Backend,  # where the circuits run (a `CircuitBatc
         context = np.broadcast_to(np.asarray(context, dtype=int), (len(x),))
         if ((context < 0) | (context >= C)).any(): raise ValueError(f"context index out of range 0..{C - 1}")
     q = encoding.values(_check_vectors(query, encoding.n_features, 'the query')[None])
-    circuit = encoding.fidelity_circuit(C)
-    res = backend.run(circuit, np.concatenate([x, np.repeat(q, len(x), 0)], axis=1), shots=shots, seed=seed)
-    p = res.probabilities if shots is None else res.counts
-    p = p.reshape(len(x), -1, 2 ** encoding.n_qubits)  # (B, context slots, data register)
-    if context is None: kept, hits = p.sum((1, 2)), p[:, :, 0].sum(1)
-    else: kept, hits = p[np.arange(len(x)), context].sum(1), p[np.arange(len(x)), context, 0]
+    n = 2 ** encoding.n_qubits
+    if shots is None and backend.capabilities.adjoint:  # <0|U(q)^dag U(x)|0> is the overlap of the prepared states
+        psi = backend.statevector(encoding.circuit(C), x).reshape(len(x), -1, n)
+        amp = psi @ backend.statevector(encoding.circuit(1, 'q'), q)[0].conj()
+        hit, slot = np.abs(amp) ** 2, (np.abs(psi) ** 2).sum(2)  # (B, context slots)
+    else:
+        values = np.concatenate([x, np.repeat(q, len(x), 0)], axis=1)
+        res = backend.run(encoding.fidelity_circuit(C), values, shots=shots, seed=seed)
+        p = (res.probabilities if shots is None else res.counts).reshape(len(x), -1, n)  # (B, slots, data register)
+        hit, slot = p[:, :, 0], p.sum(2)
+    if context is None: kept, hits = slot.sum(1), hit.sum(1)
+    else: kept, hits = slot[np.arange(len(x)), context], hit[np.arange(len(x)), context]
     F = np.clip(hits / np.where(kept == 0, 1, kept), 0, 1)
     err = np.zeros_like(F) if shots is None else np.sqrt(F * (1 - F) / np.maximum(kept, 1))
     return F, err
