@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['Circuit', 'Observable', 'X', 'Y', 'Z', 'NoiseModel', 'get_backend', 'available_backends', 'CircuitBatchManager',
            'DataEncoder', 'HardwareEfficientQuantumLayer', 'QuantumModel', 'TrainingConfig', 'QuantumTrainer',
-           'load_data', 'minmax_to_angles', 'Database', 'QuantumDatabase', 'QuantumClassifier', 'QuantumRegressor']
+           'load_data', 'minmax_to_angles', 'Database', 'StateManager', 'QuantumDatabase', 'QuantumClassifier',
+           'QuantumRegressor']
 
 # %% ../nbs/98_package.ipynb #p98-imp
 __version__ = "0.1.0"
@@ -30,7 +31,8 @@ _LAZY = {  # front-door name -> the module under `qstore` that defines it
     'load_data': 'ml.datasets',
     'minmax_to_angles': 'ml.datasets',
     'Database': 'storage.db',
-    'QuantumDatabase': 'storage.db',
+    'StateManager': 'storage.quantum',
+    'QuantumDatabase': 'storage.quantum',
     'QuantumClassifier': 'sklearn',
     'QuantumRegressor': 'sklearn',
 }
@@ -38,8 +40,9 @@ _LAZY = {  # front-door name -> the module under `qstore` that defines it
 # %% ../nbs/98_package.ipynb #p98-all
 _all_ = ['Circuit', 'Observable', 'X', 'Y', 'Z', 'NoiseModel', 'get_backend', 'available_backends',
          'CircuitBatchManager', 'DataEncoder', 'HardwareEfficientQuantumLayer', 'QuantumModel', 'TrainingConfig',
-         'QuantumTrainer', 'load_data', 'minmax_to_angles', 'Database', 'QuantumDatabase',
+         'QuantumTrainer', 'load_data', 'minmax_to_angles', 'Database', 'StateManager', 'QuantumDatabase',
          'QuantumClassifier', 'QuantumRegressor']
+
 
 # %% ../nbs/98_package.ipynb #p98-getattr
 def __getattr__(name:str):  # a name not yet in the package namespace
@@ -70,4 +73,6 @@ if TYPE_CHECKING:
     from qstore.pipeline.batch import CircuitBatchManager
     from qstore.simulator import NoiseModel
     from qstore.sklearn import QuantumClassifier, QuantumRegressor
-    from qstore.storage.db import Database, QuantumDatabase
+    from qstore.storage.db import Database
+    from qstore.storage.quantum import QuantumDatabase, StateManager
+

@@ -42,7 +42,7 @@ def test_readme_is_generated_from_index():
 
 FRONT_DOOR = ['Circuit', 'CircuitBatchManager', 'DataEncoder', 'Database', 'HardwareEfficientQuantumLayer',
               'NoiseModel', 'Observable', 'QuantumClassifier', 'QuantumDatabase', 'QuantumModel', 'QuantumRegressor',
-              'QuantumTrainer', 'TrainingConfig',
+              'QuantumTrainer', 'StateManager', 'TrainingConfig',
               'X', 'Y', 'Z', 'available_backends', 'get_backend', 'load_data', 'minmax_to_angles']
 
 

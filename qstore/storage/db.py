@@ -26,8 +26,8 @@ from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
 from ..utils import CommandParser, check_int
 
 # %% auto #0
-__all__ = ['STAGES', 'QSTORE_FACTORIES', 'RUN_STATUSES', 'QuantumDatabase', 'qstore_home', 'validate_dataset', 'train_val_split',
-           'DataLoader', 'IndexedFileStore', 'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable',
+__all__ = ['STAGES', 'QSTORE_FACTORIES', 'RUN_STATUSES', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader',
+           'IndexedFileStore', 'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable',
            'UntrustedCallableError', 'trusted_callable', 'ModelVersion', 'ModelRegistry', 'Run', 'MetricsStore',
            'Database', 'models_cli']
 
@@ -1293,9 +1293,6 @@ class Database:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f"Database({self.url!r}, root={str(self.root)!r})"
-
-# The original design's name for the facade; the quantum similarity search builds on the same object.
-QuantumDatabase = Database
 
 # %% ../../nbs/53_storage_db.ipynb #db21-cli
 def _cli_version(v: str):
