@@ -13,7 +13,7 @@ from ..circuits import Circuit
 from ..backends.base import Backend
 from ..simulator import StatevectorSimulator
 from ..pipeline.batch import CircuitBatchManager
-from ..storage.vectors import SQLiteVectorStore, VectorStore
+from ..storage.quantum import QuantumDatabase, StateEncoding
 from .core import prepare_real_amplitudes
 from ..utils import check_int
 
@@ -197,38 +197,35 @@ def films_of(ratings: dict,  # person -> {film: rating}
     return sorted({f for r in ratings.values() for f in r})
 
 def index_people(ratings: dict,  # person -> {film: rating}
-                 store: VectorStore | None = None,  # where to keep them (None: a new in-memory SQLite store)
-                 namespace: str = 'people',  # vector store namespace
-                 ) -> VectorStore:
-    """Upsert every person's centred rating vector over `films_of(ratings)`, with their name as id.
+                 database: QuantumDatabase | None = None,  # where to keep them (None: a new in-memory one, exact)
+                 ) -> QuantumDatabase:
+    """Insert every person's centred rating vector over `films_of(ratings)` as an amplitude-encoded state, id = name.
 
     Parameters
     ----------
     ratings : dict
         person -> {film: rating}
-    store : VectorStore | None, default None
-        where to keep them (None: a new in-memory SQLite store)
-    namespace : str, default 'people'
-        vector store namespace
+    database : QuantumDatabase | None, default None
+        where to keep them (None: a new in-memory one, exact)
     """
     films = films_of(ratings)
-    store = SQLiteVectorStore(':memory:', metric='cosine') if store is None else store
+    database = QuantumDatabase(StateEncoding('amplitude', n_features=len(films))) if database is None else database
     rows = []
     for person, r in ratings.items():
         mean = np.mean(list(r.values()))
         rows.append([r[f] - mean if f in r else 0.0 for f in films])
-    store.upsert(list(ratings), np.array(rows) + 1e-9, [{'ratings': len(r)} for r in ratings.values()], namespace)
-    return store
+    rows = np.array(rows) + 1e-9  # a person without variance still has a (near uniform) state
+    database.states.insert(list(ratings), rows, [{'ratings': len(r)} for r in ratings.values()])
+    return database
 
 def neighbours(ratings: dict,  # person -> {film: rating}
                person: str,  # whose neighbours
-               store: VectorStore,  # from `index_people`
+               database: QuantumDatabase,  # from `index_people`
                k: int = 3,  # neighbours returned
-               candidates: int = 10,  # proposed by the store before re-ranking
+               candidates: int = 10,  # proposed by the database before re-ranking
                similarity=pearson,  # (ratings, a, b) -> similarity, e.g. a `QuantumUserSimilarity`
-               namespace: str = 'people',  # vector store namespace
                ) -> list[tuple[float, str]]:
-    """The k most similar people by `similarity`, among the store's `candidates` nearest by cosine.
+    """The k most similar people by `similarity`, among the database's `candidates` best by fidelity.
 
     Parameters
     ----------
@@ -236,19 +233,18 @@ def neighbours(ratings: dict,  # person -> {film: rating}
         person -> {film: rating}
     person : str
         whose neighbours
-    store : VectorStore
+    database : QuantumDatabase
         from `index_people`
     k : int, default 3
         neighbours returned
     candidates : int, default 10
-        proposed by the store before re-ranking
+        proposed by the database before re-ranking
     similarity : default pearson
         (ratings, a, b) -> similarity, e.g. a `QuantumUserSimilarity`
-    namespace : str, default 'people'
-        vector store namespace
     """
     check_int('k', k)
     check_int('candidates', candidates)
-    vec = store.fetch([person], namespace)[person].values
-    proposed = [m.id for m in store.query(vec, top_k=candidates + 1, namespace=namespace) if m.id != person]
+    vec = database.states.fetch([person])[0].vectors[0]
+    hits = database.query(vec, k=min(candidates + 1, database.states.count()), mode='precise')
+    proposed = [m.id for m in hits if m.id != person]
     return sorted(((similarity(ratings, person, other), other) for other in proposed), reverse=True)[:k]
