@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 from fastcore.basics import patch
+from ..backends.base import get_backend
 from ..storage.db import STAGES, Database
 from .checkpoint import load_checkpoint
 from .layers import QuantumModel
@@ -130,7 +131,8 @@ class Predictor:
         """
         if model.weights is None: raise ValueError(f"model {model.name!r} has no trained weights to predict with")
         if loss not in LOSSES: raise ValueError(f"unknown loss {loss!r}; losses: {', '.join(LOSSES)}")
-        self.model, self.loss, self.backend, self.version, self.ref = model, loss, backend, version, ref
+        self.model, self.loss, self.version, self.ref = model, loss, version, ref
+        self.backend = get_backend(backend)  # once: building a backend per call costs as much as a small circuit
         self.name = model.name if ref is None else parse_model_ref(ref)[0]
 
     @property
@@ -199,8 +201,8 @@ def _as_rows(rows) -> np.ndarray:
     if isinstance(rows, np.ndarray) and rows.dtype.kind in 'biuf': return rows.astype(float)
     if isinstance(rows, (str, bytes, dict)) or rows is None:
         raise InputError(f"rows must be a list of rows of numbers, got {type(rows).__name__}")
-    if any(isinstance(v, (bool, str)) for r in rows for v in (r if isinstance(r, (list, tuple)) else [r])):
-        raise InputError("rows must hold numbers only (no strings or booleans)")
+    if any(v is None or isinstance(v, (bool, str)) for r in rows for v in (r if isinstance(r, (list, tuple)) else [r])):
+        raise InputError("rows must hold numbers only (no strings, booleans or nulls)")
     try: return np.asarray(rows, dtype=float)
     except (TypeError, ValueError):
         raise InputError("rows must be a list of equally long rows of numbers") from None
