@@ -109,7 +109,7 @@ async def _loop(self: MicroBatcher):
         batch = [w for w in await self._collect() if not w.future.done()]
         if batch: await self._answer(batch)
 
-# %% ../nbs/81_serve.ipynb #srv-10
+# %% ../nbs/81_serve.ipynb #srv-12
 def _prometheus():
     try: import prometheus_client
     except ImportError:
@@ -162,7 +162,7 @@ class ServeMetrics:
         multiprocess.MultiProcessCollector(everyone)
         return prom.generate_latest(everyone)
 
-# %% ../nbs/81_serve.ipynb #srv-12
+# %% ../nbs/81_serve.ipynb #srv-14
 class InferenceServer:
     "A registered model behind `POST /predict`, `GET /health` and `GET /metrics`."
     def __init__(self, model: str,  # 'name', 'name:VERSION' or 'name@STAGE'
@@ -197,7 +197,7 @@ class InferenceServer:
         self.batcher = MicroBatcher(self._run, max_batch, max_wait, self.metrics.batch)
         self.log = logging.getLogger('qstore.serve')
 
-# %% ../nbs/81_serve.ipynb #srv-13
+# %% ../nbs/81_serve.ipynb #srv-15
 @patch
 def _run(self: InferenceServer, Xs: list) -> list:
     "One simulator call for a batch of requests (in a thread): one predictor version answers the whole batch."
@@ -233,7 +233,7 @@ async def _watch(self: InferenceServer):
         except Exception as e:  # keep serving the loaded version; say why the new one did not load
             self.log.warning("qstore serve: could not reload %s: %s: %s", self.ref, type(e).__name__, e)
 
-# %% ../nbs/81_serve.ipynb #srv-15
+# %% ../nbs/81_serve.ipynb #srv-17
 class HTTPError(Exception):
     "A request the endpoint refuses: HTTP status and the message for the client."
     def __init__(self, status: int,  # HTTP status code
@@ -269,7 +269,7 @@ def _rows_of(body: bytes):
     if isinstance(payload, list): return payload
     raise HTTPError(400, f"expected an object with one key 'rows' or a list of rows; {_FORMAT}")
 
-# %% ../nbs/81_serve.ipynb #srv-16
+# %% ../nbs/81_serve.ipynb #srv-18
 @patch
 def _checked(self: InferenceServer, body: bytes) -> np.ndarray:
     return self.predictor.check(_rows_of(body))
@@ -304,7 +304,7 @@ async def predict_endpoint(self: InferenceServer,
     self.metrics.requests.labels(str(response.status_code)).inc()
     return response
 
-# %% ../nbs/81_serve.ipynb #srv-17
+# %% ../nbs/81_serve.ipynb #srv-19
 @patch
 async def health(self: InferenceServer,
                  request: Request,  # GET /health
@@ -348,7 +348,7 @@ def app(self: InferenceServer) -> Starlette:
               Route('/metrics', self.metrics_endpoint)]
     return Starlette(routes=routes, lifespan=lifespan)
 
-# %% ../nbs/81_serve.ipynb #srv-25
+# %% ../nbs/81_serve.ipynb #srv-27
 _ENV = 'QSTORE_SERVE'
 
 def app_from_env() -> Starlette:
@@ -371,7 +371,7 @@ def _serve_parser():
     p.add_argument('--log-level', default='warning', choices=['critical', 'error', 'warning', 'info', 'debug'])
     return p
 
-# %% ../nbs/81_serve.ipynb #srv-26
+# %% ../nbs/81_serve.ipynb #srv-28
 def serve_cli(argv: list[str] | None = None,  # command-line arguments after `qstore serve`
              ) -> int:
     """`qstore serve`: check the model loads, then run N supervised uvicorn workers on one port until stopped.

@@ -1,5 +1,5 @@
 "`qstore serve` end to end: the real server (uvicorn workers in subprocesses) on a free loopback port."
-import json, os, re, signal, subprocess, sys, time
+import asyncio, json, os, re, signal, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -191,3 +191,12 @@ def test_stopped_worker_answers_what_it_accepted_and_is_replaced(home):
         _new_pid(url, pid)
         assert httpx.post(f'{url}/predict', json=home[1][:1].tolist()).status_code == 200
     finally: assert stop_server(proc) == 0
+
+
+def test_bench_load_generator(server, home):
+    "bench/serve.py's client: keep-alive HTTP/1.1 requests, answers counted, bounded by count and time."
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'bench'))
+    try: import serve as bench_serve
+    finally: sys.path.pop(0)
+    r = asyncio.run(bench_serve.load(server, home[1][:8].tolist(), clients=4, requests=40, seconds=10))
+    assert (r['requests'], r['errors']) == (40, 0) and r['rps'] > 0 and r['p50_ms'] <= r['p99_ms']
