@@ -189,6 +189,8 @@ class InferenceServer:
         max_body : int, default 10 * 2 ** 20
             request body limit in bytes (larger: 413)
         """
+        if not poll >= 0: raise ValueError(f"poll must be >= 0 seconds, got {poll!r}")
+        if not max_body >= 1: raise ValueError(f"max_body must be >= 1 byte, got {max_body!r}")
         self.db = Database.open(home)
         self.predictor = Predictor.from_registry(self.db, model, backend)
         self.ref, self.backend, self.poll, self.max_body = model, backend, poll, max_body
@@ -388,8 +390,7 @@ def serve_cli(argv: list[str] | None = None,  # command-line arguments after `qs
     if (why := _missing_store(a.home)): raise FileNotFoundError(why)
     settings = {'model': a.model, 'home': a.home, 'backend': a.backend, 'max_batch': a.max_batch,
                 'max_wait': a.max_wait_ms / 1000, 'poll': a.poll, 'max_body': int(a.max_body_mb * 2**20)}
-    InferenceServer(**settings).db.close()  # an unknown model or bad setting ends here, with one line
-    _prometheus()
+    InferenceServer(**settings).db.close()  # an unknown model, a bad setting or a missing extra ends here, in one line
     with tempfile.TemporaryDirectory(prefix='qstore-serve-metrics-') as metrics_dir:
         os.environ.update({_ENV: json.dumps(settings), 'PROMETHEUS_MULTIPROC_DIR': metrics_dir})
         config = uvicorn.Config('qstore.serve:app_from_env', factory=True, host=a.host, port=a.port,
