@@ -186,8 +186,8 @@ def test_stopped_worker_answers_what_it_accepted_and_is_replaced(home):
         futures = _slow_requests(url, 4, home[1])
         time.sleep(0.5)
         os.kill(pid, signal.SIGKILL)
-        for f in futures:
-            with pytest.raises(httpx.TransportError): f.result()
+        lost = [isinstance(f.exception(), httpx.TransportError) for f in futures]
+        assert any(lost) and all(lost[i] or futures[i].result().status_code == 200 for i in range(4))
         _new_pid(url, pid)
         assert httpx.post(f'{url}/predict', json=home[1][:1].tolist()).status_code == 200
     finally: assert stop_server(proc) == 0
