@@ -17,6 +17,7 @@ COMMANDS = {
     'train': ('qstore.jobs:train_cli', 'train a model from a YAML/TOML config file (--resume to continue)'),
     'bench': ('qstore.cli:bench_cli', 'benchmark the batched simulator (table + JSON; needs a source checkout)'),
     'models': ('qstore.storage.db:models_cli', 'list, inspect and promote registered models'),
+    'serve': ('qstore.serve:serve_cli', 'serve a registered model over HTTP on 127.0.0.1 (micro-batched, N workers)'),
     'ionq-emulator': (
         'qstore.ionq.emulator:emulator_cli',
         'serve the IonQ API v0.4 emulator on 127.0.0.1 (latency and fault injection)',
