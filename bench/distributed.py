@@ -53,7 +53,13 @@ def start_dask_cli(workers: int = 2, timeout: float = 60.0) -> tuple:
     return json.loads(sched_file.read_text())['address'], procs, tmp
 
 
-def stop(procs):
+def stop(procs, address: str | None = None):
+    "Stop a `start_dask_cli` cluster: ask the scheduler to shut everything down, then terminate what is left."
+    if address:
+        import distributed
+        try:
+            with distributed.Client(address, timeout='5s') as client: client.shutdown()
+        except (OSError, TimeoutError): pass
     for p in reversed(procs): p.terminate()
     for p in procs:
         try: p.wait(10)
@@ -63,50 +69,33 @@ def stop(procs):
 def parse_size(s: str) -> tuple: return tuple(int(x) for x in s.split('x'))
 
 
-def distributed_benchmark(sizes=((14, 2, 256), (16, 2, 64)), repeat: int = 3, crossover=(14, 2),
-                          max_crossover_batch: int = 64, cli: bool = True) -> tuple[list, dict]:
-    "Rows of the side-by-side table, and the crossover search (see the module docstring)."
-    import distributed
+def compare(sizes, executors: dict, repeat: int) -> list[dict]:
+    "One row per size: one process against each executor (column prefix -> DaskExecutor), results checked equal."
     local = CircuitBatchManager(LocalBackend(), executor=InlineExecutor())
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    executors = {'LocalCluster': DaskExecutor(distributed.Client(cluster))}
-    procs, tmp = [], None
-    try:
-        if cli:
-            address, procs, tmp = start_dask_cli(2)
-            client = distributed.Client(address, timeout='30s')
-            client.wait_for_workers(2, timeout=60)
-            executors['dask CLI'] = DaskExecutor(client)
-        rows = []
-        for n, layers, batch in sizes:
-            c = reference_circuit(n, layers)
-            v = reference_values(c, batch, seed=1)
-            obs = [f'Z{q}' for q in range(n)]
-            ref = local.run(c, v, obs).expectations
-            one = time_call(lambda: local.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
-            row = {'qubits': n, 'layers': layers, 'gates': len(c.ops), 'batch': batch, 'one_process_s': one}
-            for name, ex in executors.items():
-                mgr = CircuitBatchManager(LocalBackend(), executor=ex)
-                same = np.array_equal(mgr.run(c, v, obs).expectations, ref)  # also the warm-up: ships the template
-                t = time_call(lambda: mgr.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
-                key = 'local_cluster' if name == 'LocalCluster' else 'dask_cli'
-                row.update({f'{key}_s': t, f'{key}_speedup': one / t, f'{key}_chunks': ex.last_batch['chunks'],
-                            f'{key}_bitwise_equal': bool(same)})
-            rows.append(row)
-        cross = crossover_search(local, executors['LocalCluster'], crossover, max_crossover_batch, repeat)
-    finally:
-        for ex in executors.values(): ex.client.close()
-        cluster.close()
-        stop(procs)
-        if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
-    return rows, cross
+    rows = []
+    for n, layers, batch in sizes:
+        c = reference_circuit(n, layers)
+        v = reference_values(c, batch, seed=1)
+        obs = [f'Z{q}' for q in range(n)]
+        ref = local.run(c, v, obs).expectations
+        one = time_call(lambda: local.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
+        row = {'qubits': n, 'layers': layers, 'gates': len(c.ops), 'batch': batch, 'one_process_s': one}
+        for key, ex in executors.items():
+            mgr = CircuitBatchManager(LocalBackend(), executor=ex)
+            same = np.array_equal(mgr.run(c, v, obs).expectations, ref)  # also the warm-up: ships the template
+            t = time_call(lambda: mgr.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
+            row.update({f'{key}_s': t, f'{key}_speedup': one / t, f'{key}_chunks': ex.last_batch['chunks'],
+                        f'{key}_bitwise_equal': bool(same)})
+        rows.append(row)
+    return rows
 
 
-def crossover_search(local, ex, size, max_batch: int, repeat: int) -> dict:
-    "Batches of 1, 2, 4, ... rows: the smallest for which the cluster is faster than one process."
+def crossover_search(ex, size, max_batch: int, repeat: int) -> dict:
+    "Batches of 1, 2, 4, ... rows: the smallest for which the executor's cluster is faster than one process."
     n, layers = size
     c = reference_circuit(n, layers)
     obs = [f'Z{q}' for q in range(n)]
+    local = CircuitBatchManager(LocalBackend(), executor=InlineExecutor())
     mgr = CircuitBatchManager(LocalBackend(), executor=ex)
     tried, smallest, batch = [], None, 1
     while batch <= max_batch:
@@ -118,6 +107,29 @@ def crossover_search(local, ex, size, max_batch: int, repeat: int) -> dict:
         if two < one and smallest is None: smallest = batch
         batch *= 2
     return {'qubits': n, 'layers': layers, 'smallest_paying_batch': smallest, 'tried': tried}
+
+
+def distributed_benchmark(sizes=((14, 2, 256), (16, 2, 64)), repeat: int = 3, crossover=(14, 2),
+                          max_crossover_batch: int = 64, cli: bool = True) -> tuple[list, dict]:
+    "Start the clusters, run `compare` and `crossover_search` (on the LocalCluster), stop the clusters."
+    import distributed
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=':0')
+    executors = {'local_cluster': DaskExecutor(distributed.Client(cluster))}
+    procs, tmp, address = [], None, None
+    try:
+        if cli:
+            address, procs, tmp = start_dask_cli(2)
+            client = distributed.Client(address, timeout='30s')
+            client.wait_for_workers(2, timeout=60)
+            executors['dask_cli'] = DaskExecutor(client)
+        rows = compare(sizes, executors, repeat)
+        cross = crossover_search(executors['local_cluster'], crossover, max_crossover_batch, repeat)
+    finally:
+        for ex in executors.values(): ex.client.close()
+        cluster.close()
+        stop(procs, address if procs else None)
+        if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
+    return rows, cross
 
 
 COLUMNS = [('qubits', 'n', '{}'), ('gates', 'gates', '{}'), ('batch', 'B', '{}'),

@@ -11,7 +11,7 @@ from fastcore.basics import patch, store_attr
 from .pipeline.batch import simulate_chunk
 
 # %% auto #0
-__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'dask_client', 'loads_here', 'ShippedTask', 'plan_chunks', 'DaskExecutor',
+__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'ROW_ALIGN', 'dask_client', 'loads_here', 'ShippedTask', 'plan_chunks', 'DaskExecutor',
            'kill_busy_worker']
 
 # %% ../nbs/80_distributed.ipynb #fa4fda54
@@ -38,7 +38,7 @@ def dask_client(client=None,  # a `distributed.Client`, a scheduler address ('tc
     if isinstance(client, str): return distributed.Client(client, timeout='10s'), True
     if client is not None: raise TypeError(f"client must be a distributed.Client, an address or None, got {client!r}")
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=':0')
     return distributed.Client(cluster), True
 
 # %% ../nbs/80_distributed.ipynb #9d2a8b04
@@ -82,6 +82,7 @@ class ShippedTask:
 
 # %% ../nbs/80_distributed.ipynb #faba8adb
 AMPLITUDE_OPS_PER_SECOND = 2e8  # one core of the 2-core test machine, 4-7 ns per gate per amplitude
+ROW_ALIGN = 8  # chunks start at multiples of this many rows (BLAS row blocking, see above)
 
 
 def plan_chunks(rows: int,  # rows of the batch
@@ -120,14 +121,15 @@ def plan_chunks(rows: int,  # rows of the batch
     per_row = 2 ** n_qubits * max(1, n_gates)
     floor = math.ceil(min_chunk_seconds * AMPLITUDE_OPS_PER_SECOND / per_row)
     ceiling = max(1, max_chunk_bytes // (2 ** n_qubits * 32))
-    size = max(1, min(max(floor, math.ceil(rows / (max(1, workers) * chunks_per_worker))), ceiling))
+    size = max(floor, math.ceil(rows / (max(1, workers) * chunks_per_worker)))
+    size = max(1, min(ROW_ALIGN * math.ceil(size / ROW_ALIGN), ceiling))
     return [(a, min(rows, a + size)) for a in range(0, rows, size)]
 
 # %% ../nbs/80_distributed.ipynb #a4a28ecd
 class DaskExecutor:
     "Runs the chunks of a circuit batch on Dask workers (the `executor=` of `CircuitBatchManager`)."
     def __init__(self, client=None,  # a `distributed.Client`, a scheduler address, or None: a 2-worker LocalCluster
-                 chunk_rows: int | None = None,  # fixed rows per chunk (None: `plan_chunks` adapts to the circuit)
+                 chunk_rows: int | None = None,  # rows per chunk, rounded up to a multiple of ROW_ALIGN (None: adapt)
                  min_chunk_seconds: float = 0.05,  # adaptive chunks carry at least this much simulation
                  chunks_per_worker: int = 2,  # adaptive chunks per worker thread above that floor
                  max_templates: int = 16,  # shipped tasks kept on the workers (least recently used dropped)
@@ -137,7 +139,7 @@ class DaskExecutor:
         client : default None
             a `distributed.Client`, a scheduler address, or None: a 2-worker LocalCluster
         chunk_rows : int | None, default None
-            fixed rows per chunk (None: `plan_chunks` adapts to the circuit)
+            rows per chunk, rounded up to a multiple of ROW_ALIGN (None: adapt)
         min_chunk_seconds : float, default 0.05
             adaptive chunks carry at least this much simulation
         chunks_per_worker : int, default 2
@@ -176,8 +178,9 @@ def _ship(self: DaskExecutor, task: tuple):
 
 @patch
 def _bounds(self: DaskExecutor, rows: int, circuit) -> list[tuple]:
-    step = self.chunk_rows
-    if step is not None: return [(a, min(rows, a + step)) for a in range(0, rows, step)]
+    if self.chunk_rows is not None:
+        step = ROW_ALIGN * math.ceil(self.chunk_rows / ROW_ALIGN)
+        return [(a, min(rows, a + step)) for a in range(0, rows, step)]
     return plan_chunks(rows, circuit.n_qubits, len(circuit.ops), self.workers, self.min_chunk_seconds,
                        self.chunks_per_worker)
 
