@@ -243,9 +243,9 @@ def compare_runs(results: list[dict],  # what `sweep` returned
     ax_acc.set(xticks=x, ylim=(0, 1.05), ylabel='accuracy', title='final accuracy')
     ax_acc.set_xticklabels([r['tag'] for r in results], rotation=20, fontsize=8)
     ax_loss.set(xlabel='epoch', ylabel='train loss', title='training loss per run')
-    for ax in (ax_loss, ax_acc):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=.3)
+    ax_loss.legend(fontsize=8)
+    ax_acc.legend(fontsize=8, loc='lower right')
+    for ax in (ax_loss, ax_acc): ax.grid(alpha=.3)
     fig.tight_layout()
     return table, fig
 
