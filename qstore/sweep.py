@@ -87,8 +87,20 @@ def apply_grid_point(sections: tuple,  # (training, model, data) mappings of a c
     return training, model, data
 
 
-def run_tag(point: dict) -> str:
-    "A file- and model-name-safe name for a grid point: `lr0.1-depth2`."
+def run_tag(point: dict,  # grid key -> value
+            ) -> str:  # letters, digits, '_', '.' and '-' only
+    """A file- and model-name-safe name for a grid point: `lr0.1-depth2`.
+
+    Parameters
+    ----------
+    point : dict
+        grid key -> value
+
+    Returns
+    -------
+    str
+        letters, digits, '_', '.' and '-' only
+    """
     return re.sub(r'[^A-Za-z0-9_.-]', '_', '-'.join(f"{k}{v}" for k, v in point.items()))
 
 # %% ../nbs/91_sweep.ipynb #a90ed6fe
@@ -190,7 +202,14 @@ class RunTable(list):
     @property
     def columns(self) -> list[str]: return list(dict.fromkeys(k for row in self for k in row))
 
-    def column(self, name: str) -> np.ndarray: return np.array([row.get(name) for row in self])
+    def column(self, name: str,  # a column name (None where a row lacks it)
+               ) -> np.ndarray:
+        """Parameters
+        ----------
+        name : str
+            a column name (None where a row lacks it)
+        """
+        return np.array([row.get(name) for row in self])
 
     def _cells(self) -> list[list[str]]:
         fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else '-' if v is None else str(v)
