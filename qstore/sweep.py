@@ -145,6 +145,7 @@ def _sweep_files(config, grid: dict, root: Path, name: str) -> list[tuple]:
         run_dir = root / 'sweeps' / name / tag
         training.update(checkpoint_dir=str(run_dir / 'checkpoints'), register_model=f"{model_name}-{tag}",
                         progress=False)
+        TrainingConfig.from_dict(training)  # a bad value fails here, before any run starts
         path = run_dir / 'config.yaml'
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f'.{uuid.uuid4().hex[:8]}.tmp')

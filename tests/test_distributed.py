@@ -167,6 +167,7 @@ def test_bad_input(tmp_path):
     cfg = write_config(tmp_path / 'c.yaml', epochs=1, checkpoint_interval=0)
     with pytest.raises(ValueError, match='unknown grid key'): sweep(cfg, {'lrate': [0.1]}, tmp_path / 'h', 'tcp://x:1')
     with pytest.raises(ValueError, match='non-empty list'): sweep(cfg, {'lr': []}, tmp_path / 'h')
+    with pytest.raises(ValueError, match='learning_rate'): sweep(cfg, {'lr': [0.1, -1.0]}, tmp_path / 'h', 'tcp://x:1')
     with pytest.raises(ValueError, match='every worker can open'): sweep(cfg, {'lr': [0.1]}, ':memory:')
 
 
