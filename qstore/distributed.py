@@ -37,9 +37,8 @@ def dask_client(client=None,  # a `distributed.Client`, a scheduler address ('tc
     if isinstance(client, distributed.Client): return client, False
     if isinstance(client, str): return distributed.Client(client, timeout='10s'), True
     if client is not None: raise TypeError(f"client must be a distributed.Client, an address or None, got {client!r}")
-    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=':0')
-    return distributed.Client(cluster), True
+    # a client that starts its own LocalCluster also stops it when it is closed
+    return distributed.Client(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=':0'), True
 
 # %% ../nbs/80_distributed.ipynb #9d2a8b04
 _LOADS = Counter()  # ShippedTask keys unpickled in this process
