@@ -110,7 +110,7 @@ def test_killed_worker_loses_nothing_and_its_chunks_run_once_more(client):
 
 def write_config(path: Path, epochs: int, checkpoint_interval: int) -> Path:
     path.write_text(yaml.safe_dump({
-        'training': {'epochs': epochs, 'batch_size': 10, 'learning_rate': 0.1, 'seed': 0,
+        'training': {'epochs': epochs, 'batch_size': 5, 'learning_rate': 0.1, 'seed': 0,
                      'checkpoint_interval': checkpoint_interval, 'gradient_method': 'adjoint'},
         'model': {'layers': [{'type': 'HardwareEfficientQuantumLayer', 'depth': 1}], 'name': 'iris-t'},
         'data': {'name': 'iris'}}))
@@ -122,11 +122,10 @@ def test_sweep_resumes_a_killed_workers_run_from_its_checkpoint(client, tmp_path
     ckdir = home / 'sweeps' / 'iris' / 'lr0.05' / 'checkpoints'
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(sweep, cfg, {'lr': [0.05, 0.2]}, home, client)
-        t0, killed = time.monotonic(), None
-        while killed is None and time.monotonic() - t0 < 60:  # kill the worker of run lr0.05 after 3 steps
+        t0, killed, pids = time.monotonic(), None, client.run(os.getpid)
+        while killed is None and not running.done() and time.monotonic() - t0 < 60:  # kill lr0.05's worker
             found = CheckpointManager(ckdir).latest() if ckdir.exists() else None
             if found and found[1]['step'] >= 3:
-                pids = client.run(os.getpid)
                 busy = [w for w, keys in client.processing().items() if any('lr0.05' in k for k in keys)]
                 if busy:
                     os.kill(pids[busy[0]], 9)
