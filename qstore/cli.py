@@ -16,6 +16,7 @@ COMMANDS = {
     'demo': ('qstore.jobs:demo_cli', 'train (or reuse) a quantum classifier on Iris with the embedded defaults'),
     'train': ('qstore.jobs:train_cli', 'train a model from a YAML/TOML config file (--resume to continue)'),
     'bench': ('qstore.cli:bench_cli', 'benchmark the batched simulator (table + JSON; needs a source checkout)'),
+    'sweep': ('qstore.sweep:sweep_cli', 'train a grid of settings as independent runs on a Dask cluster (dask extra)'),
     'models': ('qstore.storage.db:models_cli', 'list, inspect and promote registered models'),
     'serve': ('qstore.serve:serve_cli', 'serve a registered model over HTTP on 127.0.0.1 (micro-batched, N workers)'),
     'ionq-emulator': (

@@ -20,7 +20,8 @@ from ..ionq.client import IonQBatchClient, IonQBatchError, IonQError, IonQTimeou
 from ..utils import check_int
 
 # %% auto #0
-__all__ = ['CircuitBatchManagerV34', 'PipelineReport', 'ResultCacheWarning', 'CircuitBatchManager']
+__all__ = ['CircuitBatchManagerV34', 'PipelineReport', 'ResultCacheWarning', 'CircuitBatchManager', 'simulate_chunk',
+           'InlineExecutor']
 
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-rep
 @dataclass
@@ -165,6 +166,7 @@ class CircuitBatchManager(Backend):
                  local_executor: str = 'thread',  # 'thread' or 'process' pool for local simulation
                  parallel_min_amplitudes: int = 2 ** 17,  # local batches with B * 2^n below this run in one piece
                  queue_refresh_seconds: float = 30.0,  # how often the IonQ queue state is read
+                 executor=None,  # runs local simulation in chunks elsewhere (e.g. `qstore.distributed.DaskExecutor`)
                  **backend_options):  # options for `get_backend` when `backend` is a name
         """Parameters
         ----------
@@ -196,6 +198,8 @@ class CircuitBatchManager(Backend):
             local batches with B * 2^n below this run in one piece
         queue_refresh_seconds : float, default 30.0
             how often the IonQ queue state is read
+        executor : default None
+            runs local simulation in chunks elsewhere (e.g. `qstore.distributed.DaskExecutor`)
         **backend_options
             options for `get_backend` when `backend` is a name
         """
@@ -206,6 +210,7 @@ class CircuitBatchManager(Backend):
                                                         adaptive_batch_sizing, fixed_chunk_size)
         self._ionq = isinstance(inner, IonQBackend)
         _check_backend_fits(inner, self._ionq, use_batch_api, connection_pool_size, max_workers)
+        _check_executor(executor, inner)
         super().__init__()
         self.inner, self._owns_inner, self.rng = inner, isinstance(backend, str), inner.rng
         self.use_batch_api, self.use_native_gates = bool(use_batch_api), bool(use_native_gates)
@@ -222,7 +227,7 @@ class CircuitBatchManager(Backend):
         )
         self.max_workers = max_workers or os.cpu_count() or 1
         self.local_executor, self.parallel_min_amplitudes = local_executor, parallel_min_amplitudes
-        self.queue_refresh_seconds = float(queue_refresh_seconds)
+        self.queue_refresh_seconds, self.executor = float(queue_refresh_seconds), executor
         self.capabilities = replace(inner.capabilities, name=f"pipeline[{inner.name}]")
         self._native = (
             None if not use_native_gates else 'forte' if 'zz_native' in inner.capabilities.native_gates else 'aria'
@@ -297,6 +302,14 @@ def _check_backend_fits(inner, ionq, use_batch_api, connection_pool_size, max_wo
                          f"({pool}); pass the backend by name (e.g. 'ionq.{inner.target}', base_url=..., api_key=...) "
                          "so the manager builds the client, or build its IonQBatchClient with "
                          f"connection_pool_size={connection_pool_size}")
+
+def _check_executor(executor, inner):
+    "An executor runs the local simulator's chunks: it needs a `run` method and a `LocalBackend` inside."
+    if executor is None: return
+    if not callable(getattr(executor, 'run', None)):
+        raise TypeError(f"executor must have a run(task, values, shots, seed) method, got {type(executor).__name__}")
+    if not isinstance(inner, LocalBackend):
+        raise ValueError(f"executor= runs the local simulator in chunks; {inner.name!r} is not a LocalBackend")
 
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-reset
 @patch
@@ -381,6 +394,7 @@ def _local_chunks(self: CircuitBatchManager, rows: int, n_qubits: int) -> list[t
 def _simulate(self: CircuitBatchManager, entry: CompiledTemplate, values, observables) -> np.ndarray:
     "Exact results of the entry's circuit for source values, chunked over a pool when the batch is large."
     v, c = entry.values(values), entry.circuit
+    if self.executor is not None: return self.executor.run((self.inner, c, observables), v)
     bounds = self._local_chunks(len(v), c.n_qubits)
     if len(bounds) == 1: return self.inner._exact(c, v, observables)
     return np.concatenate(
@@ -427,6 +441,10 @@ def statevector(self: CircuitBatchManager,
 def _sample(self: CircuitBatchManager, circuits, values, shots, rng):
     if self._ionq: return self._ionq_sample(circuits, values, shots, rng)
     entries = [self._template(c) for c in circuits]
+    if isinstance(self.inner, LocalBackend) and self.executor is not None:  # one random stream per row
+        root = int(rng.integers(2 ** 63))
+        return [self.executor.run((self.inner, e.circuit, None), e.values(values), shots, (root, k))
+                for k, e in enumerate(entries)]
     if isinstance(self.inner, LocalBackend):  # exactly LocalBackend's sampling, after a possibly chunked simulation
         return [sample_counts(self._simulate(e, values, None), shots, rng) for e in entries]
     if self._native is None: return self.inner._sample(circuits, values, shots, rng)
@@ -457,6 +475,62 @@ def _ionq_sample(self: CircuitBatchManager, circuits, values, shots, rng):
     self._add(bind_seconds=bind, cost=cost, qpu_cost=qpu_cost, sampled=1)
     self._qpu_equivalent = qpu
     return [np.stack([r.counts(rng) for r in results[k * B:(k + 1) * B]]) for k in range(len(entries))]
+
+# %% ../../nbs/31_pipeline_batch.ipynb #b33-cx
+def simulate_chunk(task: tuple,  # (backend, circuit, observables) shared by every chunk of a batch
+                   values: np.ndarray,  # (rows, P) parameter values of this chunk
+                   shots: int | None = None,  # None: exact results; int: counts with this many shots per row
+                   seed: tuple = (),  # the batch's seed words: batch row r samples from default_rng([*seed, r])
+                   first_row: int = 0,  # the batch row of this chunk's first row
+                   ) -> np.ndarray:  # probabilities or expectations; with shots, (rows, 2^n) counts
+    """Simulate one chunk of a batch: exact results, or counts drawn from one random stream per batch row.
+
+    Parameters
+    ----------
+    task : tuple
+        (backend, circuit, observables) shared by every chunk of a batch
+    values : np.ndarray
+        (rows, P) parameter values of this chunk
+    shots : int | None, default None
+        None: exact results; int: counts with this many shots per row
+    seed : tuple, default ()
+        the batch's seed words: batch row r samples from default_rng([*seed, r])
+    first_row : int, default 0
+        the batch row of this chunk's first row
+
+    Returns
+    -------
+    np.ndarray
+        probabilities or expectations; with shots, (rows, 2^n) counts
+    """
+    backend, circuit, observables = task
+    out = backend._exact(circuit, values, observables if shots is None else None)
+    if shots is None: return out
+    streams = [np.random.default_rng([*seed, first_row + i]) for i in range(len(out))]
+    counts = [sample_counts(out[i:i + 1], shots, rng)[0] for i, rng in enumerate(streams)]
+    return np.stack(counts) if counts else np.zeros(out.shape, dtype=np.int64)
+
+
+class InlineExecutor:
+    "Runs a batch as one chunk in this process: the reference a distributed executor must equal bit for bit."
+    def run(self,
+            task: tuple,  # (backend, circuit, observables)
+            values: np.ndarray,  # (B, P) parameter values
+            shots: int | None = None,  # None: exact results; int: counts per row
+            seed: tuple = (),  # the batch's seed words
+            ) -> np.ndarray:
+        """Parameters
+        ----------
+        task : tuple
+            (backend, circuit, observables)
+        values : np.ndarray
+            (B, P) parameter values
+        shots : int | None, default None
+            None: exact results; int: counts per row
+        seed : tuple, default ()
+            the batch's seed words
+        """
+        return simulate_chunk(task, values, shots, seed)
 
 # %% ../../nbs/31_pipeline_batch.ipynb #b33-exec
 @patch
