@@ -4,11 +4,12 @@
 
 # %% ../../nbs/52_storage_vectors.ipynb #st52-imp
 from __future__ import annotations
-import json, math, operator, time
+import json, math, operator, socket, time
 from abc import ABC, abstractmethod, update_abstractmethods
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 import numpy as np
 from fastcore.basics import patch
 from .files import CorruptStoreError, NotFoundError, to_json
@@ -18,7 +19,7 @@ from ..utils import check_int
 # %% auto #0
 __all__ = ['FILTER_OPERATORS', 'MAX_FILTER_DEPTH', 'METRICS', 'validate_metadata', 'normalize_filter', 'compile_filter',
            'match_filter', 'filter_mask', 'check_metric', 'Match', 'Record', 'NamespaceInfo', 'VectorStore',
-           'SQLiteVectorStore']
+           'check_reachable', 'SQLiteVectorStore']
 
 # %% ../../nbs/52_storage_vectors.ipynb #st20-filter
 FILTER_OPERATORS = ('$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$nin', '$exists', '$and', '$or')
@@ -537,6 +538,28 @@ def count(self: VectorStore,
         count only the vectors matching this metadata filter
     """
     return self._count(_check_namespace(namespace), normalize_filter(filter))
+
+# %% ../../nbs/52_storage_vectors.ipynb #vs13-reach
+def check_reachable(url: str,  # http(s)://host[:port][/path] of a server
+                    timeout: float = 5.0) -> str:  # seconds to wait for the TCP connection
+    """Return 'host:port' of `url` once a TCP connection to it succeeds, else raise ConnectionError naming it.
+
+    Parameters
+    ----------
+    url : str
+        http(s)://host[:port][/path] of a server
+    timeout : float, default 5.0
+        seconds to wait for the TCP connection
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise ValueError("a server URL looks like http(s)://host[:port]; got a URL without one of those")
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    where = f"{parts.hostname}:{port}"
+    try: socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach {where} within {timeout:g} s ({e.strerror or e})") from None
+    return where
 
 # %% ../../nbs/52_storage_vectors.ipynb #st20-sqlite
 _MASK_CACHE_SIZE = 16  # filter masks kept per namespace snapshot
