@@ -3,7 +3,8 @@
 It implements the endpoints storage.md §2 lists, with the JSON shapes the SDK (10.x) sends and decodes:
 `POST /vectors/upsert`, `POST /query`, `GET /vectors/fetch`, `POST /vectors/fetch_by_metadata`,
 `POST /vectors/delete`, `POST /describe_index_stats`. One server holds many indexes: an index's host is
-`http://127.0.0.1:<port>/<index name>` (the SDK appends the endpoint path to the host). Search is exact.
+`http://127.0.0.1:<port>/<index name>` (the SDK appends the endpoint path to the host). Search is a float64
+brute force over a per-namespace matrix cached until the next write.
 
 Assumptions, where Pinecone's behaviour is not observable here (no Pinecone Local: it needs Docker):
 * vectors are stored as float32 and scores are float32; `euclidean` scores are squared distances (lower is nearer),
@@ -39,10 +40,32 @@ class FakeIndex:
     "One index: a fixed dimension and metric, and namespaces of id -> (float32 vector, metadata)."
     def __init__(self, dimension, metric):
         assert metric in METRICS, metric
-        self.dimension, self.metric, self.namespaces = dimension, metric, {}
+        self.dimension, self.metric, self.namespaces, self._views = dimension, metric, {}, {}
 
     def rows(self, namespace):
         return self.namespaces.get(namespace, {})
+
+    def changed(self, namespace):
+        self._views.pop(namespace, None)
+
+    def view(self, namespace):
+        "(ids, float64 matrix, squared norms, metadata list, filter-mask cache) of a namespace, rebuilt after writes."
+        if namespace not in self._views:
+            rows = self.rows(namespace)
+            ids = list(rows)
+            M = np.array([rows[i][0] for i in ids], np.float64).reshape(len(ids), self.dimension)
+            self._views[namespace] = (ids, M, np.einsum('ij,ij->i', M, M), [rows[i][1] for i in ids], {})
+        return self._views[namespace]
+
+    def mask(self, namespace, filter):
+        "Boolean mask of the rows matching a filter (None: all)."
+        ids, _, _, metas, masks = self.view(namespace)
+        if not filter: return np.ones(len(ids), bool)
+        key = orjson.dumps(filter, option=orjson.OPT_SORT_KEYS)
+        if key not in masks:
+            test = compile_filter(filter)
+            masks[key] = np.fromiter((test(m) for m in metas), bool, len(metas))
+        return masks[key]
 
 
 class ApiError(Exception):
@@ -130,15 +153,17 @@ def _upsert(index, body):
                                 f"{index.dimension}")
         rows[v['id']] = (values, _check_metadata(v.get('metadata')))
     index.namespaces.setdefault(ns, {}).update(rows)  # all or nothing: checked before writing
+    index.changed(ns)
     return {'upsertedCount': len(rows)}
 
 
-def _scores(index, matrix, q):
-    s = matrix.astype(np.float64) @ q.astype(np.float64)
-    if index.metric == 'cosine':
-        s /= np.linalg.norm(matrix.astype(np.float64), axis=1) * np.linalg.norm(q.astype(np.float64))
-    elif index.metric == 'euclidean':
-        s = ((matrix.astype(np.float64) - q) ** 2).sum(1)
+def _scores(index, view, q):
+    "float32 scores of every row (computed in float64 from the float32 values)."
+    _, M, sq, _, _ = view
+    q = q.astype(np.float64)
+    s = M @ q
+    if index.metric == 'cosine': s /= np.sqrt(sq) * np.linalg.norm(q)
+    elif index.metric == 'euclidean': s = sq - 2 * s + q @ q
     return s.astype(np.float32)
 
 
@@ -151,16 +176,16 @@ def _query(index, body):
     if q is not None and q.shape != (index.dimension,):
         raise ApiError(400, f"Query vector dimension {q.size} does not match the dimension of the index "
                             f"{index.dimension}")
-    test = compile_filter(body.get('filter'))
-    ids = [i for i, (_, md) in rows.items() if test(md)]
+    view = index.view(ns)
+    cols = np.flatnonzero(index.mask(ns, body.get('filter')))
     matches = []
-    if ids and q is not None:
-        scores = _scores(index, np.stack([rows[i][0] for i in ids]), q)
-        order = np.argsort(scores if index.metric == 'euclidean' else -scores, kind='stable')[:top_k]
-        for j in order:
-            m = {'id': ids[j], 'score': float(scores[j])}
-            if body.get('includeValues'): m['values'] = rows[ids[j]][0].tolist()
-            if body.get('includeMetadata') and rows[ids[j]][1]: m['metadata'] = rows[ids[j]][1]
+    if cols.size and q is not None:
+        scores = _scores(index, view, q)[cols]
+        for j in np.argsort(scores if index.metric == 'euclidean' else -scores, kind='stable')[:top_k]:
+            i = view[0][cols[j]]
+            m = {'id': i, 'score': float(scores[j])}
+            if body.get('includeValues'): m['values'] = rows[i][0].tolist()
+            if body.get('includeMetadata') and rows[i][1]: m['metadata'] = rows[i][1]
             matches.append(m)
     return {'matches': matches, 'namespace': ns, 'usage': {'readUnits': 5}}
 
@@ -179,8 +204,8 @@ def _fetch(index, params):
 def _fetch_by_metadata(index, body):
     ns, limit = body.get('namespace', ''), body.get('limit') or PAGE
     if not body.get('filter'): raise ApiError(400, 'filter must not be empty')
-    test = compile_filter(body['filter'])
-    ids = sorted(i for i, (_, md) in index.rows(ns).items() if test(md))
+    view_ids = index.view(ns)[0]
+    ids = sorted(view_ids[j] for j in np.flatnonzero(index.mask(ns, body['filter'])))
     start = int(body.get('paginationToken') or 0)
     page = ids[start:start + limit]
     out = {'vectors': {i: _record(i, *index.rows(ns)[i]) for i in page}, 'namespace': ns, 'usage': {'readUnits': 1}}
@@ -194,10 +219,10 @@ def _delete(index, body):
     if body.get('deleteAll'): doomed = list(rows)
     elif body.get('ids') is not None: doomed = [i for i in body['ids'] if i in rows]
     elif body.get('filter'):
-        test = compile_filter(body['filter'])
-        doomed = [i for i, (_, md) in rows.items() if test(md)]
+        doomed = [index.view(ns)[0][j] for j in np.flatnonzero(index.mask(ns, body['filter']))]
     else: raise ApiError(400, 'delete needs ids, deleteAll or filter')
     for i in doomed: del rows[i]
+    index.changed(ns)
     if not rows: index.namespaces.pop(ns, None)  # an empty namespace disappears
     return {}
 
