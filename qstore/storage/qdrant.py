@@ -156,12 +156,18 @@ def _create_namespace(self: QdrantStore, namespace, dimension, metric):
     return info
 
 @patch
-def _describe(self: QdrantStore, namespace):
+def _schema(self: QdrantStore, namespace) -> tuple[int, str] | None:
+    "(dimension, metric) of a namespace's collection, or None if it does not exist."
     name = self._collection(namespace)
     if not self.client.collection_exists(name): return None
     params = self.client.get_collection(name).config.params.vectors['v']
-    metric = {v: k for k, v in _DISTANCES.items()}[params.distance.value]
-    return NamespaceInfo(namespace, params.size, metric, self.client.count(name, exact=True).count)
+    return params.size, {v: k for k, v in _DISTANCES.items()}[params.distance.value]
+
+@patch
+def _describe(self: QdrantStore, namespace):
+    schema = self._schema(namespace)
+    if schema is None: return None
+    return NamespaceInfo(namespace, *schema, self.client.count(self._collection(namespace), exact=True).count)
 
 @patch
 def _namespaces(self: QdrantStore):
@@ -192,9 +198,9 @@ def _upsert(self: QdrantStore, namespace, ids, vectors, metadata):
 
 @patch
 def _fetch(self: QdrantStore, namespace, ids):
-    info = self._describe(namespace)
-    if info is None: return {}
-    vec = 'raw' if info.metric == 'cosine' else 'v'
+    schema = self._schema(namespace)
+    if schema is None: return {}
+    vec = 'raw' if schema[1] == 'cosine' else 'v'
     found = {}
     for s in range(0, len(ids), _BATCH):
         points = self.client.retrieve(self._collection(namespace), [point_id(i) for i in ids[s:s + _BATCH]],
@@ -207,8 +213,8 @@ def _fetch(self: QdrantStore, namespace, ids):
 @patch
 def _query(self: QdrantStore, namespace, queries, top_k, filter, include_values, include_metadata):
     m = _qdrant().models
-    info = self._describe(namespace)
-    vec = 'raw' if info.metric == 'cosine' else 'v'
+    metric = self._schema(namespace)[1]
+    vec = 'raw' if metric == 'cosine' else 'v'
     flt, params = qdrant_filter(filter), m.SearchParams(exact=self.exact)
     requests = [m.QueryRequest(query=q.tolist(), using='v', filter=flt, limit=top_k, params=params,
                                with_payload=True if include_metadata else [_ID],
@@ -216,7 +222,7 @@ def _query(self: QdrantStore, namespace, queries, top_k, filter, include_values,
     out = []
     for s in range(0, len(requests), _BATCH):
         for res in self.client.query_batch_points(self._collection(namespace), requests[s:s + _BATCH]):
-            out.append([Match(p.payload[_ID], p.score ** 2 if info.metric == 'euclidean' else p.score,
+            out.append([Match(p.payload[_ID], p.score ** 2 if metric == 'euclidean' else p.score,
                               _metadata(p.payload) if include_metadata else None,
                               np.asarray(p.vector[vec], np.float32) if include_values else None)
                         for p in res.points])
