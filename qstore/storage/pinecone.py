@@ -28,6 +28,7 @@ def _pinecone():
 # %% ../../nbs/57_storage_pinecone.ipynb #st57-class
 _METRIC_OF = {'cosine': 'cosine', 'dotproduct': 'dot', 'euclidean': 'euclidean'}
 _UPSERT_BATCH, _FETCH_BATCH, _MAX_TOP_K = 1000, 100, 10_000  # Pinecone's request limits; fetch ids go in the URL
+_UPSERT_FLOATS = 150_000  # vector values per upsert request: Pinecone caps a request at 2 MB (~10 JSON bytes a float)
 
 class PineconeStore(VectorStore):
     "Vectors in one Pinecone index; namespaces are Pinecone namespaces and share the index's dimension and metric."
@@ -96,10 +97,10 @@ def _check_pinecone_metadata(id_, metadata):
 def _upsert(self: PineconeStore, namespace, ids, vectors, metadata):
     if vectors.shape[1] != self.dimension: raise _dimension_error(namespace, self.dimension, vectors.shape[1])
     for i, md in zip(ids, metadata): _check_pinecone_metadata(i, md)
-    for s in range(0, len(ids), _UPSERT_BATCH):
+    batch = max(1, min(_UPSERT_BATCH, _UPSERT_FLOATS // self.dimension))
+    for s in range(0, len(ids), batch):
         rows = [{'id': i, 'values': v, **({'metadata': md} if md else {})}
-                for i, v, md in zip(ids[s:s + _UPSERT_BATCH], vectors[s:s + _UPSERT_BATCH].tolist(),
-                                    metadata[s:s + _UPSERT_BATCH])]
+                for i, v, md in zip(ids[s:s + batch], vectors[s:s + batch].tolist(), metadata[s:s + batch])]
         self.index.upsert(vectors=rows, namespace=namespace)
 
 def _record(v) -> Record: return Record(v.id, np.asarray(v.values, np.float32), dict(v.metadata or {}))
@@ -147,8 +148,8 @@ def _delete(self: PineconeStore, namespace, ids, filter, delete_all):
 
 @patch
 def _count(self: PineconeStore, namespace, filter):
-    if filter is None or not self._counts().get(namespace): return self._counts().get(namespace, 0)
-    return len(self._matching_ids(namespace, filter))
+    n = self._counts().get(namespace, 0)
+    return n if filter is None or n == 0 else len(self._matching_ids(namespace, filter))
 
 for _name in PineconeStore.__abstractmethods__:  # @patch kept each abstract base method as `_orig_<name>`
     delattr(PineconeStore, f'_orig_{_name}')

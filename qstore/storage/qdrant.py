@@ -187,9 +187,10 @@ def _metadata(payload):
 @patch
 def _upsert(self: QdrantStore, namespace, ids, vectors, metadata):
     m = _qdrant().models
-    info = self._describe(namespace) or self._create_namespace(namespace, vectors.shape[1], self.metric)
-    if info.dimension != vectors.shape[1]: raise _dimension_error(namespace, info.dimension, vectors.shape[1])
-    names = ['v', 'raw'] if info.metric == 'cosine' else ['v']
+    if self._schema(namespace) is None: self._create_namespace(namespace, vectors.shape[1], self.metric)
+    dimension, metric = self._schema(namespace)
+    if dimension != vectors.shape[1]: raise _dimension_error(namespace, dimension, vectors.shape[1])
+    names = ['v', 'raw'] if metric == 'cosine' else ['v']
     for s in range(0, len(ids), _BATCH):
         rows = vectors[s:s + _BATCH].tolist()
         batch = m.Batch(ids=[point_id(i) for i in ids[s:s + _BATCH]], vectors={n: rows for n in names},
