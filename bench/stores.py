@@ -1,13 +1,15 @@
 """Vector store scale benchmark: bulk load, query latency, recall@10 and filtered recall, per store.
 
-    OPENBLAS_NUM_THREADS=1 python bench/stores.py [--n 100000] [--d 64] [--queries 100] [--budget 30] [--out FILE]
+    OPENBLAS_NUM_THREADS=1 python bench/stores.py [--n 100000] [--d 64] [--queries 100] [--budget 30] [--only sqlite]
 
 Data: n x d float32 Gaussian vectors (seed 0) with metadata `label = i % 10`, and `--queries` query vectors; top-10
 under the Euclidean metric (plus one SQLite cosine row). Every store gets the same data in one `upsert` call.
 
 * `load_s`: the bulk upsert; `first_s`: the first query after it (SQLite builds its in-memory matrix then);
 * `p50_ms` / `p99_ms`: wall time of single-vector queries (top 10, metadata included); `cpu_ms`: process CPU time
-  per query, which contention from other processes on the machine inflates less than wall time;
+  per query, which contention from other processes on the machine inflates less than wall time; `server_ms`
+  (Pinecone fake only): time per query inside the fake's handlers (its float64 scan), so the SDK + HTTP + JSON
+  overhead is roughly p50 minus that;
 * `recall`: recall@10 against an exact float64 brute force (ties to the lower index);
 * `filt_k`: the fraction of the k = 10 results a filtered query (`label == 3`) returned; `filt_recall` its recall@10
   against the exact filtered top 10; `filt_p50_ms` its latency.
@@ -39,9 +41,10 @@ except ImportError:
 K, LABELS, FILTER_LABEL = 10, 10, 3
 STORE_COLUMNS = [('store', 'store', '{}'), ('metric', 'metric', '{}'), ('load_s', 'load s', '{:.2f}'),
                  ('first_s', 'first query s', '{:.2f}'), ('p50_ms', 'p50 ms', '{:.2f}'), ('p99_ms', 'p99 ms', '{:.2f}'),
-                 ('cpu_ms', 'cpu ms/query', '{:.2f}'), ('recall', 'recall@10', '{:.3f}'), ('queries', 'queries', '{}'),
-                 ('filt_k', 'filtered k', '{:.2f}'), ('filt_recall', 'filtered recall', '{:.3f}'),
-                 ('filt_p50_ms', 'filtered p50 ms', '{:.2f}'), ('load_avg', 'load avg', '{:.1f}')]
+                 ('cpu_ms', 'cpu ms/query', '{:.2f}'), ('server_ms', 'server ms/query', '{:.2f}'),
+                 ('recall', 'recall@10', '{:.3f}'), ('queries', 'queries', '{}'), ('filt_k', 'filtered k', '{:.2f}'),
+                 ('filt_recall', 'filtered recall', '{:.3f}'), ('filt_p50_ms', 'filtered p50 ms', '{:.2f}'),
+                 ('filt_queries', 'filtered queries', '{}'), ('load_avg', 'load avg', '{:.1f}')]
 
 
 def dataset(n: int, d: int, queries: int, seed: int = 0):
@@ -89,10 +92,14 @@ def measure(name, store, X, ids, meta, Q, truth, filtered_truth, budget) -> dict
     t = time.perf_counter()
     store.query(Q[0], top_k=K)
     first = time.perf_counter() - t
+    server = SERVER_SECONDS.get(id(store), lambda: 0.0)
+    s0 = server()
     res, wall, cpu = timed_queries(store, Q, budget)
+    server_ms = 1e3 * (server() - s0) / len(res)
     fres, fwall, _ = timed_queries(store, Q, budget, filter={'label': FILTER_LABEL})
     return {'store': name, 'metric': store.metric, 'n': len(X), 'd': X.shape[1], 'load_s': load, 'first_s': first,
             'p50_ms': 1e3 * np.median(wall), 'p99_ms': 1e3 * np.percentile(wall, 99), 'cpu_ms': 1e3 * cpu.mean(),
+            'server_ms': server_ms if id(store) in SERVER_SECONDS else None,
             'recall': recall(res, truth), 'queries': len(res), 'filt_k': np.mean([len(r) / K for r in fres]),
             'filt_recall': recall(fres, filtered_truth), 'filt_p50_ms': 1e3 * np.median(fwall),
             'filt_queries': len(fres), 'load_avg': os.getloadavg()[0]}
@@ -109,10 +116,13 @@ def _pinecone(tmp, metric, fakes=[]):
     from qstore.storage.pinecone import PineconeStore
     if not fakes: fakes.append(PineconeFake().start())
     os.environ['QSTORE_BENCH_PINECONE_KEY'] = fakes[0].api_key
-    return PineconeStore(fakes[0].create_index(f"bench-{metric}", DIM[0], metric), 'QSTORE_BENCH_PINECONE_KEY')
+    store = PineconeStore(fakes[0].create_index(f"bench-{metric}", DIM[0], metric), 'QSTORE_BENCH_PINECONE_KEY')
+    SERVER_SECONDS[id(store)] = lambda: fakes[0].handler_seconds
+    return store
 
 
 DIM = [64]  # the Pinecone fake's index dimension (set by store_benchmark)
+SERVER_SECONDS = {}  # id(store) -> seconds its loopback server has spent in handlers so far
 STORES = (('sqlite-memory', 'euclidean', lambda tmp, m: SQLiteVectorStore(':memory:', metric=m)),
           ('sqlite-file', 'euclidean', lambda tmp, m: SQLiteVectorStore(Path(tmp) / 'vectors.db', metric=m)),
           ('sqlite-memory', 'cosine', lambda tmp, m: SQLiteVectorStore(':memory:', metric=m)),
@@ -147,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--d', type=int, default=64)
     p.add_argument('--queries', type=int, default=100)
     p.add_argument('--budget', type=float, default=30.0, help='seconds per measurement before a slow store stops')
+    p.add_argument('--only', default='', help="run only the stores whose name starts with this (e.g. 'sqlite')")
     p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'stores.json'))
     a = p.parse_args(argv)
-    rows = store_benchmark(a.n, a.d, a.queries, a.budget)
-    if stores_pgvector is not None: rows += stores_pgvector.run(a.n, a.d)
+    rows = store_benchmark(a.n, a.d, a.queries, a.budget, [s for s in STORES if s[0].startswith(a.only)])
+    if stores_pgvector is not None and 'pgvector'.startswith(a.only): rows += stores_pgvector.run(a.n, a.d)
     return report('stores', rows, STORE_COLUMNS, a.out)
 
 

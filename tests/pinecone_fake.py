@@ -22,6 +22,7 @@ Assumptions, where Pinecone's behaviour is not observable here (no Pinecone Loca
 import secrets
 import socket
 import threading
+import time
 
 import numpy as np
 import orjson
@@ -97,7 +98,7 @@ class PineconeFake:
         self.api_key = 'fake-' + secrets.token_hex(8)
         self.indexes: dict[str, FakeIndex] = {}
         self.lock = threading.Lock()
-        self.requests = 0
+        self.requests, self.handler_seconds = 0, 0.0  # requests served; time inside the endpoint handlers
         routes = [Route('/{path:path}', self.dispatch, methods=['GET', 'POST'])]
         self.app = Starlette(routes=routes)
         self.sock = socket.socket()
@@ -137,7 +138,10 @@ class PineconeFake:
             return _json({'code': 5, 'message': f"Not Found: {request.url.path}"}, 404)
         body = orjson.loads(await request.body() or b'{}') if request.method == 'POST' else request.query_params
         try:
-            with self.lock: return _json(handler(self.indexes[name], body))
+            with self.lock:
+                t = time.perf_counter()
+                try: return _json(handler(self.indexes[name], body))
+                finally: self.handler_seconds += time.perf_counter() - t
         except ApiError as e: return _json({'code': 3, 'message': e.message, 'details': []}, e.status)
         except (ValueError, TypeError) as e: return _json({'code': 3, 'message': str(e), 'details': []}, 400)
 
