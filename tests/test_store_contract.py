@@ -9,6 +9,7 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
+import store_factories
 
 from qstore.storage.files import NotFoundError
 from qstore.storage.vectors import METRICS, Match, NamespaceInfo, Record, SQLiteVectorStore, match_filter
@@ -16,6 +17,8 @@ from qstore.storage.vectors import METRICS, Match, NamespaceInfo, Record, SQLite
 STORE_FACTORIES = {
     'sqlite-memory': lambda tmp_path, metric: SQLiteVectorStore(':memory:', metric=metric),
     'sqlite-file': lambda tmp_path, metric: SQLiteVectorStore(tmp_path / 'vectors.db', metric=metric),
+    'qdrant-local': lambda tmp_path, metric: store_factories.qdrant_store(tmp_path, metric),
+    'pinecone-fake': lambda tmp_path, metric: store_factories.pinecone_store(tmp_path, metric),
 }
 
 
@@ -189,14 +192,23 @@ def test_namespaces_are_isolated(store):
     assert store.describe('never-written') is None
 
 
-def test_namespace_dimension_and_metric_are_fixed(store):
-    info = store.create_namespace('e', dimension=3, metric='euclidean')
-    assert info == NamespaceInfo('e', 3, 'euclidean', 0)
-    assert store.create_namespace('e', dimension=3, metric='euclidean') == info  # idempotent
-    with pytest.raises(ValueError, match='already exists'):
-        store.create_namespace('e', dimension=4, metric='euclidean')
-    store.upsert(['p', 'q'], [[0, 0, 0], [3, 4, 0]], namespace='e')
-    assert [round(m.score, 4) for m in store.query([0, 0, 0], namespace='e')] == [0.0, 25.0]
+def test_namespace_dimension_and_metric_are_fixed(make_store):
+    store = make_store()
+    dim, refusal = 3, 'already exists'
+    if getattr(store, 'shared_schema', False):
+        # Narrow exception (Pinecone): an index has ONE dimension and metric for all its namespaces, so a namespace
+        # cannot choose its own. Asking for another is refused; the checks below run at the index's schema.
+        with pytest.raises(ValueError, match='every namespace of this Pinecone index has dimension 8'):
+            store.create_namespace('e', dimension=3, metric='euclidean')
+        store, dim, refusal = make_store('euclidean'), D, 'every namespace of this Pinecone index'
+    pad = [0] * (dim - 3)
+    info = store.create_namespace('e', dimension=dim, metric='euclidean')
+    assert info == NamespaceInfo('e', dim, 'euclidean', 0)
+    assert store.create_namespace('e', dimension=dim, metric='euclidean') == info  # idempotent
+    with pytest.raises(ValueError, match=refusal):
+        store.create_namespace('e', dimension=dim + 1, metric='euclidean')
+    store.upsert(['p', 'q'], [[0, 0, 0] + pad, [3, 4, 0] + pad], namespace='e')
+    assert [round(m.score, 4) for m in store.query([0, 0, 0] + pad, namespace='e')] == [0.0, 25.0]
     with pytest.raises(ValueError, match='dimension mismatch'):
         store.upsert(['r'], [[1, 2]], namespace='e')
     with pytest.raises(ValueError, match='dimension mismatch'):

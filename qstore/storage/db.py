@@ -26,10 +26,10 @@ from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
 from ..utils import CommandParser, check_int
 
 # %% auto #0
-__all__ = ['STAGES', 'QSTORE_FACTORIES', 'RUN_STATUSES', 'qstore_home', 'validate_dataset', 'train_val_split', 'DataLoader',
-           'IndexedFileStore', 'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable',
+__all__ = ['STAGES', 'QSTORE_FACTORIES', 'RUN_STATUSES', 'VECTOR_SCHEMES', 'qstore_home', 'validate_dataset', 'train_val_split',
+           'DataLoader', 'IndexedFileStore', 'DatasetInfo', 'Dataset', 'TrainingDataStore', 'resolve_callable',
            'UntrustedCallableError', 'trusted_callable', 'ModelVersion', 'ModelRegistry', 'Run', 'MetricsStore',
-           'Database', 'models_cli']
+           'open_vector_store', 'Database', 'models_cli']
 
 # %% ../../nbs/53_storage_db.ipynb #db21-names
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
@@ -1236,6 +1236,37 @@ def _open_home(root: Path):
 # URL scheme -> opener(rest of the URL after '://') -> (database, root, tempdir or None); postgresql plugs in here
 _SCHEMES: dict[str, Callable] = {'sqlite': _open_sqlite_url}
 
+# %% ../../nbs/53_storage_db.ipynb #vs13-vec
+VECTOR_SCHEMES = {'qdrant': 'qstore.storage.qdrant:QdrantStore', 'qdrants': 'qstore.storage.qdrant:QdrantStore',
+                  'pinecone': 'qstore.storage.pinecone:PineconeStore',
+                  'pinecone+http': 'qstore.storage.pinecone:PineconeStore',
+                  'pinecone+https': 'qstore.storage.pinecone:PineconeStore'}
+
+def open_vector_store(url: str):  # e.g. qdrant://:memory:, qdrant://host:6333, pinecone://<index host>
+    """A server-backed `VectorStore` from its URL (see the table above).
+
+    Parameters
+    ----------
+    url : str
+        e.g. qdrant://:memory:, qdrant://host:6333, pinecone://<index host>
+    """
+    scheme = str(url).partition('://')[0].lower()
+    if scheme not in VECTOR_SCHEMES:  # the URL may hold credentials: name only the scheme
+        raise ValueError(f"unsupported vector store URL scheme {scheme!r}; supported: "
+                         + ', '.join(f"{s}://" for s in VECTOR_SCHEMES))
+    module, name = VECTOR_SCHEMES[scheme].split(':')
+    return getattr(importlib.import_module(module), name).from_url(url)
+
+def _with_vectors(db, vectors):
+    "`db` with its vector store replaced by `vectors` (a store or its URL); `db` is closed if that fails."
+    try: store = open_vector_store(vectors) if isinstance(vectors, (str, Path)) else vectors
+    except BaseException:
+        db.close()
+        raise
+    db.vectors.close()
+    db.vectors = store
+    return db
+
 # %% ../../nbs/53_storage_db.ipynb #2c6decbd
 class Database:
     "Vector store, datasets, model registry and metrics behind one URL."
@@ -1261,19 +1292,26 @@ class Database:
         self.metrics = MetricsStore(db)
 
     @classmethod
-    def open(cls, url: str | Path | None = None) -> Database:  # see the table above; None: $QSTORE_HOME or ./.qstore
+    def open(cls, url: str | Path | None = None,  # see the table above; None: $QSTORE_HOME or ./.qstore
+             vectors=None) -> Database:  # a vector store or its URL (qdrant://, pinecone://...); None: url's own
         """Open (creating if needed) every store at `url`.
 
         Parameters
         ----------
         url : str | Path | None, default None
             see the table above; None: $QSTORE_HOME or ./.qstore
+        vectors : default None
+            a vector store or its URL (qdrant://, pinecone://...); None: url's own
         """
+        if vectors is not None: return _with_vectors(cls.open(url), vectors)
         if url is None: url = qstore_home()
         if url == ':memory:': return cls(*_open_memory(), url=url)
         if isinstance(url, Path) or '://' not in str(url):
             return cls(*_open_home(Path(url)), url=str(url))
         scheme, rest = str(url).split('://', 1)
+        if scheme.lower() in VECTOR_SCHEMES:
+            raise ValueError(f"a {scheme}:// URL holds only vectors; open a home for the other stores and put the "
+                             f"vectors there: Database.open(home, vectors='{scheme}://...')")
         if scheme.lower() not in _SCHEMES:  # the URL itself may hold a password: never echo it
             raise ValueError(
                 f"unsupported database URL scheme {scheme!r}; supported: "
@@ -1287,6 +1325,7 @@ class Database:
         "Flush metrics, close the database and remove the temporary home of an in-memory database."
         try: self.metrics.close()
         finally:  # a failed final flush is reported, and the file and temporary home are still released
+            self.vectors.close()
             self.sql.close()
             if self._tempdir is not None: self._tempdir.cleanup()
 

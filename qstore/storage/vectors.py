@@ -4,11 +4,12 @@
 
 # %% ../../nbs/52_storage_vectors.ipynb #st52-imp
 from __future__ import annotations
-import json, math, operator, time
+import json, math, operator, socket, time
 from abc import ABC, abstractmethod, update_abstractmethods
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 import numpy as np
 from fastcore.basics import patch
 from .files import CorruptStoreError, NotFoundError, to_json
@@ -18,7 +19,7 @@ from ..utils import check_int
 # %% auto #0
 __all__ = ['FILTER_OPERATORS', 'MAX_FILTER_DEPTH', 'METRICS', 'validate_metadata', 'normalize_filter', 'compile_filter',
            'match_filter', 'filter_mask', 'check_metric', 'Match', 'Record', 'NamespaceInfo', 'VectorStore',
-           'SQLiteVectorStore']
+           'check_reachable', 'SQLiteVectorStore']
 
 # %% ../../nbs/52_storage_vectors.ipynb #st20-filter
 FILTER_OPERATORS = ('$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$nin', '$exists', '$and', '$or')
@@ -34,6 +35,11 @@ def _scalar(v, where):
 
 def _is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 
+_PLAIN = frozenset((str, int, bool))  # value types that need no conversion (floats need a finiteness check)
+
+def _plain(k, v):
+    return type(k) is str and k and k[0] != '$' and (type(v) in _PLAIN or type(v) is float and math.isfinite(v))
+
 def validate_metadata(metadata: dict | None,  # one record's metadata
                       where: str = 'metadata') -> dict:  # how error messages refer to it
     """Check a flat metadata dict and return it with numpy values converted to Python ones.
@@ -46,6 +52,7 @@ def validate_metadata(metadata: dict | None,  # one record's metadata
         how error messages refer to it
     """
     if metadata is None: return {}
+    if type(metadata) is dict and all(_plain(k, v) for k, v in metadata.items()): return dict(metadata)  # bulk loads
     if not isinstance(metadata, dict): raise TypeError(f"{where} must be a dict, got {type(metadata).__name__}")
     out = {}
     for k, v in metadata.items():
@@ -538,6 +545,28 @@ def count(self: VectorStore,
     """
     return self._count(_check_namespace(namespace), normalize_filter(filter))
 
+# %% ../../nbs/52_storage_vectors.ipynb #vs13-reach
+def check_reachable(url: str,  # http(s)://host[:port][/path] of a server
+                    timeout: float = 5.0) -> str:  # seconds to wait for the TCP connection
+    """Return 'host:port' of `url` once a TCP connection to it succeeds, else raise ConnectionError naming it.
+
+    Parameters
+    ----------
+    url : str
+        http(s)://host[:port][/path] of a server
+    timeout : float, default 5.0
+        seconds to wait for the TCP connection
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        raise ValueError("a server URL looks like http(s)://host[:port]; got a URL without one of those")
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    where = f"{parts.hostname}:{port}"
+    try: socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach {where} within {timeout:g} s ({e.strerror or e})") from None
+    return where
+
 # %% ../../nbs/52_storage_vectors.ipynb #st20-sqlite
 _MASK_CACHE_SIZE = 16  # filter masks kept per namespace snapshot
 
@@ -552,13 +581,13 @@ class _Snapshot:
     matrix : np.ndarray
         (n, d) float32
     norms : np.ndarray
-        cosine: 1/|v|; euclidean: |v - centre|^2 (float64); dot: unused
+        cosine: 1/|v|; euclidean: |v - centre|^2 in float64; dot: unused
     raw_metadata : list
         JSON text per row; parsed only when a filter needs all of it
     masks : dict
         canonical filter JSON -> row indices
     centred : np.ndarray | None, default None
-        euclidean: (n, d) float64 rows minus `centre`
+        euclidean: (n, d) rows minus `centre`, rounded to float32 for screening
     centre : np.ndarray | None, default None
         euclidean: (d,) float64 mean row
     """
@@ -567,10 +596,10 @@ class _Snapshot:
     metric: str
     ids: list
     matrix: np.ndarray  # (n, d) float32
-    norms: np.ndarray  # cosine: 1/|v|; euclidean: |v - centre|^2 (float64); dot: unused
+    norms: np.ndarray  # cosine: 1/|v|; euclidean: |v - centre|^2 in float64; dot: unused
     raw_metadata: list  # JSON text per row; parsed only when a filter needs all of it
     masks: dict = field(default_factory=dict)  # canonical filter JSON -> row indices
-    centred: np.ndarray | None = None  # euclidean: (n, d) float64 rows minus `centre`
+    centred: np.ndarray | None = None  # euclidean: (n, d) rows minus `centre`, rounded to float32 for screening
     centre: np.ndarray | None = None  # euclidean: (d,) float64 mean row
     _parsed: list | None = None
 
@@ -596,17 +625,38 @@ class _Snapshot:
 _SCORE_BLOCK = 1 << 24  # score entries computed at once (64 MB float32, 128 MB float64); larger batches go in blocks
 
 def _scores(metric, matrix, norms, q) -> np.ndarray:
-    """(B, n) scores of queries q against matrix rows (computed in place to keep memory traffic down).
-    Euclidean: `matrix` and `q` are float64 and centred on the same point, so |q|^2 + |v|^2 - 2 q.v does not cancel."""
+    "(B, n) cosine or dot scores of queries q against matrix rows (computed in place to keep memory traffic down)."
     if metric == 'cosine': q = q / np.linalg.norm(q, axis=1, keepdims=True)
     s = q @ matrix.T
     if metric == 'cosine': s *= norms
-    elif metric == 'euclidean':
-        s *= -2
-        s += norms
-        s += np.einsum('ij,ij->i', q, q)[:, None]
-        np.maximum(s, 0, out=s)
     return s
+
+_U32, _U64 = 2.0 ** -24, 2.0 ** -53  # unit roundoff of float32 and float64
+
+def _euclid_candidates(centred, norms, qc, k) -> list[np.ndarray]:
+    """Per query, the sorted columns that can be among its k nearest rows: a float32 screen keeping every column
+    within twice a proven error bound of the k-th best, so a float64 re-rank of them is exact.
+    `centred`: (n, d) float32 rows minus the centre; `norms`: their float64 |.|^2; `qc`: (B, d) float64 queries minus
+    the same centre (centring keeps |q|^2 + |v|^2 - 2 q.v from cancelling far from the origin)."""
+    n, d = centred.shape
+    if k == n: return [np.arange(n)] * len(qc)
+    approx = norms - 2 * (qc.astype(np.float32) @ centred.T)  # float64; the product is float32
+    qn2 = np.einsum('ij,ij->i', qc, qc)
+    approx += qn2[:, None]
+    qn, radius = np.sqrt(qn2), np.sqrt(norms.max())
+    # rounding q and rows to float32 (2u + u^2) plus a d-term float32 dot product (gamma_d), both times |q||v|,
+    # twice (the -2 q.v term); then float64 rounding of the sums
+    gamma = d * _U32 / (1 - d * _U32)
+    err = 2.01 * (2 * _U32 + _U32 ** 2 + gamma * (1 + _U32) ** 2) * qn * radius + 8 * d * _U64 * (qn + radius) ** 2
+    limits = np.partition(approx, k - 1, axis=1)[:, k - 1] + 2 * err
+    return [np.flatnonzero(row <= lim) if np.isfinite(lim) else np.arange(n) for row, lim in zip(approx, limits)]
+
+def _euclid_rerank(matrix, rows, cols, q, k):
+    "The k nearest candidates by the float64 sum of (q_i - v_i)^2, the score reported; ties to the lower index."
+    src = cols if rows is None else rows[cols]
+    dist = ((matrix[src] - q.astype(np.float64)) ** 2).sum(1)
+    best = np.lexsort((cols, dist))[:k]
+    return src[best], dist[best]
 
 def _top_k(scores, k, higher_better) -> np.ndarray:
     "(B, k) column indices, best first; ties broken by lower index."
@@ -689,10 +739,12 @@ def _snapshot(self: SQLiteVectorStore, c, namespace) -> _Snapshot | None:
     centre = centred = None
     if metric == 'euclidean':  # distances do not change under a shift; centring keeps far-off data exact
         centre = matrix.mean(0, dtype=np.float64) if len(matrix) else np.zeros(dimension)
-        centred = matrix - centre
-    work = matrix if centred is None else centred
-    sq = np.einsum('ij,ij->i', work, work)
-    norms = 1 / np.sqrt(sq) if metric == 'cosine' else sq
+        exact = matrix - centre
+        norms = np.einsum('ij,ij->i', exact, exact)
+        centred = exact.astype(np.float32)
+    else:
+        sq = np.einsum('ij,ij->i', matrix, matrix)
+        norms = 1 / np.sqrt(sq) if metric == 'cosine' else sq
     snap = _Snapshot(f"{self.db.path}, namespace {namespace!r}", version, metric, [r[0] for r in rows], matrix,
                      norms, [r[2] for r in rows], centred=centred, centre=centre)
     self._cache[namespace] = snap
@@ -776,11 +828,14 @@ def _query(self: SQLiteVectorStore, namespace, queries, top_k, filter, include_v
     k, block, out = min(top_k, len(matrix)), max(1, _SCORE_BLOCK // len(matrix)), []
     for start in range(0, len(queries), block):
         q = queries[start:start + block]
-        scores = _scores(snap.metric, matrix, norms, q - snap.centre if euclid else q)
-        for qi, cols, row_scores in zip(q, _top_k(scores, k, not euclid), scores):
-            src = cols if rows is None else rows[cols]
-            # euclidean reports the float64 distance of the stored float32 values, summed term by term
-            vals = ((snap.matrix[src] - qi.astype(np.float64)) ** 2).sum(1) if euclid else row_scores[cols]
+        if euclid:
+            ranked = [_euclid_rerank(snap.matrix, rows, cols, qi, k)
+                      for qi, cols in zip(q, _euclid_candidates(matrix, norms, q - snap.centre, k))]
+        else:
+            scores = _scores(snap.metric, matrix, norms, q)
+            ranked = [(cols if rows is None else rows[cols], s[cols])
+                      for cols, s in zip(_top_k(scores, k, True), scores)]
+        for src, vals in ranked:
             out.append([Match(snap.ids[r], float(v), snap.metadata(r) if include_metadata else None,
                               snap.matrix[r].copy() if include_values else None) for v, r in zip(vals, src)])
     return out
