@@ -9,8 +9,7 @@ from abc import update_abstractmethods
 import numpy as np
 from fastcore.basics import patch
 from .postgres import PostgresDatabase, import_psycopg
-from .vectors import (METRICS, Match, NamespaceInfo, Record, VectorStore, _dimension_error,
-                                    check_metric)
+from .vectors import Match, NamespaceInfo, Record, VectorStore, _dimension_error
 from ..utils import check_int
 
 # %% auto #0
@@ -371,8 +370,8 @@ def index_kind(self: PgVectorStore,
 
 @patch
 def _index_kind(self: PgVectorStore, c, tbl):
-    row = c.pg.execute('SELECT am.amname FROM pg_class i JOIN pg_am am ON am.oid = i.relam '
-                       'WHERE i.relname = %s', (f'qstore_vectors_{tbl}_ann',)).fetchone()
+    row = c.pg.execute('SELECT am.amname FROM pg_class i JOIN pg_am am ON am.oid = i.relam '  # on the search path
+                       'WHERE i.oid = to_regclass(%s)', (f'qstore_vectors_{tbl}_ann',)).fetchone()
     return None if row is None else row[0]
 
 for _name in PgVectorStore.__abstractmethods__:  # @patch kept each abstract base method as `_orig_<name>`

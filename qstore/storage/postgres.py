@@ -4,7 +4,7 @@
 
 # %% ../../nbs/51a_storage_postgres.ipynb #64b3212c
 from __future__ import annotations
-import contextlib, os, re, threading, time, uuid
+import contextlib, re, threading, time, uuid
 from fastcore.basics import patch
 
 # %% auto #0
@@ -240,10 +240,12 @@ def ensure_schema(self: PostgresDatabase,
 
 # %% ../../nbs/51a_storage_postgres.ipynb #8f8abc98
 def _with_search_path(url: str, schema: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-    info = conninfo_to_dict(url)
-    opts = (info.get('options') or '') + f' -csearch_path={schema},public'
-    return make_conninfo(url, options=opts.strip())
+    "`url` (a postgresql:// URL) with `schema` first on the search path."
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query['options'] = (query.get('options', '') + f' -csearch_path={schema},public').strip()
+    return parts._replace(query=urlencode(query, quote_via=quote)).geturl()
 
 @contextlib.contextmanager
 def temporary_schema(url: str):  # server to create the schema on
