@@ -268,13 +268,13 @@ class IndexedFileStore:
     schema: tuple = ()  # (component, schema version, DDL) of the subclass's tables
 
     def __init__(self, root: str | Path,  # directory for the store's files
-                 db: SQLiteDatabase | PostgresDatabase | str | Path | None = None):  # its tables; default root/qstore.db
+                 db: SQLiteDatabase | PostgresDatabase | str | Path | None = None):  # tables; default root/qstore.db
         """Parameters
         ----------
         root : str | Path
             directory for the store's files
         db : SQLiteDatabase | PostgresDatabase | str | Path | None, default None
-            its tables; default root/qstore.db
+            tables; default root/qstore.db
         """
         self.root = Path(root).expanduser().resolve()
         self.db, self._owned = _open_db(self.root / 'qstore.db' if db is None else db)
@@ -956,13 +956,13 @@ def _column(values: list):
 # %% ../../nbs/53_storage_db.ipynb #4ae38449
 class MetricsStore:
     "Runs (config, status, times) and their per-step / per-epoch metrics, with batched inserts."
-    def __init__(self, db: SQLiteDatabase | PostgresDatabase | str | Path = ':memory:',  # shared database, file or ':memory:'
+    def __init__(self, db: SQLiteDatabase | PostgresDatabase | str | Path = ':memory:',  # database, file or ':memory:'
                  flush_every: int = 100,  # write once this many rows are buffered
                  flush_interval: float = 1.0):  # ... or once the oldest buffered row is this many seconds old
         """Parameters
         ----------
         db : SQLiteDatabase | PostgresDatabase | str | Path, default ':memory:'
-            shared database, file or ':memory:'
+            database, file or ':memory:'
         flush_every : int, default 100
             write once this many rows are buffered
         flush_interval : float, default 1.0

@@ -56,8 +56,9 @@ def filter_sql(node) -> tuple[str, list]:  # canonical filter (from normalize_fi
     (op, x), = val.items()
     if op == '$exists': return ('' if x else 'NOT ') + 'jsonb_exists(metadata, %s)', [key]
     if op in _COMPARE_SQL:
-        return (f"(CASE WHEN jsonb_typeof(metadata -> %s) = 'number' "
-                f"THEN (metadata -> %s)::numeric {_COMPARE_SQL[op]} %s::numeric ELSE FALSE END)", [key, key, json.dumps(x)])
+        cond = (f"(CASE WHEN jsonb_typeof(metadata -> %s) = 'number' "
+                f"THEN (metadata -> %s)::numeric {_COMPARE_SQL[op]} %s::numeric ELSE FALSE END)")
+        return cond, [key, key, json.dumps(x)]
     cond, args = _any_in_sql(key, [x] if op in ('$eq', '$ne') else x)
     return (cond if op in ('$eq', '$in') else f'NOT ({cond})'), args
 
@@ -206,7 +207,8 @@ def _write_rows(self: PgVectorStore, c, tbl, n_before, ids, vectors, metadata) -
 @patch
 def _upsert(self: PgVectorStore, namespace, ids, vectors, metadata):
     def work(c):
-        row = self._namespace(c, namespace, lock=True) or self._create_table(c, namespace, vectors.shape[1], self.metric)
+        row = (self._namespace(c, namespace, lock=True)
+               or self._create_table(c, namespace, vectors.shape[1], self.metric))
         if row[1] != vectors.shape[1]: raise _dimension_error(namespace, row[1], vectors.shape[1])
         added = self._write_rows(c, row[0], row[3], ids, vectors, metadata)
         c.pg.execute('UPDATE qstore_vector_namespaces SET n_vectors = n_vectors + %s WHERE tbl = %s', (added, row[0]))
@@ -288,7 +290,8 @@ def _count(self: PgVectorStore, namespace, filter):
         if row is None: return 0
         if filter is None: return row[3]
         where, args = filter_sql(filter)
-        return c.pg.execute(sql.SQL(f'SELECT COUNT(*) FROM {{}} WHERE {where}').format(_table(row[0])), args).fetchone()[0]
+        stmt = sql.SQL(f'SELECT COUNT(*) FROM {{}} WHERE {where}').format(_table(row[0]))
+        return c.pg.execute(stmt, args).fetchone()[0]
     return self.db.retrying(work)
 
 # %% ../../nbs/54_storage_pgvector.ipynb #ccfa42c0
@@ -323,7 +326,8 @@ def create_index(self: PgVectorStore,
         row = self._namespace(c, namespace, lock=True)
         if row is None: raise ValueError(f"namespace {namespace!r} does not exist; upsert vectors first")
         tbl, _, metric, n = row
-        if kind == 'hnsw': opts = f"m = {check_int('m', m)}, ef_construction = {check_int('ef_construction', ef_construction)}"
+        if kind == 'hnsw':
+            opts = f"m = {check_int('m', m)}, ef_construction = {check_int('ef_construction', ef_construction)}"
         else: opts = f"lists = {check_int('lists', lists if lists is not None else max(1, n // 1000))}"
         name = f'qstore_vectors_{tbl}_ann'
         c.pg.execute(sql.SQL('SET LOCAL maintenance_work_mem = {}').format(sql.Literal(maintenance_work_mem)))
