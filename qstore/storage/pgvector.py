@@ -4,7 +4,7 @@
 
 # %% ../../nbs/54_storage_pgvector.ipynb #c7e86ba9
 from __future__ import annotations
-import json, time
+import json, struct, time
 from abc import update_abstractmethods
 import numpy as np
 from fastcore.basics import patch
@@ -13,7 +13,7 @@ from .vectors import Match, NamespaceInfo, Record, VectorStore, _dimension_error
 from ..utils import check_int
 
 # %% auto #0
-__all__ = ['PG_METRICS', 'INDEX_KINDS', 'MIN_PGVECTOR', 'COPY_ROWS', 'filter_sql', 'PgVectorStore']
+__all__ = ['PG_METRICS', 'INDEX_KINDS', 'MIN_PGVECTOR', 'COPY_ROWS', 'filter_sql', 'PgVectorStore', 'copy_binary']
 
 # %% ../../nbs/54_storage_pgvector.ipynb #e1c075b6
 PG_METRICS = {  # qstore metric -> (pgvector distance operator, index operator class)
@@ -90,6 +90,8 @@ class PgVectorStore(VectorStore):
         """
         super().__init__(metric)
         self.ef_search, self.probes = check_int('ef_search', ef_search), check_int('probes', probes)
+        self._tables: dict = {}  # namespace -> (table number, metric), for queries
+        self._session = None  # (connection, ef_search, probes) last set on the session
         self._owned = not isinstance(url, PostgresDatabase)
         self.db = PostgresDatabase(url) if self._owned else url
         try: self._setup()
@@ -166,7 +168,7 @@ def _create_namespace(self: PgVectorStore, namespace, dimension, metric):
 
 @patch
 def _describe(self: PgVectorStore, namespace):
-    row = self.db.retrying(lambda c: self._namespace(c, namespace))
+    row = self.db.run(lambda c: self._namespace(c, namespace))
     return None if row is None else NamespaceInfo(namespace, *row[1:])
 
 @patch
@@ -178,11 +180,40 @@ def _namespaces(self: PgVectorStore):
 # %% ../../nbs/54_storage_pgvector.ipynb #82ef920f
 COPY_ROWS = 256  # upserts of at least this many rows use binary COPY
 
+_COPY_HEADER = b'PGCOPY\n\xff\r\n\x00' + struct.pack('>ii', 0, 0)  # signature, flags, header extension length
+_COPY_TRAILER = struct.pack('>h', -1)
+
+def copy_binary(ids: list[str],  # row ids (text)
+                vectors: np.ndarray,  # (n, d) float32
+                metadata: list[dict]) -> bytes:  # one JSON-serialisable dict per row
+    """Rows `(id text, embedding vector, metadata jsonb)` in PostgreSQL's binary COPY format.
+
+    Parameters
+    ----------
+    ids : list[str]
+        row ids (text)
+    vectors : np.ndarray
+        (n, d) float32
+    metadata : list[dict]
+        one JSON-serialisable dict per row
+    """
+    n, d = vectors.shape
+    # a binary vector is int16 dimension, int16 unused, then big-endian float32s, behind its int32 length
+    vec = np.empty(n, dtype=[('len', '>i4'), ('dim', '>i2'), ('unused', '>i2'), ('v', '>f4', (d,))])
+    vec['len'], vec['dim'], vec['unused'], vec['v'] = 4 + 4 * d, d, 0, vectors
+    packed, size = vec.tobytes(), vec.itemsize
+    row_start, jsonb_start, encode = struct.Struct('>hi').pack, struct.Struct('>ib').pack, json.JSONEncoder().encode
+    parts = [_COPY_HEADER]
+    for i, (id_, meta) in enumerate(zip(ids, metadata)):
+        key, doc = id_.encode(), encode(meta).encode()  # jsonb's binary form: version byte 1, then the JSON text
+        parts += (row_start(3, len(key)), key, packed[i * size:(i + 1) * size], jsonb_start(len(doc) + 1, 1), doc)
+    parts.append(_COPY_TRAILER)
+    return b''.join(parts)
+
 def _copy_rows(cur, target, ids, vectors, metadata):
     from psycopg import sql
     with cur.copy(sql.SQL('COPY {} (id, embedding, metadata) FROM STDIN WITH (FORMAT BINARY)').format(target)) as cp:
-        cp.set_types(['text', 'vector', 'jsonb'])
-        for row in zip(ids, vectors, metadata): cp.write_row(row)
+        cp.write(copy_binary(ids, vectors, metadata))
 
 @patch
 def _write_rows(self: PgVectorStore, c, tbl, n_before, ids, vectors, metadata) -> int:
@@ -225,23 +256,37 @@ def _vector_literal(q: np.ndarray) -> str:
     return '[' + ','.join(map(repr, q.astype(np.float64).tolist())) + ']'
 
 @patch
-def _search_settings(self: PgVectorStore, top_k: int) -> str:
+def _apply_search_settings(self: PgVectorStore, c, top_k: int):
+    "Set the session's index-scan settings if they differ from what this connection has."
     ef = min(1000, max(self.ef_search, top_k))  # an HNSW scan returns at most ef_search rows per iteration
-    return (f"SET LOCAL hnsw.ef_search = {ef}; SET LOCAL hnsw.iterative_scan = relaxed_order; "
-            f"SET LOCAL ivfflat.probes = {self.probes}; SET LOCAL ivfflat.iterative_scan = relaxed_order")
+    wanted = (c.pg, ef, self.probes)
+    if self._session == wanted: return
+    c.pg.execute(f"SET hnsw.ef_search = {ef}; SET hnsw.iterative_scan = relaxed_order; "
+                 f"SET ivfflat.probes = {self.probes}; SET ivfflat.iterative_scan = relaxed_order")
+    if c.pg.info.transaction_status == 0: self._session = wanted  # inside a transaction a rollback would undo it
+
+@patch
+def _search(self: PgVectorStore, c, namespace, queries, top_k, where, args):
+    "(metric, rows per query), or (None, []) when the namespace does not exist."
+    from psycopg import errors, sql
+    for attempt in range(2):
+        if namespace not in self._tables:
+            row = self._namespace(c, namespace)
+            if row is None: return None, []
+            self._tables[namespace] = row[0], row[2]
+        tbl, metric = self._tables[namespace]
+        self._apply_search_settings(c, top_k)
+        stmt = sql.SQL(f'SELECT id, embedding, metadata FROM {{}} WHERE {where} ORDER BY embedding {{}} %s::vector '
+                       'LIMIT %s').format(_table(tbl), sql.SQL(PG_METRICS[metric][0]))
+        try: return metric, [c.pg.execute(stmt, (*args, _vector_literal(q), top_k)).fetchall() for q in queries]
+        except errors.UndefinedTable:  # deleted (and maybe re-created) by another process
+            self._tables.pop(namespace, None)
+            if attempt or c.pg.info.transaction_status != 0: raise  # 0: idle, not inside a failed transaction
 
 @patch
 def _query(self: PgVectorStore, namespace, queries, top_k, filter, include_values, include_metadata):
-    from psycopg import sql
     where, args = filter_sql(filter)
-    def work(c):
-        row = self._namespace(c, namespace)
-        if row is None: return None, []
-        c.pg.execute(self._search_settings(top_k))
-        stmt = sql.SQL(f'SELECT id, embedding, metadata FROM {{}} WHERE {where} ORDER BY embedding {{}} %s::vector '
-                       'LIMIT %s').format(_table(row[0]), sql.SQL(PG_METRICS[row[2]][0]))
-        return row[2], [c.pg.execute(stmt, (*args, _vector_literal(q), top_k)).fetchall() for q in queries]
-    metric, results = self.db.retrying(work)
+    metric, results = self.db.run(lambda c: self._search(c, namespace, queries, top_k, where, args))
     out = []
     for q, rows in zip(queries, results):
         if not rows:
@@ -274,6 +319,7 @@ def _delete(self: PgVectorStore, namespace, ids, filter, delete_all):
         if row is None: return 0
         if delete_all:
             c.pg.execute(sql.SQL('DROP TABLE {}').format(_table(row[0])))
+            self._tables.pop(namespace, None)
             c.pg.execute('DELETE FROM qstore_vector_namespaces WHERE tbl = %s', (row[0],))
             return row[3]
         where, args = ('id = ANY(%s)', [ids]) if ids is not None else filter_sql(filter)

@@ -211,6 +211,28 @@ def retrying(self: PostgresDatabase,
     except LostConnectionError:
         with self.transaction(write) as c: return work(c)
 
+# %% ../../nbs/51a_storage_postgres.ipynb #c2a00083
+@patch
+def run(self: PostgresDatabase,
+        work):  # callable(connection adapter) -> result; may run twice, so reads or idempotent statements only
+    """Run `work` outside an explicit transaction (inside the enclosing one, if any); retry once on a lost connection.
+
+    Parameters
+    ----------
+    work
+        callable(connection adapter) -> result; may run twice, so reads or idempotent statements only
+    """
+    with self.lock:
+        if self._depth: return work(_QmarkConnection(self.conn))
+        for attempt in range(2):
+            self._ensure_connected()
+            try: return work(_QmarkConnection(self.conn))
+            except self.psycopg.OperationalError as e:
+                if not self.conn.broken and not self.conn.closed: raise
+                if attempt:
+                    raise LostConnectionError(f"lost the connection to PostgreSQL at {self.path} "
+                                              f"({str(e).strip() or type(e).__name__})") from None
+
 # %% ../../nbs/51a_storage_postgres.ipynb #b1828af8
 @patch
 def ensure_schema(self: PostgresDatabase,
