@@ -301,3 +301,25 @@ def test_two_trainer_processes_share_one_postgres_database(tmp_path, monkeypatch
             for col in (c for c in got if c != 'time' and not c.endswith('_s')):  # wall-clock timings differ
                 np.testing.assert_array_equal(got[col], alone[w][col], err_msg=col)
         assert sorted(v.version for v in db.models.list('shared-model')) == [1, 2]
+
+
+def test_euclidean_scores_exact_far_from_the_origin(pg_store):
+    "The hardening cases of SQLiteVectorStore: scores are float64 from the stored float32 values, order exact."
+    store = pg_store(metric='euclidean')
+    pts = np.c_[10_000 + np.arange(10.0), np.full(10, 10_000.0)]
+    q = np.array([10_003.25, 10_000.0])
+    store.upsert([f"p{i}" for i in range(10)], pts, namespace='line')
+    res = store.query(q, top_k=10, namespace='line')
+    brute = ((pts - q) ** 2).sum(1)
+    assert [m.id for m in res] == [f"p{i}" for i in np.argsort(brute, kind='stable')]
+    assert [m.score for m in res] == sorted(brute.tolist()) and res[0].score == 0.0625
+    rng = np.random.default_rng(7)
+    X = (rng.normal(size=(1000, 64)) + 3_000).astype(np.float32)
+    Q = (rng.normal(size=(100, 64)) + 3_000).astype(np.float32)
+    brute = ((Q[:, None].astype(np.float64) - X[None].astype(np.float64)) ** 2).sum(-1)
+    store.upsert([str(i) for i in range(len(X))], X, [{'even': i % 2 == 0} for i in range(len(X))], namespace='far')
+    top = store.query(Q, top_k=3, namespace='far')
+    even = store.query(Q, top_k=1, filter={'even': True}, namespace='far')
+    assert [int(r[0].id) for r in top] == brute.argmin(1).tolist()
+    np.testing.assert_array_equal([[m.score for m in r] for r in top], np.sort(brute, 1)[:, :3])
+    assert [int(r[0].id) for r in even] == (2 * brute[:, ::2].argmin(1)).tolist()
