@@ -323,3 +323,19 @@ def test_euclidean_scores_exact_far_from_the_origin(pg_store):
     assert [int(r[0].id) for r in top] == brute.argmin(1).tolist()
     np.testing.assert_array_equal([[m.score for m in r] for r in top], np.sort(brute, 1)[:, :3])
     assert [int(r[0].id) for r in even] == (2 * brute[:, ::2].argmin(1)).tolist()
+
+
+def test_bench_stores_pgvector_small():
+    "bench/stores_pgvector.py on a small size: every configuration answers, the exact scan has recall 1."
+    pg_url()
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'bench'))
+    try:
+        import stores_pgvector
+    finally:
+        sys.path.pop(0)
+    rows = stores_pgvector.run(n=2000, d=8, queries=20, ef_searches=(40,), probes=(10,))
+    assert [(r['index'], r['setting']) for r in rows] == [('exact', 'seq scan'), ('hnsw', 'ef_search=40'),
+                                                          ('ivfflat', 'probes=10')]
+    assert rows[0]['recall_at_10'] == 1.0 and rows[0]['filtered_recall_at_10'] == 1.0
+    assert all(r['filtered_min_k'] == 10 and r['load_s'] > 0 and r['p50_ms'] > 0 for r in rows)
