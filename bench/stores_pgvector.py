@@ -6,12 +6,13 @@ the top-10 with `label == 3`. Recall is measured against exact brute force in nu
 
 Rows (one per configuration), as `bench/stores.py` reports the other stores:
 * `exact`: no index, a sequential scan (recall 1 by construction, checked);
-* `hnsw ef_search=E` after `create_index('hnsw', m=16, ef_construction=64)`;
+* `hnsw m=M efc=C ef_search=E` after `create_index('hnsw', m=M, ef_construction=C)` (default 16, 64);
 * `ivfflat probes=P` after `create_index('ivfflat', lists=n/1000)`.
 Every query runs through `PgVectorStore.query` one at a time (client + server time; iterative index scans on).
 `load_s` is `upsert` of all rows into an empty namespace: validation, binary COPY, ANALYZE.
 
-    OPENBLAS_NUM_THREADS=1 python bench/stores_pgvector.py [--n 100000] [--d 64] [--queries 200]
+    OPENBLAS_NUM_THREADS=1 python bench/stores_pgvector.py [--n 100000] [--d 64] [--queries 200] [--m 16]
+        [--ef-construction 64]
 
 Uses `$QSTORE_TEST_PG_URL`, or starts a throwaway server with `.ci/postgres.sh` (stopped afterwards).
 """
@@ -56,7 +57,8 @@ def row(n, d, index, setting, base, store, Q, truth, Qf, truth_f):
 
 
 def run(n: int = 100_000, d: int = 64, queries: int = 200, url: str | None = None,
-        ef_searches=(40, 100, 200, 400), probes=(10, 20, 40)) -> list[dict]:
+        ef_searches=(40, 100, 200, 400, 800), probes=(10, 20, 40), m: int = 16,
+        ef_construction: int = 64) -> list[dict]:
     "Measure pgvector on `url` (default `$QSTORE_TEST_PG_URL`) in a scratch schema; one dict per configuration."
     from qstore.storage.pgvector import PgVectorStore
     from qstore.storage.postgres import temporary_schema
@@ -76,11 +78,12 @@ def run(n: int = 100_000, d: int = 64, queries: int = 200, url: str | None = Non
         few = max(20, queries // 10)  # a sequential scan is slow: fewer queries
         rows.append(row(n, d, 'exact', 'seq scan', base, store, Q[:few], truth[:few], Q[:few], truth_f[:few]))
         t = time.perf_counter()
-        store.create_index(kind='hnsw', m=16, ef_construction=64)
+        store.create_index(kind='hnsw', m=m, ef_construction=ef_construction)
         base = {**base, 'build_s': time.perf_counter() - t}
         for ef in ef_searches:
             store.ef_search = ef
-            rows.append(row(n, d, 'hnsw', f'ef_search={ef}', base, store, Q, truth, Q, truth_f))
+            rows.append(row(n, d, 'hnsw', f'm={m} efc={ef_construction} ef_search={ef}', base, store, Q, truth, Q,
+                            truth_f))
         t = time.perf_counter()
         store.create_index(kind='ivfflat')  # lists = n / 1000
         base = {**base, 'build_s': time.perf_counter() - t}
@@ -102,6 +105,8 @@ def main():
     p.add_argument('--n', type=int, default=100_000)
     p.add_argument('--d', type=int, default=64)
     p.add_argument('--queries', type=int, default=200)
+    p.add_argument('--m', type=int, default=16, help='HNSW links per node')
+    p.add_argument('--ef-construction', type=int, default=64, help='HNSW build candidate list')
     p.add_argument('--out', default=str(HERE / 'results' / 'stores_pgvector.json'))
     args = p.parse_args()
     started = None
@@ -111,7 +116,7 @@ def main():
         started = dict(line.removeprefix('export ').split('=', 1) for line in out.splitlines())
         os.environ['QSTORE_TEST_PG_URL'] = started['QSTORE_TEST_PG_URL']
     try:
-        rows = run(args.n, args.d, args.queries)
+        rows = run(args.n, args.d, args.queries, m=args.m, ef_construction=args.ef_construction)
     finally:
         if started: subprocess.run([str(HERE.parent / '.ci' / 'postgres.sh'), 'stop', started['QSTORE_PG_DIR']])
     print(f"load average {os.getloadavg()}; targets: load <= {TARGETS['load_s']} s, HNSW p50 <= {TARGETS['p50_ms']} ms "

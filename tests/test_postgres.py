@@ -335,7 +335,7 @@ def test_bench_stores_pgvector_small():
     finally:
         sys.path.pop(0)
     rows = stores_pgvector.run(n=2000, d=8, queries=20, ef_searches=(40,), probes=(10,))
-    assert [(r['index'], r['setting']) for r in rows] == [('exact', 'seq scan'), ('hnsw', 'ef_search=40'),
+    assert [(r['index'], r['setting']) for r in rows] == [('exact', 'seq scan'), ('hnsw', 'm=16 efc=64 ef_search=40'),
                                                           ('ivfflat', 'probes=10')]
     assert rows[0]['recall_at_10'] == 1.0 and rows[0]['filtered_recall_at_10'] == 1.0
     assert all(r['filtered_min_k'] == 10 and r['load_s'] > 0 and r['p50_ms'] > 0 for r in rows)
