@@ -51,6 +51,7 @@ def measure(store, Q, truth, flt=None):
 def row(n, d, index, setting, base, store, Q, truth, Qf, truth_f):
     plain, filtered = measure(store, Q, truth), measure(store, Qf, truth_f, {'label': 3})
     return {'store': 'pgvector', 'n': n, 'd': d, 'index': index, 'setting': setting, **base,
+            'load_avg_1m': os.getloadavg()[0],  # other work on the machine slows every latency
             'p50_ms': plain['p50_ms'], 'p99_ms': plain['p99_ms'], 'recall_at_10': plain['recall'],
             'filtered_p50_ms': filtered['p50_ms'], 'filtered_recall_at_10': filtered['recall'],
             'filtered_min_k': filtered['min_k']}
