@@ -339,3 +339,27 @@ def test_bench_stores_pgvector_small():
                                                           ('ivfflat', 'probes=10')]
     assert rows[0]['recall_at_10'] == 1.0 and rows[0]['filtered_recall_at_10'] == 1.0
     assert all(r['filtered_min_k'] == 10 and r['load_s'] > 0 and r['p50_ms'] > 0 for r in rows)
+
+
+KILLED_RUN = textwrap.dedent('''
+    import os, signal, sys
+    from qstore.storage.db import Database
+    db = Database.open(sys.argv[1])
+    db.metrics.start_run('killed', {'lr': 0.1})
+    db.metrics.log('killed', step=0, loss=1.0)
+    db.metrics.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+''')
+
+
+def test_a_sigkilled_run_is_marked_interrupted_on_postgres(tmp_path):
+    "As on SQLite (test_storage_hardening): a killed trainer's run is closed as interrupted when the store reopens."
+    from qstore.storage.db import Database
+    url = fresh_schema_url()
+    env = {**os.environ, 'QSTORE_HOME': str(tmp_path)}
+    r = subprocess.run([PY, '-c', KILLED_RUN, url], capture_output=True, text=True, env=env)
+    assert r.returncode == -9, r.stderr
+    with Database.open(url) as db:
+        run = db.metrics.get_run('killed')
+    assert run.status == 'interrupted' and run.n_records == 1
+    assert 'ended without closing the run (killed or crashed)' in run.reason
