@@ -27,6 +27,14 @@ def test_missing_extra_names_the_pip_install(monkeypatch):
             fn()
 
 
+def test_missing_pgvector_adapter_names_the_pip_install(monkeypatch):
+    pytest.importorskip('psycopg')
+    monkeypatch.setitem(sys.modules, 'pgvector.psycopg', None)
+    from qstore.storage.pgvector import PgVectorStore
+    with pytest.raises(ImportError, match=r"pgvector's Python adapter: pip install 'qstore\[pgvector\]'"):
+        PgVectorStore('postgresql://db.example/x')
+
+
 def test_unreachable_server_fails_fast_naming_the_host():
     pytest.importorskip('psycopg')
     from qstore.storage.db import Database

@@ -89,6 +89,7 @@ class PgVectorStore(VectorStore):
             IVFFlat lists searched per query (recall vs speed)
         """
         super().__init__(metric)
+        _require_pgvector_adapter()
         self.ef_search, self.probes = check_int('ef_search', ef_search), check_int('probes', probes)
         self._tables: dict = {}  # namespace -> (table number, metric), for queries
         self._session = None  # (connection, ef_search, probes) last set on the session
@@ -130,9 +131,17 @@ def _setup(self: PgVectorStore):
         self.db.on_connect.append(_register_vector)
         _register_vector(self.db.conn)
 
+def _require_pgvector_adapter():
+    "pgvector's psycopg adapter, or an ImportError naming the extra to install."
+    import_psycopg()
+    try:
+        import pgvector.psycopg
+    except ImportError as e:
+        raise ImportError("PostgreSQL vectors need pgvector's Python adapter: pip install 'qstore[pgvector]'") from e
+    return pgvector.psycopg
+
 def _register_vector(conn):
-    from pgvector.psycopg import register_vector
-    register_vector(conn)
+    _require_pgvector_adapter().register_vector(conn)
 
 # %% ../../nbs/54_storage_pgvector.ipynb #d887b328
 def _table(tbl: int):
