@@ -18,6 +18,7 @@ from qstore.storage.db import (STAGES, DataLoader, Database, MetricsStore, Model
 from qstore.storage.files import REDACTED, CorruptStoreError, NotFoundError, atomic_write_bytes, file_sha256
 from qstore.storage.sqlite import SQLiteDatabase
 from qstore.storage.vectors import SQLiteVectorStore
+from pg_util import fresh_schema_url
 
 PY = sys.executable
 
@@ -127,9 +128,25 @@ def test_atomic_write_survives_sigkill(tmp_path):
 
 # --- datasets ------------------------------------------------------------------------------------
 
+@pytest.fixture(params=['sqlite', 'postgres'])
+def sql_db(request):
+    "`sql_db(sqlite_arg)`: on SQLite the argument as given; on PostgreSQL a new connection to this test's own schema."
+    if request.param == 'sqlite':
+        yield lambda sqlite_arg=None: sqlite_arg
+        return
+    from qstore.storage.postgres import PostgresDatabase
+    url, opened = fresh_schema_url(), []
+
+    def connect(sqlite_arg=None):
+        opened.append(PostgresDatabase(url))
+        return opened[-1]
+    yield connect
+    for db in opened: db.close()
+
+
 @pytest.fixture
-def datasets(tmp_path):
-    s = TrainingDataStore(tmp_path)
+def datasets(tmp_path, sql_db):
+    s = TrainingDataStore(tmp_path, sql_db())
     yield s
     s.close()
 
@@ -236,12 +253,12 @@ def collect(loader, epochs):
     return [(xb.copy(), None if yb is None else yb.copy()) for _ in range(epochs) for xb, yb in loader]
 
 
-def test_loader_batches_are_deterministic_and_cover_epochs(datasets):
+def test_loader_batches_are_deterministic_and_cover_epochs(datasets, sql_db):
     X = np.random.default_rng(0).normal(size=(23, 3))
     datasets.put_dataset('l', X, np.arange(23))
     a = collect(datasets.get_dataset('l').loader(batch_size=4, seed=11), 3)
     # another connection
-    b = collect(TrainingDataStore(datasets.root).get_dataset('l').loader(batch_size=4, seed=11), 3)
+    b = collect(TrainingDataStore(datasets.root, sql_db()).get_dataset('l').loader(batch_size=4, seed=11), 3)
     assert len(a) == 3 * 6
     assert all(np.array_equal(x1, x2) and np.array_equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
     for e in range(3):
@@ -318,8 +335,8 @@ TRUSTED = {SPEC['factory']: TinyModel.from_spec, SPEC['loader']: TinyModel.load_
 
 
 @pytest.fixture
-def registry(tmp_path):
-    r = ModelRegistry(tmp_path / 'home')
+def registry(tmp_path, sql_db):
+    r = ModelRegistry(tmp_path / 'home', sql_db())
     yield r
     r.close()
 
@@ -329,7 +346,7 @@ def write_ckpt(path, w):
     return path
 
 
-def test_registry_versions_stages_and_load(registry, tmp_path):
+def test_registry_versions_stages_and_load(registry, tmp_path, sql_db):
     ck = tmp_path / 'ckpt.npy'
     assert registry.register('m', SPEC, write_ckpt(ck, [1, 2, 3]), {'acc': 0.5}, {'data': 'iris'}) == 1
     assert registry.register('m', SPEC, write_ckpt(ck, [4, 5, 6]), {'acc': 0.7}, {'data': 'wine'}, stage='staging') == 2
@@ -353,7 +370,7 @@ def test_registry_versions_stages_and_load(registry, tmp_path):
     # a loader may return a new object
     override = registry.load('m', 1, loader=tiny_loader_returning_new, factories=TRUSTED)
     np.testing.assert_array_equal(override.weights, [10, 20, 30])
-    reopened = ModelRegistry(registry.root)
+    reopened = ModelRegistry(registry.root, sql_db())
     assert reopened.get('m', 'production').version == 2
     reopened.close()
     assert STAGES == ('none', 'staging', 'production', 'archived')
@@ -402,8 +419,8 @@ def test_registry_errors_and_redaction(registry, tmp_path):
 
 # --- metrics -------------------------------------------------------------------------------------
 
-def test_metrics_runs_history_and_kinds(tmp_path):
-    ms = MetricsStore(tmp_path / 'm.db', flush_every=1000, flush_interval=3600)
+def test_metrics_runs_history_and_kinds(tmp_path, sql_db):
+    ms = MetricsStore(sql_db(tmp_path / 'm.db'), flush_every=1000, flush_interval=3600)
     run = ms.start_run('train-1', {'lr': 0.05, 'layers': 2})
     for step in range(6):
         ms.log(run, step=step, epoch=step // 3, loss=1.0 / (step + 1),
@@ -436,8 +453,8 @@ def test_metrics_runs_history_and_kinds(tmp_path):
     ms.close()
 
 
-def test_metrics_batching_resume_and_errors(tmp_path):
-    ms = MetricsStore(tmp_path / 'm.db', flush_every=3, flush_interval=3600)
+def test_metrics_batching_resume_and_errors(tmp_path, sql_db):
+    ms = MetricsStore(sql_db(tmp_path / 'm.db'), flush_every=3, flush_interval=3600)
     count = lambda: ms.db.conn.execute('SELECT COUNT(*) FROM metrics').fetchone()[0]
     run = ms.start_run('r', {'seed': 1, 'token': 'abc'})
     for i in range(5): ms.log(run, step=i, loss=float(i))
@@ -528,8 +545,8 @@ def test_database_memory_and_errors(tmp_path):
             assert not (tmp_path / 'qstore.db').exists()
         assert not root.exists()
     with pytest.raises(ValueError) as e:
-        Database.open('postgresql://alice:s3cret@db.example/qstore')
-    assert "unsupported database URL scheme 'postgresql'" in str(e.value) and 'sqlite://' in str(e.value)
+        Database.open('mysql://alice:s3cret@db.example/qstore')
+    assert "unsupported database URL scheme 'mysql'" in str(e.value) and 'sqlite://' in str(e.value)
     assert 's3cret' not in str(e.value) and 'alice' not in str(e.value)
     with pytest.raises(ValueError, match='have no host'):
         Database.open('sqlite://somehost/x')

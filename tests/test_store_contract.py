@@ -13,12 +13,14 @@ import store_factories
 
 from qstore.storage.files import NotFoundError
 from qstore.storage.vectors import METRICS, Match, NamespaceInfo, Record, SQLiteVectorStore, match_filter
+from pg_util import pg_vector_store
 
 STORE_FACTORIES = {
     'sqlite-memory': lambda tmp_path, metric: SQLiteVectorStore(':memory:', metric=metric),
     'sqlite-file': lambda tmp_path, metric: SQLiteVectorStore(tmp_path / 'vectors.db', metric=metric),
     'qdrant-local': lambda tmp_path, metric: store_factories.qdrant_store(tmp_path, metric),
     'pinecone-fake': lambda tmp_path, metric: store_factories.pinecone_store(tmp_path, metric),
+    'pgvector': pg_vector_store,  # skips without $QSTORE_TEST_PG_URL (fails instead under QSTORE_REQUIRE_PG=1)
 }
 
 

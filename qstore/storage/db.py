@@ -21,6 +21,7 @@ from qstore.storage.files import (
     remove_stale_temp_files,
     to_json,
 )
+from .postgres import PostgresDatabase
 from .sqlite import SQLiteDatabase, open_sqlite
 from .vectors import SQLiteVectorStore, compile_filter, validate_metadata
 from ..utils import CommandParser, check_int
@@ -258,21 +259,25 @@ def load_state_dict(self: DataLoader,
     if self.position: self._start_epoch()
 
 # %% ../../nbs/53_storage_db.ipynb #db21-ifs
+def _open_db(db) -> tuple:
+    "`(database, owned)`: an open SQLite or PostgreSQL database passes through; a path opens SQLite (owned)."
+    return (db, False) if isinstance(db, PostgresDatabase) else open_sqlite(db)
+
 class IndexedFileStore:
-    "Files under `root` indexed in SQLite tables; the base of `TrainingDataStore` and `ModelRegistry`."
+    "Files under `root` indexed in SQLite (or PostgreSQL) tables; the base of `TrainingDataStore` and `ModelRegistry`."
     schema: tuple = ()  # (component, schema version, DDL) of the subclass's tables
 
     def __init__(self, root: str | Path,  # directory for the store's files
-                 db: SQLiteDatabase | str | Path | None = None):  # database for its tables; default root/qstore.db
+                 db: SQLiteDatabase | PostgresDatabase | str | Path | None = None):  # tables; default root/qstore.db
         """Parameters
         ----------
         root : str | Path
             directory for the store's files
-        db : SQLiteDatabase | str | Path | None, default None
-            database for its tables; default root/qstore.db
+        db : SQLiteDatabase | PostgresDatabase | str | Path | None, default None
+            tables; default root/qstore.db
         """
         self.root = Path(root).expanduser().resolve()
-        self.db, self._owned = open_sqlite(self.root / 'qstore.db' if db is None else db)
+        self.db, self._owned = _open_db(self.root / 'qstore.db' if db is None else db)
         self.db.ensure_schema(*self.schema)
 
     def close(self):
@@ -952,20 +957,20 @@ def _column(values: list):
 # %% ../../nbs/53_storage_db.ipynb #4ae38449
 class MetricsStore:
     "Runs (config, status, times) and their per-step / per-epoch metrics, with batched inserts."
-    def __init__(self, db: SQLiteDatabase | str | Path = ':memory:',  # shared database, file or ':memory:'
+    def __init__(self, db: SQLiteDatabase | PostgresDatabase | str | Path = ':memory:',  # database, file or ':memory:'
                  flush_every: int = 100,  # write once this many rows are buffered
                  flush_interval: float = 1.0):  # ... or once the oldest buffered row is this many seconds old
         """Parameters
         ----------
-        db : SQLiteDatabase | str | Path, default ':memory:'
-            shared database, file or ':memory:'
+        db : SQLiteDatabase | PostgresDatabase | str | Path, default ':memory:'
+            database, file or ':memory:'
         flush_every : int, default 100
             write once this many rows are buffered
         flush_interval : float, default 1.0
             ... or once the oldest buffered row is this many seconds old
         """
         check_int('flush_every', flush_every)
-        self.db, self._owned = open_sqlite(db)
+        self.db, self._owned = _open_db(db)
         self.db.ensure_schema('metrics', 1, _METRICS_DDL)
         self.db.ensure_schema('run_owners', 1, _RUN_OWNER_DDL)
         self.flush_every, self.flush_interval = int(flush_every), float(flush_interval)
@@ -1184,7 +1189,7 @@ def runs(self: MetricsStore,
     with self.db.transaction() as c:
         rows = c.execute('SELECT r.run, r.config, r.status, r.started, r.ended, COUNT(m.seq), o.reason FROM runs r '
                          'LEFT JOIN metrics m ON m.run = r.run LEFT JOIN run_owners o ON o.run = r.run '
-                         'WHERE ? IS NULL OR r.status=? GROUP BY r.run ORDER BY r.started, r.run',
+                         'WHERE ? IS NULL OR r.status=? GROUP BY r.run, o.reason ORDER BY r.started, r.run',
                          (status, status)).fetchall()
     return [Run(r[0], json.loads(r[1]), *r[2:]) for r in rows]
 
@@ -1233,8 +1238,19 @@ def _open_home(root: Path):
     remove_stale_temp_files(root)
     return SQLiteDatabase(root / 'qstore.db'), root, None
 
-# URL scheme -> opener(rest of the URL after '://') -> (database, root, tempdir or None); postgresql plugs in here
-_SCHEMES: dict[str, Callable] = {'sqlite': _open_sqlite_url}
+def _open_postgres_url(url: str):
+    "A PostgreSQL database named by a URL; array and checkpoint files live in the qstore home directory."
+    root = qstore_home().expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for d in _STORE_DIRS: remove_stale_temp_files(root / d)
+    return PostgresDatabase(url), root, None
+
+# URL scheme -> opener(rest of the URL after '://') -> (database, root, tempdir or None)
+_SCHEMES: dict[str, Callable] = {
+    'sqlite': _open_sqlite_url,
+    'postgresql': lambda rest: _open_postgres_url('postgresql://' + rest),
+    'postgres': lambda rest: _open_postgres_url('postgresql://' + rest),
+}
 
 # %% ../../nbs/53_storage_db.ipynb #vs13-vec
 VECTOR_SCHEMES = {'qdrant': 'qstore.storage.qdrant:QdrantStore', 'qdrants': 'qstore.storage.qdrant:QdrantStore',
@@ -1270,23 +1286,23 @@ def _with_vectors(db, vectors):
 # %% ../../nbs/53_storage_db.ipynb #2c6decbd
 class Database:
     "Vector store, datasets, model registry and metrics behind one URL."
-    def __init__(self, db: SQLiteDatabase,  # shared SQLite database
+    def __init__(self, db: SQLiteDatabase | PostgresDatabase,  # shared database
                  root: Path,  # home directory for array and checkpoint files
                  tempdir=None,  # TemporaryDirectory removed on close (in-memory databases)
-                 url: str = ''):  # what was opened (for repr)
+                 url: str = ''):  # what was opened (for repr; without a password)
         """Parameters
         ----------
-        db : SQLiteDatabase
-            shared SQLite database
+        db : SQLiteDatabase | PostgresDatabase
+            shared database
         root : Path
             home directory for array and checkpoint files
         tempdir : default None
             TemporaryDirectory removed on close (in-memory databases)
         url : str, default ''
-            what was opened (for repr)
+            what was opened (for repr; without a password)
         """
         self.sql, self.root, self.url, self._tempdir = db, Path(root), url, tempdir
-        self.vectors = SQLiteVectorStore(db)
+        self.vectors = _vector_store(db)
         self.datasets = TrainingDataStore(self.root, db)
         self.models = ModelRegistry(self.root, db)
         self.metrics = MetricsStore(db)
@@ -1319,7 +1335,8 @@ class Database:
                 + " (e.g. sqlite:///relative/file.db, sqlite:////absolute/file.db, sqlite:///:memory:)"
                 " or a plain directory path, or ':memory:'"
             )
-        return cls(*_SCHEMES[scheme.lower()](rest), url=str(url))
+        db, root, tempdir = _SCHEMES[scheme.lower()](rest)
+        return cls(db, root, tempdir, url=str(url) if isinstance(db, SQLiteDatabase) else f"{scheme}://{db.path}")
 
     def close(self):
         "Flush metrics, close the database and remove the temporary home of an in-memory database."
@@ -1333,6 +1350,12 @@ class Database:
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f"Database({self.url!r}, root={str(self.root)!r})"
 
+def _vector_store(db):
+    "pgvector on a PostgreSQL database, exact numpy search on SQLite."
+    if not isinstance(db, PostgresDatabase): return SQLiteVectorStore(db)
+    from qstore.storage.pgvector import PgVectorStore
+    return PgVectorStore(db)
+
 # %% ../../nbs/53_storage_db.ipynb #db21-cli
 def _cli_version(v: str):
     return int(v) if v.isdigit() else v
@@ -1343,7 +1366,8 @@ def _missing_store(url) -> str | None:
     if '://' not in url:
         db = Path(url).expanduser().resolve() / 'qstore.db'
         return None if db.exists() else f"no qstore database at {db} (check --home; qstore demo or train creates one)"
-    rest = url.split('://', 1)[1]
+    scheme, rest = url.split('://', 1)
+    if scheme.lower() in ('postgresql', 'postgres'): return None  # a server: opening it reports an unreachable one
     path = Path(rest[1:] if rest.startswith('/') else rest).resolve()
     if rest.endswith(':memory:') or path.exists(): return None
     return f"no qstore database at {path} (check --home; qstore demo or train creates one)"
@@ -1406,7 +1430,7 @@ def models_cli(argv: list[str]) -> int:  # command-line arguments after `qstore 
             else:
                 m = db.models.promote(args.name, _cli_version(args.version), args.stage)
                 print(f"{m.name} v{m.version} -> {m.stage}")
-    except (NotFoundError, ValueError) as e:
+    except (NotFoundError, ValueError, ConnectionError) as e:
         print(f"qstore models: {e}", file=sys.stderr)
         return 1
     return 0
