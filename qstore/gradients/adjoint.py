@@ -34,13 +34,25 @@ def apply_observable(states: np.ndarray,  # a batch of states `(..., 2^n)`
     n : int
         number of qubits
     """
-    idx = np.arange(2 ** n)
     out = np.zeros_like(states)
     for t in obs.terms:
         x, z, ny = t.masks()
-        j = idx ^ x  # (P psi)[i] = i^ny (-1)^{|j & z|} psi[j] with j = i ^ x
+        if x == 0:  # a Z string is diagonal: a sign per basis state, no index lookup
+            out += t.coeff * term_signs(n, z) * states
+            continue
+        j = np.arange(2 ** n) ^ x  # (P psi)[i] = i^ny (-1)^{|j & z|} psi[j] with j = i ^ x
         out += (t.coeff * (1j ** ny)) * term_signs(n, z)[j] * states[..., j]
     return out
+
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-zsig
+_Z_SIGNS = LRUCache(64)  # diagonal observables' sign matrices by (n, terms)
+
+def _z_signs(obs, n):
+    "`(n_obs, 2^n)` real diagonals when every observable is a sum of Z strings (computed once per set), else None."
+    if any(t.masks()[0] for o in obs for t in o.terms): return None
+    key = (n, tuple(tuple((t.paulis, t.coeff) for t in o.terms) for o in obs))
+    return _Z_SIGNS.get_or_create(key, lambda: np.stack([sum(t.coeff * term_signs(n, t.masks()[1]) for t in o.terms)
+                                                         for o in obs]))
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-cross
 def _cross(lam, psi, qubits, n):
@@ -141,14 +153,19 @@ def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator)
                            dtype=sim.dtype)
 
 def _adjoint_seed(psi, obs, n, cotangent):
-    "Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`."
-    B = psi.shape[1]
-    Opsi = [apply_observable(psi[0], o, n) for o in obs]
-    value = np.stack([np.einsum('bi,bi->b', psi[0].conj(), x).real for x in Opsi], axis=1)
-    if cotangent is None: return value, np.stack(Opsi)  # (n_obs, B, D): the whole Jacobian in one sweep
-    cot = np.asarray(cotangent, dtype=float)
+    """Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`.
+    A callable `cotangent` gets the values and returns the weights `c`, so a loss needs no second forward pass."""
+    B, S = psi.shape[1], _z_signs(obs, n)
+    if S is None:
+        Opsi = np.stack([apply_observable(psi[0], o, n) for o in obs])
+        value = np.einsum('bi,kbi->bk', psi[0].conj(), Opsi).real
+    else:  # diagonal observables: <O> = sum_i s_i |psi_i|^2, O psi = s * psi
+        value = (psi[0].real ** 2 + psi[0].imag ** 2) @ S.T
+    cot = cotangent(value) if callable(cotangent) else cotangent
+    if cot is None: return value, Opsi if S is None else S[:, None] * psi[0]  # (n_obs, B, D): the whole Jacobian
+    cot = np.asarray(cot, dtype=float)
     if cot.shape != (B, len(obs)): raise ValueError(f"cotangent must have shape {(B, len(obs))}, got {cot.shape}")
-    return value, sum(cot[:, k, None] * x for k, x in enumerate(Opsi))[None]
+    return value, (np.einsum('bk,kbi->bi', cot, Opsi) if S is None else (cot @ S) * psi[0])[None]
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-block
 def _block_gradient(lam, psi, st, Gs, Ds):
@@ -199,7 +216,8 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
             observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
             backend='local',  # must expose statevectors (capabilities.adjoint)
             wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
-            cotangent: np.ndarray | None = None) -> GradientResult:  # (B, n_obs): return the loss gradient via vjp only
+            cotangent=None,  # (B, n_obs), or a function of the values returning it: the loss gradient (vjp) only
+           ) -> GradientResult:
     """Exact Jacobian (or loss gradient, with `cotangent`) by the adjoint method; simulators only.
 
     Parameters
@@ -214,8 +232,8 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
         must expose statevectors (capabilities.adjoint)
     wrt : default 'weights'
         parameters to differentiate: a group name, names or indices, or None (all)
-    cotangent : np.ndarray | None, default None
-        (B, n_obs): return the loss gradient via vjp only
+    cotangent : default None
+        (B, n_obs), or a function of the values returning it: the loss gradient (vjp) only
     """
     be = get_backend(backend)
     if not be.capabilities.adjoint:
@@ -230,6 +248,7 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
     names = [circuit.parameters[i] for i in cols]
     if not B:  # an empty batch: empty results, nothing to simulate
         kind, width = ('adjoint', len(obs)) if cotangent is None else ('adjoint_vjp', 1)
+        if callable(cotangent): cotangent(np.zeros((0, len(obs))))
         return GradientResult(np.zeros((0, width, len(cols))), names, kind, 0, 1, np.zeros((0, len(obs))))
     fw = _adjoint_forward(circuit, v, StatevectorSimulator(max_qubits=be.capabilities.max_qubits))
     key = (circuit.structural_hash, tuple(cols.tolist()))
