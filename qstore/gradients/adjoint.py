@@ -141,6 +141,12 @@ def _one_qubit_derivatives(plan, A):
     return out
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-fwd
+_SIMULATORS = {}  # by qubit limit: a simulator seeds a random generator when made (~0.1 ms), so not once per call
+
+def _simulator(max_qubits: int) -> StatevectorSimulator:
+    if max_qubits not in _SIMULATORS: _SIMULATORS[max_qubits] = StatevectorSimulator(max_qubits=max_qubits)
+    return _SIMULATORS[max_qubits]
+
 def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator):
     "Forward sweep: plan, angle table, gate matrices and derivatives, step matrices and the final state `psi`."
     plan, A = plan_for(circuit), circuit.angle_table(v)
@@ -250,7 +256,7 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
         kind, width = ('adjoint', len(obs)) if cotangent is None else ('adjoint_vjp', 1)
         if callable(cotangent): cotangent(np.zeros((0, len(obs))))
         return GradientResult(np.zeros((0, width, len(cols))), names, kind, 0, 1, np.zeros((0, len(obs))))
-    fw = _adjoint_forward(circuit, v, StatevectorSimulator(max_qubits=be.capabilities.max_qubits))
+    fw = _adjoint_forward(circuit, v, _simulator(be.capabilities.max_qubits))
     key = (circuit.structural_hash, tuple(cols.tolist()))
     ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, fw.plan, cols))
     value, lam = _adjoint_seed(fw.psi, obs, n, cotangent)
