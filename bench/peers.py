@@ -1,6 +1,6 @@
 """Peer benchmark: qstore against PennyLane (default.qubit + JAX jit, lightning adjoint) and Qiskit Aer, in one run.
 
-    OPENBLAS_NUM_THREADS=1 python bench/peers.py [--skip-large] [--repeat 10] [--out bench/results/peers.json]
+    OPENBLAS_NUM_THREADS=1 python bench/peers.py [--skip-large | --skip-core] [--repeat 10] [--out ...json]
 
 The workload is the reference circuit (`qstore.testing.reference_circuit`: RY encoding, L x (RY, RZ, CNOT ring)) with
 an MSE loss over the batch, read out as `<Z0>` or as every `<Zi>`. Each peer runs in this process, right after qstore
@@ -315,15 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog='bench/peers.py', description='qstore against PennyLane, JAX and Qiskit Aer.')
     p.add_argument('--repeat', type=int, default=10, help='timed runs per measurement (median reported)')
     p.add_argument('--skip-large', action='store_true', help='skip the 16-20 qubit sizes and the memory ceiling')
+    p.add_argument('--skip-core', action='store_true', help='run only the large sizes, memory ceiling and scaling')
     p.add_argument('--out', default='bench/results/peers.json')
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     load = os.getloadavg()
-    rows = [compare_size(n, L, B, ro, a.repeat, shift=ro == 'Z0' and n >= 8)
-            for n, L, B in SIM_SIZES for ro in ('Z0', 'all Zi')]
-    print_table(rows, RATIO_COLUMNS)
-    print()
-    print_table([r for r in rows if 'qstore_shift_s' in r], SHIFT_COLUMNS)
+    rows = [] if a.skip_core else [compare_size(n, L, B, ro, a.repeat, shift=ro == 'Z0' and n >= 8)
+                                   for n, L, B in SIM_SIZES for ro in ('Z0', 'all Zi')]
+    if rows:
+        print_table(rows, RATIO_COLUMNS)
+        print()
+        print_table([r for r in rows if 'qstore_shift_s' in r], SHIFT_COLUMNS)
     large, extra = [], {}
     if not a.skip_large:
         bw = copy_bandwidth()
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_scaling(scale, plot)
     cold = cold_start()
     print(f"cold start (import + first gradient at (8, 4, 32)): {cold:.2f} s; plot {plot}")
-    worst = max(r['max_err'] for r in rows + large)
+    worst = max((r['max_err'] for r in rows + large), default=0.0)
     write_json(a.out, {'benchmark': 'peers', 'machine': {**__import__('common').machine_info(), 'loadavg': load,
                                                          'loadavg_end': os.getloadavg()},
                        'rows': rows, 'large': large, 'scaling': scale, 'cold_start_s': cold,
