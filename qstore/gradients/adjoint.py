@@ -190,14 +190,9 @@ def _block_gradient(lam, psi, st, Gs, Ds):
     C = _partial_cross(_block_cross(lam, psi, q, k), k)  # (K, B, k, 2, 2)
     postd = np.conj(np.swapaxes(post, -1, -2))
     X = post @ Ds @ np.conj(np.swapaxes(Gs, -1, -2)) @ postd  # (B, k, L, 2, 2)
-    Cf = np.broadcast_to(C[:, :, :, None], (K, B, k, L, 2, 2)).reshape(K, B, -1, 2, 2)
-    Xf = X.reshape(X.shape[0], -1, 2, 2)
-    return (
-        2
-        * (
-            np.einsum('fij,kbfij->kbf', Xf[0], Cf) if len(Xf) == 1 else np.einsum('bfij,kbfij->kbf', Xf, Cf)
-        ).real
-    )
+    # summed over each 2x2 entry: X once per chain position, C once per qubit (no copy of C per position)
+    d = np.einsum('rlij,kbrij->kbrl', X[0], C) if len(X) == 1 else np.einsum('brlij,kbrij->kbrl', X, C)
+    return 2 * d.real.reshape(K, B, -1)
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-sweep
 def _adjoint_sweep(circuit: Circuit, ap: _AdjointPlan, fw: SimpleNamespace, lam: np.ndarray, n_wrt: int):
