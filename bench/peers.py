@@ -16,6 +16,7 @@ Also measured: the adjoint gradient against parameter shift (qstore's, PennyLane
 Needs `pip install 'qstore[bench]'`.
 """
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -36,6 +37,7 @@ from qstore.testing import reference_circuit, reference_values
 
 LARGE_SIZES = ((16, 4, 8), (20, 2, 1), (20, 2, 8))
 TOL = 1e-8  # qstore against a double-precision reference
+PEERS = ('jax', 'lightning', 'aer')
 
 
 def workload(n, L, B, readout):
@@ -164,6 +166,27 @@ def aer_estimator(n, L, x, w, obs, y):
 
 # ----- the comparison -----
 
+def qstore_worker(repeat: int):
+    "Time qstore's forward pass and loss gradient at the core sizes; print times and values as JSON (a child process)."
+    out = []
+    for n, L, B in SIM_SIZES:
+        for readout in ('Z0', 'all Zi'):
+            c, v, _, _, obs, y = workload(n, L, B, readout)
+            f, fwd_s = _timed(qstore_forward(c, v, obs), repeat)
+            g, grad_s = _timed(qstore_gradient(c, L, v, obs, y), repeat)
+            out.append({'n': n, 'readout': readout, 'fwd_s': fwd_s, 'grad_s': grad_s, 'fwd': f.tolist(),
+                        'grad': g.tolist()})
+    print(json.dumps(out))
+
+
+def baseline_times(path: str, repeat: int) -> dict:
+    "The core sizes timed by the qstore at `path` (e.g. an older commit's tree) in a child process of this run."
+    env = {**os.environ, 'PYTHONPATH': str(path)}
+    r = subprocess.run([sys.executable, __file__, '--qstore-worker', '--repeat', str(repeat)], env=env,
+                       capture_output=True, text=True, check=True)
+    return {(x['n'], x['readout']): x for x in json.loads(r.stdout.strip().splitlines()[-1])}
+
+
 def _err(a, b):
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape: raise AssertionError(f"shapes differ: {a.shape} and {b.shape}")
@@ -175,10 +198,12 @@ def _timed(fn, repeat, min_time=0.2):
     return value, time_call(fn, repeat=repeat, warmup=1, min_time=min_time)['median_s']
 
 
-def compare_size(n, L, B, readout, repeat=10, jax_peer=True, shift=False) -> dict:
-    "Time qstore and each peer on one size and readout; cross-check qstore's values and gradient against each."
+def compare_size(n, L, B, readout, repeat=10, jax_peer=True, shift=False, baseline=None) -> dict:
+    """Time qstore and each peer on one size and readout; cross-check qstore's values and gradient against each.
+    `baseline`: the same size timed by another qstore tree (`baseline_times`), reported as `before_*` columns."""
     c, v, x, w, obs, y = workload(n, L, B, readout)
     row = {'n': n, 'layers': L, 'batch': B, 'readout': readout}
+    if baseline is not None: row['before_fwd_s'], row['before_grad_s'] = baseline['fwd_s'], baseline['grad_s']
     qf, row['qstore_fwd_s'] = _timed(qstore_forward(c, v, obs), repeat)
     qg, row['qstore_grad_s'] = _timed(qstore_gradient(c, L, v, obs, y), repeat)
     if n >= 16:
@@ -195,11 +220,13 @@ def compare_size(n, L, B, readout, repeat=10, jax_peer=True, shift=False) -> dic
         if name != 'aer':  # Aer's gradient is parameter shift, timed below with the other shift rules
             pg, row[f'{name}_grad_s'] = _timed(g, max(3, repeat // 3))
             errs.append(_err(qg, pg))
+    if baseline is not None: errs += [_err(qf, baseline['fwd']), _err(qg, baseline['grad'])]
     row['max_err'] = max(errs)
     for kind in ('fwd', 'grad'):
-        best = min((k for k in row if k.endswith(f'_{kind}_s') and not k.startswith('qstore')), key=row.get)
+        best = min((k for k in row if k.endswith(f'_{kind}_s') and k.split('_')[0] in PEERS), key=row.get)
         row[f'{kind}_fastest_peer'] = best.split('_')[0]
         row[f'{kind}_ratio'] = row[best] / row[f'qstore_{kind}_s']
+        if baseline is not None: row[f'before_{kind}_ratio'] = row[best] / row[f'before_{kind}_s']
     if shift:
         sg, row['qstore_shift_s'] = _timed(qstore_shift(c, v, obs, y), 3)
         pg, row['pennylane_shift_s'] = _timed(pennylane_autograd('default.qubit', 'parameter-shift', n, L, x, w,
@@ -295,6 +322,7 @@ RATIO_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('batch', 'B', '{}'), 
                  ('qstore_fwd_s', 'qstore fwd s', '{:.2e}'), ('fwd_fastest_peer', 'fastest', '{}'),
                  ('fwd_ratio', 'fwd ratio', '{:.2f}'), ('qstore_grad_s', 'qstore grad s', '{:.2e}'),
                  ('grad_fastest_peer', 'fastest', '{}'), ('grad_ratio', 'grad ratio', '{:.2f}'),
+                 ('before_fwd_ratio', 'fwd before', '{:.2f}'), ('before_grad_ratio', 'grad before', '{:.2f}'),
                  ('jax_compile_s', 'JAX compile s', '{:.1f}'), ('max_err', 'max err', '{:.0e}')]
 SHIFT_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('batch', 'B', '{}'),
                  ('qstore_grad_s', 'adjoint s', '{:.2e}'),
@@ -316,11 +344,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--repeat', type=int, default=10, help='timed runs per measurement (median reported)')
     p.add_argument('--skip-large', action='store_true', help='skip the 16-20 qubit sizes and the memory ceiling')
     p.add_argument('--skip-core', action='store_true', help='run only the large sizes, memory ceiling and scaling')
+    p.add_argument('--baseline', metavar='TREE', help="also time the qstore at TREE (e.g. `git archive` of an older "
+                   "commit) at the core sizes, in a child process: the 'before' columns")
+    p.add_argument('--qstore-worker', action='store_true', help=argparse.SUPPRESS)
     p.add_argument('--out', default='bench/results/peers.json')
     a = p.parse_args(argv)
+    if a.qstore_worker: return qstore_worker(a.repeat) or 0
     t0 = time.perf_counter()
     load = os.getloadavg()
-    rows = [] if a.skip_core else [compare_size(n, L, B, ro, a.repeat, shift=ro == 'Z0' and n >= 8)
+    before = baseline_times(a.baseline, a.repeat) if a.baseline and not a.skip_core else {}
+    rows = [] if a.skip_core else [compare_size(n, L, B, ro, a.repeat, shift=ro == 'Z0' and n >= 8,
+                                                baseline=before.get((n, ro)))
                                    for n, L, B in SIM_SIZES for ro in ('Z0', 'all Zi')]
     if rows:
         print_table(rows, RATIO_COLUMNS)
@@ -330,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.skip_large:
         bw = copy_bandwidth()
         for n, L, B in LARGE_SIZES:
-            r = compare_size(n, L, B, 'Z0', 3, jax_peer=False)
+            r = compare_size(n, L, B, 'Z0', 2, jax_peer=False)
             c = reference_circuit(n, L)
             r['gbps'] = forward_traffic(c, B, np.complex128) / r['qstore_fwd_s'] / 1e9
             r['gbps_c64'] = forward_traffic(c, B, np.complex64) / r['qstore_fwd_c64_s'] / 1e9
@@ -349,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = max((r['max_err'] for r in rows + large), default=0.0)
     write_json(a.out, {'benchmark': 'peers', 'machine': {**__import__('common').machine_info(), 'loadavg': load,
                                                          'loadavg_end': os.getloadavg()},
-                       'rows': rows, 'large': large, 'scaling': scale, 'cold_start_s': cold,
+                       'baseline': a.baseline, 'rows': rows, 'large': large, 'scaling': scale, 'cold_start_s': cold,
                        'seconds': time.perf_counter() - t0, **extra})
     print(f"wrote {a.out}; worst disagreement with a reference {worst:.1e}")
     return 0 if worst <= TOL else 1
