@@ -98,3 +98,15 @@ def test_training_peers_share_data_and_batches(bench):
     assert sorted(np.concatenate(order[0]).tolist()) == list(range(len(Xtr))) and len(order[0][0]) == tp.BATCH
     log, w = tp.train_qstore((Xtr, ytr, Xte, yte), 1, tp.initial_weights())
     assert len(log) == 1 and 0 <= log[0][2] <= 1 and w.shape == tp.initial_weights().shape
+
+
+@pytest.mark.parametrize('name', ['cirq', 'qiskit'])
+@pytest.mark.parametrize('n,L', [(4, 2), (8, 4), (12, 4)])
+def test_statevector_matches_cirq_and_qiskit_at_benchmark_sizes(name, n, L):
+    "The optimised simulator against Cirq's and Qiskit's statevectors on the benchmark circuits (2 rows each)."
+    from qstore.backends.base import LocalBackend, get_backend
+    c = reference_circuit(n, L)
+    v = reference_values(c, 2, seed=5)
+    local = LocalBackend().statevector(c, v)
+    np.testing.assert_allclose(get_backend(name).statevector(c, v), local, atol=1e-10)
+    np.testing.assert_allclose(LocalBackend(dtype=np.complex64).statevector(c, v), local, atol=2e-6)
