@@ -120,14 +120,15 @@ def run_checkout_script(path: str,  # script path from the repository root, e.g.
     return subprocess.call([sys.executable, str(script), *(argv or [])])
 
 
-def bench_cli(argv: list[str] | None = None,  # arguments of `bench/simulator.py`
+def bench_cli(argv: list[str] | None = None,  # arguments of `bench/simulator.py`, or `--compare RESULT.json`
              ) -> int:  # exit code
-    """`qstore bench`: run the simulator benchmark of the source checkout (`bench/simulator.py`).
+    """`qstore bench`: run the simulator benchmark of the source checkout (`bench/simulator.py`); with `--compare`,
+    re-time a stored run's workloads and flag regressions (`bench/compare.py`).
 
     Parameters
     ----------
     argv : list[str] | None, default None
-        arguments of `bench/simulator.py`
+        arguments of `bench/simulator.py`, or `--compare RESULT.json`
 
     Returns
     -------
@@ -135,7 +136,8 @@ def bench_cli(argv: list[str] | None = None,  # arguments of `bench/simulator.py
         exit code
     """
     where = "qstore bench: benchmarks live in the repository's bench/ directory; run it from a source checkout"
-    return run_checkout_script('bench/simulator.py', where, argv)
+    compare = any(a == '--compare' or a.startswith('--compare=') for a in argv or [])
+    return run_checkout_script('bench/compare.py' if compare else 'bench/simulator.py', where, argv)
 
 # %% ../nbs/95_cli.ipynb #cli-docs
 def docs_cli(argv: list[str] | None = None,  # arguments of `tools/docs.py`

@@ -34,13 +34,25 @@ def apply_observable(states: np.ndarray,  # a batch of states `(..., 2^n)`
     n : int
         number of qubits
     """
-    idx = np.arange(2 ** n)
     out = np.zeros_like(states)
     for t in obs.terms:
         x, z, ny = t.masks()
-        j = idx ^ x  # (P psi)[i] = i^ny (-1)^{|j & z|} psi[j] with j = i ^ x
+        if x == 0:  # a Z string is diagonal: a sign per basis state, no index lookup
+            out += t.coeff * term_signs(n, z) * states
+            continue
+        j = np.arange(2 ** n) ^ x  # (P psi)[i] = i^ny (-1)^{|j & z|} psi[j] with j = i ^ x
         out += (t.coeff * (1j ** ny)) * term_signs(n, z)[j] * states[..., j]
     return out
+
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-zsig
+_Z_SIGNS = LRUCache(64)  # diagonal observables' sign matrices by (n, terms)
+
+def _z_signs(obs, n):
+    "`(n_obs, 2^n)` real diagonals when every observable is a sum of Z strings (computed once per set), else None."
+    if any(t.masks()[0] for o in obs for t in o.terms): return None
+    key = (n, tuple(tuple((t.paulis, t.coeff) for t in o.terms) for o in obs))
+    return _Z_SIGNS.get_or_create(key, lambda: np.stack([sum(t.coeff * term_signs(n, t.masks()[1]) for t in o.terms)
+                                                         for o in obs]))
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-cross
 def _cross(lam, psi, qubits, n):
@@ -129,6 +141,13 @@ def _one_qubit_derivatives(plan, A):
     return out
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-fwd
+_SNAPSHOT_BYTES = 2 ** 28  # keep the forward states for the sweep while they take at most this much memory
+_SIMULATORS = {}  # by qubit limit: a simulator seeds a random generator when made (~0.1 ms), so not once per call
+
+def _simulator(max_qubits: int) -> StatevectorSimulator:
+    if max_qubits not in _SIMULATORS: _SIMULATORS[max_qubits] = StatevectorSimulator(max_qubits=max_qubits)
+    return _SIMULATORS[max_qubits]
+
 def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator):
     "Forward sweep: plan, angle table, gate matrices and derivatives, step matrices and the final state `psi`."
     plan, A = plan_for(circuit), circuit.angle_table(v)
@@ -136,19 +155,28 @@ def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator)
     uniform = [plan.uniform(i, A) for i in range(len(plan.steps))]
     Ms = [plan.step_matrix(i, A, mats1, sim.dtype) for i in range(len(plan.steps))]
     psi = sim._initial(circuit.n_qubits, v.shape[0])
-    for i in range(len(plan.steps)): psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
+    keep = len(plan.steps) * psi.nbytes <= _SNAPSHOT_BYTES
+    states = [psi]  # states[i]: before step i (kept when small, so the sweep need not un-apply psi)
+    for i in range(len(plan.steps)):
+        psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
+        if keep: states.append(psi)
     return SimpleNamespace(plan=plan, A=A, mats1=mats1, dmats1=dmats1, uniform=uniform, Ms=Ms, psi=psi,
-                           dtype=sim.dtype)
+                           dtype=sim.dtype, states=states if keep else None)
 
 def _adjoint_seed(psi, obs, n, cotangent):
-    "Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`."
-    B = psi.shape[1]
-    Opsi = [apply_observable(psi[0], o, n) for o in obs]
-    value = np.stack([np.einsum('bi,bi->b', psi[0].conj(), x).real for x in Opsi], axis=1)
-    if cotangent is None: return value, np.stack(Opsi)  # (n_obs, B, D): the whole Jacobian in one sweep
-    cot = np.asarray(cotangent, dtype=float)
+    """Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`.
+    A callable `cotangent` gets the values and returns the weights `c`, so a loss needs no second forward pass."""
+    B, S = psi.shape[1], _z_signs(obs, n)
+    if S is None:
+        Opsi = np.stack([apply_observable(psi[0], o, n) for o in obs])
+        value = np.einsum('bi,kbi->bk', psi[0].conj(), Opsi).real
+    else:  # diagonal observables: <O> = sum_i s_i |psi_i|^2, O psi = s * psi
+        value = (psi[0].real ** 2 + psi[0].imag ** 2) @ S.T
+    cot = cotangent(value) if callable(cotangent) else cotangent
+    if cot is None: return value, Opsi if S is None else S[:, None] * psi[0]  # (n_obs, B, D): the whole Jacobian
+    cot = np.asarray(cot, dtype=float)
     if cot.shape != (B, len(obs)): raise ValueError(f"cotangent must have shape {(B, len(obs))}, got {cot.shape}")
-    return value, sum(cot[:, k, None] * x for k, x in enumerate(Opsi))[None]
+    return value, (np.einsum('bk,kbi->bi', cot, Opsi) if S is None else (cot @ S) * psi[0])[None]
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-block
 def _block_gradient(lam, psi, st, Gs, Ds):
@@ -162,32 +190,30 @@ def _block_gradient(lam, psi, st, Gs, Ds):
     C = _partial_cross(_block_cross(lam, psi, q, k), k)  # (K, B, k, 2, 2)
     postd = np.conj(np.swapaxes(post, -1, -2))
     X = post @ Ds @ np.conj(np.swapaxes(Gs, -1, -2)) @ postd  # (B, k, L, 2, 2)
-    Cf = np.broadcast_to(C[:, :, :, None], (K, B, k, L, 2, 2)).reshape(K, B, -1, 2, 2)
-    Xf = X.reshape(X.shape[0], -1, 2, 2)
-    return (
-        2
-        * (
-            np.einsum('fij,kbfij->kbf', Xf[0], Cf) if len(Xf) == 1 else np.einsum('bfij,kbfij->kbf', Xf, Cf)
-        ).real
-    )
+    # summed over each 2x2 entry: X once per chain position, C once per qubit (no copy of C per position)
+    d = np.einsum('rlij,kbrij->kbrl', X[0], C) if len(X) == 1 else np.einsum('brlij,kbrij->kbrl', X, C)
+    return 2 * d.real.reshape(K, B, -1)
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-sweep
 def _adjoint_sweep(circuit: Circuit, ap: _AdjointPlan, fw: SimpleNamespace, lam: np.ndarray, n_wrt: int):
-    "Backward sweep: un-apply each step to `psi` and `lambda` together, summing derivatives into `G (K, B, n_wrt)`."
+    """Backward sweep: un-apply each step to `lambda` (and to `psi`, unless the forward sweep kept its states), summing
+    derivatives into `G (K, B, n_wrt)`."""
     plan, A, mats1, Ms = fw.plan, fw.A, fw.mats1, fw.Ms
     K, B, slices = lam.shape[0], lam.shape[1], circuit.angle_index()[3]
     G = np.zeros((K, B, n_wrt))
-    S = np.concatenate([fw.psi, lam])  # psi and lambda travel backwards together: one matmul per step
+    saved = fw.states  # the forward states, or None: then psi travels backwards with lambda (one matmul per step)
+    S = lam if saved is not None else np.concatenate([fw.psi, lam])
     for i in range(len(plan.steps) - 1, -1, -1):
         st = plan.steps[i]
-        psi, lam = S[:1], S[1:]
+        psi, lam = (saved[i + 1], S) if saved is not None else (S[:1], S[1:])
         if i in ap.W:  # fused one-qubit block: every gate's derivative from one block cross term
             rows = slice(0, 1) if fw.uniform[i] else slice(None)  # shared angles: per-gate algebra once, not per row
             G += _block_gradient(lam, psi, st, mats1[rows][:, st[3]], fw.dmats1[rows][:, st[3]]) @ ap.W[i]
         elif st[0] in ('diag', 'dense') and ap.selected[st[1]]:
             op = circuit.ops[st[1]]
             ang = [A[:, c] for c in range(*slices[st[1]])]
-            R = _cross(lam, plan.apply(psi, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i]), op.qubits, circuit.n_qubits)
+            before = saved[i] if saved is not None else plan.apply(psi, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i])
+            R = _cross(lam, before, op.qubits, circuit.n_qubits)
             for j, p, scale in ap.selected[st[1]]:
                 G[:, :, p] += scale * 2 * np.einsum('bij,kbij->kb', _dmatrix(op, ang, j), R).real
         S = plan.apply(S, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i])
@@ -199,7 +225,8 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
             observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
             backend='local',  # must expose statevectors (capabilities.adjoint)
             wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
-            cotangent: np.ndarray | None = None) -> GradientResult:  # (B, n_obs): return the loss gradient via vjp only
+            cotangent=None,  # (B, n_obs), or a function of the values returning it: the loss gradient (vjp) only
+           ) -> GradientResult:
     """Exact Jacobian (or loss gradient, with `cotangent`) by the adjoint method; simulators only.
 
     Parameters
@@ -214,8 +241,8 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
         must expose statevectors (capabilities.adjoint)
     wrt : default 'weights'
         parameters to differentiate: a group name, names or indices, or None (all)
-    cotangent : np.ndarray | None, default None
-        (B, n_obs): return the loss gradient via vjp only
+    cotangent : default None
+        (B, n_obs), or a function of the values returning it: the loss gradient (vjp) only
     """
     be = get_backend(backend)
     if not be.capabilities.adjoint:
@@ -230,8 +257,9 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
     names = [circuit.parameters[i] for i in cols]
     if not B:  # an empty batch: empty results, nothing to simulate
         kind, width = ('adjoint', len(obs)) if cotangent is None else ('adjoint_vjp', 1)
+        if callable(cotangent): cotangent(np.zeros((0, len(obs))))
         return GradientResult(np.zeros((0, width, len(cols))), names, kind, 0, 1, np.zeros((0, len(obs))))
-    fw = _adjoint_forward(circuit, v, StatevectorSimulator(max_qubits=be.capabilities.max_qubits))
+    fw = _adjoint_forward(circuit, v, _simulator(be.capabilities.max_qubits))
     key = (circuit.structural_hash, tuple(cols.tolist()))
     ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, fw.plan, cols))
     value, lam = _adjoint_seed(fw.psi, obs, n, cotangent)

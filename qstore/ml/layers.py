@@ -449,7 +449,15 @@ def loss_and_grad(self: QuantumModel,
         E, circuits = res0.expectations, res0.n_circuits
         loss, dy = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
         gc, method, reason = np.zeros(0), 'none', 'circuit weights frozen'
-    elif gradient == 'adjoint' and len(obs) > 2:  # forward, then one adjoint sweep with the loss cotangent
+    elif gradient == 'adjoint' and (shots is None or len(obs) <= 2):  # exact: one forward pass and one sweep
+        seen = {}
+        def cotangent(E):
+            seen['loss'], seen['dy'] = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
+            return seen['dy'] if W is None else seen['dy'] @ W.T
+        r = adjoint(self.circuit, v, obs, be, wrt, cotangent=cotangent)
+        E, loss, dy = r.value, seen['loss'], seen['dy']
+        gc, circuits, method, reason = r.jacobian[:, 0].sum(0), r.circuits, 'adjoint', ''
+    elif gradient == 'adjoint':  # sampled forward values, then one adjoint sweep with the loss cotangent
         res0 = be.run(self.circuit, v, obs, shots=shots, seed=seed)
         E, circuits = res0.expectations, res0.n_circuits
         loss, dy = _loss_and_cotangent(loss_fn, self.outputs_from_expectations(E, weights))
