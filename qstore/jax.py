@@ -87,7 +87,7 @@ def _vjp_rule(qf: QuantumFunction):
         return dx.reshape(x.shape), dw
     return fwd, bwd
 
-def quantum_function(model,  # a `QuantumModel`, or a `Circuit` with parameter groups 'inputs' and 'weights'
+def quantum_function(model,  # a `QuantumModel`, a `Circuit` with groups 'inputs' and 'weights', or a `QuantumFunction`
                      observables=None,  # readout of a bare circuit (default: Z on every qubit)
                      backend='local',  # backend name or instance (run through the pipeline)
                      gradient='auto',  # 'auto' (adjoint if exact, else parameter shift), a method name or an estimator
@@ -98,7 +98,7 @@ def quantum_function(model,  # a `QuantumModel`, or a `Circuit` with parameter g
     Parameters
     ----------
     model
-        a `QuantumModel`, or a `Circuit` with parameter groups 'inputs' and 'weights'
+        a `QuantumModel`, a `Circuit` with groups 'inputs' and 'weights', or a `QuantumFunction`
     observables : default None
         readout of a bare circuit (default: Z on every qubit)
     backend : default 'local'
@@ -110,7 +110,8 @@ def quantum_function(model,  # a `QuantumModel`, or a `Circuit` with parameter g
     seed : int | None, default None
         sampling seed
     """
-    qf = QuantumFunction(model, observables, backend, gradient, shots, seed)
+    qf = model
+    if not isinstance(model, QuantumFunction): qf = QuantumFunction(model, observables, backend, gradient, shots, seed)
     f = jax.custom_vjp(partial(_forward, qf))
     f.defvjp(*_vjp_rule(qf))
     f.qfunction = qf
