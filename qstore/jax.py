@@ -7,15 +7,17 @@ from __future__ import annotations
 from functools import partial
 import numpy as np
 from .ml.function import QuantumFunction
+
+# %% auto #0
+__all__ = ['quantum_function']
+
+# %% ../nbs/71_jax.ipynb #8336907a
 try:
     import jax
     import jax.numpy as jnp
     from jax._src.core import unsafe_am_i_under_a_jit
 except ImportError:
     raise ImportError("qstore.jax needs JAX: pip install 'qstore[jax]'") from None
-
-# %% auto #0
-__all__ = ['quantum_function']
 
 # %% ../nbs/71_jax.ipynb #a87385b0
 def _per_element(fn, *arrays, core_dims):

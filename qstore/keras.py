@@ -7,15 +7,17 @@ from __future__ import annotations
 from fastcore.basics import patch
 from .ml.function import QuantumFunction
 from .ml.layers import QuantumModel
+
+# %% auto #0
+__all__ = ['QuantumLayer']
+
+# %% ../nbs/72_keras.ipynb #d097ee91
 try:
     import keras
 except ImportError:
     raise ImportError("qstore.keras needs Keras 3: pip install 'qstore[keras]'") from None
 if int(keras.__version__.split('.')[0]) < 3:
     raise ImportError(f"qstore.keras needs Keras 3, found {keras.__version__}: pip install 'qstore[keras]'")
-
-# %% auto #0
-__all__ = ['QuantumLayer']
 
 # %% ../nbs/72_keras.ipynb #203e49b1
 def _tf_apply(qf: QuantumFunction, x, w):

@@ -6,15 +6,17 @@
 from __future__ import annotations
 from fastcore.basics import patch
 from .ml.function import QuantumFunction
+
+# %% auto #0
+__all__ = ['QuantumLayer']
+
+# %% ../nbs/70_torch.ipynb #88fbfebd
 try:
     import torch
     from torch import nn
     from torch.autograd.function import once_differentiable
 except ImportError:
     raise ImportError("qstore.torch needs PyTorch: pip install 'qstore[torch]'") from None
-
-# %% auto #0
-__all__ = ['QuantumLayer']
 
 # %% ../nbs/70_torch.ipynb #0ba43fee
 class _QuantumAutograd(torch.autograd.Function):
