@@ -11,7 +11,7 @@ from ..observables import as_observables, Z
 from ..backends.base import get_backend
 from ..pipeline.batch import CircuitBatchManager
 from ..gradients.core import run_gradient, gradient_method
-from ..gradients.adjoint import adjoint
+from ..gradients.adjoint import adjoint_vjp
 from .layers import QuantumModel, init_weights
 
 # %% auto #0
@@ -163,12 +163,15 @@ def forward(self: QuantumFunction,
 
 # %% ../../nbs/62_ml_function.ipynb #a86a36e1
 @patch
-def _circuit_vjp(self: QuantumFunction, v, dE) -> np.ndarray:
-    "dloss/d(circuit parameters) per row, `(B, P)`, for the cotangent `dE` on the expectations."
-    if self.gradient == 'adjoint':
-        return adjoint(self.circuit, v, self.observables, self.backend, wrt=None, cotangent=dE).jacobian[:, 0]
-    r = run_gradient(self.gradient, self.circuit, v, self.observables, self.backend, None, self.shots, self.seed)
-    return np.einsum('bk,bkp->bp', dE, r.jacobian)
+def _circuit_vjp(self: QuantumFunction, v) -> tuple:
+    "(expectations, pullback from their cotangent to per-row circuit-parameter gradients `(B, P)`)."
+    if self.gradient == 'adjoint': return adjoint_vjp(self.circuit, v, self.observables, self.backend, wrt=None)
+    E = self.backend.run(self.circuit, v, self.observables, shots=self.shots, seed=self.seed).expectations
+
+    def pullback(dE):
+        r = run_gradient(self.gradient, self.circuit, v, self.observables, self.backend, None, self.shots, self.seed)
+        return np.einsum('bk,bkp->bp', dE, r.jacobian)
+    return E, pullback
 
 @patch
 def vjp(self: QuantumFunction,
@@ -185,15 +188,13 @@ def vjp(self: QuantumFunction,
         weight vector (n_weights,)
     """
     X, w = self._check(X, weights)
-    v = self._values(X, w)
-    E = self.backend.run(self.circuit, v, self.observables, shots=self.shots, seed=self.seed).expectations
+    E, circuit_pullback = self._circuit_vjp(self._values(X, w))
     Y, W, _ = self._head(E, w)
 
     def pullback(dY):
         dY = _float_array(dY, 'the output cotangent')
         if dY.shape != Y.shape: raise ValueError(f"the output cotangent must have shape {Y.shape}, got {dY.shape}")
-        dE = dY if W is None else dY @ W.T
-        dv = self._circuit_vjp(v, dE)
+        dv = circuit_pullback(dY if W is None else dY @ W.T)
         dP = dv[:, self.input_cols]
         dX = np.einsum('bp,bpf->bf', dP, self.model.encoder.jacobian(X)) if self.model is not None else dP
         dw = [dv[:, self.weight_cols].sum(0)] + ([] if W is None else [(E.T @ dY).ravel(), dY.sum(0)])
