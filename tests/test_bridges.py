@@ -1,4 +1,5 @@
 "The framework bridges: qstore.ml.function's vector-Jacobian product, qstore.torch, qstore.jax and qstore.keras."
+import importlib.util
 import os
 import subprocess
 import sys
@@ -233,3 +234,19 @@ def test_keras_gradient_matches_quantum_function():
     np.testing.assert_allclose(gx.numpy(), want_dx, atol=1e-12)
     np.testing.assert_allclose(gw.numpy(), want_dw, atol=1e-12)
     with pytest.raises(TypeError, match='given by name'): QuantumLayer(zz_model(), backend=object())
+
+
+# --- bench/bridges.py ----------------------------------------------------------------------------------------------
+
+def test_bridges_benchmark_checks_peers_against_qstore():
+    pytest.importorskip('torch')
+    sys.path.insert(0, str(ROOT / 'bench'))
+    try:
+        import bridges
+    finally:
+        sys.path.remove(str(ROOT / 'bench'))
+    peers = [p for p, mod in zip(bridges.PEERS, ('pennylane', 'pennylane_lightning', 'qiskit_machine_learning'))
+             if importlib.util.find_spec(mod)]
+    rows = bridges.bridges_benchmark(sizes=((3, 1, 3),), peer_names=peers, repeat=1)  # asserts equal loss and grads
+    assert [r['library'] for r in rows] == ['qstore.torch.QuantumLayer', *peers]
+    assert all(r['fwd_bwd_ms'] > 0 for r in rows)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NBS, PROC, SRC, SITE = ROOT / 'nbs', ROOT / '_proc', ROOT / '_docs_src' / 'pages', ROOT / '_docs'
 LAYERS = {'0': 'Quantum core', '1': 'Backends', '2': 'IonQ', '3': 'Circuit pipeline', '4': 'Gradients',
-          '5': 'Storage', '6': 'Training engine', '9': 'Jobs and command line'}
+          '5': 'Storage', '6': 'Training engine', '7': 'Framework bridges', '9': 'Jobs and command line'}
 
 
 def process_notebooks(force=False, n_workers=2) -> Path:
