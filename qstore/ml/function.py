@@ -200,3 +200,10 @@ def vjp(self: QuantumFunction,
         dw = [dv[:, self.weight_cols].sum(0)] + ([] if W is None else [(E.T @ dY).ravel(), dY.sum(0)])
         return dX, np.concatenate(dw)
     return Y, pullback
+
+# %% ../../nbs/62_ml_function.ipynb #bfe4c732
+@patch
+def __reduce__(self: QuantumFunction):
+    template = self.model if self.model is not None else self.circuit
+    observables = None if self.model is not None else self.observables
+    return QuantumFunction, (template, observables, self.backend.inner, self.gradient, self.shots, self.seed)
