@@ -250,3 +250,39 @@ def test_bridges_benchmark_checks_peers_against_qstore():
     rows = bridges.bridges_benchmark(sizes=((3, 1, 3),), peer_names=peers, repeat=1)  # asserts equal loss and grads
     assert [r['library'] for r in rows] == ['qstore.torch.QuantumLayer', *peers]
     assert all(r['fwd_bwd_ms'] > 0 for r in rows)
+
+
+def test_torch_layer_on_the_ionq_emulator(monkeypatch):
+    "On IonQ (the local emulator) the layer differentiates by parameter shift on sampled results, through the pipeline."
+    torch = pytest.importorskip('torch')
+    from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
+    from qstore.torch import QuantumLayer
+    model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, depth=1))
+    x = torch.tensor([[0.3, -0.5], [0.8, 0.1]], dtype=torch.float64)
+    exact = QuantumLayer(model, dtype=torch.float64)
+    xe = x.clone().requires_grad_()
+    exact(xe).sum().backward()
+    with EmulatorServer(EmulatorConfig()) as srv:
+        monkeypatch.setenv('IONQ_API_URL', srv.base_url)
+        monkeypatch.setenv('IONQ_API_KEY', 'test-key-123')
+        remote = QuantumLayer(model, backend='ionq.simulator', shots=20000, seed=0, dtype=torch.float64)
+        assert remote.qfunction.gradient == 'parameter_shift' and remote.qfunction.backend.capabilities.remote
+        xr = x.clone().requires_grad_()
+        remote(xr).sum().backward()
+        assert srv.stats()['jobs_created'] > 0
+    np.testing.assert_allclose(xr.grad.numpy(), xe.grad.numpy(), atol=0.06)
+    np.testing.assert_allclose(remote.weights.grad.numpy(), exact.weights.grad.numpy(), atol=0.06)
+
+
+def test_jax_jit_refuses_a_remote_backend(monkeypatch):
+    jax = pytest.importorskip('jax')
+    from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
+    from qstore.jax import quantum_function
+    model = QuantumModel(DataEncoder('angle', n_features=2), HardwareEfficientQuantumLayer(2, depth=1))
+    with EmulatorServer(EmulatorConfig()) as srv:
+        monkeypatch.setenv('IONQ_API_URL', srv.base_url)
+        monkeypatch.setenv('IONQ_API_KEY', 'test-key-123')
+        f = quantum_function(model, backend='ionq.simulator', shots=1000, seed=0)
+        w = f.qfunction.initial_weights()
+        assert f(np.zeros((1, 2)), w).shape == (1, 2)  # eagerly it runs on the emulator
+        with pytest.raises(TypeError, match='runs remotely'): jax.jit(f)(np.zeros((1, 2)), w)
