@@ -234,6 +234,8 @@ def test_keras_gradient_matches_quantum_function():
     np.testing.assert_allclose(gx.numpy(), want_dx, atol=1e-12)
     np.testing.assert_allclose(gw.numpy(), want_dw, atol=1e-12)
     with pytest.raises(TypeError, match='given by name'): QuantumLayer(zz_model(), backend=object())
+    spsa = QuantumLayer(zz_model(), gradient='spsa')  # a stateful method by name: saved as its name
+    assert type(spsa.qfunction.gradient).__name__ == 'SPSAGradientEstimator' and spsa.get_config()['gradient'] == 'spsa'
 
 
 # --- bench/bridges.py ----------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from ..observables import as_observables, Z
 from ..backends.base import get_backend
 from ..pipeline.batch import CircuitBatchManager
 from ..gradients.core import run_gradient, gradient_method
+from ..gradients import spsa, adaptive  # noqa: F401 (registers 'spsa' and 'adaptive')
 from ..gradients.adjoint import adjoint_vjp
 from .layers import QuantumModel, init_weights
 
@@ -78,23 +79,19 @@ class QuantumFunction:
 
 # %% ../../nbs/62_ml_function.ipynb #4916dd88
 def _choose_gradient(gradient, backend, shots):
-    "'auto': adjoint for exact runs on a statevector simulator, parameter shift otherwise; names are checked here."
+    "'auto': adjoint if exact on a statevector simulator, else parameter shift; a stateful name: a fresh estimator."
     caps = backend.capabilities
     if gradient == 'auto': return 'adjoint' if shots is None and caps.adjoint else 'parameter_shift'
     if gradient == 'adjoint' and (shots is not None or not caps.adjoint):
         raise ValueError(f"adjoint gradients need an exact statevector simulator; backend {caps.name!r} "
                          f"{'is sampled (shots=' + str(shots) + ')' if shots is not None else 'has no statevector'}: "
-                         "use gradient='parameter_shift' or an SPSAGradientEstimator()")
-    if isinstance(gradient, str): _check_method_name(gradient)
-    elif not hasattr(gradient, 'jacobian'):
+                         "use gradient='parameter_shift' or 'spsa'")
+    if isinstance(gradient, str):
+        m = gradient_method(gradient)
+        return m.fn() if m.stateful else gradient
+    if not hasattr(gradient, 'jacobian'):
         raise TypeError(f"gradient must be a method name or an estimator with .jacobian, got {gradient!r}")
     return gradient
-
-def _check_method_name(name: str):
-    "Refuse unknown or stateful method names early, with the choices."
-    m = gradient_method(name)
-    if m.stateful: raise ValueError(f"gradient method {name!r} keeps state between steps: pass an instance of "
-                                    f"{m.fn.__name__}")
 
 # %% ../../nbs/62_ml_function.ipynb #61a52c62
 @patch
