@@ -17,7 +17,7 @@ from .core import GradientMethod, GradientResult, register_gradient, select_para
 from ..utils import LRUCache
 
 # %% auto #0
-__all__ = ['apply_observable', 'adjoint']
+__all__ = ['apply_observable', 'adjoint', 'adjoint_vjp']
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g04-adj
 def apply_observable(states: np.ndarray,  # a batch of states `(..., 2^n)`
@@ -266,6 +266,45 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
     G = _adjoint_sweep(circuit, ap, fw, lam, len(cols))
     if cotangent is None: return GradientResult(np.moveaxis(G, 0, 1), names, 'adjoint', B, 1, value)
     return GradientResult(G[0][:, None, :], names, 'adjoint_vjp', B, 1, value)
+
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-vjp
+def adjoint_vjp(circuit: Circuit,  # the parametrised circuit
+                values,  # parameter values, one row per batch entry (see `validate_values`)
+                observables,  # one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+                backend='local',  # must expose statevectors (capabilities.adjoint)
+                wrt='weights',  # parameters to differentiate: a group name, names or indices, or None (all)
+               ) -> tuple:
+    """(expectations `(B, n_obs)`, pullback): `pullback(cotangent (B, n_obs))` gives per-row gradients `(B, n_wrt)`.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        parameter values, one row per batch entry (see `validate_values`)
+    observables
+        one observable or a list: Pauli strings, `PauliTerm`s or `Observable`s
+    backend : default 'local'
+        must expose statevectors (capabilities.adjoint)
+    wrt : default 'weights'
+        parameters to differentiate: a group name, names or indices, or None (all)
+    """
+    be = get_backend(backend)
+    if not be.capabilities.adjoint:
+        raise ValueError(f"adjoint differentiation needs statevector access; backend '{be.name}' does not provide it")
+    v = validate_values(circuit, values)
+    obs, cols = as_observables(observables, circuit.n_qubits), select_params(circuit, wrt)
+    if not v.shape[0]: return np.zeros((0, len(obs))), lambda cotangent: np.zeros((0, len(cols)))
+    fw = _adjoint_forward(circuit, v, StatevectorSimulator(max_qubits=be.capabilities.max_qubits))
+    ap = _ADJ_PLANS.get_or_create((circuit.structural_hash, tuple(cols.tolist())),
+                                  lambda: _AdjointPlan(circuit, fw.plan, cols))
+    value, Opsi = _adjoint_seed(fw.psi, obs, circuit.n_qubits, None)
+
+    def pullback(cotangent):
+        cot = np.asarray(cotangent, dtype=float)
+        if cot.shape != value.shape: raise ValueError(f"cotangent must have shape {value.shape}, got {cot.shape}")
+        return _adjoint_sweep(circuit, ap, fw, np.einsum('bk,kbi->bi', cot, Opsi)[None], len(cols))[0]
+    return value, pullback
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-reg
 register_gradient(GradientMethod('adjoint', adjoint, statevector=True, shots=False))

@@ -217,3 +217,65 @@ def transform(self: DataEncoder,
         )
         return np.concatenate([X, pair], axis=1)
     return X
+
+# %% ../../nbs/60_encoding.ipynb #e05-ampjac
+def _atan2_derivative(y, x) -> tuple:
+    "(d/dy, d/dx) of 2 atan2(y, x), elementwise; 0 where x = y = 0 (the angle is then held constant)."
+    D = x * x + y * y
+    safe = np.where(D > 0, D, 1.0)
+    return np.where(D > 0, 2 * x / safe, 0.0), np.where(D > 0, -2 * y / safe, 0.0)
+
+def _unit(a, norm):
+    "d norm / d a = a / norm along the last axis, 0 where the norm is 0."
+    return np.divide(a, norm[..., None], out=np.zeros(a.shape), where=norm[..., None] > 0)
+
+def _amplitude_jacobian(X: np.ndarray, n: int) -> np.ndarray:
+    "d(tree angles)/d(features) `(B, 2^n - 1, F)` of `_amplitude_angles`, level by level."
+    B, F = X.shape
+    amp = np.zeros((B, 2 ** n))
+    amp[:, :F] = X
+    res = []
+    for level in range(n):
+        G = 2 ** level
+        sub = amp.reshape(B, G, 2, -1)  # (B, G, 2, R): the two halves of each subtree
+        if level == n - 1:  # signed leaves: the angle of (a0, a1) itself
+            y, x, dy, dx = sub[:, :, 1, 0], sub[:, :, 0, 0], np.ones((B, G, 1)), np.ones((B, G, 1))
+        else:
+            y, x = np.linalg.norm(sub[:, :, 1], axis=-1), np.linalg.norm(sub[:, :, 0], axis=-1)
+            dy, dx = _unit(sub[:, :, 1], y), _unit(sub[:, :, 0], x)
+        ty, tx = _atan2_derivative(y, x)
+        J = np.zeros((B, G, G, 2, sub.shape[-1]))  # angle g depends only on subtree g
+        g = np.arange(G)
+        J[:, g, g, 1] = ty[..., None] * dy
+        J[:, g, g, 0] = tx[..., None] * dx
+        J = J.reshape(B, G, 2 ** n)
+        if level:  # the same Walsh-Gray transform as `_amplitude_angles`, applied to the derivatives
+            M = np.array([[(-1) ** bin(_gray(i) & _bitrev(j, level)).count('1') for j in range(G)]
+                          for i in range(G)]) / G
+            J = np.einsum('ij,bjf->bif', M, J)
+        res.append(J)
+    return np.concatenate(res, axis=1)[:, :, :F]
+
+# %% ../../nbs/60_encoding.ipynb #e05-jac
+@patch
+def jacobian(self: DataEncoder,
+             X,  # raw features, (B, n_features) or one row (n_features,)
+             ) -> np.ndarray:
+    """`d transform(X) / dX` per row, `(B, P_inputs, n_features)`: what bridges use to send gradients to the features.
+
+    Parameters
+    ----------
+    X
+        raw features, (B, n_features) or one row (n_features,)
+    """
+    T = self.transform(X)  # validates X
+    X = np.asarray(X, dtype=float).reshape(len(T), -1)
+    B, F = X.shape
+    if self.method == 'amplitude': return _amplitude_jacobian(X, self.n_qubits)
+    J = np.zeros((B, T.shape[1], F))
+    J[:, np.arange(F), np.arange(F)] = 1.0
+    if self.method == 'iqp':
+        for m, (i, j) in enumerate(self.pairs):
+            J[:, F + m, i] = X[:, j] - np.pi
+            J[:, F + m, j] = X[:, i] - np.pi
+    return J
