@@ -563,7 +563,7 @@ def _merge_chunks(parts: list, bounds: list) -> list:
             errors.update(part.errors)
         elif isinstance(part, IonQError): errors[part.job_id or f"circuits {lo}..{hi - 1}"] = part
         else: kept += part
-    if errors and not kept and len(errors) == 1: raise next(iter(errors.values()))
+    if errors and not kept: raise next(iter(errors.values()))  # nothing to keep: the first failure, as the client
     if errors: raise IonQBatchError(kept, errors)
     return kept
 
