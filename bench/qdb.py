@@ -10,7 +10,8 @@ clustered data (100 Gaussian clusters; queries drawn from the same clusters, not
    (median over the queries; index stage and kernel stage separately). `precise` mode is the balanced query with
    `precise_factor` (4) times the candidates, so its row is the balanced row with 4x the candidates.
    - amplitude encoding: 64 features on 6 qubits, cosine index asked for q and -q;
-   - angle encoding: 8 features in [0, pi] on 8 qubits, Euclidean index.
+   - angle encoding: 8 features in [0, pi] on 8 qubits, Euclidean index (the metric that follows this kernel);
+   - angle encoding with a cosine index, a mismatched proposer, to show what the candidate stage can lose.
 2. On IonQ's API (qstore's emulator on 127.0.0.1; the `ionq.simulator` target): circuits, HTTP requests, jobs and
    estimated cost per query with 100 candidates and 1,000 shots, plus what the same circuits and shots would cost
    on an Aria QPU (IonQ's gate-shot pricing on the gates sent), and recall@10 of the sampled ranking.
@@ -25,9 +26,11 @@ from common import machine_info, print_table, write_json
 from qstore.backends.base import get_backend
 from qstore.ionq.emulator import EmulatorConfig, EmulatorServer
 from qstore.storage.quantum import QuantumDatabase, StateEncoding, StateManager
+from qstore.storage.vectors import SQLiteVectorStore
 
 KEY = 'bench-key'  # the emulator accepts any key; nothing here talks to IonQ
 ENCODINGS = {'amplitude': StateEncoding('amplitude', 64), 'angle': StateEncoding('angle', 8)}
+SETUPS = (('amplitude', 'cosine'), ('angle', 'euclidean'), ('angle', 'cosine'))  # (encoding, index metric)
 
 
 def clustered(n: int, d: int, method: str, rng, centres) -> np.ndarray:
@@ -52,8 +55,8 @@ def exact_fidelity(method: str, X: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.prod(np.cos((X - q) / 2) ** 2, axis=1)
 
 
-def fill(method: str, X: np.ndarray) -> StateManager:
-    sm = StateManager(ENCODINGS[method])
+def fill(method: str, X: np.ndarray, metric: str | None = None) -> StateManager:
+    sm = StateManager(ENCODINGS[method], store=None if metric is None else SQLiteVectorStore(metric=metric))
     for s in range(0, len(X), 20_000): sm.insert([f"r{i}" for i in range(s, min(s + 20_000, len(X)))], X[s:s + 20_000])
     return sm
 
@@ -65,11 +68,11 @@ def recall_at_10(method, X, q, got) -> float:
 
 def simulator_rows(sizes, candidates, n_queries) -> list[dict]:
     rows = []
-    for method in ENCODINGS:
+    for method, metric in SETUPS:
         for n in sizes:
             X, Q = make_data(method, n, n_queries)
             t = time.perf_counter()
-            sm = fill(method, X)
+            sm = fill(method, X, metric)
             load = time.perf_counter() - t
             for c in candidates:
                 db = QuantumDatabase(sm, n_candidates=c)
@@ -84,14 +87,14 @@ def simulator_rows(sizes, candidates, n_queries) -> list[dict]:
                     rec.append(recall_at_10(method, X, q, got))
                     truth = exact_fidelity(method, X, q)
                     assert all(abs(m.fidelity - truth[int(m.id[1:])]) < 1e-9 for m in got)  # the kernel is exact
-                rows.append({'encoding': method, 'qubits': ENCODINGS[method].n_qubits, 'records': n,
-                             'candidates': c, 'queries': len(Q), 'recall_at_10': float(np.mean(rec)),
+                rows.append({'encoding': method, 'index': metric, 'qubits': ENCODINGS[method].n_qubits,
+                             'records': n, 'candidates': c, 'queries': len(Q), 'recall_at_10': float(np.mean(rec)),
                              'min_recall': float(np.min(rec)), 'ms_per_query': 1e3 * statistics.median(lat),
                              'index_ms': 1e3 * statistics.median(idx), 'kernel_ms': 1e3 * statistics.median(ker),
                              'load_s': load})
                 db.close()
                 print(rows[-1], flush=True)
-            sm.close()
+            sm.store.close()
     return rows
 
 
@@ -136,7 +139,7 @@ def main():
     payload = {'benchmark': 'qdb', 'machine': machine_info(), 'load_average': os.getloadavg()}
     print("== two-stage search vs exhaustive exact fidelity (local statevector simulator)")
     payload['rows'] = simulator_rows(a.sizes, a.candidates, a.queries)
-    print_table(payload['rows'], [('encoding', 'encoding', '{}'), ('qubits', 'qubits', '{}'),
+    print_table(payload['rows'], [('encoding', 'encoding', '{}'), ('index', 'index', '{}'), ('qubits', 'qubits', '{}'),
                                   ('records', 'records', '{:,}'), ('candidates', 'candidates', '{:,}'),
                                   ('recall_at_10', 'recall@10', '{:.3f}'), ('min_recall', 'min', '{:.1f}'),
                                   ('ms_per_query', 'ms/query', '{:.1f}'), ('index_ms', 'index ms', '{:.1f}'),

@@ -97,7 +97,8 @@ def test_bench_runs_small():
     try:
         qdb = importlib.import_module('qdb')
         rows = qdb.simulator_rows([400], [20], 3)
-        assert [r['encoding'] for r in rows] == ['amplitude', 'angle']
+        assert [(r['encoding'], r['index']) for r in rows] == [('amplitude', 'cosine'), ('angle', 'euclidean'),
+                                                                ('angle', 'cosine')]
         assert rows[0]['recall_at_10'] == 1.0  # amplitude: the +-q cosine index proposes exactly the fidelity top k
         assert all(r['ms_per_query'] > 0 for r in rows)
         ionq = qdb.ionq_rows(300, 12, 100, 1)

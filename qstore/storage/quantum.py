@@ -232,7 +232,9 @@ def measure_fidelity(backend: Backend,  # where the circuits run (a `CircuitBatc
     if context is not None:
         context = np.broadcast_to(np.asarray(context, dtype=int), (len(x),))
         if ((context < 0) | (context >= C)).any(): raise ValueError(f"context index out of range 0..{C - 1}")
-    q = encoding.values(_check_vectors(query, encoding.n_features, 'the query')[None])
+    qv = _check_vectors(query, encoding.n_features, 'the query')
+    if qv.ndim != 1: raise ValueError(f"the query must be one vector of shape ({encoding.n_features},), got {qv.shape}")
+    q = encoding.values(qv[None])
     n = 2 ** encoding.n_qubits
     if shots is None and backend.capabilities.adjoint:  # <0|U(q)^dag U(x)|0> is the overlap of the prepared states
         psi = backend.statevector(encoding.circuit(C), x).reshape(len(x), -1, n)
