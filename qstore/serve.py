@@ -54,6 +54,7 @@ class MicroBatcher:
         if not max_wait >= 0: raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
         self.run, self.max_batch, self.max_wait, self.on_batch = run, max_batch, max_wait, on_batch
         self.queue, self._held, self._task = asyncio.Queue(), None, None
+        self.arriving = 0  # requests on their way to `submit` (read, being checked): worth waiting for
 
     def start(self):
         "Start the batching loop on the running event loop (again, if it ended)."
@@ -70,7 +71,7 @@ class MicroBatcher:
         """
         self.start()
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Waiting(X, future))
+        self.queue.put_nowait(_Waiting(X, future))
         return await future
 
 # %% ../nbs/81_serve.ipynb #srv-06
@@ -81,6 +82,7 @@ async def _collect(self: MicroBatcher) -> list:
     first, self._held = self._held or await self.queue.get(), None
     batch, rows, deadline = [first], len(first.X), loop.time() + self.max_wait
     while rows < self.max_batch:
+        if self.queue.empty() and not self.arriving: break  # nobody else is on the way: run now
         left = deadline - loop.time()
         try: item = self.queue.get_nowait() if left <= 0 else await asyncio.wait_for(self.queue.get(), left)
         except (asyncio.QueueEmpty, TimeoutError): break
@@ -109,7 +111,7 @@ async def _loop(self: MicroBatcher):
         batch = [w for w in await self._collect() if not w.future.done()]
         if batch: await self._answer(batch)
 
-# %% ../nbs/81_serve.ipynb #srv-12
+# %% ../nbs/81_serve.ipynb #srv-14
 def _prometheus():
     try: import prometheus_client
     except ImportError:
@@ -162,7 +164,7 @@ class ServeMetrics:
         multiprocess.MultiProcessCollector(everyone)
         return prom.generate_latest(everyone)
 
-# %% ../nbs/81_serve.ipynb #srv-14
+# %% ../nbs/81_serve.ipynb #srv-16
 class InferenceServer:
     "A registered model behind `POST /predict`, `GET /health` and `GET /metrics`."
     def __init__(self, model: str,  # 'name', 'name:VERSION' or 'name@STAGE'
@@ -199,7 +201,7 @@ class InferenceServer:
         self.batcher = MicroBatcher(self._run, max_batch, max_wait, self.metrics.batch)
         self.log = logging.getLogger('qstore.serve')
 
-# %% ../nbs/81_serve.ipynb #srv-15
+# %% ../nbs/81_serve.ipynb #srv-17
 @patch
 def _run(self: InferenceServer, Xs: list) -> list:
     "One simulator call for a batch of requests (in a thread): one predictor version answers the whole batch."
@@ -235,7 +237,7 @@ async def _watch(self: InferenceServer):
         except Exception as e:  # keep serving the loaded version; say why the new one did not load
             self.log.warning("qstore serve: could not reload %s: %s: %s", self.ref, type(e).__name__, e)
 
-# %% ../nbs/81_serve.ipynb #srv-17
+# %% ../nbs/81_serve.ipynb #srv-19
 class HTTPError(Exception):
     "A request the endpoint refuses: HTTP status and the message for the client."
     def __init__(self, status: int,  # HTTP status code
@@ -271,17 +273,20 @@ def _rows_of(body: bytes):
     if isinstance(payload, list): return payload
     raise HTTPError(400, f"expected an object with one key 'rows' or a list of rows; {_FORMAT}")
 
-# %% ../nbs/81_serve.ipynb #srv-18
+# %% ../nbs/81_serve.ipynb #srv-20
 @patch
 def _checked(self: InferenceServer, body: bytes) -> np.ndarray:
     return self.predictor.check(_rows_of(body))
 
 @patch
 async def _predict_response(self: InferenceServer, request: Request) -> JSONResponse:
+    self.batcher.arriving += 1
     try:
-        body = await _read_body(request, self.max_body)
-        big = len(body) > 256 * 1024  # parse big bodies off the event loop
-        X = await asyncio.to_thread(self._checked, body) if big else self._checked(body)
+        try:
+            body = await _read_body(request, self.max_body)
+            big = len(body) > 256 * 1024  # parse big bodies off the event loop
+            X = await asyncio.to_thread(self._checked, body) if big else self._checked(body)
+        finally: self.batcher.arriving -= 1  # and `submit` queues X in the same step: no batch starts in between
         return JSONResponse(await self.batcher.submit(X))
     except HTTPError as e: return JSONResponse({'error': str(e)}, e.status)
     except InputError as e: return JSONResponse({'error': str(e)}, 422)
@@ -306,7 +311,7 @@ async def predict_endpoint(self: InferenceServer,
     self.metrics.requests.labels(str(response.status_code)).inc()
     return response
 
-# %% ../nbs/81_serve.ipynb #srv-19
+# %% ../nbs/81_serve.ipynb #srv-21
 @patch
 async def health(self: InferenceServer,
                  request: Request,  # GET /health
@@ -350,7 +355,7 @@ def app(self: InferenceServer) -> Starlette:
               Route('/metrics', self.metrics_endpoint)]
     return Starlette(routes=routes, lifespan=lifespan)
 
-# %% ../nbs/81_serve.ipynb #srv-27
+# %% ../nbs/81_serve.ipynb #srv-29
 _ENV = 'QSTORE_SERVE'
 
 def app_from_env() -> Starlette:
@@ -373,7 +378,7 @@ def _serve_parser():
     p.add_argument('--log-level', default='warning', choices=['critical', 'error', 'warning', 'info', 'debug'])
     return p
 
-# %% ../nbs/81_serve.ipynb #srv-28
+# %% ../nbs/81_serve.ipynb #srv-30
 def serve_cli(argv: list[str] | None = None,  # command-line arguments after `qstore serve`
              ) -> int:
     """`qstore serve`: check the model loads, then run N supervised uvicorn workers on one port until stopped.
