@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from .storage.db import Database, _missing_store
 from .ml.inference import InputError, Prediction, Predictor, parse_model_ref
+from .utils import CommandParser
 
 # %% auto #0
 __all__ = ['MicroBatcher', 'ServeMetrics', 'InferenceServer', 'HTTPError', 'app_from_env', 'serve_cli']
@@ -363,8 +364,7 @@ def app_from_env() -> Starlette:
     return InferenceServer(**json.loads(os.environ[_ENV])).app()
 
 def _serve_parser():
-    import argparse
-    p = argparse.ArgumentParser(prog='qstore serve', description='Serve a registered model over HTTP.')
+    p = CommandParser(prog='qstore serve', description='Serve a registered model over HTTP.')
     p.add_argument('--model', required=True, help="NAME (newest version), NAME:VERSION or NAME@STAGE")
     p.add_argument('--home', help='database URL or directory (default: $QSTORE_HOME or ./.qstore)')
     p.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1: this machine only)')
