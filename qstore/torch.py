@@ -99,5 +99,10 @@ def forward(self: QuantumLayer,
         inputs (..., n_features), float32 or float64
     """
     _check_input(x, self.weights, self.qfunction.n_features)
-    y = _QuantumAutograd.apply(x.reshape(-1, x.shape[-1]), self.weights, self.qfunction)
+    rows = x.reshape(-1, x.shape[-1])
+    if torch.is_grad_enabled() and (x.requires_grad or self.weights.requires_grad):
+        y = _QuantumAutograd.apply(rows, self.weights, self.qfunction)
+    else:  # inference (no_grad, or nothing to differentiate): the forward pass alone, no backward state
+        y = torch.as_tensor(self.qfunction.forward(rows.detach().cpu().numpy(), self.weights.detach().cpu().numpy()),
+                            dtype=x.dtype, device=x.device)
     return y.reshape(*x.shape[:-1], self.qfunction.n_outputs)
