@@ -70,7 +70,10 @@ def parse_size(s: str) -> tuple: return tuple(int(x) for x in s.split('x'))
 
 
 def compare(sizes, executors: dict, repeat: int) -> list[dict]:
-    "One row per size: one process against each executor (column prefix -> DaskExecutor), results checked equal."
+    """One row per size: one process against each executor (column prefix -> DaskExecutor), results checked equal.
+    The runs alternate (one process, then each executor, `repeat` times) so that they see the same machine load;
+    medians are reported, and `one_process_cpu_share` (CPU seconds / wall seconds of the one-process runs) shows
+    how much of a core the machine's other users left this process."""
     local = CircuitBatchManager(LocalBackend(), executor=InlineExecutor())
     rows = []
     for n, layers, batch in sizes:
@@ -78,14 +81,25 @@ def compare(sizes, executors: dict, repeat: int) -> list[dict]:
         v = reference_values(c, batch, seed=1)
         obs = [f'Z{q}' for q in range(n)]
         ref = local.run(c, v, obs).expectations
-        one = time_call(lambda: local.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
-        row = {'qubits': n, 'layers': layers, 'gates': len(c.ops), 'batch': batch, 'one_process_s': one}
+        managers = {key: CircuitBatchManager(LocalBackend(), executor=ex) for key, ex in executors.items()}
+        same = {key: np.array_equal(m.run(c, v, obs).expectations, ref) for key, m in managers.items()}  # warm-up
+        walls, shares = {key: [] for key in ['one_process', *managers]}, []
+        for _ in range(repeat):
+            t, cpu = time.perf_counter(), time.process_time()
+            local.run(c, v, obs)
+            walls['one_process'].append(time.perf_counter() - t)
+            shares.append((time.process_time() - cpu) / walls['one_process'][-1])
+            for key, m in managers.items():
+                t = time.perf_counter()
+                m.run(c, v, obs)
+                walls[key].append(time.perf_counter() - t)
+        one = float(np.median(walls['one_process']))
+        row = {'qubits': n, 'layers': layers, 'gates': len(c.ops), 'batch': batch, 'one_process_s': one,
+               'one_process_cpu_share': float(np.median(shares))}
         for key, ex in executors.items():
-            mgr = CircuitBatchManager(LocalBackend(), executor=ex)
-            same = np.array_equal(mgr.run(c, v, obs).expectations, ref)  # also the warm-up: ships the template
-            t = time_call(lambda: mgr.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
+            t = float(np.median(walls[key]))
             row.update({f'{key}_s': t, f'{key}_speedup': one / t, f'{key}_chunks': ex.last_batch['chunks'],
-                        f'{key}_bitwise_equal': bool(same)})
+                        f'{key}_bitwise_equal': bool(same[key])})
         rows.append(row)
     return rows
 
@@ -133,7 +147,7 @@ def distributed_benchmark(sizes=((14, 2, 256), (16, 2, 64)), repeat: int = 3, cr
 
 
 COLUMNS = [('qubits', 'n', '{}'), ('gates', 'gates', '{}'), ('batch', 'B', '{}'),
-           ('one_process_s', '1 process s', '{:.3f}'),
+           ('one_process_s', '1 process s', '{:.3f}'), ('one_process_cpu_share', 'cpu share', '{:.2f}'),
            ('local_cluster_s', 'LocalCluster(2) s', '{:.3f}'), ('local_cluster_speedup', 'x', '{:.2f}'),
            ('dask_cli_s', 'dask CLI (2) s', '{:.3f}'), ('dask_cli_speedup', 'x', '{:.2f}'),
            ('local_cluster_chunks', 'chunks', '{}'), ('dask_cli_bitwise_equal', 'equal', '{}')]
