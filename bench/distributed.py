@@ -11,7 +11,8 @@ expectations of Z on every qubit), the wall time of `CircuitBatchManager.run` is
 Every distributed result is checked equal, bit for bit, to the one-process result. The chunks are planned by
 `plan_chunks` (the executor's default). Then, at the crossover size, batches of 1, 2, 4, ... rows find the smallest
 batch for which the LocalCluster beats one process. The machine has 2 cores, so 2 workers can reach at most 2x;
-other users' load on the machine shows in `load_1min` (from /proc/loadavg before and after).
+other users' load on the machine shows in `load_1min` (from /proc/loadavg before and after), and a control without
+Dask (the batch split over a pool of 2 plain processes) shows what two processes can gain at all at that moment.
 
     flock /work/wt/.bench.lock env OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/distributed.py
         [--sizes 14x2x256 16x2x64] [--repeat 3] [--crossover 14x2] [--out bench/results/distributed.json]
@@ -26,7 +27,7 @@ sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != HERE] + [str(H
 from common import machine_info, print_table, time_call, write_json
 from qstore.backends.base import LocalBackend
 from qstore.distributed import DaskExecutor
-from qstore.pipeline.batch import CircuitBatchManager, InlineExecutor
+from qstore.pipeline.batch import CircuitBatchManager, InlineExecutor, simulate_chunk
 from qstore.testing import reference_circuit, reference_values
 
 
@@ -70,7 +71,10 @@ def parse_size(s: str) -> tuple: return tuple(int(x) for x in s.split('x'))
 
 
 def compare(sizes, executors: dict, repeat: int) -> list[dict]:
-    "One row per size: one process against each executor (column prefix -> DaskExecutor), results checked equal."
+    """One row per size: one process against each executor (column prefix -> DaskExecutor), results checked equal.
+    The runs alternate (one process, then each executor, `repeat` times) so that they see the same machine load;
+    medians are reported, and `one_process_cpu_share` (CPU seconds / wall seconds of the one-process runs) shows
+    how much of a core the machine's other users left this process."""
     local = CircuitBatchManager(LocalBackend(), executor=InlineExecutor())
     rows = []
     for n, layers, batch in sizes:
@@ -78,16 +82,55 @@ def compare(sizes, executors: dict, repeat: int) -> list[dict]:
         v = reference_values(c, batch, seed=1)
         obs = [f'Z{q}' for q in range(n)]
         ref = local.run(c, v, obs).expectations
-        one = time_call(lambda: local.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
-        row = {'qubits': n, 'layers': layers, 'gates': len(c.ops), 'batch': batch, 'one_process_s': one}
+        managers = {key: CircuitBatchManager(LocalBackend(), executor=ex) for key, ex in executors.items()}
+        same = {key: np.array_equal(m.run(c, v, obs).expectations, ref) for key, m in managers.items()}  # warm-up
+        walls, shares = {key: [] for key in ['one_process', *managers]}, []
+        for _ in range(repeat):
+            t, cpu = time.perf_counter(), time.process_time()
+            local.run(c, v, obs)
+            walls['one_process'].append(time.perf_counter() - t)
+            shares.append((time.process_time() - cpu) / walls['one_process'][-1])
+            for key, m in managers.items():
+                t = time.perf_counter()
+                m.run(c, v, obs)
+                walls[key].append(time.perf_counter() - t)
+        one = float(np.median(walls['one_process']))
+        row = {'qubits': n, 'layers': layers, 'gates': len(c.ops), 'batch': batch, 'one_process_s': one,
+               'one_process_cpu_share': float(np.median(shares))}
         for key, ex in executors.items():
-            mgr = CircuitBatchManager(LocalBackend(), executor=ex)
-            same = np.array_equal(mgr.run(c, v, obs).expectations, ref)  # also the warm-up: ships the template
-            t = time_call(lambda: mgr.run(c, v, obs), repeat=repeat, warmup=0)['median_s']
+            t = float(np.median(walls[key]))
             row.update({f'{key}_s': t, f'{key}_speedup': one / t, f'{key}_chunks': ex.last_batch['chunks'],
-                        f'{key}_bitwise_equal': bool(same)})
+                        f'{key}_bitwise_equal': bool(same[key])})
         rows.append(row)
     return rows
+
+
+def process_pair_ceiling(sizes, repeat: int) -> list[dict]:
+    """The control without Dask: the same batch in this process, and split in two halves over a pool of two
+    processes (started and warmed up beforehand), alternating. Its speed-up is what two processes can get on this
+    machine at this moment, whatever runs them."""
+    import multiprocessing
+    from qstore.observables import as_observables
+    out = []
+    with multiprocessing.get_context('spawn').Pool(2) as pool:
+        for n, layers, batch in sizes:
+            c = reference_circuit(n, layers)
+            v = reference_values(c, batch, seed=1)
+            task = (LocalBackend(), c, as_observables([f'Z{q}' for q in range(n)], n))
+            halves = [(task, v[:batch // 2]), (task, v[batch // 2:])]
+            pool.starmap(simulate_chunk, halves)
+            one, two = [], []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                simulate_chunk(task, v)
+                one.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                pool.starmap(simulate_chunk, halves)
+                two.append(time.perf_counter() - t)
+            out.append({'qubits': n, 'batch': batch, 'one_process_s': float(np.median(one)),
+                        'two_processes_s': float(np.median(two)),
+                        'speedup': float(np.median(one)) / float(np.median(two))})
+    return out
 
 
 def crossover_search(ex, size, max_batch: int, repeat: int) -> dict:
@@ -133,7 +176,7 @@ def distributed_benchmark(sizes=((14, 2, 256), (16, 2, 64)), repeat: int = 3, cr
 
 
 COLUMNS = [('qubits', 'n', '{}'), ('gates', 'gates', '{}'), ('batch', 'B', '{}'),
-           ('one_process_s', '1 process s', '{:.3f}'),
+           ('one_process_s', '1 process s', '{:.3f}'), ('one_process_cpu_share', 'cpu share', '{:.2f}'),
            ('local_cluster_s', 'LocalCluster(2) s', '{:.3f}'), ('local_cluster_speedup', 'x', '{:.2f}'),
            ('dask_cli_s', 'dask CLI (2) s', '{:.3f}'), ('dask_cli_speedup', 'x', '{:.2f}'),
            ('local_cluster_chunks', 'chunks', '{}'), ('dask_cli_bitwise_equal', 'equal', '{}')]
@@ -149,17 +192,21 @@ def main(argv=None) -> int:
     p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'distributed.json'))
     a = p.parse_args(argv)
     load0, t0 = load_1min(), time.perf_counter()
-    rows, cross = distributed_benchmark([parse_size(s) for s in a.sizes], a.repeat, parse_size(a.crossover),
-                                        a.max_crossover_batch, not a.no_cli)
+    sizes = [parse_size(s) for s in a.sizes]
+    ceiling = process_pair_ceiling(sizes, a.repeat)
+    rows, cross = distributed_benchmark(sizes, a.repeat, parse_size(a.crossover), a.max_crossover_batch, not a.no_cli)
     load1 = load_1min()
     print_table(rows, COLUMNS)
     print(f"\nsmallest batch for which 2 LocalCluster workers beat one process at {cross['qubits']} qubits, "
           f"{cross['layers']} layers: {cross['smallest_paying_batch']}")
     print_table(cross['tried'], [('batch', 'B', '{}'), ('one_process_s', '1 process s', '{:.4f}'),
                                  ('local_cluster_s', 'LocalCluster(2) s', '{:.4f}'), ('chunks', 'chunks', '{}')])
+    print("\ncontrol without Dask: the batch in one process vs its halves in a pool of 2 processes")
+    print_table(ceiling, [('qubits', 'n', '{}'), ('batch', 'B', '{}'), ('one_process_s', '1 process s', '{:.3f}'),
+                          ('two_processes_s', '2 processes s', '{:.3f}'), ('speedup', 'x', '{:.2f}')])
     print(f"\nload average (1 min) before/after: {load0:.2f} / {load1:.2f}; {time.perf_counter() - t0:.0f} s in all")
     write_json(a.out, {'benchmark': 'distributed', 'machine': machine_info(), 'rows': rows, 'crossover': cross,
-                       'load_1min': [load0, load1]})
+                       'two_process_control': ceiling, 'load_1min': [load0, load1]})
     print(f"wrote {a.out}")
     return 0
 

@@ -176,11 +176,11 @@ def _ship(self: DaskExecutor, task: tuple):
 
 
 @patch
-def _bounds(self: DaskExecutor, rows: int, circuit) -> list[tuple]:
+def _bounds(self: DaskExecutor, rows: int, circuit, workers: int) -> list[tuple]:
     if self.chunk_rows is not None:
         step = ROW_ALIGN * math.ceil(self.chunk_rows / ROW_ALIGN)
         return [(a, min(rows, a + step)) for a in range(0, rows, step)]
-    return plan_chunks(rows, circuit.n_qubits, len(circuit.ops), self.workers, self.min_chunk_seconds,
+    return plan_chunks(rows, circuit.n_qubits, len(circuit.ops), workers, self.min_chunk_seconds,
                        self.chunks_per_worker)
 
 # %% ../nbs/80_distributed.ipynb #11873a7e
@@ -206,12 +206,14 @@ def run(self: DaskExecutor,
     """
     t0 = time.perf_counter()
     values = np.asarray(values)
-    bounds = self._bounds(len(values), task[1])
+    slots = [w for w, threads in sorted(self.client.nthreads().items()) for _ in range(threads)]
+    bounds = self._bounds(len(values), task[1], len(slots))
     if not bounds: return simulate_chunk(task, values, shots, seed)  # no rows: nothing to send
     shipped, batch = self._ship(task), uuid.uuid4().hex[:12]
     keys = [f"qstore-chunk-{batch}-{i}" for i in range(len(bounds))]
-    futures = [self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, key=k, pure=False)
-               for k, (a, b) in zip(keys, bounds)]
+    futures = [self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, key=k, pure=False,
+                                  workers=slots[i % len(slots)] if slots else None, allow_other_workers=True)
+               for i, (k, (a, b)) in enumerate(zip(keys, bounds))]
     parts = self.client.gather(futures)
     self.last_batch = {'rows': len(values), 'chunks': len(bounds), 'chunk_rows': bounds[0][1] - bounds[0][0],
                        'keys': keys, 'seconds': time.perf_counter() - t0}

@@ -176,3 +176,5 @@ def test_distributed_benchmark_on_the_cli_cluster(client):
     assert rows[0]['dask_cli_bitwise_equal'] and rows[0]['dask_cli_chunks'] == 2 and rows[0]['dask_cli_s'] > 0
     cross = bench.crossover_search(DaskExecutor(client), (6, 1), max_batch=2, repeat=1)
     assert [t['batch'] for t in cross['tried']] == [1, 2]
+    control = bench.process_pair_ceiling(((6, 1, 8),), repeat=1)
+    assert control[0]['batch'] == 8 and control[0]['two_processes_s'] > 0
