@@ -4,7 +4,7 @@
 
 # %% ../nbs/91_sweep.ipynb #1e7d784a
 from __future__ import annotations
-import argparse, copy, itertools, os, re, time, uuid
+import copy, itertools, os, re, time, uuid
 from pathlib import Path
 import numpy as np
 import yaml
@@ -13,6 +13,7 @@ from .ml.checkpoint import CheckpointManager
 from .ml.trainer import TrainingConfig
 from .jobs import _config_sections, train_from_config
 from .distributed import dask_client
+from .utils import CommandParser
 
 # %% auto #0
 __all__ = ['parse_grid', 'apply_grid_point', 'run_tag', 'train_run', 'sweep', 'RunTable', 'compare_runs', 'sweep_cli']
@@ -284,7 +285,7 @@ def sweep_cli(argv: list[str] | None = None,  # command-line arguments after `qs
     int
         exit code
     """
-    p = argparse.ArgumentParser(prog='qstore sweep', description='Train every combination of a grid of settings as '
+    p = CommandParser(prog='qstore sweep', description='Train every combination of a grid of settings as '
                                 'independent runs on a Dask cluster (resumable; one shared database).')
     p.add_argument('config', help='the base YAML or TOML config file (as for `qstore train`)')
     p.add_argument('--grid', nargs='+', required=True, metavar='KEY=V1,V2',
