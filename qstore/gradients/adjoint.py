@@ -141,7 +141,6 @@ def _one_qubit_derivatives(plan, A):
     return out
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-fwd
-_SNAPSHOT_BYTES = 2 ** 28  # keep the forward states for the sweep while they take at most this much memory
 _SIMULATORS = {}  # by qubit limit: a simulator seeds a random generator when made (~0.1 ms), so not once per call
 
 def _simulator(max_qubits: int) -> StatevectorSimulator:
@@ -155,13 +154,9 @@ def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator)
     uniform = [plan.uniform(i, A) for i in range(len(plan.steps))]
     Ms = [plan.step_matrix(i, A, mats1, sim.dtype) for i in range(len(plan.steps))]
     psi = sim._initial(circuit.n_qubits, v.shape[0])
-    keep = len(plan.steps) * psi.nbytes <= _SNAPSHOT_BYTES
-    states = [psi]  # states[i]: before step i (kept when small, so the sweep need not un-apply psi)
-    for i in range(len(plan.steps)):
-        psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
-        if keep: states.append(psi)
+    for i in range(len(plan.steps)): psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
     return SimpleNamespace(plan=plan, A=A, mats1=mats1, dmats1=dmats1, uniform=uniform, Ms=Ms, psi=psi,
-                           dtype=sim.dtype, states=states if keep else None)
+                           dtype=sim.dtype)
 
 def _adjoint_seed(psi, obs, n, cotangent):
     """Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`.
@@ -196,24 +191,21 @@ def _block_gradient(lam, psi, st, Gs, Ds):
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-sweep
 def _adjoint_sweep(circuit: Circuit, ap: _AdjointPlan, fw: SimpleNamespace, lam: np.ndarray, n_wrt: int):
-    """Backward sweep: un-apply each step to `lambda` (and to `psi`, unless the forward sweep kept its states), summing
-    derivatives into `G (K, B, n_wrt)`."""
+    "Backward sweep: un-apply each step to `psi` and `lambda` together, summing derivatives into `G (K, B, n_wrt)`."
     plan, A, mats1, Ms = fw.plan, fw.A, fw.mats1, fw.Ms
     K, B, slices = lam.shape[0], lam.shape[1], circuit.angle_index()[3]
     G = np.zeros((K, B, n_wrt))
-    saved = fw.states  # the forward states, or None: then psi travels backwards with lambda (one matmul per step)
-    S = lam if saved is not None else np.concatenate([fw.psi, lam])
+    S = np.concatenate([fw.psi, lam])  # psi and lambda travel backwards together: one matmul per step
     for i in range(len(plan.steps) - 1, -1, -1):
         st = plan.steps[i]
-        psi, lam = (saved[i + 1], S) if saved is not None else (S[:1], S[1:])
+        psi, lam = S[:1], S[1:]
         if i in ap.W:  # fused one-qubit block: every gate's derivative from one block cross term
             rows = slice(0, 1) if fw.uniform[i] else slice(None)  # shared angles: per-gate algebra once, not per row
             G += _block_gradient(lam, psi, st, mats1[rows][:, st[3]], fw.dmats1[rows][:, st[3]]) @ ap.W[i]
         elif st[0] in ('diag', 'dense') and ap.selected[st[1]]:
             op = circuit.ops[st[1]]
             ang = [A[:, c] for c in range(*slices[st[1]])]
-            before = saved[i] if saved is not None else plan.apply(psi, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i])
-            R = _cross(lam, before, op.qubits, circuit.n_qubits)
+            R = _cross(lam, plan.apply(psi, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i]), op.qubits, circuit.n_qubits)
             for j, p, scale in ap.selected[st[1]]:
                 G[:, :, p] += scale * 2 * np.einsum('bij,kbij->kb', _dmatrix(op, ang, j), R).real
         S = plan.apply(S, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i])
