@@ -18,9 +18,9 @@ from ..utils import check_int
 import qstore.gradients  # noqa: F401 (registers every gradient method)
 
 # %% auto #0
-__all__ = ['MAPPINGS', 'fermion_to_qubit', 'number_operator', 'pauli_matrix', 'exact_ground_energy', 'molecular_hamiltonian',
-           'pauli_rotation', 'hartree_fock_state', 'uccsd_circuit', 'hardware_efficient_ansatz', 'VQEResult', 'vqe',
-           'transverse_field_ising', 'heisenberg', 'heisenberg_hva']
+__all__ = ['MAPPINGS', 'fermion_to_qubit', 'number_operator', 'pauli_matrix', 'exact_ground_energy', 'MolecularHamiltonian',
+           'molecular_hamiltonian', 'pauli_rotation', 'hartree_fock_state', 'uccsd_circuit',
+           'hardware_efficient_ansatz', 'VQEResult', 'vqe', 'transverse_field_ising', 'heisenberg', 'heisenberg_hva']
 
 # %% ../../nbs/87_apps_chemistry.ipynb #chem-05
 MAPPINGS = ('jordan_wigner', 'parity')
@@ -179,6 +179,21 @@ def _active_integrals(h1, eri, n_core: int, n_active: int) -> tuple:
     return e_core, h_eff, eri[act, act, act, act]
 
 # %% ../../nbs/87_apps_chemistry.ipynb #chem-14
+class MolecularHamiltonian(Observable):
+    "A molecule's qubit Hamiltonian that keeps `info` (sizes, mapping, reference energies), so `vqe(H)` needs no more."
+    def __init__(self,
+                 terms,  # the Pauli terms
+                 info: dict):  # e_nuc, e_hf, e_fci, n_qubits, n_electrons, mapping, n_terms
+        """Parameters
+        ----------
+        terms
+            the Pauli terms
+        info : dict
+            e_nuc, e_hf, e_fci, n_qubits, n_electrons, mapping, n_terms
+        """
+        super().__init__(terms)
+        self.info = info
+
 def molecular_hamiltonian(symbols: list,  # element symbols, e.g. ['H', 'H']
                           coordinates,  # (n_atoms, 3) positions in Å
                           basis: str = 'sto-3g',  # Gaussian basis set name
@@ -188,7 +203,7 @@ def molecular_hamiltonian(symbols: list,  # element symbols, e.g. ['H', 'H']
                           charge: int = 0,  # net charge
                           spin: int = 0,  # 2S: unpaired electrons (restricted HF needs 0)
                           ) -> tuple[Observable, dict]:
-    """(H, info): the qubit Hamiltonian (identity term includes nuclear repulsion) and e_nuc, e_hf, e_fci and sizes.
+    """(H, info): the qubit Hamiltonian (identity term includes nuclear repulsion; `H.info` is `info` too) and the facts.
 
     Parameters
     ----------
@@ -229,10 +244,10 @@ def molecular_hamiltonian(symbols: list,  # element symbols, e.g. ['H', 'H']
     eri = pyscf.ao2mo.restore(1, pyscf.ao2mo.full(mol, C), n_mo)
     e_core, h_act, eri_act = _active_integrals(h1, eri, n_core, n_act)
     e_fci = pyscf.mcscf.CASCI(mf, n_act, n_el).run().e_tot
-    H = fermion_to_qubit(h_act, eri_act, mol.energy_nuc() + e_core, mapping)
+    terms = fermion_to_qubit(h_act, eri_act, mol.energy_nuc() + e_core, mapping).terms
     info = dict(e_nuc=float(mol.energy_nuc()), e_hf=float(mf.e_tot), e_fci=float(e_fci), n_qubits=2 * n_act,
-                n_electrons=n_el, mapping=mapping, n_terms=len(H.terms))
-    return H, info
+                n_electrons=n_el, mapping=mapping, n_terms=len(terms))
+    return MolecularHamiltonian(terms, info), info
 
 # %% ../../nbs/87_apps_chemistry.ipynb #chem-17
 def pauli_rotation(c: Circuit,  # circuit to append to
@@ -389,7 +404,7 @@ def _ansatz(ansatz, n_qubits, n_electrons, mapping, reps) -> Circuit:
     raise ValueError(f"ansatz must be 'uccsd', 'hardware_efficient' or a Circuit, got {ansatz!r}")
 
 # %% ../../nbs/87_apps_chemistry.ipynb #chem-24
-def vqe(hamiltonian,  # an Observable, or the (H, info) pair from `molecular_hamiltonian`
+def vqe(hamiltonian,  # an Observable; a `MolecularHamiltonian` (or its (H, info) pair) brings its sizes and mapping
         ansatz='uccsd',  # 'uccsd', 'hardware_efficient' or a parametrised Circuit
         optimizer: str = 'BFGS',  # a scipy.optimize.minimize method; COBYLA/Nelder-Mead use no gradient
         backend: Backend | str = 'local',  # where circuits run
@@ -408,7 +423,7 @@ def vqe(hamiltonian,  # an Observable, or the (H, info) pair from `molecular_ham
     Parameters
     ----------
     hamiltonian
-        an Observable, or the (H, info) pair from `molecular_hamiltonian`
+        an Observable; a `MolecularHamiltonian` (or its (H, info) pair) brings its sizes and mapping
     ansatz : default 'uccsd'
         'uccsd', 'hardware_efficient' or a parametrised Circuit
     optimizer : str, default 'BFGS'
@@ -434,7 +449,7 @@ def vqe(hamiltonian,  # an Observable, or the (H, info) pair from `molecular_ham
     maxiter : int, default 200
         optimiser iterations
     """
-    H, info = hamiltonian if isinstance(hamiltonian, tuple) else (hamiltonian, {})
+    H, info = hamiltonian if isinstance(hamiltonian, tuple) else (hamiltonian, getattr(hamiltonian, 'info', {}))
     n_qubits = n_qubits or info.get('n_qubits') or max(H.qubits) + 1
     n_electrons = info.get('n_electrons') if n_electrons is None else n_electrons
     circuit = _ansatz(ansatz, n_qubits, n_electrons, mapping or info.get('mapping', 'jordan_wigner'), reps)
