@@ -58,7 +58,7 @@ def row(n, d, index, setting, base, store, Q, truth, Qf, truth_f):
 
 
 def run(n: int = 100_000, d: int = 64, queries: int = 200, url: str | None = None,
-        ef_searches=(40, 100, 200, 400, 800), probes=(10, 20, 40), m: int = 16,
+        ef_searches=(40, 100, 140, 200, 400, 800), probes=(10, 20, 40), m: int = 16,
         ef_construction: int = 64) -> list[dict]:
     "Measure pgvector on `url` (default `$QSTORE_TEST_PG_URL`) in a scratch schema; one dict per configuration."
     from qstore.storage.pgvector import PgVectorStore
