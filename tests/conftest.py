@@ -1,5 +1,6 @@
 "Shared pytest fixtures."
-import subprocess, sys
+import importlib, subprocess, sys
+from pathlib import Path
 
 import pytest
 
@@ -13,3 +14,12 @@ def run_python(tmp_path):
         return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
                               timeout=300)
     return run
+
+
+@pytest.fixture(scope='session')
+def bench_script():
+    "Import a bench/ script as a module, as it runs: it finds its shared helpers as `common` (`bench_script('peers')`)."
+    bench_dir = str(Path(__file__).resolve().parent.parent / 'bench')
+    sys.path.insert(0, bench_dir)
+    try: yield importlib.import_module
+    finally: sys.path.remove(bench_dir)

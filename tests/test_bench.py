@@ -1,7 +1,5 @@
 "The benchmark scripts in bench/: helpers and each workload on a small size (the timings themselves are not tested)."
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,13 +8,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope='module')
-def bench():
-    "The bench/ scripts as modules (they import their shared helpers as `common`, as when run as scripts)."
-    sys.path.insert(0, str(ROOT / 'bench'))
-    try:
-        yield {name: importlib.import_module(name) for name in ('common', 'simulator', 'gradients', 'training')}
-    finally:
-        sys.path.remove(str(ROOT / 'bench'))
+def bench(bench_script):
+    "The bench/ scripts these tests use, by name."
+    return {name: bench_script(name) for name in ('common', 'simulator', 'gradients', 'training')}
 
 
 def test_time_call(bench):

@@ -1,7 +1,5 @@
 """bench/peers.py, bench/train_peers.py and bench/compare.py on small sizes: the cross-checks, the regression flags and
 the one-pass adjoint loss gradient at the benchmark sizes (no timing is asserted)."""
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope='module')
-def bench():
-    "The bench/ scripts as modules (they import their shared helpers as `common`, as when run as scripts)."
-    sys.path.insert(0, str(ROOT / 'bench'))
-    try:
-        yield {name: importlib.import_module(name) for name in ('common', 'compare', 'peers', 'train_peers')}
-    finally:
-        sys.path.remove(str(ROOT / 'bench'))
+def bench(bench_script):
+    "The bench/ scripts these tests use, by name."
+    return {name: bench_script(name) for name in ('common', 'compare', 'peers', 'train_peers')}
 
 
 @pytest.mark.parametrize('n,L,B', [(4, 2, 16), (8, 4, 32), (12, 4, 4)])
