@@ -1,10 +1,8 @@
 "The benchmark scripts in bench/: helpers and each workload on a small size (the timings themselves are not tested)."
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope='module')

@@ -1,6 +1,5 @@
 """bench/peers.py, bench/train_peers.py and bench/compare.py on small sizes: the cross-checks, the regression flags and
 the one-pass adjoint loss gradient at the benchmark sizes (no timing is asserted)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ from qstore.gradients.adjoint import adjoint
 from qstore.gradients.finite_diff import finite_diff
 from qstore.testing import reference_circuit, reference_values
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope='module')
