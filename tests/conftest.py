@@ -18,8 +18,11 @@ def run_python(tmp_path):
 
 @pytest.fixture(scope='session')
 def bench_script():
-    "Import a bench/ script as a module, as it runs: it finds its shared helpers as `common` (`bench_script('peers')`)."
+    "Import a bench/ script as a module (`bench_script('peers')`), with bench/ on the path only while it loads."
     bench_dir = str(Path(__file__).resolve().parent.parent / 'bench')
-    sys.path.insert(0, bench_dir)
-    try: yield importlib.import_module
-    finally: sys.path.remove(bench_dir)
+    def load(name):
+        sys.path.insert(0, bench_dir)
+        try: return importlib.import_module(name)  # the script finds its shared helpers as `common`, as when run
+        finally:
+            if bench_dir in sys.path: sys.path.remove(bench_dir)
+    return load

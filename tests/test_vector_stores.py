@@ -75,10 +75,8 @@ def test_qdrant_local_directory_is_one_client_at_a_time(tmp_path):
             QdrantStore(tmp_path / 'q')
 
 
-def test_store_benchmark_small():
-    sys.path.insert(0, str(ROOT / 'bench'))
-    try: stores = importlib.import_module('stores')
-    finally: sys.path.remove(str(ROOT / 'bench'))
+def test_store_benchmark_small(bench_script):
+    stores = bench_script('stores')
     rows = stores.store_benchmark(n=300, d=8, queries=6, budget=5)
     by_name = {(r['store'], r['metric']): r for r in rows}
     for name in ('sqlite-memory', 'sqlite-file'):
