@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 import torch
-from common import report, time_call
+from common import pennylane_reference, qiskit_reference, report, time_call
 
 from qstore.ml.encoding import DataEncoder
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
@@ -53,32 +53,17 @@ def pennylane_layer(n: int, L: int, device: str, diff_method: str):
 
     @qml.qnode(dev, interface='torch', diff_method=diff_method)
     def circuit(inputs, weights):
-        for q in range(n): qml.RY(inputs[..., q], wires=q)
-        for layer in range(L):
-            for q in range(n):
-                qml.RY(weights[layer, q, 0], wires=q)
-                qml.RZ(weights[layer, q, 1], wires=q)
-            for a, b in _ring(n): qml.CNOT(wires=[a, b])
+        pennylane_reference(qml, inputs, weights.reshape(-1), n, L, _ring(n))
         return [qml.expval(qml.PauliZ(q)) for q in range(n)]
     return qml.qnn.TorchLayer(circuit, {'weights': (L, n, 2)})
 
 
 def qiskit_layer(n: int, L: int):
     "The same circuit as a Qiskit ML TorchConnector over an EstimatorQNN with input gradients."
-    from qiskit.circuit import ParameterVector, QuantumCircuit
     from qiskit.quantum_info import SparsePauliOp
     from qiskit_machine_learning.connectors import TorchConnector
     from qiskit_machine_learning.neural_networks import EstimatorQNN
-    x, w = ParameterVector('x', n), ParameterVector('w', 2 * n * L)
-    qc = QuantumCircuit(n)
-    for q in range(n): qc.ry(x[q], q)
-    k = 0
-    for _ in range(L):
-        for q in range(n):
-            qc.ry(w[k], q)
-            qc.rz(w[k + 1], q)
-            k += 2
-        for a, b in _ring(n): qc.cx(a, b)
+    qc, x, w = qiskit_reference(n, L, _ring(n))
     obs = [SparsePauliOp.from_sparse_list([('Z', [q], 1.0)], n) for q in range(n)]
     qnn = EstimatorQNN(circuit=qc, input_params=list(x), weight_params=list(w), observables=obs, input_gradients=True)
     return TorchConnector(qnn)

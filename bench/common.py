@@ -57,3 +57,36 @@ def report(name: str, rows: list[dict], columns: list[tuple], out) -> int:
     write_json(out, {'benchmark': name, 'machine': machine_info(), 'rows': rows})
     print(f"\nwrote {out}")
     return 0
+
+
+# ----- qstore's reference circuit (`qstore.testing.reference_circuit`) written in the peer libraries -----
+
+def ring(n: int) -> list:
+    "The CNOT pairs of the reference circuit's entangler: (i, i + 1 mod n) for every qubit."
+    return [(i, (i + 1) % n) for i in range(n)]
+
+
+def pennylane_reference(qml, x, w, n: int, L: int, pairs=None):
+    "The reference circuit as PennyLane operations: RY(x) encoding, then L x (RY, RZ on every qubit, CNOTs); `w` flat."
+    for i in range(n): qml.RY(x[..., i], wires=i)
+    for layer in range(L):
+        for i in range(n):
+            k = 2 * (layer * n + i)
+            qml.RY(w[k], wires=i)
+            qml.RZ(w[k + 1], wires=i)
+        for a, b in ring(n) if pairs is None else pairs: qml.CNOT(wires=[a, b])
+
+
+def qiskit_reference(n: int, L: int, pairs=None) -> tuple:
+    "(QuantumCircuit, input parameters, weight parameters): the reference circuit in Qiskit (qubit i = qstore qubit i)."
+    from qiskit.circuit import ParameterVector, QuantumCircuit
+    x, w = ParameterVector('x', n), ParameterVector('w', 2 * n * L)
+    qc = QuantumCircuit(n)
+    for i in range(n): qc.ry(x[i], i)
+    for layer in range(L):
+        for i in range(n):
+            k = 2 * (layer * n + i)
+            qc.ry(w[k], i)
+            qc.rz(w[k + 1], i)
+        for a, b in ring(n) if pairs is None else pairs: qc.cx(a, b)
+    return qc, x, w

@@ -26,7 +26,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from common import SIM_SIZES, print_table, time_call, write_json
+from common import SIM_SIZES, pennylane_reference, print_table, qiskit_reference, time_call, write_json
 
 from qstore.backends.base import LocalBackend
 from qstore.gradients.shift import parameter_shift
@@ -86,15 +86,8 @@ def qstore_shift(c, v, obs, y):
 # ----- PennyLane -----
 
 def _pl_layers(qml, n, L, x, w, obs):
-    "The reference circuit in PennyLane (wire i = qstore qubit i; `x` broadcast over rows)."
-    for i in range(n): qml.RY(x[:, i], wires=i)
-    k = 0
-    for _ in range(L):
-        for i in range(n):
-            qml.RY(w[k], wires=i)
-            qml.RZ(w[k + 1], wires=i)
-            k += 2
-        for i in range(n): qml.CNOT(wires=[i, (i + 1) % n])
+    "The reference circuit in PennyLane (wire i = qstore qubit i; `x` broadcast over rows), read out on `obs`."
+    pennylane_reference(qml, x, w, n, L)
     return [qml.expval(qml.PauliZ(i)) for i in obs]
 
 
@@ -134,19 +127,8 @@ def pennylane_autograd(device, diff_method, n, L, x, w, obs, y):
 
 def aer_estimator(n, L, x, w, obs, y):
     "(forward, parameter-shift gradient) with Aer's exact statevector EstimatorV2, one job per call."
-    from qiskit import QuantumCircuit
-    from qiskit.circuit import ParameterVector
     from qiskit_aer.primitives import EstimatorV2
-    px, pw = ParameterVector('x', n), ParameterVector('w', 2 * n * L)
-    qc = QuantumCircuit(n)
-    for i in range(n): qc.ry(px[i], i)
-    k = 0
-    for _ in range(L):
-        for i in range(n):
-            qc.ry(pw[k], i)
-            qc.rz(pw[k + 1], i)
-            k += 2
-        for i in range(n): qc.cx(i, (i + 1) % n)
+    qc, px, pw = qiskit_reference(n, L)
     ops = np.array([''.join('Z' if q == i else 'I' for q in reversed(range(n))) for i in obs])  # qubit 0 rightmost
     est = EstimatorV2(options={'backend_options': {'method': 'statevector'}})
     order = list(qc.parameters)  # qiskit sorts parameters by name: bind by that order

@@ -84,18 +84,12 @@ def train_jax(data, epochs, w0):
     import jax.numpy as jnp
     import optax
     import pennylane as qml
+    from common import pennylane_reference
     Xtr, ytr, Xte, yte = data
     dev = qml.device('default.qubit', wires=N_QUBITS)
     @qml.qnode(dev, interface='jax')
     def z0(x, w):
-        for i in range(N_QUBITS): qml.RY(x[:, i], wires=i)
-        k = 0
-        for _ in range(LAYERS):
-            for i in range(N_QUBITS):
-                qml.RY(w[k], wires=i)
-                qml.RZ(w[k + 1], wires=i)
-                k += 2
-            for i in range(N_QUBITS): qml.CNOT(wires=[i, (i + 1) % N_QUBITS])
+        pennylane_reference(qml, x, w, N_QUBITS, LAYERS)
         return qml.expval(qml.PauliZ(0))
     def out(w, x): return w[-2] * z0(x, w) + w[-1]
     def loss(w, x, y): return jnp.mean((out(w, x) - y) ** 2)

@@ -18,11 +18,10 @@ def run_python(tmp_path):
 
 @pytest.fixture(scope='session')
 def bench_script():
-    "Import a bench/ script as a module (`bench_script('peers')`), with bench/ on the path only while it loads."
+    """Import a bench/ script as a module (`bench_script('peers')`). bench/ goes at the *end* of the path for the
+    session, so a script's imports of its siblings (`common`, `simulator`) work, and it shadows no installed package."""
     bench_dir = str(Path(__file__).resolve().parent.parent / 'bench')
-    def load(name):
-        sys.path.insert(0, bench_dir)
-        try: return importlib.import_module(name)  # the script finds its shared helpers as `common`, as when run
-        finally:
-            if bench_dir in sys.path: sys.path.remove(bench_dir)
-    return load
+    sys.path.append(bench_dir)
+    try: yield importlib.import_module
+    finally:
+        if bench_dir in sys.path: sys.path.remove(bench_dir)  # bench/distributed.py may have moved it
