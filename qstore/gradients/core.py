@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 import numpy as np
-from ..circuits import Circuit
+from ..circuits import Circuit, validate_values
+from ..observables import as_observables
+from ..backends.base import get_backend
 
 # %% auto #0
-__all__ = ['GRADIENT_METHODS', 'GradientResult', 'select_params', 'vjp', 'angle_occurrences', 'GradientMethod',
+__all__ = ['GRADIENT_METHODS', 'GradientResult', 'select_params', 'gradient_inputs', 'vjp', 'angle_occurrences', 'GradientMethod',
            'register_gradient', 'gradient_method', 'run_gradient', 'mapped_gradient']
 
 # %% ../../nbs/40_gradients_core.ipynb #g04-result
@@ -73,6 +75,29 @@ def select_params(circuit: Circuit,  # the parametrised circuit
         elif w in circuit.parameters: out.append(circuit.parameters.index(w))
         else: raise ValueError(f"unknown parameter or group {w!r}; groups: {list(circuit.groups)}")
     return np.array(out, dtype=int)
+
+def gradient_inputs(circuit: Circuit,  # the parametrised circuit
+                    values,  # (B, P) parameter values (see `validate_values`)
+                    observables,  # one observable or a list
+                    backend,  # a backend name or instance
+                    wrt) -> tuple:  # parameters to differentiate (see `select_params`)
+    """(backend, values (B, P), columns of `wrt`, observables): what every gradient method checks first.
+
+    Parameters
+    ----------
+    circuit : Circuit
+        the parametrised circuit
+    values
+        (B, P) parameter values (see `validate_values`)
+    observables
+        one observable or a list
+    backend
+        a backend name or instance
+    wrt
+        parameters to differentiate (see `select_params`)
+    """
+    return (get_backend(backend), validate_values(circuit, values), select_params(circuit, wrt),
+            as_observables(observables, circuit.n_qubits))
 
 
 def vjp(result: GradientResult,  # a Jacobian `(B, n_obs, n_wrt)`

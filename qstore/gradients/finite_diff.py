@@ -5,10 +5,8 @@
 # %% ../../nbs/42_gradients_finite_diff.ipynb #g42-imp
 from __future__ import annotations
 import numpy as np
-from ..circuits import Circuit, validate_values
-from ..observables import as_observables
-from ..backends.base import get_backend
-from .core import GradientMethod, GradientResult, register_gradient, select_params
+from ..circuits import Circuit
+from .core import GradientMethod, GradientResult, register_gradient, gradient_inputs
 
 # %% auto #0
 __all__ = ['finite_diff']
@@ -48,11 +46,8 @@ def finite_diff(circuit: Circuit,  # the parametrised circuit
     """
     if mode not in ('central', 'forward'): raise ValueError(f"mode must be 'central' or 'forward', got {mode!r}")
     if not h > 0: raise ValueError(f"step h must be positive, got {h}")
-    be = get_backend(backend)
-    v = validate_values(circuit, values)
+    be, v, cols, obs = gradient_inputs(circuit, values, observables, backend, wrt)
     B = v.shape[0]
-    cols = select_params(circuit, wrt)
-    obs = as_observables(observables, circuit.n_qubits)
     steps = (h, -h) if mode == 'central' else (h,)
     rows = [v]
     for c in cols:

@@ -6,13 +6,11 @@
 from __future__ import annotations
 import math
 import numpy as np
-from ..circuits import Circuit, validate_values
+from ..circuits import Circuit
 from ..gates import GATES
 from ..gates import gate_freqs
-from ..observables import as_observables
 from ..ionq.serialize import legalize_native
-from ..backends.base import get_backend
-from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient, select_params
+from .core import GradientMethod, GradientResult, angle_occurrences, register_gradient, gradient_inputs
 from ..utils import LRUCache
 
 # %% auto #0
@@ -148,11 +146,8 @@ def parameter_shift(
     seed : int | None, default None
         seed for the shot sampling (None: the backend's generator)
     """
-    be = get_backend(backend)
-    v = validate_values(circuit, values)
+    be, v, cols, obs = gradient_inputs(circuit, values, observables, backend, wrt)
     B = v.shape[0]
-    cols = select_params(circuit, wrt)
-    obs = as_observables(observables, circuit.n_qubits)
     if native_ranges is None: native_ranges = bool(be.capabilities.native_gates)
     table, plan, shifted_cols = shift_table(circuit, circuit.angle_table(v), cols, native_ranges)
     # each shifted block differs from block 0 only in one gate: a simulator may reuse the common prefix

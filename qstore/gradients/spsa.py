@@ -6,10 +6,8 @@
 from __future__ import annotations
 import numpy as np
 from fastcore.basics import patch
-from ..circuits import Circuit, validate_values
-from ..observables import as_observables
-from ..backends.base import get_backend
-from .core import GradientMethod, GradientResult, register_gradient, select_params
+from ..circuits import Circuit
+from .core import GradientMethod, GradientResult, register_gradient, gradient_inputs
 from ..utils import check_int
 
 # %% auto #0
@@ -100,11 +98,8 @@ def jacobian(self: SPSAGradientEstimator,
     seed : int | None, default None
         seed for the shot sampling (None: the backend's own)
     """
-    be = get_backend(backend)
-    v = validate_values(circuit, values)
+    be, v, cols, obs = gradient_inputs(circuit, values, observables, backend, wrt)
     B = v.shape[0]
-    cols = select_params(circuit, wrt)
-    obs = as_observables(observables, circuit.n_qubits)
     _, ck = self.gains()
     D = self.directions(len(cols))
     rows = [v]
