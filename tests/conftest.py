@@ -18,10 +18,11 @@ def run_python(tmp_path):
 
 @pytest.fixture(scope='session')
 def bench_script():
-    """Import a bench/ script as a module (`bench_script('peers')`). bench/ goes at the *end* of the path for the
-    session, so a script's imports of its siblings (`common`, `simulator`) work, and it shadows no installed package."""
+    """Import a bench/ script as a module (`bench_script('peers')`). bench/ is put at the *end* of the path, so a
+    script's imports of its siblings (`common`, `simulator`) work and it shadows no installed package."""
     bench_dir = str(Path(__file__).resolve().parent.parent / 'bench')
-    sys.path.append(bench_dir)
-    try: yield importlib.import_module
-    finally:
-        if bench_dir in sys.path: sys.path.remove(bench_dir)  # bench/distributed.py may have moved it
+    def load(name):
+        if bench_dir not in sys.path: sys.path.append(bench_dir)  # another test may have taken it off
+        return importlib.import_module(name)
+    yield load
+    if bench_dir in sys.path: sys.path.remove(bench_dir)
