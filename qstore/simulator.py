@@ -208,7 +208,8 @@ class StatevectorSimulator:
     def __init__(self, dtype=np.complex128,  # complex128 (default) or complex64
                  seed: int | None = None,  # seed for `sample`
                  chunk_amplitudes: int = 2 ** 21,  # rows are simulated in chunks of at most this many amplitudes
-                 max_qubits: int = 24):  # refuse wider circuits (one state takes 16 * 2^n bytes at complex128)
+                 max_qubits: int = 24,  # refuse wider circuits (one state takes 16 * 2^n bytes at complex128)
+                 kernel: str = 'auto'):  # 'auto': compiled kernels for small circuits they support; 'numpy': never
         """Parameters
         ----------
         dtype : default np.complex128
@@ -219,11 +220,15 @@ class StatevectorSimulator:
             rows are simulated in chunks of at most this many amplitudes
         max_qubits : int, default 24
             refuse wider circuits (one state takes 16 * 2^n bytes at complex128)
+        kernel : str, default 'auto'
+            'auto': compiled kernels for small circuits they support; 'numpy': never
         """
         self.dtype, self.chunk_amplitudes = np.dtype(dtype), int(chunk_amplitudes)
         self.max_qubits = check_int('max_qubits', max_qubits)
         if self.dtype not in (np.complex64, np.complex128):
             raise ValueError(f"dtype must be complex64 or complex128, got {dtype}")
+        if kernel not in ('auto', 'numpy'): raise ValueError(f"kernel must be 'auto' or 'numpy', got {kernel!r}")
+        self.kernel = kernel
         self.rng = np.random.default_rng(seed)
 
     def statevector(self, circuit: Circuit,  # the template
@@ -244,8 +249,22 @@ class StatevectorSimulator:
         v = validate_values(circuit, values)
         s = self._initial(circuit.n_qubits, v.shape[0], initial_state)
         if not len(v): return s[0]  # an empty batch: no gate to apply
-        plan, A = plan_for(circuit), circuit.angle_table(v)
-        return self._run(plan, s, A, 0)[0][0]
+        A = circuit.angle_table(v)
+        program = self.program(circuit)
+        if program is not None: return program.forward(A, s[0])
+        return self._run(plan_for(circuit), s, A, 0)[0][0]
+
+    def program(self, circuit: Circuit):  # the circuit to run
+        """The compiled-kernel program that runs `circuit`, or None when the numpy path runs it.
+
+        Parameters
+        ----------
+        circuit : Circuit
+            the circuit to run
+        """
+        if self.kernel == 'numpy' or self.dtype != np.complex128: return None
+        from qstore.kernels import kernel_program  # numba loads with the first small circuit, not with qstore
+        return kernel_program(circuit)
 
     def _initial(self, n, B, initial_state=None):
         "Start states `(1, B, 2^n)`; a circuit wider than `max_qubits` is refused before anything is allocated."

@@ -246,7 +246,8 @@ class LocalBackend(Backend):
     def __init__(self, noise: NoiseModel | str | None = None,  # None (ideal), a NoiseModel or an IonQ preset name
                  seed: int | None = None,  # sampling seed
                  dtype=np.complex128,  # statevector precision
-                 max_qubits: int = 24):  # refuse larger circuits
+                 max_qubits: int = 24,  # refuse larger circuits
+                 kernel: str = 'auto'):  # 'auto': compiled kernels for small circuits; 'numpy': never
         """Parameters
         ----------
         noise : NoiseModel | str | None, default None
@@ -257,11 +258,13 @@ class LocalBackend(Backend):
             statevector precision
         max_qubits : int, default 24
             refuse larger circuits
+        kernel : str, default 'auto'
+            'auto': compiled kernels for small circuits; 'numpy': never
         """
         super().__init__(seed)
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else noise
         noisy = self.noise is not None and not self.noise.is_ideal
-        self.sv = StatevectorSimulator(dtype, max_qubits=max_qubits)
+        self.sv = StatevectorSimulator(dtype, max_qubits=max_qubits, kernel=kernel)
         self.dm = DensityMatrixSimulator(self.noise) if noisy else None
         self.capabilities = BackendCapabilities('local', analytic=True, max_qubits=12 if noisy else max_qubits,
                                                 noisy=noisy, adjoint=not noisy)

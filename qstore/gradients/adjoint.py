@@ -123,6 +123,13 @@ class _AdjointPlan:
                 if x < plan.n1:
                     for _, p, scale in self.selected[plan.one_q[x]]: W[f, p] += scale
             if W.any(): self.W[i] = W
+        angle_cols, _, _, slices = circuit.angle_index()
+        self.out_index = np.full(len(angle_cols), -1)  # per angle column: its parameter's position in `cols` (kernels)
+        self.out_scale = np.zeros(len(angle_cols))
+        for k, chosen in enumerate(self.selected):
+            for j, p, scale in chosen:
+                self.out_index[slices[k][0] + j] = p
+                self.out_scale[slices[k][0] + j] = scale
 
 _ADJ_PLANS = LRUCache(128)  # adjoint plans by (circuit structure, differentiated columns)
 
@@ -141,22 +148,29 @@ def _one_qubit_derivatives(plan, A):
     return out
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-fwd
-_SIMULATORS = {}  # by qubit limit: a simulator seeds a random generator when made (~0.1 ms), so not once per call
+_SIMULATORS = {}  # by (qubit limit, kernel): a simulator seeds a random generator when made (~0.1 ms)
 
-def _simulator(max_qubits: int) -> StatevectorSimulator:
-    if max_qubits not in _SIMULATORS: _SIMULATORS[max_qubits] = StatevectorSimulator(max_qubits=max_qubits)
-    return _SIMULATORS[max_qubits]
+def _simulator(backend) -> StatevectorSimulator:
+    "The complex128 simulator of an adjoint on `backend`: its qubit limit, and its kernel choice if it has one."
+    key = (backend.capabilities.max_qubits, getattr(getattr(backend, 'sv', None), 'kernel', 'auto'))
+    if key not in _SIMULATORS: _SIMULATORS[key] = StatevectorSimulator(max_qubits=key[0], kernel=key[1])
+    return _SIMULATORS[key]
 
 def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator):
-    "Forward sweep: plan, angle table, gate matrices and derivatives, step matrices and the final state `psi`."
+    """Forward sweep: plan, angle table and the final state `psi`; on the numpy path also every gate matrix, its
+    derivative and every step matrix, which the backward sweep reuses."""
     plan, A = plan_for(circuit), circuit.angle_table(v)
+    program = sim.program(circuit)
+    if program is not None:
+        sim._initial(circuit.n_qubits, 0)  # the qubit limit
+        return SimpleNamespace(plan=plan, A=A, psi=program.forward(A)[None], program=program)
     mats1, dmats1 = plan.one_qubit_matrices(A), _one_qubit_derivatives(plan, A)
     uniform = [plan.uniform(i, A) for i in range(len(plan.steps))]
     Ms = [plan.step_matrix(i, A, mats1, sim.dtype) for i in range(len(plan.steps))]
     psi = sim._initial(circuit.n_qubits, v.shape[0])
     for i in range(len(plan.steps)): psi = plan.apply(psi, i, A, mats1, sim.dtype, M=Ms[i])
     return SimpleNamespace(plan=plan, A=A, mats1=mats1, dmats1=dmats1, uniform=uniform, Ms=Ms, psi=psi,
-                           dtype=sim.dtype)
+                           dtype=sim.dtype, program=None)
 
 def _adjoint_seed(psi, obs, n, cotangent):
     """Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`.
@@ -192,6 +206,7 @@ def _block_gradient(lam, psi, st, Gs, Ds):
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-sweep
 def _adjoint_sweep(circuit: Circuit, ap: _AdjointPlan, fw: SimpleNamespace, lam: np.ndarray, n_wrt: int):
     "Backward sweep: un-apply each step to `psi` and `lambda` together, summing derivatives into `G (K, B, n_wrt)`."
+    if fw.program is not None: return fw.program.adjoint(fw.A, fw.psi[0], lam, ap.out_index, ap.out_scale, n_wrt)
     plan, A, mats1, Ms = fw.plan, fw.A, fw.mats1, fw.Ms
     K, B, slices = lam.shape[0], lam.shape[1], circuit.angle_index()[3]
     G = np.zeros((K, B, n_wrt))
@@ -251,7 +266,7 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
         kind, width = ('adjoint', len(obs)) if cotangent is None else ('adjoint_vjp', 1)
         if callable(cotangent): cotangent(np.zeros((0, len(obs))))
         return GradientResult(np.zeros((0, width, len(cols))), names, kind, 0, 1, np.zeros((0, len(obs))))
-    fw = _adjoint_forward(circuit, v, _simulator(be.capabilities.max_qubits))
+    fw = _adjoint_forward(circuit, v, _simulator(be))
     key = (circuit.structural_hash, tuple(cols.tolist()))
     ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, fw.plan, cols))
     value, lam = _adjoint_seed(fw.psi, obs, n, cotangent)
@@ -287,7 +302,7 @@ def adjoint_vjp(circuit: Circuit,  # the parametrised circuit
     v = validate_values(circuit, values)
     obs, cols = as_observables(observables, circuit.n_qubits), select_params(circuit, wrt)
     if not v.shape[0]: return np.zeros((0, len(obs))), lambda cotangent: np.zeros((0, len(cols)))
-    fw = _adjoint_forward(circuit, v, StatevectorSimulator(max_qubits=be.capabilities.max_qubits))
+    fw = _adjoint_forward(circuit, v, _simulator(be))
     ap = _ADJ_PLANS.get_or_create((circuit.structural_hash, tuple(cols.tolist())),
                                   lambda: _AdjointPlan(circuit, fw.plan, cols))
     value, Opsi = _adjoint_seed(fw.psi, obs, circuit.n_qubits, None)
