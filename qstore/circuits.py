@@ -449,11 +449,12 @@ def bind(self: Circuit,
     **groups
         group name -> (B, k) array, or (k,) shared by every row
     """
-    P, cols = self.num_parameters, {}
+    names, blocks = self.parameters, []  # blocks: (column indices, (rows, k) values), later ones win
     if values:
         unknown = set(values) - set(self._params)
-        if unknown: raise KeyError(f"unknown parameter(s) {sorted(unknown)}; circuit parameters: {self.parameters}")
-        for k, v in values.items(): cols[self.parameters.index(k)] = np.atleast_1d(_as_real(v, f"parameter '{k}'"))
+        if unknown: raise KeyError(f"unknown parameter(s) {sorted(unknown)}; circuit parameters: {names}")
+        for k, v in values.items():
+            blocks.append(([names.index(k)], np.atleast_1d(_as_real(v, f"parameter '{k}'"))[:, None]))
     for g, arr in groups.items():
         idx = self.group_indices(g)
         a = _as_real(arr, f"group '{g}'")
@@ -461,16 +462,18 @@ def bind(self: Circuit,
         if a.ndim != 2 or a.shape[1] != len(idx):
             raise ValueError(f"group '{g}' has {len(idx)} parameter(s); got an array of shape {np.shape(arr)} "
                              f"(expected ({len(idx)},) or (B, {len(idx)}))")
-        for j, i in enumerate(idx): cols[i] = a[:, j]
-    missing = [p for i, p in enumerate(self.parameters) if i not in cols]
+        blocks.append((idx, a))
+    covered = np.zeros(len(names), dtype=bool)
+    for idx, _ in blocks: covered[idx] = True
+    missing = [p for p, done in zip(names, covered) if not done]
     if missing: raise ValueError(f"no value for parameter(s) {missing[:8]}{'...' if len(missing) > 8 else ''}")
-    lens = [len(c) for c in cols.values()]
+    lens = [len(a) for _, a in blocks]
     B = 0 if 0 in lens else max(lens, default=1)  # one row is shared by every row, even by none
-    for i, c in cols.items():
-        if len(c) not in (1, B):
-            raise ValueError(f"parameter '{self.parameters[i]}' has {len(c)} rows; other parameters have {B}")
-    out = np.empty((B, P))
-    for i, c in cols.items(): out[:, i] = c
+    for idx, a in blocks:
+        if len(a) not in (1, B):
+            raise ValueError(f"parameter '{names[idx[0]]}' has {len(a)} rows; other parameters have {B}")
+    out = np.empty((B, len(names)))
+    for idx, a in blocks: out[:, idx] = a
     return validate_values(self, out)
 
 # %% ../nbs/02_circuits.ipynb #c00-angles

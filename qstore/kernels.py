@@ -246,6 +246,8 @@ class KernelProgram:
         self.consts = np.array(consts, dtype=np.complex128).reshape(-1, 2, 2)
         self.perms = np.array(perms, dtype=np.int64).reshape(-1, D)
         self.diags = np.array(diags, dtype=np.complex128).reshape(-1, D)
+        self._table = (self.ops.ctypes.data, len(self.ops))  # pointers into arrays this program keeps alive
+        self._constants = (self.consts.ctypes.data, self.perms.ctypes.data, self.diags.ctypes.data)
 
 # %% ../nbs/03a_kernels.ipynb #k-run
 def _ptr(a): return a.ctypes.data
@@ -270,8 +272,8 @@ def forward(self: KernelProgram,
         states = np.zeros((B, D), dtype=np.complex128)
         states[:, 0] = 1
     else: states = np.array(np.broadcast_to(initial, (B, D)), dtype=np.complex128)
-    if self.lib.qs_forward(_ptr(states), B, D, _ptr(self.ops), len(self.ops), _ptr(A), A.shape[1], _ptr(self.consts),
-                           _ptr(self.perms), _ptr(self.diags)): raise MemoryError("kernel scratch allocation failed")
+    if self.lib.qs_forward(_ptr(states), B, D, *self._table, _ptr(A), A.shape[1], *self._constants):
+        raise MemoryError("kernel scratch allocation failed")
     return states
 
 @patch
@@ -306,9 +308,9 @@ def adjoint(self: KernelProgram,
     out_index = np.ascontiguousarray(out_index, dtype=np.int64)
     out_scale = np.ascontiguousarray(out_scale, dtype=float)
     (K, B, D), G = lam.shape, np.zeros((lam.shape[0], lam.shape[1], int(n_out)))
-    if self.lib.qs_adjoint(_ptr(psi), _ptr(lam), K, B, D, _ptr(self.ops), len(self.ops), _ptr(A), A.shape[1],
-                           _ptr(self.consts), _ptr(self.perms), _ptr(self.diags), _ptr(out_index), _ptr(out_scale),
-                           int(n_out), _ptr(G)): raise MemoryError("kernel scratch allocation failed")
+    if self.lib.qs_adjoint(_ptr(psi), _ptr(lam), K, B, D, *self._table, _ptr(A), A.shape[1], *self._constants,
+                           _ptr(out_index), _ptr(out_scale), int(n_out), _ptr(G)):
+        raise MemoryError("kernel scratch allocation failed")
     return G
 
 # %% ../nbs/03a_kernels.ipynb #k-cache

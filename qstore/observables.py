@@ -5,14 +5,16 @@
 # %% ../nbs/03_observables.ipynb #o00-imp
 from __future__ import annotations
 import math, re
+from functools import lru_cache
 from dataclasses import dataclass
 import numpy as np
 from fastcore.basics import patch
 from .circuits import Circuit
 
 # %% auto #0
-__all__ = ['PauliTerm', 'Observable', 'as_observable', 'as_observables', 'X', 'Y', 'Z', 'term_signs', 'expectation_from_states',
-           'expectation_from_probs', 'measurement_groups', 'basis_rotation', 'estimate_from_counts']
+__all__ = ['PauliTerm', 'Observable', 'as_observable', 'as_observables', 'X', 'Y', 'Z', 'term_signs', 'z_signs',
+           'expectation_from_states', 'expectation_from_probs', 'measurement_groups', 'basis_rotation',
+           'estimate_from_counts']
 
 # %% ../nbs/03_observables.ipynb #o00-term
 _TOK = re.compile(r"([XYZI])\s*(\d+)")
@@ -113,6 +115,9 @@ class Observable:
         return self
 
 # %% ../nbs/03_observables.ipynb #o00-obs-helpers
+@lru_cache(maxsize=4096)
+def _parsed(text: str) -> Observable: return Observable(text)  # observables are immutable: parse each string once
+
 def as_observable(o) -> Observable:  # a Pauli string, `PauliTerm` or `Observable`
     """Coerce a string, `PauliTerm` or `Observable` to an `Observable`.
 
@@ -123,7 +128,7 @@ def as_observable(o) -> Observable:  # a Pauli string, `PauliTerm` or `Observabl
     """
     if isinstance(o, Observable): return o
     if isinstance(o, PauliTerm): return Observable([o])
-    if isinstance(o, str): return Observable(o)
+    if isinstance(o, str): return _parsed(o)
     raise TypeError(f"cannot interpret {o!r} as an observable; use a string like 'Z0 Z1' or Z(0) * Z(1)")
 
 
@@ -235,6 +240,28 @@ def term_signs(n: int,  # number of qubits
         _SIGN_CACHE[key] = 1.0 - 2.0 * _popcount_parity(np.arange(2 ** n), zmask)
     return _SIGN_CACHE[key]
 
+# %% ../nbs/03_observables.ipynb #o00-zsig
+_Z_SIGNS = {}  # diagonal observables' sign matrices by (n, terms)
+
+def z_signs(observables: list,  # `Observable`s (see `as_observables`)
+            n: int,  # number of qubits
+           ) -> np.ndarray | None:
+    """`(n_obs, 2^n)` real diagonals when every observable is a sum of Z strings (computed once per set), else None.
+
+    Parameters
+    ----------
+    observables : list
+        `Observable`s (see `as_observables`)
+    n : int
+        number of qubits
+    """
+    if any(t.masks()[0] for o in observables for t in o.terms): return None
+    key = (n, tuple(o.terms for o in observables))
+    if key not in _Z_SIGNS:
+        if len(_Z_SIGNS) > 256: _Z_SIGNS.clear()
+        _Z_SIGNS[key] = np.stack([sum(t.coeff * term_signs(n, t.masks()[1]) for t in o.terms) for o in observables])
+    return _Z_SIGNS[key]
+
 # %% ../nbs/03_observables.ipynb #o00-exact-states
 def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
                             observables,  # observable(s), see `as_observables`
@@ -251,6 +278,8 @@ def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
         number of qubits
     """
     obs = as_observables(observables, n)
+    S = z_signs(obs, n)
+    if S is not None: return (states.real ** 2 + states.imag ** 2) @ S.T
     idx = np.arange(2 ** n)
     probs = None
     out = np.zeros((states.shape[0], len(obs)))

@@ -10,7 +10,7 @@ import numpy as np
 from ..circuits import Circuit, validate_values
 from ..gates import GATES
 from ..gates import matrix_rate
-from ..observables import as_observables, Observable, term_signs
+from ..observables import as_observables, Observable, term_signs, z_signs
 from ..simulator import StatevectorSimulator, plan_for
 from ..backends.base import get_backend
 from .core import GradientMethod, GradientResult, register_gradient, select_params
@@ -43,16 +43,6 @@ def apply_observable(states: np.ndarray,  # a batch of states `(..., 2^n)`
         j = np.arange(2 ** n) ^ x  # (P psi)[i] = i^ny (-1)^{|j & z|} psi[j] with j = i ^ x
         out += (t.coeff * (1j ** ny)) * term_signs(n, z)[j] * states[..., j]
     return out
-
-# %% ../../nbs/43_gradients_adjoint.ipynb #g43-zsig
-_Z_SIGNS = LRUCache(64)  # diagonal observables' sign matrices by (n, terms)
-
-def _z_signs(obs, n):
-    "`(n_obs, 2^n)` real diagonals when every observable is a sum of Z strings (computed once per set), else None."
-    if any(t.masks()[0] for o in obs for t in o.terms): return None
-    key = (n, tuple(tuple((t.paulis, t.coeff) for t in o.terms) for o in obs))
-    return _Z_SIGNS.get_or_create(key, lambda: np.stack([sum(t.coeff * term_signs(n, t.masks()[1]) for t in o.terms)
-                                                         for o in obs]))
 
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-cross
 def _cross(lam, psi, qubits, n):
@@ -175,7 +165,7 @@ def _adjoint_forward(circuit: Circuit, v: np.ndarray, sim: StatevectorSimulator)
 def _adjoint_seed(psi, obs, n, cotangent):
     """Forward values `(B, n_obs)` and the backward seed `lambda`: every `O psi` stacked, or `sum_k c_k O_k psi`.
     A callable `cotangent` gets the values and returns the weights `c`, so a loss needs no second forward pass."""
-    B, S = psi.shape[1], _z_signs(obs, n)
+    B, S = psi.shape[1], z_signs(obs, n)
     if S is None:
         Opsi = np.stack([apply_observable(psi[0], o, n) for o in obs])
         value = np.einsum('bi,kbi->bk', psi[0].conj(), Opsi).real
@@ -261,7 +251,8 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
     B, n = v.shape[0], circuit.n_qubits
     cols = select_params(circuit, wrt)
     obs = as_observables(observables, n)
-    names = [circuit.parameters[i] for i in cols]
+    params = circuit.parameters
+    names = [params[i] for i in cols]
     if not B:  # an empty batch: empty results, nothing to simulate
         kind, width = ('adjoint', len(obs)) if cotangent is None else ('adjoint_vjp', 1)
         if callable(cotangent): cotangent(np.zeros((0, len(obs))))

@@ -61,6 +61,10 @@ def select_params(circuit: Circuit,  # the parametrised circuit
         parameters to differentiate: a group name, names or indices, or None (all)
     """
     if wrt is None: return np.arange(circuit.num_parameters)
+    if isinstance(wrt, np.ndarray) and wrt.dtype.kind in 'iu':  # the trainer's path: indices already
+        bad = wrt[(wrt < 0) | (wrt >= circuit.num_parameters)]
+        if bad.size: raise ValueError(f"parameter index {bad[0]} out of range (circuit has {circuit.num_parameters})")
+        return wrt.astype(int).ravel()
     if isinstance(wrt, str):
         if wrt in circuit.groups: return circuit.group_indices(wrt)
         wrt = [wrt]
