@@ -246,6 +246,8 @@ class KernelProgram:
         self.consts = np.array(consts, dtype=np.complex128).reshape(-1, 2, 2)
         self.perms = np.array(perms, dtype=np.int64).reshape(-1, D)
         self.diags = np.array(diags, dtype=np.complex128).reshape(-1, D)
+        self.op_of_column = {int(c): k for k, c in enumerate(self.ops[:, 2]) if c >= 0}  # angle column -> table row
+        self._row_bytes = self.ops.strides[0]
         self._table = (self.ops.ctypes.data, len(self.ops))  # pointers into arrays this program keeps alive
         self._constants = (self.consts.ctypes.data, self.perms.ctypes.data, self.diags.ctypes.data)
 
@@ -256,8 +258,10 @@ def _ptr(a): return a.ctypes.data
 def forward(self: KernelProgram,
             A: np.ndarray,  # (B, n_angles) angle table, `Circuit.angle_table(values)`
             initial: np.ndarray | None = None,  # (B or 1, 2^n) start states; None: |0...0>
+            start: int = 0,  # first row of the op table to apply
+            stop: int | None = None,  # one past the last row (None: the end)
            ) -> np.ndarray:
-    """Final states `(B, 2^n)` complex128.
+    """States `(B, 2^n)` complex128 after the table's rows `start:stop` (the whole circuit by default).
 
     Parameters
     ----------
@@ -265,6 +269,10 @@ def forward(self: KernelProgram,
         (B, n_angles) angle table, `Circuit.angle_table(values)`
     initial : np.ndarray | None, default None
         (B or 1, 2^n) start states; None: |0...0>
+    start : int, default 0
+        first row of the op table to apply
+    stop : int | None, default None
+        one past the last row (None: the end)
     """
     A = np.ascontiguousarray(A, dtype=float)
     B, D = A.shape[0], 2 ** self.n_qubits
@@ -272,7 +280,9 @@ def forward(self: KernelProgram,
         states = np.zeros((B, D), dtype=np.complex128)
         states[:, 0] = 1
     else: states = np.array(np.broadcast_to(initial, (B, D)), dtype=np.complex128)
-    if self.lib.qs_forward(_ptr(states), B, D, *self._table, _ptr(A), A.shape[1], *self._constants):
+    start, stop = int(start), self._table[1] if stop is None else int(stop)
+    ops = self._table[0] + start * self._row_bytes
+    if self.lib.qs_forward(_ptr(states), B, D, ops, max(stop - start, 0), _ptr(A), A.shape[1], *self._constants):
         raise MemoryError("kernel scratch allocation failed")
     return states
 

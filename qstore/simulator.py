@@ -377,6 +377,45 @@ def sample_counts(probs: np.ndarray,  # (B, 2^n) probabilities (renormalised; ti
     p = p / p.sum(axis=1, keepdims=True)
     return rng.multinomial(int(shots), p)
 
+# %% ../nbs/04_simulator.ipynb #s01-sv-prefix
+def _prefix_blocks_plan(sim, plan, A, obs, block, first_columns):
+    "Shared-prefix expectations on the numpy plan: block 0's states are saved before each shifted step."
+    n, nblk = plan.n, len(A) // block
+    starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
+    A0 = A[:block]
+    mats0 = plan.one_qubit_matrices(A0)
+    base, saved = sim._run(plan, sim._initial(n, block), A0, 0, snapshots=set(starts.tolist()), mats1=mats0)
+    out = np.empty((nblk, block, len(obs)))
+    out[0] = expectation_from_states(base[0], obs, n)
+    per_chunk = max(1, sim.chunk_amplitudes // (block << n))
+    for st in np.unique(starts):
+        group = 1 + np.flatnonzero(starts == st)
+        for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
+            Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
+            s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
+            s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak, step=st), sim.dtype)
+            s, _ = sim._run(plan, s, A0, st + 1, mats1=mats0)
+            out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
+    return out.reshape(-1, len(obs))
+
+def _prefix_blocks_kernel(sim, program, A, obs, block, first_columns):
+    """Shared-prefix expectations on the compiled kernels: block 0 advances gate by gate, and each group of blocks
+    that differ in one gate runs from there to the end."""
+    n, nblk = program.n_qubits, len(A) // block
+    starts = np.array([program.op_of_column[c] for c in first_columns], dtype=int)
+    A0, blocks = A[:block], A.reshape(nblk, block, -1)
+    out = np.empty((nblk, block, len(obs)))
+    out[0] = expectation_from_states(program.forward(A0), obs, n)
+    per_chunk = max(1, sim.chunk_amplitudes // (block << n))
+    state, at = None, 0
+    for st in np.unique(starts):
+        state, at = program.forward(A0, state, at, st), st
+        group = 1 + np.flatnonzero(starts == st)
+        for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
+            s = program.forward(blocks[g].reshape(-1, A.shape[1]), np.tile(state, (len(g), 1)), st)
+            out[g] = expectation_from_states(s, obs, n).reshape(len(g), block, -1)
+    return out.reshape(-1, len(obs))
+
 # %% ../nbs/04_simulator.ipynb #s01-sv-shared
 @patch
 def expectation_shared_prefix(
@@ -407,26 +446,14 @@ def expectation_shared_prefix(
     n = circuit.n_qubits
     obs = as_observables(observables, n)
     if not len(v): return np.zeros((0, len(obs)))
-    plan, A = plan_for(circuit), circuit.angle_table(v)
+    A = circuit.angle_table(v)
     nblk = len(v) // block
     if nblk * block != len(v) or len(first_columns) != nblk - 1:
         raise ValueError("rows must form len(first_columns) + 1 blocks")
-    starts = np.array([plan.col_step[c] for c in first_columns], dtype=int)
-    A0 = A[:block]
-    mats0 = plan.one_qubit_matrices(A0)
-    base, saved = self._run(plan, self._initial(n, block), A0, 0, snapshots=set(starts.tolist()), mats1=mats0)
-    out = np.empty((nblk, block, len(obs)))
-    out[0] = expectation_from_states(base[0], obs, n)
-    per_chunk = max(1, self.chunk_amplitudes // (block << n))
-    for st in np.unique(starts):
-        group = 1 + np.flatnonzero(starts == st)
-        for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
-            Ak = A.reshape(nblk, block, -1)[g].reshape(-1, A.shape[1])
-            s = np.repeat(saved[st], len(g), axis=0)  # (K, B, 2^n)
-            s = plan.apply(s, st, Ak, plan.one_qubit_matrices(Ak, step=st), self.dtype)
-            s, _ = self._run(plan, s, A0, st + 1, mats1=mats0)
-            out[g] = expectation_from_states(s.reshape(-1, 2 ** n), obs, n).reshape(len(g), block, -1)
-    return out.reshape(-1, len(obs))
+    program = self.program(circuit)
+    if program is not None: return _prefix_blocks_kernel(self, program, A, obs, block, first_columns)
+    return _prefix_blocks_plan(self, plan_for(circuit), A, obs, block, first_columns)
+
 
 # %% ../nbs/04_simulator.ipynb #s01-noise
 @dataclass(frozen=True)
