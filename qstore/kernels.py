@@ -21,7 +21,7 @@ from .utils import LRUCache
 __all__ = ['KernelProgram', 'kernel_program']
 
 # %% ../nbs/03a_kernels.ipynb #k-tab
-KERNEL_MAX_QUBITS = 14  # above this, the numpy plan's batched matrix products win (bench/peers.py)
+KERNEL_MAX_QUBITS = 18  # above this, the numpy plan's fused 4-qubit blocks win: fewer passes over memory
 RX, RY, RZ, PHASE, ZZ, MAT, PERM, DIAG = range(8)  # op kinds of the table, as in the C source
 _ROTATIONS = {'rx': RX, 'ry': RY, 'rz': RZ, 'phase': PHASE, 'zz': ZZ}  # parametrised gates the kernels know
 
