@@ -184,7 +184,10 @@ def _library():
     path = _cache_dir() / f'kernels-{key[:16]}.so'
     try:
         if not path.exists(): _compile(path, compiler)
-        lib = ctypes.CDLL(str(path))
+        try: lib = ctypes.CDLL(str(path))
+        except OSError:  # a damaged cache file: build it again
+            _compile(path, compiler)
+            lib = ctypes.CDLL(str(path))
     except OSError as e:
         warnings.warn(f"qstore: compiled kernels unavailable ({e}); small circuits run on the numpy path", stacklevel=2)
         lib = None

@@ -278,8 +278,6 @@ def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
         number of qubits
     """
     obs = as_observables(observables, n)
-    S = z_signs(obs, n)
-    if S is not None: return (states.real ** 2 + states.imag ** 2) @ S.T
     idx = np.arange(2 ** n)
     probs = None
     out = np.zeros((states.shape[0], len(obs)))

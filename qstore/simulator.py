@@ -263,7 +263,7 @@ class StatevectorSimulator:
             the circuit to run
         """
         if self.kernel == 'numpy' or self.dtype != np.complex128: return None
-        from qstore.kernels import kernel_program  # numba loads with the first small circuit, not with qstore
+        from qstore.kernels import kernel_program  # the C library loads with the first small circuit, not with qstore
         return kernel_program(circuit)
 
     def _initial(self, n, B, initial_state=None):
