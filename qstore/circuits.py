@@ -236,10 +236,15 @@ def group_indices(self: Circuit,
     group : str
         a group name, e.g. 'inputs' or 'weights'
     """
-    idx = [i for i, g in enumerate(self._params.values()) if g == group]
-    if not idx and group not in self._params.values():
-        raise KeyError(f"circuit has no parameter group '{group}'; groups: {sorted(set(self._params.values()))}")
-    return np.array(idx, dtype=int)
+    key = (group, len(self._params))  # parameters are only ever added, so the count dates the answer
+    cache = self.__dict__.setdefault('_group_index_cache', {})
+    if key not in cache:
+        idx = [i for i, g in enumerate(self._params.values()) if g == group]
+        if not idx and group not in self._params.values():
+            raise KeyError(f"circuit has no parameter group '{group}'; groups: {sorted(set(self._params.values()))}")
+        cache[key] = np.array(idx, dtype=int)
+        cache[key].flags.writeable = False  # shared by every caller
+    return cache[key]
 
 # %% ../nbs/02_circuits.ipynb #c00-circ-append
 @patch

@@ -5,7 +5,7 @@
 # %% ../nbs/03_observables.ipynb #o00-imp
 from __future__ import annotations
 import math, re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from dataclasses import dataclass
 import numpy as np
 from fastcore.basics import patch
@@ -74,6 +74,10 @@ class PauliTerm:
     def qubits(self): return tuple(q for q, _ in self.paulis)
     def masks(self):
         "(flip mask, phase mask, number of Y) describing P|i> = i^nY (-1)^popcount(i & phase) |i ^ flip>."
+        return self._masks
+
+    @cached_property
+    def _masks(self):  # a term is immutable: its masks are computed once
         x = sum(1 << q for q, p in self.paulis if p in 'XY')
         z = sum(1 << q for q, p in self.paulis if p in 'YZ')
         return x, z, sum(p == 'Y' for _, p in self.paulis)
@@ -99,7 +103,7 @@ class Observable:
         self.terms = tuple(PauliTerm(k, v) for k, v in merged.items())
         if not self.terms: raise ValueError("an observable needs at least one term")
 
-    @property
+    @cached_property
     def qubits(self): return tuple(sorted({q for t in self.terms for q in t.qubits}))
     def check(self,
               n_qubits: int):  # the circuit's number of qubits
@@ -207,7 +211,12 @@ def __neg__(self: Observable): return self * -1.0
 def __eq__(self: Observable, o): return isinstance(o, Observable) and set(self.terms) == set(o.terms)
 
 @patch
-def __hash__(self: Observable): return hash(frozenset(self.terms))
+def __hash__(self: Observable): return self._hash
+
+@patch(as_prop=True)
+def _hash(self: Observable):
+    if '_hash_value' not in self.__dict__: self._hash_value = hash(frozenset(self.terms))  # terms never change
+    return self._hash_value
 
 @patch
 def __repr__(self: Observable): return ' + '.join(map(repr, self.terms))
@@ -256,7 +265,7 @@ def z_signs(observables: list,  # `Observable`s (see `as_observables`)
         number of qubits
     """
     if any(t.masks()[0] for o in observables for t in o.terms): return None
-    key = (n, tuple(o.terms for o in observables))
+    key = (n, tuple(observables))
     if key not in _Z_SIGNS:
         if len(_Z_SIGNS) > 256: _Z_SIGNS.clear()
         _Z_SIGNS[key] = np.stack([sum(t.coeff * term_signs(n, t.masks()[1]) for t in o.terms) for o in observables])
