@@ -1,4 +1,4 @@
-"""Peer benchmark: qstore against PennyLane (default.qubit + JAX jit, lightning adjoint) and Qiskit Aer, in one run.
+"""Peer benchmark: qstore against PennyLane (default.qubit + JAX jit, lightning adjoint), Qiskit Aer and qsim, in one run.
 
     OPENBLAS_NUM_THREADS=1 python bench/peers.py [--skip-large | --skip-core] [--repeat 10] [--out ...json]
 
@@ -9,7 +9,7 @@ at the same size, and every qstore number is cross-checked against the peers' va
 fastest peer / qstore (above 1: qstore is faster). JAX's compile (its first call) is reported, not counted.
 
 Also measured: the adjoint gradient against parameter shift (qstore's, PennyLane's and Aer's), the larger circuits
-(16-20 qubits; `--skip-large` skips them) with GB/s achieved against a measured copy bandwidth, the memory ceiling
+(16-20 qubits, where qsim's complex64 forward pass joins; `--skip-large` skips them) with GB/s achieved against a measured copy bandwidth, the memory ceiling
 (peak bytes per state measured at 16-22 qubits, extrapolated to 24 GiB), a cold-start time, and time against n
 (`bench/results/peers_scaling.png`).
 
@@ -37,7 +37,8 @@ from qstore.testing import reference_circuit, reference_values
 
 LARGE_SIZES = ((16, 4, 8), (20, 2, 1), (20, 2, 8))
 TOL = 1e-8  # qstore against a double-precision reference
-PEERS = ('jax', 'lightning', 'aer')
+PEERS = ('jax', 'lightning', 'aer', 'qsim')
+QSIM_TOL = 1e-5  # qsim simulates in complex64
 
 
 def workload(n, L, B, readout):
@@ -146,6 +147,20 @@ def aer_estimator(n, L, x, w, obs, y):
     return lambda: run(w[None])[0], grad
 
 
+# ----- qsim -----
+
+def qsim_forward(c, v, obs):
+    "qsim's forward pass (complex64, its default options): every row's <Z_k> by `simulate_expectation_values_sweep`."
+    import cirq
+    import qsimcirq
+    from qstore.backends.convert import to_cirq
+    circuit, sim = to_cirq(c), qsimcirq.QSimSimulator()
+    qubits = cirq.LineQubit.range(c.n_qubits)
+    observables = [cirq.Z(qubits[k]) for k in obs]
+    resolvers = [cirq.ParamResolver(dict(zip(c.parameters, row))) for row in v]
+    return lambda: np.real(sim.simulate_expectation_values_sweep(circuit, observables, resolvers))
+
+
 # ----- the comparison -----
 
 def qstore_worker(repeat: int):
@@ -190,6 +205,8 @@ def compare_size(n, L, B, readout, repeat=10, jax_peer=True, shift=False, baseli
     qg, row['qstore_grad_s'] = _timed(qstore_gradient(c, L, v, obs, y), repeat)
     if n >= 16:
         _, row['qstore_fwd_c64_s'] = _timed(qstore_forward(c, v, obs, np.complex64), repeat)
+        qsf, row['qsim_fwd_s'] = _timed(qsim_forward(c, v, obs), repeat)
+        if _err(qf, qsf) > QSIM_TOL: raise AssertionError(f"qstore disagrees with qsim at n={n}")
     peers = {'lightning': pennylane_autograd('lightning.qubit', 'adjoint', n, L, x, w, obs, y)}
     if jax_peer:
         f, g, row['jax_compile_s'] = pennylane_jax(n, L, x, w, obs, y)
@@ -277,9 +294,11 @@ def scaling(ns, L=2, B=1, repeat=3) -> list[dict]:
         peers = {'lightning': pennylane_autograd('lightning.qubit', 'adjoint', n, L, x, w, obs, y)[0],
                  'aer': aer_estimator(n, L, x, w, obs, y)[0]}
         if n <= 14: peers['jax'] = pennylane_jax(n, L, x, w, obs, y)[0]
+        peers['qsim'] = qsim_forward(c, v, obs)
         for name, f in peers.items():
             pf, row[name] = _timed(f, repeat, 0)
-            if _err(qf, pf) > TOL: raise AssertionError(f"qstore disagrees with {name} at n={n}")
+            if _err(qf, pf) > (QSIM_TOL if name == 'qsim' else TOL):
+                raise AssertionError(f"qstore disagrees with {name} at n={n}")
         rows.append(row)
     return rows
 
@@ -289,7 +308,7 @@ def plot_scaling(rows, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in ('qstore', 'qstore_c64', 'jax', 'lightning', 'aer'):
+    for name in ('qstore', 'qstore_c64', 'jax', 'lightning', 'aer', 'qsim'):
         pts = [(r['n'], r[name]) for r in rows if name in r]
         ax.plot(*zip(*pts), marker='o', label=name.replace('_c64', ' complex64'))
     ax.set(yscale='log', xlabel='qubits n', ylabel='forward seconds (one row, L=2)', title='Forward pass against n')
@@ -315,7 +334,8 @@ LARGE_COLUMNS = [('n', 'n', '{}'), ('layers', 'L', '{}'), ('batch', 'B', '{}'),
                  ('qstore_fwd_s', 'qstore fwd', '{:.3f}'),
                  ('qstore_fwd_c64_s', 'qstore c64 fwd', '{:.3f}'), ('qstore_grad_s', 'qstore grad', '{:.3f}'),
                  ('lightning_fwd_s', 'lightning fwd', '{:.3f}'), ('lightning_grad_s', 'lightning grad', '{:.3f}'),
-                 ('aer_fwd_s', 'Aer fwd', '{:.3f}'), ('fwd_ratio', 'fwd ratio', '{:.2f}'),
+                 ('aer_fwd_s', 'Aer fwd', '{:.3f}'), ('qsim_fwd_s', 'qsim c64 fwd', '{:.3f}'),
+                 ('fwd_ratio', 'fwd ratio', '{:.2f}'),
                  ('fwd_ratio_c64', 'c64 fwd ratio', '{:.2f}'), ('grad_ratio', 'grad ratio', '{:.2f}'),
                  ('gbps', 'GB/s', '{:.1f}'), ('gbps_c64', 'GB/s c64', '{:.1f}'), ('max_err', 'max err', '{:.0e}')]
 
@@ -350,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             c = reference_circuit(n, L)
             r['gbps'] = forward_traffic(c, B, np.complex128) / r['qstore_fwd_s'] / 1e9
             r['gbps_c64'] = forward_traffic(c, B, np.complex64) / r['qstore_fwd_c64_s'] / 1e9
-            best = min(r['lightning_fwd_s'], r['aer_fwd_s'])
+            best = min(r['lightning_fwd_s'], r['aer_fwd_s'], r['qsim_fwd_s'])
             r['fwd_ratio_c64'] = best / r['qstore_fwd_c64_s']
             large.append(r)
         print()
