@@ -1,4 +1,4 @@
-"""Peer benchmark: qstore against PennyLane (default.qubit + JAX jit, lightning adjoint), Qiskit Aer and qsim, in one run.
+"""Peer benchmark: qstore against PennyLane (default.qubit + JAX jit, lightning adjoint), Qiskit Aer and qsim.
 
     OPENBLAS_NUM_THREADS=1 python bench/peers.py [--skip-large | --skip-core] [--repeat 10] [--out ...json]
 
@@ -9,9 +9,9 @@ at the same size, and every qstore number is cross-checked against the peers' va
 fastest peer / qstore (above 1: qstore is faster). JAX's compile (its first call) is reported, not counted.
 
 Also measured: the adjoint gradient against parameter shift (qstore's, PennyLane's and Aer's), the larger circuits
-(16-20 qubits, where qsim's complex64 forward pass joins; `--skip-large` skips them) with GB/s achieved against a measured copy bandwidth, the memory ceiling
-(peak bytes per state measured at 16-22 qubits, extrapolated to 24 GiB), a cold-start time, and time against n
-(`bench/results/peers_scaling.png`).
+(16-20 qubits, where qsim's complex64 forward pass joins; `--skip-large` skips them) with GB/s achieved against a
+measured copy bandwidth, the memory ceiling (peak bytes per state measured at 16-22 qubits, extrapolated to 24 GiB),
+a cold-start time, and time against n (`bench/results/peers_scaling.png`). All peers run in this one process.
 
 Needs `pip install 'qstore[bench]'`.
 """

@@ -160,8 +160,9 @@ _SIGNATURES = {'qs_forward': [_P, _I, _I, _P, _I, _P, _I, _P, _P, _P],
                'qs_adjoint': [_P, _P, _I, _I, _I, _P, _I, _P, _I, _P, _P, _P, _P, _P, _I, _P]}
 
 def _cache_dir() -> Path:
-    base = os.environ.get('QSTORE_KERNEL_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'qstore'
-    return Path(base)
+    "$QSTORE_KERNEL_CACHE, else qstore's folder in the user's cache ($XDG_CACHE_HOME or ~/.cache)."
+    if os.environ.get('QSTORE_KERNEL_CACHE'): return Path(os.environ['QSTORE_KERNEL_CACHE'])
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'qstore'
 
 def _compile(path: Path, compiler: str):
     "Compile the kernels' source into the shared library `path` (atomically)."
