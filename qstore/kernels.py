@@ -22,7 +22,7 @@ __all__ = ['KernelProgram', 'kernel_program']
 
 # %% ../nbs/03a_kernels.ipynb #k-tab
 KERNEL_MAX_QUBITS = 18  # above this, the numpy plan's fused 4-qubit blocks win: fewer passes over memory
-RX, RY, RZ, PHASE, ZZ, MAT, PERM, DIAG = range(8)  # op kinds of the table, as in the C source
+RX, RY, RZ, PHASE, ZZ, MAT, PERM, DIAG, CHAIN = range(9)  # op kinds of the table, as in the C source
 _ROTATIONS = {'rx': RX, 'ry': RY, 'rz': RZ, 'phase': PHASE, 'zz': ZZ}  # parametrised gates the kernels know
 
 # %% ../nbs/03a_kernels.ipynb #k-app
@@ -33,8 +33,12 @@ _C_GATES = r"""
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef QS_SINGLE
+typedef float complex cplx;  /* complex64 states: half the memory traffic */
+#else
 typedef double complex cplx;
-enum { RX, RY, RZ, PHASE, ZZ, MAT, PERM, DIAG };
+#endif
+enum { RX, RY, RZ, PHASE, ZZ, MAT, PERM, DIAG, CHAIN };
 
 /* RY: [[c, -s], [s, c]]; RX: [[c, -is], [-is, c]] on qubit q (bit q of the index) */
 static void rotate(cplx *psi, int64_t D, int64_t q, double c, double s, int64_t kind) {
@@ -93,6 +97,31 @@ static void apply_op(cplx *psi, int64_t D, const int64_t *op, double theta, cons
 
 # %% ../nbs/03a_kernels.ipynb #k-disp
 _C_SWEEPS = r"""
+/* the 2x2 matrix of a one-qubit op (m row-major), in double precision */
+static void op_matrix(const int64_t *op, double theta, const cplx *consts, double complex *m) {
+    int64_t kind = op[0];
+    double c = cos(theta / 2), s = sin(theta / 2);
+    if (kind == RX) { m[0] = c; m[1] = -I * s; m[2] = -I * s; m[3] = c; }
+    else if (kind == RY) { m[0] = c; m[1] = -s; m[2] = s; m[3] = c; }
+    else if (kind == RZ) { m[0] = c - I * s; m[1] = 0; m[2] = 0; m[3] = c + I * s; }
+    else if (kind == PHASE) { m[0] = 1; m[1] = 0; m[2] = 0; m[3] = cos(theta) + I * sin(theta); }
+    else for (int i = 0; i < 4; i++) m[i] = consts[4 * op[3] + i];
+}
+
+/* a CHAIN row is followed by its op[3] member rows, one-qubit ops on qubit op[1]: one pass with their product */
+static void apply_chain(cplx *psi, int64_t D, const int64_t *chain, const double *angles, const cplx *consts) {
+    double complex m[4] = {1, 0, 0, 1}, g[4], p[4];
+    for (int64_t k = 1; k <= chain[3]; k++) {
+        const int64_t *op = chain + 4 * k;
+        op_matrix(op, op[2] >= 0 ? angles[op[2]] : 0.0, consts, g);
+        p[0] = g[0] * m[0] + g[1] * m[2]; p[1] = g[0] * m[1] + g[1] * m[3];
+        p[2] = g[2] * m[0] + g[3] * m[2]; p[3] = g[2] * m[1] + g[3] * m[3];
+        for (int i = 0; i < 4; i++) m[i] = p[i];
+    }
+    cplx f[4] = {m[0], m[1], m[2], m[3]};
+    matrix2(psi, D, chain[1], f, 0);
+}
+
 int qs_forward(cplx *states, int64_t B, int64_t D, const int64_t *ops, int64_t n_ops, const double *A,
                int64_t n_angles, const cplx *consts, const int64_t *perms, const cplx *diags) {
     cplx *tmp = malloc(D * sizeof(cplx));
@@ -100,6 +129,11 @@ int qs_forward(cplx *states, int64_t B, int64_t D, const int64_t *ops, int64_t n
     for (int64_t b = 0; b < B; b++)
         for (int64_t k = 0; k < n_ops; k++) {
             const int64_t *op = ops + 4 * k;
+            if (op[0] == CHAIN) {
+                apply_chain(states + b * D, D, op, A + b * n_angles, consts);
+                k += op[3];
+                continue;
+            }
             double theta = op[2] >= 0 ? A[b * n_angles + op[2]] : 0.0;
             apply_op(states + b * D, D, op, theta, consts, perms, diags, tmp, 0);
         }
@@ -155,6 +189,7 @@ int qs_adjoint(const cplx *psi_out, const cplx *lam_out, int64_t K, int64_t B, i
 
 # %% ../nbs/03a_kernels.ipynb #k-fwd
 _CFLAGS = ['-O3', '-fcx-limited-range', '-std=c99', '-fPIC', '-shared']
+_PRECISION_FLAGS = {np.dtype(np.complex128): [], np.dtype(np.complex64): ['-DQS_SINGLE']}
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {'qs_forward': [_P, _I, _I, _P, _I, _P, _I, _P, _P, _P],
                'qs_adjoint': [_P, _P, _I, _I, _I, _P, _I, _P, _I, _P, _P, _P, _P, _P, _I, _P]}
@@ -164,30 +199,31 @@ def _cache_dir() -> Path:
     if os.environ.get('QSTORE_KERNEL_CACHE'): return Path(os.environ['QSTORE_KERNEL_CACHE'])
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'qstore'
 
-def _compile(path: Path, compiler: str):
-    "Compile the kernels' source into the shared library `path` (atomically)."
+def _compile(path: Path, compiler: str, flags: list):
+    "Compile the kernels' source with `flags` into the shared library `path` (atomically)."
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, lib = Path(tmp) / 'kernels.c', Path(tmp) / path.name
         src.write_text(_C_GATES + _C_SWEEPS)
-        done = subprocess.run([compiler, *_CFLAGS, '-o', str(lib), str(src), '-lm'], capture_output=True, text=True)
+        done = subprocess.run([compiler, *flags, '-o', str(lib), str(src), '-lm'], capture_output=True, text=True)
         if done.returncode: raise OSError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
         os.replace(lib, path)
 
 # %% ../nbs/03a_kernels.ipynb #k-gen
-_LIBRARY = {}  # the loaded library (or None), once per process
+_LIBRARY = {}  # the loaded library (or None) per state precision, once per process
 
-def _library():
-    "The compiled kernels (ctypes), built on first use; None when no C compiler can build them."
-    if 'lib' in _LIBRARY: return _LIBRARY['lib']
-    compiler = os.environ.get('CC', 'cc')
-    key = hashlib.sha256('\n'.join([_C_GATES, _C_SWEEPS, compiler, *_CFLAGS, platform.machine()]).encode()).hexdigest()
+def _library(dtype=np.complex128):
+    "The compiled kernels (ctypes) for `dtype` states, built on first use; None when no C compiler can build them."
+    dtype = np.dtype(dtype)
+    if dtype in _LIBRARY: return _LIBRARY[dtype]
+    compiler, flags = os.environ.get('CC', 'cc'), _CFLAGS + _PRECISION_FLAGS[dtype]
+    key = hashlib.sha256('\n'.join([_C_GATES, _C_SWEEPS, compiler, *flags, platform.machine()]).encode()).hexdigest()
     path = _cache_dir() / f'kernels-{key[:16]}.so'
     try:
-        if not path.exists(): _compile(path, compiler)
+        if not path.exists(): _compile(path, compiler, flags)
         try: lib = ctypes.CDLL(str(path))
         except OSError:  # a damaged cache file: build it again
-            _compile(path, compiler)
+            _compile(path, compiler, flags)
             lib = ctypes.CDLL(str(path))
     except OSError as e:
         warnings.warn(f"qstore: compiled kernels unavailable ({e}); small circuits run on the numpy path", stacklevel=2)
@@ -195,7 +231,7 @@ def _library():
     for name, args in (_SIGNATURES.items() if lib is not None else ()):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = ctypes.c_int
-    _LIBRARY['lib'] = lib
+    _LIBRARY[dtype] = lib
     return lib
 
 # %% ../nbs/03a_kernels.ipynb #k-rows
@@ -230,6 +266,24 @@ def _op_rows(circuit: Circuit):
         else: return None
     return rows, consts, perms, diags
 
+# %% ../nbs/03a_kernels.ipynb #k-chain
+def _chained(rows: list) -> list:
+    """The forward table: between two multi-qubit rows, each qubit's one-qubit rows become one CHAIN row followed by
+    its members (gates on different qubits commute, so each qubit keeps only its own order)."""
+    out, pending = [], {}
+    def flush():
+        for q in sorted(pending):
+            chain = pending[q]
+            out.extend(chain if len(chain) == 1 else [(CHAIN, q, -1, len(chain)), *chain])
+        pending.clear()
+    for row in rows:
+        if row[0] in (RX, RY, RZ, PHASE, MAT): pending.setdefault(row[1], []).append(row)
+        else:
+            flush()
+            out.append(row)
+    flush()
+    return out
+
 # %% ../nbs/03a_kernels.ipynb #k-prog
 class KernelProgram:
     "A circuit structure as the compiled kernels' op table (see `kernel_program`)."
@@ -243,17 +297,16 @@ class KernelProgram:
         if compiled is None: raise ValueError("the circuit has a gate the compiled kernels do not support")
         rows, consts, perms, diags = compiled
         D = 2 ** circuit.n_qubits
-        self.lib = _library()
-        if self.lib is None: raise OSError("the compiled kernels could not be built (see the warning)")
+        if _library() is None: raise OSError("the compiled kernels could not be built (see the warning)")
         self.n_qubits = circuit.n_qubits
-        self.ops = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        self.consts = np.array(consts, dtype=np.complex128).reshape(-1, 2, 2)
+        self.ops = np.array(rows, dtype=np.int64).reshape(-1, 4)  # one row per gate: adjoint sweeps and slices
+        self.chained = np.array(_chained(rows), dtype=np.int64).reshape(-1, 4)  # whole forward passes
         self.perms = np.array(perms, dtype=np.int64).reshape(-1, D)
-        self.diags = np.array(diags, dtype=np.complex128).reshape(-1, D)
+        self.consts = {dt: np.array(consts, dtype=dt).reshape(-1, 2, 2) for dt in _PRECISION_FLAGS}
+        self.diags = {dt: np.array(diags, dtype=dt).reshape(-1, D) for dt in _PRECISION_FLAGS}
         self.op_of_column = {int(c): k for k, c in enumerate(self.ops[:, 2]) if c >= 0}  # angle column -> table row
-        self._row_bytes = self.ops.strides[0]
-        self._table = (self.ops.ctypes.data, len(self.ops))  # pointers into arrays this program keeps alive
-        self._constants = (self.consts.ctypes.data, self.perms.ctypes.data, self.diags.ctypes.data)
+        self._constants = {dt: (self.consts[dt].ctypes.data, self.perms.ctypes.data, self.diags[dt].ctypes.data)
+                           for dt in _PRECISION_FLAGS}  # pointers into arrays this program keeps alive
 
 # %% ../nbs/03a_kernels.ipynb #k-run
 def _ptr(a): return a.ctypes.data
@@ -262,10 +315,11 @@ def _ptr(a): return a.ctypes.data
 def forward(self: KernelProgram,
             A: np.ndarray,  # (B, n_angles) angle table, `Circuit.angle_table(values)`
             initial: np.ndarray | None = None,  # (B or 1, 2^n) start states; None: |0...0>
-            start: int = 0,  # first row of the op table to apply
+            start: int = 0,  # first row of the op table `ops` to apply
             stop: int | None = None,  # one past the last row (None: the end)
+            dtype=np.complex128,  # state precision: complex128 or complex64
            ) -> np.ndarray:
-    """States `(B, 2^n)` complex128 after the table's rows `start:stop` (the whole circuit by default).
+    """States `(B, 2^n)` after the table's rows `start:stop` (the whole circuit, with its chains fused, by default).
 
     Parameters
     ----------
@@ -274,19 +328,21 @@ def forward(self: KernelProgram,
     initial : np.ndarray | None, default None
         (B or 1, 2^n) start states; None: |0...0>
     start : int, default 0
-        first row of the op table to apply
+        first row of the op table `ops` to apply
     stop : int | None, default None
         one past the last row (None: the end)
+    dtype : default np.complex128
+        state precision: complex128 or complex64
     """
-    A = np.ascontiguousarray(A, dtype=float)
+    A, dtype = np.ascontiguousarray(A, dtype=float), np.dtype(dtype)
+    lib = _library(dtype)
     B, D = A.shape[0], 2 ** self.n_qubits
     if initial is None:
-        states = np.zeros((B, D), dtype=np.complex128)
+        states = np.zeros((B, D), dtype=dtype)
         states[:, 0] = 1
-    else: states = np.array(np.broadcast_to(initial, (B, D)), dtype=np.complex128)
-    start, stop = int(start), self._table[1] if stop is None else int(stop)
-    ops = self._table[0] + start * self._row_bytes
-    if self.lib.qs_forward(_ptr(states), B, D, ops, max(stop - start, 0), _ptr(A), A.shape[1], *self._constants):
+    else: states = np.array(np.broadcast_to(initial, (B, D)), dtype=dtype)
+    table = self.chained if start == 0 and stop is None else self.ops[int(start):None if stop is None else int(stop)]
+    if lib.qs_forward(_ptr(states), B, D, _ptr(table), len(table), _ptr(A), A.shape[1], *self._constants[dtype]):
         raise MemoryError("kernel scratch allocation failed")
     return states
 
@@ -299,7 +355,7 @@ def adjoint(self: KernelProgram,
             out_scale: np.ndarray,  # (n_angles,) d angle / d parameter
             n_out: int,  # number of differentiated parameters
            ) -> np.ndarray:
-    """Per-row derivatives `(K, B, n_out)` of each costate's weighted expectation.
+    """Per-row derivatives `(K, B, n_out)` of each costate's weighted expectation (complex128).
 
     Parameters
     ----------
@@ -322,8 +378,9 @@ def adjoint(self: KernelProgram,
     out_index = np.ascontiguousarray(out_index, dtype=np.int64)
     out_scale = np.ascontiguousarray(out_scale, dtype=float)
     (K, B, D), G = lam.shape, np.zeros((lam.shape[0], lam.shape[1], int(n_out)))
-    if self.lib.qs_adjoint(_ptr(psi), _ptr(lam), K, B, D, *self._table, _ptr(A), A.shape[1], *self._constants,
-                           _ptr(out_index), _ptr(out_scale), int(n_out), _ptr(G)):
+    if _library().qs_adjoint(_ptr(psi), _ptr(lam), K, B, D, _ptr(self.ops), len(self.ops), _ptr(A), A.shape[1],
+                             *self._constants[np.dtype(np.complex128)], _ptr(out_index), _ptr(out_scale), int(n_out),
+                             _ptr(G)):
         raise MemoryError("kernel scratch allocation failed")
     return G
 

@@ -251,7 +251,7 @@ class StatevectorSimulator:
         if not len(v): return s[0]  # an empty batch: no gate to apply
         A = circuit.angle_table(v)
         program = self.program(circuit)
-        if program is not None: return program.forward(A, s[0])
+        if program is not None: return program.forward(A, s[0], dtype=self.dtype)
         return self._run(plan_for(circuit), s, A, 0)[0][0]
 
     def program(self, circuit: Circuit):  # the circuit to run
@@ -262,7 +262,7 @@ class StatevectorSimulator:
         circuit : Circuit
             the circuit to run
         """
-        if self.kernel == 'numpy' or self.dtype != np.complex128: return None
+        if self.kernel == 'numpy': return None
         from qstore.kernels import kernel_program  # the C library loads with the first small circuit, not with qstore
         return kernel_program(circuit)
 
@@ -405,14 +405,14 @@ def _prefix_blocks_kernel(sim, program, A, obs, block, first_columns):
     starts = np.array([program.op_of_column[c] for c in first_columns], dtype=int)
     A0, blocks = A[:block], A.reshape(nblk, block, -1)
     out = np.empty((nblk, block, len(obs)))
-    out[0] = expectation_from_states(program.forward(A0), obs, n)
+    out[0] = expectation_from_states(program.forward(A0, dtype=sim.dtype), obs, n)
     per_chunk = max(1, sim.chunk_amplitudes // (block << n))
     state, at = None, 0
     for st in np.unique(starts):
-        state, at = program.forward(A0, state, at, st), st
+        state, at = program.forward(A0, state, at, st, sim.dtype), st
         group = 1 + np.flatnonzero(starts == st)
         for g in (group[i:i + per_chunk] for i in range(0, len(group), per_chunk)):
-            s = program.forward(blocks[g].reshape(-1, A.shape[1]), np.tile(state, (len(g), 1)), st)
+            s = program.forward(blocks[g].reshape(-1, A.shape[1]), np.tile(state, (len(g), 1)), st, dtype=sim.dtype)
             out[g] = expectation_from_states(s, obs, n).reshape(len(g), block, -1)
     return out.reshape(-1, len(obs))
 
