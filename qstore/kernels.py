@@ -21,7 +21,9 @@ from .utils import LRUCache
 __all__ = ['KernelProgram', 'kernel_program']
 
 # %% ../nbs/03a_kernels.ipynb #k-tab
-KERNEL_MAX_QUBITS = 18  # above this, the numpy plan's fused 4-qubit blocks win: fewer passes over memory
+# widest circuits the kernels run, per state precision: above these the numpy plan's 4-qubit blocks (one BLAS product
+# per block) win, measured with bench/peers.py; single precision BLAS is the stronger, so it takes over sooner
+KERNEL_MAX_QUBITS = {np.dtype(np.complex128): 18, np.dtype(np.complex64): 10}
 RX, RY, RZ, PHASE, ZZ, MAT, PERM, DIAG, CHAIN = range(9)  # op kinds of the table, as in the C source
 _ROTATIONS = {'rx': RX, 'ry': RY, 'rz': RZ, 'phase': PHASE, 'zz': ZZ}  # parametrised gates the kernels know
 
@@ -388,15 +390,18 @@ def adjoint(self: KernelProgram,
 _PROGRAMS = LRUCache(256)  # op tables by circuit structure (None: not supported)
 
 def kernel_program(circuit: Circuit,  # any circuit
+                   dtype=np.complex128,  # the precision its states will have
                   ) -> KernelProgram | None:
-    """The (cached) compiled program of a circuit structure; None when it is wider than `KERNEL_MAX_QUBITS`, has a gate
-    the kernels lack, or no C compiler could build them.
+    """The (cached) compiled program of a circuit structure; None when it is wider than `KERNEL_MAX_QUBITS` for
+    `dtype`, has a gate the kernels lack, or no C compiler could build them.
 
     Parameters
     ----------
     circuit : Circuit
         any circuit
+    dtype : default np.complex128
+        the precision its states will have
     """
-    if circuit.n_qubits > KERNEL_MAX_QUBITS: return None
+    if circuit.n_qubits > KERNEL_MAX_QUBITS[np.dtype(dtype)]: return None
     def build(): return KernelProgram(circuit) if _op_rows(circuit) is not None and _library() is not None else None
     return _PROGRAMS.get_or_create(circuit.structural_hash, build)

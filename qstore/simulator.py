@@ -264,7 +264,7 @@ class StatevectorSimulator:
         """
         if self.kernel == 'numpy': return None
         from qstore.kernels import kernel_program  # the C library loads with the first small circuit, not with qstore
-        return kernel_program(circuit)
+        return kernel_program(circuit, self.dtype)
 
     def _initial(self, n, B, initial_state=None):
         "Start states `(1, B, 2^n)`; a circuit wider than `max_qubits` is refused before anything is allocated."
