@@ -300,7 +300,7 @@ class KernelProgram:
         rows, consts, perms, diags = compiled
         D = 2 ** circuit.n_qubits
         if _library() is None: raise OSError("the compiled kernels could not be built (see the warning)")
-        self.n_qubits = circuit.n_qubits
+        self.n_qubits, self.n_angles = circuit.n_qubits, len(circuit.angle_index()[0])
         self.ops = np.array(rows, dtype=np.int64).reshape(-1, 4)  # one row per gate: adjoint sweeps and slices
         self.chained = np.array(_chained(rows), dtype=np.int64).reshape(-1, 4)  # whole forward passes
         self.perms = np.array(perms, dtype=np.int64).reshape(-1, D)
@@ -312,6 +312,10 @@ class KernelProgram:
 
 # %% ../nbs/03a_kernels.ipynb #k-run
 def _ptr(a): return a.ctypes.data
+
+def _shape_error(what, got, want):
+    "The C code trusts every shape it is given, so a wrong one stops here."
+    if tuple(got) != tuple(want): raise ValueError(f"{what} must have shape {tuple(want)}, got {tuple(got)}")
 
 @patch
 def forward(self: KernelProgram,
@@ -337,6 +341,7 @@ def forward(self: KernelProgram,
         state precision: complex128 or complex64
     """
     A, dtype = np.ascontiguousarray(A, dtype=float), np.dtype(dtype)
+    _shape_error('the angle table', A.shape, (len(A), self.n_angles))
     lib = _library(dtype)
     B, D = A.shape[0], 2 ** self.n_qubits
     if initial is None:
@@ -379,7 +384,14 @@ def adjoint(self: KernelProgram,
     lam = np.ascontiguousarray(lam, dtype=np.complex128)
     out_index = np.ascontiguousarray(out_index, dtype=np.int64)
     out_scale = np.ascontiguousarray(out_scale, dtype=float)
-    (K, B, D), G = lam.shape, np.zeros((lam.shape[0], lam.shape[1], int(n_out)))
+    B, D = len(A), 2 ** self.n_qubits
+    _shape_error('the angle table', A.shape, (B, self.n_angles))
+    _shape_error('psi', psi.shape, (B, D))
+    _shape_error('lambda', lam.shape, (len(lam), B, D))
+    _shape_error('out_index', out_index.shape, (self.n_angles,))
+    _shape_error('out_scale', out_scale.shape, (self.n_angles,))
+    if out_index.max(initial=-1) >= n_out: raise ValueError(f"out_index refers to output {out_index.max()} of {n_out}")
+    K, G = len(lam), np.zeros((len(lam), B, int(n_out)))
     if _library().qs_adjoint(_ptr(psi), _ptr(lam), K, B, D, _ptr(self.ops), len(self.ops), _ptr(A), A.shape[1],
                              *self._constants[np.dtype(np.complex128)], _ptr(out_index), _ptr(out_scale), int(n_out),
                              _ptr(G)):
