@@ -98,7 +98,7 @@ static void apply_op(cplx *psi, int64_t D, const int64_t *op, double theta, cons
 """
 
 # %% ../nbs/03a_kernels.ipynb #k-disp
-_C_SWEEPS = r"""
+_C_FORWARD = r"""
 /* the 2x2 matrix of a one-qubit op (m row-major), in double precision */
 static void op_matrix(const int64_t *op, double theta, const cplx *consts, double complex *m) {
     int64_t kind = op[0];
@@ -142,7 +142,10 @@ int qs_forward(cplx *states, int64_t B, int64_t D, const int64_t *ops, int64_t n
     free(tmp);
     return 0;
 }
+"""
 
+# %% ../nbs/03a_kernels.ipynb #k-adj-src
+_C_ADJOINT = r"""
 /* Im <lam|P|psi> for the op's generator P; -2 Im <lam|P1|psi> for PHASE */
 static double generator_term(const cplx *lam, const cplx *psi, int64_t D, const int64_t *op) {
     int64_t kind = op[0], q = op[1], h = (int64_t)1 << q;
@@ -165,6 +168,34 @@ static double generator_term(const cplx *lam, const cplx *psi, int64_t D, const 
     return acc;
 }
 
+/* K == 1 and a real rotation: the generator term and both un-applications in one pass over the pairs */
+static double ry_step(cplx *psi, cplx *lam, int64_t D, int64_t q, double theta) {
+    int64_t h = (int64_t)1 << q;
+    double c = cos(theta / 2), s = sin(theta / 2), acc = 0.0;   /* inverse: [[c, s], [-s, c]] */
+    for (int64_t i0 = 0; i0 < D; i0 += 2 * h)
+        for (int64_t j = i0; j < i0 + h; j++) {
+            cplx p0 = psi[j], p1 = psi[j + h], l0 = lam[j], l1 = lam[j + h];
+            acc += creal(conj(l1) * p0 - conj(l0) * p1);
+            psi[j] = c * p0 + s * p1; psi[j + h] = c * p1 - s * p0;
+            lam[j] = c * l0 + s * l1; lam[j + h] = c * l1 - s * l0;
+        }
+    return acc;
+}
+
+static double rz_step(cplx *psi, cplx *lam, int64_t D, int64_t q, double theta) {
+    int64_t h = (int64_t)1 << q;
+    double c = cos(theta / 2), s = sin(theta / 2), acc = 0.0;
+    cplx e0 = c + I * s, e1 = c - I * s;   /* inverse of diag(e^{-i t/2}, e^{i t/2}) */
+    for (int64_t i0 = 0; i0 < D; i0 += 2 * h)
+        for (int64_t j = i0; j < i0 + h; j++) {
+            cplx p0 = psi[j], p1 = psi[j + h], l0 = lam[j], l1 = lam[j + h];
+            acc += cimag(conj(l0) * p0 - conj(l1) * p1);
+            psi[j] = e0 * p0; psi[j + h] = e1 * p1;
+            lam[j] = e0 * l0; lam[j + h] = e1 * l1;
+        }
+    return acc;
+}
+
 int qs_adjoint(const cplx *psi_out, const cplx *lam_out, int64_t K, int64_t B, int64_t D, const int64_t *ops,
                int64_t n_ops, const double *A, int64_t n_angles, const cplx *consts, const int64_t *perms,
                const cplx *diags, const int64_t *out_index, const double *out_scale, int64_t n_out, double *G) {
@@ -175,11 +206,16 @@ int qs_adjoint(const cplx *psi_out, const cplx *lam_out, int64_t K, int64_t B, i
         for (int64_t r = 0; r < K; r++) memcpy(lam + r * D, lam_out + (r * B + b) * D, D * sizeof(cplx));
         for (int64_t k = n_ops - 1; k >= 0; k--) {
             const int64_t *op = ops + 4 * k;
-            int64_t col = op[2];
+            int64_t col = op[2], out = col >= 0 ? out_index[col] : -1;
             double theta = col >= 0 ? A[b * n_angles + col] : 0.0;
-            if (col >= 0 && out_index[col] >= 0)
+            if (K == 1 && (op[0] == RY || op[0] == RZ)) {
+                double t = op[0] == RY ? ry_step(psi, lam, D, op[1], theta) : rz_step(psi, lam, D, op[1], theta);
+                if (out >= 0) G[b * n_out + out] += out_scale[col] * t;
+                continue;
+            }
+            if (out >= 0)
                 for (int64_t r = 0; r < K; r++)
-                    G[(r * B + b) * n_out + out_index[col]] += out_scale[col] * generator_term(lam + r * D, psi, D, op);
+                    G[(r * B + b) * n_out + out] += out_scale[col] * generator_term(lam + r * D, psi, D, op);
             apply_op(psi, D, op, theta, consts, perms, diags, tmp, 1);
             for (int64_t r = 0; r < K; r++) apply_op(lam + r * D, D, op, theta, consts, perms, diags, tmp, 1);
         }
@@ -191,6 +227,7 @@ int qs_adjoint(const cplx *psi_out, const cplx *lam_out, int64_t K, int64_t B, i
 
 # %% ../nbs/03a_kernels.ipynb #k-fwd
 _CFLAGS = ['-O3', '-fcx-limited-range', '-std=c99', '-fPIC', '-shared']
+_C_SOURCE = _C_GATES + _C_FORWARD + _C_ADJOINT
 _PRECISION_FLAGS = {np.dtype(np.complex128): [], np.dtype(np.complex64): ['-DQS_SINGLE']}
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 _SIGNATURES = {'qs_forward': [_P, _I, _I, _P, _I, _P, _I, _P, _P, _P],
@@ -206,7 +243,7 @@ def _compile(path: Path, compiler: str, flags: list):
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, lib = Path(tmp) / 'kernels.c', Path(tmp) / path.name
-        src.write_text(_C_GATES + _C_SWEEPS)
+        src.write_text(_C_SOURCE)
         done = subprocess.run([compiler, *flags, '-o', str(lib), str(src), '-lm'], capture_output=True, text=True)
         if done.returncode: raise OSError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
         os.replace(lib, path)
@@ -219,7 +256,7 @@ def _library(dtype=np.complex128):
     dtype = np.dtype(dtype)
     if dtype in _LIBRARY: return _LIBRARY[dtype]
     compiler, flags = os.environ.get('CC', 'cc'), _CFLAGS + _PRECISION_FLAGS[dtype]
-    key = hashlib.sha256('\n'.join([_C_GATES, _C_SWEEPS, compiler, *flags, platform.machine()]).encode()).hexdigest()
+    key = hashlib.sha256('\n'.join([_C_SOURCE, compiler, *flags, platform.machine()]).encode()).hexdigest()
     path = _cache_dir() / f'kernels-{key[:16]}.so'
     try:
         if not path.exists(): _compile(path, compiler, flags)
