@@ -238,13 +238,23 @@ def _cache_dir() -> Path:
     if os.environ.get('QSTORE_KERNEL_CACHE'): return Path(os.environ['QSTORE_KERNEL_CACHE'])
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'qstore'
 
+def _cpu_signature() -> str:
+    "The CPU the library is tuned for (its feature flags), so a cache shared by two machines never mixes their code."
+    try:
+        with open('/proc/cpuinfo') as f: return next((line for line in f if line.startswith('flags')), '')
+    except OSError: return platform.processor()
+
 def _compile(path: Path, compiler: str, flags: list):
-    "Compile the kernels' source with `flags` into the shared library `path` (atomically)."
+    """Compile the kernels' source with `flags` into the shared library `path` (atomically), tuned for this CPU
+    (`-march=native`) when the compiler takes that flag."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src, lib = Path(tmp) / 'kernels.c', Path(tmp) / path.name
         src.write_text(_C_SOURCE)
-        done = subprocess.run([compiler, *flags, '-o', str(lib), str(src), '-lm'], capture_output=True, text=True)
+        for tuning in (['-march=native'], []):
+            done = subprocess.run([compiler, *tuning, *flags, '-o', str(lib), str(src), '-lm'], capture_output=True,
+                                  text=True)
+            if not done.returncode: break
         if done.returncode: raise OSError(f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
         os.replace(lib, path)
 
@@ -256,7 +266,7 @@ def _library(dtype=np.complex128):
     dtype = np.dtype(dtype)
     if dtype in _LIBRARY: return _LIBRARY[dtype]
     compiler, flags = os.environ.get('CC', 'cc'), _CFLAGS + _PRECISION_FLAGS[dtype]
-    key = hashlib.sha256('\n'.join([_C_SOURCE, compiler, *flags, platform.machine()]).encode()).hexdigest()
+    key = hashlib.sha256('\n'.join([_C_SOURCE, compiler, *flags, _cpu_signature()]).encode()).hexdigest()
     path = _cache_dir() / f'kernels-{key[:16]}.so'
     try:
         if not path.exists(): _compile(path, compiler, flags)
