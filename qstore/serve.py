@@ -387,20 +387,43 @@ def _serve_parser():
     return p
 
 # %% ../nbs/81_serve.ipynb #srv-f1
-def _httpx():
-    try: import httpx
-    except ImportError: raise ImportError("qstore serve's front needs httpx: pip install 'qstore[serve]'") from None
-    return httpx
+class _WorkerGone(Exception):
+    "A worker gave no whole answer: connection refused, reset or closed (a killed or exiting process)."
 
 class _Worker:
-    "One run of a worker process: its unix socket, an HTTP client on it, and the requests it holds."
+    "One run of a worker process: its unix socket, kept-alive connections to it, the requests it holds."
     def __init__(self, proc, sock: str):
-        httpx = _httpx()
-        self.proc, self.sock, self.ready, self.in_flight = proc, sock, False, 0
-        self.client = httpx.AsyncClient(  # no read timeout: a big batch may take long; a dead worker fails fast
-            transport=httpx.AsyncHTTPTransport(uds=sock), base_url='http://worker',
-            timeout=httpx.Timeout(None, connect=5),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30))
+        self.proc, self.sock, self.ready, self.in_flight, self.idle = proc, sock, False, 0, []
+
+    async def _connection(self):
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if time.monotonic() - since < 60: return reader, writer  # the worker keeps idle ones 75 s
+            writer.close()
+        return await asyncio.open_unix_connection(self.sock)
+
+    async def request(self, method: str, path: str, body: bytes = b'', content_type: str = '') -> tuple:
+        "One HTTP/1.1 request to this worker (uvicorn: every answer has a Content-Length): (status, type, body)."
+        writer = None
+        try:
+            reader, writer = await self._connection()
+            writer.write(f'{method} {path} HTTP/1.1\r\nhost: worker\r\ncontent-type: {content_type}\r\n'
+                         f'content-length: {len(body)}\r\n\r\n'.encode('latin-1') + body)
+            status, *lines = (await reader.readuntil(b'\r\n\r\n')).decode('latin-1').split('\r\n')
+            headers = dict((k.strip().lower(), v.strip()) for k, _, v in (line.partition(':') for line in lines))
+            answer = await reader.readexactly(int(headers['content-length']))
+        except BaseException as e:
+            if writer is not None: writer.close()  # halfway through a request: the connection is of no more use
+            if isinstance(e, (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, KeyError, ValueError)):
+                raise _WorkerGone(f"{type(e).__name__}: {e}") from None
+            raise  # cancelled
+        if headers.get('connection', '').lower() == 'close': writer.close()
+        else: self.idle.append((reader, writer, time.monotonic()))
+        return int(status.split()[1]), headers.get('content-type', ''), answer
+
+    def close(self):
+        for _, writer, _ in self.idle: writer.close()
+        self.idle.clear()
 
 class ServeFront:
     "The public port of `qstore serve`: N supervised workers behind an asyncio front that re-sends what one held."
@@ -436,20 +459,19 @@ class ServeFront:
 # %% ../nbs/81_serve.ipynb #srv-f3
 @patch
 def _command(self: ServeFront, sock: str) -> list:
-    "A uvicorn worker serving `app_from_env` on a unix socket; keep-alive outlives the front's (30 s), so no race."
+    "A uvicorn worker serving `app_from_env` on a unix socket; it keeps idle connections longer than the front does."
     return [sys.executable, '-m', 'uvicorn', f'{__name__}:app_from_env', '--factory', '--uds', sock,
             '--log-level', self.log_level, '--no-access-log', '--timeout-keep-alive', '75']
 
 @patch
 async def _until_ready(self: ServeFront, w: _Worker):
     "Mark a started worker ready once its /health answers (the model is loaded)."
-    httpx = _httpx()
     while w.proc.returncode is None:
         try:
-            if (await w.client.get('/health')).status_code == 200:
+            if (await w.request('GET', '/health'))[0] == 200:
                 w.ready = True
                 return
-        except httpx.TransportError: pass
+        except _WorkerGone: pass
         await asyncio.sleep(0.05)
 
 @patch
@@ -464,7 +486,7 @@ async def _keep(self: ServeFront, slot: int):
         code = await proc.wait()
         w.ready = False
         ready.cancel()
-        await w.client.aclose()
+        w.close()
         if self.closing: return
         self.restarts += 1
         self.restarted.inc()
@@ -483,9 +505,10 @@ async def forward(self: ServeFront,
                   method: str,  # HTTP method
                   path: str,  # path on the worker, e.g. '/predict'
                   body: bytes = b'',  # the whole request body (the front holds it, to send it again)
-                  headers: dict | None = None):  # request headers for the worker
+                  content_type: str = '') -> tuple:  # the body's media type
     """Send a request to the live worker holding fewest requests; when its worker fails (killed, exiting) send it to
     another live one, or to the restarted one, for up to `wait` seconds (then `HTTPError` 503).
+    Returns the worker's (status, content type, body).
 
     Parameters
     ----------
@@ -495,10 +518,10 @@ async def forward(self: ServeFront,
         path on the worker, e.g. '/predict'
     body : bytes, default b''
         the whole request body (the front holds it, to send it again)
-    headers : dict | None, default None
-        request headers for the worker
+    content_type : str, default ''
+        the body's media type
     """
-    httpx, loop, failed = _httpx(), asyncio.get_running_loop(), set()
+    loop, failed = asyncio.get_running_loop(), set()
     deadline = loop.time() + self.wait
     while loop.time() < deadline:
         w = self._least_busy(failed)
@@ -507,32 +530,34 @@ async def forward(self: ServeFront,
             await asyncio.sleep(0.02)
             continue
         w.in_flight += 1
-        try: return await w.client.request(method, path, content=body, headers=headers)
-        except httpx.TransportError as e:  # never an HTTP answer: predictions are pure, so sending again is safe
+        try: return await w.request(method, path, body, content_type)
+        except _WorkerGone as e:  # no answer came: predictions are pure, so sending again is safe
             failed.add(w)
             self.retries.inc()
-            self.log.info("qstore serve: worker pid %d failed %s %s (%s); sending it again", w.proc.pid, method, path,
-                          type(e).__name__)
+            self.log.info("qstore serve: worker pid %d failed %s %s (%s); sending it again", w.proc.pid, method,
+                          path, e)
         finally: w.in_flight -= 1
     raise HTTPError(503, f"no worker answered within {self.wait:g} s")
 
 # %% ../nbs/81_serve.ipynb #srv-f6
 @patch
-async def _relay(self: ServeFront, method: str, path: str, body: bytes = b'', headers: dict | None = None) -> Response:
+async def _relay(self: ServeFront, method: str, path: str, body: bytes = b'', content_type: str = '') -> Response:
     "The worker's answer, status and body unchanged; 503 from the front when no worker answered."
-    try: r = await self.forward(method, path, body, headers)
+    try: status, media_type, answer = await self.forward(method, path, body, content_type)
     except HTTPError as e:
         self.refused.labels(str(e.status)).inc()
         return JSONResponse({'error': str(e)}, e.status)
-    return Response(r.content, r.status_code, media_type=r.headers.get('content-type'))
+    return Response(answer, status, media_type=media_type or None)
 
 @patch
 async def predict_endpoint(  # noqa: F811 (InferenceServer has a patched method of the same name)
         self: ServeFront,
         request: Request,  # POST /predict
 ) -> Response:
-    """`POST /predict`: read the body here (413 while it streams in past `max_body`, the bound on what the front
-    holds per request) and relay it to a worker, again if that worker dies.
+    """`POST /predict`: the body is read here (413 over the limit, so the front holds at most `max_body` per request)
+    and relayed to a worker, again if that worker dies.
+
+    The body limit is checked while it streams in, with the worker's own messages.
 
     Parameters
     ----------
@@ -543,7 +568,7 @@ async def predict_endpoint(  # noqa: F811 (InferenceServer has a patched method 
     except HTTPError as e:
         self.refused.labels(str(e.status)).inc()
         return JSONResponse({'error': str(e)}, e.status)
-    return await self._relay('POST', '/predict', body, {'content-type': request.headers.get('content-type', '')})
+    return await self._relay('POST', '/predict', body, request.headers.get('content-type', ''))
 
 @patch
 async def health(  # noqa: F811 (InferenceServer has a patched method of the same name)

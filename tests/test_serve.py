@@ -1,5 +1,5 @@
 "`qstore serve` end to end: the real server (uvicorn workers in subprocesses) on a free loopback port."
-import asyncio, json, os, re, signal, subprocess, sys, time
+import asyncio, json, os, re, signal, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -119,9 +119,13 @@ def test_unknown_model_or_home_is_one_line(home, tmp_path):
 
 def test_concurrent_requests_are_micro_batched(server, home):
     before = httpx.get(f'{server}/metrics').text
-    rows = home[1][:32].tolist()
-    with ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(lambda row: httpx.post(f'{server}/predict', json=[row], timeout=30), rows))
+    rows, ready = home[1][:32].tolist(), threading.Barrier(32)
+    def post(row):  # each client connects first, then all send at once: 32 requests really in flight together
+        with httpx.Client(timeout=30) as session:
+            session.get(f'{server}/health')
+            ready.wait()
+            return session.post(f'{server}/predict', json=[row])
+    with ThreadPoolExecutor(32) as pool: answers = list(pool.map(post, rows))
     assert all(a.status_code == 200 for a in answers)
     after = httpx.get(f'{server}/metrics').text
     calls = metric(after, 'qstore_serve_batch_requests_count') - metric(before, 'qstore_serve_batch_requests_count')
