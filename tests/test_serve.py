@@ -251,3 +251,7 @@ def test_bench_load_generator(server, home):
     finally: sys.path.pop(0)
     r = asyncio.run(bench_serve.load(server, home[1][:8].tolist(), clients=4, requests=40, seconds=10))
     assert (r['requests'], r['errors']) == (40, 0) and r['rps'] > 0 and r['p50_ms'] <= r['p99_ms']
+    sockets = bench_serve.worker_sockets(httpx.get(f'{server}/health').json())  # the direct route, past the front
+    assert len(sockets) == 2 and all(Path(s).is_socket() for s in sockets)
+    r = asyncio.run(bench_serve.load(server, home[1][:8].tolist(), clients=4, requests=40, seconds=10, sockets=sockets))
+    assert (r['requests'], r['errors']) == (40, 0)
