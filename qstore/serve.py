@@ -482,6 +482,7 @@ async def _keep(self: ServeFront, slot: int):
         sock, started = os.path.join(self.dir, f'worker-{slot}-{run}.sock'), time.monotonic()
         proc = await asyncio.create_subprocess_exec(*self._command(sock), env=self.env, start_new_session=True)
         self.workers[slot] = w = _Worker(proc, sock)
+        if self.closing: proc.terminate()  # the front began to stop while this one started
         ready = asyncio.get_running_loop().create_task(self._until_ready(w))
         code = await proc.wait()
         w.ready = False
@@ -554,10 +555,8 @@ async def predict_endpoint(  # noqa: F811 (InferenceServer has a patched method 
         self: ServeFront,
         request: Request,  # POST /predict
 ) -> Response:
-    """`POST /predict`: the body is read here (413 over the limit, so the front holds at most `max_body` per request)
-    and relayed to a worker, again if that worker dies.
-
-    The body limit is checked while it streams in, with the worker's own messages.
+    """`POST /predict`: read the body here (413 while it streams in past `max_body`, the bound on what the front
+    holds per request) and relay it to a worker, again if that worker dies.
 
     Parameters
     ----------
@@ -609,11 +608,10 @@ async def metrics_endpoint(  # noqa: F811 (InferenceServer has a patched method 
 async def _stop(self: ServeFront, keepers: list):
     "Stop the workers: SIGTERM (each answers what it holds, then exits), SIGKILL for any still there after 20 s."
     self.closing = True
-    running = [w.proc for w in self.workers if w is not None and w.proc.returncode is None]
-    for proc in running: proc.terminate()
+    def running(): return [w.proc for w in self.workers if w is not None and w.proc.returncode is None]
+    for proc in running(): proc.terminate()
     _, late = await asyncio.wait(keepers, timeout=20)
-    for proc in running:
-        if proc.returncode is None: proc.kill()
+    for proc in running(): proc.kill()
     for task in late: task.cancel()
     await asyncio.gather(*keepers, return_exceptions=True)
 
