@@ -1,5 +1,5 @@
 "`qstore serve` end to end: the real server (uvicorn workers in subprocesses) on a free loopback port."
-import asyncio, json, os, re, signal, socket, subprocess, sys, time
+import asyncio, json, os, re, signal, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -119,9 +119,13 @@ def test_unknown_model_or_home_is_one_line(home, tmp_path):
 
 def test_concurrent_requests_are_micro_batched(server, home):
     before = httpx.get(f'{server}/metrics').text
-    rows = home[1][:32].tolist()
-    with ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(lambda row: httpx.post(f'{server}/predict', json=[row], timeout=30), rows))
+    rows, ready = home[1][:32].tolist(), threading.Barrier(32)
+    def post(row):  # each client connects first, then all send at once: 32 requests really in flight together
+        with httpx.Client(timeout=30) as session:
+            session.get(f'{server}/health')
+            ready.wait()
+            return session.post(f'{server}/predict', json=[row])
+    with ThreadPoolExecutor(32) as pool: answers = list(pool.map(post, rows))
     assert all(a.status_code == 200 for a in answers)
     after = httpx.get(f'{server}/metrics').text
     calls = metric(after, 'qstore_serve_batch_requests_count') - metric(before, 'qstore_serve_batch_requests_count')
@@ -149,76 +153,95 @@ def test_promotion_is_picked_up_without_restart(server, home):
 
 
 def _requests(url, n, X):
-    "n requests at once (threads); returns their futures."
+    "n one-row requests at once (threads); returns their futures."
     pool = ThreadPoolExecutor(n)
-    futures = [pool.submit(httpx.post, f'{url}/predict', json=X[i:i + 1].tolist(), timeout=30) for i in range(n)]
+    futures = [pool.submit(httpx.post, f'{url}/predict', json=X[i:i + 1].tolist(), timeout=60) for i in range(n)]
     pool.shutdown(wait=False)
     return futures
 
 
-def _start_slow_request(url, row) -> tuple:
-    "A request whose body is only partly sent: the worker has accepted it, and its batch waits for it."
-    host, port = url.split('//')[1].rsplit(':', 1)
-    body = json.dumps([row]).encode()
-    sock = socket.create_connection((host, int(port)), timeout=30)
-    sock.sendall(b'POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n'
-                 b'Content-Length: %d\r\n\r\n' % len(body) + body[:5])
-    return sock, body[5:]
-
-
-def _finish_slow_request(sock, rest) -> int:
-    "Send the rest of the body; the HTTP status, or 0 when the connection was dropped."
-    try:
-        sock.sendall(rest)
-        head = sock.recv(65536)
-    except OSError: return 0
-    finally: sock.close()
-    return int(head.split()[1]) if head else 0
-
-
-def _new_pid(url, old, seconds=30):
-    deadline = time.monotonic() + seconds
+def _health_until(url, ready, seconds=30):
+    "/health once `ready(answer)` holds (polled), else AssertionError with the last answer."
+    deadline, answer = time.monotonic() + seconds, None
     while time.monotonic() < deadline:
-        try:
-            pid = httpx.get(f'{url}/health', timeout=5).json()['pid']
-            if pid != old: return pid
+        try: answer = httpx.get(f'{url}/health', timeout=5).json()
         except httpx.TransportError: pass
-        time.sleep(0.1)
-    raise AssertionError(f"no replacement for worker {old} within {seconds} s")
+        if answer and ready(answer): return answer
+        time.sleep(0.05)
+    raise AssertionError(f"/health did not reach the expected state within {seconds} s: {answer}")
 
 
-def test_stopped_worker_answers_what_it_accepted_and_is_replaced(home):
-    "SIGTERM: the worker drains its accepted requests, exits, and the supervisor starts another one."
-    X = home[1]
-    proc, url = start_server(home[0], '--model', 'iris@production', '--workers', '1', '--max-wait-ms', '3000',
-                             '--poll', '0')
+def _pids(health) -> set:
+    return {w['pid'] for w in health['workers'] if w['ready']}
+
+
+def _gone(pid) -> bool:
+    "The process exited (or is a zombie waiting for its reaper)."
+    try: return 'State:\tZ' in Path(f'/proc/{pid}/status').read_text()
+    except FileNotFoundError: return True
+
+
+def test_killed_worker_loses_no_request_under_load(home):
+    "8 clients x 50 requests on 2 workers; one worker is SIGKILLed while it holds requests: all 400 are answered."
+    h, X, _ = home
+    proc, url = start_server(h, '--model', 'iris:1', '--workers', '2', '--poll', '0')
     try:
-        pid = httpx.get(f'{url}/health').json()['pid']
-        slow = _start_slow_request(url, X[0].tolist())
-        time.sleep(0.3)
-        futures = _requests(url, 8, X)  # their batch waits (up to 3 s) for the slow request on its way
-        time.sleep(0.5)
-        os.kill(pid, signal.SIGTERM)
-        time.sleep(0.3)
-        assert _finish_slow_request(*slow) == 200
-        answers = [f.result() for f in futures]
-        assert [a.status_code for a in answers] == [200] * 8
-        want = predict('iris:1', X[:8], home=home[0]).predictions.tolist()
-        assert [a.json()['predictions'][0] for a in answers] == want
-        assert _new_pid(url, pid) != pid
-        # SIGKILL: what the killed worker held is lost at the TCP level (a transport error, never a wrong answer);
-        # the supervisor replaces the worker and a retry of the same (idempotent) request is answered
-        pid = httpx.get(f'{url}/health').json()['pid']
-        slow = _start_slow_request(url, X[0].tolist())
-        time.sleep(0.3)
-        futures = _requests(url, 4, X)
-        time.sleep(0.5)
-        os.kill(pid, signal.SIGKILL)
-        assert _finish_slow_request(*slow) == 0
-        assert all(isinstance(f.exception(), httpx.TransportError) for f in futures)
-        _new_pid(url, pid)
-        assert httpx.post(f'{url}/predict', json=X[:1].tolist()).status_code == 200
+        before = _health_until(url, lambda a: len(_pids(a)) == 2)
+        victim = before['workers'][0]['pid']
+        answers, done = [None] * 400, [0]
+        def client(c):
+            with httpx.Client(timeout=60) as session:
+                for i in range(c * 50, c * 50 + 50):
+                    answers[i] = session.post(f'{url}/predict', json=X[i % len(X)][None].tolist())
+                    done[0] += 1
+        with ThreadPoolExecutor(8) as pool:
+            clients = [pool.submit(client, c) for c in range(8)]
+            while done[0] < 80: time.sleep(0.005)
+            _health_until(url, lambda a: any(w['pid'] == victim and w['in_flight'] for w in a['workers']), 10)
+            os.kill(victim, signal.SIGKILL)  # it holds at least one request (and likely more) right now
+            for f in clients: f.result()
+        assert done[0] == 400 and [a.status_code for a in answers] == [200] * 400
+        want = predict('iris:1', X[np.arange(400) % len(X)], home=h)
+        assert [a.json()['predictions'][0] for a in answers] == want.predictions.tolist()
+        np.testing.assert_allclose([a.json()['probabilities'][0] for a in answers], want.probabilities, rtol=0,
+                                   atol=1e-12)
+        np.testing.assert_allclose([a.json()['outputs'][0] for a in answers], want.outputs, rtol=0, atol=1e-12)
+        after = _health_until(url, lambda a: len(_pids(a)) == 2 and a['restarts'] == 1)
+        assert victim not in _pids(after) and _gone(victim)
+        text = httpx.get(f'{url}/metrics').text
+        assert metric(text, 'qstore_serve_retries_total') >= 1  # the victim's requests were sent again
+        assert metric(text, 'qstore_serve_worker_restarts_total') == 1
     finally: assert stop_server(proc) == 0
+
+
+def test_only_worker_killed_or_stopped_its_requests_wait_for_the_restart(home):
+    """One worker: SIGKILL while it holds 8 requests, then SIGTERM under 8 more: all 16 are answered.
+    A killed front's worker exits by itself."""
+    h, X, _ = home
+    proc, url = start_server(h, '--model', 'iris:1', '--workers', '1', '--poll', '0')
+    want = predict('iris:1', X[:8], home=h).predictions.tolist()
+    try:
+        pid = _pids(_health_until(url, lambda a: len(_pids(a)) == 1)).pop()
+        os.kill(pid, signal.SIGSTOP)  # it accepts (the kernel queues) but answers nothing: it holds what it gets
+        futures = _requests(url, 8, X)
+        time.sleep(1)
+        os.kill(pid, signal.SIGKILL)
+        assert [f.result().status_code for f in futures] == [200] * 8
+        assert [f.result().json()['predictions'][0] for f in futures] == want
+        assert metric(httpx.get(f'{url}/metrics').text, 'qstore_serve_retries_total') >= 8
+        pid = _pids(_health_until(url, lambda a: len(_pids(a)) == 1 and a['restarts'] == 1)).pop()
+        futures = _requests(url, 8, X)
+        os.kill(pid, signal.SIGTERM)  # answers what it holds, exits; the rest wait for the next worker
+        assert [f.result().json()['predictions'][0] for f in futures] == want
+        worker = _pids(_health_until(url, lambda a: len(_pids(a)) == 1 and a['restarts'] == 2)).pop()
+    except BaseException:
+        stop_server(proc)
+        raise
+    proc.kill()  # the front dies without stopping its worker: the worker notices and exits by itself
+    proc.wait(10)
+    deadline = time.monotonic() + 20
+    while not _gone(worker) and time.monotonic() < deadline: time.sleep(0.1)
+    assert _gone(worker), f"worker {worker} outlived its front"
 
 
 def test_bench_load_generator(server, home):
@@ -228,3 +251,7 @@ def test_bench_load_generator(server, home):
     finally: sys.path.pop(0)
     r = asyncio.run(bench_serve.load(server, home[1][:8].tolist(), clients=4, requests=40, seconds=10))
     assert (r['requests'], r['errors']) == (40, 0) and r['rps'] > 0 and r['p50_ms'] <= r['p99_ms']
+    sockets = bench_serve.worker_sockets(httpx.get(f'{server}/health').json())  # the direct route, past the front
+    assert len(sockets) == 2 and all(Path(s).is_socket() for s in sockets)
+    r = asyncio.run(bench_serve.load(server, home[1][:8].tolist(), clients=4, requests=40, seconds=10, sockets=sockets))
+    assert (r['requests'], r['errors']) == (40, 0)
