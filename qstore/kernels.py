@@ -21,9 +21,9 @@ from .utils import LRUCache
 __all__ = ['KernelProgram', 'kernel_program']
 
 # %% ../nbs/03a_kernels.ipynb #k-tab
-# widest circuits the kernels run, per state precision: above these the numpy plan's 4-qubit blocks (one BLAS product
-# per block) win, measured with bench/peers.py; single precision BLAS is the stronger, so it takes over sooner
-KERNEL_MAX_QUBITS = {np.dtype(np.complex128): 18, np.dtype(np.complex64): 10}
+# the widest circuit the kernels take. Built with -march=native they beat the numpy plan's 4-qubit BLAS blocks at
+# every width measured (4-20 qubits, both precisions, bench/peers.py) and allocate one state per row, not five
+KERNEL_MAX_QUBITS = 30
 RX, RY, RZ, PHASE, ZZ, MAT, PERM, DIAG, CHAIN = range(9)  # op kinds of the table, as in the C source
 _ROTATIONS = {'rx': RX, 'ry': RY, 'rz': RZ, 'phase': PHASE, 'zz': ZZ}  # parametrised gates the kernels know
 
@@ -275,7 +275,7 @@ def _library(dtype=np.complex128):
             _compile(path, compiler, flags)
             lib = ctypes.CDLL(str(path))
     except OSError as e:
-        warnings.warn(f"qstore: compiled kernels unavailable ({e}); small circuits run on the numpy path", stacklevel=2)
+        warnings.warn(f"qstore: compiled kernels unavailable ({e}); circuits run on the numpy path", stacklevel=2)
         lib = None
     for name, args in (_SIGNATURES.items() if lib is not None else ()):
         getattr(lib, name).argtypes = args
@@ -449,18 +449,15 @@ def adjoint(self: KernelProgram,
 _PROGRAMS = LRUCache(256)  # op tables by circuit structure (None: not supported)
 
 def kernel_program(circuit: Circuit,  # any circuit
-                   dtype=np.complex128,  # the precision its states will have
                   ) -> KernelProgram | None:
-    """The (cached) compiled program of a circuit structure; None when it is wider than `KERNEL_MAX_QUBITS` for
-    `dtype`, has a gate the kernels lack, or no C compiler could build them.
+    """The (cached) compiled program of a circuit structure; None when it is wider than `KERNEL_MAX_QUBITS`, has a
+    gate the kernels lack, or no C compiler could build them.
 
     Parameters
     ----------
     circuit : Circuit
         any circuit
-    dtype : default np.complex128
-        the precision its states will have
     """
-    if circuit.n_qubits > KERNEL_MAX_QUBITS[np.dtype(dtype)]: return None
+    if circuit.n_qubits > KERNEL_MAX_QUBITS: return None
     def build(): return KernelProgram(circuit) if _op_rows(circuit) is not None and _library() is not None else None
     return _PROGRAMS.get_or_create(circuit.structural_hash, build)

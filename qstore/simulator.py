@@ -209,7 +209,7 @@ class StatevectorSimulator:
                  seed: int | None = None,  # seed for `sample`
                  chunk_amplitudes: int = 2 ** 21,  # rows are simulated in chunks of at most this many amplitudes
                  max_qubits: int = 24,  # refuse wider circuits (one state takes 16 * 2^n bytes at complex128)
-                 kernel: str = 'auto'):  # 'auto': compiled kernels for small circuits they support; 'numpy': never
+                 kernel: str = 'auto'):  # 'auto': compiled kernels for the circuits they support; 'numpy': never
         """Parameters
         ----------
         dtype : default np.complex128
@@ -221,7 +221,7 @@ class StatevectorSimulator:
         max_qubits : int, default 24
             refuse wider circuits (one state takes 16 * 2^n bytes at complex128)
         kernel : str, default 'auto'
-            'auto': compiled kernels for small circuits they support; 'numpy': never
+            'auto': compiled kernels for the circuits they support; 'numpy': never
         """
         self.dtype, self.chunk_amplitudes = np.dtype(dtype), int(chunk_amplitudes)
         self.max_qubits = check_int('max_qubits', max_qubits)
@@ -263,8 +263,8 @@ class StatevectorSimulator:
             the circuit to run
         """
         if self.kernel == 'numpy': return None
-        from qstore.kernels import kernel_program  # the C library loads with the first small circuit, not with qstore
-        return kernel_program(circuit, self.dtype)
+        from qstore.kernels import kernel_program  # the C library loads with the first circuit, not with qstore
+        return kernel_program(circuit)
 
     def _initial(self, n, B, initial_state=None):
         "Start states `(1, B, 2^n)`; a circuit wider than `max_qubits` is refused before anything is allocated."

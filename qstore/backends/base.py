@@ -247,7 +247,7 @@ class LocalBackend(Backend):
                  seed: int | None = None,  # sampling seed
                  dtype=np.complex128,  # statevector precision
                  max_qubits: int = 24,  # refuse larger circuits
-                 kernel: str = 'auto'):  # 'auto': compiled kernels for small circuits; 'numpy': never
+                 kernel: str = 'auto'):  # 'auto': compiled kernels where they apply; 'numpy': never
         """Parameters
         ----------
         noise : NoiseModel | str | None, default None
@@ -259,7 +259,7 @@ class LocalBackend(Backend):
         max_qubits : int, default 24
             refuse larger circuits
         kernel : str, default 'auto'
-            'auto': compiled kernels for small circuits; 'numpy': never
+            'auto': compiled kernels where they apply; 'numpy': never
         """
         super().__init__(seed)
         self.noise = NoiseModel.preset(noise) if isinstance(noise, str) else noise
