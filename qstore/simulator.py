@@ -247,10 +247,13 @@ class StatevectorSimulator:
         """
         if values is None and circuit.num_parameters == 0: values = np.zeros((1, 0))
         v = validate_values(circuit, values)
+        program = self.program(circuit)
+        if program is not None and initial_state is None:  # the kernels start from |0...0> themselves
+            self._initial(circuit.n_qubits, 0)  # refuses a circuit wider than max_qubits
+            return program.forward(circuit.angle_table(v), dtype=self.dtype)
         s = self._initial(circuit.n_qubits, v.shape[0], initial_state)
         if not len(v): return s[0]  # an empty batch: no gate to apply
         A = circuit.angle_table(v)
-        program = self.program(circuit)
         if program is not None: return program.forward(A, s[0], dtype=self.dtype)
         return self._run(plan_for(circuit), s, A, 0)[0][0]
 
