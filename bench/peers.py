@@ -30,6 +30,7 @@ from common import SIM_SIZES, pennylane_reference, print_table, qiskit_reference
 
 from qstore.backends.base import LocalBackend
 from qstore.gradients.shift import parameter_shift
+from qstore.kernels import CHAIN
 from qstore.ml.encoding import DataEncoder
 from qstore.ml.layers import HardwareEfficientQuantumLayer, QuantumModel
 from qstore.simulator import StatevectorSimulator, plan_for
@@ -246,8 +247,16 @@ def copy_bandwidth(gib: float = 0.5) -> float:
 
 
 def forward_traffic(c, B, dtype) -> int:
-    "Bytes a forward pass must move at least: every step reads and writes the whole batch of states once."
-    return 2 * len(plan_for(c).steps) * B * np.dtype(dtype).itemsize * 2 ** c.n_qubits
+    """Bytes a forward pass must move at least: every pass over a state reads and writes it once. On the compiled
+    kernels a pass is a row of the forward table (a chain of one-qubit gates counts once), on the numpy plan a step."""
+    program = StatevectorSimulator(dtype).program(c)
+    if program is None: passes = len(plan_for(c).steps)
+    else:
+        table, passes, k = program.chained, 0, 0
+        while k < len(table):
+            passes += 1
+            k += 1 + (table[k, 3] if table[k, 0] == CHAIN else 0)
+    return 2 * passes * B * np.dtype(dtype).itemsize * 2 ** c.n_qubits
 
 
 def memory_ceiling(ns=(16, 18, 20, 22), budget_gib: float = 24.0) -> dict:

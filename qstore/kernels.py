@@ -371,6 +371,7 @@ def forward(self: KernelProgram,
             start: int = 0,  # first row of the op table `ops` to apply
             stop: int | None = None,  # one past the last row (None: the end)
             dtype=np.complex128,  # state precision: complex128 or complex64
+            out: np.ndarray | None = None,  # a C-contiguous (B, 2^n) array of `dtype` to evolve in (reuse across calls)
            ) -> np.ndarray:
     """States `(B, 2^n)` after the table's rows `start:stop` (the whole circuit, with its chains fused, by default).
 
@@ -386,15 +387,21 @@ def forward(self: KernelProgram,
         one past the last row (None: the end)
     dtype : default np.complex128
         state precision: complex128 or complex64
+    out : np.ndarray | None, default None
+        a C-contiguous (B, 2^n) array of `dtype` to evolve in (reuse across calls)
     """
     A, dtype = np.ascontiguousarray(A, dtype=float), np.dtype(dtype)
     _shape_error('the angle table', A.shape, (len(A), self.n_angles))
     lib = _library(dtype)
     B, D = A.shape[0], 2 ** self.n_qubits
+    if out is not None:
+        _shape_error('out', out.shape, (B, D))
+        if out.dtype != dtype or not out.flags.c_contiguous: raise ValueError(f"out must be C-contiguous {dtype}")
+    states = np.empty((B, D), dtype=dtype) if out is None else out  # fresh pages cost a fault each: reuse saves that
     if initial is None:
-        states = np.zeros((B, D), dtype=dtype)
+        states.fill(0)
         states[:, 0] = 1
-    else: states = np.array(np.broadcast_to(initial, (B, D)), dtype=dtype)
+    else: states[...] = np.broadcast_to(initial, (B, D))
     table = self.chained if start == 0 and stop is None else self.ops[int(start):None if stop is None else int(stop)]
     if lib.qs_forward(_ptr(states), B, D, _ptr(table), len(table), _ptr(A), A.shape[1], *self._constants[dtype]):
         raise MemoryError("kernel scratch allocation failed")

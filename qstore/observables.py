@@ -294,7 +294,9 @@ def expectation_from_states(states: np.ndarray,  # (B, 2^n) statevectors
         for t in o.terms:
             x, z, ny = t.masks()
             if x == 0:
-                if probs is None: probs = (states.real ** 2 + states.imag ** 2)
+                if probs is None:
+                    probs = states.real ** 2
+                    probs += states.imag ** 2  # in place: one temporary less on a large batch
                 out[:, k] += t.coeff * (probs @ term_signs(n, z))
             else:
                 val = np.einsum('bi,bi->b', states[:, idx ^ x].conj(), states * term_signs(n, z))

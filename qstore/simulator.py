@@ -333,8 +333,13 @@ def expectation(self: StatevectorSimulator,
         one observable or a list (Pauli strings, `PauliTerm`s, `Observable`s)
     """
     obs = as_observables(observables, circuit.n_qubits)
-    return np.concatenate([expectation_from_states(self.statevector(circuit, v), obs, circuit.n_qubits)
-                           for v in self._chunks(circuit, values)])
+    program, buffer, out = self.program(circuit), None, []
+    for v in self._chunks(circuit, values):
+        if program is None or buffer is None or len(buffer) != len(v): states = self.statevector(circuit, v)
+        else: states = program.forward(circuit.angle_table(v), dtype=self.dtype, out=buffer)  # no fresh pages
+        buffer = states
+        out.append(expectation_from_states(states, obs, circuit.n_qubits))
+    return np.concatenate(out)
 
 # %% ../nbs/04_simulator.ipynb #s01-sv-sample
 @patch
