@@ -11,8 +11,8 @@ from fastcore.basics import patch, store_attr
 from .pipeline.batch import simulate_chunk
 
 # %% auto #0
-__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'ROW_ALIGN', 'dask_client', 'loads_here', 'ShippedTask', 'plan_chunks', 'DaskExecutor',
-           'kill_busy_worker']
+__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'ROW_ALIGN', 'CHUNKS_IN_FLIGHT', 'dask_client', 'loads_here', 'ShippedTask', 'plan_chunks',
+           'DaskExecutor', 'kill_busy_worker']
 
 # %% ../nbs/80_distributed.ipynb #fa4fda54
 def dask_client(client=None,  # a `distributed.Client`, a scheduler address ('tcp://127.0.0.1:8786'), or None
@@ -80,7 +80,7 @@ class ShippedTask:
         _LOADS[self.key] += 1
 
 # %% ../nbs/80_distributed.ipynb #faba8adb
-AMPLITUDE_OPS_PER_SECOND = 2e8  # one core of the 2-core test machine, 4-7 ns per gate per amplitude
+AMPLITUDE_OPS_PER_SECOND = 1.4e9  # one core of the 2-core test machine: 0.7 ns per gate per amplitude at 12-18 qubits
 ROW_ALIGN = 8  # chunks start at multiples of this many rows (BLAS row blocking, see above)
 
 
@@ -89,10 +89,10 @@ def plan_chunks(rows: int,  # rows of the batch
                 n_gates: int,  # gates of the circuit
                 workers: int,  # worker threads of the cluster
                 min_chunk_seconds: float = 0.05,  # a chunk carries at least this much simulation
-                chunks_per_worker: int = 2,  # chunks per worker thread once the floor is met
+                chunks_per_worker: int = 2,  # each chunk takes 1 / (this x workers) of the rows not planned yet
                 max_chunk_bytes: int = 2 ** 28,  # bound on a chunk's statevectors (complex128, plus one copy)
-                ) -> list[tuple]:  # (first, end) row ranges in order
-    """Row ranges of a batch: big enough to pay for a task, small enough to spread over the workers and fit memory.
+                ) -> list[tuple]:  # (first, end) row ranges in order, largest first
+    """Guided row ranges of a batch: big chunks first, small ones last, each worth a task, within memory.
 
     Parameters
     ----------
@@ -107,22 +107,26 @@ def plan_chunks(rows: int,  # rows of the batch
     min_chunk_seconds : float, default 0.05
         a chunk carries at least this much simulation
     chunks_per_worker : int, default 2
-        chunks per worker thread once the floor is met
+        each chunk takes 1 / (this x workers) of the rows not planned yet
     max_chunk_bytes : int, default 2 ** 28
         bound on a chunk's statevectors (complex128, plus one copy)
 
     Returns
     -------
     list[tuple]
-        (first, end) row ranges in order
+        (first, end) row ranges in order, largest first
     """
     if rows <= 0: return []
     per_row = 2 ** n_qubits * max(1, n_gates)
     floor = math.ceil(min_chunk_seconds * AMPLITUDE_OPS_PER_SECOND / per_row)
     ceiling = max(1, max_chunk_bytes // (2 ** n_qubits * 32))
-    size = max(floor, math.ceil(rows / (max(1, workers) * chunks_per_worker)))
-    size = max(1, min(ROW_ALIGN * math.ceil(size / ROW_ALIGN), ceiling))
-    return [(a, min(rows, a + size)) for a in range(0, rows, size)]
+    share, bounds, first = max(1, workers) * max(1, chunks_per_worker), [], 0
+    while first < rows:
+        size = max(floor, math.ceil((rows - first) / share))
+        size = max(1, min(ROW_ALIGN * math.ceil(size / ROW_ALIGN), ceiling))
+        bounds.append((first, min(rows, first + size)))
+        first += size
+    return bounds
 
 # %% ../nbs/80_distributed.ipynb #a4a28ecd
 class DaskExecutor:
@@ -130,7 +134,7 @@ class DaskExecutor:
     def __init__(self, client=None,  # a `distributed.Client`, a scheduler address, or None: a 2-worker LocalCluster
                  chunk_rows: int | None = None,  # rows per chunk, rounded up to a multiple of ROW_ALIGN (None: adapt)
                  min_chunk_seconds: float = 0.05,  # adaptive chunks carry at least this much simulation
-                 chunks_per_worker: int = 2,  # adaptive chunks per worker thread above that floor
+                 chunks_per_worker: int = 2,  # an adaptive chunk takes 1 / (this x worker threads) of the rows left
                  max_templates: int = 16,  # shipped tasks kept on the workers (least recently used dropped)
                  ):
         """Parameters
@@ -142,7 +146,7 @@ class DaskExecutor:
         min_chunk_seconds : float, default 0.05
             adaptive chunks carry at least this much simulation
         chunks_per_worker : int, default 2
-            adaptive chunks per worker thread above that floor
+            an adaptive chunk takes 1 / (this x worker threads) of the rows left
         max_templates : int, default 16
             shipped tasks kept on the workers (least recently used dropped)
         """
@@ -184,6 +188,9 @@ def _bounds(self: DaskExecutor, rows: int, circuit, workers: int) -> list[tuple]
                        self.chunks_per_worker)
 
 # %% ../nbs/80_distributed.ipynb #11873a7e
+CHUNKS_IN_FLIGHT = 2  # chunks handed to each worker thread at a time: one running, one waiting
+
+
 @patch
 def run(self: DaskExecutor,
          task: tuple,  # (backend, circuit, observables)
@@ -191,7 +198,7 @@ def run(self: DaskExecutor,
          shots: int | None = None,  # None: exact results; int: counts per row
          seed: tuple = (),  # the batch's seed words (row r samples from default_rng([*seed, r]))
          ) -> np.ndarray:
-    """Results of the whole batch, simulated chunk by chunk on the workers and joined in row order.
+    """Results of the whole batch, simulated chunk by chunk on the workers (who pull the next chunk), in row order.
 
     Parameters
     ----------
@@ -204,25 +211,43 @@ def run(self: DaskExecutor,
     seed : tuple, default ()
         the batch's seed words (row r samples from default_rng([*seed, r]))
     """
+    from distributed import as_completed
     t0 = time.perf_counter()
     values = np.asarray(values)
-    slots = [w for w, threads in sorted(self.client.nthreads().items()) for _ in range(threads)]
+    slots = [w for w, threads in sorted(self.client.nthreads().items()) for _ in range(threads)] or [None]
     bounds = self._bounds(len(values), task[1], len(slots))
     if not bounds: return simulate_chunk(task, values, shots, seed)  # no rows: nothing to send
     shipped, batch = self._ship(task), uuid.uuid4().hex[:12]
-    keys = [f"qstore-chunk-{batch}-{i}" for i in range(len(bounds))]
-    futures = [self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, key=k, pure=False,
-                                  workers=slots[i % len(slots)] if slots else None, allow_other_workers=True)
-               for i, (k, (a, b)) in enumerate(zip(keys, bounds))]
-    parts = self.client.gather(futures)
+    keys, submitted = [f"qstore-chunk-{batch}-{i}" for i in range(len(bounds))], []
+
+    def submit(i: int, worker):
+        a, b = bounds[i]
+        submitted.append(self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, i, key=keys[i],
+                                            pure=False, workers=worker, allow_other_workers=True))
+        return submitted[-1]
+
+    first = min(len(bounds), CHUNKS_IN_FLIGHT * len(slots))
+    finished = as_completed([submit(i, slots[i % len(slots)]) for i in range(first)], with_results=True)
+    parts, rows_by_worker = [None] * len(bounds), Counter()
+    try:
+        for _, (i, worker, part) in finished:
+            parts[i] = part
+            rows_by_worker[worker] += len(part)
+            if first < len(bounds):
+                finished.add(submit(first, worker))
+                first += 1
+    except BaseException:
+        self.client.cancel(submitted)
+        raise
     self.last_batch = {'rows': len(values), 'chunks': len(bounds), 'chunk_rows': bounds[0][1] - bounds[0][0],
-                       'keys': keys, 'seconds': time.perf_counter() - t0}
+                       'keys': keys, 'rows_by_worker': dict(rows_by_worker), 'seconds': time.perf_counter() - t0}
     return np.concatenate(parts)
 
 
-def _run_shipped(shipped: ShippedTask, values, shots, seed, first_row):
-    "A chunk on a worker: the shipped task, simulated for these rows."
-    return simulate_chunk(shipped.task, values, shots, seed, first_row)
+def _run_shipped(shipped: ShippedTask, values, shots, seed, first_row, index):
+    "A chunk on a worker: (its index, this worker's address, the shipped task simulated for these rows)."
+    from distributed import get_worker
+    return index, get_worker().address, simulate_chunk(shipped.task, values, shots, seed, first_row)
 
 # %% ../nbs/80_distributed.ipynb #64e2289c
 @patch
