@@ -227,7 +227,9 @@ def run(self: DaskExecutor,
         return submitted[-1]
 
     first = min(len(bounds), CHUNKS_IN_FLIGHT * len(slots))
-    finished = as_completed([submit(i, slots[i % len(slots)]) for i in range(first)], with_results=True)
+    # this client's loop: as_completed would otherwise track the futures on the default (latest) client's
+    finished = as_completed([submit(i, slots[i % len(slots)]) for i in range(first)], self.client.loop,
+                            with_results=True)
     parts, rows_by_worker = [None] * len(bounds), Counter()
     try:
         for _, (i, worker, part) in finished:
