@@ -15,10 +15,12 @@ of each setup, which pays imports and plan building, is not timed):
 Every result is checked equal, bit for bit, to the one-process result. Then, at the crossover size, batches of
 1, 2, 4, ... rows find the smallest batch for which each Dask cluster beats one process. The machine has 2 cores,
 so 2 workers can reach at most 2x; other users' load shows in `load_1min` (from /proc/loadavg around each size) and
-in `one_process_cpu_share` (CPU seconds / wall seconds of the one-process runs).
+in `one_process_cpu_share` (CPU seconds / wall seconds of the one-process runs). `--sim-chunk-amplitudes` sets the
+simulator's memory chunk (2^21 amplitudes, 32 MB of states, by default) for every setup alike.
 
     flock /work/wt/.bench.lock env OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/distributed.py
-        [--sizes 14x2x2048 16x2x512] [--repeat 5] [--crossover 14x2] [--out bench/results/distributed.json]
+        [--sizes 14x2x2048 16x2x512] [--repeat 5] [--crossover 14x2] [--sim-chunk-amplitudes 262144]
+        [--out bench/results/distributed.json]
 """
 import argparse, functools, json, multiprocessing, os, shutil, subprocess, sys, tempfile, time
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
@@ -71,6 +73,16 @@ def stop(procs, address: str | None = None):
         except subprocess.TimeoutExpired: p.kill()
 
 
+SIM_CHUNK_AMPLITUDES = None  # None: the simulator's default; else rows are simulated this many amplitudes at a time
+
+
+def backend() -> LocalBackend:
+    "The backend of every setup (one process, the executors, the process pair): the same simulator settings."
+    b = LocalBackend()
+    if SIM_CHUNK_AMPLITUDES is not None: b.sv.chunk_amplitudes = SIM_CHUNK_AMPLITUDES
+    return b
+
+
 def parse_size(s: str) -> tuple: return tuple(int(x) for x in s.split('x'))
 
 
@@ -93,7 +105,7 @@ def compare(sizes, executors: dict, repeat: int, pair: ProcessPair | None = None
     """One row per size: one process against each executor (column prefix -> DaskExecutor) and, with `pair`, two
     plain processes on the executor's chunks (`pair_chunks`) and on two halves (`pair_halves`); results checked
     equal. The setups take turns in each repeat; medians are reported, the raw times are kept in `walls`."""
-    local = CircuitBatchManager(LocalBackend(), executor=InlineExecutor())
+    local = CircuitBatchManager(backend(), executor=InlineExecutor())
     rows = []
     for n, layers, batch in sizes:
         load0 = load_1min()
@@ -101,10 +113,10 @@ def compare(sizes, executors: dict, repeat: int, pair: ProcessPair | None = None
         v = reference_values(c, batch, seed=1)
         obs = [f'Z{q}' for q in range(n)]
         ref = local.run(c, v, obs).expectations  # also the warm-up of the one-process runs
-        runs = {key: functools.partial(CircuitBatchManager(LocalBackend(), executor=ex).run, c, v, obs)
+        runs = {key: functools.partial(CircuitBatchManager(backend(), executor=ex).run, c, v, obs)
                 for key, ex in executors.items()}
         if pair is not None:
-            task, chunks = (LocalBackend(), c, as_observables(obs, n)), plan_chunks(batch, n, len(c.ops), 2)
+            task, chunks = (backend(), c, as_observables(obs, n)), plan_chunks(batch, n, len(c.ops), 2)
             runs['pair_chunks'] = functools.partial(pair.run, task, v, chunks)
             runs['pair_halves'] = functools.partial(pair.run, task, v, [(0, batch // 2), (batch // 2, batch)])
         same = {}
@@ -142,8 +154,8 @@ def crossover_search(executors: dict, size, max_batch: int, repeat: int) -> dict
     n, layers = size
     c = reference_circuit(n, layers)
     obs = [f'Z{q}' for q in range(n)]
-    local = CircuitBatchManager(LocalBackend(), executor=InlineExecutor())
-    managers = {key: CircuitBatchManager(LocalBackend(), executor=ex) for key, ex in executors.items()}
+    local = CircuitBatchManager(backend(), executor=InlineExecutor())
+    managers = {key: CircuitBatchManager(backend(), executor=ex) for key, ex in executors.items()}
     tried, smallest, batch = [], dict.fromkeys(executors), 1
     while batch <= max_batch:
         v = reference_values(c, batch, seed=2)
@@ -198,8 +210,12 @@ def main(argv=None) -> int:
     p.add_argument('--crossover', default='14x2', help='QUBITSxLAYERS of the smallest-paying-batch search')
     p.add_argument('--max-crossover-batch', type=int, default=512)
     p.add_argument('--no-cli', action='store_true', help='skip the `dask scheduler` + `dask worker` cluster')
+    p.add_argument('--sim-chunk-amplitudes', type=int, default=None,
+                   help="the simulator's memory chunk in amplitudes, for every setup (default: the simulator's)")
     p.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'distributed.json'))
     a = p.parse_args(argv)
+    global SIM_CHUNK_AMPLITUDES
+    SIM_CHUNK_AMPLITUDES = a.sim_chunk_amplitudes
     load0, t0 = load_1min(), time.perf_counter()
     sizes = [parse_size(s) for s in a.sizes]
     rows, cross = distributed_benchmark(sizes, a.repeat, parse_size(a.crossover), a.max_crossover_batch, not a.no_cli)
@@ -215,7 +231,7 @@ def main(argv=None) -> int:
                 + [c for k in keys for c in ((f'{k}_s', f'{k} s', '{:.4f}'), (f'{k}_chunks', 'chunks', '{}'))])
     print(f"\nload average (1 min) before/after: {load0:.2f} / {load1:.2f}; {time.perf_counter() - t0:.0f} s in all")
     write_json(a.out, {'benchmark': 'distributed', 'machine': machine_info(), 'rows': rows, 'crossover': cross,
-                       'load_1min': [load0, load1]})
+                       'sim_chunk_amplitudes': backend().sv.chunk_amplitudes, 'load_1min': [load0, load1]})
     print(f"wrote {a.out}")
     return 0
 
