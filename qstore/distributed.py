@@ -92,7 +92,7 @@ def plan_chunks(rows: int,  # rows of the batch
                 chunks_per_worker: int = 2,  # each chunk takes 1 / (this x workers) of the rows not planned yet
                 max_chunk_bytes: int = 2 ** 28,  # bound on a chunk's statevectors (complex128, plus one copy)
                 ) -> list[tuple]:  # (first, end) row ranges in order, largest first
-    """Guided row ranges of a batch: big chunks first, small ones last, each worth a task, within memory.
+    """Row ranges of a batch: guided chunks (big first) down to a tail of equal chunks, each worth a task, within memory.
 
     Parameters
     ----------
@@ -117,15 +117,20 @@ def plan_chunks(rows: int,  # rows of the batch
         (first, end) row ranges in order, largest first
     """
     if rows <= 0: return []
-    per_row = 2 ** n_qubits * max(1, n_gates)
-    floor = math.ceil(min_chunk_seconds * AMPLITUDE_OPS_PER_SECOND / per_row)
+    floor = math.ceil(min_chunk_seconds * AMPLITUDE_OPS_PER_SECOND / (2 ** n_qubits * max(1, n_gates)) / ROW_ALIGN)
+    blocks, floor = math.ceil(rows / ROW_ALIGN), max(1, floor)  # counted in blocks of ROW_ALIGN rows
+    share, cuts, left = max(1, workers) * max(1, chunks_per_worker), [], blocks
+    while left > share * floor:  # guided: 1/share of the blocks left
+        left -= math.ceil(left / share)
+        cuts.append(blocks - left)
+    tail = max(1, min(share, left // floor))  # the rest: equal chunks of at least the floor
+    cuts += [blocks - left + -(-left * (i + 1) // tail) for i in range(tail)]
     ceiling = max(1, max_chunk_bytes // (2 ** n_qubits * 32))
-    share, bounds, first = max(1, workers) * max(1, chunks_per_worker), [], 0
-    while first < rows:
-        size = max(floor, math.ceil((rows - first) / share))
-        size = max(1, min(ROW_ALIGN * math.ceil(size / ROW_ALIGN), ceiling))
-        bounds.append((first, min(rows, first + size)))
-        first += size
+    ceiling = ceiling // ROW_ALIGN * ROW_ALIGN or ceiling
+    bounds, first = [], 0
+    for end in (min(rows, c * ROW_ALIGN) for c in cuts):
+        bounds += [(a, min(end, a + ceiling)) for a in range(first, end, ceiling)]
+        first = end
     return bounds
 
 # %% ../nbs/80_distributed.ipynb #a4a28ecd

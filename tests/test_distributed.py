@@ -76,7 +76,7 @@ def test_exact_and_seeded_shots_equal_one_process(client):
     assert not np.array_equal(counts, inline.run(c, v, shots=300, seed=6).counts)
     assert np.array_equal(dist.run(c, v, obs, shots=300, seed=1).expectations,
                           inline.run(c, v, obs, shots=300, seed=1).expectations)
-    adaptive = CircuitBatchManager(LocalBackend(), executor=DaskExecutor(client, min_chunk_seconds=0.001))
+    adaptive = CircuitBatchManager(LocalBackend(), executor=DaskExecutor(client, min_chunk_seconds=0.0002))
     assert np.array_equal(adaptive.run(c, v, obs).expectations, LocalBackend().run(c, v, obs).expectations)
     assert adaptive.executor.last_batch['chunks'] > 1
 
