@@ -10,7 +10,8 @@ of each setup, which pays imports and plan building, is not timed):
 3. `DaskExecutor` on a real `dask scheduler` and 2 `dask worker` processes (1 thread each) on 127.0.0.1, started by
    this script from the `dask` command line and stopped at the end;
 4. the control without Dask, i.e. the ceiling: a pool of 2 plain processes (spawned and warmed up beforehand) pulling
-   the same chunks as the executor (`plan_chunks`), and the batch cut in two halves, one per process.
+   the same chunks as the executor (`plan_chunks`), and the batch cut in two halves, one per process;
+5. one process simulating the executor's chunks one after the other: what the chunk sizes alone change.
 
 Every result is checked equal, bit for bit, to the one-process result. Then, at the crossover size, batches of
 1, 2, 4, ... rows find the smallest batch for which each Dask cluster beats one process. The machine has 2 cores,
@@ -101,9 +102,16 @@ class ProcessPair:
         self.pool.join()
 
 
+def in_chunks(task: tuple, values, bounds) -> np.ndarray:
+    "The chunks simulated one after the other in this process."
+    return np.concatenate([simulate_chunk(task, values[a:b], None, (), a) for a, b in bounds])
+
+
 def compare(sizes, executors: dict, repeat: int, pair: ProcessPair | None = None) -> list[dict]:
     """One row per size: one process against each executor (column prefix -> DaskExecutor) and, with `pair`, two
-    plain processes on the executor's chunks (`pair_chunks`) and on two halves (`pair_halves`); results checked
+    plain processes on the executor's chunks (`pair_chunks`) and on two halves (`pair_halves`), and this process
+    simulating the executor's chunks one after the other (`one_process_chunks`: what the chunking alone does to the
+    time per row, e.g. smaller states that stay out of mmap'ed memory); results checked
     equal. The setups take turns in each repeat; medians are reported, the raw times are kept in `walls`."""
     local = CircuitBatchManager(backend(), executor=InlineExecutor())
     rows = []
@@ -119,6 +127,7 @@ def compare(sizes, executors: dict, repeat: int, pair: ProcessPair | None = None
             task, chunks = (backend(), c, as_observables(obs, n)), plan_chunks(batch, n, len(c.ops), 2)
             runs['pair_chunks'] = functools.partial(pair.run, task, v, chunks)
             runs['pair_halves'] = functools.partial(pair.run, task, v, [(0, batch // 2), (batch // 2, batch)])
+            runs['one_process_chunks'] = functools.partial(in_chunks, task, v, chunks)
         same = {}
         for key, fn in runs.items():  # warm-up, and the bit-for-bit check
             out = fn()
@@ -200,6 +209,7 @@ COLUMNS = [('qubits', 'n', '{}'), ('batch', 'B', '{}'), ('one_process_s', '1 pro
            ('dask_cli_s', 'dask CLI s', '{:.3f}'), ('dask_cli_speedup', 'x', '{:.2f}'),
            ('pair_chunks_s', '2 procs, same chunks s', '{:.3f}'), ('pair_chunks_speedup', 'x', '{:.2f}'),
            ('pair_halves_s', '2 procs, halves s', '{:.3f}'), ('pair_halves_speedup', 'x', '{:.2f}'),
+           ('one_process_chunks_s', '1 process, chunks s', '{:.3f}'),
            ('local_cluster_chunks', 'chunks', '{}'), ('all_equal', 'equal', '{}'), ('load', 'load', '{}')]
 
 
