@@ -4,15 +4,15 @@
 
 # %% ../nbs/80_distributed.ipynb #23655bf3
 from __future__ import annotations
-import copy, hashlib, math, pickle, threading, time, uuid
+import copy, ctypes, hashlib, math, pickle, threading, time, uuid
 from collections import Counter, OrderedDict
 import numpy as np
 from fastcore.basics import patch, store_attr
 from .pipeline.batch import simulate_chunk
 
 # %% auto #0
-__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'ROW_ALIGN', 'CHUNKS_IN_FLIGHT', 'dask_client', 'loads_here', 'ShippedTask', 'plan_chunks',
-           'DaskExecutor', 'kill_busy_worker']
+__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'ROW_ALIGN', 'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'CHUNKS_IN_FLIGHT', 'dask_client',
+           'loads_here', 'ShippedTask', 'plan_chunks', 'tune_malloc', 'DaskExecutor', 'kill_busy_worker']
 
 # %% ../nbs/80_distributed.ipynb #fa4fda54
 def dask_client(client=None,  # a `distributed.Client`, a scheduler address ('tcp://127.0.0.1:8786'), or None
@@ -133,6 +133,32 @@ def plan_chunks(rows: int,  # rows of the batch
         first = end
     return bounds
 
+# %% ../nbs/80_distributed.ipynb #d6f9e5c2
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MALLOC_TUNED = None  # what tune_malloc returned in this worker process (None: not called)
+
+
+def tune_malloc(mmap_threshold: int = 32 * 2 ** 20,  # arrays up to this size come from the heap (glibc's sliding max)
+                trim_threshold: int = 64 * 2 ** 20,  # free heap kept before memory goes back to the OS
+                ) -> bool:  # whether the C library took both settings (False without glibc's mallopt)
+    """Let glibc serve statevector-sized arrays from its heap, as a plain process does once it has freed one.
+
+    Parameters
+    ----------
+    mmap_threshold : int, default 32 * 2 ** 20
+        arrays up to this size come from the heap (glibc's sliding max)
+    trim_threshold : int, default 64 * 2 ** 20
+        free heap kept before memory goes back to the OS
+
+    Returns
+    -------
+    bool
+        whether the C library took both settings (False without glibc's mallopt)
+    """
+    mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
+    if mallopt is None: return False
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+
 # %% ../nbs/80_distributed.ipynb #a4a28ecd
 class DaskExecutor:
     "Runs the chunks of a circuit batch on Dask workers (the `executor=` of `CircuitBatchManager`)."
@@ -141,6 +167,7 @@ class DaskExecutor:
                  min_chunk_seconds: float = 0.05,  # adaptive chunks carry at least this much simulation
                  chunks_per_worker: int = 2,  # an adaptive chunk takes 1 / (this x worker threads) of the rows left
                  max_templates: int = 16,  # shipped tasks kept on the workers (least recently used dropped)
+                 tune_worker_malloc: bool = True,  # each worker calls `tune_malloc()` once, at its first chunk
                  ):
         """Parameters
         ----------
@@ -154,12 +181,14 @@ class DaskExecutor:
             an adaptive chunk takes 1 / (this x worker threads) of the rows left
         max_templates : int, default 16
             shipped tasks kept on the workers (least recently used dropped)
+        tune_worker_malloc : bool, default True
+            each worker calls `tune_malloc()` once, at its first chunk
         """
         if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int)
                                        or chunk_rows < 1):
             raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
         self.client, self._owns = dask_client(client)
-        store_attr('chunk_rows,min_chunk_seconds,chunks_per_worker,max_templates')
+        store_attr('chunk_rows,min_chunk_seconds,chunks_per_worker,max_templates,tune_worker_malloc')
         self._shipped, self._lock = OrderedDict(), threading.Lock()
         self.templates_shipped, self.last_batch = 0, None
 
@@ -227,8 +256,9 @@ def run(self: DaskExecutor,
 
     def submit(i: int, worker):
         a, b = bounds[i]
-        submitted.append(self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, i, key=keys[i],
-                                            pure=False, workers=worker, allow_other_workers=True))
+        submitted.append(self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, i,
+                                            self.tune_worker_malloc, key=keys[i], pure=False, workers=worker,
+                                            allow_other_workers=True))
         return submitted[-1]
 
     first = min(len(bounds), CHUNKS_IN_FLIGHT * len(slots))
@@ -251,9 +281,11 @@ def run(self: DaskExecutor,
     return np.concatenate(parts)
 
 
-def _run_shipped(shipped: ShippedTask, values, shots, seed, first_row, index):
+def _run_shipped(shipped: ShippedTask, values, shots, seed, first_row, index, tune: bool):
     "A chunk on a worker: (its index, this worker's address, the shipped task simulated for these rows)."
     from distributed import get_worker
+    global _MALLOC_TUNED
+    if tune and _MALLOC_TUNED is None: _MALLOC_TUNED = tune_malloc()
     return index, get_worker().address, simulate_chunk(shipped.task, values, shots, seed, first_row)
 
 # %% ../nbs/80_distributed.ipynb #64e2289c
