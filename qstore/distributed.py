@@ -4,15 +4,15 @@
 
 # %% ../nbs/80_distributed.ipynb #23655bf3
 from __future__ import annotations
-import copy, hashlib, math, pickle, threading, time, uuid
+import copy, ctypes, hashlib, math, pickle, threading, time, uuid
 from collections import Counter, OrderedDict
 import numpy as np
 from fastcore.basics import patch, store_attr
 from .pipeline.batch import simulate_chunk
 
 # %% auto #0
-__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'ROW_ALIGN', 'dask_client', 'loads_here', 'ShippedTask', 'plan_chunks', 'DaskExecutor',
-           'kill_busy_worker']
+__all__ = ['AMPLITUDE_OPS_PER_SECOND', 'ROW_ALIGN', 'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'CHUNKS_IN_FLIGHT', 'dask_client',
+           'loads_here', 'ShippedTask', 'plan_chunks', 'tune_malloc', 'DaskExecutor', 'kill_busy_worker']
 
 # %% ../nbs/80_distributed.ipynb #fa4fda54
 def dask_client(client=None,  # a `distributed.Client`, a scheduler address ('tcp://127.0.0.1:8786'), or None
@@ -80,7 +80,7 @@ class ShippedTask:
         _LOADS[self.key] += 1
 
 # %% ../nbs/80_distributed.ipynb #faba8adb
-AMPLITUDE_OPS_PER_SECOND = 2e8  # one core of the 2-core test machine, 4-7 ns per gate per amplitude
+AMPLITUDE_OPS_PER_SECOND = 1.4e9  # one core of the 2-core test machine: 0.7 ns per gate per amplitude at 12-18 qubits
 ROW_ALIGN = 8  # chunks start at multiples of this many rows (BLAS row blocking, see above)
 
 
@@ -89,10 +89,10 @@ def plan_chunks(rows: int,  # rows of the batch
                 n_gates: int,  # gates of the circuit
                 workers: int,  # worker threads of the cluster
                 min_chunk_seconds: float = 0.05,  # a chunk carries at least this much simulation
-                chunks_per_worker: int = 2,  # chunks per worker thread once the floor is met
+                chunks_per_worker: int = 2,  # each chunk takes 1 / (this x workers) of the rows not planned yet
                 max_chunk_bytes: int = 2 ** 28,  # bound on a chunk's statevectors (complex128, plus one copy)
-                ) -> list[tuple]:  # (first, end) row ranges in order
-    """Row ranges of a batch: big enough to pay for a task, small enough to spread over the workers and fit memory.
+                ) -> list[tuple]:  # (first, end) row ranges in order, largest first
+    """Row ranges of a batch: guided chunks (big first) down to a tail of equal chunks, each worth a task, within memory.
 
     Parameters
     ----------
@@ -107,22 +107,57 @@ def plan_chunks(rows: int,  # rows of the batch
     min_chunk_seconds : float, default 0.05
         a chunk carries at least this much simulation
     chunks_per_worker : int, default 2
-        chunks per worker thread once the floor is met
+        each chunk takes 1 / (this x workers) of the rows not planned yet
     max_chunk_bytes : int, default 2 ** 28
         bound on a chunk's statevectors (complex128, plus one copy)
 
     Returns
     -------
     list[tuple]
-        (first, end) row ranges in order
+        (first, end) row ranges in order, largest first
     """
     if rows <= 0: return []
-    per_row = 2 ** n_qubits * max(1, n_gates)
-    floor = math.ceil(min_chunk_seconds * AMPLITUDE_OPS_PER_SECOND / per_row)
+    floor = math.ceil(min_chunk_seconds * AMPLITUDE_OPS_PER_SECOND / (2 ** n_qubits * max(1, n_gates)) / ROW_ALIGN)
+    blocks, floor = math.ceil(rows / ROW_ALIGN), max(1, floor)  # counted in blocks of ROW_ALIGN rows
+    share, cuts, left = max(1, workers) * max(1, chunks_per_worker), [], blocks
+    while left > share * floor:  # guided: 1/share of the blocks left
+        left -= math.ceil(left / share)
+        cuts.append(blocks - left)
+    tail = max(1, min(share, left // floor))  # the rest: equal chunks of at least the floor
+    cuts += [blocks - left + -(-left * (i + 1) // tail) for i in range(tail)]
     ceiling = max(1, max_chunk_bytes // (2 ** n_qubits * 32))
-    size = max(floor, math.ceil(rows / (max(1, workers) * chunks_per_worker)))
-    size = max(1, min(ROW_ALIGN * math.ceil(size / ROW_ALIGN), ceiling))
-    return [(a, min(rows, a + size)) for a in range(0, rows, size)]
+    ceiling = ceiling // ROW_ALIGN * ROW_ALIGN or ceiling
+    bounds, first = [], 0
+    for end in (min(rows, c * ROW_ALIGN) for c in cuts):
+        bounds += [(a, min(end, a + ceiling)) for a in range(first, end, ceiling)]
+        first = end
+    return bounds
+
+# %% ../nbs/80_distributed.ipynb #d6f9e5c2
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MALLOC_TUNED = None  # what tune_malloc returned in this worker process (None: not called)
+
+
+def tune_malloc(mmap_threshold: int = 32 * 2 ** 20,  # arrays up to this size come from the heap (glibc's sliding max)
+                trim_threshold: int = 64 * 2 ** 20,  # free heap kept before memory goes back to the OS
+                ) -> bool:  # whether the C library took both settings (False without glibc's mallopt)
+    """Let glibc serve statevector-sized arrays from its heap, as a plain process does once it has freed one.
+
+    Parameters
+    ----------
+    mmap_threshold : int, default 32 * 2 ** 20
+        arrays up to this size come from the heap (glibc's sliding max)
+    trim_threshold : int, default 64 * 2 ** 20
+        free heap kept before memory goes back to the OS
+
+    Returns
+    -------
+    bool
+        whether the C library took both settings (False without glibc's mallopt)
+    """
+    mallopt = getattr(ctypes.CDLL(None), 'mallopt', None)
+    if mallopt is None: return False
+    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
 
 # %% ../nbs/80_distributed.ipynb #a4a28ecd
 class DaskExecutor:
@@ -130,8 +165,9 @@ class DaskExecutor:
     def __init__(self, client=None,  # a `distributed.Client`, a scheduler address, or None: a 2-worker LocalCluster
                  chunk_rows: int | None = None,  # rows per chunk, rounded up to a multiple of ROW_ALIGN (None: adapt)
                  min_chunk_seconds: float = 0.05,  # adaptive chunks carry at least this much simulation
-                 chunks_per_worker: int = 2,  # adaptive chunks per worker thread above that floor
+                 chunks_per_worker: int = 2,  # an adaptive chunk takes 1 / (this x worker threads) of the rows left
                  max_templates: int = 16,  # shipped tasks kept on the workers (least recently used dropped)
+                 tune_worker_malloc: bool = True,  # each worker calls `tune_malloc()` once, at its first chunk
                  ):
         """Parameters
         ----------
@@ -142,15 +178,17 @@ class DaskExecutor:
         min_chunk_seconds : float, default 0.05
             adaptive chunks carry at least this much simulation
         chunks_per_worker : int, default 2
-            adaptive chunks per worker thread above that floor
+            an adaptive chunk takes 1 / (this x worker threads) of the rows left
         max_templates : int, default 16
             shipped tasks kept on the workers (least recently used dropped)
+        tune_worker_malloc : bool, default True
+            each worker calls `tune_malloc()` once, at its first chunk
         """
         if chunk_rows is not None and (isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int)
                                        or chunk_rows < 1):
             raise ValueError(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
         self.client, self._owns = dask_client(client)
-        store_attr('chunk_rows,min_chunk_seconds,chunks_per_worker,max_templates')
+        store_attr('chunk_rows,min_chunk_seconds,chunks_per_worker,max_templates,tune_worker_malloc')
         self._shipped, self._lock = OrderedDict(), threading.Lock()
         self.templates_shipped, self.last_batch = 0, None
 
@@ -184,6 +222,9 @@ def _bounds(self: DaskExecutor, rows: int, circuit, workers: int) -> list[tuple]
                        self.chunks_per_worker)
 
 # %% ../nbs/80_distributed.ipynb #11873a7e
+CHUNKS_IN_FLIGHT = 2  # chunks handed to each worker thread at a time: one running, one waiting
+
+
 @patch
 def run(self: DaskExecutor,
          task: tuple,  # (backend, circuit, observables)
@@ -191,7 +232,7 @@ def run(self: DaskExecutor,
          shots: int | None = None,  # None: exact results; int: counts per row
          seed: tuple = (),  # the batch's seed words (row r samples from default_rng([*seed, r]))
          ) -> np.ndarray:
-    """Results of the whole batch, simulated chunk by chunk on the workers and joined in row order.
+    """Results of the whole batch, simulated chunk by chunk on the workers (who pull the next chunk), in row order.
 
     Parameters
     ----------
@@ -204,25 +245,48 @@ def run(self: DaskExecutor,
     seed : tuple, default ()
         the batch's seed words (row r samples from default_rng([*seed, r]))
     """
+    from distributed import as_completed
     t0 = time.perf_counter()
     values = np.asarray(values)
-    slots = [w for w, threads in sorted(self.client.nthreads().items()) for _ in range(threads)]
+    slots = [w for w, threads in sorted(self.client.nthreads().items()) for _ in range(threads)] or [None]
     bounds = self._bounds(len(values), task[1], len(slots))
     if not bounds: return simulate_chunk(task, values, shots, seed)  # no rows: nothing to send
     shipped, batch = self._ship(task), uuid.uuid4().hex[:12]
-    keys = [f"qstore-chunk-{batch}-{i}" for i in range(len(bounds))]
-    futures = [self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, key=k, pure=False,
-                                  workers=slots[i % len(slots)] if slots else None, allow_other_workers=True)
-               for i, (k, (a, b)) in enumerate(zip(keys, bounds))]
-    parts = self.client.gather(futures)
+    keys, submitted = [f"qstore-chunk-{batch}-{i}" for i in range(len(bounds))], []
+
+    def submit(i: int, worker):
+        a, b = bounds[i]
+        submitted.append(self.client.submit(_run_shipped, shipped, values[a:b], shots, tuple(seed), a, i,
+                                            self.tune_worker_malloc, key=keys[i], pure=False, workers=worker,
+                                            allow_other_workers=True))
+        return submitted[-1]
+
+    first = min(len(bounds), CHUNKS_IN_FLIGHT * len(slots))
+    # this client's loop: as_completed would otherwise track the futures on the default (latest) client's
+    finished = as_completed([submit(i, slots[i % len(slots)]) for i in range(first)], self.client.loop,
+                            with_results=True)
+    parts, rows_by_worker = [None] * len(bounds), Counter()
+    try:
+        for _, (i, worker, part) in finished:
+            parts[i] = part
+            rows_by_worker[worker] += len(part)
+            if first < len(bounds):
+                finished.add(submit(first, worker))
+                first += 1
+    except BaseException:
+        self.client.cancel(submitted)
+        raise
     self.last_batch = {'rows': len(values), 'chunks': len(bounds), 'chunk_rows': bounds[0][1] - bounds[0][0],
-                       'keys': keys, 'seconds': time.perf_counter() - t0}
+                       'keys': keys, 'rows_by_worker': dict(rows_by_worker), 'seconds': time.perf_counter() - t0}
     return np.concatenate(parts)
 
 
-def _run_shipped(shipped: ShippedTask, values, shots, seed, first_row):
-    "A chunk on a worker: the shipped task, simulated for these rows."
-    return simulate_chunk(shipped.task, values, shots, seed, first_row)
+def _run_shipped(shipped: ShippedTask, values, shots, seed, first_row, index, tune: bool):
+    "A chunk on a worker: (its index, this worker's address, the shipped task simulated for these rows)."
+    from distributed import get_worker
+    global _MALLOC_TUNED
+    if tune and _MALLOC_TUNED is None: _MALLOC_TUNED = tune_malloc()
+    return index, get_worker().address, simulate_chunk(shipped.task, values, shots, seed, first_row)
 
 # %% ../nbs/80_distributed.ipynb #64e2289c
 @patch

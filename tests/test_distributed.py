@@ -76,7 +76,7 @@ def test_exact_and_seeded_shots_equal_one_process(client):
     assert not np.array_equal(counts, inline.run(c, v, shots=300, seed=6).counts)
     assert np.array_equal(dist.run(c, v, obs, shots=300, seed=1).expectations,
                           inline.run(c, v, obs, shots=300, seed=1).expectations)
-    adaptive = CircuitBatchManager(LocalBackend(), executor=DaskExecutor(client, min_chunk_seconds=0.001))
+    adaptive = CircuitBatchManager(LocalBackend(), executor=DaskExecutor(client, min_chunk_seconds=0.0002))
     assert np.array_equal(adaptive.run(c, v, obs).expectations, LocalBackend().run(c, v, obs).expectations)
     assert adaptive.executor.last_batch['chunks'] > 1
 
@@ -172,9 +172,13 @@ def test_bad_input(tmp_path):
 
 def test_distributed_benchmark_on_the_cli_cluster(client):
     bench = load_bench()
-    rows = bench.compare(((8, 1, 16),), {'dask_cli': DaskExecutor(client, chunk_rows=8)}, repeat=1)
-    assert rows[0]['dask_cli_bitwise_equal'] and rows[0]['dask_cli_chunks'] == 2 and rows[0]['dask_cli_s'] > 0
-    cross = bench.crossover_search(DaskExecutor(client), (6, 1), max_batch=2, repeat=1)
-    assert [t['batch'] for t in cross['tried']] == [1, 2]
-    control = bench.process_pair_ceiling(((6, 1, 8),), repeat=1)
-    assert control[0]['batch'] == 8 and control[0]['two_processes_s'] > 0
+    pair = bench.ProcessPair(2)
+    try:
+        rows = bench.compare(((8, 1, 16),), {'dask_cli': DaskExecutor(client, chunk_rows=8)}, repeat=1, pair=pair)
+    finally: pair.close()
+    row = rows[0]
+    assert row['dask_cli_bitwise_equal'] and row['dask_cli_chunks'] == 2 and row['dask_cli_s'] > 0
+    assert row['pair_chunks_bitwise_equal'] and row['pair_halves_bitwise_equal'] and row['pair_halves_s'] > 0
+    assert sum(row['dask_cli_rows_by_worker']) == 16 and len(row['walls']['one_process']) == 1
+    cross = bench.crossover_search({'dask_cli': DaskExecutor(client)}, (6, 1), max_batch=2, repeat=1)
+    assert [t['batch'] for t in cross['tried']] == [1, 2] and set(cross['smallest_paying_batch']) == {'dask_cli'}
