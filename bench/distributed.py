@@ -19,8 +19,11 @@ so 2 workers can reach at most 2x; other users' load shows in `load_1min` (from 
 in `one_process_cpu_share` (CPU seconds / wall seconds of the one-process runs). `--sim-chunk-amplitudes` sets the
 simulator's memory chunk (2^21 amplitudes, 32 MB of states, by default) for every setup alike.
 
+The default sizes take about 3 s in one process: since the simulator runs on compiled kernels, 2048 rows at 14
+qubits is 0.7 s, too little to amortise a Dask round trip and 12 chunks (1.2-1.4x there).
+
     flock /work/wt/.bench.lock env OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/distributed.py
-        [--sizes 14x2x2048 16x2x512] [--repeat 5] [--crossover 14x2] [--sim-chunk-amplitudes 262144]
+        [--sizes 14x2x8192 16x2x2048] [--repeat 5] [--crossover 14x2] [--sim-chunk-amplitudes 262144]
         [--out bench/results/distributed.json]
 """
 import argparse, functools, json, multiprocessing, os, shutil, subprocess, sys, tempfile, time
@@ -179,8 +182,8 @@ def crossover_search(executors: dict, size, max_batch: int, repeat: int) -> dict
     return {'qubits': n, 'layers': layers, 'smallest_paying_batch': smallest, 'tried': tried}
 
 
-def distributed_benchmark(sizes=((14, 2, 2048), (16, 2, 512)), repeat: int = 5, crossover=(14, 2),
-                          max_crossover_batch: int = 512, cli: bool = True) -> tuple[list, dict]:
+def distributed_benchmark(sizes=((14, 2, 8192), (16, 2, 2048)), repeat: int = 5, crossover=(14, 2),
+                          max_crossover_batch: int = 2048, cli: bool = True) -> tuple[list, dict]:
     "Start the clusters and the process pair, run `compare` and `crossover_search`, stop everything."
     import distributed
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=':0')
@@ -215,10 +218,10 @@ COLUMNS = [('qubits', 'n', '{}'), ('batch', 'B', '{}'), ('one_process_s', '1 pro
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--sizes', nargs='+', default=['14x2x2048', '16x2x512'], help='QUBITSxLAYERSxBATCH')
+    p.add_argument('--sizes', nargs='+', default=['14x2x8192', '16x2x2048'], help='QUBITSxLAYERSxBATCH')
     p.add_argument('--repeat', type=int, default=5)
     p.add_argument('--crossover', default='14x2', help='QUBITSxLAYERS of the smallest-paying-batch search')
-    p.add_argument('--max-crossover-batch', type=int, default=512)
+    p.add_argument('--max-crossover-batch', type=int, default=2048)
     p.add_argument('--no-cli', action='store_true', help='skip the `dask scheduler` + `dask worker` cluster')
     p.add_argument('--sim-chunk-amplitudes', type=int, default=None,
                    help="the simulator's memory chunk in amplitudes, for every setup (default: the simulator's)")
