@@ -10,7 +10,7 @@ PG_BIN=/usr/lib/postgresql/15/bin
 PG_SHARE=/usr/share/postgresql/15
 HERE=$(cd "$(dirname "$0")" && pwd)
 log() { echo "postgres.sh: $*" >&2; }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }  # from /: postgres may not enter the cwd
 quiet() { local out; out=$("$@" 2>&1) || { log "FAILED: $*"; echo "$out" >&2; return 1; }; }  # output on failure
 
 install_postgres() {
