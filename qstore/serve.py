@@ -296,16 +296,8 @@ async def _predict_response(self: InferenceServer, request: Request) -> JSONResp
         return JSONResponse({'error': f"prediction failed: {type(e).__name__}: {e}"}, 500)
 
 @patch
-async def predict_endpoint(self: InferenceServer,
-                           request: Request,  # POST /predict
-                          ) -> JSONResponse:
-    """`POST /predict`: predictions, probabilities and outputs for JSON rows; timed and counted.
-
-    Parameters
-    ----------
-    request : Request
-        POST /predict
-    """
+async def _predict_route(self: InferenceServer, request: Request) -> JSONResponse:
+    "`POST /predict`: predictions, probabilities and outputs for JSON rows; timed and counted."
     t0 = time.perf_counter()
     response = await self._predict_response(request)
     self.metrics.latency.observe(time.perf_counter() - t0)
@@ -314,31 +306,15 @@ async def predict_endpoint(self: InferenceServer,
 
 # %% ../nbs/81_serve.ipynb #srv-21
 @patch
-async def health(self: InferenceServer,
-                 request: Request,  # GET /health
-                ) -> JSONResponse:
-    """`GET /health`: the model and version this worker serves, and its process id.
-
-    Parameters
-    ----------
-    request : Request
-        GET /health
-    """
+async def _health_route(self: InferenceServer, request: Request) -> JSONResponse:
+    "`GET /health`: the model and version this worker serves, and its process id."
     p = self.predictor
     return JSONResponse({'status': 'ok', 'model': p.name, 'version': p.version, 'ref': self.ref,
                          'n_features': p.n_features, 'loss': p.loss, 'pid': os.getpid()})
 
 @patch
-async def metrics_endpoint(self: InferenceServer,
-                           request: Request,  # GET /metrics
-                          ) -> Response:
-    """`GET /metrics`: Prometheus text.
-
-    Parameters
-    ----------
-    request : Request
-        GET /metrics
-    """
+async def _metrics_route(self: InferenceServer, request: Request) -> Response:
+    "`GET /metrics`: Prometheus text."
     return Response(self.metrics.text(), media_type='text/plain; version=0.0.4; charset=utf-8')
 
 @patch
@@ -352,8 +328,8 @@ def app(self: InferenceServer) -> Starlette:
         finally:
             if watch: watch.cancel()
             self.db.close()
-    routes = [Route('/predict', self.predict_endpoint, methods=['POST']), Route('/health', self.health),
-              Route('/metrics', self.metrics_endpoint)]
+    routes = [Route('/predict', self._predict_route, methods=['POST']), Route('/health', self._health_route),
+              Route('/metrics', self._metrics_route)]
     return Starlette(routes=routes, lifespan=lifespan)
 
 # %% ../nbs/81_serve.ipynb #srv-29
@@ -551,18 +527,9 @@ async def _relay(self: ServeFront, method: str, path: str, body: bytes = b'', co
     return Response(answer, status, media_type=media_type or None)
 
 @patch
-async def predict_endpoint(  # noqa: F811 (InferenceServer has a patched method of the same name)
-        self: ServeFront,
-        request: Request,  # POST /predict
-) -> Response:
+async def _front_predict(self: ServeFront, request: Request) -> Response:
     """`POST /predict`: read the body here (413 while it streams in past `max_body`, the bound on what the front
-    holds per request) and relay it to a worker, again if that worker dies.
-
-    Parameters
-    ----------
-    request : Request
-        POST /predict
-    """
+    holds per request) and relay it to a worker, again if that worker dies."""
     try: body = await _read_body(request, self.max_body)
     except HTTPError as e:
         self.refused.labels(str(e.status)).inc()
@@ -570,17 +537,8 @@ async def predict_endpoint(  # noqa: F811 (InferenceServer has a patched method 
     return await self._relay('POST', '/predict', body, request.headers.get('content-type', ''))
 
 @patch
-async def health(  # noqa: F811 (InferenceServer has a patched method of the same name)
-        self: ServeFront,
-        request: Request,  # GET /health
-) -> Response:
-    """`GET /health`: a worker's answer plus the front's view: each worker's pid, readiness and requests held; restarts.
-
-    Parameters
-    ----------
-    request : Request
-        GET /health
-    """
+async def _front_health(self: ServeFront, request: Request) -> Response:
+    "`GET /health`: a worker's answer plus the front's view: each worker's pid, readiness and requests held; restarts."
     workers = [{'pid': w.proc.pid, 'ready': w.ready, 'in_flight': w.in_flight} for w in self.workers if w is not None]
     front = {'workers': workers, 'restarts': self.restarts}
     if not any(w['ready'] for w in workers): return JSONResponse({'status': 'starting', **front}, 503)
@@ -588,17 +546,8 @@ async def health(  # noqa: F811 (InferenceServer has a patched method of the sam
     return JSONResponse({**json.loads(r.body), **front}, r.status_code)
 
 @patch
-async def metrics_endpoint(  # noqa: F811 (InferenceServer has a patched method of the same name)
-        self: ServeFront,
-        request: Request,  # GET /metrics
-) -> Response:
-    """`GET /metrics`: the workers' metrics added up (any worker answers for all), then the front's own.
-
-    Parameters
-    ----------
-    request : Request
-        GET /metrics
-    """
+async def _front_metrics(self: ServeFront, request: Request) -> Response:
+    "`GET /metrics`: the workers' metrics added up (any worker answers for all), then the front's own."
     r = await self._relay('GET', '/metrics')
     if r.status_code != 200: return r
     return Response(r.body + _prometheus().generate_latest(self.registry), media_type=r.media_type)
@@ -629,8 +578,8 @@ def app(self: ServeFront) -> Starlette:  # noqa: F811 (InferenceServer has a pat
         finally:
             await self._stop(keepers)
             shutil.rmtree(self.dir, ignore_errors=True)
-    routes = [Route('/predict', self.predict_endpoint, methods=['POST']), Route('/health', self.health),
-              Route('/metrics', self.metrics_endpoint)]
+    routes = [Route('/predict', self._front_predict, methods=['POST']), Route('/health', self._front_health),
+              Route('/metrics', self._front_metrics)]
     return Starlette(routes=routes, lifespan=lifespan)
 
 # %% ../nbs/81_serve.ipynb #srv-30

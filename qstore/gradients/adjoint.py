@@ -7,13 +7,12 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 import numpy as np
-from ..circuits import Circuit, validate_values
+from ..circuits import Circuit
 from ..gates import GATES
 from ..gates import matrix_rate
-from ..observables import as_observables, Observable, term_signs, z_signs
+from ..observables import Observable, term_signs, z_signs
 from ..simulator import StatevectorSimulator, plan_for
-from ..backends.base import get_backend
-from .core import GradientMethod, GradientResult, register_gradient, select_params
+from .core import GradientMethod, GradientResult, gradient_inputs, register_gradient
 from ..utils import LRUCache
 
 # %% auto #0
@@ -216,6 +215,19 @@ def _adjoint_sweep(circuit: Circuit, ap: _AdjointPlan, fw: SimpleNamespace, lam:
         S = plan.apply(S, i, A, mats1, fw.dtype, adjoint=True, M=Ms[i])
     return G
 
+# %% ../../nbs/43_gradients_adjoint.ipynb #g43-prep
+def _require_statevectors(be):
+    "Refuse a backend that does not expose statevectors (hardware, noisy or sampled simulators)."
+    if not be.capabilities.adjoint:
+        raise ValueError(f"adjoint differentiation needs statevector access; backend '{be.name}' does not provide it "
+                         "(use parameter_shift)")
+
+def _forward_and_plan(circuit: Circuit, v: np.ndarray, be, cols: np.ndarray):
+    "The forward sweep and the (cached) adjoint plan of `cols`: what `adjoint` and `adjoint_vjp` start from."
+    fw = _adjoint_forward(circuit, v, _simulator(be))
+    key = (circuit.structural_hash, tuple(cols.tolist()))
+    return fw, _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, fw.plan, cols))
+
 # %% ../../nbs/43_gradients_adjoint.ipynb #g43-main
 def adjoint(circuit: Circuit,  # the parametrised circuit
             values,  # parameter values, one row per batch entry (see `validate_values`)
@@ -241,25 +253,16 @@ def adjoint(circuit: Circuit,  # the parametrised circuit
     cotangent : default None
         (B, n_obs), or a function of the values returning it: the loss gradient (vjp) only
     """
-    be = get_backend(backend)
-    if not be.capabilities.adjoint:
-        raise ValueError(
-            f"adjoint differentiation needs statevector access; backend '{be.name}' does not provide it (use "
-            "parameter_shift)"
-        )
-    v = validate_values(circuit, values)
+    be, v, cols, obs = gradient_inputs(circuit, values, observables, backend, wrt)
+    _require_statevectors(be)
     B, n = v.shape[0], circuit.n_qubits
-    cols = select_params(circuit, wrt)
-    obs = as_observables(observables, n)
     params = circuit.parameters
     names = [params[i] for i in cols]
     if not B:  # an empty batch: empty results, nothing to simulate
         kind, width = ('adjoint', len(obs)) if cotangent is None else ('adjoint_vjp', 1)
         if callable(cotangent): cotangent(np.zeros((0, len(obs))))
         return GradientResult(np.zeros((0, width, len(cols))), names, kind, 0, 1, np.zeros((0, len(obs))))
-    fw = _adjoint_forward(circuit, v, _simulator(be))
-    key = (circuit.structural_hash, tuple(cols.tolist()))
-    ap = _ADJ_PLANS.get_or_create(key, lambda: _AdjointPlan(circuit, fw.plan, cols))
+    fw, ap = _forward_and_plan(circuit, v, be, cols)
     value, lam = _adjoint_seed(fw.psi, obs, n, cotangent)
     G = _adjoint_sweep(circuit, ap, fw, lam, len(cols))
     if cotangent is None: return GradientResult(np.moveaxis(G, 0, 1), names, 'adjoint', B, 1, value)
@@ -287,15 +290,10 @@ def adjoint_vjp(circuit: Circuit,  # the parametrised circuit
     wrt : default 'weights'
         parameters to differentiate: a group name, names or indices, or None (all)
     """
-    be = get_backend(backend)
-    if not be.capabilities.adjoint:
-        raise ValueError(f"adjoint differentiation needs statevector access; backend '{be.name}' does not provide it")
-    v = validate_values(circuit, values)
-    obs, cols = as_observables(observables, circuit.n_qubits), select_params(circuit, wrt)
+    be, v, cols, obs = gradient_inputs(circuit, values, observables, backend, wrt)
+    _require_statevectors(be)
     if not v.shape[0]: return np.zeros((0, len(obs))), lambda cotangent: np.zeros((0, len(cols)))
-    fw = _adjoint_forward(circuit, v, _simulator(be))
-    ap = _ADJ_PLANS.get_or_create((circuit.structural_hash, tuple(cols.tolist())),
-                                  lambda: _AdjointPlan(circuit, fw.plan, cols))
+    fw, ap = _forward_and_plan(circuit, v, be, cols)
     value, Opsi = _adjoint_seed(fw.psi, obs, circuit.n_qubits, None)
 
     def pullback(cotangent):
